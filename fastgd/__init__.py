@@ -1,0 +1,1 @@
+"""fastgd: Numba kernels for activations and fused gradient-descent updates."""
