@@ -1,1 +1,63 @@
-"""fastgd: Numba kernels for activations and fused gradient-descent updates."""
+"""fastgd: Numba kernels for activations and fused gradient-descent updates.
+
+One API, three backends: ``numpy`` (the reference), ``numba`` (CPU, parallel) and ``cuda``
+(``numba.cuda`` kernels on CuPy or any ``__cuda_array_interface__`` array)::
+
+    import numpy as np, fastgd
+    x = np.random.randn(4096, 512).astype(np.float32)
+    y = fastgd.gelu(x)                              # auto: Numba CPU for NumPy arrays
+    dx = fastgd.gelu_backward(np.ones_like(x), x)   # upstream gradient, forward input
+    with fastgd.use_backend("numpy"):
+        y_ref = fastgd.gelu(x)
+"""
+
+from fastgd.activation import activations
+from fastgd.backends import (
+    BackendUnavailable,
+    backends,
+    get_backend,
+    to_device,
+    to_host,
+    use_backend,
+)
+
+__version__ = "0.1.0"
+
+
+def _expose(act):
+    """Module-level ``NAME`` and ``NAME_backward`` functions for one activation."""
+
+    def forward(x, *args, out=None, backend=None, **params):
+        return act.forward(x, *args, out=out, backend=backend, **params)
+
+    def backward(dy, x=None, *args, out=None, backend=None, **params):
+        return act.backward(dy, x, *args, out=out, backend=backend, **params)
+
+    params = ", ".join(f"{k}={v!r}" for k, v in act.params.items())
+    forward.__name__ = forward.__qualname__ = act.name
+    forward.__doc__ = (
+        f"{act.name}(x{', ' + params if params else ''}, out=None, backend=None): "
+        f"{act.__doc__}"
+    )
+    backward.__name__ = backward.__qualname__ = f"{act.name}_backward"
+    backward.__doc__ = (
+        f"Gradient of {act.name} with respect to its input, from the upstream gradient dy "
+        f"and the forward input x."
+    )
+    return forward, backward
+
+
+for _act in activations.values():
+    globals()[_act.name], globals()[f"{_act.name}_backward"] = _expose(_act)
+del _act
+
+__all__ = [
+    "activations",
+    "backends",
+    "get_backend",
+    "use_backend",
+    "to_device",
+    "to_host",
+    "BackendUnavailable",
+    *(n for a in activations for n in (a, f"{a}_backward")),
+]

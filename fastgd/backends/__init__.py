@@ -1,1 +1,92 @@
-"""Execution backends: numpy (reference), numba (CPU), cuda."""
+"""Execution backends and how one is chosen.
+
+Order of choice: an explicit ``backend=`` argument, then ``with use_backend(name)``, then
+the ``FASTGD_BACKEND`` environment variable, then ``"auto"``: ``cuda`` for device arrays
+(anything with ``__cuda_array_interface__``), ``numba`` for NumPy arrays (falling back to
+``numpy`` when Numba is missing). Arrays on the wrong device raise instead of being copied.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from fastgd._arrays import is_device_array
+from fastgd.backends.cuda_backend import CudaBackend, to_device, to_host
+from fastgd.backends.numba_backend import NumbaBackend
+from fastgd.backends.numpy_backend import NumpyBackend
+
+__all__ = ["backends", "get_backend", "use_backend", "resolve", "to_device", "to_host"]
+
+_REGISTRY = {b.name: b for b in (NumpyBackend(), NumbaBackend(), CudaBackend())}
+_ACTIVE: ContextVar[str | None] = ContextVar("fastgd_backend", default=None)
+_STATUS: dict[str, str] = {}
+
+
+class BackendUnavailable(RuntimeError):
+    """The named backend exists but cannot run on this machine."""
+
+
+def _status(name: str) -> str:
+    if name not in _STATUS:
+        _STATUS[name] = _REGISTRY[name].status()
+    return _STATUS[name]
+
+
+def backends() -> dict[str, str]:
+    """Every backend with ``'ok (...)'`` or ``'unavailable: <why>'`` for this machine."""
+    return {name: _status(name) for name in _REGISTRY}
+
+
+def _check_name(name: str) -> None:
+    if name != "auto" and name not in _REGISTRY:
+        listed = ", ".join(f"{n} ({s})" for n, s in backends().items())
+        raise ValueError(f"unknown backend {name!r}; backends: auto, {listed}")
+
+
+def get_backend(name: str):
+    """The backend object called ``name``; ``ValueError`` if unknown, ``BackendUnavailable``
+    (a ``RuntimeError``) with the reason if it cannot run here."""
+    _check_name(name)
+    if name == "auto":
+        raise ValueError("'auto' is chosen per call from the arrays; name a backend")
+    status = _status(name)
+    if not status.startswith("ok"):
+        available = [n for n in _REGISTRY if _status(n).startswith("ok")]
+        raise BackendUnavailable(f"backend {name!r} is {status}; available: {available}")
+    return _REGISTRY[name]
+
+
+@contextmanager
+def use_backend(name: str):
+    """Run the block with ``name`` as the default backend (per thread and async task)."""
+    _check_name(name)
+    token = _ACTIVE.set(name)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def resolve(backend: str | None, *arrays):
+    """The backend for one call on ``arrays``; ``TypeError`` if they live on another device."""
+    name = backend or _ACTIVE.get() or os.environ.get("FASTGD_BACKEND") or "auto"
+    _check_name(name)
+    on_device = [is_device_array(a) for a in arrays]
+    if name == "auto":
+        if any(on_device):
+            name = "cuda"
+        else:
+            name = "numba" if _status("numba").startswith("ok") else "numpy"
+    chosen = get_backend(name)
+    if not all(chosen.owns(a) for a in arrays):
+        if name == "cuda":
+            raise TypeError(
+                "the cuda backend needs device arrays; copy host arrays with fastgd.to_device(a)"
+            )
+        raise TypeError(
+            f"the {name} backend needs host (NumPy) arrays; copy device arrays with "
+            "fastgd.to_host(a)"
+        )
+    return chosen

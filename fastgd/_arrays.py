@@ -1,0 +1,83 @@
+"""The array contract shared by every op: dtypes, devices, shapes and ``out=``.
+
+Nothing here imports Numba or CuPy: device arrays are recognised by protocol
+(``__cuda_array_interface__``) or, for the CUDA simulator's fake arrays, by type name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def is_device_array(a) -> bool:
+    """True for CuPy arrays, Numba device arrays, torch CUDA tensors and simulator arrays."""
+    if hasattr(a, "__cuda_array_interface__"):
+        return True
+    cls = type(a)
+    return cls.__name__ == "FakeCUDAArray" and "simulator" in cls.__module__
+
+
+def dtype_of(a) -> np.dtype:
+    """The NumPy dtype of a host or device array (torch tensors included)."""
+    if isinstance(a, np.ndarray):
+        return a.dtype
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is not None:
+        return np.dtype(cai["typestr"])
+    return np.dtype(a.dtype)
+
+
+def shape_of(a) -> tuple:
+    cai = getattr(a, "__cuda_array_interface__", None)
+    return tuple(cai["shape"]) if cai is not None else tuple(a.shape)
+
+
+def as_array(a):
+    """Host arrays, scalars and lists become NumPy arrays; device arrays pass through."""
+    return a if is_device_array(a) or isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def check_float(**arrays) -> np.dtype:
+    """The common float dtype of ``arrays`` (name -> array); ``TypeError`` naming the dtypes."""
+    dtypes = {name: dtype_of(a) for name, a in arrays.items()}
+    bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
+    if bad:
+        listed = ", ".join(f"{n}: {d}" for n, d in bad.items())
+        raise TypeError(f"fastgd works on float32 and float64 arrays, got {listed}")
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
+        raise TypeError(f"mixed dtypes are not supported: {listed}")
+    return next(iter(dtypes.values()))
+
+
+def check_same_shape(**arrays) -> tuple:
+    shapes = {name: shape_of(a) for name, a in arrays.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{n}: {s}" for n, s in shapes.items())
+        raise ValueError(f"shapes do not match: {listed}")
+    return next(iter(shapes.values()))
+
+
+def is_writable(a) -> bool:
+    flags = getattr(a, "flags", None)
+    if isinstance(a, np.ndarray):
+        return bool(flags.writeable)
+    cai = getattr(a, "__cuda_array_interface__", None)
+    if cai is not None:
+        return not cai["data"][1]  # (pointer, read_only)
+    return True
+
+
+def check_out(out, shape, dtype, backend, name="out"):
+    """Validate a caller's output array before anything is written (``ValueError``)."""
+    if not backend.owns(out):
+        where = "a device" if is_device_array(out) else "a host"
+        raise ValueError(f"{name} is {where} array but the {backend.name} backend is computing")
+    if shape_of(out) != tuple(shape):
+        raise ValueError(f"{name} has shape {shape_of(out)}, expected {tuple(shape)}")
+    if dtype_of(out) != dtype:
+        raise ValueError(f"{name} has dtype {dtype_of(out)}, expected {dtype}")
+    if not is_writable(out):
+        raise ValueError(f"{name} is read-only")

@@ -1,0 +1,73 @@
+"""Activations: the math (``formulas``), the NumPy reference (``reference``), the objects
+(``registry``) and the table of every activation with its parameters and docs."""
+
+from __future__ import annotations
+
+import math
+
+from fastgd.activation import formulas as m
+from fastgd.activation import reference as ref
+from fastgd.activation.registry import GELU, Activation, PReLU, RowActivation
+
+
+def _positive_finite(*names):
+    def check(values):
+        for name in names:
+            v = values[name]
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return check
+
+
+def _check_softplus(values):
+    _positive_finite("beta", "threshold")(values)
+    if values["beta"] <= 0:
+        raise ValueError(f"softplus beta must be > 0, got {values['beta']}")
+    if values["threshold"] < 0:
+        raise ValueError(f"softplus threshold must be >= 0, got {values['threshold']}")
+
+
+def _table():
+    A = Activation
+    gelu_exact = A("gelu", m.gelu, m.gelu_backward, ref.gelu, ref.gelu_backward,
+                   wide=("forward", "backward"), doc="x·Φ(x), Φ the standard normal CDF.")
+    gelu_tanh = A("gelu", m.gelu_tanh, m.gelu_tanh_backward, ref.gelu_tanh,
+                  ref.gelu_tanh_backward, wide=("forward", "backward"),
+                  doc="0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).")
+    acts = [
+        A("sigmoid", m.sigmoid, m.sigmoid_backward, ref.sigmoid, ref.sigmoid_backward,
+          doc="1 / (1 + exp(-x))."),
+        A("tanh", m.tanh_, m.tanh_backward, ref.tanh, ref.tanh_backward, doc="tanh(x)."),
+        A("relu", m.relu, m.relu_backward, ref.relu, ref.relu_backward,
+          doc="max(x, 0); the gradient at 0 is 0."),
+        A("leaky_relu", m.leaky_relu, m.leaky_relu_backward, ref.leaky_relu,
+          ref.leaky_relu_backward, params={"negative_slope": 0.01},
+          check=_positive_finite("negative_slope"), doc="x if x > 0 else negative_slope·x."),
+        PReLU(doc="x if x > 0 else w·x, w one slope or one per channel (axis 1)."),
+        A("elu", m.elu, m.elu_backward, ref.elu, ref.elu_backward, params={"alpha": 1.0},
+          check=_positive_finite("alpha"), doc="x if x > 0 else alpha·(exp(x) - 1)."),
+        A("selu", m.selu, m.selu_backward, ref.selu, ref.selu_backward,
+          doc="scale·elu(x, alpha) with the self-normalizing constants."),
+        GELU(gelu_exact, gelu_tanh),
+        A("silu", m.silu, m.silu_backward, ref.silu, ref.silu_backward, wide=("backward",),
+          doc="x·sigmoid(x) (swish)."),
+        A("softplus", m.softplus, m.softplus_backward, ref.softplus, ref.softplus_backward,
+          params={"beta": 1.0, "threshold": 20.0}, check=_check_softplus,
+          wide=("forward",), doc="log(1 + exp(beta·x))/beta; x where beta·x > threshold."),
+        A("mish", m.mish, m.mish_backward, ref.mish, ref.mish_backward, wide=("backward",),
+          doc="x·tanh(softplus(x))."),
+        A("hardsigmoid", m.hardsigmoid, m.hardsigmoid_backward, ref.hardsigmoid,
+          ref.hardsigmoid_backward, doc="clip(x + 3, 0, 6)/6."),
+        A("hardswish", m.hardswish, m.hardswish_backward, ref.hardswish,
+          ref.hardswish_backward, doc="x·clip(x + 3, 0, 6)/6."),
+        RowActivation("softmax", m.softmax_row, m.softmax_backward_row, ref.softmax,
+                      ref.softmax_backward, doc="exp(x - max) / Σ exp(x - max) along axis."),
+        RowActivation("log_softmax", m.log_softmax_row, m.log_softmax_backward_row,
+                      ref.log_softmax, ref.log_softmax_backward,
+                      doc="x - max - log Σ exp(x - max) along axis."),
+    ]
+    return {a.name: a for a in acts}
+
+
+#: Every activation by name: ``activations["gelu"].forward(x, approximate="tanh")``.
+activations = _table()

@@ -1,0 +1,280 @@
+"""The math of every activation, written once as scalar functions.
+
+Each ``NAME(x, *params)`` is the forward value and ``NAME_backward(dy, x, *params)`` the
+input gradient, computed from the forward *input* (PyTorch computes several backwards from
+the output, which loses every digit in the tails). Float type and transcendental functions
+come from :mod:`fastgd.scalar`, bound per backend and dtype; the Numba CPU and CUDA kernels
+are generated from these functions (see :mod:`fastgd.backends.codegen`).
+
+Conventions: NaN in gives NaN out; ±inf give the mathematical limit (hence the ``clip`` of
+``x`` where ``x * 0`` would turn a limit into NaN); at kinks the backward follows PyTorch.
+Row-wise ops (softmax, log_softmax) are written over one row.
+"""
+
+from math import inf
+
+from fastgd.scalar import F, erfc, exp, expm1, log, log1p, scalar, tanh
+
+INV_SQRT2 = 0.70710678118654752440
+INV_SQRT_2PI = 0.39894228040143267794
+SQRT_2_OVER_PI = 0.79788456080286535588
+GELU_TANH_C = 0.044715
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in float64 too
+
+
+@scalar
+def clip(x, lo, hi):
+    """``x`` limited to ``[lo, hi]``; NaN stays NaN."""
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@scalar
+def x_times(x, gate):
+    """x·gate for a gate that tends to 1 as x → +inf and to 0 as x → -inf.
+
+    Equal to ``x * gate`` for finite x; gives the limits (x, and 0) instead of inf·0 = NaN.
+    """
+    return x * gate if not (abs(x) > F(BIG)) else (x if x > F(0) else F(-0.0))
+
+
+@scalar
+def if_positive(x, a, b):
+    """``a`` where ``x > 0``, ``b`` where ``x <= 0``, and NaN where ``x`` is NaN."""
+    return a if x > F(0) else (b if x <= F(0) else x)
+
+
+# -- sigmoid family ---------------------------------------------------------------------
+
+
+@scalar
+def sigmoid(x):
+    return F(1) / (F(1) + exp(-x))
+
+
+@scalar
+def sigmoid_slope(x):
+    """sigmoid(x)·sigmoid(-x) = e/(1+e)² with e = exp(-|x|): no cancellation in the tails."""
+    e = exp(-abs(x))
+    return e / ((F(1) + e) * (F(1) + e))
+
+
+def sigmoid_backward(dy, x):
+    return dy * sigmoid_slope(x)
+
+
+def tanh_(x):
+    return tanh(x)
+
+
+def tanh_backward(dy, x):
+    """1 - tanh² = 4e/(1+e)² with e = exp(-2|x|)."""
+    e = exp(F(-2) * abs(x))
+    return dy * (F(4) * e / ((F(1) + e) * (F(1) + e)))
+
+
+def silu(x):
+    return x_times(x, sigmoid(x))
+
+
+def silu_backward(dy, x):
+    """σ(x) + x·σ(x)σ(-x)."""
+    xc = clip(x, F(-BIG), F(BIG))
+    return dy * (sigmoid(xc) + xc * sigmoid_slope(xc))
+
+
+# -- rectifiers -------------------------------------------------------------------------
+
+
+def relu(x):
+    return if_positive(x, x, F(0))
+
+
+def relu_backward(dy, x):
+    return if_positive(x, dy, F(0))
+
+
+@scalar
+def leaky_relu(x, negative_slope):
+    return if_positive(x, x, negative_slope * x)
+
+
+@scalar
+def leaky_relu_backward(dy, x, negative_slope):
+    return if_positive(x, dy, negative_slope * dy)
+
+
+@scalar
+def prelu_dweight(dy, x):
+    """One element's contribution to PReLU's weight gradient: x·dy where x <= 0."""
+    return if_positive(x, F(0), x * dy)
+
+
+def prelu_row(x, y, slope):
+    """PReLU on one row of one channel: leaky_relu with that channel's slope."""
+    for i in range(x.size):
+        y[i] = leaky_relu(F(x[i]), slope)
+
+
+def prelu_backward_row(dy, x, dx, slope):
+    """dx for one row of one channel; returns the row's share of that channel's dweight."""
+    acc = F(0)
+    for i in range(x.size):
+        g, v = F(dy[i]), F(x[i])
+        dx[i] = leaky_relu_backward(g, v, slope)
+        acc += prelu_dweight(g, v)
+    return acc
+
+
+def elu(x, alpha):
+    return if_positive(x, x, alpha * expm1(x))
+
+
+def elu_backward(dy, x, alpha):
+    return if_positive(x, dy, dy * alpha * exp(x))
+
+
+def selu(x):
+    return F(SELU_SCALE) * if_positive(x, x, F(SELU_ALPHA) * expm1(x))
+
+
+def selu_backward(dy, x):
+    return F(SELU_SCALE) * if_positive(x, dy, dy * F(SELU_ALPHA) * exp(x))
+
+
+# -- smooth rectifiers ------------------------------------------------------------------
+
+
+def gelu(x):
+    """x·Φ(x) with Φ(x) = erfc(-x/√2)/2."""
+    return x_times(x, F(0.5) * erfc(-x * F(INV_SQRT2)))
+
+
+def gelu_backward(dy, x):
+    """Φ(x) + x·φ(x)."""
+    xc = clip(x, F(-BIG), F(BIG))
+    cdf = F(0.5) * erfc(-x * F(INV_SQRT2))
+    return dy * (cdf + xc * F(INV_SQRT_2PI) * exp(F(-0.5) * xc * xc))
+
+
+@scalar
+def gelu_tanh_arg(x):
+    """2u for 0.5·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)(x + 0.044715x³)."""
+    return F(2 * SQRT_2_OVER_PI) * (x + F(GELU_TANH_C) * x * x * x)
+
+
+def gelu_tanh(x):
+    return x_times(x, sigmoid(gelu_tanh_arg(clip(x, F(-BIG), F(BIG)))))
+
+
+def gelu_tanh_backward(dy, x):
+    xc = clip(x, F(-BIG), F(BIG))
+    z = gelu_tanh_arg(xc)
+    dz = F(2 * SQRT_2_OVER_PI) * (F(1) + F(3 * GELU_TANH_C) * xc * xc)
+    return dy * (sigmoid(z) + xc * sigmoid_slope(z) * dz)
+
+
+@scalar
+def softplus_(x, beta, threshold):
+    z = beta * x
+    return x if z > threshold else log1p(exp(z)) / beta
+
+
+def softplus(x, beta, threshold):
+    return softplus_(x, beta, threshold)
+
+
+def softplus_backward(dy, x, beta, threshold):
+    z = beta * x
+    return dy if z > threshold else dy * sigmoid(z)
+
+
+def mish(x):
+    return x_times(x, tanh(softplus_(x, F(1), F(20))))
+
+
+def mish_backward(dy, x):
+    """tanh(sp) + x·sech²(sp)·σ(x), sp = softplus(x)."""
+    xc = clip(x, F(-BIG), F(BIG))
+    t = tanh(softplus_(xc, F(1), F(20)))
+    return dy * (t + xc * (F(1) - t * t) * sigmoid(xc))
+
+
+# -- piecewise-linear -------------------------------------------------------------------
+
+
+def hardsigmoid(x):
+    return clip(x + F(3), F(0), F(6)) / F(6)
+
+
+def hardsigmoid_backward(dy, x):
+    inside = x > F(-3) and x < F(3)
+    return dy / F(6) if inside else (F(0) if x == x else x)
+
+
+def hardswish(x):
+    return F(0) if x <= F(-3) else (x if x >= F(3) else x * (x + F(3)) / F(6))
+
+
+def hardswish_backward(dy, x):
+    return F(0) if x < F(-3) else (dy if x > F(3) else dy * (x / F(3) + F(0.5)))
+
+
+# -- row-wise ---------------------------------------------------------------------------
+
+
+@scalar
+def row_max(x):
+    m = F(-inf)
+    for i in range(x.size):
+        v = F(x[i])
+        m = v if v > m else m
+    return m
+
+
+def row_sum(x):
+    s = F(0)
+    for i in range(x.size):
+        s += F(x[i])
+    return s
+
+
+def softmax_row(x, y):
+    m = row_max(x)
+    s = F(0)
+    for i in range(x.size):
+        e = exp(F(x[i]) - m)
+        y[i] = e
+        s += e
+    r = F(1) / s
+    for i in range(x.size):
+        y[i] = F(y[i]) * r
+
+
+def softmax_backward_row(dy, y, dx):
+    """dx = (dy - Σ dy·y)·y."""
+    s = F(0)
+    for i in range(y.size):
+        s += F(dy[i]) * F(y[i])
+    for i in range(y.size):
+        dx[i] = (F(dy[i]) - s) * F(y[i])
+
+
+def log_softmax_row(x, y):
+    m = row_max(x)
+    s = F(0)
+    for i in range(x.size):
+        s += exp(F(x[i]) - m)
+    c = m + log(s)
+    for i in range(x.size):
+        y[i] = F(x[i]) - c
+
+
+def log_softmax_backward_row(dy, y, dx):
+    """dx = dy - exp(y)·Σ dy."""
+    s = F(0)
+    for i in range(y.size):
+        s += F(dy[i])
+    for i in range(y.size):
+        dx[i] = F(dy[i]) - exp(F(y[i])) * s

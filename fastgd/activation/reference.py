@@ -1,0 +1,248 @@
+"""The NumPy backend's activations: plain vectorized NumPy, written independently.
+
+Readable like a textbook and used as the oracle in the tests (which in turn check it against
+float64 math and finite differences). Each function computes in the dtype of its input;
+callers pass float64 where the float32 tails need it (see ``Activation.wide``).
+Limits at ±inf are taken with ``np.where`` after the arithmetic, under ``np.errstate``.
+"""
+
+import math
+
+import numpy as np
+
+try:  # SciPy is optional; its erfc is vectorized
+    from scipy.special import erfc as _erfc
+except ImportError:  # pragma: no cover - depends on the environment
+    _erfc_py = np.frompyfunc(math.erfc, 1, 1)
+
+    def _erfc(x):
+        return _erfc_py(x).astype(x.dtype)
+
+
+def _quiet(fn):
+    """Run ``fn`` with floating-point warnings off: inf and NaN are expected values here."""
+
+    def wrapped(*args, **kwargs):
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+    return wrapped
+
+
+def _limit_times(x, gate):
+    """x·gate with the limits at x = ±inf (x and 0) where inf·0 would give NaN."""
+    y = x * gate
+    return np.where(np.isinf(x), np.where(x > 0, x, 0), y).astype(x.dtype)
+
+
+def _pos(x, a, b):
+    """a where x > 0, b where x <= 0, NaN where x is NaN."""
+    return np.where(x > 0, a, np.where(x <= 0, b, x)).astype(x.dtype)
+
+
+def _sigmoid(x):
+    # split by sign so exp never overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+@_quiet
+def sigmoid(x):
+    return _sigmoid(x)
+
+
+@_quiet
+def sigmoid_backward(dy, x):
+    s = _sigmoid(x)
+    return dy * (s * _sigmoid(-x))
+
+
+@_quiet
+def tanh(x):
+    return np.tanh(x)
+
+
+@_quiet
+def tanh_backward(dy, x):
+    return dy / np.cosh(x) ** 2
+
+
+@_quiet
+def silu(x):
+    return _limit_times(x, _sigmoid(x))
+
+
+@_quiet
+def silu_backward(dy, x):
+    s, sm = _sigmoid(x), _sigmoid(-x)
+    return dy * (s + np.where(np.isinf(x), 0, x * s * sm))
+
+
+@_quiet
+def relu(x):
+    return _pos(x, x, 0)
+
+
+@_quiet
+def relu_backward(dy, x):
+    return _pos(x, dy, 0)
+
+
+@_quiet
+def leaky_relu(x, negative_slope):
+    return _pos(x, x, negative_slope * x)
+
+
+@_quiet
+def leaky_relu_backward(dy, x, negative_slope):
+    return _pos(x, dy, negative_slope * dy)
+
+
+def _channel_weight(weight, x):
+    """PReLU's weight broadcast along axis 1 of ``x``."""
+    if weight.size == 1 or x.ndim < 2:
+        return weight.reshape(()) if weight.size == 1 else weight
+    return weight.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+@_quiet
+def prelu(x, weight):
+    return _pos(x, x, _channel_weight(weight, x) * x)
+
+
+@_quiet
+def prelu_backward(dy, x, weight):
+    """(dx, dweight): dweight sums x·dy over x <= 0 per channel (axis 1)."""
+    w = _channel_weight(weight, x)
+    dx = _pos(x, dy, w * dy)
+    contrib = _pos(x, 0, x * dy)
+    if weight.size == 1:
+        dw = contrib.sum(dtype=x.dtype).reshape(weight.shape)
+    else:
+        axes = (0,) + tuple(range(2, x.ndim))
+        dw = contrib.sum(axis=axes, dtype=x.dtype).reshape(weight.shape)
+    return dx, dw
+
+
+@_quiet
+def elu(x, alpha):
+    return _pos(x, x, alpha * np.expm1(x))
+
+
+@_quiet
+def elu_backward(dy, x, alpha):
+    return _pos(x, dy, dy * alpha * np.exp(x))
+
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@_quiet
+def selu(x):
+    return SELU_SCALE * elu(x, SELU_ALPHA)
+
+
+@_quiet
+def selu_backward(dy, x):
+    return SELU_SCALE * elu_backward(dy, x, SELU_ALPHA)
+
+
+@_quiet
+def gelu(x):
+    cdf = 0.5 * _erfc(-x / np.sqrt(2))
+    return _limit_times(x, cdf)
+
+
+@_quiet
+def gelu_backward(dy, x):
+    cdf = 0.5 * _erfc(-x / np.sqrt(2))
+    pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
+    return dy * (cdf + np.where(np.isinf(x), 0, x * pdf))
+
+
+_K = math.sqrt(2 / math.pi)
+
+
+@_quiet
+def gelu_tanh(x):
+    u = _K * (x + 0.044715 * x**3)
+    return _limit_times(x, _sigmoid(2 * u))  # (1 + tanh u)/2 = sigmoid(2u)
+
+
+@_quiet
+def gelu_tanh_backward(dy, x):
+    u = _K * (x + 0.044715 * x**3)
+    du = _K * (1 + 3 * 0.044715 * x**2)
+    s, sm = _sigmoid(2 * u), _sigmoid(-2 * u)
+    tail = np.where(np.abs(x) > 800, 0, x * s * sm * 2 * du)  # the tail's limit is 0
+    return dy * (s + tail)
+
+
+@_quiet
+def softplus(x, beta, threshold):
+    z = beta * x
+    return np.where(z > threshold, x, np.logaddexp(0, z) / beta).astype(x.dtype)
+
+
+@_quiet
+def softplus_backward(dy, x, beta, threshold):
+    z = beta * x
+    return np.where(z > threshold, dy, dy * _sigmoid(z)).astype(x.dtype)
+
+
+@_quiet
+def mish(x):
+    return _limit_times(x, np.tanh(softplus(x, 1.0, 20.0)))
+
+
+@_quiet
+def mish_backward(dy, x):
+    sp = softplus(x, 1.0, 20.0)
+    t = np.tanh(sp)
+    tail = np.where(np.isfinite(x), x * _sigmoid(x) / np.cosh(sp) ** 2, 0)
+    return dy * (t + tail)
+
+
+@_quiet
+def hardsigmoid(x):
+    return np.clip(x + 3, 0, 6) / 6
+
+
+@_quiet
+def hardsigmoid_backward(dy, x):
+    return np.where((x > -3) & (x < 3), dy / 6, np.where(np.isnan(x), x, 0)).astype(x.dtype)
+
+
+@_quiet
+def hardswish(x):
+    return np.where(x <= -3, 0, np.where(x >= 3, x, x * (x + 3) / 6)).astype(x.dtype)
+
+
+@_quiet
+def hardswish_backward(dy, x):
+    mid = dy * (x / 3 + 0.5)
+    return np.where(x < -3, 0, np.where(x > 3, dy, mid)).astype(x.dtype)
+
+
+@_quiet
+def softmax(x, axis):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@_quiet
+def softmax_backward(dy, y, axis):
+    return (dy - np.sum(dy * y, axis=axis, keepdims=True)) * y
+
+
+@_quiet
+def log_softmax(x, axis):
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+@_quiet
+def log_softmax_backward(dy, y, axis):
+    return dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)

@@ -1,0 +1,278 @@
+"""Activation objects: parameters, validation, backend dispatch, and the registry.
+
+An :class:`Activation` ties together an op's scalar math (``activation.formulas``, compiled by
+the Numba and CUDA backends) and its NumPy reference (``activation.reference``, run by the
+NumPy backend). Everything a call needs to check is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.activation import formulas as m
+from fastgd.activation import reference as ref
+from fastgd.backends import resolve
+
+
+def _finite(name, value):
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+
+
+class Activation:
+    """One elementwise activation: ``forward(x)`` and ``backward(dy, x)``.
+
+    ``params`` maps each parameter name to its default; ``check`` validates a dict of values.
+    ``wide`` names the directions that compute float32 data in float64 so the float32 tails
+    keep their accuracy (a rounding of ``x`` there would be amplified many times).
+    """
+
+    kind = "elementwise"
+
+    def __init__(self, name, forward, backward, reference, reference_backward, *,
+                 params=None, check=None, wide=(), doc=""):
+        self.name = name
+        self.scalar_forward, self.scalar_backward = forward, backward
+        self.reference_forward, self.reference_backward = reference, reference_backward
+        self.params = dict(params or {})
+        self._check = check
+        self.wide = frozenset(wide)
+        self.__doc__ = doc
+
+    def __repr__(self):
+        return f"<activation {self.name}{self.params or ''}>"
+
+    # -- parameters ---------------------------------------------------------------------------
+    def bind(self, args, kwargs) -> dict:
+        """Parameter values from positional ``args`` and keyword ``kwargs``, validated."""
+        names = list(self.params)
+        if len(args) > len(names):
+            raise ValueError(f"{self.name} takes {len(names)} parameter(s) {names}, got {args}")
+        values = dict(self.params)
+        values.update(zip(names, args))
+        unknown = set(kwargs) - set(names)
+        if unknown:
+            raise ValueError(f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {names}")
+        values.update(kwargs)
+        if self._check:
+            self._check(values)
+        return values
+
+    def _variant(self, values):
+        """The activation that really runs (GELU picks its tanh form here) and its scalars."""
+        return self, tuple(float(v) for v in values.values())
+
+    def _compute(self, dtype, direction):
+        return np.dtype(np.float64) if direction in self.wide else dtype
+
+    # -- calls --------------------------------------------------------------------------------
+    def forward(self, x, *args, out=None, backend=None, **kwargs):
+        x = _arrays.as_array(x)
+        values = self.bind(args, kwargs)
+        be = resolve(backend, x)
+        dtype = _arrays.check_float(x=x)
+        out = _prepare_out(be, out, _arrays.shape_of(x), dtype)
+        op, scalars = self._variant(values)
+        op._run(be, "forward", [x], out, scalars, dtype)
+        return out
+
+    def backward(self, dy, x, *args, out=None, backend=None, **kwargs):
+        dy, x = _arrays.as_array(dy), _arrays.as_array(x)
+        values = self.bind(args, kwargs)
+        be = resolve(backend, dy, x)
+        dtype = _arrays.check_float(dy=dy, x=x)
+        shape = _arrays.check_same_shape(dy=dy, x=x)
+        out = _prepare_out(be, out, shape, dtype)
+        op, scalars = self._variant(values)
+        op._run(be, "backward", [dy, x], out, scalars, dtype)
+        return out
+
+    def _run(self, be, direction, ins, out, scalars, dtype):
+        compute = self._compute(dtype, direction)
+        if be.name == "numpy":
+            fn = self.reference_forward if direction == "forward" else self.reference_backward
+            out[...] = fn(*(a.astype(compute, copy=False) for a in ins), *scalars)
+            return
+        fn = self.scalar_forward if direction == "forward" else self.scalar_backward
+        view = be.flat_view(out)
+        target = view if view is not None else be.empty(_size(out), dtype)
+        be.map(fn, [be.flat(a) for a in ins], [target], scalars, compute)
+        if view is None:
+            out[...] = target.reshape(_arrays.shape_of(out))
+
+
+def _size(a):
+    return int(np.prod(_arrays.shape_of(a), dtype=np.int64))
+
+
+def _prepare_out(be, out, shape, dtype):
+    if out is None:
+        return be.empty(shape, dtype)
+    _arrays.check_out(out, shape, dtype, be)
+    return out
+
+
+class GELU(Activation):
+    """GELU: exact (``approximate="none"``) or its tanh approximation."""
+
+    def __init__(self, exact: Activation, tanh_form: Activation):
+        super().__init__("gelu", None, None, None, None, params={"approximate": "none"},
+                         check=_check_gelu, doc=exact.__doc__)
+        self.forms = {"none": exact, "tanh": tanh_form}
+
+    def _variant(self, values):
+        return self.forms[values["approximate"]], ()
+
+
+def _check_gelu(values):
+    if values["approximate"] not in ("none", "tanh"):
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {values['approximate']!r}")
+
+
+class RowActivation(Activation):
+    """Softmax-like ops along ``axis``: the row function runs on each slice along it."""
+
+    kind = "rowwise"
+
+    def __init__(self, name, row_forward, row_backward, reference, reference_backward, doc=""):
+        super().__init__(name, row_forward, row_backward, reference, reference_backward,
+                         params={"axis": -1}, wide=("forward", "backward"), doc=doc)
+
+    def bind(self, args, kwargs):
+        values = super().bind(args, kwargs)
+        if not isinstance(values["axis"], (int, np.integer)):
+            raise ValueError(f"{self.name} axis must be an int, got {values['axis']!r}")
+        return values
+
+    def forward(self, x, *args, out=None, backend=None, **kwargs):
+        x = _arrays.as_array(x)
+        axis = self.bind(args, kwargs)["axis"]
+        be = resolve(backend, x)
+        dtype = _arrays.check_float(x=x)
+        shape = _arrays.shape_of(x)
+        axis = _normalize_axis(axis, len(shape))
+        out = _prepare_out(be, out, shape, dtype)
+        if be.name == "numpy":
+            out[...] = self.reference_forward(x.astype(np.float64, copy=False), axis)
+        else:
+            self._rows(be, self.scalar_forward, [x], out, axis, dtype)
+        return out
+
+    def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
+        """Input gradient from the upstream ``dy`` and the forward input ``x`` or output ``y``."""
+        if y is None and x is None:
+            raise ValueError(f"{self.name}_backward needs the forward input x or its output y=")
+        axis = self.bind(args, kwargs)["axis"]
+        dy = _arrays.as_array(dy)
+        if y is None:
+            y = self.forward(x, axis=axis, backend=backend)
+        y = _arrays.as_array(y)
+        be = resolve(backend, dy, y)
+        dtype = _arrays.check_float(dy=dy, y=y)
+        shape = _arrays.check_same_shape(dy=dy, y=y)
+        axis = _normalize_axis(axis, len(shape))
+        out = _prepare_out(be, out, shape, dtype)
+        if be.name == "numpy":
+            wide = [a.astype(np.float64, copy=False) for a in (dy, y)]
+            out[...] = self.reference_backward(*wide, axis)
+        else:
+            self._rows(be, self.scalar_backward, [dy, y], out, axis, dtype)
+        return out
+
+    def _rows(self, be, fn, ins, out, axis, dtype):
+        """Run row function ``fn`` along ``axis``: arrays seen as (outer, length, inner)."""
+        shape = _arrays.shape_of(out)
+        lines = _lines_shape(shape, axis)
+        view = be.flat_view(out)
+        target = view if view is not None else be.empty(_size(out), dtype)
+        arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
+        if lines[2] == 1:  # along the last axis: plain contiguous rows
+            arrays = [a.reshape(lines[:2]) for a in arrays]
+        be.rows(fn, arrays, compute=np.float64)
+        if view is None:
+            out[...] = target.reshape(shape)
+
+
+class PReLU(Activation):
+    """PReLU: leaky_relu with a learned slope, one for all or one per channel (axis 1)."""
+
+    def __init__(self, doc=""):
+        super().__init__("prelu", m.prelu_row, m.prelu_backward_row, ref.prelu,
+                         ref.prelu_backward, doc=doc)
+
+    def _rows(self, x, weight):
+        """x's shape and its (rows, row length) view, one row per (sample, channel)."""
+        shape = _arrays.shape_of(x)
+        channels = shape[1] if len(shape) >= 2 else 1
+        size = _size(weight)
+        if size not in (1, channels):
+            raise ValueError(
+                f"prelu weight has {size} elements; expected 1 or {channels} (x.shape[1])"
+            )
+        if len(shape) < 2:
+            return shape, (1, _size(x))
+        rows = shape[0] * channels
+        return shape, (rows, _size(x) // rows if rows else 0)
+
+    def forward(self, x, weight, *, out=None, backend=None):
+        x, weight = _arrays.as_array(x), _arrays.as_array(weight)
+        be = resolve(backend, x, weight)
+        dtype = _arrays.check_float(x=x, weight=weight)
+        shape, rows = self._rows(x, weight)
+        out = _prepare_out(be, out, shape, dtype)
+        if be.name == "numpy":
+            out[...] = ref.prelu(x, weight)
+            return out
+        view = be.flat_view(out)
+        target = view if view is not None else be.empty(_size(out), dtype)
+        be.rows(m.prelu_row, [be.flat(x).reshape(rows), target.reshape(rows)],
+                per_row=[be.flat(weight)])
+        if view is None:
+            out[...] = target.reshape(shape)
+        return out
+
+    def backward(self, dy, x, weight, *, out=None, backend=None):
+        """``(dx, dweight)``; ``out`` (optional) receives dx."""
+        dy, x, weight = (_arrays.as_array(a) for a in (dy, x, weight))
+        be = resolve(backend, dy, x, weight)
+        dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
+        _arrays.check_same_shape(dy=dy, x=x)
+        shape, rows = self._rows(x, weight)
+        out = _prepare_out(be, out, shape, dtype)
+        if be.name == "numpy":
+            dx, dw = ref.prelu_backward(dy, x, weight)
+            out[...] = dx
+            return out, dw
+        view = be.flat_view(out)
+        target = view if view is not None else be.empty(_size(out), dtype)
+        partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
+        be.rows(m.prelu_backward_row,
+                [be.flat(dy).reshape(rows), be.flat(x).reshape(rows), target.reshape(rows)],
+                per_row=[be.flat(weight)], result=partial, compute=np.float64)
+        if view is None:
+            out[...] = target.reshape(shape)
+        dweight = be.empty(_arrays.shape_of(weight), dtype)
+        channels = _size(weight)
+        be.rows(m.row_sum, [partial.reshape(1, rows[0] // channels, channels)],
+                result=be.flat(dweight), compute=np.float64)
+        return out, dweight
+
+
+def _normalize_axis(axis, ndim):
+    if ndim == 0:
+        return 0
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimension(s)")
+    return axis % ndim
+
+
+def _lines_shape(shape, axis):
+    """``shape`` as (outer, length along axis, inner)."""
+    if not shape:
+        return (1, 1, 1)
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return (outer, shape[axis], inner)

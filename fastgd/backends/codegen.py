@@ -1,0 +1,62 @@
+"""Kernel generation: turn an op's scalar (or row) function into a loop for a target.
+
+Two loop shapes cover every op:
+
+* **map** — ``out_k[i] = fn(in_0[i], ..., s_0, ...)[k]`` over flat arrays (activations,
+  update rules: one fused pass over parameter, gradient and state).
+* **rows** — ``res[r] = fn(a_0[r], ..., p_0[r % len(p_0)], ..., s_0, ...)`` over the rows of
+  2-D arrays (softmax, PReLU with one slope per channel, per-row sums); or, *strided*, over
+  the lines ``a[o, :, i]`` of 3-D arrays ``(outer, length, inner)``, which is how an op
+  runs along any axis without a transpose.
+
+The loop body is the same text for every target; only the loop header differs: ``prange``
+(Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA). Loads are cast to
+the compute type ``C`` so float32 data can be computed in float64 where an op needs it.
+"""
+
+from __future__ import annotations
+
+HEADERS = {
+    "parallel": "for {i} in prange({n}):",
+    "serial": "for {i} in range({n}):",
+    "cuda": "for {i} in range(cuda.grid(1), {n}, cuda.gridsize(1)):",
+}
+
+
+def _names(prefix, count):
+    return [f"{prefix}{k}" for k in range(count)]
+
+
+def map_source(n_in: int, n_out: int, n_scalars: int, loop: str) -> str:
+    ins, outs, scalars = _names("in", n_in), _names("out", n_out), _names("s", n_scalars)
+    args = ", ".join(ins + outs + scalars)
+    call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
+    if n_out == 1:
+        stores = [f"        out0[i] = {call}"]
+    else:
+        stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
+    header = HEADERS[loop].format(i="i", n="in0.size")
+    return "\n".join([f"def kernel({args}):", f"    {header}", *stores]) + "\n"
+
+
+def rows_source(
+    n_arrays: int, n_per_row: int, n_scalars: int, returns: bool, loop: str, strided: bool
+) -> str:
+    arrays, per_row = _names("a", n_arrays), _names("p", n_per_row)
+    scalars = _names("s", n_scalars)
+    args = ", ".join(arrays + per_row + scalars + (["res"] if returns else []))
+    line = "{}[r // a0.shape[2], :, r % a0.shape[2]]" if strided else "{}[r]"
+    call = "fn(" + ", ".join(
+        [line.format(a) for a in arrays] + [f"C({p}[r % {p}.size])" for p in per_row] + scalars
+    ) + ")"
+    body = f"        res[r] = {call}" if returns else f"        {call}"
+    n = "a0.shape[0] * a0.shape[2]" if strided else "a0.shape[0]"
+    header = HEADERS[loop].format(i="r", n=n)
+    return "\n".join([f"def kernel({args}):", f"    {header}", body]) + "\n"
+
+
+def build(source: str, namespace: dict):
+    """Execute generated ``source`` with ``namespace`` as globals; return its ``kernel``."""
+    glb = dict(namespace)
+    exec(compile(source, "<fastgd-generated>", "exec"), glb)
+    return glb["kernel"]

@@ -1,0 +1,89 @@
+"""What the Numba CPU and CUDA backends share: specializing op math and caching kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastgd.backends import codegen
+from fastgd.scalar import specialize
+
+
+class CompiledBackend:
+    """A backend that compiles an op's scalar function into a loop (see ``codegen``).
+
+    Subclasses provide ``jit`` (whole kernels), ``device_jit`` (scalar helpers), ``loops``
+    (loop headers by size), ``bindings(compute_dtype)``, ``launch`` and the array helpers.
+    """
+
+    name = "compiled"
+
+    def __init__(self):
+        self._kernels = {}
+
+    # -- subclass interface -----------------------------------------------------------------
+    def bindings(self, compute: np.dtype) -> dict:
+        raise NotImplementedError
+
+    def loop_for(self, n: int) -> str:
+        raise NotImplementedError
+
+    def compile(self, source: str, fn, compute: np.dtype, loop: str):
+        raise NotImplementedError
+
+    def launch(self, kernel, n: int, args: tuple):
+        raise NotImplementedError
+
+    # -- shared -------------------------------------------------------------------------------
+    def _kernel(self, shape_key, source_fn, fn, compute, loop):
+        key = (shape_key, fn, np.dtype(compute), loop)
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = self.compile(source_fn(loop), fn, np.dtype(compute), loop)
+            self._kernels[key] = kernel
+        return kernel
+
+    def map(self, fn, ins, outs, scalars=(), compute=None):
+        """Run ``fn`` elementwise over flat, contiguous arrays of one dtype (in place allowed)."""
+        compute = np.dtype(compute or ins[0].dtype)
+        n = ins[0].size
+        if n == 0:
+            return
+        loop = self.loop_for(n)
+        shape_key = ("map", len(ins), len(outs), len(scalars))
+        kernel = self._kernel(
+            shape_key,
+            lambda lp: codegen.map_source(len(ins), len(outs), len(scalars), lp),
+            fn,
+            compute,
+            loop,
+        )
+        typed = tuple(compute.type(s) for s in scalars)
+        self.launch(kernel, n, (*ins, *outs, *typed))
+
+    def rows(self, fn, arrays, per_row=(), scalars=(), result=None, compute=None):
+        """Run row function ``fn`` on each row of 2-D ``arrays`` (or each line ``a[o, :, i]``
+        of 3-D ones); store its return value in ``result`` when given."""
+        compute = np.dtype(compute or arrays[0].dtype)
+        strided = len(arrays[0].shape) == 3
+        if arrays[0].size == 0 and result is None:
+            return
+        loop = self.loop_for(arrays[0].size)
+        returns = result is not None
+        shape_key = ("rows", len(arrays), len(per_row), len(scalars), returns, strided)
+        n_rows = arrays[0].shape[0] * (arrays[0].shape[2] if strided else 1)
+        kernel = self._kernel(
+            shape_key,
+            lambda lp: codegen.rows_source(
+                len(arrays), len(per_row), len(scalars), returns, lp, strided
+            ),
+            fn,
+            compute,
+            loop,
+        )
+        typed = tuple(compute.type(s) for s in scalars)
+        extra = () if result is None else (result,)
+        self.launch(kernel, n_rows, (*arrays, *per_row, *typed, *extra))
+
+    def specialized(self, fn, compute: np.dtype, jit):
+        """``fn`` with the scalar names bound for ``compute``, its helpers compiled by ``jit``."""
+        return specialize(fn, self.bindings(compute), jit)

@@ -1,0 +1,168 @@
+"""The CUDA backend: scalar op math compiled into grid-stride ``numba.cuda`` kernels.
+
+Takes any ``__cuda_array_interface__`` array (CuPy, Numba device arrays, torch CUDA tensors)
+and returns CuPy arrays when CuPy is installed, Numba device arrays otherwise. Under the CUDA
+simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run as Python, with NumPy math.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+
+from fastgd import config
+from fastgd._arrays import is_device_array, shape_of
+from fastgd.backends import codegen
+from fastgd.backends.compiled import CompiledBackend
+
+
+def simulator_enabled() -> bool:
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def _cuda():
+    """``numba.cuda``, or ``ImportError`` with the install hint."""
+    try:
+        from numba import cuda
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("the cuda backend needs numba-cuda: pip install 'fastgd[cuda]'") from e
+    return cuda
+
+
+def _cupy():
+    """CuPy if it is installed and usable here (never under the simulator), else None."""
+    if simulator_enabled():
+        return None
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def _simulator_math() -> dict:
+    """NumPy versions of the device math: the simulator runs kernels as Python, where
+    ``math.exp(1000.0)`` raises instead of returning inf."""
+    return {
+        "exp": np.exp,
+        "expm1": np.expm1,
+        "log": np.log,
+        "log1p": np.log1p,
+        "sqrt": np.sqrt,
+        "tanh": np.tanh,
+        "erf": math.erf,
+        "erfc": math.erfc,
+        "isfinite": np.isfinite,
+    }
+
+
+DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math()}
+
+
+class CudaBackend(CompiledBackend):
+    """Grid-stride CUDA kernels generated from the same scalar math as the CPU loops."""
+
+    name = "cuda"
+    transfer_hint = "fastgd.to_device"
+
+    def status(self) -> str:
+        try:
+            cuda = _cuda()
+        except ImportError as e:
+            return f"unavailable: {e}"
+        if simulator_enabled():
+            return "ok (CUDA simulator)"
+        try:
+            if not cuda.is_available():
+                return "unavailable: no CUDA driver or GPU found"
+            return f"ok ({cuda.get_current_device().name.decode()})"
+        except Exception as e:  # driver errors come in many types
+            return f"unavailable: {e}"
+
+    # -- arrays -------------------------------------------------------------------------------
+    def owns(self, a) -> bool:
+        return is_device_array(a)
+
+    def empty(self, shape, dtype):
+        cupy = _cupy()
+        if cupy is not None:
+            return cupy.empty(shape, dtype)
+        return _cuda().device_array(shape, dtype)
+
+    def _is_contiguous(self, a) -> bool:
+        cai = getattr(a, "__cuda_array_interface__", None)
+        if cai is None:  # simulator array
+            return a.is_c_contiguous()
+        strides = cai.get("strides")
+        if strides is None:
+            return True
+        expected, step = [], np.dtype(cai["typestr"]).itemsize
+        for dim in reversed(cai["shape"]):
+            expected.append(step)
+            step *= dim
+        return all(s == e for s, e, d in zip(strides, reversed(expected), cai["shape"]) if d > 1)
+
+    def contiguous(self, a):
+        if self._is_contiguous(a):
+            return a
+        cupy = _cupy()
+        if cupy is not None:
+            return cupy.ascontiguousarray(cupy.asarray(a))
+        raise ValueError(
+            "non-contiguous device arrays need CuPy to be copied: pip install 'fastgd[cuda]'"
+        )
+
+    def flat(self, a):
+        a = self.contiguous(a)
+        return a.reshape(-1) if hasattr(a, "reshape") else _cuda().as_cuda_array(a).reshape(-1)
+
+    def flat_view(self, a):
+        return self.flat(a) if self._is_contiguous(a) else None
+
+    # -- kernels ------------------------------------------------------------------------------
+    def bindings(self, compute):
+        funcs = _simulator_math() if simulator_enabled() else DEVICE_MATH
+        return {"F": compute.type, **funcs}
+
+    def loop_for(self, n):
+        return "cuda"
+
+    def compile(self, source, fn, compute, loop):
+        cuda = _cuda()
+        device_jit = cuda.jit(device=True)
+        scalar_fn = device_jit(self.specialized(fn, compute, device_jit))
+        namespace = {"fn": scalar_fn, "C": compute.type, "cuda": cuda}
+        return cuda.jit(codegen.build(source, namespace))
+
+    def launch(self, kernel, n, args):
+        tpb = config.THREADS_PER_BLOCK
+        blocks = max(1, min((n + tpb - 1) // tpb, config.MAX_BLOCKS))
+        with np.errstate(all="ignore"):  # the simulator computes with NumPy scalars
+            kernel[blocks, tpb](*args)
+
+
+def to_device(a):
+    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one."""
+    if is_device_array(a):
+        return a
+    cupy = _cupy()
+    if cupy is not None:
+        return cupy.asarray(a)
+    return _cuda().to_device(np.ascontiguousarray(a))
+
+
+def to_host(a):
+    """Copy a device array (CuPy, Numba, torch, any CUDA array interface) to a NumPy array."""
+    if isinstance(a, np.ndarray):
+        return a
+    if not is_device_array(a):
+        return np.asarray(a)
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    if hasattr(a, "copy_to_host"):
+        return a.copy_to_host()
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    return _cuda().as_cuda_array(a).copy_to_host().reshape(shape_of(a))

@@ -1,0 +1,65 @@
+"""The Numba CPU backend: scalar op math compiled into ``@njit`` loops, parallel above a size."""
+
+from __future__ import annotations
+
+import math
+
+from fastgd import config
+from fastgd.backends import codegen
+from fastgd.backends.compiled import CompiledBackend
+from fastgd.backends.numpy_backend import HostArrays
+from fastgd.scalar import NAMES
+
+
+def cpu_math_bindings() -> dict:
+    """Vectorizable transcendental functions (``cpu_math``), else ``math`` (scalar libm)."""
+    try:
+        from fastgd.backends import cpu_math
+    except ImportError:
+        cpu_math = None
+    funcs = {n: getattr(cpu_math, n, None) or getattr(math, n) for n in NAMES if n != "F"}
+    return funcs
+
+
+class NumbaBackend(HostArrays, CompiledBackend):
+    """``@njit`` loops over NumPy arrays: serial for small arrays, ``prange`` above
+    ``config.PARALLEL_THRESHOLD`` elements."""
+
+    name = "numba"
+
+    def __init__(self):
+        super().__init__()
+        self._math = None
+
+    def status(self) -> str:
+        try:
+            import numba
+        except ImportError:
+            return "unavailable: numba is not installed (pip install numba)"
+        return f"ok (numba {numba.__version__}, {numba.get_num_threads()} threads)"
+
+    def bindings(self, compute):
+        if self._math is None:
+            self._math = cpu_math_bindings()
+        return {"F": compute.type, **self._math}
+
+    def loop_for(self, n):
+        return "serial" if n <= config.PARALLEL_THRESHOLD else "parallel"
+
+    def compile(self, source, fn, compute, loop):
+        import numba
+
+        jit = numba.njit(fastmath=set(config.FASTMATH), error_model="numpy", nogil=True)
+        scalar_fn = jit(self.specialized(fn, compute, jit))
+        namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange}
+        kernel_jit = numba.njit(
+            parallel=loop == "parallel",
+            fastmath=set(config.FASTMATH),
+            error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
+            nogil=True,
+        )
+        return kernel_jit(codegen.build(source, namespace))
+
+    def launch(self, kernel, n, args):
+        kernel(*args)
+

@@ -1,0 +1,38 @@
+"""The NumPy backend: runs each op's independent NumPy reference. Also the host-array helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class HostArrays:
+    """Array helpers for backends whose arrays are NumPy arrays in host memory."""
+
+    xp = np
+    transfer_hint = "fastgd.to_host"
+
+    def owns(self, a) -> bool:
+        return isinstance(a, np.ndarray)
+
+    def empty(self, shape, dtype):
+        return np.empty(shape, dtype)
+
+    def contiguous(self, a):
+        return np.ascontiguousarray(a)
+
+    def flat(self, a):
+        """A flat C-ordered view of ``a`` (a copy only if ``a`` is not contiguous)."""
+        return np.ascontiguousarray(a).reshape(-1)
+
+    def flat_view(self, a):
+        """A flat view that writes through to ``a``, or None when no such view exists."""
+        return a.reshape(-1) if a.flags.c_contiguous else None
+
+
+class NumpyBackend(HostArrays):
+    """Plain vectorized NumPy: the reference every compiled kernel is tested against."""
+
+    name = "numpy"
+
+    def status(self) -> str:
+        return f"ok (numpy {np.__version__})"

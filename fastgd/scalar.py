@@ -1,0 +1,65 @@
+"""The scalar language every op's math is written in, and how a backend compiles it.
+
+An op's math (an activation's forward and backward, an optimizer's update rule) is a plain
+Python function of scalars. It spells its float type and its transcendental functions with
+the names defined here (``F(0.5)``, ``exp(x)``, ``erfc(z)``...). Written once, it is then
+*specialized* per backend and dtype: :func:`specialize` rebuilds the function with these
+names bound to that backend's implementations (vectorizable polynomials on the Numba CPU
+backend, the device math library on CUDA, NumPy in the CUDA simulator) and to the working
+float type, so a float32 kernel never drifts to float64 through a stray Python constant.
+
+Scalar helpers that call each other are marked with :func:`scalar`; specializing a function
+specializes (and compiles, with the backend's ``jit``) every marked helper it calls.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+# Default bindings: plain Python, so the math also runs (slowly) uncompiled.
+F = float
+exp = math.exp
+expm1 = math.expm1
+log = math.log
+log1p = math.log1p
+sqrt = math.sqrt
+tanh = math.tanh
+erf = math.erf
+erfc = math.erfc
+isfinite = math.isfinite
+
+#: The names a backend binds. ``F`` is the working float type (``numpy.float32``...).
+NAMES = ("F", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite")
+
+
+def scalar(fn):
+    """Mark ``fn`` as a scalar helper that :func:`specialize` must follow."""
+    fn._fastgd_scalar = True
+    return fn
+
+
+def specialize(fn, bindings: dict, jit, _memo: dict | None = None):
+    """Return ``fn`` rebuilt with ``bindings`` for the names in :data:`NAMES`.
+
+    Every global that ``fn`` calls and that is marked :func:`scalar` is specialized the same
+    way and compiled with ``jit`` (``numba.njit`` or ``cuda.jit(device=True)``), so the
+    result is ready to be compiled by the same ``jit``.
+    """
+    memo = {} if _memo is None else _memo
+    if fn in memo:
+        return memo[fn]
+    unknown = set(bindings) - set(NAMES)
+    if unknown:
+        raise ValueError(f"cannot bind {sorted(unknown)}: the scalar names are {NAMES}")
+    glb = dict(fn.__globals__)
+    glb.update(bindings)
+    for name in fn.__code__.co_names:
+        helper = glb.get(name)
+        if getattr(helper, "_fastgd_scalar", False):
+            glb[name] = jit(specialize(helper, bindings, jit, memo))
+    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__qualname__ = fn.__qualname__
+    new.__doc__ = fn.__doc__
+    memo[fn] = new
+    return new
