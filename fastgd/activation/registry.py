@@ -129,7 +129,8 @@ class GELU(Activation):
 
 def _check_gelu(values):
     if values["approximate"] not in ("none", "tanh"):
-        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {values['approximate']!r}")
+        got = values["approximate"]
+        raise ValueError(f"gelu approximate must be 'none' or 'tanh', got {got!r}")
 
 
 class RowActivation(Activation):
