@@ -19,7 +19,6 @@ import fastgd
 from tests.helpers import (
     assert_backward_contract,
     assert_forward_contract,
-    special_values,
     tail_inputs,
 )
 

@@ -66,7 +66,8 @@ def _table():
                       m.softmax_backward_row_from_input, ref.softmax,
                       ref.softmax_backward, doc="exp(x - max) / Σ exp(x - max) along axis."),
         RowActivation("log_softmax", m.log_softmax_row, m.log_softmax_backward_row,
-                      m.log_softmax_backward_row_from_input, ref.log_softmax, ref.log_softmax_backward,
+                      m.log_softmax_backward_row_from_input, ref.log_softmax,
+                      ref.log_softmax_backward,
                       doc="x - max - log Σ exp(x - max) along axis."),
     ]
     return {a.name: a for a in acts}

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+
 def _erfc(x):
     """Vectorized erfc: SciPy's when installed (imported on first use), else math.erfc."""
     try:
