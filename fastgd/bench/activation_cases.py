@@ -31,6 +31,7 @@ MAX_N = {"cpu": 1 << 26, "gpu": 1 << 28}
 ROW = 256
 CHANNELS = 16
 CHECK_ALL = 1 << 20
+CHECK_SAMPLE = 1 << 16  # about this many elements are checked above CHECK_ALL
 DIRECTIONS = ("forward", "backward")
 OURS = ("numpy", "numba", "cuda")
 DEVICE = {"numpy": "cpu", "numba": "cpu", "torch": "cpu", "cuda": "gpu", "torch-cuda": "gpu",
@@ -94,7 +95,7 @@ def _sample_rows(shape) -> np.ndarray | None:
     if n <= CHECK_ALL:
         return None
     per_row = n // shape[0]
-    k = max(2, (1 << 16) // per_row)
+    k = min(shape[0], max(2, CHECK_SAMPLE // per_row))
     rows = np.random.default_rng(1).choice(shape[0], size=k, replace=False)
     return np.unique(np.concatenate([rows, [0, shape[0] - 1]]))
 

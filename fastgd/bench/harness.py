@@ -109,7 +109,8 @@ def verify(case: Case, result) -> None:
         g, e = got64.reshape(-1)[i], exp64.reshape(-1)[i]
         raise WrongResult(
             f"{case.label}: {int(bad.sum())} of {bad.size} values differ from the NumPy "
-            f"reference beyond rtol={rtol:g}; first at flat index {i}: got {g!r}, expected {e!r}"
+            f"reference beyond rtol={rtol:g}; first at flat index {i}: got {g:.9g}, "
+            f"expected {e:.9g}"
         )
 
 

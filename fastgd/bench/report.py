@@ -236,6 +236,7 @@ STYLES = ("-", "--", ":", "-.")
 #: Fixed colours so a backend looks the same in every plot.
 KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
 DIRECTION_ORDER = ("forward", "backward", "step")
+ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 
 
 def _colors(backends) -> dict:
@@ -279,7 +280,8 @@ def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
                 roof = run.roof(device)
                 if roof:
                     tag = f"{device.upper()} roof {roof:.0f} GB/s"
-                    ax.axhline(roof, color="black", ls=STYLES[i % 4], lw=1, alpha=0.6,
+                    ax.axhline(roof, color=ROOF_COLORS.get(device, "black"), ls=STYLES[i % 4],
+                               lw=1.2, alpha=0.7,
                                label=tag if len(runs) == 1 else f"{tag} (run {i + 1})")
         values = [p[1] for pts in lines.values() for p in pts]
         if values and max(values) / max(min(values), 1e-12) > 30:
@@ -304,7 +306,8 @@ def _bars(groups: dict[str, dict[str, float]], xlabel: str, title: str, path: Pa
     backends = sorted({b for g in groups.values() for b in g})
     colors = _colors(backends)
     height = 0.8 / max(len(backends), 1)
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.32 * len(labels) * max(1, len(backends) / 2)))
+    tall = 1.2 + 0.32 * len(labels) * max(1, len(backends) / 2)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, tall)))
     for k, b in enumerate(backends):
         ys = [i + k * height for i, lab in enumerate(labels) if b in groups[lab]]
         xs = [groups[lab][b] for lab in labels if b in groups[lab]]
@@ -398,7 +401,7 @@ def _machine_section(runs: list[Run]) -> str:
 
 def _bandwidth_section(runs: list[Run]) -> str:
     rows = []
-    for i, run in enumerate(runs):
+    for run in runs:
         for device, figures in sorted(run.facts.get("bandwidth", {}).items()):
             rows.append([run.label if len(runs) > 1 else device.upper(),
                          *([device.upper()] if len(runs) > 1 else []),
