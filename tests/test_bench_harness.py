@@ -24,6 +24,10 @@ class FakeBenchmark:
         fn()
         self.stats = type("M", (), {"stats": type("S", (), {"min": self._best})()})()
 
+    def pedantic(self, fn, rounds, iterations):
+        self.rounds = rounds
+        self(fn)
+
 
 def wrong_sigmoid(x):
     return F(1) / (F(1) + exp(x))  # sign error: this is sigmoid(-x)
@@ -63,6 +67,13 @@ def test_compile_time_only_when_a_kernel_was_compiled():
     harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=500))  # compiled (or cached)
     info = harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=600))
     assert "compile_s" not in info and info["first_call_s"] > 0
+
+
+def test_slow_calls_get_few_rounds(monkeypatch):
+    monkeypatch.setattr(harness, "SLOW_S", 0.0)
+    bench = FakeBenchmark()
+    harness.run(bench, make(lambda: np.ones(4), np.ones(4)))
+    assert bench.calls == 1 and bench.rounds == harness.SLOW_ROUNDS
 
 
 def make(call, expected, dtype="float32", sample=None):
@@ -138,3 +149,16 @@ def test_bandwidth_probe_and_roof():
     assert figures["copy"] > 0 and figures["inplace"] > 0 and figures["n"] == 1 << 16
     assert bandwidth.roof({"copy": 3.0, "inplace": 5.0, "h2d": 99.0, "n": 7}) == 5.0
     assert bandwidth.roof(None) is None
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_cupy_expression_peer_plumbing_on_numpy_arrays(direction):
+    """The CuPy peer runs the NumPy reference's expressions on device arrays; run the same
+    calls on host arrays here to check the arguments and the float32 accuracy."""
+    for op in ac.ops():
+        shape = ac.shape_for(op, 1 << 12)
+        host = ac._host_arrays(op, direction, shape, "float32")
+        case = Case(op=op, direction=direction, backend="cupy", n=1 << 12, bytes=1,
+                    call=ac._cupy_expression(op, direction, host),
+                    expected=ac.reference(op, direction, host))
+        harness.verify(case, case.call())

@@ -8,7 +8,8 @@ move, and (on a GPU) how to synchronize. :func:`run` then
    ``compile_s`` when the case's kernel cache grew),
 2. checks that first result against the reference: a wrong result raises
    :class:`WrongResult` and the case is never timed,
-3. times ``call`` (+ ``sync``) with pytest-benchmark's ``benchmark`` fixture, warm,
+3. times ``call`` (+ ``sync``) with pytest-benchmark's ``benchmark`` fixture, warm (calls
+   slower than ``SLOW_S`` in ``SLOW_ROUNDS`` rounds, without the calibration call),
 4. writes op, direction, backend, dtype, n, bytes, GB/s, elements/s and the fraction of
    the measured bandwidth roof into ``benchmark.extra_info``.
 
@@ -23,6 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+
+#: Calls slower than this (seconds) are timed in ``SLOW_ROUNDS`` rounds without
+#: pytest-benchmark's calibration call: it keeps the 2^24 sweep of slow NumPy ops short.
+SLOW_S = 0.1
+SLOW_ROUNDS = 2
 
 #: ``extra_info`` keys written by :func:`record`, read by the report writer.
 INFO_KEYS = (
@@ -164,7 +170,11 @@ def run(benchmark, case: Case, roof_gbps: float | None = None):
     seconds, result, compiled = first_call(case)
     verify(case, result)
     benchmark.group = f"{case.op}-{case.direction}-n{case.n}"
-    benchmark(case.timed)
+    estimate = first_call(case)[0] if compiled else seconds
+    if estimate > SLOW_S:
+        benchmark.pedantic(case.timed, rounds=SLOW_ROUNDS, iterations=1)
+    else:
+        benchmark(case.timed)
     record(benchmark.extra_info, case, best_time(benchmark), roof_gbps,
            compile_s=seconds if compiled else None, first_call_s=seconds)
     return benchmark.extra_info
