@@ -320,7 +320,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
         limit.__exit__(None, None, None)
         if profile:
             PROFILE.stop()
-        if bar not in (None, "print"):
+        if bar is not None and not isinstance(bar, str):
             bar.close()
     if profile:
         total = sum(hist.time)
@@ -358,7 +358,7 @@ def _report(bar, hist):
     if bar is None:
         return
     text = {"loss": f"{hist.loss[-1]:.4f}", "test_acc": f"{hist.test_accuracy[-1]:.3f}"}
-    if bar == "print":
+    if isinstance(bar, str):
         print(f"epoch {hist.epoch[-1]}: " + ", ".join(f"{k} {v}" for k, v in text.items()),
               file=sys.stderr)
     else:
