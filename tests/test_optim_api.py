@@ -380,8 +380,10 @@ def test_bad_grads_raise_before_writing(backend):
     cases = [
         ({"w": good["w"]}, "grads has no entry for param 'b'"),
         ({**good, "x": np.ones(3)}, "grads has 'x', which is not a param"),
-        ({"w": np.ones((3, 2)), "b": np.ones(2)}, r"grad 'w' has shape \(3, 2\), expected \(2, 3\)"),
-        ({"w": good["w"], "b": np.ones(3, np.float32)}, "grad 'b' has dtype float32, expected float64"),
+        ({"w": np.ones((3, 2)), "b": np.ones(2)},
+         r"grad 'w' has shape \(3, 2\), expected \(2, 3\)"),
+        ({"w": good["w"], "b": np.ones(3, np.float32)},
+         "grad 'b' has dtype float32, expected float64"),
         ({"w": [[1.0] * 3] * 2, "b": good["b"]}, r"grad 'w' is not an array \(list\)"),
         ([good["w"], good["b"]], "grads must be a dict with the params' names"),
     ]

@@ -28,7 +28,6 @@ from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
 from fastgd.optim.clip import sum_of_squares
 
-
 _F64 = np.dtype(np.float64)
 
 
