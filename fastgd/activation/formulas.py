@@ -50,7 +50,11 @@ def if_positive(x, a, b):
 
 @scalar
 def sigmoid(x):
-    return F(1) / (F(1) + exp(-x))
+    """1/(1+e) or e/(1+e) with e = exp(-|x|): never overflows, and for x < 0 keeps the
+    result's digits down into the subnormals."""
+    e = exp(-abs(x))
+    r = F(1) / (F(1) + e)
+    return r if x >= F(0) else e * r
 
 
 @scalar
@@ -218,7 +222,8 @@ def hardswish(x):
 
 
 def hardswish_backward(dy, x):
-    return F(0) if x < F(-3) else (dy if x > F(3) else dy * (x / F(3) + F(0.5)))
+    # (2x + 3)/6 rather than torch's x/3 + 0.5: no cancellation near x = -1.5
+    return F(0) if x < F(-3) else (dy if x > F(3) else dy * ((F(2) * x + F(3)) / F(6)))
 
 
 # -- row-wise ---------------------------------------------------------------------------
@@ -253,7 +258,7 @@ def softmax_row(x, y):
 
 
 def softmax_backward_row(dy, y, dx):
-    """dx = (dy - Σ dy·y)·y."""
+    """dx = (dy - Σ dy·y)·y, from the forward output."""
     s = F(0)
     for i in range(y.size):
         s += F(dy[i]) * F(y[i])
@@ -261,20 +266,50 @@ def softmax_backward_row(dy, y, dx):
         dx[i] = (F(dy[i]) - s) * F(y[i])
 
 
+def softmax_backward_row_from_input(dy, x, dx):
+    """The same from the forward input, with y recomputed in the compute type (a rounded
+    float32 y would lose digits to the cancellation in dy - Σ dy·y)."""
+    m = row_max(x)
+    z = F(0)
+    for i in range(x.size):
+        z += exp(F(x[i]) - m)
+    r = F(1) / z
+    s = F(0)
+    for i in range(x.size):
+        s += F(dy[i]) * (exp(F(x[i]) - m) * r)
+    for i in range(x.size):
+        dx[i] = (F(dy[i]) - s) * (exp(F(x[i]) - m) * r)
+
+
 def log_softmax_row(x, y):
     m = row_max(x)
     s = F(0)
     for i in range(x.size):
-        s += exp(F(x[i]) - m)
-    c = m + log(s)
-    for i in range(x.size):
-        y[i] = F(x[i]) - c
+        shifted = F(x[i]) - m
+        y[i] = shifted
+        s += exp(shifted)
+    c = log(s)
+    for i in range(x.size):  # (x - max) - log Σ: stored first, so no reassociation to x - (…)
+        y[i] = F(y[i]) - c
 
 
 def log_softmax_backward_row(dy, y, dx):
-    """dx = dy - exp(y)·Σ dy."""
+    """dx = dy - exp(y)·Σ dy, from the forward output."""
     s = F(0)
     for i in range(y.size):
         s += F(dy[i])
     for i in range(y.size):
         dx[i] = F(dy[i]) - exp(F(y[i])) * s
+
+
+def log_softmax_backward_row_from_input(dy, x, dx):
+    """The same with exp(y) = exp(x - max)/Σ exp(x - max) recomputed from the input."""
+    m = row_max(x)
+    z = F(0)
+    s = F(0)
+    for i in range(x.size):
+        z += exp(F(x[i]) - m)
+        s += F(dy[i])
+    r = F(1) / z
+    for i in range(x.size):
+        dx[i] = F(dy[i]) - exp(F(x[i]) - m) * r * s

@@ -10,13 +10,14 @@ import math
 
 import numpy as np
 
-try:  # SciPy is optional; its erfc is vectorized
-    from scipy.special import erfc as _erfc
-except ImportError:  # pragma: no cover - depends on the environment
-    _erfc_py = np.frompyfunc(math.erfc, 1, 1)
 
-    def _erfc(x):
-        return _erfc_py(x).astype(x.dtype)
+def _erfc(x):
+    """Vectorized erfc: SciPy's when installed (imported on first use), else math.erfc."""
+    try:
+        from scipy.special import erfc
+    except ImportError:  # pragma: no cover - depends on the environment
+        return np.frompyfunc(math.erfc, 1, 1)(x).astype(x.dtype)
+    return erfc(x)
 
 
 def _quiet(fn):
@@ -183,7 +184,8 @@ def gelu_tanh_backward(dy, x):
 @_quiet
 def softplus(x, beta, threshold):
     z = beta * x
-    return np.where(z > threshold, x, np.logaddexp(0, z) / beta).astype(x.dtype)
+    stable = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z), no overflow
+    return np.where(z > threshold, x, stable / beta).astype(x.dtype)
 
 
 @_quiet
@@ -222,13 +224,13 @@ def hardswish(x):
 
 @_quiet
 def hardswish_backward(dy, x):
-    mid = dy * (x / 3 + 0.5)
+    mid = dy * ((2 * x + 3) / 6)
     return np.where(x < -3, 0, np.where(x > 3, dy, mid)).astype(x.dtype)
 
 
 @_quiet
 def softmax(x, axis):
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
@@ -239,7 +241,7 @@ def softmax_backward(dy, y, axis):
 
 @_quiet
 def log_softmax(x, axis):
-    shifted = x - np.max(x, axis=axis, keepdims=True)
+    shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 

@@ -1,0 +1,97 @@
+"""Every activation's CUDA kernel against the float64 NumPy reference (small arrays)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgd
+from tests.helpers import assert_backward_contract, assert_forward_contract, tail_inputs
+from tests.test_activations import ELEMENTWISE, IDS, reference
+
+dev, host = fastgd.to_device, fastgd.to_host
+
+
+def test_cuda_backend_is_available():
+    assert fastgd.backends()["cuda"].startswith("ok")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "params"), ELEMENTWISE, ids=IDS)
+def test_accuracy_contract_on_cuda(name, params, dtype):
+    x = tail_inputs(dtype, n=400, seed=11)
+    dy = np.random.default_rng(12).normal(0, 1, x.size).astype(dtype)
+    act = fastgd.activations[name]
+    y = act.forward(dev(x), **params)  # auto: device arrays go to the CUDA kernel
+    dx = act.backward(dev(dy), dev(x), **params)
+    assert fastgd._arrays.is_device_array(y) and fastgd._arrays.is_device_array(dx)
+    assert_forward_contract(host(y), reference(name, x, params), dtype, f"{name} cuda")
+    assert_backward_contract(host(dx), reference(name, x, params, dy), dy, dtype, name)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_prelu_on_cuda(per_channel):
+    rng = np.random.default_rng(13)
+    x = rng.normal(0, 2, (5, 3, 4))
+    dy = rng.normal(0, 1, x.shape)
+    w = rng.uniform(0.1, 0.4, 3 if per_channel else 1)
+    y = fastgd.prelu(dev(x), dev(w))
+    dx, dw = fastgd.prelu_backward(dev(dy), dev(x), dev(w))
+    want_dx, want_dw = fastgd.prelu_backward(dy, x, w, backend="numpy")
+    np.testing.assert_allclose(host(y), fastgd.prelu(x, w, backend="numpy"), rtol=1e-15)
+    np.testing.assert_allclose(host(dx), want_dx, rtol=1e-15)
+    np.testing.assert_allclose(host(dw), want_dw, rtol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_on_cuda(name, axis):
+    rng = np.random.default_rng(14)
+    x = rng.normal(0, 4, (3, 5, 4)).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), axis=axis, backend="numpy")
+    assert_forward_contract(host(act.forward(dev(x), axis=axis)), want, np.float32, name)
+    dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=axis,
+                         backend="numpy")
+    dx = act.backward(dev(dy), dev(x), axis=axis)
+    assert_backward_contract(host(dx), dwant, dy, np.float32, name)
+
+
+def test_out_and_in_place_on_device():
+    x = np.linspace(-4, 4, 70)
+    d = dev(x)
+    out = fastgd.tanh(d, out=d)
+    assert out is d
+    np.testing.assert_allclose(host(d), np.tanh(x), rtol=1e-15)
+
+
+def test_empty_and_zero_dim_on_device():
+    assert host(fastgd.relu(dev(np.zeros((0, 3))))).shape == (0, 3)
+    scalar = dev(np.zeros(()))  # the simulator makes this shape (1,), a GPU shape ()
+    y = fastgd.sigmoid(scalar)
+    assert y.shape == scalar.shape and host(y).reshape(()) == 0.5
+
+
+def test_arrays_on_the_wrong_device_raise_type_error():
+    x = np.ones(8)
+    with pytest.raises(TypeError, match="fastgd.to_device"):
+        fastgd.sigmoid(x, backend="cuda")
+    with pytest.raises(TypeError, match="fastgd.to_host"):
+        fastgd.sigmoid(dev(x), backend="numba")
+    with pytest.raises(TypeError, match="fastgd.to_device"):
+        fastgd.relu_backward(dev(x), x)  # mixed: auto picks cuda, the host array is refused
+
+
+def test_out_on_the_wrong_device_raises_value_error():
+    out = np.full(8, 3.0)
+    with pytest.raises(ValueError, match="host array"):
+        fastgd.sigmoid(dev(np.ones(8)), out=out)
+    assert (out == 3).all()
+
+
+def test_transfers_round_trip():
+    x = np.random.default_rng(15).normal(0, 1, (4, 5)).astype(np.float32)
+    back = host(dev(x))
+    assert back.dtype == np.float32 and back.shape == (4, 5)
+    np.testing.assert_array_equal(back, x)

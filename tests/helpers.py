@@ -1,0 +1,104 @@
+"""Shared test helpers: ULP distances, contract checks, inputs that reach the tails."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ulp_error(actual, expected, dtype):
+    """Distance from ``actual`` to the float64 ``expected`` in ULPs of ``dtype``.
+
+    NaN against NaN and equal infinities count as 0; NaN against a number counts as inf.
+    """
+    dtype = np.dtype(dtype)
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    info = np.finfo(dtype)
+    with np.errstate(all="ignore"):
+        rounded = expected.astype(dtype).astype(np.float64)
+        mag = np.maximum(np.abs(rounded), float(info.smallest_normal))
+        ulp = np.spacing(mag.astype(dtype)).astype(np.float64)
+        err = np.abs(actual - expected) / ulp
+    both_nan = np.isnan(actual) & np.isnan(expected)
+    same = (actual == expected) | (actual == rounded)  # equal infinities, overflow to inf
+    err = np.where(both_nan | same, 0.0, err)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+def assert_forward_contract(actual, expected, dtype, what=""):
+    """float32: ≤ 4 ULP; float64: ≤ 1e-12 relative (of the float64 reference)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    if np.dtype(dtype) == np.float32:
+        err = ulp_error(actual, expected, np.float32)
+        worst = int(np.argmax(err)) if err.size else 0
+        assert err.size == 0 or err.max() <= 4, (
+            f"{what}: {err.max():.1f} ULP at index {worst}: got {actual.flat[worst]!r}, "
+            f"expected {expected.flat[worst]!r}"
+        )
+    else:
+        _assert_rel(actual, expected, 1e-12, np.zeros_like(expected), what)
+
+
+def assert_backward_contract(actual, expected, dy, dtype, what=""):
+    """Where |dx| ≥ 1e-3·|dy|: ≤ 8 ULP (float32) or 1e-12 relative (float64); elsewhere the
+    error is at most 1e-6·|dy| (float32) or 1e-12·|dy| (float64)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    dy = np.abs(np.asarray(dy, np.float64))
+    with np.errstate(all="ignore"):
+        big = np.abs(expected) >= 1e-3 * dy
+    if np.dtype(dtype) == np.float32:
+        err = np.where(big, ulp_error(actual, expected, np.float32), 0.0)
+        worst = int(np.argmax(err)) if err.size else 0
+        assert err.size == 0 or err.max() <= 8, (
+            f"{what}: {err.max():.1f} ULP at index {worst}: got {actual.flat[worst]!r}, "
+            f"expected {expected.flat[worst]!r}"
+        )
+        small_tol = 1e-6
+    else:
+        _assert_rel(np.where(big, actual, 0), np.where(big, expected, 0), 1e-12, 0 * dy, what)
+        small_tol = 1e-12
+    with np.errstate(all="ignore"):
+        diff = np.abs(actual - expected)
+    diff = np.where(np.isnan(actual) & np.isnan(expected), 0.0, diff)
+    diff = np.where(actual == expected, 0.0, diff)
+    bad = ~big & ~(diff <= small_tol * dy)
+    assert not bad.any(), f"{what}: abs error {diff[bad].max()} where |dx| < 1e-3|dy|"
+
+
+def _assert_rel(actual, expected, rtol, atol, what):
+    with np.errstate(all="ignore"):
+        diff = np.abs(actual - expected)
+        ok = (diff <= rtol * np.abs(expected) + atol) | (actual == expected)
+    ok |= np.isnan(actual) & np.isnan(expected)
+    ok |= (np.abs(expected) < 1e-300) & (np.abs(actual) < 1e-300)
+    if not ok.all():
+        worst = int(np.argmax(~ok))
+        raise AssertionError(
+            f"{what}: got {actual.flat[worst]!r}, expected {expected.flat[worst]!r} "
+            f"(relative tolerance {rtol})"
+        )
+
+
+def special_values(dtype):
+    info = np.finfo(dtype)
+    vals = [0.0, -0.0, np.inf, -np.inf, np.nan, info.smallest_normal, -info.smallest_normal,
+            info.max, -info.max, info.eps, -info.eps, 1.0, -1.0, 3.0, -3.0, 20.0, -20.0]
+    return np.array(vals, dtype)
+
+
+def tail_inputs(dtype, n=20000, seed=0):
+    """Uniform [-100, 100], normal·3, log-spaced magnitudes of both signs, special values."""
+    rng = np.random.default_rng(seed)
+    info = np.finfo(dtype)
+    top = np.log10(float(info.max)) - 1
+    bottom = np.log10(float(info.smallest_normal))
+    mags = 10.0 ** rng.uniform(bottom, top, n // 4)
+    parts = [
+        rng.uniform(-100, 100, n // 4),
+        rng.normal(0, 3, n // 4),
+        mags * rng.choice([-1.0, 1.0], n // 4),
+        rng.uniform(-1, 1, n // 4) * 1e-3,
+    ]
+    return np.concatenate(parts + [special_values(dtype)]).astype(dtype)

@@ -1,0 +1,384 @@
+"""Activations on the NumPy and Numba CPU backends against float64 references.
+
+The NumPy reference is itself checked against 50-digit mpmath values and derivatives, so a
+mistake shared by the reference and the kernels cannot hide.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mpmath as mp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastgd
+from tests.helpers import (
+    assert_backward_contract,
+    assert_forward_contract,
+    tail_inputs,
+)
+
+# (name, params): every elementwise activation, parameters away from their defaults too.
+ELEMENTWISE = [
+    ("sigmoid", {}),
+    ("tanh", {}),
+    ("relu", {}),
+    ("leaky_relu", {}),
+    ("leaky_relu", {"negative_slope": 0.2}),
+    ("elu", {"alpha": 1.5}),
+    ("selu", {}),
+    ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}),
+    ("silu", {}),
+    ("softplus", {}),
+    ("softplus", {"beta": 2.0, "threshold": 10.0}),
+    ("mish", {}),
+    ("hardsigmoid", {}),
+    ("hardswish", {}),
+]
+IDS = [n + "".join(f"-{v}" for v in p.values()) for n, p in ELEMENTWISE]
+DTYPES = [np.float32, np.float64]
+
+
+def reference(name, x, params, dy=None):
+    """The NumPy backend on float64 copies: the oracle."""
+    act = fastgd.activations[name]
+    x64 = np.asarray(x, np.float64)
+    if dy is None:
+        return act.forward(x64, backend="numpy", **params)
+    return act.backward(np.asarray(dy, np.float64), x64, backend="numpy", **params)
+
+
+# -- the reference against 50-digit math --------------------------------------------------
+
+mp.mp.dps = 50
+K = mp.sqrt(2 / mp.pi)
+
+
+def _mp_softplus(x, beta=1, threshold=20):
+    return x if beta * x > threshold else mp.log1p(mp.exp(beta * x)) / beta
+
+
+MP_FORMULAS = {
+    "sigmoid": lambda x: 1 / (1 + mp.exp(-x)),
+    "tanh": mp.tanh,
+    "relu": lambda x: max(x, 0),
+    "leaky_relu": lambda x, negative_slope=0.01: x if x > 0 else negative_slope * x,
+    "elu": lambda x, alpha=1.0: x if x > 0 else alpha * mp.expm1(x),
+    "selu": lambda x: mp.mpf("1.0507009873554804934193349852946")
+    * (x if x > 0 else mp.mpf("1.6732632423543772848170429916717") * mp.expm1(x)),
+    "gelu": lambda x, approximate="none": (
+        x * mp.erfc(-x / mp.sqrt(2)) / 2
+        if approximate == "none"
+        else x / (1 + mp.exp(-2 * K * (x + mp.mpf("0.044715") * x**3)))
+    ),
+    "silu": lambda x: x / (1 + mp.exp(-x)),
+    "softplus": _mp_softplus,
+    "mish": lambda x: x * mp.tanh(_mp_softplus(x)),
+    "hardsigmoid": lambda x: min(max(x + 3, 0), 6) / 6,
+    "hardswish": lambda x: x * min(max(x + 3, 0), 6) / 6,
+}
+KINKS = {"relu": [0], "leaky_relu": [0], "elu": [0], "selu": [0], "hardsigmoid": [-3, 3],
+         "hardswish": [-3, 3], "softplus": [10 / 2, 20]}
+
+
+@pytest.mark.parametrize(("name", "params"), ELEMENTWISE, ids=IDS)
+def test_reference_matches_50_digit_math(name, params):
+    rng = np.random.default_rng(1)
+    xs = np.concatenate([rng.uniform(-30, 30, 40), rng.normal(0, 2, 40), [-700, -50, 50, 700]])
+    xs = np.array([x for x in xs if all(abs(x - k) > 1e-3 for k in KINKS.get(name, []))])
+    f = MP_FORMULAS[name]
+    want = np.array([float(f(mp.mpf(float(x)), **params)) for x in xs])
+    dwant = np.array([float(mp.diff(lambda t: f(t, **params), mp.mpf(float(x)))) for x in xs])
+    got = reference(name, xs, params)
+    dgot = reference(name, xs, params, dy=np.ones_like(xs))
+    # the far tails are ill-conditioned (|d log f / d log x| ~ x²): 1e-11 there
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-300)
+    np.testing.assert_allclose(dgot, dwant, rtol=1e-12, atol=1e-300)
+
+
+LIMITS = {  # name: (f(-inf), f(+inf), f'(-inf), f'(+inf))
+    "sigmoid": (0, 1, 0, 0),
+    "tanh": (-1, 1, 0, 0),
+    "relu": (0, np.inf, 0, 1),
+    "leaky_relu": (-np.inf, np.inf, 0.01, 1),
+    "elu": (-1, np.inf, 0, 1),
+    "selu": (-1.0507009873554804 * 1.6732632423543772, np.inf, 0, 1.0507009873554804),
+    "gelu": (0, np.inf, 0, 1),
+    "silu": (0, np.inf, 0, 1),
+    "softplus": (0, np.inf, 0, 1),
+    "mish": (0, np.inf, 0, 1),
+    "hardsigmoid": (0, 1, 0, 0),
+    "hardswish": (0, np.inf, 0, 1),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", sorted(LIMITS))
+def test_infinities_give_the_limits_and_nan_propagates(name, backend):
+    x = np.array([-np.inf, np.inf, np.nan])
+    y = fastgd.activations[name].forward(x, backend=backend)
+    dx = fastgd.activations[name].backward(np.ones(3), x, backend=backend)
+    lo, hi, dlo, dhi = LIMITS[name]
+    np.testing.assert_allclose(y[:2], [lo, hi], rtol=1e-15)
+    np.testing.assert_allclose(dx[:2], [dlo, dhi], rtol=1e-15)
+    assert np.isnan(y[2]) and np.isnan(dx[2])
+
+
+# -- every backend against the reference, under the accuracy contract ----------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "params"), ELEMENTWISE, ids=IDS)
+def test_accuracy_contract(name, params, backend, dtype):
+    x = tail_inputs(dtype)
+    dy = np.random.default_rng(2).normal(0, 1, x.size).astype(dtype)
+    act = fastgd.activations[name]
+    y = act.forward(x, backend=backend, **params)
+    dx = act.backward(dy, x, backend=backend, **params)
+    assert y.dtype == dtype and dx.dtype == dtype
+    what = f"{name}{params} {backend} {np.dtype(dtype)}"
+    assert_forward_contract(y, reference(name, x, params), dtype, what + " forward")
+    assert_backward_contract(dx, reference(name, x, params, dy), dy, dtype, what + " backward")
+
+
+@pytest.mark.parametrize(("name", "params"), ELEMENTWISE, ids=IDS)
+def test_parallel_loop_matches_reference(name, params):
+    """Arrays above the serial threshold run the prange loop."""
+    n = fastgd.config.PARALLEL_THRESHOLD * 2 + 3
+    x = np.random.default_rng(3).uniform(-12, 12, n).astype(np.float32)
+    act = fastgd.activations[name]
+    assert_forward_contract(act.forward(x, **params), reference(name, x, params), np.float32)
+    dy = np.ones_like(x)
+    assert_backward_contract(
+        act.backward(dy, x, **params), reference(name, x, params, dy), dy, np.float32
+    )
+
+
+@pytest.mark.parametrize(("name", "params"), ELEMENTWISE, ids=IDS)
+def test_backward_matches_finite_differences(name, params):
+    x = np.random.default_rng(4).uniform(-6, 6, 400)
+    x = x[np.all([np.abs(x - k) > 1e-3 for k in KINKS.get(name, [])], axis=0)]
+    act = fastgd.activations[name]
+    h = 1e-6
+    numeric = (act.forward(x + h, **params) - act.forward(x - h, **params)) / (2 * h)
+    np.testing.assert_allclose(act.backward(np.ones_like(x), x, **params), numeric,
+                               rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=0, max_dims=3, max_side=6),
+        elements=st.floats(width=32, allow_nan=True, allow_infinity=True),
+    ),
+    st.sampled_from(ELEMENTWISE),
+)
+def test_any_shape_and_value_matches_the_reference(x, case):
+    name, params = case
+    y = fastgd.activations[name].forward(x, backend="numba", **params)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert_forward_contract(y, reference(name, x, params), np.float32)
+
+
+# -- prelu -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 6), (2, 3, 2, 2)])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_prelu(shape, per_channel, backend, dtype):
+    rng = np.random.default_rng(5)
+    x = rng.normal(0, 2, shape).astype(dtype)
+    dy = rng.normal(0, 1, shape).astype(dtype)
+    channels = shape[1] if per_channel and len(shape) > 1 else 1
+    w = rng.uniform(0.05, 0.5, channels).astype(dtype)
+    y = fastgd.prelu(x, w, backend=backend)
+    dx, dw = fastgd.prelu_backward(dy, x, w, backend=backend)
+    x64, w64, dy64 = x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64)
+    wb = w64.reshape((1, -1) + (1,) * (len(shape) - 2)) if channels > 1 else w64[0]
+    np.testing.assert_array_equal(y, np.where(x > 0, x, (wb * x64).astype(dtype)))
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, (wb * dy64).astype(dtype)))
+    # dweight by finite differences of L = Σ dy·prelu(x, w), in float64
+    h = 1e-6
+    numeric = []
+    for c in range(channels):
+        up, down = w64.copy(), w64.copy()
+        up[c] += h
+        down[c] -= h
+        loss = lambda ww: np.sum(dy64 * fastgd.prelu(x64, ww, backend=backend))
+        numeric.append((loss(up) - loss(down)) / (2 * h))
+    tol = 1e-5 if dtype == np.float32 else 1e-7
+    np.testing.assert_allclose(dw, numeric, rtol=tol, atol=tol)
+    assert dw.shape == w.shape and dw.dtype == dtype
+
+
+# -- softmax and log_softmax -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family(name, axis, backend, dtype):
+    rng = np.random.default_rng(6)
+    x = (rng.normal(0, 5, (4, 6, 5)) + rng.choice([0, 900], (4, 6, 5))).astype(dtype)
+    dy = rng.normal(0, 1, x.shape).astype(dtype)
+    act = fastgd.activations[name]
+    y = act.forward(x, axis=axis, backend=backend)
+    want = act.forward(x.astype(np.float64), axis=axis, backend="numpy")
+    assert_forward_contract(y, want, dtype, f"{name} axis={axis}")
+    dx = act.backward(dy, x, axis=axis, backend=backend)
+    dx_from_y = act.backward(dy, y=want.astype(dtype), axis=axis, backend=backend)
+    dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=axis,
+                         backend="numpy")
+    assert_backward_contract(dx, dwant, dy, dtype, f"{name} backward")
+    np.testing.assert_allclose(dx_from_y, dwant, rtol=1e-4 if dtype == np.float32 else 1e-9,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_reference_against_math_and_finite_differences(name):
+    x = np.array([[1.0, 2.0, -3.0, 0.5], [1000.0, 1000.0, -1000.0, 999.0]])
+    rows = []
+    for row in x:
+        m = max(row)
+        z = sum(math.exp(v - m) for v in row)
+        rows.append([math.exp(v - m) / z if name == "softmax" else v - m - math.log(z)
+                     for v in row])
+    act = fastgd.activations[name]
+    np.testing.assert_allclose(act.forward(x, backend="numpy"), rows, rtol=1e-15, atol=1e-300)
+    dy = np.array([[0.3, -1.0, 2.0, 0.1], [1.0, 0.5, -0.5, 2.0]])
+    h = 1e-6
+    numeric = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[idx] = h
+        numeric[idx] = np.sum(dy * (act.forward(x + e) - act.forward(x - e))) / (2 * h)
+    for backend in ("numpy", "numba"):
+        np.testing.assert_allclose(act.backward(dy, x, backend=backend), numeric, rtol=1e-6,
+                                   atol=1e-7)
+
+
+def test_softmax_special_rows():
+    x = np.array([[np.nan, 1.0, 2.0], [-np.inf, 0.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
+    y = fastgd.softmax(x)
+    assert np.isnan(y[0]).all()
+    np.testing.assert_allclose(y[1], [0, 0.5, 0.5])
+    np.testing.assert_allclose(y[2], [1 / 3] * 3, rtol=1e-7)
+
+
+# -- shapes, out=, in place ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("shape", [(), (0,), (0, 3), (17,), (3, 4, 5)])
+def test_shapes(shape, backend):
+    x = np.random.default_rng(7).normal(0, 1, shape).astype(np.float32)
+    for name, params in [("sigmoid", {}), ("leaky_relu", {"negative_slope": 0.1})]:
+        y = fastgd.activations[name].forward(x, backend=backend, **params)
+        assert y.shape == x.shape
+        np.testing.assert_allclose(y, reference(name, x, params), rtol=1e-6)
+    if shape:
+        y = fastgd.softmax(x, backend=backend)
+        assert y.shape == x.shape
+        np.testing.assert_allclose(y, reference_softmax(x), rtol=1e-6, atol=1e-7)
+
+
+def reference_softmax(x):
+    return fastgd.softmax(x.astype(np.float64), backend="numpy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_non_contiguous_input_and_output(backend):
+    base = np.random.default_rng(8).normal(0, 1, (6, 8)).astype(np.float32)
+    x = base[:, ::2]
+    out = np.zeros((6, 8), np.float32)[:, 1::2]
+    y = fastgd.gelu(x, out=out, backend=backend)
+    assert y is out
+    np.testing.assert_allclose(out, reference("gelu", x, {}), rtol=1e-6)
+    sm = np.zeros((8, 6), np.float32).T
+    fastgd.softmax(x.T.T, out=sm[:, :4], axis=0, backend=backend)
+    np.testing.assert_allclose(sm[:, :4], fastgd.softmax(x, axis=0, backend="numpy"),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_in_place(backend):
+    x = np.linspace(-5, 5, 101, dtype=np.float64)
+    want = reference("tanh", x, {})
+    y = fastgd.tanh(x, out=x, backend=backend)
+    assert y is x
+    np.testing.assert_allclose(x, want, rtol=1e-14)
+    dy = np.ones_like(x)
+    fastgd.sigmoid_backward(dy, x, out=dy, backend=backend)
+    np.testing.assert_allclose(dy, reference("sigmoid", x, {}, np.ones_like(x)), rtol=1e-14)
+
+
+def test_scalars_and_lists_are_accepted():
+    assert fastgd.relu([-1.0, 2.0]).tolist() == [0.0, 2.0]
+    assert float(fastgd.sigmoid(0.0)) == 0.5
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.bool_, np.complex64, np.float16])
+def test_non_float_dtypes_raise_type_error_naming_the_dtype(dtype):
+    x = np.zeros(4, dtype)
+    with pytest.raises(TypeError, match=str(np.dtype(dtype))):
+        fastgd.sigmoid(x)
+
+
+def test_mixed_dtypes_raise_type_error_naming_both():
+    with pytest.raises(TypeError, match="float32.*float64|float64.*float32"):
+        fastgd.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_bad_out_raises_before_writing(backend):
+    x = np.ones(4, np.float32)
+    for out, match in [
+        (np.full(5, 7, np.float32), "shape"),
+        (np.full(4, 7, np.float64), "dtype"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            fastgd.sigmoid(x, out=out, backend=backend)
+        assert (out == 7).all()
+    ro = np.full(4, 7, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastgd.sigmoid(x, out=ro, backend=backend)
+    assert (ro == 7).all()
+
+
+def test_shape_mismatch_in_backward():
+    with pytest.raises(ValueError, match="shapes"):
+        fastgd.tanh_backward(np.ones(3), np.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda x: fastgd.leaky_relu(x, slope=0.1), "no parameter"),
+        (lambda x: fastgd.sigmoid(x, 0.5), "takes 0 parameter"),
+        (lambda x: fastgd.softplus(x, threshold=-1.0), "threshold"),
+        (lambda x: fastgd.softplus(x, beta=0.0), "beta"),
+        (lambda x: fastgd.elu(x, alpha=float("nan")), "finite"),
+        (lambda x: fastgd.gelu(x, approximate="fast"), "approximate"),
+        (lambda x: fastgd.softmax(x, axis=2), "out of range"),
+        (lambda x: fastgd.prelu(x, np.ones(3)), "prelu weight has 3"),
+        (lambda x: fastgd.softmax_backward(x), "needs the forward input"),
+        (lambda x: fastgd.softmax_backward(x, x, y=x), "needs the forward input"),
+    ],
+)
+def test_invalid_parameters_raise_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(np.ones((2, 4)))

@@ -1,0 +1,78 @@
+"""Backend listing, choice (argument > context > environment > auto) and its errors."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import config
+from fastgd.backends import resolve
+
+
+def test_backends_lists_every_backend_with_a_status():
+    status = fastgd.backends()
+    assert set(status) == {"numpy", "numba", "cuda"}
+    assert status["numpy"].startswith("ok") and status["numba"].startswith("ok")
+    assert "threads" in status["numba"]
+    assert status["cuda"].startswith(("ok", "unavailable: "))
+
+
+def test_unknown_backend_lists_the_available_ones():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'.*numpy.*numba.*cuda"):
+        fastgd.sigmoid(np.ones(3), backend="tpu")
+    with pytest.raises(ValueError, match="unknown backend"):
+        with fastgd.use_backend("tpu"):
+            pass
+
+
+@pytest.mark.skipif(fastgd.backends()["cuda"].startswith("ok"), reason="a GPU is present")
+def test_unavailable_cuda_backend_says_why():
+    with pytest.raises(fastgd.BackendUnavailable, match="unavailable.*available: \\['numpy'"):
+        fastgd.get_backend("cuda")
+
+
+def test_order_of_choice(monkeypatch):
+    x = np.ones(3)
+    assert resolve(None, x).name == "numba"  # auto for host arrays
+    monkeypatch.setenv("FASTGD_BACKEND", "numpy")
+    assert resolve(None, x).name == "numpy"
+    with fastgd.use_backend("numba"):
+        assert resolve(None, x).name == "numba"  # the context beats the environment
+        assert resolve("numpy", x).name == "numpy"  # the argument beats the context
+    assert resolve(None, x).name == "numpy"
+
+
+def test_use_backend_is_per_thread():
+    seen = {}
+    ready = threading.Barrier(2)
+
+    def worker(name):
+        with fastgd.use_backend(name):
+            ready.wait()
+            seen[name] = resolve(None, np.ones(1)).name
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in ("numpy", "numba")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"numpy": "numpy", "numba": "numba"}
+
+
+def test_small_arrays_run_the_serial_loop():
+    be = fastgd.get_backend("numba")
+    assert be.loop_for(1 << 12) == "serial"
+    assert be.loop_for(config.PARALLEL_THRESHOLD + 1) == "parallel"
+
+
+def test_get_backend_auto_is_refused():
+    with pytest.raises(ValueError, match="auto"):
+        fastgd.get_backend("auto")
+
+
+def test_to_host_passes_host_arrays_through():
+    x = np.arange(3.0)
+    assert fastgd.to_host(x) is x
