@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-from nn_helpers import adam
 
+import fastgd
 from fastgd import nn
 
 
@@ -17,7 +17,8 @@ def digits():
 def test_digits_mlp_reaches_95_percent_on_numba(digits):
     model = nn.MLP([64, 128, 128, 10], activation="gelu", batch_norm=True, dropout=0.1,
                    backend="numba", seed=0)
-    hist = nn.train(model, digits, loss="cross_entropy", optimizer=adam(model.params, 1e-3),
+    opt = fastgd.Adam(model.params, lr=1e-3)
+    hist = nn.train(model, digits, loss="cross_entropy", optimizer=opt,
                     mode="minibatch", batch_size=64, epochs=20, seed=0, progress=False)
     assert hist.test_accuracy[-1] >= 0.95, hist
     assert hist.loss[-1] < hist.loss[0]
@@ -36,7 +37,7 @@ def test_numba_and_numpy_give_the_same_history(digits):
     for backend in ("numba", "numpy"):
         model = nn.MLP([64, 32, 32, 10], activation="gelu", batch_norm=True, dropout=0.2,
                        residual=True, backend=backend, dtype=np.float64, seed=4)
-        hists.append(nn.train(model, _small(digits), optimizer=adam(model.params, 3e-3),
+        hists.append(nn.train(model, _small(digits), optimizer=fastgd.Adam(model.params, lr=3e-3),
                               batch_size=50, epochs=3, seed=1, progress=False,
                               label_smoothing=0.1))
     a, b = hists
@@ -50,7 +51,7 @@ def test_numba_and_numpy_give_the_same_history(digits):
 def test_modes_and_dead_relu(mode, steps):
     data = nn.datasets.two_moons(n=54, seed=1, dtype=np.float64)
     model = nn.MLP([2, 16, 2], activation="relu", backend="numba", dtype=np.float64)
-    hist = nn.train(model, data, optimizer=adam(model.params, 1e-2), mode=mode,
+    hist = nn.train(model, data, optimizer=fastgd.Adam(model.params, lr=1e-2), mode=mode,
                     batch_size=12, epochs=2, progress=False)
     assert hist.steps == 2 * steps
     assert len(hist.step_loss) == 2 * steps
@@ -82,7 +83,7 @@ def test_divergence_stops_training():
 def test_profile_and_progress(capsys):
     data = nn.datasets.spirals(n=90, dtype=np.float64)
     model = nn.MLP([2, 8, 3], backend="numba", dtype=np.float64)
-    hist = nn.train(model, data, optimizer=adam(model.params), epochs=2, batch_size=16,
+    hist = nn.train(model, data, optimizer=fastgd.Adam(model.params), epochs=2, batch_size=16,
                     profile=True, progress=True)
     out = capsys.readouterr()
     assert "matmul" in out.out and "fused kernels" in out.out and "optimizer step" in out.out
@@ -122,7 +123,7 @@ def test_digits_without_scikit_learn(monkeypatch):
 def setup():
     data = nn.datasets.xor(n=40, dtype=np.float64)
     model = nn.MLP([2, 4, 2], backend="numba", dtype=np.float64)
-    opt = adam(model.params)
+    opt = fastgd.Adam(model.params)
     before = {k: v.copy() for k, v in model.params.items()}
     yield model, data, opt
     for k, v in model.params.items():  # nothing was trained
