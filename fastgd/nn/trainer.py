@@ -36,8 +36,10 @@ class History:
     ``dead_relu`` (the fraction of hidden ReLU/leaky-ReLU units whose input is ≤ 0 for every
     one of up to ``eval_samples`` training samples) after the epoch, in eval mode;
     ``grad_norms`` maps each parameter to the mean L2 norm of its gradient over the
-    epoch's steps; ``time`` is the wall time of the epoch's steps (evaluation excluded);
-    ``lr`` the learning rate of the epoch's last step.
+    epoch's steps; ``step_loss`` and ``step_grad_norm`` (the optimizer's global gradient
+    norm, when it reports one, else NaN) have one entry per step; ``time`` is the wall
+    time of the epoch's steps (evaluation excluded); ``lr`` the learning rate of the
+    epoch's last step.
     """
 
     mode: str
@@ -53,6 +55,7 @@ class History:
     time: list = field(default_factory=list)
     eval_time: list = field(default_factory=list)
     step_loss: list = field(default_factory=list)
+    step_grad_norm: list = field(default_factory=list)
     steps: int = 0
     skipped_steps: int = 0
     diverged: bool = False
@@ -302,6 +305,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 hist.skipped_steps += int(bool(getattr(info, "skipped", False)))
                 steps += 1
                 losses.append(value)
+                norm = getattr(info, "grad_norm", None)
+                hist.step_grad_norm.append(math.nan if norm is None else float(norm))
                 if not math.isfinite(value) and stop_on_divergence:
                     hist.diverged = True
                     break
