@@ -20,6 +20,20 @@ from fastgd.backends import (
     to_host,
     use_backend,
 )
+from fastgd.optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    NAdam,
+    ParamBuffer,
+    RAdam,
+    RMSprop,
+    clip_grad_norm,
+    schedules,
+)
 
 __version__ = "0.1.0"
 
@@ -59,5 +73,17 @@ __all__ = [
     "to_device",
     "to_host",
     "BackendUnavailable",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "RAdam",
+    "Adamax",
+    "Lion",
+    "ParamBuffer",
+    "clip_grad_norm",
+    "schedules",
     *(n for a in activations for n in (a, f"{a}_backward")),
 ]

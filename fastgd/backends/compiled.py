@@ -60,6 +60,27 @@ class CompiledBackend:
         typed = tuple(compute.type(s) for s in scalars)
         self.launch(kernel, n, (*ins, *outs, *typed))
 
+    def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n):
+        """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``.
+
+        For hot paths that run the same kernel again and again (an optimizer's ``step``): the
+        kernel lookup is done once; the caller passes scalars already of the ``compute`` type.
+        """
+        compute = np.dtype(compute)
+        loop = self.loop_for(n)
+        kernel = self._kernel(
+            ("map", n_in, n_out, n_scalars),
+            lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp),
+            fn,
+            compute,
+            loop,
+        )
+        return self.launcher(kernel, n)
+
+    def launcher(self, kernel, n):
+        """``kernel`` bound to its launch shape for ``n`` elements."""
+        return lambda *args: self.launch(kernel, n, args)
+
     def rows(self, fn, arrays, per_row=(), scalars=(), result=None, compute=None):
         """Run row function ``fn`` on each row of 2-D ``arrays`` (or each line ``a[o, :, i]``
         of 3-D ones); store its return value in ``result`` when given."""

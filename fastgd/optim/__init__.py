@@ -1,0 +1,22 @@
+"""Fused gradient-descent updates: optimizers, ParamBuffer, gradient clipping, schedules."""
+
+from fastgd.optim import schedules
+from fastgd.optim.buffer import ParamBuffer
+from fastgd.optim.clip import clip_grad_norm
+from fastgd.optim.optimizers import (
+    OPTIMIZERS,
+    SGD,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Lion,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSprop,
+    StepInfo,
+)
+
+__all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Lion",
+           "Optimizer", "StepInfo", "OPTIMIZERS", "ParamBuffer", "clip_grad_norm", "schedules"]

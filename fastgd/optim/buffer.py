@@ -1,0 +1,58 @@
+"""ParamBuffer: every parameter in one contiguous buffer, every gradient in another."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastgd._arrays import FLOAT_DTYPES
+from fastgd.backends import resolve
+from fastgd.optim._device import full
+
+
+class ParamBuffer:
+    """Named parameters laid end to end in one flat buffer, their gradients in another.
+
+    ``params[name]`` and ``grads[name]`` are views (of the given shapes) into
+    ``flat_params`` and ``flat_grads``; write into them in place (``buf.params["w"][...] =
+    init``). An optimizer built on a ParamBuffer updates every tensor with one kernel launch
+    per step, whatever the number of tensors. Both buffers start at zero.
+
+    >>> buf = ParamBuffer({"w": (784, 256), "b": (256,)}, dtype=np.float32)
+    >>> buf.params["w"].shape, buf.size
+    ((784, 256), 200960)
+    """
+
+    def __init__(self, shapes, dtype=np.float32, backend=None):
+        if not isinstance(shapes, dict) or not shapes:
+            raise ValueError("ParamBuffer needs a non-empty dict of name -> shape")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"fastgd works on float32 and float64 arrays, got {self.dtype}")
+        self.backend = resolve(backend)
+        self.shapes, self.offsets = {}, {}
+        offset = 0
+        for name, shape in shapes.items():
+            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+            if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+                raise ValueError(f"shape of {name!r} must be non-negative ints, got {shape}")
+            self.shapes[name] = tuple(int(d) for d in shape)
+            self.offsets[name] = offset
+            offset += math.prod(self.shapes[name])
+        self.size = offset
+        self.flat_params = full(self.backend, self.size, self.dtype)
+        self.flat_grads = full(self.backend, self.size, self.dtype)
+        self.params = self.views(self.flat_params)
+        self.grads = self.views(self.flat_grads)
+
+    def views(self, flat) -> dict:
+        """Named views, shaped like the parameters, of any flat array laid out like this one."""
+        return {
+            name: flat[self.offsets[name]:self.offsets[name] + math.prod(shape)].reshape(shape)
+            for name, shape in self.shapes.items()
+        }
+
+    def __repr__(self):
+        return (f"<ParamBuffer {len(self.shapes)} tensors, {self.size} x {self.dtype} "
+                f"on {self.backend.name}>")

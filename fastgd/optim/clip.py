@@ -1,0 +1,95 @@
+"""Gradient norms and clipping: one reduction pass, NaN/inf detected on the way."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.backends import resolve, to_host
+from fastgd.optim import rules
+
+#: Elements per row of the CPU reduction (each row's partial sum is one Numba task).
+CPU_CHUNK = 4096
+#: Threads (rows) of the CUDA reduction; thread r sums elements r, r + ROWS, ... (coalesced).
+CUDA_ROWS = 16384
+
+
+def sum_of_squares(be, g, clip: float = math.inf) -> float:
+    """Σ min(max(g, −clip), clip)² over a flat array ``g`` of backend ``be``, in float64.
+
+    One pass over ``g``; the result is inf or NaN exactly when some element is (or when the
+    sum overflows float64), which is how the optimizers detect non-finite gradients.
+    """
+    n = g.size
+    if n == 0:
+        return 0.0
+    if be.name == "numpy":
+        if clip != math.inf:
+            g = np.clip(g, -clip, clip)
+        return float(np.einsum("i,i->", g, g, dtype=np.float64))
+    if be.name == "cuda":
+        rows = min(n, CUDA_ROWS)
+        length = n // rows
+        main = g[: rows * length].reshape(1, length, rows)  # lines a[0, :, r]: strided, coalesced
+        tail = g[rows * length:].reshape(1, 1, n - rows * length)
+    else:
+        length = min(n, CPU_CHUNK)
+        rows = n // length
+        main = g[: rows * length].reshape(rows, length)  # contiguous rows
+        tail = g[rows * length:].reshape(1, n - rows * length)
+    total = 0.0
+    for part in (main, tail):
+        if part.size:
+            count = part.shape[0] * (part.shape[2] if part.ndim == 3 else 1)
+            partial = be.empty(count, np.float64)
+            be.rows(rules.sumsq_row, [part], scalars=(clip,), result=partial,
+                    compute=np.float64)
+            total += float(np.sum(to_host(partial)))
+    return total
+
+
+def _flat_grads(grads, backend):
+    """(backend, list of flat grads) for a list/dict of arrays or a ParamBuffer."""
+    from fastgd.optim.buffer import ParamBuffer
+
+    if isinstance(grads, ParamBuffer):
+        return grads.backend, [grads.flat_grads]
+    arrays = list(grads.values()) if isinstance(grads, dict) else list(grads)
+    if not arrays:
+        raise ValueError("clip_grad_norm got no gradients")
+    arrays = [_arrays.as_array(a) for a in arrays]
+    be = resolve(backend, *arrays)
+    _arrays.check_float(**{f"grads[{k}]": a for k, a in enumerate(arrays)})
+    flats = []
+    for k, a in enumerate(arrays):
+        view = be.flat_view(a)
+        if view is None or not _arrays.is_writable(a):
+            raise ValueError(f"grads[{k}] must be contiguous and writable to be clipped in place")
+        flats.append(view)
+    return be, flats
+
+
+def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
+    """Scale gradients in place so their global L2 norm is at most ``max_norm``, as
+    ``torch.nn.utils.clip_grad_norm_``: ``coef = min(max_norm/(total + 1e-6), 1)``.
+
+    ``grads``: a list or dict of arrays, or a ParamBuffer (its gradient buffer). Returns the
+    total norm before clipping, a float (inf or NaN if a gradient is not finite; the
+    gradients are then multiplied by NaN or 0 as PyTorch does).
+    """
+    if not max_norm > 0 or not math.isfinite(max_norm):
+        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm}")
+    be, flats = _flat_grads(grads, backend)
+    total = math.sqrt(sum(sum_of_squares(be, g) for g in flats))
+    coef = max_norm / (total + 1e-6)
+    if coef > 1.0:
+        coef = 1.0
+    if coef != 1.0:
+        for g in flats:
+            if be.name == "numpy":
+                g *= coef
+            elif g.size:
+                be.map(rules.scale, [g], [g], scalars=(coef,))
+    return total

@@ -1,0 +1,709 @@
+"""Optimizer objects: fused in-place updates of parameters and state on any backend.
+
+An optimizer holds its parameters (a list or dict of arrays, or a :class:`ParamBuffer`), its
+state arrays on the same backend, and one compiled kernel per tensor (one in all for a
+ParamBuffer). ``step(grads)`` validates the gradients (nothing is written if they do not
+match), computes the per-step scalars on the host in float64 in PyTorch's order of
+operations, and runs the rule of :mod:`fastgd.optim.rules` as one fused pass per tensor. The
+NumPy backend runs the independent reference of :mod:`fastgd.optim.reference` instead.
+
+Clipping and guards: ``max_grad_norm`` and ``skip_nonfinite`` add one reduction pass over the
+gradients (sum of squares; NaN/inf show up in it) before the update pass, which applies the
+clip coefficient itself: two passes over the gradients in all. ``clip_value`` clamps each
+gradient element inside the update (and the reduction) pass.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.backends import resolve
+from fastgd.optim import reference as ref
+from fastgd.optim import rules
+from fastgd.optim._device import copy_into, full, host_copy
+from fastgd.optim.buffer import ParamBuffer
+from fastgd.optim.clip import sum_of_squares
+
+_F64 = np.dtype(np.float64)
+
+
+class StepInfo(NamedTuple):
+    """What one ``step()`` did: the learning rate used, the global gradient norm (when a
+    clip or guard computed it, else None), whether the step was skipped, and the step count
+    after it."""
+
+    lr: float
+    grad_norm: float | None
+    skipped: bool
+    step: int
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+def _number(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _positive(name, value):
+    value = _number(name, value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return value
+
+
+def _nonnegative(name, value):
+    value = _number(name, value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    return value
+
+
+def _unit(name, value):
+    value = _number(name, value)
+    if not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+    return value
+
+
+def _betas(betas):
+    try:
+        beta1, beta2 = betas
+    except (TypeError, ValueError):
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+    return _unit("betas[0]", beta1), _unit("betas[1]", beta2)
+
+
+class _Slot:
+    """One kernel launch's worth of parameters: a flat parameter array and its state."""
+
+    __slots__ = ("p", "n", "dtype", "state", "launch", "tail", "gbuf", "tmp", "gprep")
+
+
+class Optimizer:
+    """Base class: parameters, state, validation, clipping and the step loop.
+
+    Subclasses set their hyperparameters, then call ``Optimizer.__init__``, and define
+    ``_variant()`` (the rule and its state), ``_scalars(lr, t)`` (the rule's per-step
+    scalars after ``clip, scale``) and ``_reference(p, g, state, lr, t, gbuf, tmp)``.
+    """
+
+    def __init__(self, params, lr, *, maximize=False, max_grad_norm=None, clip_value=None,
+                 skip_nonfinite=False, backend=None):
+        if callable(lr):
+            self._lr_fn, self._lr = lr, None
+            self._lr_at(0)  # a schedule that is wrong from the start fails here
+        else:
+            self._lr_fn, self._lr = None, _positive("lr", lr)
+        self.maximize = bool(maximize)
+        self.max_grad_norm = None if max_grad_norm is None else _positive(
+            "max_grad_norm", max_grad_norm)
+        self.clip_value = None if clip_value is None else _positive("clip_value", clip_value)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self._clip = math.inf if clip_value is None else self.clip_value
+        self._reduce = self.max_grad_norm is not None or self.skip_nonfinite
+        self._step = 0
+        self._setup_params(params, backend)
+        self._build(*self._variant())
+
+    # -- construction -------------------------------------------------------------------------
+    def _setup_params(self, params, backend):
+        self._buffer = params if isinstance(params, ParamBuffer) else None
+        if self._buffer is not None:
+            buf = params
+            self.backend = buf.backend if backend is None else resolve(backend, buf.flat_params)
+            self._names = list(buf.shapes)
+            self._shapes = [buf.shapes[k] for k in self._names]
+            self._dtypes = [buf.dtype] * len(self._names)
+            self._is_dict = True
+            self.params = buf.params
+            return
+        if isinstance(params, dict):
+            names, arrays, self._is_dict = list(params), list(params.values()), True
+        elif isinstance(params, (list, tuple)):
+            names, arrays, self._is_dict = list(range(len(params))), list(params), False
+        else:
+            raise TypeError("params must be a list or dict of arrays, or a ParamBuffer; "
+                            f"got {type(params).__name__}")
+        if not arrays:
+            raise ValueError("the optimizer got no parameters")
+        for name, a in zip(names, arrays):
+            if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+                raise TypeError(f"param {name!r} is not an array: {type(a).__name__}")
+        for name, a in zip(names, arrays):  # each float; tensors may differ in dtype
+            _arrays.check_float(**{f"param {name!r}": a})
+        on_device = [_arrays.is_device_array(a) for a in arrays]
+        if any(on_device) and not all(on_device):
+            host = names[on_device.index(False)]
+            dev = names[on_device.index(True)]
+            raise ValueError(f"params are on different backends: {host!r} is a host array, "
+                             f"{dev!r} a device array")
+        self.backend = resolve(backend, *arrays)
+        for name, a in zip(names, arrays):
+            if not _arrays.is_writable(a):
+                raise ValueError(f"param {name!r} is read-only; the optimizer updates it in place")
+            if self.backend.flat_view(a) is None:
+                raise ValueError(f"param {name!r} is not contiguous; the optimizer updates it in "
+                                 "place through a flat view")
+        self._names = names
+        self._shapes = [_arrays.shape_of(a) for a in arrays]
+        self._dtypes = [_arrays.dtype_of(a) for a in arrays]
+        self.params = dict(zip(names, arrays)) if self._is_dict else arrays
+        self._arrays = arrays
+
+    def _build(self, rule, spec):
+        """Allocate state (``spec``: list of (key, initial value)) and bind one kernel a slot."""
+        be = self.backend
+        self._rule, self._spec = rule, spec
+        if self._buffer is not None:
+            flats = [(self._buffer.flat_params, self._buffer.dtype)]
+        else:
+            flats = [(be.flat_view(a), d) for a, d in zip(self._arrays, self._dtypes)]
+        self._slots = []
+        for p, dtype in flats:
+            s = _Slot()
+            s.p, s.n, s.dtype = p, p.size, np.dtype(dtype)
+            s.state = {key: full(be, s.n, dtype, init) for key, init in spec}
+            states = tuple(s.state.values())
+            s.tail = (*states, p, *states)
+            s.launch = None
+            if be.name == "numpy":
+                s.gbuf, s.tmp, s.gprep = (np.empty(s.n, dtype) for _ in range(3))
+            else:
+                n_args = len(self._kernel_scalars(self._lr_at(0), 1, 1.0))
+                s.launch = be.map_launcher(rule, 2 + len(spec), 1 + len(spec), n_args,
+                                           s.dtype, s.n)
+            self._slots.append(s)
+        # the state as the user sees it: per parameter name, shaped like the parameter
+        if self._buffer is not None:
+            per_key = {key: self._buffer.views(self._slots[0].state[key]) for key, _ in spec}
+            self.state = {n: {k: per_key[k][n] for k, _ in spec} for n in self._names}
+        else:
+            self.state = {n: {k: s.state[k].reshape(shape) for k, _ in spec}
+                          for n, s, shape in zip(self._names, self._slots, self._shapes)}
+
+    # -- per-step ----------------------------------------------------------------------------
+    def _lr_at(self, s: int) -> float:
+        if self._lr_fn is None:
+            return self._lr
+        lr = self._lr_fn(s)
+        try:
+            lr = float(lr)
+        except (TypeError, ValueError):
+            raise ValueError(f"the lr schedule returned {lr!r} at step {s}") from None
+        if not (lr >= 0 and math.isfinite(lr)):
+            raise ValueError(f"the lr schedule returned {lr} at step {s}; it must be finite "
+                             "and >= 0")
+        return lr
+
+    def _kernel_scalars(self, lr, t, scale):
+        return (self._clip, scale, *self._scalars(lr, t))
+
+    def _grads(self, grads):
+        """Flat gradients, one per slot, after checking them all against the params."""
+        if grads is None:
+            if self._buffer is None:
+                raise ValueError("step() needs the gradients (only an optimizer over a "
+                                 "ParamBuffer reads them from the buffer)")
+            return [self._buffer.flat_grads]
+        names = self._names
+        if self._is_dict:
+            if not isinstance(grads, dict):
+                raise ValueError(f"grads must be a dict with the params' names, got "
+                                 f"{type(grads).__name__}")
+            try:
+                arrays = [grads[n] for n in names]
+            except KeyError:
+                missing = next(n for n in names if n not in grads)
+                raise ValueError(f"grads has no entry for param {missing!r}") from None
+            if len(grads) != len(names):
+                extra = next(k for k in grads if k not in self.params)
+                raise ValueError(f"grads has {extra!r}, which is not a param")
+        else:
+            if isinstance(grads, dict) or not isinstance(grads, (list, tuple)):
+                raise ValueError(f"grads must be a list of {len(names)} arrays, like the params")
+            if len(grads) != len(names):
+                raise ValueError(f"grads has {len(grads)} arrays, params has {len(names)}")
+            arrays = grads
+        be = self.backend
+        on_host = be.name != "cuda"
+        for name, shape, dtype, g in zip(names, self._shapes, self._dtypes, arrays):
+            if on_host:
+                if not isinstance(g, np.ndarray):
+                    what = ("a device array" if _arrays.is_device_array(g)
+                            else f"not an array ({type(g).__name__})")
+                    raise ValueError(f"grad {name!r} is {what}; the params are host arrays")
+                gshape, gdtype = g.shape, g.dtype
+            else:
+                if not be.owns(g):
+                    raise ValueError(f"grad {name!r} is not a device array; the params are "
+                                     "on the cuda backend")
+                gshape, gdtype = _arrays.shape_of(g), _arrays.dtype_of(g)
+            if gshape != shape:
+                raise ValueError(f"grad {name!r} has shape {gshape}, expected {shape}")
+            if gdtype != dtype:
+                raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}")
+        if self._buffer is not None:
+            views = self._buffer.grads
+            for name, g in zip(names, arrays):
+                if g is not views[name]:
+                    copy_into(self.backend, self.backend.flat_view(views[name]), g)
+            return [self._buffer.flat_grads]
+        if self.backend.name == "cuda":
+            return [self.backend.flat(g) for g in arrays]
+        return [g.reshape(-1) for g in arrays]
+
+    def step(self, grads=None) -> StepInfo:
+        """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and
+        backend as the params; ``None`` for a ParamBuffer's own ``grads``)."""
+        flats = self._grads(grads)
+        lr = self._lr_at(self._step)
+        t = self._step + 1
+        scale = -1.0 if self.maximize else 1.0
+        norm = None
+        if self._reduce:
+            be, clip = self.backend, self._clip
+            norm = math.sqrt(sum(sum_of_squares(be, g, clip) for g in flats))
+            if self.skip_nonfinite and not math.isfinite(norm):
+                return StepInfo(lr, norm, True, self._step)
+            if self.max_grad_norm is not None:
+                coef = self.max_grad_norm / (norm + 1e-6)
+                if coef > 1.0:  # clamp(max=1); NaN stays NaN, as in PyTorch
+                    coef = 1.0
+                scale *= coef
+        if self.backend.name == "numpy":
+            self._numpy_step(flats, lr, t, scale)
+        else:
+            scalars = self._kernel_scalars(lr, t, scale)
+            typed = {}
+            for s, g in zip(self._slots, flats):
+                args = typed.get(s.dtype)
+                if args is None:  # float32 kernels need float32 scalars (a Python float is f64)
+                    args = typed[s.dtype] = (scalars if s.dtype == _F64
+                                             else tuple(np.array(scalars, s.dtype)))
+                s.launch(s.p, g, *s.tail, *args)
+        self._step = t
+        self._advance()
+        return StepInfo(lr, norm, False, t)
+
+    def _numpy_step(self, flats, lr, t, scale):
+        for s, g in zip(self._slots, flats):
+            if self._clip != math.inf:
+                g = np.clip(g, -self._clip, self._clip, out=s.gprep)
+            if scale != 1.0:
+                g = np.multiply(g, scale, out=s.gprep)
+            self._reference(s.p, g, s.state, lr, t, s.gbuf, s.tmp)
+
+    def _advance(self):
+        """Host-side state after a step that was applied (NAdam's momentum product)."""
+
+    # -- introspection -----------------------------------------------------------------------
+    @property
+    def step_count(self) -> int:
+        return self._step
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step will use."""
+        return self._lr_at(self._step)
+
+    def bytes_per_step(self) -> int:
+        """Bytes one step must move: each parameter, gradient and state stream read, each
+        parameter and state stream written (the roofline count for GB/s)."""
+        streams = 3 + 2 * len(self._spec)
+        return sum(s.n * s.dtype.itemsize * streams for s in self._slots)
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} {len(self._names)} tensors on {self.backend.name}, "
+                f"step {self._step}>")
+
+    # -- state -------------------------------------------------------------------------------
+    def _extra_state(self) -> dict:
+        return {}
+
+    def _load_extra(self, values: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """The optimizer's state as a flat dict of NumPy values (host copies), ready for
+        ``np.savez(f, **opt.state_dict())``: ``optimizer``, ``step``, ``extra/<name>`` and
+        ``state/<param>/<key>``."""
+        d = {"optimizer": np.array(type(self).__name__), "step": np.array(self._step, np.int64)}
+        for k, v in self._extra_state().items():
+            d[f"extra/{k}"] = np.array(v, np.float64)
+        for name in self._names:
+            for key, a in self.state[name].items():
+                d[f"state/{name}/{key}"] = host_copy(a)
+        return d
+
+    def load_state_dict(self, d) -> None:
+        """Restore a :meth:`state_dict` (or the ``np.load`` of its ``np.savez``). Everything
+        is checked before anything is written; the continuation is bit-identical."""
+        d = dict(d)
+        kind = str(np.asarray(d.get("optimizer", "")))
+        if kind != type(self).__name__:
+            raise ValueError(f"state_dict is for {kind or 'an unknown optimizer'!r}, not "
+                             f"{type(self).__name__}")
+        step = np.asarray(d.get("step", -1))
+        if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
+            raise ValueError(f"state_dict step must be an integer >= 0, got {step!r}")
+        expected = {"optimizer", "step", *(f"extra/{k}" for k in self._extra_state())}
+        for name, shape, dtype in zip(self._names, self._shapes, self._dtypes):
+            for key, _ in self._spec:
+                k = f"state/{name}/{key}"
+                expected.add(k)
+                if k not in d:
+                    raise ValueError(f"state_dict has no {k!r}")
+                a = np.asarray(d[k])
+                if a.shape != tuple(shape) or a.dtype != dtype:
+                    raise ValueError(f"state_dict {k!r} is {a.dtype}{list(a.shape)}, expected "
+                                     f"{np.dtype(dtype)}{list(shape)}")
+        for k in d:
+            if k not in expected:
+                raise ValueError(f"state_dict has unexpected entry {k!r}")
+        extra = {}
+        for k in self._extra_state():
+            if f"extra/{k}" not in d:
+                raise ValueError(f"state_dict has no 'extra/{k}'")
+            extra[k] = float(np.asarray(d[f"extra/{k}"]))
+        be = self.backend
+        for name in self._names:
+            for key, _ in self._spec:
+                copy_into(be, be.flat_view(self.state[name][key]),
+                          np.asarray(d[f"state/{name}/{key}"]))
+        self._step = int(step)
+        self._load_extra(extra)
+
+    # -- subclass interface ------------------------------------------------------------------
+    def _variant(self):
+        raise NotImplementedError
+
+    def _scalars(self, lr, t):
+        raise NotImplementedError
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        raise NotImplementedError
+
+
+def _decay_terms(lr, weight_decay, decoupled):
+    """(L2 coefficient, decoupled decay factor ``1 − lr·wd``) as PyTorch applies them."""
+    if decoupled:
+        return 0.0, (1 - lr * weight_decay) if weight_decay != 0 else 1.0
+    return weight_decay, 1.0
+
+
+_COMMON = """
+    Common options: ``maximize`` (ascend instead), ``max_grad_norm`` (clip the global L2 norm
+    of the gradients, as ``torch.nn.utils.clip_grad_norm_``), ``clip_value`` (clamp each
+    gradient element to ±clip_value), ``skip_nonfinite`` (leave everything untouched and
+    report ``skipped=True`` when a gradient holds NaN or inf), ``backend`` (default: the
+    params' own). ``lr`` may be a schedule: any callable ``step -> lr``.
+"""
+
+
+class SGD(Optimizer):
+    __doc__ = """Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
+
+    ``g ← g + wd·p``; ``buf ← g`` (first step), then ``buf ← μ·buf + (1 − dampening)·g``;
+    ``g ← g + μ·buf`` (nesterov) or ``buf``; ``p ← p − lr·g``. With ``momentum=0`` this is
+    plain (batch) gradient descent.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, **common):
+        self.momentum = _nonnegative("momentum", momentum)
+        self.dampening = _number("dampening", dampening)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
+        super().__init__(params, lr, **common)
+
+    def _variant(self):
+        if self.momentum != 0:
+            return rules.sgd_momentum, [("momentum_buffer", 0.0)]
+        return rules.sgd, []
+
+    def _scalars(self, lr, t):
+        if self.momentum == 0:
+            return (self.weight_decay, lr)
+        return (self.weight_decay, lr, self.momentum, 1 - self.dampening,
+                1.0 if t == 1 else 0.0, 1.0 if self.nesterov else 0.0)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.sgd(p, g, state.get("momentum_buffer"), lr=lr, momentum=self.momentum,
+                dampening=self.dampening, weight_decay=self.weight_decay,
+                nesterov=self.nesterov, t=t, gbuf=gbuf, tmp=tmp)
+
+
+class Adagrad(Optimizer):
+    __doc__ = """Adagrad, as ``torch.optim.Adagrad``.
+
+    ``clr = lr/(1 + (t − 1)·lr_decay)``; ``g ← g + wd·p``; ``sum ← sum + g²``;
+    ``p ← p − clr·g/(√sum + eps)``; ``sum`` starts at ``initial_accumulator_value``.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10, **common):
+        self.lr_decay = _nonnegative("lr_decay", lr_decay)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.initial_accumulator_value = _nonnegative("initial_accumulator_value",
+                                                      initial_accumulator_value)
+        self.eps = _positive("eps", eps)
+        super().__init__(params, lr, **common)
+
+    def _variant(self):
+        return rules.adagrad, [("sum", self.initial_accumulator_value)]
+
+    def _scalars(self, lr, t):
+        return (self.weight_decay, lr / (1 + (t - 1) * self.lr_decay), self.eps)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.adagrad(p, g, state["sum"], lr=lr, lr_decay=self.lr_decay,
+                    weight_decay=self.weight_decay, eps=self.eps, t=t, gbuf=gbuf, tmp=tmp)
+
+
+class RMSprop(Optimizer):
+    __doc__ = """RMSprop, as ``torch.optim.RMSprop`` (no bias correction).
+
+    ``v ← α·v + (1 − α)·g²``; centered: ``ga ← lerp(ga, g, 1 − α)``,
+    ``avg = √(v − ga²) + eps``, else ``avg = √v + eps``; with momentum μ:
+    ``buf ← μ·buf + g/avg``, ``p ← p − lr·buf``, else ``p ← p − lr·g/avg``.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, **common):
+        self.alpha = _unit("alpha", alpha)
+        self.eps = _positive("eps", eps)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.momentum = _nonnegative("momentum", momentum)
+        self.centered = bool(centered)
+        super().__init__(params, lr, **common)
+
+    def _variant(self):
+        spec = [("square_avg", 0.0)]
+        if self.centered:
+            spec.append(("grad_avg", 0.0))
+        if self.momentum > 0:
+            spec.append(("momentum_buffer", 0.0))
+        rule = {(False, False): rules.rmsprop, (True, False): rules.rmsprop_centered,
+                (False, True): rules.rmsprop_momentum,
+                (True, True): rules.rmsprop_centered_momentum}[self.centered, self.momentum > 0]
+        return rule, spec
+
+    def _scalars(self, lr, t):
+        s = (self.weight_decay, self.alpha, 1 - self.alpha, self.eps, lr)
+        return s + (self.momentum,) if self.momentum > 0 else s
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.rmsprop(p, g, state["square_avg"], state.get("grad_avg"),
+                    state.get("momentum_buffer"), lr=lr, alpha=self.alpha, eps=self.eps,
+                    weight_decay=self.weight_decay, momentum=self.momentum, gbuf=gbuf, tmp=tmp)
+
+
+class _AdamBase(Optimizer):
+    """Betas, eps, weight decay (coupled or decoupled) shared by the Adam family."""
+
+    decoupled_default = False
+
+    def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, common):
+        self.betas = _betas(betas)
+        self.eps = _positive("eps", eps)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        super().__init__(params, lr, **common)
+
+    def _moments(self, lr):
+        """The scalars every Adam-like rule starts with: wd, decay, 1 − β1, β2, 1 − β2."""
+        wd, decay = _decay_terms(lr, self.weight_decay, self.decoupled_weight_decay)
+        beta1, beta2 = self.betas
+        return (wd, decay, 1 - beta1, beta2, 1 - beta2)
+
+
+class Adam(_AdamBase):
+    __doc__ = """Adam (Kingma & Ba 2015), as ``torch.optim.Adam``.
+
+    ``g ← g + wd·p``; ``m ← lerp(m, g, 1 − β1)``; ``v ← β2·v + (1 − β2)·g²``;
+    ``vmax ← max(vmax, v)`` (amsgrad); ``p ← p − (lr/bc1)·m/(√v/√bc2 + eps)`` with
+    ``bc = 1 − β^t``. ``decoupled_weight_decay=True`` is AdamW.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, decoupled_weight_decay=None, **common):
+        self.amsgrad = bool(amsgrad)
+        if decoupled_weight_decay is None:
+            decoupled_weight_decay = self.decoupled_default
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+
+    def _variant(self):
+        spec = [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
+        if self.amsgrad:
+            return rules.adam_amsgrad, [*spec, ("max_exp_avg_sq", 0.0)]
+        return rules.adam, spec
+
+    def _scalars(self, lr, t):
+        beta1, beta2 = self.betas
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        step_size = lr / bias_correction1
+        bias_correction2_sqrt = bias_correction2**0.5
+        return (*self._moments(lr), bias_correction2_sqrt, step_size, self.eps)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.adam(p, g, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq"),
+                 lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay,
+                 decoupled=self.decoupled_weight_decay, t=t, gbuf=gbuf, tmp=tmp)
+
+
+class AdamW(Adam):
+    __doc__ = """AdamW (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``: Adam with
+    decoupled weight decay ``p ← p·(1 − lr·wd)`` applied before the update.
+    """ + _COMMON
+
+    decoupled_default = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, **common):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, True, **common)
+
+
+class NAdam(_AdamBase):
+    __doc__ = """NAdam (Dozat 2016), as ``torch.optim.NAdam``.
+
+    ``μ_t = β1·(1 − 0.5·0.96^(t·ψ))``; ``Π ← Π·μ_t``; m, v as Adam;
+    ``p ← p − lr·(1 − μ_t)/(1 − Π)·g/d − lr·μ_{t+1}/(1 − Π·μ_{t+1})·m/d`` with
+    ``d = √(v/bc2) + eps``. The product Π is kept on the host in float64.
+    """ + _COMMON
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, **common):
+        self.momentum_decay = _nonnegative("momentum_decay", momentum_decay)
+        self.mu_product = 1.0
+        self._next_product = 1.0
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+
+    def _variant(self):
+        return rules.nadam, [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
+
+    def _scalars(self, lr, t):
+        beta1, beta2 = self.betas
+        bias_correction2 = 1 - beta2**t
+        mu = beta1 * (1.0 - 0.5 * (0.96 ** (t * self.momentum_decay)))
+        mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * self.momentum_decay)))
+        mu_product = self.mu_product * mu
+        mu_product_next = mu_product * mu_next
+        self._next_product = mu_product
+        coef_g = -lr * (1.0 - mu) / (1.0 - mu_product)
+        coef_m = (-lr * mu_next) / (1.0 - mu_product_next)
+        return (*self._moments(lr), bias_correction2, self.eps, coef_g, coef_m)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        self._next_product = ref.nadam(
+            p, g, state["exp_avg"], state["exp_avg_sq"], lr=lr, betas=self.betas, eps=self.eps,
+            weight_decay=self.weight_decay, decoupled=self.decoupled_weight_decay,
+            momentum_decay=self.momentum_decay, t=t, mu_product=self.mu_product, gbuf=gbuf,
+            tmp=tmp)
+
+    def _advance(self):
+        self.mu_product = self._next_product
+
+    def _extra_state(self):
+        return {"mu_product": self.mu_product}
+
+    def _load_extra(self, values):
+        self.mu_product = values["mu_product"]
+
+
+class RAdam(_AdamBase):
+    __doc__ = """RAdam (Liu et al. 2020), as ``torch.optim.RAdam``.
+
+    m, v as Adam; ``ρ∞ = 2/(1 − β2) − 1``, ``ρ_t = ρ∞ − 2t·β2^t/bc2``; if ``ρ_t > 5``:
+    ``p ← p − lr·(m/bc1)·r·√bc2/(√v + eps)`` with the rectification ``r``, else
+    ``p ← p − lr·m/bc1``.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False, **common):
+        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+
+    def _variant(self):
+        return rules.radam, [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
+
+    def _scalars(self, lr, t):
+        beta1, beta2 = self.betas
+        bias_correction1 = 1 - beta1**t
+        bias_correction2 = 1 - beta2**t
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * t * (beta2**t) / bias_correction2
+        if rho_t > 5.0:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            rectify = 1.0
+        else:
+            rect, rectify = 0.0, 0.0
+        return (*self._moments(lr), bias_correction1, lr, bias_correction2**0.5, self.eps,
+                rect, rectify)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.radam(p, g, state["exp_avg"], state["exp_avg_sq"], lr=lr, betas=self.betas,
+                  eps=self.eps, weight_decay=self.weight_decay,
+                  decoupled=self.decoupled_weight_decay, t=t, gbuf=gbuf, tmp=tmp)
+
+
+class Adamax(_AdamBase):
+    __doc__ = """Adamax (Kingma & Ba 2015, §7), as ``torch.optim.Adamax``.
+
+    ``m ← lerp(m, g, 1 − β1)``; ``u ← max(β2·u, |g| + eps)``; ``p ← p − (lr/bc1)·m/u``.
+    """ + _COMMON
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 **common):
+        super().__init__(params, lr, betas, eps, weight_decay, False, common)
+
+    def _variant(self):
+        return rules.adamax, [("exp_avg", 0.0), ("exp_inf", 0.0)]
+
+    def _scalars(self, lr, t):
+        beta1, beta2 = self.betas
+        bias_correction = 1 - beta1**t
+        clr = lr / bias_correction
+        return (self.weight_decay, 1 - beta1, beta2, self.eps, clr)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.adamax(p, g, state["exp_avg"], state["exp_inf"], lr=lr, betas=self.betas,
+                   eps=self.eps, weight_decay=self.weight_decay, t=t, gbuf=gbuf, tmp=tmp)
+
+
+class Lion(Optimizer):
+    __doc__ = """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms"), as in
+    optax and lion-pytorch.
+
+    ``p ← p·(1 − lr·wd)``; ``p ← p − lr·sign(β1·m + (1 − β1)·g)``; ``m ← β2·m + (1 − β2)·g``.
+    """ + _COMMON
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, **common):
+        self.betas = _betas(betas)
+        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        super().__init__(params, lr, **common)
+
+    def _variant(self):
+        return rules.lion, [("exp_avg", 0.0)]
+
+    def _scalars(self, lr, t):
+        beta1, beta2 = self.betas
+        _, decay = _decay_terms(lr, self.weight_decay, True)
+        return (decay, lr, beta1, 1 - beta1, beta2, 1 - beta2)
+
+    def _reference(self, p, g, state, lr, t, gbuf, tmp):
+        ref.lion(p, g, state["exp_avg"], lr=lr, betas=self.betas,
+                 weight_decay=self.weight_decay, gbuf=gbuf, tmp=tmp)
+
+
+OPTIMIZERS = {cls.__name__: cls for cls in
+              (SGD, Adagrad, RMSprop, Adam, AdamW, NAdam, RAdam, Adamax, Lion)}

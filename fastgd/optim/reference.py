@@ -1,0 +1,188 @@
+"""The NumPy backend of the update rules: each rule written again, independently, in NumPy.
+
+These functions are what ``backend="numpy"`` runs, and an oracle for the compiled kernels
+(which come from :mod:`fastgd.optim.rules`). They take the raw hyperparameters and the
+step count ``t`` and derive the bias corrections themselves, so the host-side scalar math
+of the optimizer classes is checked too. They update ``p`` and the state in place with
+``out=`` and two work buffers (``gbuf``, ``tmp``, shaped like ``p``, distinct from ``g``);
+``g`` is never written.
+Python-float scalars keep float32 arithmetic in float32 (NumPy's weak scalars).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _decayed_grad(p, g, weight_decay, gbuf, tmp):
+    """``g + wd·p`` in ``gbuf`` (``g`` itself when ``wd == 0``)."""
+    if not weight_decay:
+        return g
+    np.multiply(p, weight_decay, out=tmp)
+    return np.add(g, tmp, out=gbuf)
+
+
+def _ema(avg, x, beta, tmp):
+    """``avg ← β·avg + (1 − β)·x``."""
+    avg *= beta
+    np.multiply(x, 1.0 - beta, out=tmp)
+    avg += tmp
+
+
+def _ema_square(avg, x, beta, tmp):
+    """``avg ← β·avg + (1 − β)·x²``."""
+    avg *= beta
+    np.multiply(x, 1.0 - beta, out=tmp)
+    tmp *= x
+    avg += tmp
+
+
+def sgd(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, t, gbuf, tmp):
+    g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    if buf is not None:
+        if t == 1:
+            buf[...] = g
+        else:
+            buf *= momentum
+            np.multiply(g, 1.0 - dampening, out=tmp)
+            buf += tmp
+        if nesterov:
+            np.multiply(buf, momentum, out=tmp)
+            g = np.add(g, tmp, out=gbuf)
+        else:
+            g = buf
+    np.multiply(g, lr, out=tmp)
+    p -= tmp
+
+
+def adagrad(p, g, acc, *, lr, lr_decay, weight_decay, eps, t, gbuf, tmp):
+    g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    np.multiply(g, g, out=tmp)
+    acc += tmp
+    np.sqrt(acc, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr / (1.0 + (t - 1) * lr_decay)
+    p -= tmp
+
+
+def rmsprop(p, g, v, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, gbuf, tmp):
+    g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    _ema_square(v, g, alpha, tmp)
+    if grad_avg is not None:
+        _ema(grad_avg, g, alpha, tmp)
+        np.multiply(grad_avg, grad_avg, out=tmp)
+        np.subtract(v, tmp, out=tmp)
+        np.sqrt(tmp, out=tmp)
+    else:
+        np.sqrt(v, out=tmp)
+    tmp += eps
+    if buf is not None:
+        buf *= momentum
+        np.divide(g, tmp, out=tmp)
+        buf += tmp
+        np.multiply(buf, lr, out=tmp)
+    else:
+        np.divide(g, tmp, out=tmp)
+        tmp *= lr
+    p -= tmp
+
+
+def adam(p, g, m, v, vmax, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
+    """Adam (``decoupled=False``, L2 weight decay) or AdamW (``decoupled=True``)."""
+    beta1, beta2 = betas
+    if decoupled:
+        if weight_decay:
+            p *= 1.0 - lr * weight_decay
+    else:
+        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    _ema(m, g, beta1, tmp)
+    _ema_square(v, g, beta2, tmp)
+    second = v
+    if vmax is not None:
+        np.maximum(vmax, v, out=vmax)
+        second = vmax
+    np.sqrt(second, out=tmp)
+    tmp /= math.sqrt(1.0 - beta2**t)
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= lr / (1.0 - beta1**t)
+    p -= tmp
+
+
+def nadam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, momentum_decay, t,
+          mu_product, gbuf, tmp):
+    """NAdam; returns the new product of the momentum coefficients ``μ_1…μ_t``."""
+    beta1, beta2 = betas
+    if decoupled:
+        if weight_decay:
+            p *= 1.0 - lr * weight_decay
+    else:
+        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
+    mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
+    mu_product = mu_product * mu
+    _ema(m, g, beta1, tmp)
+    _ema_square(v, g, beta2, tmp)
+    np.divide(v, 1.0 - beta2**t, out=tmp)  # tmp: the denominator
+    np.sqrt(tmp, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=gbuf)  # g is no longer needed: gbuf may hold it
+    gbuf *= lr * (1.0 - mu) / (1.0 - mu_product)
+    p -= gbuf
+    np.divide(m, tmp, out=gbuf)
+    gbuf *= lr * mu_next / (1.0 - mu_product * mu_next)
+    p -= gbuf
+    return mu_product
+
+
+def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
+    beta1, beta2 = betas
+    if decoupled:
+        if weight_decay:
+            p *= 1.0 - lr * weight_decay
+    else:
+        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    _ema(m, g, beta1, tmp)
+    _ema_square(v, g, beta2, tmp)
+    bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
+    rho_inf = 2.0 / (1.0 - beta2) - 1.0
+    rho_t = rho_inf - 2.0 * t * beta2**t / bc2
+    if rho_t > 5.0:
+        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        np.sqrt(v, out=tmp)
+        tmp += eps
+        np.divide(m, tmp, out=tmp)
+        tmp *= lr * r * math.sqrt(bc2) / bc1
+    else:
+        np.multiply(m, lr / bc1, out=tmp)
+    p -= tmp
+
+
+def adamax(p, g, m, u, *, lr, betas, eps, weight_decay, t, gbuf, tmp):
+    beta1, beta2 = betas
+    g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    _ema(m, g, beta1, tmp)
+    u *= beta2
+    np.abs(g, out=tmp)
+    tmp += eps
+    np.maximum(u, tmp, out=u)
+    np.divide(m, u, out=tmp)
+    tmp *= lr / (1.0 - beta1**t)
+    p -= tmp
+
+
+def lion(p, g, m, *, lr, betas, weight_decay, gbuf, tmp):
+    """Lion (Chen et al. 2023, as in optax and lion-pytorch): decoupled decay, sign update."""
+    beta1, beta2 = betas
+    if weight_decay:
+        p *= 1.0 - lr * weight_decay
+    np.multiply(m, beta1, out=tmp)
+    np.multiply(g, 1.0 - beta1, out=gbuf)
+    tmp += gbuf
+    np.sign(tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
+    _ema(m, g, beta2, tmp)

@@ -1,0 +1,244 @@
+"""The math of every update rule, written once as scalar functions of one element.
+
+Each rule takes one element of the parameter, the gradient and the optimizer state, then the
+per-step scalars, and returns ``(new_p, new_state...)`` (a single value when there is no
+state). The Numba CPU and CUDA backends compile it into one fused *map* loop whose outputs
+are the parameter and state arrays themselves, so a step reads and writes each stream once.
+
+Per-step scalars (learning rate, bias corrections, the clip coefficient) are computed on the
+host in float64, in PyTorch's order of operations, by the optimizer classes
+(:mod:`fastgd.optim.optimizers`) and passed here already combined: a rule never raises
+``beta ** t``. Each rule follows the element-wise operations of ``torch.optim``'s
+single-tensor implementation: ``addcdiv_(a, b, value=c)`` is ``p + (c*a)/b``,
+``addcmul_(a, b, value=c)`` is ``p + (c*a)*b``, ``lerp`` is PyTorch's two-sided lerp.
+
+Every rule starts with :func:`grad_in`: the gradient clamped to ``±clip`` (``clip_value=``;
+``inf`` when off) and multiplied by ``scale`` (the clip-by-norm coefficient, negated when
+maximizing; ``1`` otherwise). Weight decay is skipped when ``wd == 0``, as in PyTorch.
+"""
+
+from fastgd.scalar import F, scalar, sqrt
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+@scalar
+def grad_in(g, clip, scale):
+    """The gradient as the rule sees it: clamped to [-clip, clip] (NaN stays NaN), scaled."""
+    if g > clip:
+        g = clip
+    elif g < -clip:
+        g = -clip
+    return scale * g
+
+
+@scalar
+def l2(g, p, wd):
+    """``g + wd·p`` (coupled weight decay), skipped when ``wd == 0`` as in PyTorch."""
+    if wd != F(0):
+        return g + wd * p
+    return g
+
+
+@scalar
+def lerp(a, b, w):
+    """PyTorch's lerp: ``a + w·(b − a)`` for ``|w| < 0.5``, else ``b − (b − a)·(1 − w)``."""
+    if abs(w) < F(0.5):
+        return a + w * (b - a)
+    return b - (b - a) * (F(1) - w)
+
+
+@scalar
+def maximum(a, b):
+    """``torch.maximum``: the larger value, NaN if either is NaN."""
+    if a > b or a != a:
+        return a
+    return b
+
+
+@scalar
+def sign(x):
+    """-1, 0 or 1 (NaN stays NaN)."""
+    if x > F(0):
+        return F(1)
+    if x < F(0):
+        return F(-1)
+    return x
+
+
+@scalar
+def ema_sq(v, g, beta, omb):
+    """``v·β + ((1 − β)·g)·g``: PyTorch's ``v.mul_(β).addcmul_(g, g, value=1 − β)``."""
+    return beta * v + (omb * g) * g
+
+
+@scalar
+def sumsq_row(g, clip):
+    """Sum of squares of one row of the (clamped) gradient; inf or NaN if any is not finite."""
+    acc = F(0)
+    for i in range(g.size):
+        v = F(g[i])
+        if v > clip:
+            v = clip
+        elif v < -clip:
+            v = -clip
+        acc += v * v
+    return acc
+
+
+def fill(x, value):
+    """``x ← value`` (state initialisation on any backend)."""
+    return value
+
+
+def copy(x):
+    """``y ← x`` (copies between device arrays without CuPy)."""
+    return x
+
+
+# -- SGD --------------------------------------------------------------------------------
+
+
+def sgd(p, g, clip, scale, wd, lr):
+    """Plain SGD: ``p ← p − lr·(g + wd·p)``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    return p - lr * g
+
+
+def sgd_momentum(p, g, buf, clip, scale, wd, lr, momentum, damp1, first, nesterov):
+    """SGD with momentum: ``buf ← g`` on the first step (``first == 1``), else
+    ``buf ← μ·buf + (1 − dampening)·g`` (``damp1``); then ``g + μ·buf`` (nesterov) or ``buf``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    if first != F(0):
+        buf = g
+    else:
+        buf = momentum * buf + damp1 * g
+    if nesterov != F(0):
+        g = g + momentum * buf
+    else:
+        g = buf
+    return p - lr * g, buf
+
+
+# -- Adagrad ----------------------------------------------------------------------------
+
+
+def adagrad(p, g, acc, clip, scale, wd, clr, eps):
+    """Adagrad: ``acc ← acc + g²``; ``p ← p − (clr·g)/(√acc + eps)``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    acc = acc + g * g
+    return p - (clr * g) / (sqrt(acc) + eps), acc
+
+
+# -- RMSprop ----------------------------------------------------------------------------
+
+
+def rmsprop(p, g, v, clip, scale, wd, alpha, oma, eps, lr):
+    """RMSprop: ``v ← α·v + (1 − α)·g²``; ``p ← p − (lr·g)/(√v + eps)``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    v = ema_sq(v, g, alpha, oma)
+    return p - (lr * g) / (sqrt(v) + eps), v
+
+
+def rmsprop_centered(p, g, v, ga, clip, scale, wd, alpha, oma, eps, lr):
+    """Centered RMSprop: the denominator is ``√(v − ga²) + eps`` with ``ga`` the mean gradient."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    v = ema_sq(v, g, alpha, oma)
+    ga = lerp(ga, g, oma)
+    return p - (lr * g) / (sqrt(v - ga * ga) + eps), v, ga
+
+
+def rmsprop_momentum(p, g, v, buf, clip, scale, wd, alpha, oma, eps, lr, momentum):
+    """RMSprop with momentum: ``buf ← μ·buf + g/(√v + eps)``; ``p ← p − lr·buf``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    v = ema_sq(v, g, alpha, oma)
+    buf = momentum * buf + g / (sqrt(v) + eps)
+    return p - lr * buf, v, buf
+
+
+def rmsprop_centered_momentum(p, g, v, ga, buf, clip, scale, wd, alpha, oma, eps, lr, momentum):
+    """Centered RMSprop with momentum."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    v = ema_sq(v, g, alpha, oma)
+    ga = lerp(ga, g, oma)
+    buf = momentum * buf + g / (sqrt(v - ga * ga) + eps)
+    return p - lr * buf, v, ga, buf
+
+
+# -- Adam family ------------------------------------------------------------------------
+
+
+def adam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt, step_size, eps):
+    """Adam / AdamW: ``p ← decay·p`` (AdamW's ``1 − lr·wd``, else 1); ``m ← lerp(m, g, 1 − β1)``;
+    ``v ← β2·v + (1 − β2)·g²``; ``p ← p − (step_size·m)/(√v/√bc2 + eps)``,
+    ``step_size = lr/bc1``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    g = l2(g, p, wd)
+    m = lerp(m, g, w1)
+    v = ema_sq(v, g, beta2, omb2)
+    return p - (step_size * m) / (sqrt(v) / bc2_sqrt + eps), m, v
+
+
+def adam_amsgrad(p, g, m, v, vmax, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt,
+                 step_size, eps):
+    """Adam / AdamW with AMSGrad: the denominator uses ``vmax ← max(vmax, v)``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    g = l2(g, p, wd)
+    m = lerp(m, g, w1)
+    v = ema_sq(v, g, beta2, omb2)
+    vmax = maximum(vmax, v)
+    return p - (step_size * m) / (sqrt(vmax) / bc2_sqrt + eps), m, v, vmax
+
+
+def nadam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2, eps, coef_g, coef_m):
+    """NAdam: ``denom = √(v/bc2) + eps``; ``p ← p + (coef_g·g)/denom + (coef_m·m)/denom`` with
+    ``coef_g = −lr·(1 − μ_t)/(1 − Πμ)``, ``coef_m = −lr·μ_{t+1}/(1 − Πμ·μ_{t+1})``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    g = l2(g, p, wd)
+    m = lerp(m, g, w1)
+    v = ema_sq(v, g, beta2, omb2)
+    denom = sqrt(v / bc2) + eps
+    p = p + (coef_g * g) / denom
+    return p + (coef_m * m) / denom, m, v
+
+
+def radam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc1, lr, bc2_sqrt, eps, rect,
+          rectify):
+    """RAdam: ``p ← p − ((m/bc1)·lr)·(√bc2/(√v + eps))·r`` once the variance is tractable
+    (``rectify == 1``, ρ_t > 5), else ``p ← p − (m/bc1)·lr``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    g = l2(g, p, wd)
+    m = lerp(m, g, w1)
+    v = ema_sq(v, g, beta2, omb2)
+    step = (m / bc1) * lr
+    if rectify != F(0):
+        step = (step * (bc2_sqrt / (sqrt(v) + eps))) * rect
+    return p - step, m, v
+
+
+def adamax(p, g, m, u, clip, scale, wd, w1, beta2, eps, clr):
+    """Adamax: ``u ← max(β2·u, |g| + eps)``; ``p ← p − (clr·m)/u``, ``clr = lr/bc1``."""
+    g = l2(grad_in(g, clip, scale), p, wd)
+    m = lerp(m, g, w1)
+    u = maximum(u * beta2, abs(g) + eps)
+    return p - (clr * m) / u, m, u
+
+
+# -- Lion -------------------------------------------------------------------------------
+
+
+def lion(p, g, m, clip, scale, decay, lr, beta1, omb1, beta2, omb2):
+    """Lion: ``p ← decay·p − lr·sign(β1·m + (1 − β1)·g)``; ``m ← β2·m + (1 − β2)·g``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    u = sign(beta1 * m + omb1 * g)
+    return p - lr * u, beta2 * m + omb2 * g
+
+
+def scale(x, c):
+    """``x ← c·x`` (clip_grad_norm's in-place rescale)."""
+    return c * x

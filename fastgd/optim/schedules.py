@@ -1,0 +1,153 @@
+"""Learning-rate schedules: functions of the step count ``s = 0, 1, 2, ...`` to a learning rate.
+
+An optimizer given ``lr=schedule`` uses ``schedule(s)`` for its ``s``-th step (counting from
+0, as ``torch.optim.lr_scheduler`` counts epochs), so the first step runs at
+``schedule(0)``. Any callable ``step -> lr`` works the same way. The closed forms follow
+PyTorch's schedulers (``StepLR``, ``MultiStepLR``, ``ExponentialLR``,
+``CosineAnnealingLR``, ``OneCycleLR``)::
+
+    opt = fastgd.AdamW(params, lr=fastgd.schedules.warmup_cosine(3e-4, warmup=100, total=10_000))
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+
+__all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
+           "warmup_linear", "one_cycle"]
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _count(name, value, minimum=1):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _min_lr(min_lr, lr):
+    if not (isinstance(min_lr, (int, float)) and 0 <= min_lr <= lr):
+        raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr!r}")
+    return float(min_lr)
+
+
+class Schedule:
+    """A named ``step -> lr`` function (named so that it prints usefully)."""
+
+    def __init__(self, fn, description):
+        self._fn, self._description = fn, description
+
+    def __call__(self, s: int) -> float:
+        return self._fn(s)
+
+    def __repr__(self):
+        return f"schedules.{self._description}"
+
+
+def constant(lr: float) -> Schedule:
+    """``lr`` at every step."""
+    lr = _positive("lr", lr)
+    return Schedule(lambda s: lr, f"constant({lr})")
+
+
+def step(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
+    """``lr·gamma^(s // step_size)`` (``StepLR``)."""
+    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
+    step_size = _count("step_size", step_size)
+    return Schedule(lambda s: lr * gamma ** (s // step_size),
+                    f"step({lr}, step_size={step_size}, gamma={gamma})")
+
+
+def multistep(lr: float, milestones, gamma: float = 0.1) -> Schedule:
+    """``lr·gamma^k`` with k the number of milestones ``<= s`` (``MultiStepLR``)."""
+    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
+    milestones = [_count("milestones", m, 0) for m in milestones]
+    if milestones != sorted(milestones):
+        raise ValueError(f"milestones must be increasing, got {milestones}")
+    return Schedule(lambda s: lr * gamma ** bisect.bisect_right(milestones, s),
+                    f"multistep({lr}, {milestones}, gamma={gamma})")
+
+
+def exponential(lr: float, gamma: float) -> Schedule:
+    """``lr·gamma^s`` (``ExponentialLR``)."""
+    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
+    return Schedule(lambda s: lr * gamma**s, f"exponential({lr}, gamma={gamma})")
+
+
+def _cos(lr, min_lr, fraction):
+    return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * fraction)) / 2
+
+
+def cosine(lr: float, total: int, min_lr: float = 0.0) -> Schedule:
+    """Cosine from ``lr`` at s = 0 to ``min_lr`` at s = total, then ``min_lr``
+    (``CosineAnnealingLR(T_max=total, eta_min=min_lr)`` up to ``total``)."""
+    lr = _positive("lr", lr)
+    total, min_lr = _count("total", total), _min_lr(min_lr, lr)
+    return Schedule(lambda s: _cos(lr, min_lr, min(s, total) / total),
+                    f"cosine({lr}, total={total}, min_lr={min_lr})")
+
+
+def _warmup(lr, warmup, total, min_lr, decay, name):
+    lr = _positive("lr", lr)
+    total, min_lr = _count("total", total), _min_lr(min_lr, lr)
+    warmup = _count("warmup", warmup, 0)
+    if warmup >= total:
+        raise ValueError(f"warmup ({warmup}) must be less than total ({total})")
+
+    def fn(s):
+        if s < warmup:
+            return lr * (s + 1) / warmup
+        return decay(lr, min_lr, min(s - warmup, total - warmup) / (total - warmup))
+
+    return Schedule(fn, f"{name}({lr}, warmup={warmup}, total={total}, min_lr={min_lr})")
+
+
+def warmup_cosine(lr: float, warmup: int, total: int, min_lr: float = 0.0) -> Schedule:
+    """Linear warmup ``lr·(s + 1)/warmup`` for s < warmup (reaching ``lr`` at its last step),
+    then cosine decay to ``min_lr`` at s = total, then ``min_lr``."""
+    return _warmup(lr, warmup, total, min_lr, _cos, "warmup_cosine")
+
+
+def warmup_linear(lr: float, warmup: int, total: int, min_lr: float = 0.0) -> Schedule:
+    """Linear warmup as :func:`warmup_cosine`, then linear decay to ``min_lr`` at s = total."""
+    return _warmup(lr, warmup, total, min_lr,
+                   lambda hi, lo, f: hi + (lo - hi) * f, "warmup_linear")
+
+
+def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: float = 25.0,
+              final_div_factor: float = 1e4, anneal: str = "cos") -> Schedule:
+    """``OneCycleLR`` (two phases): from ``max_lr/div_factor`` up to ``max_lr`` over the first
+    ``pct_start·total`` steps, then down to ``max_lr/div_factor/final_div_factor`` at step
+    ``total − 1``; ``anneal`` is ``"cos"`` or ``"linear"``."""
+    max_lr = _positive("max_lr", max_lr)
+    total = _count("total", total)
+    if not 0 < pct_start < 1:
+        raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
+    div_factor = _positive("div_factor", div_factor)
+    final_div_factor = _positive("final_div_factor", final_div_factor)
+    if anneal not in ("cos", "linear"):
+        raise ValueError(f"anneal must be 'cos' or 'linear', got {anneal!r}")
+    initial = max_lr / div_factor
+    final = initial / final_div_factor
+    up_end, down_end = float(pct_start * total) - 1, total - 1
+    if not 0 < up_end < down_end:
+        raise ValueError(f"one_cycle needs pct_start*total > 1 and < total, "
+                         f"got pct_start={pct_start}, total={total}")
+
+    def mix(start, end, pct):
+        if anneal == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def fn(s):
+        s = min(s, down_end)
+        if s <= up_end:
+            return mix(initial, max_lr, s / up_end)
+        return mix(max_lr, final, (s - up_end) / (down_end - up_end))
+
+    return Schedule(fn, f"one_cycle({max_lr}, total={total}, pct_start={pct_start})")

@@ -1,0 +1,152 @@
+"""Optimizer trajectories against the textbook float64 formulas and against torch.optim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgd
+from tests.optim_textbook import CONFIGS, config_id, make_problem, textbook
+
+BACKENDS = ["numpy", "numba"]
+
+
+def run(name, options, params, grad_seq, backend, dtype=np.float64):
+    p = {k: v.astype(dtype) for k, v in params.items()}
+    opt = getattr(fastgd, name)(p, backend=backend, **options)
+    for grads in grad_seq:
+        info = opt.step({k: v.astype(dtype) for k, v in grads.items()})
+        assert not info.skipped
+    assert opt.step_count == len(grad_seq)
+    return p, opt
+
+
+def assert_close(got, want, rtol):
+    """Elementwise relative error, with an absolute floor at ``rtol`` times the largest
+    magnitude for the entries that pass close to zero."""
+    for k in want:
+        w = np.asarray(want[k], np.float64)
+        atol = rtol * max(float(np.max(np.abs(w))), 1e-300) * 1e-2
+        np.testing.assert_allclose(np.asarray(got[k], np.float64), w, rtol=rtol, atol=atol,
+                                   err_msg=k)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", CONFIGS, ids=config_id)
+def test_trajectory_float64(config, backend):
+    name, options = config
+    params, grad_seq = make_problem(100)
+    p, opt = run(name, options, params, grad_seq, backend)
+    p_ref, state_ref = textbook(name, options, params, grad_seq)
+    assert_close(p, p_ref, 1e-12)
+    for k in p:
+        assert set(opt.state[k]) == set(state_ref[k])
+        assert_close(opt.state[k], state_ref[k], 1e-12)
+    assert all(a.dtype == np.float64 for a in p.values())
+
+
+FLOAT32_CONFIGS = [c for c in CONFIGS if c[0] != "Lion"][::2]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("config", FLOAT32_CONFIGS, ids=config_id)
+def test_trajectory_float32(config, backend):
+    """float32 params follow the float64 formulas (run on the same float32 inputs) to 1e-5."""
+    name, options = config
+    params, grad_seq = make_problem(100, dtype=np.float32)
+    p, opt = run(name, options, params, grad_seq, backend, np.float32)
+    assert all(a.dtype == np.float32 for a in p.values())
+    assert all(s.dtype == np.float32 for st in opt.state.values() for s in st.values())
+    p_ref, _ = textbook(name, options, params, grad_seq)
+    assert_close(p, p_ref, 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lion_float32(backend):
+    """Lion's sign() is discontinuous, so float32 can flip an update where β1·m + (1 − β1)·g
+    rounds across 0; gradients bounded away from that keep it to 1e-5."""
+    params, _ = make_problem(1, dtype=np.float32)
+    rng = np.random.default_rng(1)
+    signs = {k: np.where(rng.random(v.shape) < 0.5, -1.0, 1.0) for k, v in params.items()}
+    grad_seq = [{k: (s * (1 + rng.random(s.shape))).astype(np.float32) for k, s in signs.items()}
+                for _ in range(100)]  # fixed sign per element: the update never changes sign
+    p, _ = run("Lion", dict(lr=1e-3, weight_decay=0.1), params, grad_seq, backend, np.float32)
+    p_ref, _ = textbook("Lion", dict(lr=1e-3, weight_decay=0.1), params, grad_seq)
+    assert_close(p, p_ref, 1e-5)
+
+
+def test_numba_matches_numpy_backend_float32():
+    """The two host backends agree closely on float32 (same inputs, same formulas)."""
+    for name, options in FLOAT32_CONFIGS[:4]:
+        params, grad_seq = make_problem(20, dtype=np.float32)
+        a, _ = run(name, options, params, grad_seq, "numpy", np.float32)
+        b, _ = run(name, options, params, grad_seq, "numba", np.float32)
+        assert_close(b, a, 1e-6)
+
+
+def test_schedule_lr_is_used_per_step():
+    sched = fastgd.schedules.warmup_cosine(0.05, warmup=10, total=100)
+    options = dict(lr=sched, momentum=0.9)
+    params, grad_seq = make_problem(100)
+    for backend in BACKENDS:
+        p, opt = run("SGD", options, params, grad_seq, backend)
+        assert_close(p, textbook("SGD", options, params, grad_seq)[0], 1e-12)
+    assert opt.lr == sched(100)
+
+
+# -- torch.optim, the strongest oracle ------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+TORCH_CONFIGS = [c for c in CONFIGS if c[0] != "Lion"]
+
+
+@pytest.fixture
+def torch_float64():
+    """torch keeps NAdam's momentum product in the default dtype: make it float64."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def torch_run(name, options, params, grad_seq):
+    h = dict(options)
+    max_norm, clip_value = h.pop("max_grad_norm", None), h.pop("clip_value", None)
+    tp = {k: torch.tensor(v, dtype=torch.float64) for k, v in params.items()}
+    opt = getattr(torch.optim, name)(list(tp.values()), foreach=False, **h)
+    for grads in grad_seq:
+        for k, t in tp.items():
+            t.grad = torch.tensor(grads[k], dtype=torch.float64)
+        if clip_value is not None:
+            torch.nn.utils.clip_grad_value_(list(tp.values()), clip_value)
+        if max_norm is not None:
+            torch.nn.utils.clip_grad_norm_(list(tp.values()), max_norm)
+        opt.step()
+    return {k: v.numpy() for k, v in tp.items()}
+
+
+@pytest.mark.parametrize("config", TORCH_CONFIGS, ids=config_id)
+def test_trajectory_matches_torch(config, torch_float64):
+    name, options = config
+    params, grad_seq = make_problem(100)
+    want = torch_run(name, options, params, grad_seq)
+    for backend in BACKENDS:
+        p, _ = run(name, options, params, grad_seq, backend)
+        assert_close(p, want, 1e-12)
+
+
+def test_nan_gradient_propagates_as_in_torch(torch_float64):
+    """Without skip_nonfinite a NaN/inf gradient goes through the update as PyTorch's does."""
+    params, grad_seq = make_problem(3)
+    grad_seq[1]["w"][0, 0] = np.nan
+    grad_seq[1]["b"][2] = np.inf
+    for name, options in [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.1, momentum=0.9)),
+                          ("Adam", dict(lr=0.01, max_grad_norm=1.0))]:
+        want = torch_run(name, options, params, grad_seq)
+        for backend in BACKENDS:
+            p, _ = run(name, options, params, grad_seq, backend)
+            for k in want:
+                np.testing.assert_array_equal(np.isnan(p[k]), np.isnan(want[k]))
+                ok = np.isfinite(want[k])
+                np.testing.assert_allclose(p[k][ok], want[k][ok], rtol=1e-12)

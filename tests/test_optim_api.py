@@ -1,0 +1,408 @@
+"""ParamBuffer, state_dict, clipping and guards, and every error the optimizers raise."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.optim import OPTIMIZERS
+from tests.optim_textbook import make_problem, textbook
+
+BACKENDS = ["numpy", "numba"]
+ALL = list(OPTIMIZERS)
+
+
+def options_for(name):
+    """Options that exercise the most state for each optimizer."""
+    return {"SGD": dict(lr=0.05, momentum=0.9), "RMSprop": dict(centered=True, momentum=0.5),
+            "Adam": dict(amsgrad=True), "AdamW": dict(amsgrad=True)}.get(name, {})
+
+
+# -- ParamBuffer ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_param_buffer_equals_per_tensor(name, backend):
+    params, grad_seq = make_problem(30)
+    buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, np.float64,
+                             backend=backend)
+    for k, v in params.items():
+        buf.params[k][...] = v
+    per_tensor = {k: v.copy() for k, v in params.items()}
+    cls = getattr(fastgd, name)
+    a = cls(buf, max_grad_norm=4.0, **options_for(name))
+    b = cls(per_tensor, max_grad_norm=4.0, backend=backend, **options_for(name))
+    assert a.backend.name == backend
+    for grads in grad_seq:
+        for k, g in grads.items():
+            buf.grads[k][...] = g
+        ia, ib = a.step(), b.step(grads)
+        assert ia.grad_norm == pytest.approx(ib.grad_norm, rel=1e-14)
+    for k in params:
+        np.testing.assert_allclose(buf.params[k], per_tensor[k], rtol=1e-13, atol=1e-15)
+        for key in b.state[k]:
+            np.testing.assert_allclose(a.state[k][key], b.state[k][key], rtol=1e-13,
+                                       atol=1e-15)
+
+
+def test_param_buffer_one_launch_and_views():
+    buf = fastgd.ParamBuffer({"w": (3, 4), "b": 4, "s": ()}, dtype=np.float32)
+    assert buf.size == 17 and buf.flat_params.dtype == np.float32
+    assert buf.params["w"].shape == (3, 4) and buf.params["b"].shape == (4,)
+    assert buf.params["s"].shape == ()
+    assert np.shares_memory(buf.params["w"], buf.flat_params)
+    assert np.shares_memory(buf.grads["b"], buf.flat_grads)
+    opt = fastgd.Adam(buf, lr=0.1)
+    assert len(opt._slots) == 1  # every tensor in one kernel launch
+    buf.grads["b"][...] = 1.0
+    opt.step()
+    np.testing.assert_allclose(buf.params["b"], -0.1, rtol=1e-6)
+    np.testing.assert_array_equal(buf.params["w"], 0.0)
+    # grads may also be passed: they are copied into the buffer after validation
+    opt.step({"w": np.ones((3, 4), np.float32), "b": np.zeros(4, np.float32),
+              "s": np.zeros((), np.float32)})
+    np.testing.assert_array_equal(buf.grads["w"], 1.0)
+    assert "ParamBuffer 3 tensors" in repr(buf)
+
+
+def test_param_buffer_errors():
+    with pytest.raises(ValueError, match="non-empty dict"):
+        fastgd.ParamBuffer({})
+    with pytest.raises(TypeError, match="float32 and float64"):
+        fastgd.ParamBuffer({"w": 3}, dtype=np.int32)
+    with pytest.raises(ValueError, match="non-negative ints"):
+        fastgd.ParamBuffer({"w": (3, -1)})
+    buf = fastgd.ParamBuffer({"w": 3})
+    with pytest.raises(ValueError, match="needs the gradients"):
+        fastgd.SGD({"w": np.zeros(3)}).step()
+    with pytest.raises(ValueError, match="grad 'w' has shape"):
+        fastgd.SGD(buf).step({"w": np.zeros(4, np.float32)})
+
+
+# -- state_dict -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_state_dict_round_trip_is_bit_identical(name, backend):
+    params, grad_seq = make_problem(20, dtype=np.float32)
+    cls = getattr(fastgd, name)
+    p1 = {k: v.copy() for k, v in params.items()}
+    a = cls(p1, backend=backend, **options_for(name))
+    for g in grad_seq[:10]:
+        a.step(g)
+    f = io.BytesIO()
+    np.savez(f, **a.state_dict())
+    f.seek(0)
+    p2 = {k: v.copy() for k, v in p1.items()}
+    b = cls(p2, backend=backend, **options_for(name))
+    b.load_state_dict(np.load(f))
+    assert b.step_count == 10
+    for g in grad_seq[10:]:
+        a.step(g)
+        b.step(g)
+    for k in p1:
+        np.testing.assert_array_equal(p1[k], p2[k])
+        for key in a.state[k]:
+            np.testing.assert_array_equal(a.state[k][key], b.state[k][key])
+
+
+def test_state_dict_is_a_copy_and_checked():
+    p = {"w": np.ones(3)}
+    opt = fastgd.Adam(p, lr=0.1)
+    opt.step({"w": np.ones(3)})
+    sd = opt.state_dict()
+    assert sorted(sd) == ["optimizer", "state/w/exp_avg", "state/w/exp_avg_sq", "step"]
+    assert int(sd["step"]) == 1 and str(sd["optimizer"]) == "Adam"
+    opt.step({"w": np.ones(3)})
+    assert not np.shares_memory(sd["state/w/exp_avg"], opt.state["w"]["exp_avg"])
+    before = {k: v.copy() for k, v in opt.state["w"].items()}
+    bad = [({**sd, "optimizer": np.array("SGD")}, "is for 'SGD', not Adam"),
+           ({**sd, "step": np.array(-1)}, "step must be an integer >= 0"),
+           ({**sd, "step": np.array(1.5)}, "step must be an integer >= 0"),
+           ({k: v for k, v in sd.items() if k != "state/w/exp_avg"}, "has no 'state/w/exp_avg'"),
+           ({**sd, "state/w/exp_avg": np.ones(4)}, r"is float64\[4\], expected float64\[3\]"),
+           ({**sd, "state/w/exp_avg": np.ones(3, np.float32)}, "is float32"),
+           ({**sd, "state/x/y": np.ones(3)}, "unexpected entry 'state/x/y'")]
+    for d, msg in bad:
+        with pytest.raises(ValueError, match=msg):
+            opt.load_state_dict(d)
+    assert opt.step_count == 2  # nothing was written by the failed loads
+    for k, v in before.items():
+        np.testing.assert_array_equal(opt.state["w"][k], v)
+    nadam = fastgd.NAdam({"w": np.ones(3)})
+    nadam.step({"w": np.ones(3)})
+    d = nadam.state_dict()
+    assert float(d["extra/mu_product"]) == nadam.mu_product != 1.0
+    with pytest.raises(ValueError, match="has no 'extra/mu_product'"):
+        fastgd.NAdam({"w": np.ones(3)}).load_state_dict(
+            {k: v for k, v in d.items() if k != "extra/mu_product"})
+
+
+# -- clipping and guards --------------------------------------------------------------------
+
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_grad_norm_matches_torch(backend):
+    _, grad_seq = make_problem(1)
+    grads = grad_seq[0]
+    for max_norm in (0.5, 100.0):
+        mine = {k: v.copy() for k, v in grads.items()}
+        total = fastgd.clip_grad_norm(mine, max_norm, backend=backend)
+        tt = [torch.zeros(v.shape, dtype=torch.float64) for v in grads.values()]
+        for t, v in zip(tt, grads.values()):
+            t.grad = torch.tensor(v)
+        want = torch.nn.utils.clip_grad_norm_(tt, max_norm)
+        assert total == pytest.approx(float(want), rel=1e-14)
+        for a, b in zip(mine.values(), tt):
+            np.testing.assert_allclose(a, b.grad.numpy(), rtol=1e-14)
+    lst = [v.astype(np.float32) for v in grads.values()]
+    total = fastgd.clip_grad_norm(lst, 1.0, backend=backend)
+    assert total == pytest.approx(math.sqrt(sum(float(np.sum(v.astype(float) ** 2))
+                                                for v in grads.values())), rel=1e-6)
+    assert math.sqrt(sum(float(np.sum(v.astype(float) ** 2)) for v in lst)) == pytest.approx(
+        1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sum_of_squares_sizes(backend):
+    """The reduction covers every element: chunk boundaries, tails, parallel sizes."""
+    from fastgd.backends import get_backend
+    from fastgd.optim.clip import CPU_CHUNK, sum_of_squares
+
+    be = get_backend(backend)
+    rng = np.random.default_rng(0)
+    for n in (0, 1, CPU_CHUNK - 1, CPU_CHUNK, CPU_CHUNK + 1, 3 * CPU_CHUNK + 5, 70_001):
+        g = rng.standard_normal(n).astype(np.float32)
+        want = float(np.sum(g.astype(np.float64) ** 2))
+        assert sum_of_squares(be, g) == pytest.approx(want, rel=1e-12)
+        assert sum_of_squares(be, g, 0.5) == pytest.approx(
+            float(np.sum(np.clip(g, -0.5, 0.5).astype(np.float64) ** 2)), rel=1e-12)
+        if n:
+            g[n // 2] = np.nan
+            assert math.isnan(sum_of_squares(be, g))
+            g[n // 2] = -np.inf
+            assert sum_of_squares(be, g) == math.inf
+
+
+def test_clip_grad_norm_errors_and_paths():
+    with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
+        fastgd.clip_grad_norm([np.ones(3)], 0.0)
+    with pytest.raises(ValueError, match="got no gradients"):
+        fastgd.clip_grad_norm([], 1.0)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        fastgd.clip_grad_norm([np.ones(3, np.int64)], 1.0)
+    with pytest.raises(ValueError, match="contiguous and writable"):
+        fastgd.clip_grad_norm([np.ones((4, 4))[:, 0]], 1.0)
+    buf = fastgd.ParamBuffer({"a": 3, "b": 4}, np.float64)
+    buf.grads["a"][...] = 3.0
+    buf.grads["b"][...] = 4.0
+    total = fastgd.clip_grad_norm(buf, 1.0)
+    assert total == pytest.approx(math.sqrt(27 + 64))
+    assert np.linalg.norm(buf.flat_grads) == pytest.approx(1.0, rel=1e-6)
+    g = [np.array([1.0, np.nan])]
+    assert math.isnan(fastgd.clip_grad_norm(g, 1.0))
+    assert np.isnan(g[0]).all()  # as torch: multiplied by a NaN coefficient
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_skip_nonfinite_leaves_everything_untouched(name, backend):
+    params, grad_seq = make_problem(6)
+    p = {k: v.copy() for k, v in params.items()}
+    opt = getattr(fastgd, name)(p, skip_nonfinite=True, backend=backend, **options_for(name))
+    for g in grad_seq[:3]:
+        info = opt.step(g)
+        assert not info.skipped and math.isfinite(info.grad_norm)
+    before_p = {k: v.copy() for k, v in p.items()}
+    before_s = {k: {s: a.copy() for s, a in st.items()} for k, st in opt.state.items()}
+    for bad in (np.nan, np.inf, -np.inf):
+        g = {k: v.copy() for k, v in grad_seq[3].items()}
+        g["b"][3] = bad
+        info = opt.step(g)
+        assert info.skipped and info.step == 3 and not math.isfinite(info.grad_norm)
+        assert opt.step_count == 3
+        for k in p:
+            np.testing.assert_array_equal(p[k], before_p[k])
+            for s in before_s[k]:
+                np.testing.assert_array_equal(opt.state[k][s], before_s[k][s])
+    # the run goes on as if the bad steps never happened
+    for g in grad_seq[3:]:
+        opt.step(g)
+    options = {"lr": opt._lr, **options_for(name)}
+    h = {k: getattr(opt, k) for k in ("betas",) if hasattr(opt, k)}
+    ref, _ = textbook(name, {**h, **options}, params, grad_seq)
+    for k in p:
+        np.testing.assert_allclose(p[k], ref[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_info(backend):
+    p = {"w": np.ones(4)}
+    opt = fastgd.SGD(p, lr=fastgd.schedules.step(0.1, 1, 0.5), max_grad_norm=1.0,
+                     backend=backend)
+    info = opt.step({"w": np.full(4, 2.0)})
+    assert info == (0.1, pytest.approx(4.0), False, 1)
+    assert info.lr == 0.1 and info.grad_norm == pytest.approx(4.0) and info.step == 1
+    np.testing.assert_allclose(p["w"], 1 - 0.1 * 2.0 / (4.0 + 1e-6))
+    info = fastgd.SGD({"w": np.ones(2)}).step({"w": np.ones(2)})
+    assert info.grad_norm is None and info.skipped is False
+
+
+def test_clip_value_alone():
+    p = {"w": np.zeros(4)}
+    fastgd.SGD(p, lr=1.0, clip_value=0.5).step({"w": np.array([-2.0, -0.1, 0.2, np.inf])})
+    np.testing.assert_array_equal(p["w"], [0.5, 0.1, -0.2, -0.5])
+
+
+def test_mixed_dtypes_and_list_params():
+    a, b = np.ones(3, np.float32), np.ones(2, np.float64)
+    opt = fastgd.Adam([a, b], lr=0.1)
+    opt.step([np.ones(3, np.float32), np.ones(2)])
+    np.testing.assert_allclose(a, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(b, 1 - 0.1 / (1 + 1e-8), rtol=1e-15)
+    assert a.dtype == np.float32 and b.dtype == np.float64
+    assert opt.bytes_per_step() == 7 * (3 * 4 + 2 * 8)
+    assert "Adam 2 tensors on numba" in repr(opt)
+
+
+def test_bytes_per_step_counts_streams():
+    n = 1000
+    count = lambda cls, **k: cls({"w": np.zeros(n, np.float32)}, **k).bytes_per_step() / n
+    assert count(fastgd.SGD) == 12
+    assert count(fastgd.SGD, momentum=0.9) == 20
+    assert count(fastgd.Adam) == 28 and count(fastgd.AdamW) == 28
+    assert count(fastgd.Adam, amsgrad=True) == 36
+
+
+def test_empty_and_zero_size_params():
+    p = {"w": np.zeros(0), "b": np.ones(2)}
+    opt = fastgd.Adam(p, max_grad_norm=1.0)
+    opt.step({"w": np.zeros(0), "b": np.ones(2)})
+    assert p["w"].size == 0 and (p["b"] < 1).all()
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), float("inf")])
+def test_bad_lr(name, lr):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        getattr(fastgd, name)({"w": np.zeros(2)}, lr=lr)
+
+
+BAD_OPTIONS = [
+    ("Adam", dict(betas=(1.0, 0.999)), r"betas\[0\] must be in \[0, 1\)"),
+    ("AdamW", dict(betas=(0.9, -0.1)), r"betas\[1\] must be in \[0, 1\)"),
+    ("NAdam", dict(betas=(0.9, float("nan"))), r"betas\[1\] must be in \[0, 1\)"),
+    ("Lion", dict(betas=(0.9,)), "betas must be a pair"),
+    ("RAdam", dict(eps=0.0), "eps must be a finite number > 0"),
+    ("Adamax", dict(eps=-1e-8), "eps must be a finite number > 0"),
+    ("Adagrad", dict(eps=float("nan")), "eps must be a finite number > 0"),
+    ("RMSprop", dict(eps=0), "eps must be a finite number > 0"),
+    ("SGD", dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
+    ("Adam", dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
+    ("Lion", dict(weight_decay=-1.0), "weight_decay must be a finite number >= 0"),
+    ("SGD", dict(nesterov=True), "nesterov momentum needs momentum > 0 and dampening = 0"),
+    ("SGD", dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov momentum needs"),
+    ("SGD", dict(momentum=-0.5), "momentum must be a finite number >= 0"),
+    ("RMSprop", dict(alpha=1.5), r"alpha must be in \[0, 1\)"),
+    ("Adagrad", dict(lr_decay=-1.0), "lr_decay must be"),
+    ("Adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value must be"),
+    ("NAdam", dict(momentum_decay=-1.0), "momentum_decay must be"),
+    ("Adam", dict(max_grad_norm=0.0), "max_grad_norm must be a finite number > 0"),
+    ("Adam", dict(clip_value=-1.0), "clip_value must be a finite number > 0"),
+    ("SGD", dict(lr="fast"), "lr must be a number"),
+    ("SGD", dict(lr=lambda s: float("nan")), "the lr schedule returned nan at step 0"),
+    ("SGD", dict(lr=lambda s: "x"), "the lr schedule returned 'x' at step 0"),
+]
+
+
+@pytest.mark.parametrize("name,options,msg", BAD_OPTIONS)
+def test_bad_hyperparameters(name, options, msg):
+    with pytest.raises(ValueError, match=msg):
+        getattr(fastgd, name)({"w": np.zeros(2)}, **options)
+
+
+def test_bad_params():
+    with pytest.raises(TypeError, match="params must be a list or dict"):
+        fastgd.Adam(np.zeros(3))
+    with pytest.raises(ValueError, match="got no parameters"):
+        fastgd.Adam({})
+    with pytest.raises(TypeError, match="param 'w' is not an array: list"):
+        fastgd.Adam({"w": [1.0, 2.0]})
+    with pytest.raises(TypeError, match="float32 and float64 arrays, got param 'w': int64"):
+        fastgd.Adam({"w": np.zeros(3, np.int64)})
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="param 'w' is read-only"):
+        fastgd.Adam({"w": ro})
+    with pytest.raises(ValueError, match="param 1 is not contiguous"):
+        fastgd.Adam([np.zeros(3), np.zeros((3, 3))[:, 1]])
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        fastgd.Adam({"w": np.zeros(3)}, backend="gpu")
+
+
+def test_params_on_different_backends():
+    class FakeDevice:  # anything with __cuda_array_interface__ counts as a device array
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
+                                    "version": 3}
+        dtype, shape = np.dtype(np.float32), (3,)
+
+    with pytest.raises(ValueError, match="'w' is a host array, 'v' a device array"):
+        fastgd.Adam({"w": np.zeros(3, np.float32), "v": FakeDevice()})
+
+
+def test_schedule_going_bad_mid_run_writes_nothing():
+    p = {"w": np.ones(3)}
+    opt = fastgd.SGD(p, lr=lambda s: 0.1 if s < 1 else -1.0)
+    opt.step({"w": np.ones(3)})
+    with pytest.raises(ValueError, match="the lr schedule returned -1.0 at step 1"):
+        opt.step({"w": np.ones(3)})
+    np.testing.assert_allclose(p["w"], 0.9)
+    assert opt.step_count == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_grads_raise_before_writing(backend):
+    p = {"w": np.ones((2, 3)), "b": np.ones(3)}
+    opt = fastgd.Adam(p, lr=0.1, backend=backend)
+    good = {"w": np.ones((2, 3)), "b": np.ones(3)}
+    cases = [
+        ({"w": good["w"]}, "grads has no entry for param 'b'"),
+        ({**good, "x": np.ones(3)}, "grads has 'x', which is not a param"),
+        ({"w": np.ones((3, 2)), "b": np.ones(2)},
+         r"grad 'w' has shape \(3, 2\), expected \(2, 3\)"),
+        ({"w": good["w"], "b": np.ones(3, np.float32)},
+         "grad 'b' has dtype float32, expected float64"),
+        ({"w": [[1.0] * 3] * 2, "b": good["b"]}, r"grad 'w' is not an array \(list\)"),
+        ([good["w"], good["b"]], "grads must be a dict with the params' names"),
+    ]
+    for grads, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            opt.step(grads)
+    assert opt.step_count == 0
+    np.testing.assert_array_equal(p["w"], 1.0)
+    np.testing.assert_array_equal(opt.state["b"]["exp_avg"], 0.0)
+    lst = fastgd.SGD([np.ones(2), np.ones(3)], backend=backend)
+    with pytest.raises(ValueError, match="grads has 1 arrays, params has 2"):
+        lst.step([np.ones(2)])
+    with pytest.raises(ValueError, match="grads must be a list of 2 arrays"):
+        lst.step({"0": np.ones(2)})
+    with pytest.raises(ValueError, match="grad 1 has shape"):
+        lst.step([np.ones(2), np.ones(4)])
+
+
+def test_non_contiguous_grads_are_read():
+    p = {"w": np.zeros(3)}
+    fastgd.SGD(p, lr=1.0).step({"w": np.arange(6.0)[::2]})
+    np.testing.assert_array_equal(p["w"], [0.0, -2.0, -4.0])
