@@ -157,6 +157,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+# -- study --------------------------------------------------------------------------------
+def cmd_study(args) -> int:
+    from fastgd.nn import studies
+
+    argv = [args.name] + (["--out", args.out] if args.out else []) + (["--tiny"] * args.tiny)
+    return studies.main(argv)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fastgd", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -182,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("files", nargs="+", help="pytest-benchmark JSON; two or more compare")
     rep.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")
     rep.set_defaults(run=cmd_report)
+
+    study = sub.add_parser("study", help="run a learning-dynamics study, write its report")
+    study.add_argument("name", help="vanishing, gd-variants, optimizers, learning-rate, "
+                       "clipping, dead-relu, or all")
+    study.add_argument("--out", help="report folder (default reports/studies/NAME)")
+    study.add_argument("--tiny", action="store_true", help="a small, fast setting")
+    study.set_defaults(run=cmd_study)
     return p
 
 

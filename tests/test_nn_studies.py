@@ -27,3 +27,12 @@ def test_main_and_errors(tmp_path, capsys):
         studies.run_study("nope", str(tmp_path))
     with pytest.raises(SystemExit):
         studies.main(["nope"])
+
+
+def test_cli_study_command_writes_the_report(tmp_path):
+    from fastgd import cli
+
+    out = tmp_path / "clip"
+    assert cli.main(["study", "clipping", "--tiny", "--out", str(out)]) == 0
+    assert (out / "index.md").read_text().strip()
+    assert any(p.suffix == ".png" for p in out.iterdir())
