@@ -5,8 +5,8 @@ auxiliary functions on the reduced range, converted to monomial form (lowest deg
 first); Chebyshev interpolation is within a small factor of the minimax polynomial and
 the degrees leave the approximation error far below half an ULP.
 
-erfc: h(a) = (1/sqrt(pi)) / erfcx(a) - a on [0.46875, a_max] as a rational P(t)/Q(t),
-t = a - 0.46875, q0 = 1 (printed as p0 and P1 = (P - p0*Q)/t), fitted by Sanathanan-Koerner iteration with Lawson weights
+erfc: h(a) = (1/sqrt(pi)) / erfcx(a) - a on [0, a_max] as a rational P(a)/Q(a), q0 = 1
+(printed as p0 and P1 = (P - p0*Q)/a), fitted by Sanathanan-Koerner iteration with Lawson weights
 (near-minimax) for the relative error of erfcx = (1/sqrt(pi)) / (a + h).
 
 Run: ``python tools/fit_cpu_math.py`` (a few seconds).
@@ -71,7 +71,8 @@ def fit_rational(f, w, lo, hi, m, n, npts=200, iters=20):
         rows, rhs = [], []
         for t, fv, wv, qp, lv in zip(ts, fs, ws, qprev, lw, strict=True):
             s = wv * mp.sqrt(lv) / qp  # Sanathanan-Koerner linearization, Lawson weight
-            rows.append([s * t**j for j in range(m + 1)] + [-s * fv * t**k for k in range(1, n + 1)])
+            rows.append([s * t**j for j in range(m + 1)]
+                        + [-s * fv * t**k for k in range(1, n + 1)])
             rhs.append(s * fv)
         a, b = mp.matrix(rows), mp.matrix(rhs)
         sol = mp.lu_solve(a.T * a, a.T * b)
@@ -89,7 +90,7 @@ def fit_rational(f, w, lo, hi, m, n, npts=200, iters=20):
 
 
 def fit_erfc(dtype, amax, deg):
-    e, p, q = fit_rational(h_erfc, lambda a: 1 / (a + h_erfc(a)), "0.46875", amax, deg, deg)
+    e, p, q = fit_rational(h_erfc, lambda a: 1 / (a + h_erfc(a)), 0, amax, deg, deg)
     # evaluated as h = p0 + t*P1(t)/Q(t): the rounding errors of the quotient are damped
     p1 = [p[j] - p[0] * q[j] for j in range(1, deg + 1)]
     show("ERFC_H0", dtype, p[:1], e)
@@ -103,5 +104,5 @@ if __name__ == "__main__":
         fit_poly("LOG_R", r_log, 0, LOG_ZMAX, dl, dt)
         fit_poly("TANH_H", h_tanh, 0, mp.mpf("0.625") ** 2, dt_, dt)
         fit_poly("ERF_P", g_erf, 0, mp.mpf("0.25"), dr, dt)
-    fit_erfc(np.float32, "10.1", 4)
+    fit_erfc(np.float32, "10.1", 5)
     fit_erfc(np.float64, "27.5", 10)

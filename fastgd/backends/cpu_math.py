@@ -15,18 +15,22 @@ float32 constants and returns float32; float64 (and integers) give float64.  The
 also work from plain Python on scalars and arrays (through a small jitted loop),
 which is meant for debugging, not speed.
 
-Accuracy (max error measured against float64 libm / mpmath, see
-``tests/test_cpu_math.py``) is below 2 ULP of the result dtype for all functions and
-both dtypes.  NaN, +-inf, +-0, overflow and underflow follow C99 semantics.
-Subnormal *results* of exp are produced by gradual underflow (one extra rounding,
-still within 1 ULP of the subnormal grid); subnormal *inputs* are handled (log and
-log1p rescale them exactly, the others see them as tiny numbers).
+Accuracy: max error below 1.3 ULP of the result dtype for every function and both
+dtypes (measured against long-double NumPy / mpmath / float64 libm; asserted <= 2 ULP
+by ``tests/test_cpu_math.py``).  NaN, +-inf, +-0, overflow and underflow follow C99
+(erfc(+inf) = 0, erfc(-inf) = 2, log(0) = -inf, log(<0) = NaN, expm1(-inf) = -1, ...).
+Subnormal *results* (exp, erfc tail) come from one rounding of the scaled result (at
+most ~1 ULP of the subnormal grid; never negative or NaN).  Subnormal *inputs*: log
+rescales them exactly; the other functions treat them as the tiny numbers they are.
+The error-free steps use ``llvm.fmuladd``; on a CPU without FMA they degrade to
+plain multiply-add and erfc/exp may lose up to ~1 more ULP (still vectorized).
 
-The kernels are compiled with fastmath flag ``contract`` only (FMA fusion), whatever
-flags the calling function uses, so a caller's ``reassoc``/``afn`` cannot undo the
-Cody-Waite reductions or the rounding-constant tricks.  The coefficient tables are
-produced by ``tools/fit_cpu_math.py`` (Chebyshev interpolation with mpmath) unless
-a docstring says otherwise.
+The kernels are compiled as separate subroutines with fastmath flag ``contract``
+only and ``error_model="numpy"``, and are force-inlined at the call site
+(``alwaysinline``), so a caller's ``reassoc``/``afn``/``arcp`` flags cannot undo the
+Cody-Waite reductions, rounding-constant tricks or compensated sums, and the loop
+still vectorizes.  The coefficient tables come from ``tools/fit_cpu_math.py``
+(mpmath Chebyshev interpolation / near-minimax rational fits).
 """
 
 import math
@@ -34,14 +38,13 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
+from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
 
 _FASTMATH = {"contract"}
-_JIT_OPTIONS = {"fastmath": _FASTMATH, "error_model": "numpy"}  # no ZeroDivision branches
-_jit = njit(inline="always", **_JIT_OPTIONS)
+_jit = njit(inline="always", fastmath=_FASTMATH, error_model="numpy")  # no ZeroDivision checks
 
 
 # ----------------------------------------------------------------------------- bits
@@ -140,31 +143,26 @@ _ERF_P = {
                  0.0052239776220169365, -0.0008548326510724796, 0.00012055286202005714,
                  -1.4923003368152099e-05, 1.637123442577e-06, -1.462091340945175e-07),
 }
-# erfc(a) = exp(-a^2) / (sqrt(pi) * (a + h(a))), h = h0 + t*P(t)/Q(t), t = a - 0.46875:
-# near-minimax rational for the relative error of erfc on [0.46875, 10.1] (f32) /
-# [0.46875, 27.5] (f64) (tools/fit_cpu_math.py)
-_ERFC_H0 = {
-    np.float32: (0.42385661602020264,),
-    np.float64: (0.42385661149185544,),
-}
+# erfc(a) = exp(-a^2) / (sqrt(pi) * (a + h(a))), h = 1/sqrt(pi) + a*P(a)/Q(a): near-
+# minimax rational for the relative error of erfc on [0, 10.1] (f32) / [0, 27.5] (f64)
+# (tools/fit_cpu_math.py; its p0 is 1/sqrt(pi) = h(0))
 _ERFC_HP = {
-    np.float32: (-0.2433253824710846, -0.21010872721672058, -0.07679425179958344,
-                 -0.011556318961083889),
-    np.float64: (-0.2433255725156702, -0.47478134058180194, -0.44807555764287604,
-                 -0.2652116350892294, -0.10785342617599775, -0.031173100825640763,
-                 -0.006403956805328315, -0.0009038332954872025, -7.993572084924839e-05,
-                 -3.4067742023244407e-06),
+    np.float32: (-0.3633802533149719, -0.3848235309123993, -0.1958509236574173,
+                 -0.05329109728336334, -0.006673368159681559),
+    np.float64: (-0.3633802276324183, -0.7066313373147506, -0.6827265273374498,
+                 -0.4212599845211735, -0.1811673851553066, -0.05607011010195032,
+                 -0.012480851792504214, -0.001932181301190776, -0.00019007791706711794,
+                 -9.176746085320687e-06),
+}
+_ERFC_HQ = {
+    np.float32: (1.0, 1.4832473993301392, 1.0629292726516724, 0.4400137662887573,
+                 0.10494542866945267, 0.011828065849840641),
+    np.float64: (1.0, 2.3688417167771303, 2.778488210443226, 2.0871833789656797,
+                 1.1020927259648028, 0.4255981477196904, 0.12159672377184184, 0.025418307682025958,
+                 0.0037360506657782206, 0.00035131913510763374, 1.6265358937795093e-05),
 }
 _RSQPI = 0.5641895835477563
 _RSQPI_LO64 = 7.66772980658294e-18  # 1/sqrt(pi) - _RSQPI
-_ERFC_HQ = {
-    np.float32: (1.0, 1.288946509361267, 0.7330203652381897, 0.21329133212566376,
-                 0.027266250923275948),
-    np.float64: (1.0, 2.3766872452671475, 2.721631199327218, 1.9594252462172241,
-                 0.9776261364543024, 0.35252576553386616, 0.09304189050694237,
-                 0.017777721960603694, 0.002361614535715866, 0.00019807288609911312,
-                 8.037562963421158e-06),
-}
 
 
 # ------------------------------------------------------------------------ kernels
@@ -302,47 +300,41 @@ def _build(ft):
         return _as_float(_as_int(t) | (_as_int(x) & sign_mask), x)  # copysign(t, x)
 
     erf_p = _poly(_ERF_P[ft], ft)
-    h0, h_p, h_q = ft(_ERFC_H0[ft][0]), _poly(_ERFC_HP[ft], ft), _poly(_ERFC_HQ[ft], ft)
+    h_p, h_q = _poly(_ERFC_HP[ft], ft), _poly(_ERFC_HQ[ft], ft)
     rsqpi = ft(_RSQPI)  # 1/sqrt(pi) = rsqpi + rsqpi_lo
     rsqpi_lo = ft(_RSQPI - float(rsqpi)) if f32 else ft(_RSQPI_LO64)
     sqpi = ft(math.sqrt(math.pi))
     erf_amax = ft(10.1 if f32 else 27.5)  # beyond: erfc(x) underflows to 0
     split_mask = it(-(2 ** (12 if f32 else 27)))  # (a with these bits cleared)**2 is exact
-    c_half, c_small = ft(0.5), ft(0.46875)
 
     @_jit
-    def erf_parts(x):
-        """(|x| clamped, erf(|x|) for |x| <= 0.5, erfc(|x|) for |x| >= 0.46875)."""
-        a = abs(x)
+    def erfc_abs(a):
+        """erfc(a) for a = |x| >= 0 (NaN propagates)."""
         a = erf_amax if a > erf_amax else a
-        z = a * a
-        e_small = a + a * erf_p(z)
-        t = a - c_small
-        h = h0 + t * (h_p(t) / h_q(t))
+        d = a * (h_p(a) / h_q(a))  # h - h(0), in (-h(0), 0]
+        h = rsqpi + d  # h(0) = 1/sqrt(pi) = rsqpi + rsqpi_lo
+        h_lo = ((rsqpi - h) + d) + rsqpi_lo
         s = a + h
-        s_lo = (a - s) + h  # a + h == s + s_lo exactly
+        big = a > h
+        s_lo = (((a if big else h) - s) + (h if big else a)) + h_lo  # a + h(a) ~ s + s_lo
         q = rsqpi / s
-        rem = _fma(-q, s, rsqpi)  # exact
-        g_lo = ((rem + rsqpi_lo) - q * s_lo) * (q * sqpi)  # erfcx(a) = q + g_lo
+        g_lo = ((_fma(-q, s, rsqpi) + rsqpi_lo) - q * s_lo) * (q * sqpi)  # erfcx = q + g_lo
         ah = _as_float(_as_int(a) & split_mask, a)  # a**2 = ah**2 + (a-ah)(a+ah)
-        return a, e_small, exp_mul(-(ah * ah), -((a - ah) * (a + ah)), q, g_lo)
+        return exp_mul(-(ah * ah), -((a - ah) * (a + ah)), q, g_lo)
 
     @_jit
     def erf_(x):
-        a, e_small, ec = erf_parts(x)
-        r = e_small if a < c_half else one - ec
+        a = abs(x)
+        r = a + a * erf_p(a * a) if a < half else one - erfc_abs(a)
         return _as_float(_as_int(r) | (_as_int(x) & sign_mask), x)  # copysign(r, x)
 
     @_jit
     def erfc_(x):
-        a, e_small, ec = erf_parts(x)
-        neg = x < zero
-        r_small = one + e_small if neg else one - e_small
-        r_big = two - ec if neg else ec
-        return r_small if a < c_small else r_big
+        e = erfc_abs(abs(x))
+        return two - e if x < zero else e
 
-    return {"erf": erf_, "erfc": erfc_, "exp": exp_k, "expm1": expm1_k, "log": log_, "log1p": log1p_,
-            "tanh": tanh_}
+    return {"exp": exp_k, "expm1": expm1_k, "log": log_, "log1p": log1p_, "tanh": tanh_,
+            "erf": erf_, "erfc": erfc_}
 
 
 def _bits(v):
@@ -376,16 +368,48 @@ def _py_call(name, stub, x):
     return out.reshape(a.shape) if a.ndim else out.dtype.type(out[0])
 
 
+def _kernel_flags():
+    flags = compiler.Flags()
+    flags.fastmath = cpu.FastMathOptions(_FASTMATH)
+    flags.error_model = "numpy"
+    return flags
+
+
+def _inlined_call(kernels):
+    """Intrinsic calling ``kernels[argtype]``: the kernel is compiled as its own
+    subroutine with this module's flags (so the caller's fastmath flags never touch
+    it) and called with a call-site ``alwaysinline``, so LLVM inlines it into the
+    caller's loop and can vectorize it."""
+
+    @intrinsic
+    def call(typingctx, x):
+        impl = kernels.get(x)
+        if impl is None:
+            return None
+
+        def codegen(context, builder, sig, args):
+            cres = context.compile_subroutine(builder, impl, sig, flags=_kernel_flags())
+            fn = context.declare_function(builder.module, cres.fndesc)
+            _, res = context.call_conv.call_function(
+                builder, fn, sig.return_type, sig.args, args, attrs=("alwaysinline",))
+            return res  # the kernels never raise
+
+        return x(x), codegen
+
+    return call
+
+
 def _public(name):
     k32, k64 = _K32[name], _K64[name]
+    call = _inlined_call({types.float32: lambda x: k32(x), types.float64: lambda x: k64(x)})
 
     def register(stub):
-        @overload(stub, jit_options=_JIT_OPTIONS)
+        @overload(stub, inline="always")
         def _ov(x):
-            if x == types.float32:
-                return lambda x: k32(x)
+            if x == types.float32 or x == types.float64:
+                return lambda x: call(x)
             if isinstance(x, (types.Float, types.Integer, types.Boolean)):
-                return lambda x: k64(np.float64(x))
+                return lambda x: call(np.float64(x))
             return None
 
         return stub
@@ -433,18 +457,17 @@ def tanh(x):
 
 @_public("erf")
 def erf(x):
-    """Error function.  |x| <= 0.5: x + x*P(x**2), P of degree 5 (f32) / 9 (f64);
-    otherwise 1 - erfc(|x|) (see erfc), sign copied from x."""
+    """Error function.  |x| < 0.5: x + x*P(x**2), P of degree 5 (f32) / 9 (f64);
+    otherwise 1 - erfc(|x|) (see erfc), sign copied from x (erf(-0) = -0)."""
     return _py_call("erf", erf, x)
 
 
 @_public("erfc")
 def erfc(x):
-    """Complementary error function.  |x| < 0.46875: 1 -+ erf(|x|) (polynomial above).
-    Otherwise, a = |x|: erfc(a) = exp(-a**2) / (sqrt(pi) * (a + h(a))), h = P/Q a
-    near-minimax rational of degree 4/4 (f32) / 10/10 (f64) in t = a - 0.46875,
-    evaluated as h(0) + t*P(t)/Q(t) (h is a damped correction; a + h and the division
-    are compensated);
-    exp(-a**2) uses the exact split a**2 = ah**2 + (a-ah)(a+ah), so the far tail keeps
-    full relative accuracy down to the underflow threshold; erfc(-a) = 2 - erfc(a)."""
+    """Complementary error function.  a = |x|: erfc(a) = exp(-a**2) / (sqrt(pi)*(a + h))
+    with h(a) = 1/sqrt(pi) + a*P(a)/Q(a), a near-minimax rational of degree 5/5 (f32) / 10/10
+    (f64) on [0, 10.1] / [0, 27.5] (h is a small, slowly varying correction; a + h
+    and the division are compensated).  exp(-a**2) uses the exact split a**2 = ah**2 +
+    (a-ah)(a+ah), so the far tail keeps full relative accuracy down to the underflow
+    threshold; erfc(-a) = 2 - erfc(a)."""
     return _py_call("erfc", erfc, x)
