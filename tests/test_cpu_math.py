@@ -1,0 +1,223 @@
+"""Accuracy, special values, dtype and vectorization of fastgd.backends.cpu_math.
+
+All kernels are exercised inside an ``@njit`` loop compiled with the aggressive
+fastmath flags the activation kernels use (no nnan/ninf), so these tests also check
+that the caller's flags cannot break the kernels.  References: NumPy in float64
+(float32 results) or in x87 long double (float64 results), ``math.erf``/``math.erfc``
+in float64 (float32 results) and mpmath (float64 erf/erfc).
+"""
+
+import math
+import re
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastgd.backends import cpu_math as cm
+from tests.ulp import ulp_error
+
+FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
+NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
+DTYPES = [np.float32, np.float64]
+MAX_ULP = 2.0
+LONG_OK = np.finfo(np.longdouble).nmant >= 63  # x87 extended precision available
+
+_loops = {}
+
+
+def kernel_loop(name):
+    """Serial map loop ``out[i] = cm.<name>(x[i])`` compiled with fastmath flags FM."""
+    if name not in _loops:
+        fn = getattr(cm, name)
+
+        @njit(fastmath=FM, error_model="numpy")
+        def loop(out, x):
+            for i in range(x.size):
+                out[i] = fn(x[i])
+
+        _loops[name] = loop
+    return _loops[name]
+
+
+def apply(name, x):
+    out = np.empty_like(x)
+    kernel_loop(name)(out, x)
+    return out
+
+
+def _frompy(f):
+    return lambda x: np.frompyfunc(f, 1, 1)(x).astype(np.float64)
+
+
+REF64 = {  # float64 references, accurate enough for float32 results
+    "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+    "erf": _frompy(math.erf), "erfc": _frompy(math.erfc),
+}
+
+
+def sweep(dtype, n_log=150_000, n_bits=100_000, seed=0):
+    """Log-spaced magnitudes over the whole finite range (both signs, subnormals
+    included), a dense linear sweep of the interesting range and random bit patterns."""
+    fi = np.finfo(dtype)
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        mag = np.geomspace(float(fi.smallest_subnormal), float(fi.max), n_log).astype(dtype)
+    lin = np.linspace(-30, 30, n_log).astype(dtype)
+    ity = np.int32 if dtype == np.float32 else np.int64
+    bits = rng.integers(np.iinfo(ity).min, np.iinfo(ity).max, n_bits, dtype=ity).view(dtype)
+    return np.concatenate([mag, -mag, lin, bits[np.isfinite(bits)]])
+
+
+def check_ulp(name, x, y, ref, dtype):
+    err = ulp_error(y, ref, dtype)
+    i = int(np.argmax(err))
+    assert err[i] <= MAX_ULP, f"{name}({x[i]!r}) = {y[i]!r}, want {ref[i]!r}: {err[i]:.2f} ULP"
+    return err[i]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_accuracy(name):
+    x = sweep(np.float32)
+    if name in ("erf", "erfc"):  # math.erf is slow: thin the sweep, densify the core
+        x = np.concatenate([x[::4], np.linspace(-10.5, 10.5, 200_001, dtype=np.float32)])
+    y = apply(name, x)
+    with np.errstate(all="ignore"):
+        ref = REF64[name](x.astype(np.float64))
+    check_ulp(name, x, y, ref, np.float32)
+
+
+@pytest.mark.skipif(not LONG_OK, reason="needs x87 long double for a float64 reference")
+@pytest.mark.parametrize("name", ["exp", "expm1", "log", "log1p", "tanh"])
+def test_float64_accuracy(name):
+    x = sweep(np.float64)
+    y = apply(name, x)
+    with np.errstate(all="ignore"):
+        ref = getattr(np, name)(x.astype(np.longdouble))
+    check_ulp(name, x, y, ref, np.float64)
+
+
+@pytest.mark.parametrize("name", ["erf", "erfc"])
+def test_float64_accuracy_erf(name):
+    mp = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        rng.uniform(-6.5, 27.5, 6000), np.geomspace(1e-300, 27.3, 1500),
+        -np.geomspace(1e-300, 6.5, 1000), [0.46875, 0.5, 1.0, 4.0, 26.5, 27.2],
+    ])
+    y = apply(name, x)
+    f = getattr(mp, name)
+    with mp.workprec(128):
+        exact = [f(mp.mpf(float(v))) for v in x]
+        hi = np.array([float(v) for v in exact])
+        lo = np.array([float(v - mp.mpf(h)) for v, h in zip(exact, hi, strict=True)])
+    ref = hi.astype(np.longdouble) + lo.astype(np.longdouble) if LONG_OK else hi
+    bound = MAX_ULP if LONG_OK else MAX_ULP + 0.5
+    err = ulp_error(y, ref, np.float64)
+    i = int(np.argmax(err))
+    assert err[i] <= bound, f"{name}({x[i]!r}) = {y[i]!r}: {err[i]:.2f} ULP"
+
+
+INF, NAN = np.inf, np.nan
+SPECIAL = {  # (input, exact expected)
+    "exp": [(NAN, NAN), (INF, 1 * INF), (-INF, 0.0), (0.0, 1.0), (-0.0, 1.0), (1e4, INF),
+            (-1e4, 0.0)],
+    "expm1": [(NAN, NAN), (INF, INF), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0), (1e4, INF),
+              (-1e4, -1.0)],
+    "log": [(NAN, NAN), (INF, INF), (-INF, NAN), (0.0, -INF), (-0.0, -INF), (1.0, 0.0),
+            (-1.0, NAN)],
+    "log1p": [(NAN, NAN), (INF, INF), (-INF, NAN), (0.0, 0.0), (-0.0, -0.0), (-1.0, -INF),
+              (-2.0, NAN)],
+    "tanh": [(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0), (50.0, 1.0),
+             (-50.0, -1.0)],
+    "erf": [(NAN, NAN), (INF, 1.0), (-INF, -1.0), (0.0, 0.0), (-0.0, -0.0), (30.0, 1.0),
+            (-30.0, -1.0)],
+    "erfc": [(NAN, NAN), (INF, 0.0), (-INF, 2.0), (0.0, 1.0), (-0.0, 1.0), (30.0, 0.0),
+             (-30.0, 2.0)],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", NAMES)
+def test_special_values(name, dtype):
+    x = np.array([v for v, _ in SPECIAL[name]], dtype=dtype)
+    want = np.array([w for _, w in SPECIAL[name]], dtype=dtype)
+    y = apply(name, x)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))  # signed zeros
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_arguments(dtype):
+    fi = np.finfo(dtype)
+    x = np.array([fi.smallest_subnormal, fi.tiny, 1e-30, 2e-9, 1e-7], dtype=dtype)
+    x = np.concatenate([x, -x])
+    for name in ("tanh", "expm1", "log1p", "erf"):  # f(x) ~ c*x, relatively accurate
+        y = apply(name, x)
+        with np.errstate(all="ignore"):
+            ref = REF64[name](x.astype(np.float64))
+        if dtype == np.float64:
+            xl = x.astype(np.longdouble)
+            ref = (getattr(np, name)(xl) if name != "erf"
+                   else xl * (1 - xl * xl / 3) * (2 / np.sqrt(np.longdouble(np.pi))))
+        assert ulp_error(y, ref, dtype).max() <= 1.0, name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_overflow_underflow_edges(dtype):
+    big = 88.72 if dtype == np.float32 else 709.78
+    x = np.array([big, big + 0.01, -big, -(big + 15), -(big + 40)], dtype=dtype)
+    y = apply("exp", x)
+    assert np.isfinite(y[0]) and y[1] == np.inf
+    assert np.all(y[2:] >= 0) and y[-1] == 0 and np.isfinite(y).sum() == 4
+    # subnormal results: approximate but sane (non-negative, monotone)
+    xs = np.linspace(-big - 16, -big, 10_001).astype(dtype)
+    ys = apply("exp", xs)
+    assert np.all(ys >= 0) and np.all(np.diff(ys) >= 0)
+    # erfc tail down to the underflow threshold, monotone and non-negative
+    xs = np.linspace(0, 10.1 if dtype == np.float32 else 27.3, 10_001).astype(dtype)
+    ys = apply("erfc", xs)
+    assert np.all(ys >= 0) and np.all(np.diff(ys) <= 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtype_preserved(name):
+    x32 = np.array([0.5, 1.5], dtype=np.float32)
+    assert apply(name, x32).dtype == np.float32
+    fn = getattr(cm, name)
+
+    @njit
+    def three(a, b, c):
+        return fn(a), fn(b), fn(c)
+
+    three(np.float32(0.5), 0.5, 2)
+    ret = three.nopython_signatures[0].return_type
+    assert [t.name for t in ret] == ["float32", "float64", "float64"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_kernels_use_no_double_and_vectorize(name):
+    loop = kernel_loop(name)
+    x = np.ones(64, np.float32)
+    loop(np.empty_like(x), x)
+    ir = loop.inspect_llvm(loop.signatures[0])
+    assert not re.search(r"\b(fpext|fptrunc)\b|\bf(add|sub|mul|div) [\w ]*double\b", ir), name
+    assert re.search(r"<\d+ x float>", ir), f"{name}: loop was not vectorized"
+
+
+def test_python_call_path():
+    assert cm.exp(1.0) == pytest.approx(math.e, rel=1e-15)
+    y = cm.erfc(np.array([0.0, 1.0], dtype=np.float32))
+    assert y.dtype == np.float32 and y[0] == 1
+    assert isinstance(cm.tanh(np.float32(0.5)), np.float32)
+
+
+def test_ulp_error_helper():
+    one = np.float32(1)
+    nxt = np.nextafter(one, np.float32(2))
+    act = np.array([nxt, np.nan, np.inf, -np.inf, np.inf, 0.0], dtype=np.float32)
+    exp_ = np.array([1.0, np.nan, np.inf, -np.inf, 1e39, 1e-46])
+    err = ulp_error(act, exp_, np.float32)
+    np.testing.assert_allclose(err[:5], [1, 0, 0, 0, 0])
+    assert err[5] == pytest.approx(1e-46 / 2.0**-149)
+    assert ulp_error(np.array([np.nan]), np.array([1.0]), np.float64)[0] == np.inf
