@@ -49,7 +49,10 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def compile(self, source, fn, compute, loop):
         import numba
 
-        jit = numba.njit(fastmath=set(config.FASTMATH), error_model="numpy", nogil=True)
+        # inlined at the Numba IR level, so the loop around it can vectorize whatever its size
+        jit = numba.njit(
+            inline="always", fastmath=set(config.FASTMATH), error_model="numpy", nogil=True
+        )
         scalar_fn = jit(self.specialized(fn, compute, jit))
         namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange}
         kernel_jit = numba.njit(
