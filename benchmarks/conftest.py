@@ -1,0 +1,153 @@
+"""pytest-benchmark set-up for ``pytest benchmarks`` (and ``fastgd bench``, which runs it).
+
+* Options: ``--fastgd-ops``, ``--fastgd-backends``, ``--fastgd-sizes`` (comma lists) select
+  what runs, in every suite (by the ``op``/``backend``/``n`` parameters); ``--fastgd-quick``
+  picks the small sizes; ``--fastgd-report DIR`` (or ``none``) says where the report goes.
+* Fixtures: ``roofs`` (device -> measured GB/s roof), ``probe_n`` (bandwidth probe size).
+* Machine facts (CPU, GPU, Numba threads and threading layer, peers, measured bandwidth) go
+  into the JSON's ``machine_info["fastgd"]``.
+* At the end of the session the JSON pytest-benchmark saved is turned into a report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from fastgd.bench import activation_cases, bandwidth, machine, peers
+from fastgd.bench import report as report_writer
+
+PROBE_OPS = ("copy", "inplace")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("fastgd")
+    group.addoption("--fastgd-ops", default="", help="comma list of ops to run (default all)")
+    group.addoption("--fastgd-backends", default="",
+                    help="comma list of backends/peers to run (default all available)")
+    group.addoption("--fastgd-sizes", default="",
+                    help="comma list of sizes n in elements (default 2^10,2^16,2^20,2^24)")
+    group.addoption("--fastgd-quick", action="store_true",
+                    help="small sizes only (2^10, 2^16, 2^20), fewer bandwidth-probe repeats")
+    group.addoption("--fastgd-report", default="",
+                    help="report folder (default reports/<machine>-<date>); 'none': no report")
+
+
+def _list(config, name) -> list[str]:
+    return [v.strip() for v in config.getoption(name).split(",") if v.strip()]
+
+
+def _sizes(config) -> list[int] | None:
+    values = _list(config, "--fastgd-sizes")
+    return [int(v) for v in values] or None
+
+
+def pytest_configure(config):
+    config._fastgd_start = time.time()
+    config._fastgd_json = None
+    known = set(activation_cases.DEVICE)
+    unknown = set(_list(config, "--fastgd-backends")) - known
+    if unknown:
+        raise pytest.UsageError(
+            f"unknown backend(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    peers.torch_threads()
+
+
+def pytest_generate_tests(metafunc):
+    if {"op", "direction", "backend", "n"} <= set(metafunc.fixturenames):
+        config = metafunc.config
+        combos = activation_cases.params(
+            sizes=_sizes(config), quick=config.getoption("--fastgd-quick"))
+        metafunc.parametrize("op,direction,backend,n", combos,
+                             ids=[f"{o}-{d}-{b}-{n}" for o, d, b, n in combos])
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep the items whose op/backend/n parameters were asked for; unknown ops fail."""
+    ops, backends = set(_list(config, "--fastgd-ops")), set(_list(config, "--fastgd-backends"))
+    sizes = set(_sizes(config) or ())
+    seen = {p["op"] for p in _params(items) if "op" in p}
+    unknown = ops - seen
+    if unknown:
+        raise pytest.UsageError(
+            f"unknown op(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(seen))}")
+    available = {p["backend"] for p in _params(items) if "backend" in p}
+    missing = backends - available
+    if missing and not backends & available:
+        raise pytest.UsageError(f"backend(s) {', '.join(sorted(missing))} not available here; "
+                                f"available: {', '.join(sorted(available))}")
+    if missing:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"backend(s) {', '.join(sorted(missing))} not available here: not run"), 2)
+    keep, drop = [], []
+    for item in items:
+        p = _params([item])[0]
+        probe = p.get("op") in PROBE_OPS
+        ok = (probe or not ops or p.get("op") in ops) and (
+            probe or not backends or p.get("backend") in backends) and (
+            not sizes or "n" not in p or probe or p["n"] in sizes)
+        (keep if ok else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _params(items) -> list[dict]:
+    return [dict(getattr(getattr(i, "callspec", None), "params", {}) or {}) for i in items]
+
+
+@pytest.fixture(scope="session")
+def roofs(request) -> dict:
+    """Device -> measured bandwidth roof in GB/s (probe run once per session)."""
+    figures = bandwidth.measure(quick=request.config.getoption("--fastgd-quick"))
+    return {device: bandwidth.roof(f) for device, f in figures.items()}
+
+
+@pytest.fixture(scope="session")
+def probe_n() -> int:
+    return bandwidth.PROBE_N
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    figures = bandwidth.measure(quick=config.getoption("--fastgd-quick"))
+    machine_info["fastgd"] = machine.facts(figures)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    config._fastgd_json = output_json
+
+
+def _saved_json(config) -> Path | None:
+    """The newest JSON file pytest-benchmark saved in this session, if any."""
+    session = getattr(config, "_benchmarksession", None)
+    path = getattr(getattr(session, "storage", None), "path", None)
+    if path is None or not Path(path).is_dir():
+        return None
+    files = [f for f in Path(path).rglob("*.json") if f.stat().st_mtime >= config._fastgd_start]
+    return max(files, key=lambda f: f.stat().st_mtime) if files else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Write the report from the JSON pytest-benchmark just saved (its hook wrapper saves
+    before this runs)."""
+    config = session.config
+    where = config.getoption("--fastgd-report")
+    if where == "none" or config._fastgd_json is None:
+        return
+    source = _saved_json(config) or config._fastgd_json
+    try:
+        index = report_writer.write([source], where or None)
+    except report_writer.ReportError as e:
+        _say(config, f"fastgd: no report written: {e}")
+        return
+    _say(config, f"fastgd report: {index}")
+
+
+def _say(config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line)

@@ -1,0 +1,180 @@
+"""The one harness every benchmark suite uses: check, time, record.
+
+A :class:`Case` is one implementation of one op at one size: a no-argument ``call`` that runs
+it once and returns its result, the NumPy reference it must match, how many bytes the op must
+move, and (on a GPU) how to synchronize. :func:`run` then
+
+1. times the first call (on a fresh kernel cache that is the JIT compile, recorded as
+   ``compile_s`` when the case's kernel cache grew),
+2. checks that first result against the reference: a wrong result raises
+   :class:`WrongResult` and the case is never timed,
+3. times ``call`` (+ ``sync``) with pytest-benchmark's ``benchmark`` fixture, warm (calls
+   slower than ``SLOW_S`` in ``SLOW_ROUNDS`` rounds, without the calibration call),
+4. writes op, direction, backend, dtype, n, bytes, GB/s, elements/s and the fraction of
+   the measured bandwidth roof into ``benchmark.extra_info``.
+
+Throughput is computed from the best (minimum) round, like the bandwidth probe it is held
+against: GB/s = bytes that must move / best time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Calls slower than this (seconds) are timed in ``SLOW_ROUNDS`` rounds without
+#: pytest-benchmark's calibration call: it keeps the 2^24 sweep of slow NumPy ops short.
+SLOW_S = 0.1
+SLOW_ROUNDS = 2
+
+#: ``extra_info`` keys written by :func:`record`, read by the report writer.
+INFO_KEYS = (
+    "op", "direction", "backend", "device", "dtype", "n", "bytes", "gbps", "elements_per_s",
+    "roof_fraction", "compile_s", "first_call_s", "version",
+)
+
+
+class WrongResult(AssertionError):
+    """An implementation's result does not match the NumPy reference: it is not timed."""
+
+
+@dataclass
+class Case:
+    """One implementation of one op at one size, ready to check and time.
+
+    ``expected`` is the reference result for ``sample(result)``: by default the whole result,
+    converted to a NumPy array by ``to_host``. ``kernels`` counts compiled kernels (for the
+    compile-time measurement); ``sync`` waits for the device (GPU cases).
+    """
+
+    op: str
+    direction: str
+    backend: str
+    n: int
+    bytes: int
+    call: Callable[[], object]
+    expected: Callable[[], np.ndarray] | np.ndarray | None
+    dtype: str = "float32"
+    device: str = "cpu"
+    sync: Callable[[], None] | None = None
+    to_host: Callable[[object], np.ndarray] = np.asarray
+    sample: Callable[[np.ndarray], np.ndarray] | None = None
+    kernels: Callable[[], int] | None = None
+    version: str = ""
+    rtol: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.direction} on {self.backend} ({self.dtype}, n={self.n})"
+
+    def timed(self):
+        """One call, synchronized: what the benchmark times."""
+        out = self.call()
+        if self.sync is not None:
+            self.sync()
+        return out
+
+
+def tolerance(dtype: str, rtol: float | None = None) -> tuple[float, float]:
+    """(rtol, atol as a fraction of the reference's largest magnitude) for ``dtype``.
+
+    Loose enough for every correct implementation (peers included, which differ from us by
+    a few ULP), tight enough that a wrong formula or a missed element fails."""
+    if rtol is None:
+        rtol = 1e-4 if np.dtype(dtype) == np.float32 else 1e-9
+    return rtol, rtol * 1e-2
+
+
+def verify(case: Case, result) -> None:
+    """Raise :class:`WrongResult` unless ``result`` matches the case's reference."""
+    if case.expected is None:
+        return
+    expected = case.expected() if callable(case.expected) else case.expected
+    got = np.asarray(case.to_host(result))
+    if case.sample is not None:
+        got = case.sample(got)
+    expected = np.asarray(expected)
+    if got.shape != expected.shape:
+        raise WrongResult(
+            f"{case.label}: result has shape {got.shape}, the NumPy reference {expected.shape}"
+        )
+    rtol, atol_frac = tolerance(case.dtype, case.rtol)
+    exp64, got64 = expected.astype(np.float64), got.astype(np.float64)
+    finite = np.isfinite(exp64)
+    scale = float(np.max(np.abs(exp64[finite]))) if finite.any() else 1.0
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got64 - exp64)
+        bad = ~(err <= rtol * np.abs(exp64) + atol_frac * scale)
+    bad &= ~((got64 == exp64) | (np.isnan(got64) & np.isnan(exp64)))
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        g, e = got64.reshape(-1)[i], exp64.reshape(-1)[i]
+        raise WrongResult(
+            f"{case.label}: {int(bad.sum())} of {bad.size} values differ from the NumPy "
+            f"reference beyond rtol={rtol:g}; first at flat index {i}: got {g:.9g}, "
+            f"expected {e:.9g}"
+        )
+
+
+def first_call(case: Case) -> tuple[float, object, bool]:
+    """Run the case once: (seconds, result, whether a kernel was compiled on the way)."""
+    before = case.kernels() if case.kernels else None
+    start = time.perf_counter()
+    result = case.timed()
+    seconds = time.perf_counter() - start
+    compiled = before is not None and case.kernels() > before
+    return seconds, result, compiled
+
+
+def metrics(case: Case, seconds: float, roof_gbps: float | None) -> dict:
+    """Throughput figures of one timing: GB/s, elements/s and the fraction of the roof."""
+    gbps = case.bytes / seconds / 1e9
+    return {
+        "gbps": gbps,
+        "elements_per_s": case.n / seconds,
+        "roof_fraction": gbps / roof_gbps if roof_gbps else None,
+    }
+
+
+def record(info: dict, case: Case, seconds: float | None, roof_gbps: float | None,
+           compile_s: float | None = None, first_call_s: float | None = None) -> dict:
+    """Fill pytest-benchmark's ``extra_info`` (``info``) for ``case`` timed at ``seconds``."""
+    info.update(
+        op=case.op, direction=case.direction, backend=case.backend, device=case.device,
+        dtype=case.dtype, n=case.n, bytes=case.bytes, version=case.version,
+    )
+    if seconds:
+        info.update(metrics(case, seconds, roof_gbps))
+    if compile_s is not None:
+        info["compile_s"] = compile_s
+    if first_call_s is not None:
+        info["first_call_s"] = first_call_s
+    info.update(case.extra)
+    return info
+
+
+def best_time(benchmark) -> float | None:
+    """The best round of a finished ``benchmark`` fixture (None when benchmarks are off)."""
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    return getattr(stats, "min", None) if stats is not None else None
+
+
+def run(benchmark, case: Case, roof_gbps: float | None = None):
+    """Check ``case`` against its reference, then time it with ``benchmark`` and record it.
+
+    Raises :class:`WrongResult` (before any timing) when the result is wrong."""
+    seconds, result, compiled = first_call(case)
+    verify(case, result)
+    benchmark.group = f"{case.op}-{case.direction}-n{case.n}"
+    estimate = first_call(case)[0] if compiled else seconds
+    if estimate > SLOW_S:
+        benchmark.pedantic(case.timed, rounds=SLOW_ROUNDS, iterations=1)
+    else:
+        benchmark(case.timed)
+    record(benchmark.extra_info, case, best_time(benchmark), roof_gbps,
+           compile_s=seconds if compiled else None, first_call_s=seconds)
+    return benchmark.extra_info

@@ -1,0 +1,64 @@
+"""Machine facts for reports and ``fastgd info``: CPU, GPU, threads, versions, bandwidth."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numba_facts() -> dict:
+    try:
+        import numba
+    except ImportError:
+        return {"numba": None}
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # known only once a parallel kernel has run
+        layer = "not yet initialized"
+    return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
+            "threading_layer": layer}
+
+
+def gpu_name() -> str | None:
+    from fastgd.bench.bandwidth import gpu_available
+
+    if not gpu_available():
+        return None
+    from numba import cuda
+
+    return cuda.get_current_device().name.decode()
+
+
+def facts(bandwidth: dict | None = None) -> dict:
+    """Everything a report needs about this machine; ``bandwidth`` from the probe."""
+    import numpy
+
+    import fastgd
+    from fastgd.bench import peers
+
+    out = {
+        "fastgd": fastgd.__version__,
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        **numba_facts(),
+        "gpu": gpu_name(),
+        "backends": fastgd.backends(),
+        "peers": peers.versions(),
+    }
+    if bandwidth is not None:
+        out["bandwidth"] = bandwidth
+    return out

@@ -1,0 +1,170 @@
+"""Peers: other libraries timed exactly like our backends, each only when installed.
+
+* ``torch`` (CPU, same thread count as Numba) and ``torch-cuda``: the ATen kernels behind
+  ``torch.nn.functional``, called with a preallocated output (``out=``/``grad_input=``)
+  where ATen has one, so no peer pays for page faults our backends do not; backward uses
+  the kernels autograd calls (``sigmoid_backward`` from the output, ``gelu_backward`` from
+  the input, ...).
+* ``cupy``: the NumPy reference run on CuPy arrays (NumPy dispatches to CuPy through
+  ``__array_ufunc__``/``__array_function__``): plain array expressions, one kernel each.
+* ``cupy-kernel``: a hand-written ``cupy.ElementwiseKernel`` for the common forward ops.
+
+Every name here is what the reports show; :func:`versions` gives each with its version.
+"""
+
+from __future__ import annotations
+
+import functools
+
+CPU_PEERS = ("torch",)
+GPU_PEERS = ("torch-cuda", "cupy", "cupy-kernel")
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@functools.cache
+def torch():
+    """The torch module, or None when it is not installed."""
+    try:
+        import torch as t
+    except ImportError:
+        return None
+    return t
+
+
+@functools.cache
+def cupy():
+    """The cupy module when installed and a real GPU is usable (never under the simulator)."""
+    from fastgd.bench.bandwidth import gpu_available
+
+    try:
+        import cupy as cp
+    except ImportError:
+        return None
+    return cp if gpu_available() else None
+
+
+def available() -> list[str]:
+    """The peers usable on this machine."""
+    from fastgd.bench.bandwidth import gpu_available
+
+    names = []
+    t = torch()
+    if t is not None:
+        names.append("torch")
+        if gpu_available() and t.cuda.is_available():
+            names.append("torch-cuda")
+    if cupy() is not None:
+        names += ["cupy", "cupy-kernel"]
+    return names
+
+
+def versions() -> dict[str, str]:
+    """Each available peer with its version (for the report)."""
+    out = {}
+    for name in available():
+        module = torch() if name.startswith("torch") else cupy()
+        out[name] = module.__version__
+    return out
+
+
+def torch_threads() -> None:
+    """Give torch the same number of CPU threads as Numba."""
+    import numba
+
+    t = torch()
+    if t is not None:
+        t.set_num_threads(numba.get_num_threads())
+
+
+# -- torch: ATen kernels, preallocated outputs ---------------------------------------------
+def _nn():
+    return torch()._C._nn
+
+
+def _aten():
+    return torch().ops.aten
+
+
+#: forward(x, out, w) -> result; w is the PReLU weight (other ops ignore it).
+TORCH_FORWARD = {
+    "sigmoid": lambda x, o, w: torch().sigmoid(x, out=o),
+    "tanh": lambda x, o, w: torch().tanh(x, out=o),
+    "relu": lambda x, o, w: torch().clamp_min(x, 0, out=o),
+    "leaky_relu": lambda x, o, w: _nn().leaky_relu(x, 0.01, out=o),
+    "prelu": lambda x, o, w: torch().prelu(x, w),
+    "elu": lambda x, o, w: _nn().elu(x, 1.0, 1, 1, out=o),
+    "selu": lambda x, o, w: _nn().elu(x, SELU_ALPHA, SELU_SCALE, 1, out=o),
+    "gelu": lambda x, o, w: _nn().gelu(x, out=o),
+    "silu": lambda x, o, w: _nn().silu(x, out=o),
+    "softplus": lambda x, o, w: _nn().softplus(x, 1.0, 20.0, out=o),
+    "mish": lambda x, o, w: _nn().mish(x, out=o),
+    "hardsigmoid": lambda x, o, w: _nn().hardsigmoid(x, out=o),
+    "hardswish": lambda x, o, w: _nn().hardswish(x, out=o),
+    "softmax": lambda x, o, w: torch()._softmax(x, -1, False, out=o),
+    "log_softmax": lambda x, o, w: torch()._log_softmax(x, -1, False, out=o),
+}
+
+#: backward(dy, x, y, out, w) -> dx; y is the forward output (what autograd keeps for some).
+TORCH_BACKWARD = {
+    "sigmoid": lambda dy, x, y, o, w: _aten().sigmoid_backward.grad_input(dy, y, grad_input=o),
+    "tanh": lambda dy, x, y, o, w: _aten().tanh_backward.grad_input(dy, y, grad_input=o),
+    "relu": lambda dy, x, y, o, w: _aten().threshold_backward.grad_input(
+        dy, x, 0, grad_input=o),
+    "leaky_relu": lambda dy, x, y, o, w: _aten().leaky_relu_backward.grad_input(
+        dy, x, 0.01, False, grad_input=o),
+    "prelu": lambda dy, x, y, o, w: _aten()._prelu_kernel_backward(
+        dy, x, w.reshape(-1, *([1] * (x.dim() - 2))))[0],
+    "elu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
+        dy, 1.0, 1, 1, False, x, grad_input=o),
+    "selu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
+        dy, SELU_ALPHA, SELU_SCALE, 1, False, x, grad_input=o),
+    "gelu": lambda dy, x, y, o, w: _aten().gelu_backward.grad_input(dy, x, grad_input=o),
+    "silu": lambda dy, x, y, o, w: _aten().silu_backward.grad_input(dy, x, grad_input=o),
+    "softplus": lambda dy, x, y, o, w: _aten().softplus_backward.grad_input(
+        dy, x, 1.0, 20.0, grad_input=o),
+    "mish": lambda dy, x, y, o, w: _aten().mish_backward(dy, x),
+    "hardsigmoid": lambda dy, x, y, o, w: _aten().hardsigmoid_backward.grad_input(
+        dy, x, grad_input=o),
+    "hardswish": lambda dy, x, y, o, w: _aten().hardswish_backward.out(dy, x, out=o),
+    "softmax": lambda dy, x, y, o, w: _aten()._softmax_backward_data.out(
+        dy, y, -1, y.dtype, grad_input=o),
+    "log_softmax": lambda dy, x, y, o, w: _aten()._log_softmax_backward_data.out(
+        dy, y, -1, y.dtype, out=o),
+}
+
+
+def torch_sync(device: str):
+    """The synchronize function for torch on ``device`` (None on the CPU)."""
+    return torch().cuda.synchronize if device == "gpu" else None
+
+
+def torch_tensor(a, device: str):
+    """A torch tensor of NumPy array ``a``: shared memory on the CPU, a copy on the GPU."""
+    t = torch().from_numpy(a)
+    return t.cuda() if device == "gpu" else t
+
+
+def torch_to_host(t):
+    return t.detach().cpu().numpy()
+
+
+# -- CuPy ElementwiseKernel: hand-written CUDA for the common forward ops -----------------
+CUPY_KERNELS = {
+    "sigmoid": "y = 1 / (1 + exp(-x))",
+    "tanh": "y = tanh(x)",
+    "relu": "y = x > 0 ? x : (T)0",
+    "silu": "y = x / (1 + exp(-x))",
+    "gelu": "y = (T)0.5 * x * erfc(-x * (T)0.70710678118654752440)",
+}
+
+
+@functools.cache
+def cupy_kernel(op: str):
+    """The ``ElementwiseKernel`` for forward ``op`` (compiled by CuPy on first call)."""
+    return cupy().ElementwiseKernel("T x", "T y", CUPY_KERNELS[op], f"fastgd_peer_{op}")
+
+
+def cupy_sync():
+    return cupy().cuda.Device().synchronize

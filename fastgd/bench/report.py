@@ -1,0 +1,536 @@
+"""Report writer: pytest-benchmark JSON in, ``index.md`` and PNG plots out.
+
+Reads pytest-benchmark's own JSON (saved by ``--benchmark-autosave``/``--benchmark-json``), so
+``pytest-benchmark compare`` still works on the same files. Every benchmark that carries
+``op``, ``backend`` and ``n`` (in ``extra_info``, else in its parameters) is one result, of
+any op and direction. Times are the best round (``stats.min``); GB/s = ``bytes`` / that time;
+the roof is the bandwidth probe's highest figure for the result's device, from
+``machine_info["fastgd"]["bandwidth"]``.
+
+One file gives a machine report; two or more give ratio tables and overlaid plots.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+GPU_BACKENDS = ("cuda", "torch-cuda", "cupy", "cupy-kernel")
+REFERENCE = "numpy"
+
+
+class ReportError(ValueError):
+    """The input is not something a report can be made from (message says why)."""
+
+
+@dataclass
+class Result:
+    op: str
+    direction: str
+    backend: str
+    device: str
+    dtype: str
+    n: int
+    bytes: int | None
+    time: float  # best round, seconds
+    median: float
+    compile_s: float | None
+    version: str
+
+    @property
+    def gbps(self) -> float | None:
+        return self.bytes / self.time / 1e9 if self.bytes else None
+
+    @property
+    def key(self) -> tuple:
+        return (self.op, self.direction, self.dtype, self.n)
+
+
+@dataclass
+class Run:
+    """One pytest-benchmark JSON file."""
+
+    source: str
+    data: dict
+    results: list[Result]
+
+    @property
+    def facts(self) -> dict:
+        return self.data.get("machine_info", {}).get("fastgd", {})
+
+    @property
+    def machine(self) -> str:
+        info = self.data.get("machine_info", {})
+        return str(info.get("node") or info.get("machine") or "machine")
+
+    @property
+    def date(self) -> str:
+        return str(self.data.get("datetime", ""))[:10] or "undated"
+
+    @property
+    def label(self) -> str:
+        return f"{self.machine} {str(self.data.get('datetime', ''))[:16].replace('T', ' ')}"
+
+    def roof(self, device: str) -> float | None:
+        figures = self.facts.get("bandwidth", {}).get(device)
+        if not figures:
+            return None
+        values = [v for k, v in figures.items() if k not in ("n", "h2d", "d2h")]
+        return max(values) if values else None
+
+    def transfer_gbps(self) -> float | None:
+        gpu = self.facts.get("bandwidth", {}).get("gpu") or {}
+        values = [gpu[k] for k in ("h2d", "d2h") if gpu.get(k)]
+        return min(values) if values else None
+
+
+# -- loading ------------------------------------------------------------------------------
+def load(path) -> Run:
+    """Read and validate one pytest-benchmark JSON file (``ReportError`` if it is not one)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ReportError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} is not JSON ({e.msg} at line {e.lineno}); expected the "
+                          "JSON file pytest-benchmark saves (.benchmarks/…/0001_….json)") from e
+    return parse(data, str(path))
+
+
+def parse(data, source: str = "<data>") -> Run:
+    """Validate pytest-benchmark output ``data`` and extract its fastgd results."""
+    benches = data.get("benchmarks") if isinstance(data, dict) else None
+    if not isinstance(benches, list) or not all(
+        isinstance(b, dict) and isinstance(b.get("stats"), dict) for b in benches
+    ):
+        keys = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
+        raise ReportError(
+            f"{source} is not pytest-benchmark output: expected an object with a 'benchmarks' "
+            f"list whose entries have 'stats' (found {keys})"
+        )
+    results = [r for r in (_result(b) for b in benches) if r is not None]
+    if not results:
+        raise ReportError(
+            f"{source} has no fastgd results: no benchmark carries op, backend and n in its "
+            "extra_info or parameters"
+        )
+    return Run(source, data, results)
+
+
+def _result(bench: dict) -> Result | None:
+    info = {**(bench.get("params") or {}), **(bench.get("extra_info") or {})}
+    if not all(k in info for k in ("op", "backend", "n")) or "min" not in bench["stats"]:
+        return None
+    backend = str(info["backend"])
+    device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
+                                    else "cpu")
+    return Result(
+        op=str(info["op"]), direction=str(info.get("direction", "")), backend=backend,
+        device=device, dtype=str(info.get("dtype", "")), n=int(info["n"]),
+        bytes=int(info["bytes"]) if info.get("bytes") else None,
+        time=float(bench["stats"]["min"]),
+        median=float(bench["stats"].get("median", bench["stats"]["min"])),
+        compile_s=info.get("compile_s"), version=str(info.get("version", "")),
+    )
+
+
+# -- formatting ---------------------------------------------------------------------------
+def fmt_n(n: int) -> str:
+    return f"2^{n.bit_length() - 1}" if n > 0 and n & (n - 1) == 0 else str(n)
+
+
+def fmt_time(s: float) -> str:
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def fmt(x, spec=".3g", none="–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+# -- analysis -----------------------------------------------------------------------------
+def by_key(results) -> dict[tuple, dict[str, Result]]:
+    """(op, direction, dtype, n) -> backend -> result."""
+    out: dict = defaultdict(dict)
+    for r in results:
+        out[r.key][r.backend] = r
+    return out
+
+
+def summary_rows(run: Run) -> list[list]:
+    """Best implementation per op, direction and size, with its speedup over NumPy."""
+    rows = []
+    items = sorted(by_key(measured(run)).items(), key=lambda kv: (
+        kv[0][0], _direction_key(kv[0][1]), kv[0][2:]))
+    for (op, direction, dtype, n), group in items:
+        best = min(group.values(), key=lambda r: r.time)
+        ref = group.get(REFERENCE)
+        roof = run.roof(best.device)
+        frac = best.gbps / roof if best.gbps and roof else None
+        rows.append([op, direction, dtype, fmt_n(n), best.backend, fmt_time(best.time),
+                     fmt(best.gbps, ".3g"), fmt(frac and 100 * frac, ".0f"),
+                     fmt(ref and ref.time / best.time, ".2f")])
+    return rows
+
+
+def crossover(run: Run, transfer: bool) -> list[list]:
+    """Per op and direction, the smallest n from which the best GPU implementation beats the
+    best CPU one (``transfer``: counting every byte the op moves over host↔device once)."""
+    pcie = run.transfer_gbps()
+    ops = defaultdict(dict)
+    for key, group in by_key(measured(run)).items():
+        ops[key[:3]][key[3]] = group
+    rows = []
+    for (op, direction, dtype), sizes in sorted(ops.items()):
+        found, common = None, []
+        for n in sorted(sizes):
+            cpu = [r for r in sizes[n].values() if r.device == "cpu"]
+            gpu = [r for r in sizes[n].values() if r.device == "gpu"]
+            if not cpu or not gpu:
+                continue
+            common.append(n)
+            g = min(gpu, key=lambda r: r.time)
+            t = g.time + (g.bytes / pcie / 1e9 if transfer and pcie and g.bytes else 0)
+            if t < min(r.time for r in cpu):
+                found = found or n
+            else:
+                found = None
+        if common:
+            where = fmt_n(found) if found else f"> {fmt_n(common[-1])}"
+            rows.append([op, direction, dtype, where])
+    return rows
+
+
+# -- plots ---------------------------------------------------------------------------------
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+STYLES = ("-", "--", ":", "-.")
+
+
+#: Fixed colours so a backend looks the same in every plot.
+KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
+DIRECTION_ORDER = ("forward", "backward", "step")
+ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
+
+
+def _colors(backends) -> dict:
+    cmap = _plt().get_cmap("tab10")
+    extra = sorted(set(backends) - set(KNOWN))
+    order = list(KNOWN) + extra
+    return {b: cmap(order.index(b) % 10) for b in backends}
+
+
+def _direction_key(direction: str):
+    return (DIRECTION_ORDER.index(direction) if direction in DIRECTION_ORDER else 9, direction)
+
+
+def measured(run: Run) -> list[Result]:
+    """The results of ops (the bandwidth probe's own rows left out: they are the roof)."""
+    return [r for r in run.results if r.direction != "probe"]
+
+
+def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
+    """GB/s against n for one op: a panel per direction, a line per backend (and run), the
+    roof of each device as a horizontal line."""
+    plt = _plt()
+    results = [(i, r) for i, run in enumerate(runs) for r in measured(run)
+               if r.op == op and r.gbps]
+    directions = sorted({r.direction for _, r in results}, key=_direction_key)
+    colors = _colors({r.backend for _, r in results})
+    fig, axes = plt.subplots(1, len(directions), figsize=(6.5 * len(directions), 4.6),
+                             squeeze=False)
+    for ax, direction in zip(axes[0], directions):
+        lines = defaultdict(list)
+        for i, r in results:
+            if r.direction == direction:
+                lines[(i, r.backend)].append((r.n, r.gbps))
+        for (i, backend), pts in sorted(lines.items()):
+            pts.sort()
+            label = backend if len(runs) == 1 else f"{backend} (run {i + 1})"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], STYLES[i % 4], marker="o",
+                    color=colors[backend], label=label)
+        for i, run in enumerate(runs):
+            for device in sorted({r.device for _, r in results}):
+                roof = run.roof(device)
+                if roof:
+                    tag = f"{device.upper()} roof {roof:.0f} GB/s"
+                    ax.axhline(roof, color=ROOF_COLORS.get(device, "black"), ls=STYLES[i % 4],
+                               lw=1.2, alpha=0.7,
+                               label=tag if len(runs) == 1 else f"{tag} (run {i + 1})")
+        values = [p[1] for pts in lines.values() for p in pts]
+        if values and max(values) / max(min(values), 1e-12) > 30:
+            ax.set_yscale("log")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("n (elements)")
+        ax.set_ylabel("throughput (GB/s, best round)")
+        ax.set_title(f"{op} {direction}")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _bars(groups: dict[str, dict[str, float]], xlabel: str, title: str, path: Path,
+          log=True, ref_line=None) -> Path:
+    """Horizontal grouped bars: one group per label, one bar per backend."""
+    plt = _plt()
+    labels = list(groups)
+    backends = sorted({b for g in groups.values() for b in g})
+    colors = _colors(backends)
+    height = 0.8 / max(len(backends), 1)
+    tall = 1.2 + 0.32 * len(labels) * max(1, len(backends) / 2)
+    fig, ax = plt.subplots(figsize=(8, max(3.0, tall)))
+    for k, b in enumerate(backends):
+        ys = [i + k * height for i, lab in enumerate(labels) if b in groups[lab]]
+        xs = [groups[lab][b] for lab in labels if b in groups[lab]]
+        ax.barh(ys, xs, height=height, color=colors[b], label=b)
+    ax.set_yticks([i + height * (len(backends) - 1) / 2 for i in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    if log:
+        ax.set_xscale("log")
+    if ref_line is not None:
+        ax.axvline(ref_line, color="black", lw=1)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _per_op(run: Run, pick) -> dict[str, dict[str, float]]:
+    """label "op direction" -> backend -> value, from ``pick(group by n) -> {backend: v}``."""
+    sizes = defaultdict(dict)
+    for (op, direction, dtype, n), group in by_key(measured(run)).items():
+        sizes[(op, direction, dtype)][n] = group
+    out = {}
+    for (op, direction, dtype), groups in sorted(
+            sizes.items(), key=lambda kv: (kv[0][0], _direction_key(kv[0][1]), kv[0][2])):
+        n, values = pick(groups)
+        if values:
+            label = f"{op} {direction}" + (f" {dtype}" if dtype != "float32" else "")
+            out[label + (f" (n={fmt_n(n)})" if n else "")] = values
+    return out
+
+
+def speedups(run: Run) -> dict:
+    """Speedup over NumPy at the largest size NumPy ran, per op and backend."""
+    def pick(groups):
+        with_ref = [n for n, g in groups.items() if REFERENCE in g]
+        if not with_ref:
+            return None, {}
+        n = max(with_ref)
+        g = groups[n]
+        return n, {b: g[REFERENCE].time / r.time for b, r in g.items() if b != REFERENCE}
+    return _per_op(run, pick)
+
+
+def latencies(run: Run) -> dict:
+    """Time in µs at the smallest size, per op and backend."""
+    def pick(groups):
+        n = min(groups)
+        return n, {b: r.time * 1e6 for b, r in groups[n].items()}
+    return _per_op(run, pick)
+
+
+def compile_times(run: Run) -> dict:
+    """First-call compile seconds per op and backend, summed over kernel variants."""
+    def pick(groups):
+        out = defaultdict(float)
+        for g in groups.values():
+            for b, r in g.items():
+                if r.compile_s:
+                    out[b] += r.compile_s
+        return None, dict(out)
+    return _per_op(run, pick)
+
+
+# -- writing ------------------------------------------------------------------------------
+def default_dir(run: Run, root="reports") -> Path:
+    """``reports/<machine>-<date>``, made unique with a counter if it exists."""
+    base = Path(root) / _slug(f"{run.machine}-{run.date}")
+    path, k = base, 2
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    return path
+
+
+def _machine_section(runs: list[Run]) -> str:
+    names = ["cpu", "cores", "gpu", "numba", "numba_threads", "threading_layer", "numpy",
+             "python", "fastgd"]
+    rows = []
+    for name in names:
+        rows.append([name] + [fmt(r.facts.get(name), "", "–") for r in runs])
+    peers = sorted({p for r in runs for p in r.facts.get("peers", {})})
+    for p in peers:
+        rows.append([f"peer {p}"] + [r.facts.get("peers", {}).get(p, "–") for r in runs])
+    header = ["", *(r.label for r in runs)]
+    return "## Machine\n\n" + table(header, rows)
+
+
+def _bandwidth_section(runs: list[Run]) -> str:
+    rows = []
+    for run in runs:
+        for device, figures in sorted(run.facts.get("bandwidth", {}).items()):
+            rows.append([run.label if len(runs) > 1 else device.upper(),
+                         *([device.upper()] if len(runs) > 1 else []),
+                         fmt(figures.get("copy"), ".1f"), fmt(figures.get("inplace"), ".1f"),
+                         fmt(run.roof(device), ".1f"), fmt(figures.get("h2d"), ".1f"),
+                         fmt(figures.get("d2h"), ".1f")])
+    if not rows:
+        return "## Memory bandwidth\n\nNo bandwidth probe in this run: no roof to compare with."
+    head = (["run", "device"] if len(runs) > 1 else ["device"]) + [
+        "copy GB/s", "in-place GB/s", "roof GB/s", "host→device GB/s", "device→host GB/s"]
+    return ("## Memory bandwidth (the roof)\n\nStream-like probe in the same run: copy "
+            "(b = a) and in-place (a = a·s), each moving 2 bytes per byte of array; the roof "
+            "is the higher.\n\n" + table(head, rows))
+
+
+def _plots(run_list: list[Run], out: Path, prefix: str) -> list[str]:
+    ops = sorted({r.op for run in run_list for r in measured(run) if r.gbps})
+    return [plot_throughput(run_list, op, out / f"{prefix}throughput-{_slug(op)}.png").name
+            for op in ops]
+
+
+def write_single(run: Run, out: Path) -> Path:
+    parts = [f"# fastgd benchmarks: {run.label}", f"Source: `{run.source}`",
+             _machine_section([run]), _bandwidth_section([run])]
+    parts.append(
+        "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
+        "op must move / time; roof % = GB/s / the device's measured bandwidth; speedup = "
+        "NumPy's time / best time.\n\n"
+        + table(["op", "direction", "dtype", "n", "best", "time", "GB/s", "roof %",
+                 "speedup over NumPy"], summary_rows(run)))
+    devices = {r.device for r in measured(run)}
+    if {"cpu", "gpu"} <= devices:
+        rows = [a + [b[-1]] for a, b in zip(crossover(run, False), crossover(run, True))]
+        parts.append("## CPU ↔ GPU crossover\n\nSmallest n from which the best GPU "
+                     "implementation beats the best CPU one, without and with copying the "
+                     "op's bytes between host and device.\n\n"
+                     + table(["op", "direction", "dtype", "GPU faster from n",
+                              "with host↔device copies"], rows))
+    figures = ["## Plots"]
+    for name in _plots([run], out, ""):
+        figures.append(f"![{name}]({name})")
+    for name, groups, xlabel, title, kw in (
+        ("speedup.png", speedups(run), "speedup over NumPy (×, log scale)",
+         "Speedup over NumPy at the largest size NumPy ran", {"ref_line": 1.0}),
+        ("latency.png", latencies(run), "time per call (µs, log scale)",
+         "Latency at the smallest size", {}),
+        ("compile.png", compile_times(run), "first-call compile time (s), all kernel variants",
+         "JIT compile time per kernel", {"log": False}),
+    ):
+        if groups:
+            _bars(groups, xlabel, title, out / name, **kw)
+            figures.append(f"![{name}]({name})")
+    parts.append("\n\n".join(figures))
+    parts.append(_all_results([run]))
+    return _write(out, parts)
+
+
+def _all_results(runs: list[Run]) -> str:
+    rows = []
+    for i, run in enumerate(runs):
+        for r in sorted(run.results, key=lambda r: (r.op, r.direction, r.n, r.backend)):
+            roof = run.roof(r.device)
+            rows.append(([i + 1] if len(runs) > 1 else []) + [
+                r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time),
+                fmt_time(r.median), fmt(r.gbps, ".3g"),
+                fmt(r.gbps and roof and 100 * r.gbps / roof, ".0f"),
+                fmt(r.compile_s, ".2f")])
+    head = (["run"] if len(runs) > 1 else []) + [
+        "op", "direction", "dtype", "n", "backend", "best", "median", "GB/s", "roof %",
+        "compile s"]
+    return ("## All results\n\n<details><summary>every benchmark</summary>\n\n"
+            + table(head, rows) + "\n\n</details>")
+
+
+def ratio_rows(runs: list[Run]) -> list[list]:
+    """Per result present in the first run and another: time(first) / time(other)."""
+    first = {(r.key, r.backend): r for r in runs[0].results}
+    others = [{(r.key, r.backend): r for r in run.results} for run in runs[1:]]
+    rows = []
+    for (key, backend), r in sorted(first.items()):
+        matches = [o.get((key, backend)) for o in others]
+        if not any(matches):
+            continue
+        op, direction, dtype, n = key
+        rows.append([op, direction, dtype, fmt_n(n), backend, fmt_time(r.time)]
+                    + [fmt(m and r.time / m.time, ".2f") for m in matches])
+    return rows
+
+
+def write_compare(runs: list[Run], out: Path) -> Path:
+    parts = ["# fastgd benchmarks compared",
+             "Runs:\n\n" + "\n".join(f"{i + 1}. {r.label} — `{r.source}`"
+                                     for i, r in enumerate(runs)),
+             _machine_section(runs), _bandwidth_section(runs)]
+    rows = ratio_rows(runs)
+    geo = []
+    for k in range(1, len(runs)):
+        per_backend = defaultdict(list)
+        for row in rows:
+            if row[6 + k - 1] != "–":
+                per_backend[row[4]].append(math.log(float(row[6 + k - 1])))
+        for b, logs in sorted(per_backend.items()):
+            geo.append([f"run {k + 1} vs run 1", b, len(logs),
+                        f"{math.exp(sum(logs) / len(logs)):.2f}"])
+    parts.append("## Ratios\n\nSpeedup of each run over run 1 (time in run 1 / time in that "
+                 "run; > 1 means faster than run 1).\n\n"
+                 + table(["runs", "backend", "results", "geometric mean speedup"], geo)
+                 + "\n\n" + table(["op", "direction", "dtype", "n", "backend", "run 1 time",
+                                   *(f"run {k + 1} speedup" for k in range(1, len(runs)))],
+                                  rows))
+    parts.append("## Plots (solid: run 1, dashed: run 2, dotted: run 3, …)\n\n" + "\n\n".join(
+        f"![{name}]({name})" for name in _plots(runs, out, "compare-")))
+    parts.append(_all_results(runs))
+    return _write(out, parts)
+
+
+def _write(out: Path, parts: list[str]) -> Path:
+    index = out / "index.md"
+    index.write_text("\n\n".join(parts) + "\n")
+    return index
+
+
+def write(sources, out=None) -> Path:
+    """Write the report of one or more JSON files (paths or parsed dicts) into ``out``
+    (default: a new ``reports/<machine>-<date>``); returns the path of ``index.md``."""
+    runs = [s if isinstance(s, Run) else parse(s) if isinstance(s, dict) else load(s)
+            for s in sources]
+    if not runs:
+        raise ReportError("no JSON files given")
+    out = Path(out) if out else default_dir(runs[0])
+    out.mkdir(parents=True, exist_ok=True)
+    return write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)

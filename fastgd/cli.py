@@ -1,0 +1,198 @@
+"""``fastgd``: ``info`` (this machine), ``bench`` (run the benchmarks, write a report) and
+``report`` (write a report from pytest-benchmark JSON files).
+
+    fastgd info
+    fastgd bench --quick
+    fastgd bench --ops adam,gelu --backends numba,cuda --sizes 2^16..2^26
+    fastgd report .benchmarks/…/0001_….json other-machine.json --out reports/compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+MAX_EXPONENT = 28
+
+
+class CLIError(Exception):
+    """A bad command line: printed as ``fastgd: error: ...``, exit status 2."""
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"1024,2^20"``, ``"2^16..2^26"`` (every power of two) or ``"2^16..2^26:2"`` (every
+    second one) -> sorted sizes in elements."""
+    sizes = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"2\^(\d+)\.\.2\^(\d+)(?::(\d+))?", part)
+        if m:
+            lo, hi, step = int(m[1]), int(m[2]), int(m[3] or 1)
+            if lo > hi or step < 1:
+                raise CLIError(f"bad size range {part!r}: write 2^LOW..2^HIGH[:STEP]")
+            sizes.update(1 << e for e in range(lo, hi + 1, step))
+            continue
+        m = re.fullmatch(r"2\^(\d+)|(\d+)", part)
+        if not m:
+            raise CLIError(f"bad size {part!r}: write a number, 2^K, or a range 2^A..2^B")
+        sizes.add(1 << int(m[1]) if m[1] else int(m[2]))
+    if not sizes:
+        raise CLIError("no sizes given")
+    if min(sizes) < 1 or max(sizes) > 1 << MAX_EXPONENT:
+        raise CLIError(f"sizes must be between 1 and 2^{MAX_EXPONENT} elements")
+    return sorted(sizes)
+
+
+def _names(text: str | None) -> list[str]:
+    return [v.strip() for v in (text or "").split(",") if v.strip()]
+
+
+# -- info ---------------------------------------------------------------------------------
+def cmd_info(args) -> int:
+    from fastgd.bench import bandwidth, machine
+
+    figures = None if args.no_probe else bandwidth.measure()
+    facts = machine.facts(figures)  # after the probe: the threading layer is known by then
+    print(f"fastgd {facts['fastgd']}  (Python {facts['python']}, NumPy {facts['numpy']})")
+    print(f"CPU: {facts['cpu']}, {facts['cores']} cores")
+    print(f"Numba: {facts['numba']}, {facts.get('numba_threads')} threads, "
+          f"threading layer {facts.get('threading_layer')}")
+    print(f"GPU: {facts['gpu'] or 'none'}")
+    print("backends:")
+    for name, status in facts["backends"].items():
+        print(f"  {name:12s} {status}")
+    print("peers: " + (", ".join(f"{k} {v}" for k, v in facts["peers"].items()) or "none"))
+    if figures:
+        print("measured bandwidth (GB/s):")
+        for device, f in figures.items():
+            shown = ", ".join(f"{k} {v:.1f}" for k, v in f.items() if k != "n")
+            print(f"  {device.upper()}: {shown}  (n = 2^{f['n'].bit_length() - 1} float32)")
+    return 0
+
+
+# -- bench --------------------------------------------------------------------------------
+def find_benchmarks() -> Path:
+    """The ``benchmarks/`` folder: in the current directory, else beside the package."""
+    import fastgd
+
+    for root in (Path.cwd(), Path(fastgd.__file__).resolve().parent.parent):
+        if (root / "benchmarks" / "conftest.py").is_file():
+            return root / "benchmarks"
+    raise CLIError("no benchmarks/ folder found here or beside the fastgd package; run "
+                   "fastgd bench from a fastgd source checkout")
+
+
+class Progress:
+    """A pytest plugin showing a tqdm progress bar over the benchmarks."""
+
+    def __init__(self):
+        self.bar = None
+
+    def pytest_collection_finish(self, session):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(session.items), unit="bench", desc="fastgd bench",
+                        file=sys.stderr, dynamic_ncols=True)
+
+    def pytest_runtest_logreport(self, report):
+        if self.bar is not None and report.when == "teardown":
+            self.bar.set_postfix_str(report.nodeid.rsplit("[", 1)[-1].rstrip("]"))
+            self.bar.update(1)
+
+    def pytest_report_teststatus(self, report, config):
+        if report.when == "call" and report.passed:
+            return "passed", "", ""  # the progress bar shows progress, not dots
+        return None
+
+    def pytest_sessionfinish(self, session):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def bench_args(args, folder: Path) -> list[str]:
+    """The pytest command line for ``fastgd bench`` arguments."""
+    known = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
+    backends = _names(args.backends)
+    unknown = [b for b in backends if b not in known]
+    if unknown:
+        raise CLIError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    out = [str(folder), "-q", "-p", "no:cacheprovider", "--benchmark-quiet"]
+    if args.ops:
+        out.append(f"--fastgd-ops={','.join(_names(args.ops))}")
+    if backends:
+        out.append(f"--fastgd-backends={','.join(backends)}")
+    if args.sizes:
+        out.append(f"--fastgd-sizes={','.join(map(str, parse_sizes(args.sizes)))}")
+    if args.quick:
+        out += ["--fastgd-quick", "--benchmark-max-time=0.01", "--benchmark-min-rounds=2"]
+    if args.min_rounds is not None:
+        out.append(f"--benchmark-min-rounds={args.min_rounds}")
+    if args.max_time is not None:
+        out.append(f"--benchmark-max-time={args.max_time}")
+    out.append(f"--fastgd-report={args.out or ''}")
+    return out + list(args.pytest_args)
+
+
+def cmd_bench(args) -> int:
+    import pytest
+
+    folder = find_benchmarks()
+    argv = bench_args(args, folder)
+    code = pytest.main(argv, plugins=[Progress()])
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return 2
+    return int(code)
+
+
+# -- report -------------------------------------------------------------------------------
+def cmd_report(args) -> int:
+    from fastgd.bench import report
+
+    try:
+        index = report.write(args.files, args.out)
+    except report.ReportError as e:
+        raise CLIError(str(e)) from e
+    print(f"report written: {index}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastgd", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="versions, threads, CPU, GPU, measured bandwidth")
+    info.add_argument("--no-probe", action="store_true", help="skip the bandwidth probe")
+    info.set_defaults(run=cmd_info)
+
+    bench = sub.add_parser("bench", help="run the benchmarks (pytest benchmarks), then report")
+    bench.add_argument("--quick", action="store_true",
+                       help="sizes 2^10, 2^16, 2^20 and short timings (about 2 minutes)")
+    bench.add_argument("--ops", help="comma list of ops, e.g. gelu,adam (default all)")
+    bench.add_argument("--backends",
+                       help="comma list of backends and peers, e.g. numba,cuda,torch")
+    bench.add_argument("--sizes", help="e.g. 2^16..2^26, 2^16..2^26:2 or 1024,2^20")
+    bench.add_argument("--min-rounds", type=int, help="pytest-benchmark --benchmark-min-rounds")
+    bench.add_argument("--max-time", type=float, help="pytest-benchmark --benchmark-max-time")
+    bench.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")
+    bench.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
+    bench.set_defaults(run=cmd_bench)
+
+    rep = sub.add_parser("report", help="write a report from pytest-benchmark JSON files")
+    rep.add_argument("files", nargs="+", help="pytest-benchmark JSON; two or more compare")
+    rep.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")
+    rep.set_defaults(run=cmd_report)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CLIError as e:
+        print(f"fastgd {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

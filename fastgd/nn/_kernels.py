@@ -1,0 +1,166 @@
+"""How ``fastgd.nn`` runs its math: activation binding, the grid loop, and launch helpers.
+
+The **grid** loop is ``fastgd.backends.codegen``'s map over a 2-D array ``(rows, cols)``,
+with per-column vectors (``v[j]``) and optionally the flat index ``i = r·cols + j``::
+
+    out_k[r, j] = fn([i,] C(in_0[r, j]), ..., C(v_0[j]), ..., s_0, ...)[k]
+
+A nested loop on the CPU (no integer division), a grid-stride loop on CUDA. Kernels are
+compiled and cached by the backend (``CompiledBackend._kernel``), like every other op.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+
+from fastgd.activation import activations
+from fastgd.nn import formulas as fm
+
+
+def clone(fn, **globals_):
+    """A copy of scalar function ``fn`` with some globals replaced, marked as a scalar
+    helper (so :func:`fastgd.scalar.specialize` follows calls to it)."""
+    glb = dict(fn.__globals__)
+    glb.update(globals_)
+    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__qualname__, new.__doc__ = fn.__qualname__, fn.__doc__
+    new._fastgd_scalar = True
+    return new
+
+
+class Act:
+    """One activation as the fused kernels use it: name, parameter values, scalar
+    forward/backward with the uniform signature ``(z, p0, p1)`` / ``(dy, z, p0, p1)``
+    (``f``, ``b``), and the NumPy reference the ``numpy`` backend runs."""
+
+    def __init__(self, name, variant, values, scalar_fns, references):
+        self.name, self.variant, self.values = name, variant, dict(values)
+        self.key = (name, variant)
+        self.params = tuple(float(v) for k, v in values.items() if k != "approximate")
+        self.scalars = (self.params + (0.0, 0.0))[:2]
+        self.f, self.b = scalar_fns
+        self._ref = references
+
+    def reference(self, z):
+        return z if self._ref[0] is None else self._ref[0](z, *self.params)
+
+    def reference_backward(self, dy, z):
+        return dy if self._ref[1] is None else self._ref[1](dy, z, *self.params)
+
+    def __repr__(self):
+        return f"Act({self.name!r}, {self.values})"
+
+
+#: Activations a layer can fuse (elementwise ones; prelu/softmax are not layer activations).
+ACTIVATION_NAMES = ("identity",) + tuple(
+    n for n, a in activations.items() if a.kind == "elementwise" and n != "prelu"
+)
+_SCALAR_FNS: dict = {}
+
+
+def _scalar_fns(key, op, n_params):
+    """The wrapped scalar forward/backward of ``op``, made once per activation (the
+    backend caches kernels by function, so the same activation must give the same one)."""
+    if key not in _SCALAR_FNS:
+        wf = (fm.wrap0_f, fm.wrap1_f, fm.wrap2_f)[n_params]
+        wb = (fm.wrap0_b, fm.wrap1_b, fm.wrap2_b)[n_params]
+        _SCALAR_FNS[key] = (clone(wf, ACT=clone(op.scalar_forward)),
+                            clone(wb, ACT=clone(op.scalar_backward)))
+    return _SCALAR_FNS[key]
+
+
+def get_activation(name, **params) -> Act:
+    """The :class:`Act` called ``name`` with ``params``; ``ValueError`` if unknown."""
+    if isinstance(name, Act):
+        return name
+    if not isinstance(name, str) or name not in ACTIVATION_NAMES:
+        raise ValueError(f"unknown activation {name!r}; choose one of {list(ACTIVATION_NAMES)}")
+    if name == "identity":
+        if params:
+            raise ValueError(f"identity has no parameters, got {sorted(params)}")
+        return Act("identity", None, {}, (fm.act_f, fm.act_b), (None, None))
+    act = activations[name]
+    values = act.bind((), params)
+    variant = values.get("approximate")
+    op = act.forms[variant] if variant is not None else act
+    n_params = sum(1 for k in values if k != "approximate")
+    fns = _scalar_fns((name, variant), op, n_params)
+    return Act(name, variant, values, fns, (op.reference_forward, op.reference_backward))
+
+
+_BOUND: dict = {}
+
+
+def bind(template, act: Act):
+    """``template`` with ``act_f``/``act_b`` bound to ``act`` (memoized: one function per
+    template and activation, so the backend's kernel cache hits)."""
+    key = (template, act.key)
+    fn = _BOUND.get(key)
+    if fn is None:
+        fn = _BOUND[key] = clone(template, act_f=act.f, act_b=act.b)
+    return fn
+
+
+# -- the grid loop --------------------------------------------------------------------------
+
+
+def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
+    """Source of a grid kernel (see the module docstring)."""
+    ins, vecs = [f"in{k}" for k in range(n_in)], [f"v{k}" for k in range(n_vec)]
+    outs, scalars = [f"out{k}" for k in range(n_out)], [f"s{k}" for k in range(n_scalars)]
+    args = ", ".join(ins + vecs + outs + scalars)
+    loads = (["i"] if index else []) + [f"C({a}[r, j])" for a in ins]
+    call = "fn(" + ", ".join(loads + [f"C({v}[j])" for v in vecs] + scalars) + ")"
+    if n_out == 1:
+        body = [f"out0[r, j] = {call}"]
+    else:
+        body = [f"res = {call}"] + [f"{o}[r, j] = res[{k}]" for k, o in enumerate(outs)]
+    lines = [f"def kernel({args}):", "    cols = in0.shape[1]"]
+    if loop == "cuda":
+        lines += [
+            "    for i in range(cuda.grid(1), in0.shape[0] * cols, cuda.gridsize(1)):",
+            "        r = i // cols",
+            "        j = i - r * cols",
+        ]
+        pad = " " * 8
+    else:
+        rng = "prange" if loop == "parallel" else "range"
+        lines += [f"    for r in {rng}(in0.shape[0]):", "        for j in range(cols):"]
+        if index:
+            lines.append("            i = r * cols + j")
+        pad = " " * 12
+    return "\n".join(lines + [pad + b for b in body]) + "\n"
+
+
+def run_grid(be, fn, ins, vecs=(), outs=(), scalars=(), index=False):
+    """Run grid function ``fn`` over 2-D arrays ``ins``/``outs`` of one shape, with
+    per-column vectors ``vecs``. Float scalars are cast to the arrays' dtype; integer
+    scalars (NumPy integers) keep their type."""
+    compute = np.dtype(ins[0].dtype)
+    rows, cols = ins[0].shape
+    n = rows * cols
+    if n == 0:
+        return
+    typed = tuple(s if isinstance(s, np.integer) else compute.type(s) for s in scalars)
+    loop = be.loop_for(n)
+    key = ("nn-grid", len(ins), len(vecs), len(outs), len(typed), index)
+    kernel = be._kernel(
+        key,
+        lambda lp: grid_source(len(ins), len(vecs), len(outs), len(typed), lp, index),
+        fn,
+        compute,
+        loop,
+    )
+    be.launch(kernel, n, (*ins, *vecs, *outs, *typed))
+
+
+def run_columns(be, fn, arrays, per_column=(), scalars=(), result=None):
+    """Run line function ``fn`` on each column of 2-D ``arrays`` (seen as ``(1, N, C)``;
+    arrays of another length, e.g. ``(k, C)`` outputs, give lines of that length)."""
+    lines = [a.reshape((1,) + tuple(a.shape)) for a in arrays]
+    be.rows(fn, lines, per_row=per_column, scalars=scalars, result=result,
+            compute=arrays[0].dtype)
+
+

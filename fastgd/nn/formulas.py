@@ -1,0 +1,262 @@
+"""The math of ``fastgd.nn``, written once in the scalar language of :mod:`fastgd.scalar`.
+
+Three kinds of functions, each compiled for the Numba CPU and the CUDA backends:
+
+* elementwise (**grid**) functions of one element, with optional per-column values
+  (a bias, batch-norm statistics) and, for dropout, the element's flat index;
+* **line** functions over one column of a batch (a line ``a[0, :, j]`` of a ``(1, N, C)``
+  view): column sums for bias gradients, batch-norm statistics and backward;
+* **row** functions over one sample (cross-entropy on a row of logits).
+
+Templates call the activation through ``act_f(z, p0, p1)`` / ``act_b(dy, z, p0, p1)``;
+:func:`fastgd.nn._kernels.bind` clones a template with these two names bound to one
+activation's formulas, so ``bias + activation`` is one fused kernel for every activation.
+The NumPy backend does not use this file: it runs ``fastgd.nn.reference``.
+"""
+
+import numpy as np
+
+from fastgd.activation.formulas import row_max, sigmoid
+from fastgd.scalar import F, exp, log, log1p, scalar, sqrt
+
+# -- activation slots (identity until bound) ----------------------------------------------
+
+
+@scalar
+def act_f(z, p0, p1):
+    """The bound activation's forward; the identity when unbound."""
+    return z
+
+
+@scalar
+def act_b(dy, z, p0, p1):
+    """The bound activation's input gradient; the identity's when unbound."""
+    return dy
+
+
+# Wrappers giving every activation the same signature; ``ACT`` is bound by ``_kernels``.
+def wrap0_f(z, p0, p1):
+    return ACT(z)  # noqa: F821
+
+
+def wrap1_f(z, p0, p1):
+    return ACT(z, p0)  # noqa: F821
+
+
+def wrap2_f(z, p0, p1):
+    return ACT(z, p0, p1)  # noqa: F821
+
+
+def wrap0_b(dy, z, p0, p1):
+    return ACT(dy, z)  # noqa: F821
+
+
+def wrap1_b(dy, z, p0, p1):
+    return ACT(dy, z, p0)  # noqa: F821
+
+
+def wrap2_b(dy, z, p0, p1):
+    return ACT(dy, z, p0, p1)  # noqa: F821
+
+
+# -- Linear: bias add + activation, and their backward --------------------------------------
+
+
+def bias_act(h, b, p0, p1):
+    """Grid, one value per column: ``z = h + b``, ``y = act(z)``."""
+    z = h + b
+    return z, act_f(z, p0, p1)
+
+
+def bias_add(h, b):
+    """Grid: ``h + b`` (a Linear layer without activation)."""
+    return h + b
+
+
+def act_only(h, p0, p1):
+    """Grid: ``act(h)`` (a Linear layer without bias)."""
+    return act_f(h, p0, p1)
+
+
+def act_grad(dy, z, p0, p1):
+    """Grid: ``dz = act'(z)·dy``."""
+    return act_b(dy, z, p0, p1)
+
+
+def act_grad_colsum(dy, z, dz, p0, p1):
+    """Line (one column): ``dz = act'(z)·dy``; returns ``Σ dz``, the bias gradient."""
+    s = F(0)
+    for i in range(dy.size):
+        g = act_b(F(dy[i]), F(z[i]), p0, p1)
+        dz[i] = g
+        s += g
+    return s
+
+
+def colsum(a):
+    """Line (one column): ``Σ a``."""
+    s = F(0)
+    for i in range(a.size):
+        s += F(a[i])
+    return s
+
+
+def add(a, b):
+    """Grid: ``a + b`` (residual connections)."""
+    return a + b
+
+
+def fill(a, value):
+    """Grid: ``value`` everywhere."""
+    return value
+
+
+def mul(a, b):
+    """Grid: ``a·b``."""
+    return a * b
+
+
+# -- BatchNorm1d ----------------------------------------------------------------------------
+
+
+def bn_stats(h, stats, eps):
+    """Line (one feature over the batch): ``stats = (mean, 1/sqrt(var + eps), var·n/(n-1))``,
+    the biased variance normalizing, the unbiased one feeding the running estimate (torch)."""
+    n = h.size
+    m = F(0)
+    for i in range(n):
+        m += F(h[i])
+    m = m / F(n)
+    v = F(0)
+    for i in range(n):
+        d = F(h[i]) - m
+        v += d * d
+    stats[0] = m
+    stats[1] = F(1) / sqrt(v / F(n) + eps)
+    stats[2] = v / F(n - 1) if n > 1 else v
+
+
+def bn_act(h, mean, invstd, gamma, beta, p0, p1):
+    """Grid, four values per column: ``z = gamma·(h - mean)·invstd + beta``, ``y = act(z)``."""
+    z = gamma * ((h - mean) * invstd) + beta
+    return z, act_f(z, p0, p1)
+
+
+def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
+    """Line (one feature): batch norm's input gradient through the activation.
+
+    With ``du = act'(z)·dy`` and ``xhat = (h - mean)·invstd``:
+    ``dx = gamma·invstd/n · (n·du - Σdu - xhat·Σ du·xhat)``; ``grads = (Σ du·xhat, Σ du)``
+    are the gamma and beta gradients.
+    """
+    n = dy.size
+    s_du = F(0)
+    s_dux = F(0)
+    for i in range(n):
+        du = act_b(F(dy[i]), F(z[i]), p0, p1)
+        dx[i] = du
+        s_du += du
+        s_dux += du * ((F(h[i]) - mean) * invstd)
+    grads[0] = s_dux
+    grads[1] = s_du
+    k = gamma * invstd / F(n)
+    for i in range(n):
+        xhat = (F(h[i]) - mean) * invstd
+        dx[i] = k * (F(n) * F(dx[i]) - s_du - xhat * s_dux)
+
+
+def ema(running, stat, momentum):
+    """Grid: the running-statistics update ``(1 - momentum)·running + momentum·stat``."""
+    return (F(1) - momentum) * running + momentum * stat
+
+
+def inv_std(var, eps):
+    """Grid: ``1/sqrt(var + eps)``."""
+    return F(1) / sqrt(var + eps)
+
+
+# -- Dropout: a counter-based random mask -------------------------------------------------
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+MIX2 = np.uint64(0x94D049BB133111EB)
+S27, S30, S31, S40 = np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(40)
+
+
+@scalar
+def mix64(z):
+    """SplitMix64's finalizer: a bijective hash of a 64-bit counter (integer-only math, so
+    every backend computes the same bits)."""
+    z = z + GOLDEN
+    z = (z ^ (z >> S30)) * MIX1
+    z = (z ^ (z >> S27)) * MIX2
+    return z ^ (z >> S31)
+
+
+def dropout(i, x, base, threshold, scale):
+    """Grid with the flat index ``i``: keep ``x·scale`` where the top 24 bits of
+    ``mix64(base + i)`` reach ``threshold`` (= round(p·2²⁴)), else 0. The backward is the
+    same function applied to the upstream gradient (same seed and step: same mask)."""
+    keep = (mix64(base + np.uint64(i)) >> S40) >= threshold
+    return x * (scale if keep else F(0))
+
+
+# -- losses ---------------------------------------------------------------------------------
+
+
+@scalar
+def logsumexp(x):
+    m = row_max(x)
+    s = F(0)
+    for i in range(x.size):
+        s += exp(F(x[i]) - m)
+    return m + log(s)
+
+
+def cross_entropy_labels(x, dx, label, gscale, smoothing):
+    """Row: cross-entropy of logits ``x`` against class ``label`` with label smoothing.
+
+    Target q = (1 - ε)·onehot + ε/C; loss = logsumexp(x) - Σ q·x;
+    ``dx = gscale·(softmax(x) - q)``. Returns the row's loss.
+    """
+    n = x.size
+    k = int(label)
+    lse = logsumexp(x)
+    off = smoothing / F(n)
+    sx = F(0)
+    for i in range(n):
+        v = F(x[i])
+        sx += v
+        q = off + (F(1) - smoothing if i == k else F(0))
+        dx[i] = gscale * (exp(v - lse) - q)
+    return lse - off * sx - (F(1) - smoothing) * F(x[k])
+
+
+def cross_entropy_probs(x, t, dx, gscale, smoothing):
+    """Row: cross-entropy against a probability row ``t``: q = (1 - ε)·t + ε/C,
+    loss = Σq·logsumexp(x) - Σ q·x, ``dx = gscale·(softmax(x)·Σq - q)``."""
+    n = x.size
+    lse = logsumexp(x)
+    off = smoothing / F(n)
+    sq = F(0)
+    sqx = F(0)
+    for i in range(n):
+        q = (F(1) - smoothing) * F(t[i]) + off
+        sq += q
+        sqx += q * F(x[i])
+    for i in range(n):
+        q = (F(1) - smoothing) * F(t[i]) + off
+        dx[i] = gscale * (exp(F(x[i]) - lse) * sq - q)
+    return sq * lse - sqx
+
+
+def bce_with_logits(x, t, gscale):
+    """Grid: ``(max(x, 0) - x·t + log1p(exp(-|x|)), gscale·(sigmoid(x) - t))``."""
+    loss = (x if x > F(0) else F(0)) - x * t + log1p(exp(-abs(x)))
+    return loss, gscale * (sigmoid(x) - t)
+
+
+def mse(x, t, gscale):
+    """Grid: ``((x - t)², gscale·2·(x - t))``."""
+    d = x - t
+    return d * d, gscale * F(2) * d

@@ -1,0 +1,175 @@
+"""The fused elementwise and per-column kernels the layers are built from.
+
+Each function takes a backend object (``fastgd.get_backend(name)``) and 2-D C-contiguous
+arrays of that backend, writes into the given outputs and returns them. On ``numba`` and
+``cuda`` they run the kernels generated from ``fastgd.nn.formulas``; on ``numpy`` they run
+the independent ``fastgd.nn.reference``. Matrix products are not here: layers call the
+backend's BLAS (``@``) directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastgd.nn import formulas as fm
+from fastgd.nn import reference as ref
+from fastgd.nn._kernels import bind, run_columns, run_grid
+from fastgd.nn._profile import PROFILE
+
+
+def _start():
+    return PROFILE.clock() if PROFILE.on else 0.0
+
+
+def _done(t0, section="fused kernels"):
+    if PROFILE.on:
+        PROFILE.add(section, t0)
+
+
+def bias_act(be, h, bias, act, z_out, y_out):
+    """``z = h + bias`` (one bias per column, or none), ``y = act(z)``; returns ``(z, y)``.
+
+    Without an activation ``z`` is ``y``; without bias and activation both are ``h``."""
+    identity = act.name == "identity"
+    if identity and bias is None:
+        return h, h
+    t0 = _start()
+    z = z_out if bias is not None else h
+    if identity:
+        z = y_out
+    if be.name == "numpy":
+        if bias is not None:
+            z[...] = h + bias
+        if not identity:
+            y_out[...] = act.reference(z)
+    elif identity:
+        run_grid(be, fm.bias_add, [h], [bias], [y_out])
+    elif bias is None:
+        run_grid(be, bind(fm.act_only, act), [h], outs=[y_out], scalars=act.scalars)
+    else:
+        run_grid(be, bind(fm.bias_act, act), [h], [bias], [z_out, y_out], act.scalars)
+    _done(t0)
+    return z, y_out
+
+
+def act_backward(be, dy, z, act, dz_out, db_out=None):
+    """``dz = act'(z)·dy`` and, when ``db_out`` is given, its column sums (the bias
+    gradient) in the same pass. Returns ``dz`` (``dy`` itself for the identity)."""
+    identity = act.name == "identity"
+    if identity and db_out is None:
+        return dy
+    t0 = _start()
+    dz = dy if identity else dz_out
+    if be.name == "numpy":
+        if not identity:
+            dz[...] = act.reference_backward(dy, z)
+        if db_out is not None:
+            db_out[...] = dz.sum(axis=0)
+    elif identity:
+        run_columns(be, fm.colsum, [dy], result=db_out)
+    elif db_out is None:
+        run_grid(be, bind(fm.act_grad, act), [dy, z], outs=[dz_out], scalars=act.scalars)
+    else:
+        run_columns(be, bind(fm.act_grad_colsum, act), [dy, z, dz_out],
+                    scalars=act.scalars, result=db_out)
+    _done(t0)
+    return dz
+
+
+def batch_norm_stats(be, h, eps, stats_out):
+    """Per column of ``h``: ``stats_out[0] = mean``, ``[1] = 1/sqrt(var + eps)``,
+    ``[2] = unbiased var`` (for the running estimate)."""
+    t0 = _start()
+    if be.name == "numpy":
+        for k, v in enumerate(ref.batch_norm_stats(h, eps)):
+            stats_out[k] = v
+    else:
+        run_columns(be, fm.bn_stats, [h, stats_out], scalars=(eps,))
+    _done(t0)
+    return stats_out
+
+
+def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
+    """``z = gamma·(h - mean)·invstd + beta``, ``y = act(z)``; returns ``(z, y)``."""
+    t0 = _start()
+    if be.name == "numpy":
+        z_out[...] = gamma * ((h - mean) * invstd) + beta
+        y_out[...] = act.reference(z_out)
+    else:
+        run_grid(be, bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
+                 act.scalars)
+    _done(t0)
+    return z_out, y_out
+
+
+def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_out):
+    """Input gradient of ``act(batch_norm(h))`` into ``dx_out``; ``grads_out[0]`` and
+    ``[1]`` receive the gamma and beta gradients."""
+    t0 = _start()
+    if be.name == "numpy":
+        du = act.reference_backward(dy, z)
+        dx, dgamma, dbeta = ref.batch_norm_backward(du, h, mean, invstd, gamma)
+        dx_out[...] = dx
+        grads_out[0], grads_out[1] = dgamma, dbeta
+    else:
+        run_columns(be, bind(fm.bn_backward, act), [dy, z, h, dx_out, grads_out],
+                    per_column=[mean, invstd, gamma], scalars=act.scalars)
+    _done(t0)
+    return dx_out, grads_out
+
+
+def ema_(be, running, stat, momentum):
+    """In place: ``running = (1 - momentum)·running + momentum·stat`` (1-D arrays)."""
+    if be.name == "numpy":
+        running *= 1 - momentum
+        running += momentum * stat
+        return running
+    r2 = running.reshape(1, -1)
+    run_grid(be, fm.ema, [r2, stat.reshape(1, -1)], outs=[r2], scalars=(momentum,))
+    return running
+
+
+def inv_std(be, var, eps, out):
+    """``1/sqrt(var + eps)`` of a 1-D array."""
+    if be.name == "numpy":
+        out[...] = 1 / np.sqrt(var + eps)
+    else:
+        run_grid(be, fm.inv_std, [var.reshape(1, -1)], outs=[out.reshape(1, -1)],
+                 scalars=(eps,))
+    return out
+
+
+def dropout(be, x, p, seed, step, out):
+    """``x·mask/(1 - p)`` with the mask a hash of ``(seed, step, flat index)``: the same
+    on every backend. The backward is this function applied to the upstream gradient."""
+    t0 = _start()
+    if be.name == "numpy":
+        out[...] = ref.dropout(x, p, seed, step)
+    else:
+        scalars = (np.uint64(ref.dropout_base(seed, step)),
+                   np.uint64(ref.dropout_threshold(p)), 1.0 / (1.0 - p))
+        run_grid(be, fm.dropout, [x], outs=[out], scalars=scalars, index=True)
+    _done(t0)
+    return out
+
+
+def dropout_mask(be, shape, p, seed, step, dtype=np.float32):
+    """The dropout multiplier (0 or 1/(1 - p)) for an array of ``shape``, on ``be``."""
+    rows = shape[0] if len(shape) > 1 else 1
+    ones = be.empty((rows, int(np.prod(shape)) // max(rows, 1)), dtype)
+    if be.name == "numpy":
+        ones[...] = 1
+    else:
+        run_grid(be, fm.fill, [ones], outs=[ones], scalars=(1.0,))
+    return dropout(be, ones, p, seed, step, ones).reshape(shape)
+
+
+def add(be, a, b, out):
+    """``a + b`` elementwise."""
+    t0 = _start()
+    if be.name == "numpy":
+        np.add(a, b, out=out)
+    else:
+        run_grid(be, fm.add, [a, b], outs=[out])
+    _done(t0)
+    return out

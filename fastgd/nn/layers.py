@@ -1,0 +1,375 @@
+"""Layers with explicit forward and backward (no autograd), on any backend.
+
+Every layer holds its parameters in ``params`` and writes its gradients into ``grads``
+(same keys, arrays allocated once and overwritten by each ``backward``), so an optimizer
+built on ``model.params`` updates them in place from ``model.grads``.
+
+* :class:`Linear` — ``y = act(x @ W + b)``: the product through the backend's BLAS
+  (NumPy's or CuPy's ``@``), then bias add and activation in one fused kernel; the
+  backward fuses the activation's gradient with the bias gradient (a column sum).
+* :class:`BatchNorm1d` — train (batch statistics, running estimates) and eval, with the
+  following activation fused in: one statistics kernel, one normalize kernel, one backward.
+* :class:`Dropout` — a counter-based mask (a hash of seed, step and index): no mask is
+  stored, and the same seed gives the same mask on every backend.
+* :class:`Residual` — ``x + f(x)``; :class:`Sequential`; :class:`MLP` composes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.backends import get_backend, to_device
+from fastgd.nn import functional as F
+from fastgd.nn._kernels import get_activation
+from fastgd.nn._profile import PROFILE
+
+#: Activations whose default initialization is He (Kaiming) normal; others get Xavier.
+HE_INIT = {"relu", "leaky_relu", "elu", "selu", "gelu", "silu", "mish", "hardswish",
+           "softplus"}
+INITS = ("auto", "he", "xavier", "torch")
+
+
+def backend_of(name):
+    """The backend object for a layer: ``auto`` is numba when Numba works, else numpy."""
+    if name in (None, "auto"):
+        name = "numba" if _numba_ok() else "numpy"
+    return get_backend(name)
+
+
+def _numba_ok():
+    from fastgd.backends import backends
+
+    return backends()["numba"].startswith("ok")
+
+
+def array_module(be):
+    """NumPy for the CPU backends, CuPy for ``cuda`` (its ``@`` is the matrix product)."""
+    if be.name != "cuda":
+        return np
+    try:
+        import cupy
+    except ImportError as e:
+        raise ImportError(
+            "layers on the cuda backend need CuPy for the matrix product (cuBLAS): "
+            "pip install 'fastgd[cuda]'"
+        ) from e
+    return cupy
+
+
+class Layer:
+    """Base class: backend, dtype, parameters/gradients and a shape-keyed workspace."""
+
+    act = None  # the fused activation (an ``Act``) of layers that have one
+
+    def __init__(self, backend="auto", dtype=np.float32, name=""):
+        self.be = backend_of(backend) if not hasattr(backend, "owns") else backend
+        self.dtype = np.dtype(dtype)
+        _arrays.check_float(dtype=np.empty(0, self.dtype))
+        self.name = name
+        self.params, self.grads = {}, {}
+        self.preact = None
+        self._work = {}
+
+    def _array(self, host):
+        """A parameter array on this layer's backend from host values."""
+        host = np.ascontiguousarray(host, dtype=self.dtype)
+        return to_device(host) if self.be.name == "cuda" else host
+
+    def _ws(self, key, shape):
+        """A reusable output buffer (same key and shape: the same array)."""
+        buf = self._work.get((key, shape))
+        if buf is None:
+            buf = self._work[(key, shape)] = self.be.empty(shape, self.dtype)
+        return buf
+
+    def check_input(self, x, features):
+        if not self.be.owns(x):
+            hint = ("fastgd.to_device(x)" if self.be.name == "cuda" else "fastgd.to_host(x)")
+            raise TypeError(f"{self.name or type(self).__name__} runs on the {self.be.name} "
+                            f"backend but got an array of another device; copy it with {hint}")
+        if _arrays.dtype_of(x) != self.dtype:
+            raise TypeError(f"{self.name or type(self).__name__} is {self.dtype} but the input "
+                            f"is {_arrays.dtype_of(x)}")
+        shape = _arrays.shape_of(x)
+        if len(shape) != 2 or shape[1] != features:
+            raise ValueError(f"{self.name or type(self).__name__} expects input of shape "
+                             f"(N, {features}), got {shape}")
+
+    def forward(self, x, train=True):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def __call__(self, x, train=False):
+        return self.forward(x, train)
+
+
+def init_weight(rng, fan_in, fan_out, init, activation):
+    """Host weights ``(fan_in, fan_out)``: He or Xavier normal, torch's uniform, or a
+    normal of the given standard deviation when ``init`` is a number."""
+    if isinstance(init, (int, float)) and not isinstance(init, bool):
+        return rng.standard_normal((fan_in, fan_out)) * float(init)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; choose one of {INITS} or a std (float)")
+    if init == "auto":
+        init = "he" if activation in HE_INIT else "xavier"
+    if init == "he":
+        return rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
+    if init == "xavier":
+        return rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / (fan_in + fan_out))
+    bound = 1 / np.sqrt(fan_in)
+    return rng.uniform(-bound, bound, (fan_in, fan_out))
+
+
+class Linear(Layer):
+    """``y = act(x @ weight + bias)`` with ``weight`` of shape ``(in, out)``."""
+
+    def __init__(self, in_features, out_features, activation="identity", bias=True, *,
+                 activation_params=None, backend="auto", dtype=np.float32, init="auto",
+                 seed=0, rng=None, input_grad=True, name="linear"):
+        super().__init__(backend, dtype, name)
+        self.xp = array_module(self.be)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        if self.in_features < 1 or self.out_features < 1:
+            raise ValueError(f"Linear sizes must be >= 1, got ({in_features}, {out_features})")
+        self.act = get_activation(activation, **(activation_params or {}))
+        self.input_grad = input_grad
+        rng = rng if rng is not None else np.random.default_rng(seed)
+        w = init_weight(rng, self.in_features, self.out_features, init, self.act.name)
+        self.params["weight"] = self._array(w)
+        self.grads["weight"] = self.be.empty(w.shape, self.dtype)
+        if bias:
+            b = (rng.uniform(-1, 1, self.out_features) / np.sqrt(self.in_features)
+                 if init == "torch" else np.zeros(self.out_features))
+            self.params["bias"] = self._array(b)
+            self.grads["bias"] = self.be.empty(b.shape, self.dtype)
+
+    def forward(self, x, train=True):
+        self.check_input(x, self.in_features)
+        x = self.be.contiguous(x)
+        n = _arrays.shape_of(x)[0]
+        shape = (n, self.out_features)
+        h = self._ws("h", shape)
+        t0 = PROFILE.clock() if PROFILE.on else 0.0
+        self.xp.matmul(x, self.params["weight"], out=h)
+        if PROFILE.on:
+            PROFILE.add("matmul", t0)
+        z, y = F.bias_act(self.be, h, self.params.get("bias"), self.act,
+                          self._ws("z", shape), self._ws("y", shape))
+        self._x, self.preact = x, z
+        return y
+
+    def backward(self, dy):
+        n = _arrays.shape_of(dy)[0]
+        dz = F.act_backward(self.be, dy, self.preact, self.act,
+                            self._ws("dz", (n, self.out_features)), self.grads.get("bias"))
+        t0 = PROFILE.clock() if PROFILE.on else 0.0
+        self.xp.matmul(self._x.T, dz, out=self.grads["weight"])
+        dx = None
+        if self.input_grad:
+            dx = self._ws("dx", (n, self.in_features))
+            self.xp.matmul(dz, self.params["weight"].T, out=dx)
+        if PROFILE.on:
+            PROFILE.add("matmul", t0)
+        return dx
+
+
+class BatchNorm1d(Layer):
+    """Batch normalization over the batch axis, followed by a fused activation.
+
+    Training normalizes with the batch's mean and biased variance and updates
+    ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, as torch does;
+    eval uses the running estimates."""
+
+    def __init__(self, num_features, activation="identity", *, momentum=0.1, eps=1e-5,
+                 activation_params=None, backend="auto", dtype=np.float32, name="batchnorm"):
+        super().__init__(backend, dtype, name)
+        self.num_features = int(num_features)
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.act = get_activation(activation, **(activation_params or {}))
+        c = self.num_features
+        self.params["gamma"] = self._array(np.ones(c))
+        self.params["beta"] = self._array(np.zeros(c))
+        self._grad_block = self.be.empty((2, c), self.dtype)  # one kernel writes both
+        self.grads["gamma"], self.grads["beta"] = self._grad_block[0], self._grad_block[1]
+        self.running_mean = self._array(np.zeros(c))
+        self.running_var = self._array(np.ones(c))
+
+    def forward(self, x, train=True):
+        self.check_input(x, self.num_features)
+        x = self.be.contiguous(x)
+        n, c = _arrays.shape_of(x)
+        if train:
+            if n < 2:
+                raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
+            stats = self._ws("stats", (3, c))
+            F.batch_norm_stats(self.be, x, self.eps, stats)
+            mean, invstd = stats[0], stats[1]
+            F.ema_(self.be, self.running_mean, mean, self.momentum)
+            F.ema_(self.be, self.running_var, stats[2], self.momentum)
+        else:
+            mean = self.running_mean
+            invstd = F.inv_std(self.be, self.running_var, self.eps, self._ws("invstd", (c,)))
+        z, y = F.batch_norm_act(self.be, x, mean, invstd, self.params["gamma"],
+                                self.params["beta"], self.act, self._ws("z", (n, c)),
+                                self._ws("y", (n, c)))
+        self._x, self._mean, self._invstd, self.preact = x, mean, invstd, z
+        return y
+
+    def backward(self, dy):
+        n, c = _arrays.shape_of(dy)
+        dx = self._ws("dx", (n, c))
+        F.batch_norm_backward(self.be, dy, self.preact, self._x, self._mean, self._invstd,
+                              self.params["gamma"], self.act, dx, self._grad_block)
+        return dx
+
+
+class Dropout(Layer):
+    """Zero each element with probability ``p`` in training and scale the rest by
+    1/(1 - p); identity in eval. The mask of call ``step`` is a hash of
+    ``(seed, step, index)``, recomputed in the backward instead of stored."""
+
+    def __init__(self, p=0.5, *, seed=0, backend="auto", dtype=np.float32, name="dropout"):
+        super().__init__(backend, dtype, name)
+        if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+            raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+        self.p, self.seed, self.step = float(p), int(seed), 0
+        self._active = False
+
+    def forward(self, x, train=True):
+        self._active = train and self.p > 0
+        if not self._active:
+            return x
+        self.step += 1
+        return F.dropout(self.be, x, self.p, self.seed, self.step,
+                         self._ws("y", _arrays.shape_of(x)))
+
+    def backward(self, dy):
+        if not self._active:
+            return dy
+        return F.dropout(self.be, dy, self.p, self.seed, self.step,
+                         self._ws("dx", _arrays.shape_of(dy)))
+
+
+class Sequential(Layer):
+    """Layers applied in order; ``params``/``grads`` are theirs, keyed ``"NAME.param"``."""
+
+    def __init__(self, layers, name="sequential"):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        first = layers[0]
+        super().__init__(first.be, first.dtype, name)
+        for layer in layers:
+            if layer.be is not first.be or layer.dtype != first.dtype:
+                raise ValueError(
+                    f"layer {layer.name} is {layer.be.name}/{layer.dtype}, the first is "
+                    f"{first.be.name}/{first.dtype}: all layers need one backend and dtype"
+                )
+        self.layers = layers
+        names = [layer.name for layer in layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}")
+        for layer in layers:
+            for key, value in layer.params.items():
+                self.params[f"{layer.name}.{key}"] = value
+                self.grads[f"{layer.name}.{key}"] = layer.grads[key]
+
+    def forward(self, x, train=True):
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def modules(self):
+        """Every leaf layer, in order (residual blocks unpacked)."""
+        for layer in self.layers:
+            yield from (layer.modules() if hasattr(layer, "modules") else (layer,))
+
+
+class Residual(Sequential):
+    """``x + f(x)`` for the layers ``f``; the input and output widths must match."""
+
+    def __init__(self, layers, name="residual"):
+        super().__init__(layers, name)
+
+    def forward(self, x, train=True):
+        y = super().forward(x, train)
+        if _arrays.shape_of(y) != _arrays.shape_of(x):
+            raise ValueError(f"residual block maps {_arrays.shape_of(x)} to "
+                             f"{_arrays.shape_of(y)}; the shapes must match")
+        return F.add(self.be, x, y, self._ws("y", _arrays.shape_of(x)))
+
+    def backward(self, dy):
+        inner = super().backward(dy)
+        return F.add(self.be, dy, inner, self._ws("dx", _arrays.shape_of(dy)))
+
+
+class MLP(Sequential):
+    """A multilayer perceptron: ``sizes = [in, hidden..., out]``.
+
+    Each hidden block is ``Linear → activation`` (fused), or with ``batch_norm``
+    ``Linear (no bias) → BatchNorm1d → activation`` (the activation fused into the batch
+    norm kernels), then ``Dropout`` when ``dropout > 0``, wrapped in a :class:`Residual`
+    when ``residual`` and the block keeps its width. The last layer is linear (logits).
+    Parameters are named ``fc1.weight``, ``fc1.bias``, ``bn1.gamma``...
+
+    >>> model = MLP([64, 128, 10], activation="gelu", backend="numpy")
+    >>> list(model.params)
+    ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']
+    """
+
+    def __init__(self, sizes, activation="relu", *, batch_norm=False, dropout=0.0,
+                 residual=False, activation_params=None, backend="auto", dtype=np.float32,
+                 init="auto", seed=0):
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"MLP sizes must be at least [in, out], all >= 1, got {sizes}")
+        be = backend_of(backend)
+        act = get_activation(activation, **(activation_params or {}))
+        rng = np.random.default_rng(seed)
+        common = dict(backend=be, dtype=dtype)
+        blocks = []
+        for k, (a, b) in enumerate(zip(sizes[:-2], sizes[1:-1]), start=1):
+            if batch_norm:
+                block = [Linear(a, b, bias=False, init=init, rng=rng, name=f"fc{k}", **common),
+                         BatchNorm1d(b, act, name=f"bn{k}", **common)]
+            else:
+                block = [Linear(a, b, act, init=init, rng=rng, name=f"fc{k}", **common)]
+            if dropout:
+                block.append(Dropout(dropout, seed=seed * 1000 + k, name=f"drop{k}", **common))
+            if residual and a == b:
+                blocks.append(Residual(block, name=f"res{k}"))
+            else:
+                blocks.extend(block)
+        k = len(sizes) - 1
+        blocks.append(Linear(sizes[-2], sizes[-1], init=init, rng=rng, name=f"fc{k}", **common))
+        if isinstance(blocks[0], Linear):
+            blocks[0].input_grad = False  # nobody needs the gradient of the data
+        super().__init__(blocks, name="mlp")
+        self.sizes, self.activation = sizes, act
+
+    def forward(self, x, train=True):
+        self.check_input(x, self.sizes[0])
+        return super().forward(x, train)
+
+    def predict(self, x):
+        """Eval-mode output as a new array (not a reused buffer)."""
+        return self.forward(x, train=False).copy()
+
+    def activation_layers(self):
+        """The leaf layers that apply the hidden activation (their ``preact`` is its input)."""
+        return [m for m in self.modules() if m.act is not None and m.act.name != "identity"]
+
+    def linear_layers(self):
+        return [m for m in self.modules() if isinstance(m, Linear)]

@@ -1,0 +1,230 @@
+"""Losses with forward and backward on every backend, with PyTorch's semantics.
+
+* :func:`cross_entropy` — from logits ``(N, C)``, one fused stable pass per row
+  (log-softmax + NLL + gradient); integer labels ``(N,)`` or probability targets
+  ``(N, C)``; ``label_smoothing``.
+* :func:`binary_cross_entropy_with_logits` — elementwise, stable for any logit.
+* :func:`mse` — mean squared error.
+
+Reductions ``"mean"`` (the default; cross-entropy averages over the batch, the elementwise
+losses over every element, as torch does), ``"sum"`` and ``"none"``. ``mean``/``sum``
+return a Python float; ``none`` returns an array on the input's backend. Each ``NAME``
+has a ``NAME_backward(input, target, grad_output=1.0, ...)`` and :func:`get_loss` gives a
+:class:`Loss` whose :meth:`Loss.value_and_grad` computes both in one pass (the trainer's
+path).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.backends import resolve, to_device, to_host
+from fastgd.nn import formulas as fm
+from fastgd.nn import reference as ref
+from fastgd.nn._kernels import run_grid
+from fastgd.nn._profile import PROFILE
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _host_array(be, values, dtype):
+    a = np.ascontiguousarray(np.asarray(values, dtype=dtype).reshape(-1))
+    return to_device(a) if be.name == "cuda" else a
+
+
+def _is_integer(a):
+    return np.issubdtype(_arrays.dtype_of(a), np.integer)
+
+
+class Loss:
+    """One loss with its options; ``value_and_grad(input, target)`` is the fused path."""
+
+    def __init__(self, name, reduction="mean", **options):
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        allowed = {"label_smoothing"} if name == "cross_entropy" else set()
+        unknown = set(options) - allowed
+        if unknown:
+            raise ValueError(f"{name} has no option(s) {sorted(unknown)}")
+        smoothing = options.get("label_smoothing", 0.0)
+        if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing <= 1.0):
+            raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
+        self.name, self.reduction, self.smoothing = name, reduction, float(smoothing)
+        self.classification = name != "mse"
+
+    def __repr__(self):
+        return f"Loss({self.name!r}, reduction={self.reduction!r})"
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check(self, x, target, be, labels_range=True):
+        """Shapes, dtypes and label range; raises before anything is computed."""
+        x_shape, t_shape = _arrays.shape_of(x), _arrays.shape_of(target)
+        if self.name == "cross_entropy":
+            _arrays.check_float(input=x)
+            if len(x_shape) != 2:
+                raise ValueError(f"cross_entropy input must be (N, C) logits, got {x_shape}")
+            if _is_integer(target):
+                if t_shape != x_shape[:1]:
+                    raise ValueError(
+                        f"cross_entropy labels must have shape {x_shape[:1]} for logits "
+                        f"{x_shape}, got {t_shape}"
+                    )
+                if labels_range and x_shape[0]:
+                    host = to_host(target)
+                    lo, hi = int(host.min()), int(host.max())
+                    if lo < 0 or hi >= x_shape[1]:
+                        raise ValueError(
+                            f"labels must be in [0, {x_shape[1]}), got values in [{lo}, {hi}]"
+                        )
+                return
+        if _is_integer(target) and self.name != "cross_entropy":
+            raise TypeError(f"{self.name} needs float targets, got {_arrays.dtype_of(target)}")
+        _arrays.check_float(input=x, target=target)
+        if t_shape != x_shape:
+            raise ValueError(f"{self.name}: input shape {x_shape} and target shape "
+                             f"{t_shape} do not match")
+
+    # -- compute ------------------------------------------------------------------------------
+    def value_and_grad(self, x, target, grad_output=1.0, backend=None, check=True):
+        """``(loss, d loss/d input)``; the loss a float (array for ``reduction="none"``)."""
+        x, target = _arrays.as_array(x), _arrays.as_array(target)
+        be = resolve(backend, x, target)
+        if check:
+            self.check(x, target, be)
+        t0 = PROFILE.clock() if PROFILE.on else 0.0
+        x = be.contiguous(x)
+        target = be.contiguous(target)
+        out = self._compute(be, x, target, grad_output)
+        if PROFILE.on:
+            PROFILE.add("loss", t0)
+        return out
+
+    def __call__(self, x, target, backend=None):
+        return self.value_and_grad(x, target, backend=backend)[0]
+
+    def _scale(self, shape, grad_output, be, dtype):
+        """The gradient factor: per row (cross-entropy) or a scalar, and what reduces."""
+        if self.reduction == "none":
+            if np.ndim(grad_output) == 0 and not _arrays.is_device_array(grad_output):
+                return float(grad_output)
+            go = _arrays.as_array(grad_output)
+            expected = shape[:1] if self.name == "cross_entropy" else shape
+            if _arrays.shape_of(go) != tuple(expected):
+                raise ValueError(
+                    f"grad_output must have shape {tuple(expected)} for reduction='none', "
+                    f"got {_arrays.shape_of(go)}"
+                )
+            return go
+        if self.reduction == "mean":
+            return float(grad_output) / max(self._count(shape), 1)
+        return float(grad_output)
+
+    def _compute(self, be, x, target, grad_output):
+        shape = _arrays.shape_of(x)
+        dtype = _arrays.dtype_of(x)
+        scale = self._scale(shape, grad_output, be, dtype)
+        if be.name == "numpy":
+            loss, grad = self._numpy(x, target)
+            grad = (grad * (scale[:, None] if self.name == "cross_entropy"
+                            and not isinstance(scale, float) else scale)).astype(dtype)
+        elif self.name == "cross_entropy":
+            loss, grad = self._cross_entropy(be, x, target, scale, dtype)
+        else:
+            loss, grad = self._elementwise(be, x, target, scale, dtype)
+        if self.reduction == "none":
+            return loss, grad
+        total = float(np.sum(to_host(loss), dtype=np.float64))
+        if self.reduction == "mean":
+            total /= max(self._count(shape), 1)
+        return total, grad
+
+    def _numpy(self, x, target):
+        if self.name == "cross_entropy":
+            loss, grad = ref.cross_entropy(x, target, self.smoothing)
+        elif self.name == "mse":
+            loss, grad = ref.mse(x, target)
+        else:
+            loss, grad = ref.binary_cross_entropy_with_logits(x, target)
+        return loss.astype(x.dtype), grad
+
+    def _cross_entropy(self, be, x, target, scale, dtype):
+        n = _arrays.shape_of(x)[0]
+        grad = be.empty(_arrays.shape_of(x), dtype)
+        loss = be.empty((n,), dtype)
+        gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
+        if _is_integer(target):
+            be.rows(fm.cross_entropy_labels, [x, grad], per_row=[target, gscale],
+                    scalars=(self.smoothing,), result=loss, compute=dtype)
+        else:
+            be.rows(fm.cross_entropy_probs, [x, target, grad], per_row=[gscale],
+                    scalars=(self.smoothing,), result=loss, compute=dtype)
+        return loss, grad
+
+    def _elementwise(self, be, x, target, scale, dtype):
+        shape = _arrays.shape_of(x)
+        rows = shape[0] if shape else 1
+        cols = int(np.prod(shape)) // rows if rows else 0
+        x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
+        loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
+        fn = fm.mse if self.name == "mse" else fm.bce_with_logits
+        factor = scale if isinstance(scale, float) else 1.0
+        run_grid(be, fn, [x2, t2], outs=[loss, grad], scalars=(factor,))
+        if not isinstance(scale, float):
+            run_grid(be, fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
+        if self.reduction != "none":
+            partial = be.empty((rows,), dtype)
+            be.rows(fm.colsum, [loss], result=partial, compute=dtype)
+            return partial, grad.reshape(shape)
+        return loss.reshape(shape), grad.reshape(shape)
+
+    def _count(self, shape):
+        return shape[0] if self.name == "cross_entropy" else int(np.prod(shape))
+
+
+LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits", "mse")
+
+
+def get_loss(name, reduction="mean", **options) -> Loss:
+    """A :class:`Loss` by name (``ValueError`` for unknown names or options)."""
+    if isinstance(name, Loss):
+        return name
+    return Loss(name, reduction, **options)
+
+
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, backend=None):
+    """Cross-entropy of logits ``input`` (N, C) against labels (N,) or probabilities (N, C)."""
+    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing)
+    return loss.value_and_grad(input, target, backend=backend)[0]
+
+
+def cross_entropy_backward(input, target, grad_output=1.0, reduction="mean",
+                           label_smoothing=0.0, backend=None):
+    """d cross_entropy / d input, times ``grad_output`` (per row for ``reduction='none'``)."""
+    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing)
+    return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
+
+
+def binary_cross_entropy_with_logits(input, target, reduction="mean", backend=None):
+    """``max(x, 0) - x·t + log(1 + exp(-|x|))`` elementwise, then reduced."""
+    loss = Loss("binary_cross_entropy_with_logits", reduction)
+    return loss.value_and_grad(input, target, backend=backend)[0]
+
+
+def binary_cross_entropy_with_logits_backward(input, target, grad_output=1.0,
+                                              reduction="mean", backend=None):
+    """``(sigmoid(x) - t)·grad_output`` (divided by the element count for ``mean``)."""
+    loss = Loss("binary_cross_entropy_with_logits", reduction)
+    return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
+
+
+def mse(input, target, reduction="mean", backend=None):
+    """``(x - t)²`` elementwise, then reduced."""
+    return Loss("mse", reduction).value_and_grad(input, target, backend=backend)[0]
+
+
+def mse_backward(input, target, grad_output=1.0, reduction="mean", backend=None):
+    """``2·(x - t)·grad_output`` (divided by the element count for ``mean``)."""
+    return Loss("mse", reduction).value_and_grad(input, target, grad_output, backend=backend)[1]

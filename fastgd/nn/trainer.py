@@ -1,0 +1,371 @@
+"""``train``: full-batch, stochastic or mini-batch gradient descent with a history record.
+
+The optimizer is any object with ``step(grads)`` that owns the model's parameter arrays
+(``fastgd.Adam(model.params, lr=...)``): after each backward the trainer calls
+``optimizer.step(model.grads)`` — a dict with the keys of ``model.params`` — and the
+optimizer updates the parameters in place. ``step`` may return an info record with
+``lr``, ``grad_norm`` and ``skipped`` (fastgd's optimizers do); they are recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from fastgd import _arrays
+from fastgd.backends import to_host
+from fastgd.nn._profile import PROFILE
+from fastgd.nn.datasets import Dataset
+from fastgd.nn.layers import array_module
+from fastgd.nn.losses import LOSSES, get_loss
+
+MODES = ("batch", "sgd", "minibatch")
+
+
+@dataclass
+class History:
+    """What happened in each epoch of :func:`train` (lists indexed by epoch).
+
+    ``loss`` is the mean training loss over the epoch's steps; ``test_*`` are measured on
+    the held-out split after the epoch (NaN without one); ``train_accuracy`` and
+    ``dead_relu`` (the fraction of hidden ReLU/leaky-ReLU units whose input is ≤ 0 for every
+    one of up to ``eval_samples`` training samples) after the epoch, in eval mode;
+    ``grad_norms`` maps each parameter to the mean L2 norm of its gradient over the
+    epoch's steps; ``step_loss`` and ``step_grad_norm`` (the optimizer's global gradient
+    norm, when it reports one, else NaN) have one entry per step; ``time`` is the wall
+    time of the epoch's steps (evaluation excluded); ``lr`` the learning rate of the
+    epoch's last step.
+    """
+
+    mode: str
+    batch_size: int
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_accuracy: list = field(default_factory=list)
+    train_accuracy: list = field(default_factory=list)
+    dead_relu: list = field(default_factory=list)
+    grad_norms: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+    time: list = field(default_factory=list)
+    eval_time: list = field(default_factory=list)
+    step_loss: list = field(default_factory=list)
+    step_grad_norm: list = field(default_factory=list)
+    steps: int = 0
+    skipped_steps: int = 0
+    diverged: bool = False
+    profile: dict | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def layer_grad_norms(self, epoch=-1) -> dict:
+        """Per-layer weight-gradient norms of one epoch: ``{"fc1": ..., "fc2": ...}``."""
+        norms = self.grad_norms[epoch]
+        return {k.rsplit(".", 1)[0]: v for k, v in norms.items() if k.endswith("weight")}
+
+    def __repr__(self):
+        if not self.epoch:
+            return f"History({self.mode}, no epochs)"
+        return (f"History({self.mode}, {len(self.epoch)} epochs, loss {self.loss[-1]:.4g}, "
+                f"test accuracy {self.test_accuracy[-1]:.4g}, "
+                f"{sum(self.time):.3g} s{', diverged' if self.diverged else ''})")
+
+
+def _unpack(data):
+    """(x_train, y_train, x_test, y_test) from a Dataset, (x, y) or a 4-tuple."""
+    if isinstance(data, Dataset):
+        return data.x_train, data.y_train, data.x_test, data.y_test
+    if isinstance(data, (tuple, list)) and len(data) in (2, 4):
+        return tuple(data) + ((None, None) if len(data) == 2 else ())
+    raise TypeError("data must be a fastgd.nn.datasets.Dataset, (x, y) or "
+                    "(x_train, y_train, x_test, y_test)")
+
+
+def _check_split(model, loss, x, y, what):
+    """Device, dtype and shape checks of one split, before any training."""
+    be = model.be
+    for name, a in ((f"x_{what}", x), (f"y_{what}", y)):
+        if not be.owns(a):
+            hint = "fastgd.to_device" if be.name == "cuda" else "fastgd.to_host"
+            raise TypeError(f"the model runs on the {be.name} backend but {name} lives on "
+                            f"another device; move the data with {hint} (or "
+                            f"Dataset.to_device())")
+    if _arrays.dtype_of(x) != model.dtype:
+        raise TypeError(f"x_{what} is {_arrays.dtype_of(x)} but the model is {model.dtype}; "
+                        f"cast the data (Dataset.astype) or build the model with that dtype")
+    xs, ys = _arrays.shape_of(x), _arrays.shape_of(y)
+    n_in, n_out = model.sizes[0], model.sizes[-1]
+    if len(xs) != 2 or xs[1] != n_in:
+        raise ValueError(f"x_{what} must have shape (N, {n_in}) for this model, got {xs}")
+    if loss.name == "cross_entropy":
+        if not np.issubdtype(_arrays.dtype_of(y), np.integer):
+            raise TypeError(f"cross_entropy needs integer labels in y_{what}, got "
+                            f"{_arrays.dtype_of(y)}")
+        if ys != xs[:1]:
+            raise ValueError(f"y_{what} must have shape ({xs[0]},) (one label per sample), "
+                             f"got {ys}")
+        host = to_host(y)
+        if host.size and (host.min() < 0 or host.max() >= n_out):
+            raise ValueError(f"labels in y_{what} must be in [0, {n_out}) for a model with "
+                             f"{n_out} outputs, got values in [{host.min()}, {host.max()}]")
+    else:
+        if _arrays.dtype_of(y) != model.dtype:
+            raise TypeError(f"{loss.name} needs {model.dtype} targets in y_{what}, got "
+                            f"{_arrays.dtype_of(y)}")
+        if ys != (xs[0], n_out):
+            raise ValueError(f"y_{what} must have shape ({xs[0]}, {n_out}), got {ys}")
+
+
+def _batch_size(mode, batch_size, n):
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+    if mode == "batch":
+        return n
+    if mode == "sgd":
+        return 1
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must be in [1, {n}] (the training set has {n} samples), "
+                         f"got {batch_size}")
+    return int(batch_size)
+
+
+def accuracy(loss, out, y):
+    """Classification accuracy of outputs ``out`` (NaN for regression losses)."""
+    if loss.name == "mse":
+        return math.nan
+    out, y = to_host(out), to_host(y)
+    if loss.name == "cross_entropy":
+        return float(np.mean(out.argmax(axis=1) == y))
+    return float(np.mean((out > 0) == (y > 0.5)))
+
+
+def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
+    """``(mean loss, accuracy)`` of ``model`` in eval mode on ``(x, y)``."""
+    loss = get_loss(loss)
+    n = _arrays.shape_of(x)[0]
+    total, correct = 0.0, 0.0
+    for s in range(0, n, chunk):
+        xb, yb = x[s:s + chunk], y[s:s + chunk]
+        out = model.forward(xb, train=False)
+        value, _ = loss.value_and_grad(out, yb, backend=model.be.name, check=False)
+        m = _arrays.shape_of(xb)[0]
+        total += value * m
+        correct += accuracy(loss, out, yb) * m
+    return total / max(n, 1), correct / max(n, 1)
+
+
+def dead_fraction(model) -> float:
+    """Fraction of hidden ReLU/leaky-ReLU units whose input was ≤ 0 for every sample of
+    the last forward pass (NaN when the model has no such units)."""
+    dead, total = 0, 0
+    for layer in model.activation_layers():
+        if layer.act.name not in ("relu", "leaky_relu") or layer.preact is None:
+            continue
+        z = to_host(layer.preact)
+        dead += int(np.sum(z.max(axis=0) <= 0))
+        total += z.shape[1]
+    return dead / total if total else math.nan
+
+
+def _norm(xp, g) -> float:
+    flat = g.reshape(-1)
+    return math.sqrt(float(xp.vdot(flat, flat)))
+
+
+def grad_norms(model, x, y, loss="cross_entropy") -> dict:
+    """Per-layer weight-gradient L2 norms ``{"fc1": ...}`` of one forward/backward on
+    ``(x, y)`` in training mode (it updates batch-norm running statistics)."""
+    loss = get_loss(loss)
+    out = model.forward(x, train=True)
+    _, g = loss.value_and_grad(out, y, backend=model.be.name)
+    model.backward(g)
+    xp = array_module(model.be)
+    return {k.rsplit(".", 1)[0]: _norm(xp, v) for k, v in model.grads.items()
+            if k.endswith("weight")}
+
+
+#: Products below this many multiply-adds run BLAS on one thread in ``blas_threads="auto"``.
+SMALL_PRODUCT = 1 << 25
+
+
+def _blas_limit(blas_threads, model, batch):
+    """A context limiting BLAS threads. Small products lose more to waking (and, on a busy
+    machine, waiting for) BLAS worker threads than they gain: "auto" uses one thread when
+    the largest product of a step is below ``SMALL_PRODUCT`` multiply-adds."""
+    if blas_threads == "auto":
+        sizes = model.sizes
+        largest = batch * max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        blas_threads = 1 if largest < SMALL_PRODUCT else None
+    if blas_threads is None or model.be.name == "cuda":
+        return nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it BLAS keeps its own thread count
+        return nullcontext()
+    return threadpool_limits(limits=int(blas_threads), user_api="blas")
+
+
+def _progress(enabled, epochs):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return "print"
+    return tqdm(total=epochs, unit="epoch", file=sys.stderr)
+
+
+def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch",
+          batch_size=32, epochs=10, seed=0, progress=True, profile=False,
+          label_smoothing=0.0, eval_samples=2048, stop_on_divergence=True,
+          track_grad_norms=True, blas_threads="auto") -> History:
+    """Train ``model`` on ``data`` and return its :class:`History`.
+
+    ``mode``: ``"batch"`` (one step per epoch on the whole training set), ``"sgd"`` (one
+    sample per step) or ``"minibatch"`` (``batch_size`` samples per step; the last batch of
+    an epoch may be smaller). Samples are shuffled each epoch with ``seed``. Training stops
+    early (``history.diverged``) when the loss stops being finite. ``profile=True`` prints
+    where the training time went: matrix products, fused kernels, loss, optimizer step.
+    ``blas_threads``: threads for the CPU matrix products (``"auto"``: one for small
+    products, see :func:`_blas_limit`; ``None``: BLAS's default; needs threadpoolctl).
+
+    Everything is checked before the first step: an unknown loss or mode, a bad batch size,
+    labels out of range or of the wrong shape, data on another device or of another dtype.
+    """
+    options = {"label_smoothing": label_smoothing} if label_smoothing else {}
+    if isinstance(loss, str) and loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
+    loss = get_loss(loss, **options)
+    if optimizer is None or not callable(getattr(optimizer, "step", None)):
+        raise TypeError("train needs an optimizer with a step(grads) method, e.g. "
+                        "fastgd.Adam(model.params, lr=1e-3)")
+    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    x_tr, y_tr, x_te, y_te = _unpack(data)
+    _check_split(model, loss, x_tr, y_tr, "train")
+    if x_te is not None:
+        _check_split(model, loss, x_te, y_te, "test")
+    n = _arrays.shape_of(x_tr)[0]
+    bs = _batch_size(mode, batch_size, n)
+    has_bn = any(hasattr(m, "running_mean") for m in model.modules())
+    if has_bn and (bs < 2 or n < 2):
+        raise ValueError(f"a model with batch norm needs batches of at least 2 samples; mode "
+                         f"{mode!r} gives {bs}")
+
+    be = model.be
+    xp = array_module(be)
+    rng = np.random.default_rng(seed)
+    hist = History(mode=mode, batch_size=bs)
+    bar = _progress(progress, epochs)
+    if profile:
+        PROFILE.start(be.name)
+    n_eval = min(n, eval_samples)
+    limit = _blas_limit(blas_threads, model, bs)
+    try:
+        limit.__enter__()
+        for epoch in range(1, epochs + 1):
+            t_epoch = time.perf_counter()
+            order = None if mode == "batch" else rng.permutation(n)
+            sums, steps, losses = {}, 0, []
+            lr = math.nan
+            for start in range(0, n, bs):
+                t0 = PROFILE.clock() if PROFILE.on else 0.0
+                if order is None:
+                    xb, yb = x_tr, y_tr
+                else:
+                    idx = order[start:start + bs]
+                    if has_bn and len(idx) < 2:
+                        continue  # batch norm cannot train on one sample
+                    idx = xp.asarray(idx)
+                    xb, yb = x_tr[idx], y_tr[idx]
+                if PROFILE.on:
+                    PROFILE.add("data", t0)
+                out = model.forward(xb, train=True)
+                value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
+                model.backward(grad)
+                if track_grad_norms:
+                    t0 = PROFILE.clock() if PROFILE.on else 0.0
+                    for key, g in model.grads.items():
+                        sums[key] = sums.get(key, 0.0) + _norm(xp, g)
+                    if PROFILE.on:
+                        PROFILE.add("grad norms", t0)
+                t0 = PROFILE.clock() if PROFILE.on else 0.0
+                info = optimizer.step(model.grads)
+                if PROFILE.on:
+                    PROFILE.add("optimizer step", t0)
+                lr = float(getattr(info, "lr", getattr(optimizer, "lr", math.nan)))
+                hist.skipped_steps += int(bool(getattr(info, "skipped", False)))
+                steps += 1
+                losses.append(value)
+                norm = getattr(info, "grad_norm", None)
+                hist.step_grad_norm.append(math.nan if norm is None else float(norm))
+                if not math.isfinite(value) and stop_on_divergence:
+                    hist.diverged = True
+                    break
+            hist.time.append(time.perf_counter() - t_epoch)
+            hist.steps += steps
+            hist.step_loss.extend(losses)
+            hist.epoch.append(epoch)
+            hist.loss.append(float(np.mean(losses)) if losses else math.nan)
+            hist.grad_norms.append({k: v / max(steps, 1) for k, v in sums.items()})
+            hist.lr.append(lr)
+            _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval)
+            _report(bar, hist)
+            if hist.diverged:
+                break
+    finally:
+        limit.__exit__(None, None, None)
+        if profile:
+            PROFILE.stop()
+        if bar is not None and not isinstance(bar, str):
+            bar.close()
+    if profile:
+        total = sum(hist.time)
+        hist.profile = {"total": total, **PROFILE.totals}
+        print(f"profile of {hist.steps} steps ({be.name}, {model.dtype}, batch {bs}):")
+        print(PROFILE.table(total))
+    return hist
+
+
+def _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval):
+    t0 = time.perf_counter()
+    was_on = PROFILE.on
+    PROFILE.on = False  # evaluation is not training time
+    try:
+        if hist.diverged:
+            test_loss = test_acc = train_acc = dead = math.nan
+        else:
+            if x_te is not None:
+                test_loss, test_acc = evaluate(model, x_te, y_te, loss)
+            else:
+                test_loss = test_acc = math.nan
+            out = model.forward(x_tr[:n_eval], train=False)
+            train_acc = accuracy(loss, out, y_tr[:n_eval])
+            dead = dead_fraction(model)
+    finally:
+        PROFILE.on = was_on
+    hist.test_loss.append(test_loss)
+    hist.test_accuracy.append(test_acc)
+    hist.train_accuracy.append(train_acc)
+    hist.dead_relu.append(dead)
+    hist.eval_time.append(time.perf_counter() - t0)
+
+
+def _report(bar, hist):
+    if bar is None:
+        return
+    text = {"loss": f"{hist.loss[-1]:.4f}", "test_acc": f"{hist.test_accuracy[-1]:.3f}"}
+    if isinstance(bar, str):
+        print(f"epoch {hist.epoch[-1]}: " + ", ".join(f"{k} {v}" for k, v in text.items()),
+              file=sys.stderr)
+    else:
+        bar.set_postfix(text)
+        bar.update(1)

@@ -1,0 +1,145 @@
+"""fastgd.nn's kernels on the cuda backend (simulator: tiny arrays). The Linear layer's
+matrix product goes through CuPy's @, which the simulator lacks, so the fused kernels
+around it are tested directly: bias + activation, activation backward + bias gradient,
+batch norm, dropout, residual add and the losses."""
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import nn
+from fastgd.nn import functional as F
+from fastgd.nn._kernels import get_activation
+
+dev, host = fastgd.to_device, fastgd.to_host
+CUDA = fastgd.get_backend("cuda")
+NUMPY = fastgd.get_backend("numpy")
+RNG = np.random.default_rng(0)
+
+
+def _empty(be, shape):
+    return be.empty(shape, np.float64)
+
+
+@pytest.mark.parametrize("act", ["relu", "gelu", "tanh", "identity"])
+def test_bias_act_and_backward_match_numpy(act):
+    a = get_activation(act)
+    h, b = RNG.standard_normal((5, 7)), RNG.standard_normal(7)
+    dy = RNG.standard_normal((5, 7))
+    z, y = F.bias_act(CUDA, dev(h), dev(b), a, _empty(CUDA, (5, 7)), _empty(CUDA, (5, 7)))
+    db = _empty(CUDA, (7,))
+    dz = F.act_backward(CUDA, dev(dy), z, a, _empty(CUDA, (5, 7)), db)
+    zr, yr = F.bias_act(NUMPY, h, b, a, np.empty((5, 7)), np.empty((5, 7)))
+    dbr = np.empty(7)
+    dzr = F.act_backward(NUMPY, dy, zr, a, np.empty((5, 7)), dbr)
+    for got, want in ((z, zr), (y, yr), (dz, dzr), (db, dbr)):
+        np.testing.assert_allclose(host(got), want, rtol=1e-12, atol=1e-14)
+
+
+def _bn_forward(be, x, gamma, beta, act):
+    n, c = x.shape
+    stats = be.empty((3, c), np.float64)
+    F.batch_norm_stats(be, x, 1e-5, stats)
+    mean, invstd = stats[0], stats[1]
+    z, y = F.batch_norm_act(be, x, mean, invstd, gamma, beta, act, be.empty((n, c), np.float64),
+                            be.empty((n, c), np.float64))
+    return stats, z, y
+
+
+def test_batch_norm_matches_numpy_and_finite_differences():
+    act = get_activation("tanh")
+    x = RNG.standard_normal((4, 3)) * 2 + 1
+    gamma, beta = np.array([0.5, 1.5, -1.0]), np.array([0.1, -0.2, 0.3])
+    w = RNG.standard_normal((4, 3))
+    stats, z, y = _bn_forward(CUDA, dev(x), dev(gamma), dev(beta), act)
+    dx, grads = _empty(CUDA, (4, 3)), _empty(CUDA, (2, 3))
+    F.batch_norm_backward(CUDA, dev(w), z, dev(x), stats[0], stats[1], dev(gamma), act, dx,
+                          grads)
+    stats_r, z_r, y_r = _bn_forward(NUMPY, x, gamma, beta, act)
+    np.testing.assert_allclose(host(stats), stats_r, rtol=1e-12)
+    np.testing.assert_allclose(host(y), y_r, rtol=1e-12, atol=1e-14)
+
+    def objective(xv, g, b):
+        return float(np.sum(w * host(_bn_forward(CUDA, dev(xv), dev(g), dev(b), act)[2])))
+
+    h = 1e-6
+    fd = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += h
+        down[i] -= h
+        fd[i] = (objective(up, gamma, beta) - objective(down, gamma, beta)) / (2 * h)
+    np.testing.assert_allclose(host(dx), fd, rtol=1e-5, atol=1e-7)
+    fd_gamma = np.zeros(3)
+    for j in range(3):
+        up, down = gamma.copy(), gamma.copy()
+        up[j] += h
+        down[j] -= h
+        fd_gamma[j] = (objective(x, up, beta) - objective(x, down, beta)) / (2 * h)
+    np.testing.assert_allclose(host(grads)[0], fd_gamma, rtol=1e-5, atol=1e-7)
+
+
+def test_running_stats_and_eval_kernels():
+    running, stat = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, -2.0])
+    r = dev(running.copy())
+    F.ema_(CUDA, r, dev(stat), 0.1)
+    np.testing.assert_allclose(host(r), 0.9 * running + 0.1 * stat, rtol=1e-14)
+    out = _empty(CUDA, (3,))
+    F.inv_std(CUDA, dev(np.array([1.0, 3.0, 0.0])), 1e-5, out)
+    np.testing.assert_allclose(host(out), 1 / np.sqrt(np.array([1.0, 3.0, 0.0]) + 1e-5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_identical_to_cpu_backends(dtype):
+    shape = (6, 11)
+    masks = [host(F.dropout_mask(be, shape, 0.3, 5, 9, dtype)) for be in
+             (CUDA, NUMPY, fastgd.get_backend("numba"))]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    np.testing.assert_array_equal(masks[0], masks[2])
+    x = RNG.standard_normal(shape).astype(dtype)
+    y = F.dropout(CUDA, dev(x), 0.3, 5, 9, CUDA.empty(shape, dtype))
+    np.testing.assert_array_equal(host(y), x * masks[1])
+
+
+def test_residual_add():
+    a, b = RNG.standard_normal((3, 4)), RNG.standard_normal((3, 4))
+    np.testing.assert_allclose(host(F.add(CUDA, dev(a), dev(b), _empty(CUDA, (3, 4)))), a + b)
+
+
+LOSS_CASES = [
+    ("cross_entropy", RNG.integers(0, 4, 3), {}),
+    ("cross_entropy", RNG.integers(0, 4, 3), {"label_smoothing": 0.2}),
+    ("cross_entropy", RNG.dirichlet(np.ones(4), 3), {}),
+    ("mse", RNG.random((3, 4)), {}),
+    ("binary_cross_entropy_with_logits", RNG.random((3, 4)), {}),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name,target,kw", LOSS_CASES)
+def test_losses_match_numpy(name, target, kw, reduction):
+    x = RNG.standard_normal((3, 4))
+    loss = nn.get_loss(name, reduction, **kw)
+    v, g = loss.value_and_grad(dev(x), dev(target))
+    vr, gr = loss.value_and_grad(x, target, backend="numpy")
+    np.testing.assert_allclose(host(v) if reduction == "none" else v, vr, rtol=1e-12)
+    np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name,target,kw", LOSS_CASES[1:])
+def test_loss_backward_finite_differences(name, target, kw):
+    x = RNG.standard_normal((3, 4))
+    loss = nn.get_loss(name, "sum", **kw)
+    _, g = loss.value_and_grad(dev(x), dev(target))
+    fd = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += 1e-6
+        down[i] -= 1e-6
+        fd[i] = (loss(dev(up), dev(target)) - loss(dev(down), dev(target))) / 2e-6
+    np.testing.assert_allclose(host(g), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_host_data_for_a_cuda_loss_is_refused():
+    with pytest.raises(TypeError, match="fastgd.to_device"):
+        nn.cross_entropy(dev(np.zeros((2, 3))), np.array([0, 1]), backend="cuda")

@@ -1,0 +1,83 @@
+"""The ``fastgd`` command line: report, bench argument checks, info."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fastgd import cli
+
+DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).parent.parent
+
+
+def test_report_writes_index(tmp_path, capsys):
+    assert cli.main(["report", str(DATA / "bench_small.json"), "--out", str(tmp_path)]) == 0
+    assert f"report written: {tmp_path / 'index.md'}" in capsys.readouterr().out
+    assert (tmp_path / "throughput-relu.png").is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{oops", "is not JSON"),
+    ('{"hello": 1}', "is not pytest-benchmark output: expected an object with a 'benchmarks'"),
+])
+def test_report_bad_json(tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert cli.main(["report", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgd report: error: ") and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_missing_file(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "none.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_bench_unknown_backend(capsys):
+    assert cli.main(["bench", "--backends", "numba,tpu"]) == 2
+    assert "unknown backend(s) tpu; known: numpy, numba, cuda, torch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ("2^30", "between 1 and 2^28"), ("lots", "bad size 'lots'"),
+    ("2^20..2^10", "bad size range"),
+])
+def test_bench_bad_sizes(capsys, sizes, message):
+    assert cli.main(["bench", "--sizes", sizes]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_parse_sizes():
+    assert cli.parse_sizes("2^16..2^20") == [1 << k for k in range(16, 21)]
+    assert cli.parse_sizes("2^16..2^26:5") == [1 << 16, 1 << 21, 1 << 26]
+    assert cli.parse_sizes("1000, 2^10") == [1000, 1024]
+
+
+def test_bench_args():
+    args = cli.parser().parse_args(
+        ["bench", "--quick", "--ops", "relu, gelu", "--backends", "numba", "--sizes", "2^10",
+         "--out", "x", "--", "-x"])
+    argv = cli.bench_args(args, Path("benchmarks"))
+    assert argv[0] == "benchmarks"
+    for flag in ("--fastgd-ops=relu,gelu", "--fastgd-backends=numba", "--fastgd-sizes=1024",
+                 "--fastgd-quick", "--fastgd-report=x", "-x"):
+        assert flag in argv
+
+
+def test_bench_unknown_op_fails_clearly(tmp_path):
+    """Runs collection only (nothing is timed): unknown ops are named with the known ones."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastgd.cli", "bench", "--quick", "--ops", "relu,nope",
+         "--backends", "numpy", "--out", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown op(s) nope; known: copy, elu, gelu" in proc.stdout + proc.stderr
+
+
+def test_info_without_probe(capsys):
+    assert cli.main(["info", "--no-probe"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU: " in out and "numba" in out and "backends:" in out and "GPU: " in out

@@ -1,0 +1,166 @@
+"""The benchmark harness: the correctness gate, the recorded figures, the activation cases."""
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.activation import formulas
+from fastgd.backends import get_backend
+from fastgd.bench import activation_cases as ac
+from fastgd.bench import bandwidth, harness
+from fastgd.bench.harness import Case, WrongResult
+from fastgd.scalar import F, exp
+
+
+class FakeBenchmark:
+    """Stands in for pytest-benchmark's fixture: counts timed calls, reports a best time."""
+
+    def __init__(self, best=1e-3):
+        self.calls, self.extra_info, self.group = 0, {}, None
+        self._best = best
+        self.stats = None
+
+    def __call__(self, fn):
+        self.calls += 1
+        fn()
+        self.stats = type("M", (), {"stats": type("S", (), {"min": self._best})()})()
+
+    def pedantic(self, fn, rounds, iterations):
+        self.rounds = rounds
+        self(fn)
+
+
+def wrong_sigmoid(x):
+    return F(1) / (F(1) + exp(x))  # sign error: this is sigmoid(-x)
+
+
+def numba_case(fn, n=1000):
+    be = get_backend("numba")
+    x = np.linspace(-4, 4, n, dtype=np.float32)
+    out = np.empty_like(x)
+    return Case(op="sigmoid", direction="forward", backend="numba", n=n, bytes=2 * x.nbytes,
+                call=lambda: (be.map(fn, [x], [out]), out)[1],
+                expected=lambda: 1 / (1 + np.exp(-x.astype(np.float64))),
+                kernels=lambda: len(be._kernels))
+
+
+def test_gate_rejects_a_wrong_kernel_and_never_times_it():
+    bench = FakeBenchmark()
+    with pytest.raises(WrongResult, match=r"sigmoid forward on numba .*differ from the NumPy"):
+        harness.run(bench, numba_case(wrong_sigmoid))
+    assert bench.calls == 0 and bench.extra_info == {}
+
+
+def test_right_kernel_is_timed_and_recorded(monkeypatch):
+    monkeypatch.setattr(fastgd.get_backend("numba"), "_kernels", {})  # so this call compiles
+    bench = FakeBenchmark(best=1e-3)
+    info = harness.run(bench, numba_case(formulas.sigmoid, n=1001), roof_gbps=0.004)
+    assert bench.calls == 1
+    assert info["op"] == "sigmoid" and info["direction"] == "forward"
+    assert info["backend"] == "numba" and info["n"] == 1001 and info["dtype"] == "float32"
+    assert info["bytes"] == 8008
+    assert info["gbps"] == pytest.approx(8008 / 1e-3 / 1e9)
+    assert info["elements_per_s"] == pytest.approx(1001 / 1e-3)
+    assert info["roof_fraction"] == pytest.approx(8008 / 1e-3 / 1e9 / 0.004)
+    assert info["compile_s"] > 0  # a new kernel (serial loop, new size class) was compiled
+
+
+def test_compile_time_only_when_a_kernel_was_compiled():
+    harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=500))  # compiled (or cached)
+    info = harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=600))
+    assert "compile_s" not in info and info["first_call_s"] > 0
+
+
+def test_slow_calls_get_few_rounds(monkeypatch):
+    monkeypatch.setattr(harness, "SLOW_S", 0.0)
+    bench = FakeBenchmark()
+    harness.run(bench, make(lambda: np.ones(4), np.ones(4)))
+    assert bench.calls == 1 and bench.rounds == harness.SLOW_ROUNDS
+
+
+def make(call, expected, dtype="float32", sample=None):
+    return Case(op="op", direction="forward", backend="b", n=4, bytes=32, call=call,
+                expected=expected, dtype=dtype, sample=sample)
+
+
+def test_verify_tolerance_nan_shape_and_sample():
+    ref = np.array([1.0, -2.0, np.nan, np.inf])
+    harness.verify(make(lambda: ref.astype(np.float32) * (1 + 1e-6), ref), ref * (1 + 1e-6))
+    with pytest.raises(WrongResult, match=r"1 of 4 values .* index 1: got -2.01"):
+        harness.verify(make(None, ref), np.array([1.0, -2.01, np.nan, np.inf]))
+    with pytest.raises(WrongResult, match=r"index 2"):
+        harness.verify(make(None, ref), np.array([1.0, -2.0, 0.0, np.inf]))
+    with pytest.raises(WrongResult, match=r"shape \(3,\), the NumPy reference \(4,\)"):
+        harness.verify(make(None, ref), np.zeros(3))
+    # float64 is held much tighter than float32
+    with pytest.raises(WrongResult, match="rtol=1e-09"):
+        harness.verify(make(None, ref, dtype="float64"), ref * (1 + 1e-6))
+    sampled = make(None, ref[[0, 3]], sample=lambda r: r[[0, 3]])
+    harness.verify(sampled, np.array([1.0, 5.0, 7.0, np.inf]))
+
+
+def test_metrics():
+    case = make(None, None)
+    case.bytes, case.n = 8_000_000_000, 1000
+    m = harness.metrics(case, 2.0, roof_gbps=8.0)
+    assert m == {"gbps": 4.0, "elements_per_s": 500.0, "roof_fraction": 0.5}
+    assert harness.metrics(case, 2.0, None)["roof_fraction"] is None
+
+
+@pytest.mark.parametrize("op", ["relu", "prelu", "softmax", "gelu"])
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_activation_cases_pass_the_gate_on_numpy_and_torch(op, direction):
+    for impl in ("numpy", "torch"):
+        case = ac.make_case(op, direction, impl, 1 << 12)
+        _, result, _ = harness.first_call(case)
+        harness.verify(case, result)
+        assert case.n == 1 << 12 and case.bytes == (2 if direction == "forward" else 3) * 4 * 4096
+
+
+def test_large_cases_check_a_sample_of_rows(monkeypatch):
+    monkeypatch.setattr(ac, "CHECK_ALL", 1 << 10)
+    monkeypatch.setattr(ac, "CHECK_SAMPLE", 1 << 10)
+    ac._expected.cache_clear()
+    case = ac.make_case("softmax", "forward", "numpy", 1 << 14)
+    _, result, _ = harness.first_call(case)
+    harness.verify(case, result)
+    sample = case.sample(result)
+    assert 2 <= sample.shape[0] < result.shape[0] and sample.shape[1] == ac.ROW
+    result[-1, 0] += 1  # the last row is always checked
+    with pytest.raises(WrongResult):
+        harness.verify(case, result)
+    ac._expected.cache_clear()
+
+
+def test_shapes_and_params():
+    assert ac.shape_for("sigmoid", 1 << 16) == (1 << 16,)
+    assert ac.shape_for("softmax", 1 << 16) == (256, 256)
+    assert ac.shape_for("prelu", 1 << 16) == (16, 16, 256)
+    assert ac.shape_for("prelu", 1 << 10) == (1, 16, 64)
+    combos = ac.params(ops_=["relu"], impls=["numba", "numpy"], quick=True)
+    assert len(combos) == 2 * 3 * 2
+    assert {c[3] for c in combos} == set(ac.QUICK_SIZES)
+    default = ac.params(ops_=["relu"], impls=["numpy"])
+    assert {c[3] for c in default} == set(ac.SIZES)  # no GPU sizes on the CPU
+    assert {c[3] for c in ac.params(["relu"], ["numpy"], sizes=[1 << 26])} == {1 << 26}
+    assert ac.params(["relu"], ["numpy"], sizes=[1 << 28]) == []  # 2^28 only on a GPU
+
+
+def test_bandwidth_probe_and_roof():
+    figures = bandwidth.probe_cpu(n=1 << 16, repeats=2)
+    assert figures["copy"] > 0 and figures["inplace"] > 0 and figures["n"] == 1 << 16
+    assert bandwidth.roof({"copy": 3.0, "inplace": 5.0, "h2d": 99.0, "n": 7}) == 5.0
+    assert bandwidth.roof(None) is None
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_cupy_expression_peer_plumbing_on_numpy_arrays(direction):
+    """The CuPy peer runs the NumPy reference's expressions on device arrays; run the same
+    calls on host arrays here to check the arguments and the float32 accuracy."""
+    for op in ac.ops():
+        shape = ac.shape_for(op, 1 << 12)
+        host = ac._host_arrays(op, direction, shape, "float32")
+        case = Case(op=op, direction=direction, backend="cupy", n=1 << 12, bytes=1,
+                    call=ac._cupy_expression(op, direction, host),
+                    expected=ac.reference(op, direction, host))
+        harness.verify(case, case.call())

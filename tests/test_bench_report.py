@@ -1,0 +1,114 @@
+"""The report writer, from small pytest-benchmark JSON fixtures (tests/data/bench_*.json).
+
+In bench_small.json (real pytest-benchmark format, numbers set by hand): relu forward on
+numpy/numba/cuda at 2^10 and 2^20, sigmoid backward on numpy/numba at 2^20, a CPU copy probe;
+bandwidth CPU copy 100 / in-place 80 GB/s, GPU copy 2000, host↔device 20 and 25 GB/s.
+bench_other.json is the same with numba relu forward at 2^20 twice as fast.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+from matplotlib import image
+
+from fastgd.bench import report
+
+DATA = Path(__file__).parent / "data"
+SMALL, OTHER = DATA / "bench_small.json", DATA / "bench_other.json"
+
+
+def png_size(path):
+    img = image.imread(path)
+    return img.shape[1], img.shape[0]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return report.write([SMALL], out)
+
+
+def test_summary_table_has_the_right_numbers(single):
+    text = single.read_text()
+    assert "| relu | forward | float32 | 2^10 | numba | 2 µs | 4.1 | 4 | 5.00 |" in text
+    assert "| relu | forward | float32 | 2^20 | cuda | 10 µs | 839 | 42 | 100.00 |" in text
+    assert "| sigmoid | backward | float32 | 2^20 | numba | 200 µs | 62.9 | 63 | 20.00 |" in text
+    assert "| CPU | 100.0 | 80.0 | 100.0 | – | – |" in text
+    assert "| GPU | 2000.0 | 1800.0 | 2000.0 | 20.0 | 25.0 |" in text
+    assert "| cpu | Fixture CPU 9000 |" in text and "| peer torch | 2.0.0 |" in text
+
+
+def test_crossover_with_and_without_transfers(single):
+    # GPU 10 µs < CPU 100 µs at 2^20; plus 8.4 MB over 20 GB/s (419 µs) it loses
+    assert "| relu | forward | float32 | 2^20 | > 2^20 |" in single.read_text()
+
+
+def test_all_results_table(single):
+    text = single.read_text()
+    row = "| relu | forward | float32 | 2^20 | numba | 100 µs | 110 µs | 83.9 | 84 | 0.75 |"
+    assert row in text
+
+
+def test_expected_pngs(single):
+    folder = single.parent
+    names = {p.name for p in folder.glob("*.png")}
+    assert names == {"throughput-relu.png", "throughput-sigmoid.png", "speedup.png",
+                     "latency.png", "compile.png"}
+    for name in names:
+        assert f"![{name}]({name})" in single.read_text()
+        width, height = png_size(folder / name)
+        assert width >= 600 and height >= 250, (name, width, height)
+
+
+def test_comparison_ratios_and_overlaid_plots(tmp_path):
+    index = report.write([SMALL, OTHER], tmp_path)
+    text = index.read_text()
+    assert "| relu | forward | float32 | 2^20 | numba | 100 µs | 2.00 |" in text
+    assert "| relu | forward | float32 | 2^20 | numpy | 1 ms | 1.00 |" in text
+    assert "| run 2 vs run 1 | numba | 4 | 1.19 |" in text  # (2·1·1·1)^(1/4)
+    assert "fixture-box" in text and "other-box" in text
+    names = {p.name for p in tmp_path.glob("*.png")}
+    assert names == {"compare-throughput-relu.png", "compare-throughput-sigmoid.png"}
+    assert png_size(tmp_path / "compare-throughput-relu.png")[0] >= 600
+
+
+def test_default_folder_is_new(tmp_path):
+    run = report.load(SMALL)
+    first = report.default_dir(run, tmp_path)
+    assert first.name == "fixture-box-2025-01-02"
+    first.mkdir()
+    assert report.default_dir(run, tmp_path).name == "fixture-box-2025-01-02-2"
+
+
+def test_any_op_and_direction(tmp_path):
+    """An optimizer suite's results (direction "step", plain extra_info) report too."""
+    data = json.loads(SMALL.read_text())
+    for b in data["benchmarks"]:
+        if b["extra_info"].get("op") == "sigmoid":
+            b["extra_info"].update(op="adam", direction="step")
+            b["params"] = {"backend": b["params"]["backend"], "n": b["params"]["n"]}
+    index = report.write([data], tmp_path)
+    assert "| adam | step | float32 | 2^20 | numba | 200 µs | 62.9 | 63 | 20.00 |" in (
+        index.read_text())
+    assert (tmp_path / "throughput-adam.png").is_file()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json {", "is not JSON"),
+    ('{"rows": []}', "is not pytest-benchmark output"),
+    ('[1, 2]', "is not pytest-benchmark output"),
+    ('{"benchmarks": [{"name": "x"}]}', "is not pytest-benchmark output"),
+    ('{"benchmarks": [{"name": "x", "stats": {"min": 1}, "params": {"a": 1}}]}',
+     "has no fastgd results"),
+])
+def test_bad_input(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(report.ReportError, match=message):
+        report.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(report.ReportError, match="cannot read"):
+        report.load(tmp_path / "nope.json")

@@ -1,0 +1,182 @@
+"""fastgd.nn layers: every backward against finite differences, batch norm against torch,
+and the dropout mask identical on every backend."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastgd import nn
+
+BACKENDS = ["numpy", "numba"]
+
+
+def _check_gradients(model, x, reset=None, rtol=1e-5, atol=1e-7):
+    """Compare backward's input and parameter gradients with central differences of
+    L = Σ w·model(x)."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal(model.forward(x).shape)
+
+    def objective():
+        if reset:
+            reset()
+        return float(np.sum(w * model.forward(x, train=True)))
+
+    objective()
+    dx = model.backward(w.copy())
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    h = 1e-6
+    if dx is not None:
+        fd = np.zeros_like(x)
+        for i in np.ndindex(x.shape):
+            old = x[i]
+            x[i] = old + h
+            up = objective()
+            x[i] = old - h
+            down = objective()
+            x[i] = old
+            fd[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(dx, fd, rtol=rtol, atol=atol, err_msg="input gradient")
+    for key, p in model.params.items():
+        fd = np.zeros_like(p)
+        for i in np.ndindex(p.shape):
+            old = p[i]
+            p[i] = old + h
+            up = objective()
+            p[i] = old - h
+            down = objective()
+            p[i] = old
+            fd[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grads[key], fd, rtol=rtol, atol=atol, err_msg=key)
+
+
+ACTS = [
+    ("relu", {}), ("leaky_relu", {"negative_slope": 0.1}), ("gelu", {}),
+    ("gelu", {"approximate": "tanh"}), ("tanh", {}), ("sigmoid", {}),
+    ("softplus", {"beta": 2.0, "threshold": 20.0}), ("identity", {}),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act,params", ACTS)
+def test_linear_gradients(backend, act, params):
+    layer = nn.Linear(3, 4, act, activation_params=params, backend=backend,
+                      dtype=np.float64, seed=2)
+    layer.params["bias"][...] = np.linspace(-0.5, 0.5, 4)
+    x = np.random.default_rng(3).standard_normal((5, 3))
+    _check_gradients(layer, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_without_bias_and_first_layer(backend):
+    layer = nn.Linear(3, 4, "tanh", bias=False, backend=backend, dtype=np.float64)
+    assert list(layer.params) == ["weight"]
+    _check_gradients(layer, np.random.default_rng(3).standard_normal((5, 3)))
+    first = nn.Linear(3, 2, backend=backend, dtype=np.float64, input_grad=False)
+    first.forward(np.ones((2, 3)))
+    assert first.backward(np.ones((2, 2))) is None
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["identity", "tanh", "relu"])
+def test_batch_norm_gradients(backend, act):
+    bn = nn.BatchNorm1d(3, act, backend=backend, dtype=np.float64)
+    bn.params["gamma"][...] = [0.5, 1.5, -1.0]
+    bn.params["beta"][...] = [0.1, -0.2, 0.3]
+    x = np.random.default_rng(4).standard_normal((6, 3)) * 2 + 1
+    _check_gradients(bn, x)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_matches_torch(backend):
+    rng = np.random.default_rng(5)
+    bn = nn.BatchNorm1d(4, backend=backend, dtype=np.float64, momentum=0.2)
+    ref = torch.nn.BatchNorm1d(4, momentum=0.2, dtype=torch.float64)
+    for _ in range(3):
+        x = rng.standard_normal((8, 4)) * 3 + 2
+        np.testing.assert_allclose(bn.forward(x, train=True),
+                                   ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(bn.running_mean, ref.running_mean.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), rtol=1e-12)
+    ref.eval()
+    x = rng.standard_normal((5, 4))
+    np.testing.assert_allclose(bn.forward(x, train=False),
+                               ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_and_residual_gradients(backend):
+    drop = nn.Dropout(0.4, seed=7, backend=backend, dtype=np.float64)
+    x = np.random.default_rng(6).standard_normal((4, 5))
+
+    def reset():
+        drop.step = 0
+
+    _check_gradients(drop, x, reset=reset)
+    block = nn.Residual([nn.Linear(3, 3, "tanh", backend=backend, dtype=np.float64, seed=1)])
+    _check_gradients(block, np.random.default_rng(7).standard_normal((4, 3)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlp_gradients(backend):
+    model = nn.MLP([3, 4, 4, 2], activation="gelu", batch_norm=True, dropout=0.25,
+                   residual=True, backend=backend, dtype=np.float64, seed=3)
+    assert list(model.params) == [
+        "fc1.weight", "bn1.gamma", "bn1.beta", "res2.fc2.weight", "res2.bn2.gamma",
+        "res2.bn2.beta", "fc3.weight", "fc3.bias"]
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    def reset():
+        for d in drops:
+            d.step = 0
+
+    _check_gradients(model, np.random.default_rng(8).standard_normal((6, 3)), reset=reset)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_mask_identical_on_every_backend(dtype):
+    masks = [nn.functional.dropout_mask(nn.layers.backend_of(b), (64, 33), 0.3, seed=11,
+                                        step=5, dtype=dtype) for b in BACKENDS]
+    np.testing.assert_array_equal(masks[0], masks[1])
+    keep = masks[0] != 0
+    assert 0.65 < keep.mean() < 0.75
+    np.testing.assert_allclose(masks[0][keep], 1 / 0.7, rtol=1e-7)
+    other = nn.functional.dropout_mask(nn.layers.backend_of("numba"), (64, 33), 0.3,
+                                       seed=11, step=6, dtype=dtype)
+    assert (other != masks[0]).any()
+
+
+def test_dropout_train_and_eval():
+    drop = nn.Dropout(0.5, seed=1, backend="numba", dtype=np.float64)
+    x = np.ones((10, 10))
+    assert drop.forward(x, train=False) is x
+    y1 = drop.forward(x, train=True).copy()
+    y2 = drop.forward(x, train=True).copy()
+    assert set(np.unique(y1)) == {0.0, 2.0} and not np.array_equal(y1, y2)
+    assert nn.Dropout(0.0, backend="numba").forward(x, train=True) is x
+
+
+def test_layer_errors():
+    with pytest.raises(ValueError, match="unknown activation 'swishy'"):
+        nn.MLP([2, 3, 1], activation="swishy")
+    with pytest.raises(ValueError, match="unknown activation 'softmax'"):
+        nn.Linear(2, 3, "softmax")
+    with pytest.raises(ValueError, match="leaky_relu has no parameter"):
+        nn.Linear(2, 3, "leaky_relu", activation_params={"slope": 0.1})
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        nn.Dropout(1.0)
+    with pytest.raises(ValueError, match="unknown init 'lecun'"):
+        nn.Linear(2, 3, init="lecun")
+    with pytest.raises(ValueError, match=r"MLP sizes must be at least \[in, out\]"):
+        nn.MLP([4])
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        nn.MLP([2, 1], backend="tpu")
+    model = nn.MLP([4, 3, 2], backend="numba", dtype=np.float64)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 4\), got \(2, 5\)"):
+        model.forward(np.ones((2, 5)))
+    with pytest.raises(TypeError, match="is float64 but the input is float32"):
+        model.forward(np.ones((2, 4), np.float32))
+    bn = nn.BatchNorm1d(3, backend="numba", dtype=np.float64)
+    with pytest.raises(ValueError, match="more than 1 sample per batch"):
+        bn.forward(np.ones((1, 3)), train=True)
+    with pytest.raises(ValueError, match="all layers need one backend and dtype"):
+        nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])

@@ -1,0 +1,143 @@
+"""fastgd.nn losses: values and gradients against PyTorch and finite differences."""
+
+import numpy as np
+import pytest
+import torch
+
+from fastgd import nn
+
+BACKENDS = ["numpy", "numba"]
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((6, 5))
+LABELS = RNG.integers(0, 5, 6)
+PROBS = RNG.dirichlet(np.ones(5), 6)
+FLOAT_T = RNG.random((6, 5))
+
+
+def _torch(name, x, t, reduction, go, **kw):
+    xt = torch.tensor(x, requires_grad=True)
+    fn = {
+        "cross_entropy": torch.nn.functional.cross_entropy,
+        "mse": torch.nn.functional.mse_loss,
+        "binary_cross_entropy_with_logits":
+            torch.nn.functional.binary_cross_entropy_with_logits,
+    }[name]
+    out = fn(xt, torch.tensor(t), reduction=reduction, **kw)
+    out.backward(torch.as_tensor(go, dtype=torch.float64))
+    return out.detach().numpy(), xt.grad.numpy()
+
+
+CASES = [
+    ("cross_entropy", LABELS, {}),
+    ("cross_entropy", LABELS, {"label_smoothing": 0.2}),
+    ("cross_entropy", PROBS, {}),
+    ("cross_entropy", PROBS, {"label_smoothing": 0.1}),
+    ("mse", FLOAT_T, {}),
+    ("binary_cross_entropy_with_logits", FLOAT_T, {}),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name,target,kw", CASES)
+def test_loss_matches_torch(backend, reduction, name, target, kw):
+    if reduction == "none":
+        shape = (6,) if name == "cross_entropy" else (6, 5)
+        go = RNG.standard_normal(shape)
+    else:
+        go = 1.7
+    want_v, want_g = _torch(name, X, target, reduction, go, **kw)
+    loss = nn.get_loss(name, reduction, **kw)
+    value, grad = loss.value_and_grad(X, target, go, backend=backend)
+    np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+
+
+def _finite_diff(f, x, h=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[i] += h
+        xm[i] -= h
+        g[i] = (f(xp) - f(xm)) / (2 * h)
+    return g
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,target,kw", CASES)
+def test_loss_backward_finite_differences(backend, name, target, kw):
+    loss = nn.get_loss(name, "sum", **kw)
+    _, grad = loss.value_and_grad(X, target, backend=backend)
+    fd = _finite_diff(lambda x: loss(x, target, backend=backend), X)
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_stays_float32_and_is_stable(backend):
+    x = np.array([[1000.0, -1000.0, 0.0], [-50.0, 50.0, 1e-3]], np.float32)
+    value, grad = nn.get_loss("cross_entropy").value_and_grad(x, np.array([0, 2]),
+                                                              backend=backend)
+    assert grad.dtype == np.float32
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    np.testing.assert_allclose(value, (0.0 + 50.0 - 1e-3) / 2, rtol=1e-5)
+    big = np.array([[80.0, -80.0]], np.float32)
+    v, g = nn.get_loss("binary_cross_entropy_with_logits").value_and_grad(
+        big, np.array([[0.0, 1.0]], np.float32), backend=backend)
+    np.testing.assert_allclose(v, 80.0, rtol=1e-6)
+    np.testing.assert_allclose(g, [[0.5, -0.5]], rtol=1e-6)
+
+
+def test_public_functions():
+    np.testing.assert_allclose(nn.cross_entropy(X, LABELS),
+                               _torch("cross_entropy", X, LABELS, "mean", 1.0)[0])
+    np.testing.assert_allclose(nn.cross_entropy_backward(X, LABELS, 2.0, reduction="sum"),
+                               _torch("cross_entropy", X, LABELS, "sum", 2.0)[1])
+    np.testing.assert_allclose(nn.mse(X, FLOAT_T), _torch("mse", X, FLOAT_T, "mean", 1.0)[0])
+    np.testing.assert_allclose(nn.mse_backward(X, FLOAT_T),
+                               _torch("mse", X, FLOAT_T, "mean", 1.0)[1])
+    bce = "binary_cross_entropy_with_logits"
+    np.testing.assert_allclose(nn.binary_cross_entropy_with_logits(X, FLOAT_T),
+                               _torch(bce, X, FLOAT_T, "mean", 1.0)[0])
+    np.testing.assert_allclose(nn.binary_cross_entropy_with_logits_backward(X, FLOAT_T),
+                               _torch(bce, X, FLOAT_T, "mean", 1.0)[1])
+
+
+# -- bad input --------------------------------------------------------------------------
+
+
+def test_labels_out_of_range():
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\), got values in \[0, 5\]"):
+        nn.cross_entropy(X, np.array([0, 1, 2, 3, 4, 5]))
+    with pytest.raises(ValueError, match=r"got values in \[-1, "):
+        nn.cross_entropy(X, np.array([-1, 1, 2, 3, 4, 0]))
+
+
+def test_labels_wrong_shape():
+    with pytest.raises(ValueError, match=r"labels must have shape \(6,\).*got \(5,\)"):
+        nn.cross_entropy(X, LABELS[:5])
+
+
+def test_logits_targets_shape_mismatch():
+    with pytest.raises(ValueError, match=r"input shape \(6, 5\) and target shape \(6, 4\)"):
+        nn.mse(X, FLOAT_T[:, :4])
+    with pytest.raises(ValueError, match=r"input shape \(6, 5\) and target shape \(5, 5\)"):
+        nn.cross_entropy(X, PROBS[:5])
+    with pytest.raises(ValueError, match=r"must be \(N, C\) logits, got \(6,\)"):
+        nn.cross_entropy(X[:, 0], LABELS)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        nn.get_loss("hinge")
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        nn.get_loss("mse", "avg")
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\]"):
+        nn.get_loss("cross_entropy", label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"mse has no option\(s\) \['label_smoothing'\]"):
+        nn.get_loss("mse", label_smoothing=0.1)
+    with pytest.raises(TypeError, match="mse needs float targets"):
+        nn.mse(X, LABELS.reshape(6, 1) * np.ones((1, 5), int))
+    with pytest.raises(TypeError, match="float32 and float64"):
+        nn.cross_entropy(X.astype(np.float16), LABELS)
+    with pytest.raises(ValueError, match=r"grad_output must have shape \(6,\)"):
+        nn.cross_entropy_backward(X, LABELS, np.ones(5), reduction="none")

@@ -1,0 +1,208 @@
+"""fastgd.nn.train, data sets and the checks made before training starts."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd import nn
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return nn.datasets.digits()
+
+
+def test_digits_mlp_reaches_95_percent_on_numba(digits):
+    model = nn.MLP([64, 128, 128, 10], activation="gelu", batch_norm=True, dropout=0.1,
+                   backend="numba", seed=0)
+    opt = fastgd.Adam(model.params, lr=1e-3)
+    hist = nn.train(model, digits, loss="cross_entropy", optimizer=opt,
+                    mode="minibatch", batch_size=64, epochs=20, seed=0, progress=False)
+    assert hist.test_accuracy[-1] >= 0.95, hist
+    assert hist.loss[-1] < hist.loss[0]
+    assert len(hist.time) == 20 and all(t > 0 for t in hist.time)
+    assert set(hist.grad_norms[-1]) == set(model.params)
+    assert hist.lr[-1] == pytest.approx(1e-3)
+
+
+def _small(digits, n=300):
+    return (digits.x_train[:n].astype(np.float64), digits.y_train[:n],
+            digits.x_test[:100].astype(np.float64), digits.y_test[:100])
+
+
+def test_numba_and_numpy_give_the_same_history(digits):
+    hists = []
+    for backend in ("numba", "numpy"):
+        model = nn.MLP([64, 32, 32, 10], activation="gelu", batch_norm=True, dropout=0.2,
+                       residual=True, backend=backend, dtype=np.float64, seed=4)
+        hists.append(nn.train(model, _small(digits), optimizer=fastgd.Adam(model.params, lr=3e-3),
+                              batch_size=50, epochs=3, seed=1, progress=False,
+                              label_smoothing=0.1))
+    a, b = hists
+    for key in ("loss", "test_loss", "test_accuracy", "train_accuracy", "step_loss"):
+        np.testing.assert_allclose(getattr(a, key), getattr(b, key), rtol=1e-9, err_msg=key)
+    for ga, gb in zip(a.grad_norms, b.grad_norms):
+        np.testing.assert_allclose(list(ga.values()), list(gb.values()), rtol=1e-8)
+
+
+@pytest.mark.parametrize("mode,steps", [("batch", 1), ("sgd", 40), ("minibatch", 4)])
+def test_modes_and_dead_relu(mode, steps):
+    data = nn.datasets.two_moons(n=54, seed=1, dtype=np.float64)
+    model = nn.MLP([2, 16, 2], activation="relu", backend="numba", dtype=np.float64)
+    hist = nn.train(model, data, optimizer=fastgd.Adam(model.params, lr=1e-2), mode=mode,
+                    batch_size=12, epochs=2, progress=False)
+    assert hist.steps == 2 * steps
+    assert len(hist.step_loss) == 2 * steps
+    assert 0.0 <= hist.dead_relu[-1] <= 1.0
+    # a unit whose weights and bias are very negative never fires: it is dead
+    model.params["fc1.weight"][:, :4] = 0.0
+    model.params["fc1.bias"][:4] = -5.0
+    model.forward(data.x_train, train=False)
+    assert nn.dead_fraction(model) >= 4 / 16
+
+
+def test_divergence_stops_training():
+    data = nn.datasets.xor(n=64, dtype=np.float64)
+    model = nn.MLP([2, 8, 2], activation="relu", backend="numba", dtype=np.float64)
+
+    class Exploding:
+        lr = 1.0
+
+        def step(self, grads):
+            for p in model.params.values():
+                p *= 1e200
+
+    with np.errstate(all="ignore"):
+        hist = nn.train(model, data, optimizer=Exploding(), batch_size=8, epochs=5,
+                        progress=False)
+    assert hist.diverged and len(hist.epoch) == 1
+
+
+def test_profile_and_progress(capsys):
+    data = nn.datasets.spirals(n=90, dtype=np.float64)
+    model = nn.MLP([2, 8, 3], backend="numba", dtype=np.float64)
+    hist = nn.train(model, data, optimizer=fastgd.Adam(model.params), epochs=2, batch_size=16,
+                    profile=True, progress=True)
+    out = capsys.readouterr()
+    assert "matmul" in out.out and "fused kernels" in out.out and "optimizer step" in out.out
+    assert hist.profile["matmul"] > 0 and hist.profile["total"] > 0
+    assert "epoch" in out.err or "loss" in out.err  # the progress bar (tqdm or lines)
+
+
+# -- data sets ------------------------------------------------------------------------------
+
+
+def test_datasets_are_seeded_and_split(digits):
+    assert digits.x_train.shape == (1347, 64) and digits.x_test.shape == (450, 64)
+    assert digits.x_train.dtype == np.float32 and digits.y_train.dtype == np.int64
+    assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
+    for make in (nn.datasets.xor, nn.datasets.two_moons, nn.datasets.spirals):
+        a, b, c = make(seed=3), make(seed=3), make(seed=4)
+        np.testing.assert_array_equal(a.x_train, b.x_train)
+        assert not np.array_equal(a.x_train, c.x_train)
+        assert a.n_features == 2 and len(np.unique(a.y_train)) == a.n_classes
+    x_tr, x_te, y_tr, y_te = nn.datasets.train_test_split(np.arange(40)[:, None],
+                                                          np.arange(40) % 2, 0.25)
+    assert len(x_te) == 10 and sorted(np.r_[x_tr[:, 0], x_te[:, 0]]) == list(range(40))
+    assert y_te.sum() == 5  # stratified
+
+
+def test_digits_without_scikit_learn(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r"pip install 'fastgd\[examples\]'"):
+        nn.datasets.digits()
+
+
+# -- bad input: each raises before training starts ----------------------------------------
+
+
+@pytest.fixture
+def setup():
+    data = nn.datasets.xor(n=40, dtype=np.float64)
+    model = nn.MLP([2, 4, 2], backend="numba", dtype=np.float64)
+    opt = fastgd.Adam(model.params)
+    before = {k: v.copy() for k, v in model.params.items()}
+    yield model, data, opt
+    for k, v in model.params.items():  # nothing was trained
+        np.testing.assert_array_equal(v, before[k])
+
+
+def _train(setup, **kw):
+    model, data, opt = setup
+    args = dict(optimizer=opt, progress=False, epochs=1)
+    args.update(kw)
+    data = args.pop("data", data)
+    return nn.train(model, data, **args)
+
+
+def test_bad_labels_out_of_range(setup):
+    d = setup[1]
+    with pytest.raises(ValueError, match=r"labels in y_train must be in \[0, 2\)"):
+        _train(setup, data=(d.x_train, d.y_train + 1))
+
+
+def test_bad_labels_shape(setup):
+    d = setup[1]
+    with pytest.raises(ValueError, match=r"y_train must have shape \(30,\)"):
+        _train(setup, data=(d.x_train, d.y_train[:, None]))
+    with pytest.raises(TypeError, match="cross_entropy needs integer labels"):
+        _train(setup, data=(d.x_train, d.y_train.astype(np.float64)))
+
+
+def test_bad_features_and_targets_shape(setup):
+    d = setup[1]
+    with pytest.raises(ValueError, match=r"x_train must have shape \(N, 2\)"):
+        _train(setup, data=(d.x_train[:, :1], d.y_train))
+    with pytest.raises(ValueError, match=r"y_train must have shape \(30, 2\)"):
+        _train(setup, data=(d.x_train, np.ones((30, 3))), loss="mse")
+    with pytest.raises(ValueError, match=r"x_test must have shape \(N, 2\)"):
+        _train(setup, data=(d.x_train, d.y_train, d.x_test[:, :1], d.y_test))
+
+
+@pytest.mark.parametrize("bs", [0, 31, -1])
+def test_bad_batch_size(setup, bs):
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 30\]"):
+        _train(setup, batch_size=bs)
+
+
+def test_bad_batch_size_type(setup):
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        _train(setup, batch_size=2.5)
+
+
+def test_unknown_mode_loss_and_missing_optimizer(setup):
+    with pytest.raises(ValueError, match="unknown mode 'online'"):
+        _train(setup, mode="online")
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        _train(setup, loss="hinge")
+    with pytest.raises(TypeError, match=r"train needs an optimizer with a step\(grads\)"):
+        _train(setup, optimizer=None)
+    with pytest.raises(TypeError, match="data must be a fastgd.nn.datasets.Dataset"):
+        _train(setup, data=[1, 2, 3])
+
+
+class _FakeDeviceArray:
+    """Looks like a GPU array (has __cuda_array_interface__)."""
+
+    def __init__(self, a):
+        self.shape, self.dtype = a.shape, a.dtype
+        self.__cuda_array_interface__ = {"shape": a.shape, "typestr": a.dtype.str,
+                                         "data": (0, False), "version": 3}
+
+
+def test_model_and_data_on_different_backends(setup):
+    d = setup[1]
+    with pytest.raises(TypeError, match="lives on another device; move the data with "
+                                        "fastgd.to_host"):
+        _train(setup, data=(_FakeDeviceArray(d.x_train), d.y_train))
+    with pytest.raises(TypeError, match="x_train is float32 but the model is float64"):
+        _train(setup, data=(d.x_train.astype(np.float32), d.y_train))
+
+
+def test_batch_norm_with_single_sample_batches(setup):
+    model = nn.MLP([2, 4, 2], batch_norm=True, backend="numba", dtype=np.float64)
+    with pytest.raises(ValueError, match="batch norm needs batches of at least 2 samples"):
+        nn.train(model, setup[1], optimizer=setup[2], mode="sgd", progress=False)
