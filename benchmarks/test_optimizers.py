@@ -9,13 +9,11 @@ gbps, roof_fraction, compile_s, plus layout and tensors. Peers: ``torch`` / ``to
 
 ``test_optimizer_layout``: 1,000 tensors of mixed sizes totalling 2^24, as one ParamBuffer
 (one launch) or as 1,000 tensors (one launch each); compare with ``test_optimizer_step`` at
-n = 2^24. ``FASTGD_BENCH_SIZES`` / ``FASTGD_BENCH_BUFFER_N`` (comma list / int) replace the
-sizes, for smoke runs.
+n = 2^24. Sizes: 2^10, 2^16, 2^20, 2^24 (layouts 2^24); ``--fastgd-quick``: up to 2^20
+(layouts 2^20); ``--fastgd-sizes`` replaces the list (layouts: its largest size).
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pytest
@@ -26,9 +24,8 @@ from fastgd.bench.activation_cases import DEVICE
 from fastgd.bench.bandwidth import gpu_available
 from fastgd.bench.harness import Case, run
 
-SIZES = [int(s) for s in os.environ.get("FASTGD_BENCH_SIZES", "").split(",") if s] or [
-    1 << 10, 1 << 16, 1 << 20, 1 << 24]
-BUFFER_N = int(os.environ.get("FASTGD_BENCH_BUFFER_N", 1 << 24))
+SIZES = [1 << 10, 1 << 16, 1 << 20, 1 << 24]
+QUICK_SIZES = [1 << 10, 1 << 16, 1 << 20]
 N_TENSORS = 1000
 
 #: op -> (fastgd class, options, torch class name or None, extra torch options)
@@ -128,7 +125,18 @@ def make_case(op, impl, sizes, layout) -> Case:
                 kernels=kernels, version=fastgd.__version__, **common)
 
 
-@pytest.mark.parametrize("n", SIZES)
+def pytest_generate_tests(metafunc):
+    """Sizes from the command line (``--fastgd-sizes``, ``--fastgd-quick``, see conftest)."""
+    config = metafunc.config
+    given = [int(v) for v in config.getoption("--fastgd-sizes", "").split(",") if v.strip()]
+    quick = config.getoption("--fastgd-quick", False)
+    sizes = given or (QUICK_SIZES if quick else SIZES)
+    if metafunc.function.__name__ == "test_optimizer_step":
+        metafunc.parametrize("n", sizes)
+    elif metafunc.function.__name__ == "test_optimizer_layout":
+        metafunc.parametrize("n", [max(max(sizes), N_TENSORS)])
+
+
 @pytest.mark.parametrize("backend", IMPLS)
 @pytest.mark.parametrize("op", list(OPS))
 def test_optimizer_step(benchmark, roofs, op, backend, n):
@@ -137,7 +145,6 @@ def test_optimizer_step(benchmark, roofs, op, backend, n):
 
 
 @pytest.mark.parametrize("layout", ["buffer", "tensors"])
-@pytest.mark.parametrize("n", [BUFFER_N])
 @pytest.mark.parametrize("backend", OURS)
 @pytest.mark.parametrize("op", ["adam", "sgd_momentum"])
 def test_optimizer_layout(benchmark, roofs, op, backend, n, layout):
