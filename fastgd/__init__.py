@@ -9,6 +9,11 @@ One API, three backends: ``numpy`` (the reference), ``numba`` (CPU, parallel) an
     dx = fastgd.gelu_backward(np.ones_like(x), x)   # upstream gradient, forward input
     with fastgd.use_backend("numpy"):
         y_ref = fastgd.gelu(x)
+
+    params = {"w": np.random.randn(784, 256).astype(np.float32)}
+    opt = fastgd.AdamW(params, lr=fastgd.schedules.warmup_cosine(3e-4, warmup=100, total=10_000),
+                       max_grad_norm=1.0, skip_nonfinite=True)
+    info = opt.step({"w": grad})                    # one fused in-place pass per tensor
 """
 
 from fastgd.activation import activations

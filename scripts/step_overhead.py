@@ -5,10 +5,12 @@ Usage: python scripts/step_overhead.py [n] [backend]
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-import fastgd
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fastgd
+import fastgd  # noqa: E402
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
 backend = sys.argv[2] if len(sys.argv) > 2 else "numba"

@@ -262,8 +262,8 @@ class Optimizer:
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and
         backend as the params; ``None`` for a ParamBuffer's own ``grads``)."""
-        flats = self._grads(grads)
         lr = self._lr_at(self._step)
+        flats = self._grads(grads)
         t = self._step + 1
         scale = -1.0 if self.maximize else 1.0
         norm = None

@@ -1,0 +1,152 @@
+"""One optimizer step, per rule, backend/peer and size (float32), and ParamBuffer layouts.
+
+Built on :mod:`fastgd.bench.harness`: each case's first step is checked against one step of
+the NumPy backend from the same start (a wrong step is never timed), then the warm step is
+timed. ``extra_info``: op, direction ("step"), backend, device, dtype, n, bytes (the streams
+the rule must read and write: Adam 28 B/element in float32, SGD-momentum 20, plain SGD 12),
+gbps, roof_fraction, compile_s, plus layout and tensors. Peers: ``torch`` / ``torch-cuda``
+(``torch.optim``, ``fused=True`` where PyTorch has a fused kernel).
+
+``test_optimizer_layout``: 1,000 tensors of mixed sizes totalling 2^24, as one ParamBuffer
+(one launch) or as 1,000 tensors (one launch each); compare with ``test_optimizer_step`` at
+n = 2^24. Sizes: 2^10, 2^16, 2^20, 2^24 (layouts 2^24); ``--fastgd-quick``: up to 2^20
+(layouts 2^20); ``--fastgd-sizes`` replaces the list (layouts: its largest size).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.bench import peers
+from fastgd.bench.activation_cases import DEVICE
+from fastgd.bench.bandwidth import gpu_available
+from fastgd.bench.harness import Case, run
+
+SIZES = [1 << 10, 1 << 16, 1 << 20, 1 << 24]
+QUICK_SIZES = [1 << 10, 1 << 16, 1 << 20]
+N_TENSORS = 1000
+
+#: op -> (fastgd class, options, torch class name or None, extra torch options)
+OPS = {
+    "sgd": ("SGD", dict(lr=1e-3), "SGD", dict(fused=True)),
+    "sgd_momentum": ("SGD", dict(lr=1e-3, momentum=0.9), "SGD", dict(fused=True)),
+    "adagrad": ("Adagrad", dict(), "Adagrad", dict(fused=True)),
+    "rmsprop": ("RMSprop", dict(), "RMSprop", dict()),
+    "adam": ("Adam", dict(), "Adam", dict(fused=True)),
+    "adam_amsgrad": ("Adam", dict(amsgrad=True), "Adam", dict(fused=True)),
+    "adamw": ("AdamW", dict(), "AdamW", dict(fused=True)),
+    "nadam": ("NAdam", dict(), "NAdam", dict()),
+    "radam": ("RAdam", dict(), "RAdam", dict()),
+    "adamax": ("Adamax", dict(), "Adamax", dict()),
+    "lion": ("Lion", dict(), None, None),
+}
+
+OURS = ["numpy", "numba"] + (["cuda"] if gpu_available() else [])
+IMPLS = OURS + [p for p in peers.available() if p.startswith("torch")]
+
+
+def _problem(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {f"t{i}": rng.standard_normal(s, np.float32) for i, s in enumerate(sizes)}
+    grads = {k: rng.standard_normal(v.size, np.float32) * np.float32(1e-2)
+             for k, v in params.items()}
+    return params, grads
+
+
+def _mixed_sizes(total, count, seed=1):
+    """``count`` sizes, log-uniform over three decades, at least 1, summing to ``total``."""
+    rng = np.random.default_rng(seed)
+    w = np.exp(rng.uniform(0, np.log(1000), count))
+    sizes = 1 + (w / w.sum() * (total - count)).astype(np.int64)
+    sizes[np.argmax(sizes)] += total - sizes.sum()
+    return [int(s) for s in sizes]
+
+
+def _concat(arrays, to_host):
+    return np.concatenate([np.asarray(to_host(a)).reshape(-1) for a in arrays])
+
+
+def make_case(op, impl, sizes, layout) -> Case:
+    """One optimizer step of ``op`` on ``impl`` over tensors of ``sizes``, as a harness Case."""
+    name, options, torch_name, torch_options = OPS[op]
+    params, grads = _problem(sizes)
+
+    def expected():
+        p = {k: v.copy() for k, v in params.items()}
+        getattr(fastgd, name)(p, backend="numpy", **options).step(grads)
+        return _concat(p.values(), np.asarray)
+
+    nbytes = getattr(fastgd, name)({k: v.copy() for k, v in params.items()}, backend="numpy",
+                                   **options).bytes_per_step()
+    common = dict(op=op, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
+                  expected=expected, dtype="float32", device=DEVICE[impl],
+                  extra={"layout": layout, "tensors": len(sizes)})
+    if impl.startswith("torch"):
+        if torch_name is None:
+            pytest.skip(f"PyTorch has no {op}")
+        torch = peers.torch()
+        device = DEVICE[impl]
+        tp = [peers.torch_tensor(v.copy(), device) for v in params.values()]
+        for t, g in zip(tp, grads.values()):
+            t.grad = peers.torch_tensor(g, device)
+        if device == "gpu" and torch_name == "Adagrad":
+            torch_options = {}  # PyTorch's fused Adagrad is CPU-only
+        opt = getattr(torch.optim, torch_name)(tp, **options, **torch_options)
+        return Case(call=lambda: (opt.step(), tp)[1], sync=peers.torch_sync(device),
+                    to_host=lambda ts: _concat(ts, peers.torch_to_host),
+                    version=torch.__version__, **common)
+    cls = getattr(fastgd, name)
+    on_gpu = impl == "cuda"
+    dev = fastgd.to_device if on_gpu else (lambda a: a)
+    if layout == "buffer":
+        buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, np.float32,
+                                 backend=impl)
+        for k in params:
+            buf.params[k][...] = dev(params[k])
+            buf.grads[k][...] = dev(grads[k])
+        opt = cls(buf, **options)
+        call = lambda: (opt.step(), [buf.flat_params])[1]
+    else:
+        p = {k: dev(v.copy()) for k, v in params.items()}
+        g = {k: dev(v) for k, v in grads.items()}
+        opt = cls(p, backend=impl, **options)
+        call = lambda: (opt.step(g), p.values())[1]
+    sync = None
+    if on_gpu:
+        from numba import cuda
+
+        sync = cuda.synchronize
+    kernels = None
+    if impl == "numba":  # the Numba dispatchers compile on their first call
+        kernels = lambda: sum(len(s.launch.signatures) for s in opt._slots)
+    return Case(call=call, sync=sync, to_host=lambda arrays: _concat(arrays, fastgd.to_host),
+                kernels=kernels, version=fastgd.__version__, **common)
+
+
+def pytest_generate_tests(metafunc):
+    """Sizes from the command line (``--fastgd-sizes``, ``--fastgd-quick``, see conftest)."""
+    config = metafunc.config
+    given = [int(v) for v in config.getoption("--fastgd-sizes", "").split(",") if v.strip()]
+    quick = config.getoption("--fastgd-quick", False)
+    sizes = given or (QUICK_SIZES if quick else SIZES)
+    if metafunc.function.__name__ == "test_optimizer_step":
+        metafunc.parametrize("n", sizes)
+    elif metafunc.function.__name__ == "test_optimizer_layout":
+        metafunc.parametrize("n", [max(max(sizes), N_TENSORS)])
+
+
+@pytest.mark.parametrize("backend", IMPLS)
+@pytest.mark.parametrize("op", list(OPS))
+def test_optimizer_step(benchmark, roofs, op, backend, n):
+    case = make_case(op, backend, [n], "tensor")
+    run(benchmark, case, roofs.get(case.device))
+
+
+@pytest.mark.parametrize("layout", ["buffer", "tensors"])
+@pytest.mark.parametrize("backend", OURS)
+@pytest.mark.parametrize("op", ["adam", "sgd_momentum"])
+def test_optimizer_layout(benchmark, roofs, op, backend, n, layout):
+    case = make_case(op, backend, _mixed_sizes(n, N_TENSORS), layout)
+    run(benchmark, case, roofs.get(case.device))
