@@ -16,7 +16,7 @@ The NumPy backend does not use this file: it runs ``fastgd.nn.reference``.
 
 import numpy as np
 
-from fastgd.activation.formulas import row_max, sigmoid
+from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
 from fastgd.scalar import F, exp, log, log1p, scalar, sqrt
 
 # -- activation slots (identity until bound) ----------------------------------------------
@@ -90,14 +90,6 @@ def act_grad_colsum(dy, z, dz, p0, p1):
         g = act_b(F(dy[i]), F(z[i]), p0, p1)
         dz[i] = g
         s += g
-    return s
-
-
-def colsum(a):
-    """Line (one column): ``Σ a``."""
-    s = F(0)
-    for i in range(a.size):
-        s += F(a[i])
     return s
 
 

@@ -66,7 +66,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
         if db_out is not None:
             db_out[...] = dz.sum(axis=0)
     elif identity:
-        run_columns(be, fm.colsum, [dy], result=db_out)
+        run_columns(be, fm.row_sum, [dy], result=db_out)
     elif db_out is None:
         run_grid(be, bind(fm.act_grad, act), [dy, z], outs=[dz_out], scalars=act.scalars)
     else:

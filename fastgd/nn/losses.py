@@ -176,7 +176,7 @@ class Loss:
             run_grid(be, fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
         if self.reduction != "none":
             partial = be.empty((rows,), dtype)
-            be.rows(fm.colsum, [loss], result=partial, compute=dtype)
+            be.rows(fm.row_sum, [loss], result=partial, compute=dtype)
             return partial, grad.reshape(shape)
         return loss.reshape(shape), grad.reshape(shape)
 
