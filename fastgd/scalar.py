@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import types
+from fractions import Fraction
 
 # Default bindings: plain Python, so the math also runs (slowly) uncompiled.
 F = float
@@ -29,8 +30,27 @@ erf = math.erf
 erfc = math.erfc
 isfinite = math.isfinite
 
+
+def fma(a, b, c):
+    """``a*b + c`` rounded once, in the type of ``a`` (Python float or NumPy scalar).
+
+    Op math uses it for error-free products: ``fma(a, b, -(a*b))`` is the exact rounding
+    error of ``a*b``. A product of two float32 is exact in float64, so float32 needs no more;
+    float64 uses ``math.fma`` (Python 3.13+) or exact rational arithmetic.
+    """
+    kind = type(a)
+    if getattr(a, "dtype", None) is not None and a.dtype.itemsize == 4:
+        wide = float(a) * float(b) + float(c)  # a*b exact; the sum is rounded twice, harmlessly
+        return kind(wide)
+    if not all(math.isfinite(float(v)) for v in (a, b, c)):
+        return kind(float(a) * float(b) + float(c))
+    if hasattr(math, "fma"):
+        return kind(math.fma(float(a), float(b), float(c)))
+    return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
+
+
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...).
-NAMES = ("F", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite")
+NAMES = ("F", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma")
 
 
 def scalar(fn):

@@ -30,7 +30,8 @@ def _check_softplus(values):
 def _table():
     A = Activation
     gelu_exact = A("gelu", m.gelu, m.gelu_backward, ref.gelu, ref.gelu_backward,
-                   wide=("forward", "backward"), doc="x·Φ(x), Φ the standard normal CDF.")
+                   wide=("forward", "backward"), narrow=("forward",),
+                   doc="x·Φ(x), Φ the standard normal CDF.")
     gelu_tanh = A("gelu", m.gelu_tanh, m.gelu_tanh_backward, ref.gelu_tanh,
                   ref.gelu_tanh_backward, wide=("forward", "backward"),
                   doc="0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).")
@@ -50,13 +51,14 @@ def _table():
           doc="scale·elu(x, alpha) with the self-normalizing constants."),
         GELU(gelu_exact, gelu_tanh),
         A("silu", m.silu, m.silu_backward, ref.silu, ref.silu_backward,
-          wide=("forward", "backward"),
+          wide=("forward", "backward"), narrow=("forward",),
           doc="x·sigmoid(x) (swish)."),
         A("softplus", m.softplus, m.softplus_backward, ref.softplus, ref.softplus_backward,
           params={"beta": 1.0, "threshold": 20.0}, check=_check_softplus,
-          wide=("forward",), doc="log(1 + exp(beta·x))/beta; x where beta·x > threshold."),
+          wide=("forward",), narrow=("forward",),
+          doc="log(1 + exp(beta·x))/beta; x where beta·x > threshold."),
         A("mish", m.mish, m.mish_backward, ref.mish, ref.mish_backward,
-          wide=("forward", "backward"),
+          wide=("forward", "backward"), narrow=("forward",),
           doc="x·tanh(softplus(x))."),
         A("hardsigmoid", m.hardsigmoid, m.hardsigmoid_backward, ref.hardsigmoid,
           ref.hardsigmoid_backward, doc="clip(x + 3, 0, 6)/6."),

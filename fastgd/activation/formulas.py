@@ -11,9 +11,10 @@ Conventions: NaN in gives NaN out; ±inf give the mathematical limit (hence the 
 Row-wise ops (softmax, log_softmax) are written over one row.
 """
 
+import math
 from math import inf
 
-from fastgd.scalar import F, erfc, exp, expm1, log, log1p, scalar, tanh
+from fastgd.scalar import F, erfc, exp, expm1, fma, log, log1p, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
@@ -22,6 +23,12 @@ GELU_TANH_C = 0.044715
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in float64 too
+# Tails: e^x = e^(x + SHIFT)·e^-SHIFT keeps e^(x + SHIFT) normal where e^x is subnormal in
+# float32; x + SHIFT is exact for x in [-2·SHIFT, -SHIFT/2], and the e^-SHIFT constants are
+# applied as hi + lo parts with one final fma.
+SHIFT = 64.0
+EXP_NEG_SHIFT = math.exp(-SHIFT)
+GELU_TAIL_K = math.exp(-SHIFT) / math.sqrt(2 * math.pi)
 
 
 @scalar
@@ -37,6 +44,33 @@ def x_times(x, gate):
     Equal to ``x * gate`` for finite x; gives the limits (x, and 0) instead of inf·0 = NaN.
     """
     return x * gate if not (abs(x) > F(BIG)) else (x if x > F(0) else F(-0.0))
+
+
+@scalar
+def times_const(m, c):
+    """m·c for a float64 constant ``c`` as hi + lo parts of the working type, rounded once."""
+    hi = F(c)
+    return fma(m, hi, m * F(c - hi))
+
+
+@scalar
+def single():
+    """True when the working type is float32 (1 + 2^-30 rounds to 1)."""
+    return F(1) + F(2.0**-30) == F(1)
+
+
+@scalar
+def exp_neg_abs(x):
+    """exp(-|x|), or exp(x + SHIFT) below -SHIFT (one exp call for both, so a vectorized
+    loop pays for one): the scaled value that :func:`x_exp_x` needs there."""
+    return exp(clip(x, F(-BIG), F(0)) + F(SHIFT) if x < F(-SHIFT) else -abs(x))
+
+
+@scalar
+def x_exp_x(x, e):
+    """x·e^x for x < -SHIFT given e = exp_neg_abs(x) = e^(x + SHIFT): (x·e)·e^-SHIFT, no
+    factor subnormal, one rounding into a subnormal result at most (silu's, mish's tail)."""
+    return times_const(clip(x, F(-BIG), F(0)) * e, EXP_NEG_SHIFT)
 
 
 @scalar
@@ -79,7 +113,12 @@ def tanh_backward(dy, x):
 
 
 def silu(x):
-    return x_times(x, sigmoid(x))
+    """x/(1 + e) or x·e/(1 + e), e = exp(-|x|) (one division); below -SHIFT, x·e^x (σ(x)
+    would be subnormal in float32 but silu is not)."""
+    e = exp_neg_abs(x)
+    xc = clip(x, F(-BIG), F(BIG))
+    y = (xc if x >= F(0) else xc * e) / (F(1) + e)
+    return x_exp_x(x, e) if x < F(-SHIFT) else (y if abs(x) <= F(BIG) else x_times(x, F(1)))
 
 
 def silu_backward(dy, x):
@@ -151,8 +190,34 @@ def selu_backward(dy, x):
 
 
 def gelu(x):
-    """x·Φ(x) with Φ(x) = erfc(-x/√2)/2."""
-    return x_times(x, F(0.5) * erfc(-x * F(INV_SQRT2)))
+    """x·Φ(x) with Φ(x) = erfc(z)/2, z = -x/√2.
+
+    In the left tail erfc amplifies the rounding of z by ~2z², so z's rounding error dz
+    (exact, by fma) is put back to first order: erfc(z + dz) ≈ erfc(z)·(1 - 2z·dz). Where
+    Φ would be subnormal in float32 (x < -12) :func:`gelu_tail` takes over.
+    """
+    w = -x
+    c = F(INV_SQRT2)
+    z = w * c
+    dz = fma(w, c, -z) + w * F(INV_SQRT2 - c)
+    e = erfc(z)
+    e = e - e * (F(2) * z * dz) if z > F(0) else e
+    tail = F(-12) if single() else F(-40)
+    return gelu_tail(x) if x < tail else x_times(x, F(0.5) * e)
+
+
+@scalar
+def gelu_tail(x):
+    """x·Φ(x) for x <= -12: -φ(x)·(1 - u + 3u² - 15u³ + 105u⁴ - 945u⁵), u = 1/x² (the
+    asymptotic series, ~1e-9 there), with x² = p + p_lo exactly and
+    exp(-p/2) = e^(SHIFT - p/2)·e^-SHIFT (SHIFT - p/2 exact, every factor normal)."""
+    xc = clip(x, F(-BIG), F(0))
+    p = xc * xc
+    p_lo = fma(xc, xc, -p)
+    u = F(1) / p
+    a = F(1) - u * (F(1) - u * (F(3) - u * (F(15) - u * (F(105) - u * F(945)))))
+    a = fma(a, F(-0.5) * p_lo, a)  # · e^(-p_lo/2)
+    return -times_const(exp(F(SHIFT) - F(0.5) * p) * a, GELU_TAIL_K)
 
 
 def gelu_backward(dy, x):
@@ -181,8 +246,16 @@ def gelu_tanh_backward(dy, x):
 
 @scalar
 def softplus_(x, beta, threshold):
+    """log1p(e^z)/beta, z = beta·x; x above the threshold. The rounding of z (z_lo, by fma)
+    is put back into e^z, which amplifies it by |z| in the left tail; below -SHIFT the result
+    is e^z/beta, scaled so that it keeps its digits where e^z is subnormal in float32."""
     z = beta * x
-    return x if z > threshold else log1p(exp(z)) / beta
+    z_lo = fma(beta, x, -z) if abs(z) < F(BIG) else F(0)  # not inf - inf
+    deep = z < F(-SHIFT)
+    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else z)  # one exp for both cases
+    e = e + e * z_lo
+    y = times_const(e / beta, EXP_NEG_SHIFT) if deep else log1p(e) / beta
+    return x if z > threshold else y
 
 
 def softplus(x, beta, threshold):
@@ -195,7 +268,14 @@ def softplus_backward(dy, x, beta, threshold):
 
 
 def mish(x):
-    return x_times(x, tanh(softplus_(x, F(1), F(20))))
+    """x·tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n/(n + 2), n = e^x(e^x + 2);
+    for x >= 0 in terms of w = e^-x: (1 + 2w)/(1 + 2w + 2w²). Below -SHIFT, x·e^x."""
+    e = exp_neg_abs(x)
+    neg = x < F(0)
+    two_e = F(2) * e
+    num = fma(e, e, two_e) if neg else F(1) + two_e
+    gate = num / (F(2) + num if neg else fma(two_e, e, num))
+    return x_exp_x(x, e) if x < F(-SHIFT) else x_times(x, gate)
 
 
 def mish_backward(dy, x):

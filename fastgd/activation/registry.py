@@ -27,19 +27,24 @@ class Activation:
 
     ``params`` maps each parameter name to its default; ``check`` validates a dict of values.
     ``wide`` names the directions that compute float32 data in float64 so the float32 tails
-    keep their accuracy (a rounding of ``x`` there would be amplified many times).
+    keep their accuracy (a rounding of ``x`` there would be amplified many times). ``narrow``
+    names those of them whose scalar math repairs those roundings itself (with ``fma``) and
+    stays within the contract in float32 on backends whose float32 math is accurate to
+    ~1 ULP (``float32_math_ulp`` <= 1.5: the Numba CPU backend), when the parameters are
+    exact in float32; others still widen.
     """
 
     kind = "elementwise"
 
     def __init__(self, name, forward, backward, reference, reference_backward, *,
-                 params=None, check=None, wide=(), doc=""):
+                 params=None, check=None, wide=(), narrow=(), doc=""):
         self.name = name
         self.scalar_forward, self.scalar_backward = forward, backward
         self.reference_forward, self.reference_backward = reference, reference_backward
         self.params = dict(params or {})
         self._check = check
         self.wide = frozenset(wide)
+        self.narrow = frozenset(narrow)
         self.__doc__ = doc
 
     def __repr__(self):
@@ -65,8 +70,13 @@ class Activation:
         """The activation that really runs (GELU picks its tanh form here) and its scalars."""
         return self, tuple(float(v) for v in values.values())
 
-    def _compute(self, dtype, direction):
-        return np.dtype(np.float64) if direction in self.wide else dtype
+    def _compute(self, dtype, direction, be=None, scalars=()):
+        if direction not in self.wide:
+            return dtype
+        exact = all(float(dtype.type(s)) == s for s in scalars)  # e.g. softplus beta=0.3
+        if direction in self.narrow and exact and getattr(be, "float32_math_ulp", 9) <= 1.5:
+            return dtype
+        return np.dtype(np.float64)
 
     # -- calls --------------------------------------------------------------------------------
     def forward(self, x, *args, out=None, backend=None, **kwargs):
@@ -91,7 +101,7 @@ class Activation:
         return out
 
     def _run(self, be, direction, ins, out, scalars, dtype):
-        compute = self._compute(dtype, direction)
+        compute = self._compute(dtype, direction, be, scalars)
         if be.name == "numpy":
             fn = self.reference_forward if direction == "forward" else self.reference_backward
             out[...] = fn(*(a.astype(compute, copy=False) for a in ins), *scalars)

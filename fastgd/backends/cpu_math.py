@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
+__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "fma"]
 
 _FASTMATH = {"contract"}
 _jit = njit(inline="always", fastmath=_FASTMATH, error_model="numpy")  # no ZeroDivision checks
@@ -89,6 +89,21 @@ def _fma(typingctx, a, b, c):
         ty = context.get_value_type(a)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ty, [ty] * 3), f"llvm.fmuladd.f{a.bitwidth}")
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def _fma_exact(typingctx, a, b, c):
+    """a*b + c with one rounding, always (llvm.fma: the FMA instruction, or libm's fma)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(a)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty] * 3), f"llvm.fma.f{a.bitwidth}")
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
@@ -471,3 +486,18 @@ def erfc(x):
     (a-ah)(a+ah), so the far tail keeps full relative accuracy down to the underflow
     threshold; erfc(-a) = 2 - erfc(a)."""
     return _py_call("erfc", erfc, x)
+
+
+def fma(a, b, c):
+    """a*b + c rounded once (one FMA instruction in jitted code), for float32 or float64
+    arguments of one type: ``fma(a, b, -(a*b))`` is the exact rounding error of ``a*b``."""
+    from fastgd.scalar import fma as py_fma
+
+    return py_fma(a, b, c)
+
+
+@overload(fma, inline="always")
+def _ov_fma(a, b, c):
+    if isinstance(a, types.Float) and a == b == c:
+        return lambda a, b, c: _fma_exact(a, b, c)
+    return None

@@ -16,6 +16,7 @@ from fastgd import config
 from fastgd._arrays import is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
+from fastgd.scalar import fma as scalar_fma
 
 
 def simulator_enabled() -> bool:
@@ -55,10 +56,11 @@ def _simulator_math() -> dict:
         "erf": math.erf,
         "erfc": math.erfc,
         "isfinite": np.isfinite,
+        "fma": scalar_fma,
     }
 
 
-DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math()}
+DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n != "fma"}
 
 
 class CudaBackend(CompiledBackend):
@@ -123,7 +125,7 @@ class CudaBackend(CompiledBackend):
 
     # -- kernels ------------------------------------------------------------------------------
     def bindings(self, compute):
-        funcs = _simulator_math() if simulator_enabled() else DEVICE_MATH
+        funcs = _simulator_math() if simulator_enabled() else {**DEVICE_MATH, "fma": _cuda().fma}
         return {"F": compute.type, **funcs}
 
     def loop_for(self, n):

@@ -17,7 +17,8 @@ def cpu_math_bindings() -> dict:
         from fastgd.backends import cpu_math
     except ImportError:
         cpu_math = None
-    funcs = {n: getattr(cpu_math, n, None) or getattr(math, n) for n in NAMES if n != "F"}
+    funcs = {n: getattr(cpu_math, n, None) or getattr(math, n, None) for n in NAMES if n != "F"}
+    funcs = {n: f for n, f in funcs.items() if f is not None}  # no fma without cpu_math
     return funcs
 
 
@@ -26,6 +27,8 @@ class NumbaBackend(HostArrays, CompiledBackend):
     ``config.PARALLEL_THRESHOLD`` elements."""
 
     name = "numba"
+    #: worst error of the float32 transcendental functions (``cpu_math``), in ULPs
+    float32_math_ulp = 1.3
 
     def __init__(self):
         super().__init__()

@@ -1,0 +1,69 @@
+"""The float32 kernels that compute in float32 (``narrow``) instead of float64: the scalar
+``fma``, when an op narrows, and every float32 in the tail ranges their repairs cover."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numba
+import numpy as np
+import pytest
+
+import fastgd
+from fastgd.backends import cpu_math, get_backend
+from fastgd.scalar import fma
+from tests.helpers import assert_forward_contract
+
+
+def test_python_fma_is_exact():
+    a, b = np.float32(1.1), np.float32(3.3)
+    assert fma(a, b, -(a * b)) == np.float32(float(a) * float(b) - float(a * b))
+    assert type(fma(a, b, a)) is np.float32
+    x, y = 1.1, 3.3
+    exact = Fraction(x) * Fraction(y) - Fraction(x * y)
+    assert fma(x, y, -(x * y)) == float(exact) != 0.0
+    assert np.isnan(fma(np.inf, 0.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cpu_fma_is_one_rounding(dtype):
+    @numba.njit
+    def err(a, b):
+        return cpu_math.fma(a, b, -(a * b))
+
+    a, b = dtype(1.1), dtype(3.3)
+    assert err(a, b) == fma(a, b, -(a * b)) != 0
+
+
+def _compute(name, be, dtype=np.float32, **params):
+    act = fastgd.activations[name]
+    op, scalars = act._variant(act.bind((), params))
+    return op._compute(np.dtype(dtype), "forward", be, scalars)
+
+
+def test_narrow_ops_compute_float32_on_numba_only():
+    numba_be, numpy_be = get_backend("numba"), get_backend("numpy")
+    for name in ("gelu", "silu", "mish", "softplus"):
+        assert _compute(name, numba_be) == np.float32
+        assert _compute(name, numpy_be) == np.float64
+    assert _compute("softplus", numba_be, beta=2.0) == np.float32
+    assert _compute("softplus", numba_be, beta=0.3) == np.float64  # beta not exact in float32
+
+
+def _every_float32(lo, hi):
+    a, b = sorted(np.array([lo, hi], np.float32).view(np.int32))
+    return np.arange(a, b + 1, dtype=np.int32).view(np.float32)
+
+
+@pytest.mark.parametrize(("name", "lo", "hi", "params"), [
+    ("gelu", -14.5, -11.0, {}),
+    ("silu", -104.5, -86.0, {}),
+    ("mish", -104.5, -86.0, {}),
+    ("softplus", -104.5, -86.0, {}),
+    ("softplus", -52.5, -43.0, {"beta": 2.0}),
+])
+def test_every_float32_in_the_tail(name, lo, hi, params):
+    x = _every_float32(lo, hi)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), backend="numpy", **params)
+    assert_forward_contract(act.forward(x, **params), want, np.float32, name)
