@@ -80,7 +80,9 @@ def make_case(op, impl, sizes, layout) -> Case:
 
     nbytes = getattr(fastgd, name)({k: v.copy() for k, v in params.items()}, backend="numpy",
                                    **options).bytes_per_step()
-    common = dict(op=op, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
+    # the layout benchmarks are their own rows in the report: "adam [buffer of 1000]"
+    label = op if layout == "tensor" else f"{op} [{layout} of {len(sizes)}]"
+    common = dict(op=label, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
                   expected=expected, dtype="float32", device=DEVICE[impl],
                   extra={"layout": layout, "tensors": len(sizes)})
     if impl.startswith("torch"):

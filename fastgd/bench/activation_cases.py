@@ -39,10 +39,25 @@ DEVICE = {"numpy": "cpu", "numba": "cpu", "torch": "cpu", "cuda": "gpu", "torch-
 ROW_OPS = ("softmax", "log_softmax")
 
 
+#: Benchmark names for an activation with non-default parameters: name -> (op, form).
+VARIANTS = {"gelu_tanh": ("gelu", "tanh")}
+
+
 def ops() -> list[str]:
     import fastgd
 
-    return list(fastgd.activations)
+    return list(fastgd.activations) + list(VARIANTS)
+
+
+def activation(op: str):
+    """The activation object a benchmark name stands for (a variant's own form)."""
+    import fastgd
+
+    if op in VARIANTS:
+        base, form = VARIANTS[op]
+        return fastgd.activations[base].forms[form]
+    act = fastgd.activations[op]
+    return act.forms["none"] if op == "gelu" else act
 
 
 def implementations() -> list[str]:
@@ -80,12 +95,11 @@ def inputs(shape: tuple, dtype: str = "float32") -> dict:
 
 @functools.lru_cache(maxsize=2)
 def _host_arrays(op, direction, shape, dtype):
-    import fastgd
 
     arrays = dict(inputs(shape, dtype))
     if direction == "backward" and op != "prelu":
         # softmax-like and sigmoid/tanh peers compute dx from the forward output y
-        arrays["y"] = fastgd.activations[op].forward(arrays["x"], backend="numpy")
+        arrays["y"] = activation(op).forward(arrays["x"], backend="numpy")
     return arrays
 
 
@@ -108,9 +122,7 @@ def _expected(op, direction, shape, dtype):
 
 def reference(op, direction, arrays, rows=None):
     """The NumPy backend's result for these host arrays (only ``rows`` along axis 0)."""
-    import fastgd
-
-    act = fastgd.activations[op]
+    act = activation(op)
     take = (lambda a: a) if rows is None else (lambda a: a[rows])
     x, dy = take(arrays["x"]), take(arrays["dy"])
     if op == "prelu":
@@ -126,9 +138,7 @@ def reference(op, direction, arrays, rows=None):
 
 def _ours(op, direction, name, a, out):
     """A call of our public API on backend ``name`` with arrays ``a`` into ``out``."""
-    import fastgd
-
-    act = fastgd.activations[op]
+    act = activation(op)
     if op == "prelu":
         if direction == "forward":
             return lambda: act.forward(a["x"], a["w"], out=out, backend=name)
@@ -142,11 +152,7 @@ def _ours(op, direction, name, a, out):
 
 def _cupy_expression(op, direction, a):
     """The NumPy reference's own expressions, run by CuPy on device arrays."""
-    import fastgd
-
-    act = fastgd.activations[op]
-    if op == "gelu":
-        act = act.forms["none"]
+    act = activation(op)
     params = tuple(act.params.values()) if op not in ROW_OPS else (-1,)
     if op == "prelu":
         if direction == "forward":

@@ -97,6 +97,7 @@ TORCH_FORWARD = {
     "elu": lambda x, o, w: _nn().elu(x, 1.0, 1, 1, out=o),
     "selu": lambda x, o, w: _nn().elu(x, SELU_ALPHA, SELU_SCALE, 1, out=o),
     "gelu": lambda x, o, w: _nn().gelu(x, out=o),
+    "gelu_tanh": lambda x, o, w: _nn().gelu(x, approximate="tanh", out=o),
     "silu": lambda x, o, w: _nn().silu(x, out=o),
     "softplus": lambda x, o, w: _nn().softplus(x, 1.0, 20.0, out=o),
     "mish": lambda x, o, w: _nn().mish(x, out=o),
@@ -121,6 +122,8 @@ TORCH_BACKWARD = {
     "selu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
         dy, SELU_ALPHA, SELU_SCALE, 1, False, x, grad_input=o),
     "gelu": lambda dy, x, y, o, w: _aten().gelu_backward.grad_input(dy, x, grad_input=o),
+    "gelu_tanh": lambda dy, x, y, o, w: _aten().gelu_backward.grad_input(
+        dy, x, approximate="tanh", grad_input=o),
     "silu": lambda dy, x, y, o, w: _aten().silu_backward.grad_input(dy, x, grad_input=o),
     "softplus": lambda dy, x, y, o, w: _aten().softplus_backward.grad_input(
         dy, x, 1.0, 20.0, grad_input=o),

@@ -428,8 +428,11 @@ def write_single(run: Run, out: Path) -> Path:
              _machine_section([run]), _bandwidth_section([run])]
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
-        "op must move / time; roof % = GB/s / the device's measured bandwidth; speedup = "
-        "NumPy's time / best time.\n\n"
+        "op must move / time; roof % = GB/s / the device's measured bandwidth (main memory: "
+        "arrays that fit in the caches, typically n ≤ 2^20, can exceed 100 %); speedup = "
+        "NumPy's time / best time. Optimizer rows named `[buffer of N]` / `[tensors of N]` "
+        "update N tensors of mixed sizes through one ParamBuffer / one launch per tensor."
+        "\n\n"
         + table(["op", "direction", "dtype", "n", "best", "time", "GB/s", "roof %",
                  "speedup over NumPy"], summary_rows(run)))
     devices = {r.device for r in measured(run)}
