@@ -39,6 +39,19 @@ def _ema_square(avg, x, beta, tmp):
     avg += tmp
 
 
+def _adam_moments(p, g, m, v, lr, beta1, beta2, weight_decay, decoupled, gbuf, tmp):
+    """The start every Adam-family step shares: weight decay, decoupled (``p ← (1 − lr·wd)·p``,
+    AdamW) or L2 (``g ← g + wd·p``), then both moments. Returns the gradient used."""
+    if decoupled:
+        if weight_decay:
+            p *= 1.0 - lr * weight_decay
+    else:
+        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
+    _ema(m, g, beta1, tmp)
+    _ema_square(v, g, beta2, tmp)
+    return g
+
+
 def sgd(p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, t, gbuf, tmp):
     g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
     if buf is not None:
@@ -93,13 +106,7 @@ def rmsprop(p, g, v, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, g
 def adam(p, g, m, v, vmax, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
     """Adam (``decoupled=False``, L2 weight decay) or AdamW (``decoupled=True``)."""
     beta1, beta2 = betas
-    if decoupled:
-        if weight_decay:
-            p *= 1.0 - lr * weight_decay
-    else:
-        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
-    _ema(m, g, beta1, tmp)
-    _ema_square(v, g, beta2, tmp)
+    _adam_moments(p, g, m, v, lr, beta1, beta2, weight_decay, decoupled, gbuf, tmp)
     second = v
     if vmax is not None:
         np.maximum(vmax, v, out=vmax)
@@ -116,16 +123,10 @@ def nadam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, momentum_decay
           mu_product, gbuf, tmp):
     """NAdam; returns the new product of the momentum coefficients ``μ_1…μ_t``."""
     beta1, beta2 = betas
-    if decoupled:
-        if weight_decay:
-            p *= 1.0 - lr * weight_decay
-    else:
-        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * momentum_decay))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * momentum_decay))
     mu_product = mu_product * mu
-    _ema(m, g, beta1, tmp)
-    _ema_square(v, g, beta2, tmp)
+    g = _adam_moments(p, g, m, v, lr, beta1, beta2, weight_decay, decoupled, gbuf, tmp)
     np.divide(v, 1.0 - beta2**t, out=tmp)  # tmp: the denominator
     np.sqrt(tmp, out=tmp)
     tmp += eps
@@ -140,13 +141,7 @@ def nadam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, momentum_decay
 
 def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
     beta1, beta2 = betas
-    if decoupled:
-        if weight_decay:
-            p *= 1.0 - lr * weight_decay
-    else:
-        g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
-    _ema(m, g, beta1, tmp)
-    _ema_square(v, g, beta2, tmp)
+    _adam_moments(p, g, m, v, lr, beta1, beta2, weight_decay, decoupled, gbuf, tmp)
     bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
     rho_t = rho_inf - 2.0 * t * beta2**t / bc2
