@@ -12,7 +12,7 @@ import pytest
 import fastgd
 from fastgd.backends import cpu_math, get_backend
 from fastgd.scalar import fma
-from tests.helpers import assert_forward_contract
+from tests.helpers import assert_backward_contract, assert_forward_contract
 
 
 def test_python_fma_is_exact():
@@ -35,10 +35,10 @@ def test_cpu_fma_is_one_rounding(dtype):
     assert err(a, b) == fma(a, b, -(a * b)) != 0
 
 
-def _compute(name, be, dtype=np.float32, **params):
+def _compute(name, be, dtype=np.float32, direction="forward", **params):
     act = fastgd.activations[name]
     op, scalars = act._variant(act.bind((), params))
-    return op._compute(np.dtype(dtype), "forward", be, scalars)
+    return op._compute(np.dtype(dtype), direction, be, scalars)
 
 
 def test_narrow_ops_compute_float32_on_numba_only():
@@ -46,6 +46,9 @@ def test_narrow_ops_compute_float32_on_numba_only():
     for name in ("gelu", "silu", "mish", "softplus"):
         assert _compute(name, numba_be) == np.float32
         assert _compute(name, numpy_be) == np.float64
+    for name in ("silu", "mish"):
+        assert _compute(name, numba_be, direction="backward") == np.float32
+        assert _compute(name, numpy_be, direction="backward") == np.float64
     assert _compute("softplus", numba_be, beta=2.0) == np.float32
     assert _compute("softplus", numba_be, beta=0.3) == np.float64  # beta not exact in float32
 
@@ -55,15 +58,28 @@ def _every_float32(lo, hi):
     return np.arange(a, b + 1, dtype=np.int32).view(np.float32)
 
 
-@pytest.mark.parametrize(("name", "lo", "hi", "params"), [
-    ("gelu", -14.5, -11.0, {}),
-    ("silu", -104.5, -86.0, {}),
-    ("mish", -104.5, -86.0, {}),
-    ("softplus", -104.5, -86.0, {}),
-    ("softplus", -52.5, -43.0, {"beta": 2.0}),
+@pytest.mark.parametrize(("name", "direction", "lo", "hi", "params"), [
+    ("gelu", "forward", -14.5, -11.0, {}),
+    ("silu", "forward", -104.5, -86.0, {}),
+    ("mish", "forward", -104.5, -86.0, {}),
+    ("softplus", "forward", -104.5, -86.0, {}),
+    ("softplus", "forward", -52.5, -43.0, {"beta": 2.0}),
+    # backwards: the local expansions around their zeros (formulas.ROOTS) and their edges
+    ("silu", "backward", -2.8, -0.55, {}),
+    ("mish", "backward", -3.0, -0.45, {}),
+    ("silu", "backward", -104.5, -60.0, {}),
+    ("mish", "backward", -104.5, -60.0, {}),
 ])
-def test_every_float32_in_the_tail(name, lo, hi, params):
+def test_every_float32_in_the_tail(name, direction, lo, hi, params):
     x = _every_float32(lo, hi)
     act = fastgd.activations[name]
-    want = act.forward(x.astype(np.float64), backend="numpy", **params)
-    assert_forward_contract(act.forward(x, **params), want, np.float32, name)
+    assert _compute(name, get_backend("numba"), direction=direction, **params) == np.float32
+    if direction == "forward":
+        want = act.forward(x.astype(np.float64), backend="numpy", **params)
+        assert_forward_contract(act.forward(x, **params), want, np.float32, name)
+    else:
+        dy = np.ones_like(x)
+        want = act.backward(dy.astype(np.float64), x.astype(np.float64), backend="numpy",
+                            **params)
+        got = act.backward(dy, x, **params)
+        assert_backward_contract(got, want, dy, np.float32, f"{name} backward")

@@ -30,6 +30,37 @@ SHIFT = 64.0
 EXP_NEG_SHIFT = math.exp(-SHIFT)
 GELU_TAIL_K = math.exp(-SHIFT) / math.sqrt(2 * math.pi)
 
+# Near a simple zero x0 of a derivative its formula cancels: the float32 kernels use
+# dx = d(h) + t·P(t), t = x - h, there (see :func:`near_root`); from tools/fit_roots.py.
+ROOTS = {  # name: (h = x0 in float32, a, b, d(h) then P lowest degree first)
+    # x0 = -1.2784645427610737951, relative error of P ~1.4e-9
+    "silu": (-1.2784645557403564, -2.5, -0.65, (
+        -2.8270396683554365e-09, 0.21781170187624493, 0.14664879520485877, 0.018874815169331795,
+        -0.015222622069655333, -0.00660654057630095, 0.00012638106516373786, 0.0007979555721772744,
+        0.00018614678329414967, -3.891854629057803e-05, -2.8841523129525786e-05,
+        -4.822128664187198e-06)),
+    # x0 = -1.1924312145154952121, relative error of P ~3.7e-9
+    "mish": (-1.1924312114715576, -2.75, -0.55, (
+        8.12572793365832e-10, 0.26694791522124917, 0.2047312657256978, 0.041907825520675415,
+        -0.020271863727535734, -0.015821190692572675, -0.0033603205750178076, 0.001092882110261342,
+        0.0009885102560192372, 0.00025207881420111016, -4.033558701613872e-05,
+        -5.1544369658273175e-05, -1.6234992783631716e-05, -1.953875380389837e-06)),
+    # x0 = -0.75246142207101625849, relative error of P ~9.1e-10
+    "gelu_tanh": (-0.7524614334106445, -1.6, -0.35, (
+        -4.880576990954944e-09, 0.4304000821886158, 0.3875184459796547, -0.015782838954965277,
+        -0.11394444452163828, -0.016619602593541234, 0.019681604202853673, 0.0052636606285319945,
+        -0.0024164826654555546, -0.0009361421817965315, 0.00023880208779662846,
+        0.00012722039971730734)),
+    # x0 = -0.75179152469356445746, relative error of P ~4.3e-10
+    "gelu": (-0.7517915368080139, -1.6, -0.35, (
+        -5.227312104575155e-09, 0.4314939828790502, 0.38828498325123173, -0.018199665728409954,
+        -0.1140082089376912, -0.014771664556634187, 0.01942122449064675, 0.004540413221541951,
+        -0.0022356774908607368, -0.000747390604845867, 0.00017305577657916794,
+        8.145224103992313e-05)),
+}
+SILU_ROOT, MISH_ROOT = ROOTS["silu"], ROOTS["mish"]
+GELU_TANH_ROOT, GELU_ROOT = ROOTS["gelu_tanh"], ROOTS["gelu"]
+
 
 @scalar
 def clip(x, lo, hi):
@@ -71,6 +102,31 @@ def x_exp_x(x, e):
     """x·e^x for x < -SHIFT given e = exp_neg_abs(x) = e^(x + SHIFT): (x·e)·e^-SHIFT, no
     factor subnormal, one rounding into a subnormal result at most (silu's, mish's tail)."""
     return times_const(clip(x, F(-BIG), F(0)) * e, EXP_NEG_SHIFT)
+
+
+@scalar
+def slope_x_exp_x(x, e):
+    """d/dx x·e^x = (1 + x)·e^x for x < -SHIFT given e = exp_neg_abs(x), scaled like
+    :func:`x_exp_x` (silu's and mish's backward tail, where σ(x) is e^x to 1e-28)."""
+    return times_const((clip(x, F(-BIG), F(0)) + F(1)) * e, EXP_NEG_SHIFT)
+
+
+@scalar
+def near_root(x, d, root):
+    """``d``, or in float32 near the zero x0 of a derivative, its local expansion.
+
+    ``root`` is ``(h, a, b, c)`` from :data:`ROOTS`: h is x0 rounded to float32, so t = x - h
+    has one rounding at most (none on [2h, h/2]), and c0 + t·(c1 + t·(...)) has no
+    cancellation on [a, b], where ``d``'s terms cancel and their float32 roundings would be
+    amplified (c0 = d(h), ~1e-9). float64 keeps ``d``: its error there is below 1e-13,
+    inside the contract.
+    """
+    h, a, b, c = root
+    t = x - F(h)
+    p = F(c[len(c) - 1])
+    for k in range(len(c) - 2, -1, -1):
+        p = F(c[k]) + t * p
+    return p if single() and x >= F(a) and x <= F(b) else d
 
 
 @scalar
@@ -122,9 +178,15 @@ def silu(x):
 
 
 def silu_backward(dy, x):
-    """σ(x) + x·σ(x)σ(-x)."""
+    """σ(x)·(1 + x·σ(-x)) as one fraction of e = exp(-|x|): (1 + e + x·e)/(1 + e)² for
+    x >= 0, e·(1 + x + e)/(1 + e)² for x < 0 (1 + x is exact near the zero x0 ≈ -1.278,
+    where :func:`near_root` takes over in float32); below -SHIFT, (1 + x)·e^x."""
+    e = exp_neg_abs(x)
     xc = clip(x, F(-BIG), F(BIG))
-    return dy * (sigmoid(xc) + xc * sigmoid_slope(xc))
+    q = F(1) + e
+    num = e * ((F(1) + xc) + e) if x < F(0) else q + xc * e
+    d = near_root(x, num / (q * q), SILU_ROOT)
+    return dy * (slope_x_exp_x(x, e) if x < F(-SHIFT) else d)
 
 
 # -- rectifiers -------------------------------------------------------------------------
@@ -279,10 +341,25 @@ def mish(x):
 
 
 def mish_backward(dy, x):
-    """tanh(sp) + x·sech²(sp)·σ(x), sp = softplus(x)."""
+    """tanh(sp) + x·sech²(sp)·σ(x), sp = softplus(x), as one fraction of e = exp(-|x|)
+    (the forward's forms of tanh(sp)): for x < 0, with n = e(e + 2),
+    e·((e + 2)(n + 2)(1 + e) + 4x(n + 1)) / ((n + 2)²(1 + e)); for x >= 0, with
+    a = 1 + 2e, b = a + 2e², (a·b(1 + e) + 4x·e²(a + e²)) / (b²(1 + e)). Near the zero
+    x0 ≈ -1.192 :func:`near_root` takes over in float32; below -SHIFT, (1 + x)·e^x."""
+    e = exp_neg_abs(x)
     xc = clip(x, F(-BIG), F(BIG))
-    t = tanh(softplus_(xc, F(1), F(20)))
-    return dy * (t + xc * (F(1) - t * t) * sigmoid(xc))
+    two_e = F(2) * e
+    q = F(1) + e
+    n = fma(e, e, two_e)
+    a = F(1) + two_e
+    b = fma(two_e, e, a)
+    e2 = e * e
+    neg = x < F(0)
+    num = (e * ((e + F(2)) * (n + F(2)) * q + F(4) * xc * (n + F(1))) if neg
+           else a * b * q + F(4) * xc * e2 * (a + e2))
+    den = ((n + F(2)) * (n + F(2)) if neg else b * b) * q
+    d = near_root(x, num / den, MISH_ROOT)
+    return dy * (slope_x_exp_x(x, e) if x < F(-SHIFT) else d)
 
 
 # -- piecewise-linear -------------------------------------------------------------------
