@@ -46,7 +46,7 @@ def test_narrow_ops_compute_float32_on_numba_only():
     for name in ("gelu", "silu", "mish", "softplus"):
         assert _compute(name, numba_be) == np.float32
         assert _compute(name, numpy_be) == np.float64
-    for name in ("silu", "mish"):
+    for name in ("gelu", "silu", "mish"):
         assert _compute(name, numba_be, direction="backward") == np.float32
         assert _compute(name, numpy_be, direction="backward") == np.float64
     assert _compute("softplus", numba_be, beta=2.0) == np.float32
@@ -67,8 +67,10 @@ def _every_float32(lo, hi):
     # backwards: the local expansions around their zeros (formulas.ROOTS) and their edges
     ("silu", "backward", -2.8, -0.55, {}),
     ("mish", "backward", -3.0, -0.45, {}),
+    ("gelu", "backward", -2.0, -0.3, {}),
     ("silu", "backward", -104.5, -60.0, {}),
     ("mish", "backward", -104.5, -60.0, {}),
+    ("gelu", "backward", -14.5, -11.0, {}),
 ])
 def test_every_float32_in_the_tail(name, direction, lo, hi, params):
     x = _every_float32(lo, hi)

@@ -30,7 +30,7 @@ def _check_softplus(values):
 def _table():
     A = Activation
     gelu_exact = A("gelu", m.gelu, m.gelu_backward, ref.gelu, ref.gelu_backward,
-                   wide=("forward", "backward"), narrow=("forward",),
+                   wide=("forward", "backward"), narrow=("forward", "backward"),
                    doc="x·Φ(x), Φ the standard normal CDF.")
     gelu_tanh = A("gelu", m.gelu_tanh, m.gelu_tanh_backward, ref.gelu_tanh,
                   ref.gelu_tanh_backward, wide=("forward", "backward"),

@@ -251,42 +251,68 @@ def selu_backward(dy, x):
 # -- smooth rectifiers ------------------------------------------------------------------
 
 
-def gelu(x):
-    """x·Φ(x) with Φ(x) = erfc(z)/2, z = -x/√2.
-
-    In the left tail erfc amplifies the rounding of z by ~2z², so z's rounding error dz
-    (exact, by fma) is put back to first order: erfc(z + dz) ≈ erfc(z)·(1 - 2z·dz). Where
-    Φ would be subnormal in float32 (x < -12) :func:`gelu_tail` takes over.
-    """
+@scalar
+def two_cdf(x):
+    """2Φ(x) = erfc(z), z = -x/√2. In the left tail erfc amplifies the rounding of z by
+    ~2z², so z's rounding error dz (exact, by fma) is put back to first order:
+    erfc(z + dz) ≈ erfc(z)·(1 - 2z·dz)."""
     w = -x
     c = F(INV_SQRT2)
     z = w * c
     dz = fma(w, c, -z) + w * F(INV_SQRT2 - c)
     e = erfc(z)
-    e = e - e * (F(2) * z * dz) if z > F(0) else e
-    tail = F(-12) if single() else F(-40)
-    return gelu_tail(x) if x < tail else x_times(x, F(0.5) * e)
+    return e - e * (F(2) * z * dz) if z > F(0) else e
+
+
+@scalar
+def gauss(x, shift):
+    """exp(shift - x²/2) with x² = p + p_lo split exactly (exp amplifies the rounding of
+    x² by x²/2), and p (x clipped to ±BIG): √(2π)·e^shift·φ(x)."""
+    xc = clip(x, F(-BIG), F(BIG))
+    p = xc * xc
+    p_lo = fma(xc, xc, -p)
+    e = exp(shift - F(0.5) * p)
+    return fma(e, F(-0.5) * p_lo, e), p  # · e^(-p_lo/2)
+
+
+@scalar
+def gelu_tail_start():
+    """Below this x, Φ(x) is subnormal in float32; in float64, x·φ(x) is ~1e-347."""
+    return F(-12) if single() else F(-40)
+
+
+@scalar
+def mills_series(p):
+    """|x|·Φ(x)/φ(x) for x <= -12, p = x²: 1 - u + 3u² - 15u³ + 105u⁴ - 945u⁵, u = 1/p
+    (the asymptotic series, ~1e-9 there)."""
+    u = F(1) / p
+    return F(1) - u * (F(1) - u * (F(3) - u * (F(15) - u * (F(105) - u * F(945)))))
+
+
+def gelu(x):
+    """x·Φ(x) with Φ(x) = :func:`two_cdf`/2. Where Φ would be subnormal in float32
+    (x < -12) :func:`gelu_tail` takes over."""
+    e = two_cdf(x)
+    return gelu_tail(x) if x < gelu_tail_start() else x_times(x, F(0.5) * e)
 
 
 @scalar
 def gelu_tail(x):
-    """x·Φ(x) for x <= -12: -φ(x)·(1 - u + 3u² - 15u³ + 105u⁴ - 945u⁵), u = 1/x² (the
-    asymptotic series, ~1e-9 there), with x² = p + p_lo exactly and
-    exp(-p/2) = e^(SHIFT - p/2)·e^-SHIFT (SHIFT - p/2 exact, every factor normal)."""
-    xc = clip(x, F(-BIG), F(0))
-    p = xc * xc
-    p_lo = fma(xc, xc, -p)
-    u = F(1) / p
-    a = F(1) - u * (F(1) - u * (F(3) - u * (F(15) - u * (F(105) - u * F(945)))))
-    a = fma(a, F(-0.5) * p_lo, a)  # · e^(-p_lo/2)
-    return -times_const(exp(F(SHIFT) - F(0.5) * p) * a, GELU_TAIL_K)
+    """x·Φ(x) = -φ(x)·mills_series(x²) for x <= -12, with
+    φ(x) = e^(SHIFT - x²/2)·e^-SHIFT/√(2π) (SHIFT - x²/2 exact, every factor normal)."""
+    g, p = gauss(x, F(SHIFT))
+    return -times_const(g * mills_series(p), GELU_TAIL_K)
 
 
 def gelu_backward(dy, x):
-    """Φ(x) + x·φ(x)."""
+    """Φ(x) + x·φ(x), x² split exactly in φ; float32 uses :func:`near_root` around its zero
+    x0 ≈ -0.752. Below -12, φ(x)·(series/|x| - |x|), scaled like :func:`gelu_tail`."""
     xc = clip(x, F(-BIG), F(BIG))
-    cdf = F(0.5) * erfc(-x * F(INV_SQRT2))
-    return dy * (cdf + xc * F(INV_SQRT_2PI) * exp(F(-0.5) * xc * xc))
+    deep = x < gelu_tail_start()
+    g, p = gauss(x, F(SHIFT) if deep else F(0))  # one exp for both cases
+    d = near_root(x, F(0.5) * two_cdf(x) + times_const(xc * g, INV_SQRT_2PI), GELU_ROOT)
+    tail = times_const(g * ((mills_series(p) - p) / -xc), GELU_TAIL_K)
+    return dy * (tail if deep else d)
 
 
 @scalar
