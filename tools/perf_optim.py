@@ -18,25 +18,13 @@ import numpy as np
 import torch
 
 import fastgd
+from fastgd.bench import bandwidth
 
 CASES = {  # name: (fastgd class, torch class, options)
     "adam": (fastgd.Adam, torch.optim.Adam, {}),
     "adamw": (fastgd.AdamW, torch.optim.AdamW, {"weight_decay": 0.01}),
     "sgd_momentum": (fastgd.SGD, torch.optim.SGD, {"momentum": 0.9}),
 }
-
-
-@numba.njit(parallel=True)
-def _scale(a, s):
-    for i in numba.prange(a.size):
-        a[i] *= s
-
-
-def inplace_gbps(n, reps):
-    a = np.ones(n, np.float32)
-    _scale(a, 1.0)
-    best = min(_timed(lambda: _scale(a, 1.0)) for _ in range(reps))
-    return 2 * a.nbytes / best / 1e9
 
 
 def _timed(f):
@@ -68,7 +56,7 @@ def main():
     ap.add_argument("--reps", type=int, default=15)
     args = ap.parse_args()
     n, rng = 1 << args.n, np.random.default_rng(0)
-    roof = inplace_gbps(2 * n, args.reps)
+    roof = bandwidth.probe_cpu()["inplace"]  # the benchmarks' own roof
     results = {}
     for order in (list(CASES), list(CASES)[::-1]):
         for name in order:
