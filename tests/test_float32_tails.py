@@ -64,6 +64,10 @@ def _every_float32(lo, hi):
     ("mish", "forward", -104.5, -86.0, {}),
     ("softplus", "forward", -104.5, -86.0, {}),
     ("softplus", "forward", -52.5, -43.0, {"beta": 2.0}),
+    # softplus's polynomial log1p(e^-|z|) on both sides of 0, where its worst errors are
+    ("softplus", "forward", -0.5, -0.4, {}),
+    ("softplus", "forward", 0.005, 0.011, {}),
+    ("softplus", "forward", 0.5, 1.1, {"beta": 2.0, "threshold": 10.0}),
     # backwards: the local expansions around their zeros (formulas.ROOTS) and their edges
     ("silu", "backward", -2.8, -0.55, {}),
     ("mish", "backward", -3.0, -0.45, {}),

@@ -30,8 +30,13 @@ SHIFT = 64.0
 EXP_NEG_SHIFT = math.exp(-SHIFT)
 GELU_TAIL_K = math.exp(-SHIFT) / math.sqrt(2 * math.pi)
 
+# Fitted tables, from tools/fit_formulas.py. softplus's log1p(e), e in [0, 1], in float32:
+LOG1P_UNIT = (  # log1p(e)/e on [0, 1], relative error ~8.4e-10
+    0.9999999991556823, -0.4999997949139123, 0.3333249754352652, -0.24986496459409926,
+    0.19885820285008451, -0.16087623009295732, 0.12377995867871511, -0.08188040923582843,
+    0.041006573693958395, -0.013187826565578388, 0.0019866965936534606)
 # Near a simple zero x0 of a derivative its formula cancels: the float32 kernels use
-# dx = d(h) + t·P(t), t = x - h, there (see :func:`near_root`); from tools/fit_roots.py.
+# dx = d(h) + t·P(t), t = x - h, there (see :func:`near_root`).
 ROOTS = {  # name: (h = x0 in float32, a, b, d(h) then P lowest degree first)
     # x0 = -1.2784645427610737951, relative error of P ~1.4e-9
     "silu": (-1.2784645557403564, -2.5, -0.65, (
@@ -333,16 +338,28 @@ def gelu_tanh_backward(dy, x):
 
 
 @scalar
+def log1p_unit(e):
+    """log1p(e) for e in [0, 1]: e·P(e) in float32 (P from :data:`LOG1P_UNIT`, no division),
+    ``log1p`` in float64 (the choice is a constant, so the other branch is compiled away)."""
+    p = F(LOG1P_UNIT[len(LOG1P_UNIT) - 1])
+    for k in range(len(LOG1P_UNIT) - 2, -1, -1):
+        p = F(LOG1P_UNIT[k]) + e * p
+    return e * p if single() else log1p(e)
+
+
+@scalar
 def softplus_(x, beta, threshold):
-    """log1p(e^z)/beta, z = beta·x; x above the threshold. The rounding of z (z_lo, by fma)
-    is put back into e^z, which amplifies it by |z| in the left tail; below -SHIFT the result
-    is e^z/beta, scaled so that it keeps its digits where e^z is subnormal in float32."""
+    """(max(z, 0) + log1p(e))/beta, z = beta·x, e = exp(-|z|) (x itself for max(z, 0)/beta);
+    x above the threshold. The rounding of z (z_lo, by fma) is put back into e, which
+    amplifies it by |z| in the left tail; below -SHIFT the result is e^z/beta, scaled so
+    that it keeps its digits where e^z is subnormal in float32."""
     z = beta * x
     z_lo = fma(beta, x, -z) if abs(z) < F(BIG) else F(0)  # not inf - inf
     deep = z < F(-SHIFT)
-    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else z)  # one exp for both cases
-    e = e + e * z_lo
-    y = times_const(e / beta, EXP_NEG_SHIFT) if deep else log1p(e) / beta
+    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else -abs(z))  # one exp for both cases
+    e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
+    base = x if z > F(0) else F(0)
+    y = times_const(e / beta, EXP_NEG_SHIFT) if deep else base + log1p_unit(e) / beta
     return x if z > threshold else y
 
 

@@ -1,6 +1,9 @@
-"""Regenerate ``ROOTS`` in fastgd/activation/formulas.py (needs mpmath).
+"""Regenerate the fitted tables of fastgd/activation/formulas.py (needs mpmath).
 
-Near a simple zero x0 of a derivative, its formula is a sum of O(1) terms that cancel, so
+``LOG1P_UNIT``: log1p(e)/e on e in [0, 1] (softplus in float32: e = exp(-|z|)), the
+Chebyshev interpolant of the lowest degree with relative error below 5e-9, monomial form.
+
+``ROOTS``: near a simple zero x0 of a derivative, its formula is a sum of O(1) terms that cancel, so
 float32 rounding errors of those terms are amplified by |terms|/|dx|. There the float32
 kernels use the local expansion dx = d(h) + t·P(t), t = x - h exact (h: x0 rounded to
 float32; d(h) ~ 1e-9 is the derivative's value there), with P the Chebyshev interpolant
@@ -9,7 +12,7 @@ the lowest degree whose relative error is below 5e-9 (0.1 ULP of float32). [a, b
 the terms of the derivative's formula are over 3 times its value (their rounding errors
 amplified over 3 times).
 
-Run: ``python tools/fit_roots.py`` (a second); paste its output over ``ROOTS``.
+Run: ``python tools/fit_formulas.py`` (a second); paste its output over the two tables.
 """
 
 import mpmath as mp
@@ -67,7 +70,19 @@ def fit(d, guess, a, b):
     return x0, float(h), [float(d0)] + [float(c) for c in reversed(coeffs)], rel
 
 
+def fit_log1p_unit():
+    g = lambda e: mp.mpf(1) if e == 0 else mp.log1p(e) / e  # noqa: E731
+    for degree in range(4, 20):
+        coeffs = mp.chebyfit(g, [0, 1], degree + 1)
+        rel = max(abs(mp.polyval(coeffs, e) / g(e) - 1) for e in mp.linspace(0, 1, 400))
+        if rel < 5e-9:
+            return [float(c) for c in reversed(coeffs)], rel
+
+
 def main():
+    coeffs, rel = fit_log1p_unit()
+    print(f"LOG1P_UNIT = (  # log1p(e)/e on [0, 1], relative error ~{mp.nstr(rel, 2)}")
+    print("    " + ", ".join(repr(c) for c in coeffs) + ")")
     print("ROOTS = {  # name: (h = x0 in float32, a, b, d(h) then P lowest degree first)")
     for name, (d, guess, a, b) in TARGETS.items():
         x0, h, coeffs, rel = fit(d, guess, a, b)
