@@ -81,6 +81,22 @@ def _assert_rel(actual, expected, rtol, atol, what):
         )
 
 
+def central_difference(f, a, h=1e-6):
+    """∂f/∂a by central differences, ``f(a) -> float``. Each element of ``a`` is perturbed in
+    place and restored, so ``f`` may take ``a`` as its argument or read it by reference (a
+    model's own parameter array)."""
+    grad = np.zeros(np.shape(a))
+    for i in np.ndindex(np.shape(a)):
+        old = a[i]
+        a[i] = old + h
+        up = f(a)
+        a[i] = old - h
+        down = f(a)
+        a[i] = old
+        grad[i] = (up - down) / (2 * h)
+    return grad
+
+
 def special_values(dtype):
     info = np.finfo(dtype)
     vals = [0.0, -0.0, np.inf, -np.inf, np.nan, info.smallest_normal, -info.smallest_normal,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fastgd import nn
+from tests.helpers import central_difference
 
 BACKENDS = ["numpy", "numba"]
 
@@ -24,28 +25,11 @@ def _check_gradients(model, x, reset=None, rtol=1e-5, atol=1e-7):
     objective()
     dx = model.backward(w.copy())
     grads = {k: v.copy() for k, v in model.grads.items()}
-    h = 1e-6
     if dx is not None:
-        fd = np.zeros_like(x)
-        for i in np.ndindex(x.shape):
-            old = x[i]
-            x[i] = old + h
-            up = objective()
-            x[i] = old - h
-            down = objective()
-            x[i] = old
-            fd[i] = (up - down) / (2 * h)
+        fd = central_difference(lambda _: objective(), x)
         np.testing.assert_allclose(dx, fd, rtol=rtol, atol=atol, err_msg="input gradient")
     for key, p in model.params.items():
-        fd = np.zeros_like(p)
-        for i in np.ndindex(p.shape):
-            old = p[i]
-            p[i] = old + h
-            up = objective()
-            p[i] = old - h
-            down = objective()
-            p[i] = old
-            fd[i] = (up - down) / (2 * h)
+        fd = central_difference(lambda _: objective(), p)
         np.testing.assert_allclose(grads[key], fd, rtol=rtol, atol=atol, err_msg=key)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from fastgd import nn
+from tests.helpers import central_difference
 
 BACKENDS = ["numpy", "numba"]
 RNG = np.random.default_rng(0)
@@ -53,22 +54,12 @@ def test_loss_matches_torch(backend, reduction, name, target, kw):
     np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
 
 
-def _finite_diff(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        xp, xm = x.copy(), x.copy()
-        xp[i] += h
-        xm[i] -= h
-        g[i] = (f(xp) - f(xm)) / (2 * h)
-    return g
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,target,kw", CASES)
 def test_loss_backward_finite_differences(backend, name, target, kw):
     loss = nn.get_loss(name, "sum", **kw)
     _, grad = loss.value_and_grad(X, target, backend=backend)
-    fd = _finite_diff(lambda x: loss(x, target, backend=backend), X)
+    fd = central_difference(lambda x: loss(x, target, backend=backend), X.copy())
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 

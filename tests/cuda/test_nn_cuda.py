@@ -10,6 +10,7 @@ import fastgd
 from fastgd import nn
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
+from tests.helpers import central_difference
 
 dev, host = fastgd.to_device, fastgd.to_host
 CUDA = fastgd.get_backend("cuda")
@@ -62,20 +63,9 @@ def test_batch_norm_matches_numpy_and_finite_differences():
     def objective(xv, g, b):
         return float(np.sum(w * host(_bn_forward(CUDA, dev(xv), dev(g), dev(b), act)[2])))
 
-    h = 1e-6
-    fd = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += h
-        down[i] -= h
-        fd[i] = (objective(up, gamma, beta) - objective(down, gamma, beta)) / (2 * h)
+    fd = central_difference(lambda a: objective(a, gamma, beta), x.copy())
     np.testing.assert_allclose(host(dx), fd, rtol=1e-5, atol=1e-7)
-    fd_gamma = np.zeros(3)
-    for j in range(3):
-        up, down = gamma.copy(), gamma.copy()
-        up[j] += h
-        down[j] -= h
-        fd_gamma[j] = (objective(x, up, beta) - objective(x, down, beta)) / (2 * h)
+    fd_gamma = central_difference(lambda a: objective(x, a, beta), gamma.copy())
     np.testing.assert_allclose(host(grads)[0], fd_gamma, rtol=1e-5, atol=1e-7)
 
 
@@ -131,12 +121,7 @@ def test_loss_backward_finite_differences(name, target, kw):
     x = RNG.standard_normal((3, 4))
     loss = nn.get_loss(name, "sum", **kw)
     _, g = loss.value_and_grad(dev(x), dev(target))
-    fd = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += 1e-6
-        down[i] -= 1e-6
-        fd[i] = (loss(dev(up), dev(target)) - loss(dev(down), dev(target))) / 2e-6
+    fd = central_difference(lambda a: loss(dev(a), dev(target)), x.copy())
     np.testing.assert_allclose(host(g), fd, rtol=1e-6, atol=1e-8)
 
 
