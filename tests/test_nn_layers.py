@@ -164,3 +164,15 @@ def test_layer_errors():
         bn.forward(np.ones((1, 3)), train=True)
     with pytest.raises(ValueError, match="all layers need one backend and dtype"):
         nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])
+
+
+@pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_column_sums_in_row_order_match_numpy(shape, dtype):
+    from fastgd import get_backend
+    from fastgd.nn._kernels import column_sums
+
+    a = np.random.default_rng(2).standard_normal(shape).astype(dtype)
+    out = np.full(shape[1], np.nan, dtype)
+    column_sums(get_backend("numba"), a, out)  # serial and parallel (> 4096 elements)
+    np.testing.assert_allclose(out, a.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-12)

@@ -156,6 +156,44 @@ def run_grid(be, fn, ins, vecs=(), outs=(), scalars=(), index=False):
     be.launch(kernel, n, (*ins, *vecs, *outs, *typed))
 
 
+def column_sums(be, a, out):
+    """``out[j] = Σ_r a[r, j]`` for a 2-D ``a``: on CUDA one thread per column (neighbouring
+    threads read neighbouring columns), on the CPU in row order (contiguous, vectorized),
+    one float64 partial row per thread, as a column walk strides through memory."""
+    if be.name == "cuda":
+        run_columns(be, fm.row_sum, [a], result=out)
+        return
+    kernel = _cpu_column_sums(be.loop_for(a.size) == "parallel")
+    kernel(a, out)
+
+
+_COLUMN_SUMS: dict = {}
+
+
+def _cpu_column_sums(parallel: bool):
+    """The Numba column-sum kernel (parallel: one chunk of rows per thread)."""
+    if parallel not in _COLUMN_SUMS:
+        import numba
+
+        @numba.njit(parallel=parallel, nogil=True)
+        def kernel(a, out):
+            rows, cols = a.shape
+            chunks = max(1, min(numba.get_num_threads(), rows)) if parallel else 1
+            partial = np.zeros((chunks, cols), np.float64)
+            for c in numba.prange(chunks):
+                for r in range(c * rows // chunks, (c + 1) * rows // chunks):
+                    for j in range(cols):
+                        partial[c, j] += a[r, j]
+            for j in range(cols):
+                total = 0.0
+                for c in range(chunks):
+                    total += partial[c, j]
+                out[j] = total
+
+        _COLUMN_SUMS[parallel] = kernel
+    return _COLUMN_SUMS[parallel]
+
+
 def run_columns(be, fn, arrays, per_column=(), scalars=(), result=None):
     """Run line function ``fn`` on each column of 2-D ``arrays`` (seen as ``(1, N, C)``;
     arrays of another length, e.g. ``(k, C)`` outputs, give lines of that length)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from fastgd.nn import formulas as fm
 from fastgd.nn import reference as ref
-from fastgd.nn._kernels import bind, run_columns, run_grid
+from fastgd.nn._kernels import bind, column_sums, run_columns, run_grid
 from fastgd.nn._profile import PROFILE
 
 
@@ -66,9 +66,11 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
         if db_out is not None:
             db_out[...] = dz.sum(axis=0)
     elif identity:
-        run_columns(be, fm.row_sum, [dy], result=db_out)
-    elif db_out is None:
+        column_sums(be, dy, db_out)
+    elif db_out is None or be.name != "cuda":  # the CPU sums dz in row order afterwards
         run_grid(be, bind(fm.act_grad, act), [dy, z], outs=[dz_out], scalars=act.scalars)
+        if db_out is not None:
+            column_sums(be, dz_out, db_out)
     else:
         run_columns(be, bind(fm.act_grad_colsum, act), [dy, z, dz_out],
                     scalars=act.scalars, result=db_out)
