@@ -2,7 +2,8 @@
 
 An op's math (an activation's forward and backward, an optimizer's update rule) is a plain
 Python function of scalars. It spells its float type and its transcendental functions with
-the names defined here (``F(0.5)``, ``exp(x)``, ``erfc(z)``...). Written once, it is then
+the names defined here (``F(0.5)``, ``exp(x)``, ``erfc(z)``...; ``W`` is the wide type of
+sums that must keep their digits). Written once, it is then
 *specialized* per backend and dtype: :func:`specialize` rebuilds the function with these
 names bound to that backend's implementations (vectorizable polynomials on the Numba CPU
 backend, the device math library on CUDA, NumPy in the CUDA simulator) and to the working
@@ -20,6 +21,7 @@ from fractions import Fraction
 
 # Default bindings: plain Python, so the math also runs (slowly) uncompiled.
 F = float
+W = float
 exp = math.exp
 expm1 = math.expm1
 log = math.log
@@ -49,8 +51,9 @@ def fma(a, b, c):
     return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
-#: The names a backend binds. ``F`` is the working float type (``numpy.float32``...).
-NAMES = ("F", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma")
+#: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
+#: the wide one for sums that must not lose digits (float64 on every backend).
+NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma")
 
 
 def scalar(fn):

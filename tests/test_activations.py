@@ -263,6 +263,16 @@ def test_softmax_reference_against_math_and_finite_differences(name):
                                    atol=1e-7)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_float32_softmax_keeps_the_rounding_of_x_minus_max(backend):
+    """x - max rounds in float32 (here -60.750004 - 3.5 = -64.25000381...), and exp
+    amplifies that by 64: 39 ULP unless the rounding is put back."""
+    v = np.nextafter(np.float32(-60.75), np.float32(-100))
+    x = np.array([[3.5, v, 0.0], [v, 3.5, -80.00001]], np.float32)
+    want = fastgd.softmax(x.astype(np.float64), backend="numpy")
+    assert_forward_contract(fastgd.softmax(x, backend=backend), want, np.float32, "softmax")
+
+
 def test_softmax_special_rows():
     x = np.array([[np.nan, 1.0, 2.0], [-np.inf, 0.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
     y = fastgd.softmax(x)

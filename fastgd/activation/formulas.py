@@ -14,7 +14,7 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 import math
 from math import inf
 
-from fastgd.scalar import F, erfc, exp, expm1, fma, log, log1p, scalar, tanh
+from fastgd.scalar import F, W, erfc, exp, expm1, fma, log, log1p, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
@@ -445,16 +445,28 @@ def row_sum(x):
     return s
 
 
+@scalar
+def exp_shifted(v, m):
+    """exp(v - m) for v <= m: v - m is exact in the wide type W (for float32 data), and its
+    rounding into F is put back to first order (exp amplifies it by |v - m|)."""
+    d = W(v) - W(m)
+    dh = F(d)
+    e = exp(dh)
+    return fma(e, F(d - W(dh)), e) if e > F(0) else e  # not 0·NaN where v = -inf
+
+
 def softmax_row(x, y):
+    """e_i = exp(x_i - max) in the working type (:func:`exp_shifted`), their sum and each
+    e_i/Σ in the wide type: one rounding of y_i after e_i's."""
     m = row_max(x)
-    s = F(0)
+    s = W(0)
     for i in range(x.size):
-        e = exp(F(x[i]) - m)
+        e = exp_shifted(F(x[i]), m)
         y[i] = e
-        s += e
-    r = F(1) / s
+        s += W(e)
+    r = W(1) / s
     for i in range(x.size):
-        y[i] = F(y[i]) * r
+        y[i] = W(y[i]) * r
 
 
 def softmax_backward_row(dy, y, dx):

@@ -149,9 +149,10 @@ class RowActivation(Activation):
     kind = "rowwise"
 
     def __init__(self, name, row_forward, row_backward, row_backward_from_input, reference,
-                 reference_backward, doc=""):
+                 reference_backward, narrow=(), doc=""):
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
-                         params={"axis": -1}, wide=("forward", "backward"), doc=doc)
+                         params={"axis": -1}, wide=("forward", "backward"), narrow=narrow,
+                         doc=doc)
         self.scalar_backward_from_input = row_backward_from_input
 
     def bind(self, args, kwargs):
@@ -171,7 +172,7 @@ class RowActivation(Activation):
         if be.name == "numpy":
             out[...] = self.reference_forward(x.astype(np.float64, copy=False), axis)
         else:
-            self._rows(be, self.scalar_forward, [x], out, axis, dtype)
+            self._rows(be, self.scalar_forward, [x], out, axis, dtype, "forward")
         return out
 
     def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
@@ -193,10 +194,10 @@ class RowActivation(Activation):
             out[...] = self.reference_backward(dy64, y64, axis)
         else:
             fn = self.scalar_backward_from_input if y is None else self.scalar_backward
-            self._rows(be, fn, [dy, saved], out, axis, dtype)
+            self._rows(be, fn, [dy, saved], out, axis, dtype, "backward")
         return out
 
-    def _rows(self, be, fn, ins, out, axis, dtype):
+    def _rows(self, be, fn, ins, out, axis, dtype, direction):
         """Run row function ``fn`` along ``axis``: arrays seen as (outer, length, inner)."""
         shape = _arrays.shape_of(out)
         lines = _lines_shape(shape, axis)
@@ -205,7 +206,7 @@ class RowActivation(Activation):
         arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
         if lines[2] == 1:  # along the last axis: plain contiguous rows
             arrays = [a.reshape(lines[:2]) for a in arrays]
-        be.rows(fn, arrays, compute=np.float64)
+        be.rows(fn, arrays, compute=self._compute(dtype, direction, be))
         if view is None:
             out[...] = target.reshape(shape)
 

@@ -126,7 +126,7 @@ class CudaBackend(CompiledBackend):
     # -- kernels ------------------------------------------------------------------------------
     def bindings(self, compute):
         funcs = _simulator_math() if simulator_enabled() else {**DEVICE_MATH, "fma": _cuda().fma}
-        return {"F": compute.type, **funcs}
+        return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n):
         return "cuda"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fastgd import config
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
@@ -17,7 +19,8 @@ def cpu_math_bindings() -> dict:
         from fastgd.backends import cpu_math
     except ImportError:
         cpu_math = None
-    funcs = {n: getattr(cpu_math, n, None) or getattr(math, n, None) for n in NAMES if n != "F"}
+    funcs = {n: getattr(cpu_math, n, None) or getattr(math, n, None)
+             for n in NAMES if n not in ("F", "W")}
     funcs = {n: f for n, f in funcs.items() if f is not None}  # no fma without cpu_math
     return funcs
 
@@ -44,7 +47,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def bindings(self, compute):
         if self._math is None:
             self._math = cpu_math_bindings()
-        return {"F": compute.type, **self._math}
+        return {"F": compute.type, "W": np.float64, **self._math}
 
     def loop_for(self, n):
         return "serial" if n <= config.PARALLEL_THRESHOLD else "parallel"
