@@ -51,9 +51,16 @@ def fma(a, b, c):
     return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
+def fmax(a, b):
+    """The larger of ``a`` and ``b``, ignoring a NaN (C's ``fmax``); vectorizes as a
+    reduction where ``a if a > b else b`` does not (no ``nnan`` flag)."""
+    return a if a > b or b != b else b
+
+
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
-NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma")
+NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma",
+         "fmax")
 
 
 def scalar(fn):

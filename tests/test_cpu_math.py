@@ -221,3 +221,20 @@ def test_ulp_error_helper():
     np.testing.assert_allclose(err[:5], [1, 0, 0, 0, 0])
     assert err[5] == pytest.approx(1e-46 / 2.0**-149)
     assert ulp_error(np.array([np.nan]), np.array([1.0]), np.float64)[0] == np.inf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fmax_is_c_fmax_compiled_and_in_python(dtype):
+    from fastgd.scalar import fmax as py_fmax
+
+    @njit(fastmath=FM)
+    def pairwise(a, b, out):
+        for i in range(a.size):
+            out[i] = cm.fmax(a[i], b[i])
+
+    a = np.array([1, np.nan, 2, np.nan, -np.inf, 3], dtype)
+    b = np.array([2, 1, np.nan, np.nan, -5, np.inf], dtype)
+    out = np.empty_like(a)
+    pairwise(a, b, out)
+    np.testing.assert_array_equal(out, np.fmax(a, b))
+    np.testing.assert_array_equal([py_fmax(x, y) for x, y in zip(a, b)], np.fmax(a, b))

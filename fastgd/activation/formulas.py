@@ -14,7 +14,7 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 import math
 from math import inf
 
-from fastgd.scalar import F, W, erfc, exp, expm1, fma, log, log1p, scalar, tanh
+from fastgd.scalar import F, W, erfc, exp, expm1, fma, fmax, log, log1p, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
@@ -431,10 +431,10 @@ def hardswish_backward(dy, x):
 
 @scalar
 def row_max(x):
+    """The largest element, NaNs ignored (a row with NaN gives NaN through its sum)."""
     m = F(-inf)
     for i in range(x.size):
-        v = F(x[i])
-        m = v if v > m else m
+        m = fmax(m, F(x[i]))
     return m
 
 

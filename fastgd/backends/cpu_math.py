@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "fma"]
+__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "fma", "fmax"]
 
 _FASTMATH = {"contract"}
 _jit = njit(inline="always", fastmath=_FASTMATH, error_model="numpy")  # no ZeroDivision checks
@@ -107,6 +107,21 @@ def _fma_exact(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """The larger of a and b, ignoring a NaN (llvm.maxnum: a vectorizable reduction)."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(a)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty] * 2), f"llvm.maxnum.f{a.bitwidth}")
+        return builder.call(fn, args)
+
+    return a(a, b), codegen
 
 
 def _poly(coeffs, ft):
@@ -486,6 +501,20 @@ def erfc(x):
     (a-ah)(a+ah), so the far tail keeps full relative accuracy down to the underflow
     threshold; erfc(-a) = 2 - erfc(a)."""
     return _py_call("erfc", erfc, x)
+
+
+def fmax(a, b):
+    """The larger of a and b, ignoring a NaN (C's fmax), for float arguments of one type."""
+    from fastgd.scalar import fmax as py_fmax
+
+    return py_fmax(a, b)
+
+
+@overload(fmax, inline="always")
+def _ov_fmax(a, b):
+    if isinstance(a, types.Float) and a == b:
+        return lambda a, b: _maxnum(a, b)
+    return None
 
 
 def fma(a, b, c):

@@ -17,6 +17,7 @@ from fastgd._arrays import is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
 from fastgd.scalar import fma as scalar_fma
+from fastgd.scalar import fmax as scalar_fmax
 
 
 def simulator_enabled() -> bool:
@@ -57,10 +58,11 @@ def _simulator_math() -> dict:
         "erfc": math.erfc,
         "isfinite": np.isfinite,
         "fma": scalar_fma,
+        "fmax": scalar_fmax,
     }
 
 
-DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n != "fma"}
+DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in ("fma", "fmax")}
 
 
 class CudaBackend(CompiledBackend):
@@ -125,7 +127,11 @@ class CudaBackend(CompiledBackend):
 
     # -- kernels ------------------------------------------------------------------------------
     def bindings(self, compute):
-        funcs = _simulator_math() if simulator_enabled() else {**DEVICE_MATH, "fma": _cuda().fma}
+        if simulator_enabled():
+            funcs = _simulator_math()
+        else:
+            cuda = _cuda()
+            funcs = {**DEVICE_MATH, "fma": cuda.fma, "fmax": cuda.jit(device=True)(scalar_fmax)}
         return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n):
