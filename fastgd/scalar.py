@@ -51,6 +51,16 @@ def fma(a, b, c):
     return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
+def erfcx_exp(x, hi, lo):
+    """erfcx(|x|)·e^(hi + lo), erfcx(a) = e^(a²)·erfc(a): erfc(|x|) scaled by e^(hi + lo + x²).
+
+    Plain math here (the scaling is applied after erfc, which can underflow first); the Numba
+    CPU backend binds a kernel that keeps erfcx and the exponential apart and rounds once.
+    """
+    a = abs(x)
+    return erfc(a) * exp(hi + lo + a * a)
+
+
 def fmax(a, b):
     """The larger of ``a`` and ``b``, ignoring a NaN (C's ``fmax``); vectorizes as a
     reduction where ``a if a > b else b`` does not (no ``nnan`` flag)."""
@@ -59,8 +69,8 @@ def fmax(a, b):
 
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
-NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "isfinite", "fma",
-         "fmax")
+NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "erfcx_exp",
+         "isfinite", "fma", "fmax")
 
 
 def scalar(fn):

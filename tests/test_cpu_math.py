@@ -238,3 +238,38 @@ def test_fmax_is_c_fmax_compiled_and_in_python(dtype):
     pairwise(a, b, out)
     np.testing.assert_array_equal(out, np.fmax(a, b))
     np.testing.assert_array_equal([py_fmax(x, y) for x, y in zip(a, b)], np.fmax(a, b))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_erfcx_exp_is_erfcx_times_exp_rounded_once(dtype):
+    """erfcx(|x|)·e^(hi + lo) against mpmath, with e^(hi + lo) far from 1 so that a rounding
+    of erfcx or of the exponential on its own would show; the Python default too."""
+    mp = pytest.importorskip("mpmath")
+    from fastgd.scalar import erfcx_exp as py_erfcx_exp
+
+    @njit(fastmath=FM, error_model="numpy")
+    def loop(out, x, hi, lo):
+        for i in range(x.size):
+            out[i] = cm.erfcx_exp(x[i], hi[i], lo[i])
+
+    rng = np.random.default_rng(2)
+    f32 = dtype == np.float32
+    n = 4000
+    x = rng.uniform(-10 if f32 else -27, 10 if f32 else 27, n).astype(dtype)
+    hi = rng.uniform(-60 if f32 else -600, 30 if f32 else 300, n).astype(dtype)
+    lo = (hi * rng.uniform(-1, 1, n) * (2.0**-26 if f32 else 2.0**-55)).astype(dtype)
+    out = np.empty_like(x)
+    loop(out, x, hi, lo)
+    with mp.workprec(160):
+        a = [abs(mp.mpf(float(v))) for v in x]
+        exact = [mp.erfc(v) * mp.exp(v * v + float(h) + float(e))
+                 for v, h, e in zip(a, hi, lo, strict=True)]
+        top = np.array([float(v) for v in exact])
+        low = np.array([float(v - mp.mpf(t)) for v, t in zip(exact, top, strict=True)])
+    ref = top.astype(np.longdouble) + low.astype(np.longdouble) if LONG_OK else top
+    err = ulp_error(out, ref, dtype)
+    i = int(np.argmax(err))
+    assert err[i] <= MAX_ULP + (0 if LONG_OK or f32 else 0.5), (
+        f"erfcx_exp({x[i]!r}, {hi[i]!r}, {lo[i]!r}) = {out[i]!r}: {err[i]:.2f} ULP")
+    assert py_erfcx_exp(1.5, -3.0, 0.0) == pytest.approx(float(mp.erfc(1.5) * mp.exp(2.25 - 3)),
+                                                         rel=1e-12)

@@ -14,7 +14,7 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 import math
 from math import inf
 
-from fastgd.scalar import F, W, erfc, exp, expm1, fma, fmax, log, log1p, scalar, tanh
+from fastgd.scalar import F, W, erfcx_exp, exp, expm1, fma, fmax, log, log1p, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
@@ -28,7 +28,6 @@ BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in fl
 # applied as hi + lo parts with one final fma.
 SHIFT = 64.0
 EXP_NEG_SHIFT = math.exp(-SHIFT)
-GELU_TAIL_K = math.exp(-SHIFT) / math.sqrt(2 * math.pi)
 
 # Fitted tables, from tools/fit_formulas.py. softplus's log1p(e), e in [0, 1], in float32:
 LOG1P_UNIT = (  # log1p(e)/e on [0, 1], relative error ~8.4e-10
@@ -257,67 +256,47 @@ def selu_backward(dy, x):
 
 
 @scalar
-def two_cdf(x):
-    """2Φ(x) = erfc(z), z = -x/√2. In the left tail erfc amplifies the rounding of z by
-    ~2z², so z's rounding error dz (exact, by fma) is put back to first order:
-    erfc(z + dz) ≈ erfc(z)·(1 - 2z·dz)."""
-    w = -x
-    c = F(INV_SQRT2)
-    z = w * c
-    dz = fma(w, c, -z) + w * F(INV_SQRT2 - c)
-    e = erfc(z)
-    return e - e * (F(2) * z * dz) if z > F(0) else e
-
-
-@scalar
-def gauss(x, shift):
-    """exp(shift - x²/2) with x² = p + p_lo split exactly (exp amplifies the rounding of
-    x² by x²/2), and p (x clipped to ±BIG): √(2π)·e^shift·φ(x)."""
-    xc = clip(x, F(-BIG), F(BIG))
-    p = xc * xc
-    p_lo = fma(xc, xc, -p)
-    e = exp(shift - F(0.5) * p)
-    return fma(e, F(-0.5) * p_lo, e), p  # · e^(-p_lo/2)
-
-
-@scalar
 def gelu_tail_start():
     """Below this x, Φ(x) is subnormal in float32; in float64, x·φ(x) is ~1e-347."""
     return F(-12) if single() else F(-40)
 
 
 @scalar
-def mills_series(p):
-    """|x|·Φ(x)/φ(x) for x <= -12, p = x²: 1 - u + 3u² - 15u³ + 105u⁴ - 945u⁵, u = 1/p
-    (the asymptotic series, ~1e-9 there)."""
-    u = F(1) / p
-    return F(1) - u * (F(1) - u * (F(3) - u * (F(15) - u * (F(105) - u * F(945)))))
-
-
-def gelu(x):
-    """x·Φ(x) with Φ(x) = :func:`two_cdf`/2. Where Φ would be subnormal in float32
-    (x < -12) :func:`gelu_tail` takes over."""
-    e = two_cdf(x)
-    return gelu_tail(x) if x < gelu_tail_start() else x_times(x, F(0.5) * e)
+def gauss_parts(x):
+    """(xc, hi, lo, deep): x clipped to ±BIG, and -x²/2 = hi + lo split exactly (exp amplifies
+    the rounding of x² by x²/2), hi raised by SHIFT where ``deep`` (x below
+    :func:`gelu_tail_start`: Φ(x) and φ(x) come out scaled by e^SHIFT, so they stay normal)."""
+    xc = clip(x, F(-BIG), F(BIG))
+    p = xc * xc
+    deep = x < gelu_tail_start()
+    hi = (F(SHIFT) if deep else F(0)) - F(0.5) * p  # exact: SHIFT - p/2 by Sterbenz
+    return xc, hi, F(-0.5) * fma(xc, xc, -p), deep
 
 
 @scalar
-def gelu_tail(x):
-    """x·Φ(x) = -φ(x)·mills_series(x²) for x <= -12, with
-    φ(x) = e^(SHIFT - x²/2)·e^-SHIFT/√(2π) (SHIFT - x²/2 exact, every factor normal)."""
-    g, p = gauss(x, F(SHIFT))
-    return -times_const(g * mills_series(p), GELU_TAIL_K)
+def gelu_cdf(xc, hi, lo):
+    """Φ(x) = erfc(|x|/√2)/2 or 1 - that, from erfcx(|x|/√2)·e^(-x²/2) (:func:`gauss_parts`;
+    scaled by e^SHIFT where deep), so no rounding of x² or x/√2 is amplified."""
+    t = F(0.5) * erfcx_exp(times_const(xc, INV_SQRT2), hi, lo)
+    return t if xc < F(0) else F(1) - t
+
+
+def gelu(x):
+    """x·Φ(x); where Φ would be subnormal in float32 (x < -12), computed scaled by e^SHIFT
+    and scaled back once at the end."""
+    xc, hi, lo, deep = gauss_parts(x)
+    cdf = gelu_cdf(xc, hi, lo)
+    return times_const(xc * cdf, EXP_NEG_SHIFT) if deep else x_times(x, cdf)
 
 
 def gelu_backward(dy, x):
-    """Φ(x) + x·φ(x), x² split exactly in φ; float32 uses :func:`near_root` around its zero
-    x0 ≈ -0.752. Below -12, φ(x)·(series/|x| - |x|), scaled like :func:`gelu_tail`."""
-    xc = clip(x, F(-BIG), F(BIG))
-    deep = x < gelu_tail_start()
-    g, p = gauss(x, F(SHIFT) if deep else F(0))  # one exp for both cases
-    d = near_root(x, F(0.5) * two_cdf(x) + times_const(xc * g, INV_SQRT_2PI), GELU_ROOT)
-    tail = times_const(g * ((mills_series(p) - p) / -xc), GELU_TAIL_K)
-    return dy * (tail if deep else d)
+    """Φ(x) + x·φ(x), both from -x²/2 split exactly (:func:`gauss_parts`; scaled by e^SHIFT
+    below -12); float32 uses :func:`near_root` around its zero x0 ≈ -0.752."""
+    xc, hi, lo, deep = gauss_parts(x)
+    g = exp(hi)
+    g = fma(g, lo, g)  # e^(hi + lo), lo tiny
+    d = gelu_cdf(xc, hi, lo) + times_const(xc * g, INV_SQRT_2PI)
+    return dy * (times_const(d, EXP_NEG_SHIFT) if deep else near_root(x, d, GELU_ROOT))
 
 
 @scalar

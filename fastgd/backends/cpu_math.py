@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "fma", "fmax"]
+__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "erfcx_exp", "fma", "fmax"]
 
 _FASTMATH = {"contract"}
 _jit = njit(inline="always", fastmath=_FASTMATH, error_model="numpy")  # no ZeroDivision checks
@@ -338,9 +338,8 @@ def _build(ft):
     split_mask = it(-(2 ** (12 if f32 else 27)))  # (a with these bits cleared)**2 is exact
 
     @_jit
-    def erfc_abs(a):
-        """erfc(a) for a = |x| >= 0 (NaN propagates)."""
-        a = erf_amax if a > erf_amax else a
+    def erfcx_parts(a):
+        """erfcx(a) = e**(a**2)*erfc(a) as q + g_lo for a = |x| <= erf_amax."""
         d = a * (h_p(a) / h_q(a))  # h - h(0), in (-h(0), 0]
         h = rsqpi + d  # h(0) = 1/sqrt(pi) = rsqpi + rsqpi_lo
         h_lo = ((rsqpi - h) + d) + rsqpi_lo
@@ -349,8 +348,22 @@ def _build(ft):
         s_lo = (((a if big else h) - s) + (h if big else a)) + h_lo  # a + h(a) ~ s + s_lo
         q = rsqpi / s
         g_lo = ((_fma(-q, s, rsqpi) + rsqpi_lo) - q * s_lo) * (q * sqpi)  # erfcx = q + g_lo
+        return q, g_lo
+
+    @_jit
+    def erfc_abs(a):
+        """erfc(a) for a = |x| >= 0 (NaN propagates)."""
+        a = erf_amax if a > erf_amax else a
+        q, g_lo = erfcx_parts(a)
         ah = _as_float(_as_int(a) & split_mask, a)  # a**2 = ah**2 + (a-ah)(a+ah)
         return exp_mul(-(ah * ah), -((a - ah) * (a + ah)), q, g_lo)
+
+    @_jit
+    def erfcx_exp_(x, hi, lo):
+        """erfcx(|x|)*e**(hi + lo), rounded once (|x| clamped to erf_amax)."""
+        a = abs(x)
+        q, g_lo = erfcx_parts(erf_amax if a > erf_amax else a)
+        return exp_mul(hi, lo, q, g_lo)
 
     @_jit
     def erf_(x):
@@ -364,7 +377,7 @@ def _build(ft):
         return two - e if x < zero else e
 
     return {"exp": exp_k, "expm1": expm1_k, "log": log_, "log1p": log1p_, "tanh": tanh_,
-            "erf": erf_, "erfc": erfc_}
+            "erf": erf_, "erfc": erfc_, "erfcx_exp": erfcx_exp_}
 
 
 def _bits(v):
@@ -405,28 +418,29 @@ def _kernel_flags():
     return flags
 
 
-def _inlined_call(kernels):
-    """Intrinsic calling ``kernels[argtype]``: the kernel is compiled as its own
-    subroutine with this module's flags (so the caller's fastmath flags never touch
-    it) and called with a call-site ``alwaysinline``, so LLVM inlines it into the
-    caller's loop and can vectorize it."""
+def _inlined_call(kernels, arity=1):
+    """Intrinsic calling ``kernels[argtype]`` (``arity`` arguments of one float type): the
+    kernel is compiled as its own subroutine with this module's flags (so the caller's
+    fastmath flags never touch it) and called with a call-site ``alwaysinline``, so LLVM
+    inlines it into the caller's loop and can vectorize it."""
 
-    @intrinsic
-    def call(typingctx, x):
-        impl = kernels.get(x)
-        if impl is None:
+    def codegen(context, builder, sig, args):
+        impl = kernels[sig.args[0]]
+        cres = context.compile_subroutine(builder, impl, sig, flags=_kernel_flags())
+        fn = context.declare_function(builder.module, cres.fndesc)
+        _, res = context.call_conv.call_function(
+            builder, fn, sig.return_type, sig.args, args, attrs=("alwaysinline",))
+        return res  # the kernels never raise
+
+    def typer(typingctx, *xs):
+        if len(xs) != arity or xs[0] not in kernels or any(x != xs[0] for x in xs):
             return None
+        return xs[0](*xs), codegen
 
-        def codegen(context, builder, sig, args):
-            cres = context.compile_subroutine(builder, impl, sig, flags=_kernel_flags())
-            fn = context.declare_function(builder.module, cres.fndesc)
-            _, res = context.call_conv.call_function(
-                builder, fn, sig.return_type, sig.args, args, attrs=("alwaysinline",))
-            return res  # the kernels never raise
-
-        return x(x), codegen
-
-    return call
+    # intrinsic needs the arguments spelled out
+    if arity == 1:
+        return intrinsic(lambda typingctx, x: typer(typingctx, x))
+    return intrinsic(lambda typingctx, x, hi, lo: typer(typingctx, x, hi, lo))
 
 
 def _public(name):
@@ -514,6 +528,29 @@ def fmax(a, b):
 def _ov_fmax(a, b):
     if isinstance(a, types.Float) and a == b:
         return lambda a, b: _maxnum(a, b)
+    return None
+
+
+_ERFCX32, _ERFCX64 = _K32["erfcx_exp"], _K64["erfcx_exp"]
+_erfcx_exp_call = _inlined_call({
+    types.float32: lambda x, hi, lo: _ERFCX32(x, hi, lo),
+    types.float64: lambda x, hi, lo: _ERFCX64(x, hi, lo),
+}, arity=3)
+
+
+def erfcx_exp(x, hi, lo):
+    """erfcx(|x|)·e**(hi + lo) (erfcx(a) = e**(a²)·erfc(a)) rounded once, for exact ``hi`` and
+    small ``lo``: erfc(|x|) scaled by a factor its caller chose (gelu: Φ(x) with
+    hi + lo = -x²/2 split exactly, shifted where Φ would be subnormal)."""
+    from fastgd.scalar import erfcx_exp as py_erfcx_exp
+
+    return py_erfcx_exp(x, hi, lo)
+
+
+@overload(erfcx_exp, inline="always")
+def _ov_erfcx_exp(x, hi, lo):
+    if isinstance(x, types.Float) and x == hi == lo:
+        return lambda x, hi, lo: _erfcx_exp_call(x, hi, lo)
     return None
 
 

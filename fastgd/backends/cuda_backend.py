@@ -16,6 +16,7 @@ from fastgd import config
 from fastgd._arrays import is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
+from fastgd.scalar import erfcx_exp as scalar_erfcx_exp
 from fastgd.scalar import fma as scalar_fma
 from fastgd.scalar import fmax as scalar_fmax
 
@@ -57,12 +58,15 @@ def _simulator_math() -> dict:
         "erf": math.erf,
         "erfc": math.erfc,
         "isfinite": np.isfinite,
+        "erfcx_exp": scalar_erfcx_exp,
         "fma": scalar_fma,
         "fmax": scalar_fmax,
     }
 
 
-DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in ("fma", "fmax")}
+#: Written in Python over ``math`` (scalar.py), compiled as device functions.
+PYTHON_MATH = ("erfcx_exp", "fma", "fmax")
+DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in PYTHON_MATH}
 
 
 class CudaBackend(CompiledBackend):
@@ -131,7 +135,9 @@ class CudaBackend(CompiledBackend):
             funcs = _simulator_math()
         else:
             cuda = _cuda()
-            funcs = {**DEVICE_MATH, "fma": cuda.fma, "fmax": cuda.jit(device=True)(scalar_fmax)}
+            funcs = {**DEVICE_MATH, "fma": cuda.fma,
+                     "fmax": cuda.jit(device=True)(scalar_fmax),
+                     "erfcx_exp": cuda.jit(device=True)(scalar_erfcx_exp)}
         return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n):
