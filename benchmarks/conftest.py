@@ -28,7 +28,8 @@ def pytest_addoption(parser):
     group.addoption("--fastgd-backends", default="",
                     help="comma list of backends/peers to run (default all available)")
     group.addoption("--fastgd-sizes", default="",
-                    help="comma list of sizes n in elements (default 2^10,2^16,2^20,2^24)")
+                    help="sizes n in elements: 1000,2^16 or 2^16..2^24 "
+                         "(default 2^10,2^16,2^20,2^24)")
     group.addoption("--fastgd-quick", action="store_true",
                     help="small sizes only (2^10, 2^16, 2^20), fewer bandwidth-probe repeats")
     group.addoption("--fastgd-report", default="",
@@ -40,13 +41,22 @@ def _list(config, name) -> list[str]:
 
 
 def _sizes(config) -> list[int] | None:
-    values = _list(config, "--fastgd-sizes")
-    return [int(v) for v in values] or None
+    """The sizes asked for, written as ``fastgd bench --sizes`` takes them (2^16..2^24)."""
+    from fastgd.cli import CLIError, parse_sizes
+
+    text = config.getoption("--fastgd-sizes")
+    if not text.strip():
+        return None
+    try:
+        return parse_sizes(text)
+    except CLIError as err:
+        raise pytest.UsageError(f"--fastgd-sizes: {err}") from None
 
 
 def pytest_configure(config):
     config._fastgd_start = time.time()
     config._fastgd_json = None
+    config.fastgd_sizes = _sizes(config)  # parsed once, for every suite
     known = set(activation_cases.DEVICE)
     unknown = set(_list(config, "--fastgd-backends")) - known
     if unknown:
@@ -59,7 +69,7 @@ def pytest_generate_tests(metafunc):
     if {"op", "direction", "backend", "n"} <= set(metafunc.fixturenames):
         config = metafunc.config
         combos = activation_cases.params(
-            sizes=_sizes(config), quick=config.getoption("--fastgd-quick"))
+            sizes=config.fastgd_sizes, quick=config.getoption("--fastgd-quick"))
         metafunc.parametrize("op,direction,backend,n", combos,
                              ids=[f"{o}-{d}-{b}-{n}" for o, d, b, n in combos])
 
@@ -67,7 +77,7 @@ def pytest_generate_tests(metafunc):
 def pytest_collection_modifyitems(config, items):
     """Keep the items whose op/backend/n parameters were asked for; unknown ops fail."""
     ops, backends = set(_list(config, "--fastgd-ops")), set(_list(config, "--fastgd-backends"))
-    sizes = set(_sizes(config) or ())
+    sizes = set(config.fastgd_sizes or ())
     seen = {p["op"] for p in _params(items) if "op" in p}
     unknown = ops - seen
     if unknown:

@@ -128,7 +128,7 @@ def make_case(op, impl, sizes, layout) -> Case:
 def pytest_generate_tests(metafunc):
     """Sizes from the command line (``--fastgd-sizes``, ``--fastgd-quick``, see conftest)."""
     config = metafunc.config
-    given = [int(v) for v in config.getoption("--fastgd-sizes", "").split(",") if v.strip()]
+    given = config.fastgd_sizes
     quick = config.getoption("--fastgd-quick", False)
     sizes = given or (QUICK_SIZES if quick else SIZES)
     if metafunc.function.__name__ == "test_optimizer_step":

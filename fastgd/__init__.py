@@ -61,7 +61,8 @@ def _expose(act):
     backward.__name__ = backward.__qualname__ = f"{act.name}_backward"
     backward.__doc__ = (
         f"Gradient of {act.name} with respect to its input, from the upstream gradient dy "
-        f"and the forward input x."
+        f"and the forward input x"
+        + (" or its output y=." if act.takes_output else ".")
     )
     return forward, backward
 

@@ -221,6 +221,64 @@ def test_prelu(shape, per_channel, backend, dtype):
     assert dw.shape == w.shape and dw.dtype == dtype
 
 
+# -- backward from the forward output ----------------------------------------------------
+
+FROM_OUTPUT = [(n, p) for n, p in ELEMENTWISE if fastgd.activations[n].takes_output]
+FROM_OUTPUT_IDS = [i for i, (n, _) in zip(IDS, ELEMENTWISE, strict=True)
+                   if fastgd.activations[n].takes_output]
+
+
+def from_output_cases(dtype):
+    """(dy, y, dx wanted): y = f(x) in ``dtype``, the wanted dx the float64 derivative at the
+    float64 y, written in x (a different formula from the one in y)."""
+    rng = np.random.default_rng(21)
+    x = np.concatenate([rng.uniform(-8, 8, 3000), rng.normal(0, 1, 1000),
+                        [0.0, -0.0, 1.0, -1.0, 0.5, -0.5]]).astype(dtype)
+    dy = rng.normal(0, 1, x.size).astype(dtype)
+    return x, dy
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "params"), FROM_OUTPUT, ids=FROM_OUTPUT_IDS)
+def test_backward_from_output(name, params, backend, dtype):
+    """backward(dy, y=f(x)) is the derivative at x: in float64 against the x formula; in
+    float32 within the backward contract of the exact derivative at the float32 y given."""
+    x, dy = from_output_cases(dtype)
+    act = fastgd.activations[name]
+    y = act.forward(x, backend=backend, **params)
+    dx = act.backward(dy, y=y, backend=backend, **params)
+    assert dx.dtype == dtype
+    if dtype == np.float64:
+        want = reference(name, x, params, dy)
+    else:  # the float64 derivative at x64 = f⁻¹(y): through the float64 formula in y
+        want = act.backward(dy.astype(np.float64), y=y.astype(np.float64), backend="numpy",
+                            **params)
+        np.testing.assert_allclose(want, reference(name, x, params, dy), rtol=1e-6, atol=1e-6)
+    assert_backward_contract(dx, want, dy, dtype, f"{name} from y ({backend})")
+    nan = act.backward(np.ones(3, dtype), y=np.array([np.nan, 1, -0.5], dtype),
+                       backend=backend, **params)
+    assert np.isnan(nan[0]) and not np.isnan(nan[1:]).any()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda a: fastgd.gelu_backward(a, y=a), "not a function of its output"),
+        (lambda a: fastgd.silu_backward(a, y=a), "not a function of its output"),
+        (lambda a: fastgd.sigmoid_backward(a, a, y=a), "needs the forward input x or"),
+        (lambda a: fastgd.tanh_backward(a), "needs the forward input x or"),
+        (lambda a: fastgd.leaky_relu_backward(a, y=a, negative_slope=-0.1), "negative_slope >= 0"),
+        (lambda a: fastgd.elu_backward(a, y=a, alpha=-1.0), "alpha >= 0"),
+        (lambda a: fastgd.tanh_backward(a, y=a[:1]), "shapes"),
+        (lambda a: fastgd.tanh_backward(a, y=a.astype(np.float64)), "dtype"),
+    ],
+)
+def test_backward_from_output_rejects(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(np.ones(4, np.float32))
+
+
 # -- softmax and log_softmax -------------------------------------------------------------
 
 

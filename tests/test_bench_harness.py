@@ -117,6 +117,15 @@ def test_activation_cases_pass_the_gate_on_numpy_and_torch(op, direction):
         assert case.n == 1 << 12 and case.bytes == (2 if direction == "forward" else 3) * 4 * 4096
 
 
+@pytest.mark.parametrize("op", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu"])
+def test_backward_from_y_cases_pass_the_gate_on_every_cpu_implementation(op):
+    for impl in ("numpy", "numba", "torch"):
+        assert ac.supports(impl, op, "backward_y")
+        case = ac.make_case(op, "backward_y", impl, 1 << 12)
+        _, result, _ = harness.first_call(case)
+        harness.verify(case, result)
+
+
 def test_large_cases_check_a_sample_of_rows(monkeypatch):
     monkeypatch.setattr(ac, "CHECK_ALL", 1 << 10)
     monkeypatch.setattr(ac, "CHECK_SAMPLE", 1 << 10)
@@ -138,7 +147,8 @@ def test_shapes_and_params():
     assert ac.shape_for("prelu", 1 << 16) == (16, 16, 256)
     assert ac.shape_for("prelu", 1 << 10) == (1, 16, 64)
     combos = ac.params(ops_=["relu"], impls=["numba", "numpy"], quick=True)
-    assert len(combos) == 2 * 3 * 2
+    assert len(combos) == 3 * 3 * 2  # forward, backward from x and from y
+    assert {c[1] for c in ac.params(["gelu", "softmax"], ["numpy"])} == {"forward", "backward"}
     assert {c[3] for c in combos} == set(ac.QUICK_SIZES)
     default = ac.params(ops_=["relu"], impls=["numpy"])
     assert {c[3] for c in default} == set(ac.SIZES)  # no GPU sizes on the CPU
@@ -153,11 +163,13 @@ def test_bandwidth_probe_and_roof():
     assert bandwidth.roof(None) is None
 
 
-@pytest.mark.parametrize("direction", ["forward", "backward"])
+@pytest.mark.parametrize("direction", ac.DIRECTIONS)
 def test_cupy_expression_peer_plumbing_on_numpy_arrays(direction):
     """The CuPy peer runs the NumPy reference's expressions on device arrays; run the same
     calls on host arrays here to check the arguments and the float32 accuracy."""
     for op in ac.ops():
+        if not ac.supports("numpy", op, direction):
+            continue
         shape = ac.shape_for(op, 1 << 12)
         host = ac._host_arrays(op, direction, shape, "float32")
         case = Case(op=op, direction=direction, backend="cupy", n=1 << 12, bytes=1,

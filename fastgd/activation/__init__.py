@@ -27,6 +27,15 @@ def _check_softplus(values):
         raise ValueError(f"softplus threshold must be >= 0, got {values['threshold']}")
 
 
+def _nonnegative(name):
+    """For backward from the output: y > 0 must mean x > 0, so no negative slope."""
+    def check(values):
+        if values[name] < 0:
+            raise ValueError(f"the backward from the output y= needs {name} >= 0, got "
+                             f"{values[name]}; pass the forward input x")
+    return check
+
+
 def _table():
     A = Activation
     gelu_exact = A("gelu", m.gelu, m.gelu_backward, ref.gelu, ref.gelu_backward,
@@ -37,17 +46,28 @@ def _table():
                   doc="0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).")
     acts = [
         A("sigmoid", m.sigmoid, m.sigmoid_backward, ref.sigmoid, ref.sigmoid_backward,
+          from_output=(m.sigmoid_backward_from_output, ref.sigmoid_backward_from_output),
           doc="1 / (1 + exp(-x))."),
-        A("tanh", m.tanh_, m.tanh_backward, ref.tanh, ref.tanh_backward, doc="tanh(x)."),
+        A("tanh", m.tanh_, m.tanh_backward, ref.tanh, ref.tanh_backward,
+          from_output=(m.tanh_backward_from_output, ref.tanh_backward_from_output),
+          doc="tanh(x)."),
         A("relu", m.relu, m.relu_backward, ref.relu, ref.relu_backward,
+          from_output=(m.relu_backward_from_output, ref.relu_backward_from_output),
           doc="max(x, 0); the gradient at 0 is 0."),
         A("leaky_relu", m.leaky_relu, m.leaky_relu_backward, ref.leaky_relu,
           ref.leaky_relu_backward, params={"negative_slope": 0.01},
-          check=_positive_finite("negative_slope"), doc="x if x > 0 else negative_slope·x."),
+          check=_positive_finite("negative_slope"),
+          from_output=(m.leaky_relu_backward_from_output, ref.leaky_relu_backward_from_output),
+          output_check=_nonnegative("negative_slope"), doc="x if x > 0 else negative_slope·x."),
         PReLU(doc="x if x > 0 else w·x, w one slope or one per channel (axis 1)."),
         A("elu", m.elu, m.elu_backward, ref.elu, ref.elu_backward, params={"alpha": 1.0},
-          check=_positive_finite("alpha"), doc="x if x > 0 else alpha·(exp(x) - 1)."),
+          check=_positive_finite("alpha"),
+          from_output=(m.elu_backward_from_output, ref.elu_backward_from_output),
+          output_check=_nonnegative("alpha"), wide=("backward_from_output",),
+          doc="x if x > 0 else alpha·(exp(x) - 1)."),
         A("selu", m.selu, m.selu_backward, ref.selu, ref.selu_backward,
+          from_output=(m.selu_backward_from_output, ref.selu_backward_from_output),
+          wide=("backward_from_output",),
           doc="scale·elu(x, alpha) with the self-normalizing constants."),
         GELU(gelu_exact, gelu_tanh),
         A("silu", m.silu, m.silu_backward, ref.silu, ref.silu_backward,

@@ -162,6 +162,11 @@ def sigmoid_backward(dy, x):
     return dy * sigmoid_slope(x)
 
 
+def sigmoid_backward_from_output(dy, y):
+    """σ' = y·(1 - y); 1 - y is exact for y >= 1/2."""
+    return dy * (y * (F(1) - y))
+
+
 def tanh_(x):
     return tanh(x)
 
@@ -170,6 +175,11 @@ def tanh_backward(dy, x):
     """1 - tanh² = 4e/(1+e)² with e = exp(-2|x|)."""
     e = exp(F(-2) * abs(x))
     return dy * (F(4) * e / ((F(1) + e) * (F(1) + e)))
+
+
+def tanh_backward_from_output(dy, y):
+    """1 - y² as (1 - y)(1 + y): no cancellation where |y| is near 1."""
+    return dy * ((F(1) - y) * (F(1) + y))
 
 
 def silu(x):
@@ -204,6 +214,10 @@ def relu_backward(dy, x):
     return if_positive(x, dy, F(0))
 
 
+def relu_backward_from_output(dy, y):
+    return if_positive(y, dy, F(0))
+
+
 @scalar
 def leaky_relu(x, negative_slope):
     return if_positive(x, x, negative_slope * x)
@@ -212,6 +226,11 @@ def leaky_relu(x, negative_slope):
 @scalar
 def leaky_relu_backward(dy, x, negative_slope):
     return if_positive(x, dy, negative_slope * dy)
+
+
+def leaky_relu_backward_from_output(dy, y, negative_slope):
+    """y > 0 exactly where x > 0, for negative_slope >= 0."""
+    return if_positive(y, dy, negative_slope * dy)
 
 
 @scalar
@@ -244,12 +263,23 @@ def elu_backward(dy, x, alpha):
     return if_positive(x, dy, dy * alpha * exp(x))
 
 
+def elu_backward_from_output(dy, y, alpha):
+    """alpha·e^x = y + alpha for x <= 0 (alpha >= 0); in float64 for float32 data, where
+    alpha rounded to float32 would be amplified by the cancellation as y → -alpha."""
+    return if_positive(y, dy, dy * (y + alpha))
+
+
 def selu(x):
     return F(SELU_SCALE) * if_positive(x, x, F(SELU_ALPHA) * expm1(x))
 
 
 def selu_backward(dy, x):
     return F(SELU_SCALE) * if_positive(x, dy, dy * F(SELU_ALPHA) * exp(x))
+
+
+def selu_backward_from_output(dy, y):
+    """scale·alpha·e^x = y + scale·alpha for x <= 0 (in float64, as for elu)."""
+    return if_positive(y, F(SELU_SCALE) * dy, dy * (y + F(SELU_SCALE * SELU_ALPHA)))
 
 
 # -- smooth rectifiers ------------------------------------------------------------------

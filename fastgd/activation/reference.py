@@ -60,6 +60,11 @@ def sigmoid_backward(dy, x):
 
 
 @_quiet
+def sigmoid_backward_from_output(dy, y):
+    return dy * (y * (1 - y))
+
+
+@_quiet
 def tanh(x):
     return np.tanh(x)
 
@@ -67,6 +72,11 @@ def tanh(x):
 @_quiet
 def tanh_backward(dy, x):
     return dy / np.cosh(x) ** 2
+
+
+@_quiet
+def tanh_backward_from_output(dy, y):
+    return dy * ((1 - y) * (1 + y))  # 1 - y² without cancellation near |y| = 1
 
 
 @_quiet
@@ -91,6 +101,11 @@ def relu_backward(dy, x):
 
 
 @_quiet
+def relu_backward_from_output(dy, y):
+    return _pos(y, dy, 0)
+
+
+@_quiet
 def leaky_relu(x, negative_slope):
     return _pos(x, x, negative_slope * x)
 
@@ -98,6 +113,11 @@ def leaky_relu(x, negative_slope):
 @_quiet
 def leaky_relu_backward(dy, x, negative_slope):
     return _pos(x, dy, negative_slope * dy)
+
+
+@_quiet
+def leaky_relu_backward_from_output(dy, y, negative_slope):
+    return _pos(y, dy, negative_slope * dy)
 
 
 def _channel_weight(weight, x):
@@ -136,6 +156,11 @@ def elu_backward(dy, x, alpha):
     return _pos(x, dy, dy * alpha * np.exp(x))
 
 
+@_quiet
+def elu_backward_from_output(dy, y, alpha):
+    return _pos(y, dy, dy * (y + alpha))
+
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -148,6 +173,11 @@ def selu(x):
 @_quiet
 def selu_backward(dy, x):
     return SELU_SCALE * elu_backward(dy, x, SELU_ALPHA)
+
+
+@_quiet
+def selu_backward_from_output(dy, y):
+    return _pos(y, SELU_SCALE * dy, dy * (y + SELU_SCALE * SELU_ALPHA))
 
 
 @_quiet

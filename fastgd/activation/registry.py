@@ -31,21 +31,35 @@ class Activation:
     names those of them whose scalar math repairs those roundings itself (with ``fma``) and
     stays within the contract in float32 on backends whose float32 math is accurate to
     ~1 ULP (``float32_math_ulp`` <= 1.5: the Numba CPU backend), when the parameters are
-    exact in float32; others still widen.
+    exact in float32; others still widen. ``from_output`` is ``(scalar math, NumPy
+    reference)`` of the derivative written in the forward output y, for the ops whose
+    derivative is a function of it (``backward(dy, y=y)``); ``output_check`` rejects the
+    parameter values for which it is not (a negative slope).
     """
 
     kind = "elementwise"
 
     def __init__(self, name, forward, backward, reference, reference_backward, *,
-                 params=None, check=None, wide=(), narrow=(), doc=""):
+                 params=None, check=None, wide=(), narrow=(), from_output=None,
+                 output_check=None, doc=""):
         self.name = name
         self.scalar_forward, self.scalar_backward = forward, backward
         self.reference_forward, self.reference_backward = reference, reference_backward
+        # direction -> (scalar math for the compiled backends, NumPy reference)
+        self.math = {"forward": (forward, reference), "backward": (backward, reference_backward)}
+        if from_output:
+            self.math["backward_from_output"] = from_output
         self.params = dict(params or {})
         self._check = check
+        self._output_check = output_check
         self.wide = frozenset(wide)
         self.narrow = frozenset(narrow)
         self.__doc__ = doc
+
+    @property
+    def takes_output(self) -> bool:
+        """Whether ``backward`` accepts the forward output ``y=`` instead of ``x``."""
+        return "backward_from_output" in self.math
 
     def __repr__(self):
         return f"<activation {self.name}{self.params or ''}>"
@@ -89,29 +103,49 @@ class Activation:
         op._run(be, "forward", [x], out, scalars, dtype)
         return out
 
-    def backward(self, dy, x, *args, out=None, backend=None, **kwargs):
-        dy, x = _arrays.as_array(dy), _arrays.as_array(x)
+    def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
+        """Input gradient from the upstream ``dy`` and the forward input ``x`` or, for the ops
+        whose derivative is a function of their output, the output ``y=``: nothing to
+        recompute (no exp), exact to a few ULP for the ``y`` given."""
+        saved_name, saved = _saved(self.name, x, y)
         values = self.bind(args, kwargs)
-        be = resolve(backend, dy, x)
-        dtype = _arrays.check_float(dy=dy, x=x)
-        shape = _arrays.check_same_shape(dy=dy, x=x)
-        out = _prepare_out(be, out, shape, dtype)
         op, scalars = self._variant(values)
-        op._run(be, "backward", [dy, x], out, scalars, dtype)
+        direction = "backward" if y is None else op._from_output(values)
+        dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
+        be = resolve(backend, dy, saved)
+        dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
+        shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
+        out = _prepare_out(be, out, shape, dtype)
+        op._run(be, direction, [dy, saved], out, scalars, dtype)
         return out
+
+    def _from_output(self, values):
+        """The direction name of the backward from y, once ``values`` allow it."""
+        if "backward_from_output" not in self.math:
+            raise ValueError(f"{self.name}_backward needs the forward input x: its derivative "
+                             "is not a function of its output y=")
+        if self._output_check:
+            self._output_check(values)
+        return "backward_from_output"
 
     def _run(self, be, direction, ins, out, scalars, dtype):
         compute = self._compute(dtype, direction, be, scalars)
+        fn, reference = self.math[direction]
         if be.name == "numpy":
-            fn = self.reference_forward if direction == "forward" else self.reference_backward
-            out[...] = fn(*(a.astype(compute, copy=False) for a in ins), *scalars)
+            out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
             return
-        fn = self.scalar_forward if direction == "forward" else self.scalar_backward
         view = be.flat_view(out)
         target = view if view is not None else be.empty(_size(out), dtype)
         be.map(fn, [be.flat(a) for a in ins], [target], scalars, compute)
         if view is None:
             out[...] = target.reshape(_arrays.shape_of(out))
+
+
+def _saved(name, x, y):
+    """``("x", x)`` or ``("y", y)``: what a backward was given, exactly one of the two."""
+    if (x is None) == (y is None):
+        raise ValueError(f"{name}_backward needs the forward input x or its output y=")
+    return ("x", x) if y is None else ("y", y)
 
 
 def _size(a):
@@ -147,6 +181,7 @@ class RowActivation(Activation):
     """Softmax-like ops along ``axis``: the row function runs on each slice along it."""
 
     kind = "rowwise"
+    takes_output = True
 
     def __init__(self, name, row_forward, row_backward, row_backward_from_input, reference,
                  reference_backward, narrow=(), doc=""):
@@ -178,14 +213,12 @@ class RowActivation(Activation):
     def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
         """Input gradient from the upstream ``dy`` and the forward input ``x`` or, cheaper
         and a little less accurate in float32, the forward output ``y=``."""
-        if (x is None) == (y is None):
-            raise ValueError(f"{self.name}_backward needs the forward input x or its output y=")
+        saved_name, saved = _saved(self.name, x, y)
         axis = self.bind(args, kwargs)["axis"]
-        dy = _arrays.as_array(dy)
-        saved = _arrays.as_array(x if y is None else y)
+        dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
         be = resolve(backend, dy, saved)
-        dtype = _arrays.check_float(dy=dy, **{"x" if y is None else "y": saved})
-        shape = _arrays.check_same_shape(dy=dy, saved=saved)
+        dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
+        shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
         axis = _normalize_axis(axis, len(shape))
         out = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":

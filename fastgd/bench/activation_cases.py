@@ -7,7 +7,10 @@ Each case computes into a preallocated output, and is checked against the NumPy 
 
 Shapes: elementwise ops run on a flat array of n elements; softmax and log_softmax on rows
 of ``ROW`` elements; prelu on ``(batch, 16 channels, length)`` with one slope per channel.
-Bytes that must move: forward reads x and writes y (2·n·itemsize); backward reads dy and x
+Directions: ``forward``; ``backward`` from dy and x (softmax and log_softmax: from dy and
+y); ``backward_y`` from dy and the forward output y, for the elementwise ops whose derivative
+is a function of y (sigmoid, tanh, relu, ...: what PyTorch's autograd saves for them).
+Bytes that must move: forward reads x and writes y (2·n·itemsize); a backward reads dy and x
 (or y) and writes dx (3·n·itemsize).
 """
 
@@ -32,7 +35,7 @@ ROW = 256
 CHANNELS = 16
 CHECK_ALL = 1 << 20
 CHECK_SAMPLE = 1 << 16  # about this many elements are checked above CHECK_ALL
-DIRECTIONS = ("forward", "backward")
+DIRECTIONS = ("forward", "backward", "backward_y")
 OURS = ("numpy", "numba", "cuda")
 DEVICE = {"numpy": "cpu", "numba": "cpu", "torch": "cpu", "cuda": "gpu", "torch-cuda": "gpu",
           "cupy": "gpu", "cupy-kernel": "gpu"}
@@ -97,7 +100,7 @@ def inputs(shape: tuple, dtype: str = "float32") -> dict:
 def _host_arrays(op, direction, shape, dtype):
 
     arrays = dict(inputs(shape, dtype))
-    if direction == "backward" and op != "prelu":
+    if direction.startswith("backward") and op != "prelu":
         # softmax-like and sigmoid/tanh peers compute dx from the forward output y
         arrays["y"] = activation(op).forward(arrays["x"], backend="numpy")
     return arrays
@@ -131,7 +134,7 @@ def reference(op, direction, arrays, rows=None):
         return act.backward(dy, x, arrays["w"], backend="numpy")[0]
     if direction == "forward":
         return act.forward(x, backend="numpy")
-    if op in ROW_OPS:
+    if op in ROW_OPS or direction == "backward_y":
         return act.backward(dy, y=take(arrays["y"]), backend="numpy")
     return act.backward(dy, x, backend="numpy")
 
@@ -145,7 +148,7 @@ def _ours(op, direction, name, a, out):
         return lambda: act.backward(a["dy"], a["x"], a["w"], out=out, backend=name)[0]
     if direction == "forward":
         return lambda: act.forward(a["x"], out=out, backend=name)
-    if op in ROW_OPS:
+    if op in ROW_OPS or direction == "backward_y":
         return lambda: act.backward(a["dy"], y=a["y"], out=out, backend=name)
     return lambda: act.backward(a["dy"], a["x"], out=out, backend=name)
 
@@ -162,6 +165,9 @@ def _cupy_expression(op, direction, a):
         return lambda: act.reference_forward(a["x"], *params)
     if op in ROW_OPS:
         return lambda: act.reference_backward(a["dy"], a["y"], *params)
+    if direction == "backward_y":
+        from_y = act.math["backward_from_output"][1]
+        return lambda: from_y(a["dy"], a["y"], *params)
     return lambda: act.reference_backward(a["dy"], a["x"], *params)
 
 
@@ -190,7 +196,7 @@ def _build(op, direction, impl, host, out_shape, dtype):
             fn = peers.TORCH_FORWARD[op]
             call = lambda: fn(t["x"], o, t["w"])
         else:
-            fn = peers.TORCH_BACKWARD[op]
+            fn = (peers.TORCH_BACKWARD_Y if direction == "backward_y" else peers.TORCH_BACKWARD)[op]
             call = lambda: fn(t["dy"], t["x"], t.get("y"), o, t["w"])
         version = peers.torch().__version__
         return call, peers.torch_sync(device), peers.torch_to_host, None, version
@@ -223,6 +229,8 @@ def make_case(op: str, direction: str, impl: str, n: int, dtype: str = "float32"
 @functools.cache
 def supports(impl: str, op: str, direction: str) -> bool:
     """Whether ``impl`` has ``op`` in ``direction`` (peers: a trial call on a tiny array)."""
+    if direction == "backward_y" and not (op not in ROW_OPS and activation(op).takes_output):
+        return False
     if impl in OURS:
         return True
     if impl == "cupy-kernel" and (direction != "forward" or op not in peers.CUPY_KERNELS):

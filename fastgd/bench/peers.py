@@ -137,6 +137,20 @@ TORCH_BACKWARD = {
         dy, y, -1, y.dtype, out=o),
 }
 
+#: Backwards from the forward output y (``self_is_result`` / ``is_result``), as autograd runs them.
+TORCH_BACKWARD_Y = {
+    "sigmoid": TORCH_BACKWARD["sigmoid"],
+    "tanh": TORCH_BACKWARD["tanh"],
+    "relu": lambda dy, x, y, o, w: _aten().threshold_backward.grad_input(
+        dy, y, 0, grad_input=o),
+    "leaky_relu": lambda dy, x, y, o, w: _aten().leaky_relu_backward.grad_input(
+        dy, y, 0.01, True, grad_input=o),
+    "elu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
+        dy, 1.0, 1, 1, True, y, grad_input=o),
+    "selu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
+        dy, SELU_ALPHA, SELU_SCALE, 1, True, y, grad_input=o),
+}
+
 
 def torch_sync(device: str):
     """The synchronize function for torch on ``device`` (None on the CPU)."""

@@ -235,7 +235,7 @@ STYLES = ("-", "--", ":", "-.")
 
 #: Fixed colours so a backend looks the same in every plot.
 KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
-DIRECTION_ORDER = ("forward", "backward", "step")
+DIRECTION_ORDER = ("forward", "backward", "backward_y", "step")
 ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 
 

@@ -7,7 +7,14 @@ import pytest
 
 import fastgd
 from tests.helpers import assert_backward_contract, assert_forward_contract, tail_inputs
-from tests.test_activations import ELEMENTWISE, IDS, reference
+from tests.test_activations import (
+    ELEMENTWISE,
+    FROM_OUTPUT,
+    FROM_OUTPUT_IDS,
+    IDS,
+    from_output_cases,
+    reference,
+)
 
 dev, host = fastgd.to_device, fastgd.to_host
 
@@ -27,6 +34,18 @@ def test_accuracy_contract_on_cuda(name, params, dtype):
     assert fastgd._arrays.is_device_array(y) and fastgd._arrays.is_device_array(dx)
     assert_forward_contract(host(y), reference(name, x, params), dtype, f"{name} cuda")
     assert_backward_contract(host(dx), reference(name, x, params, dy), dy, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "params"), FROM_OUTPUT, ids=FROM_OUTPUT_IDS)
+def test_backward_from_output_on_cuda(name, params, dtype):
+    x, dy = (a[::10] for a in from_output_cases(dtype))
+    act = fastgd.activations[name]
+    y = act.forward(x, backend="numpy", **params)
+    dx = act.backward(dev(dy), y=dev(y), **params)
+    want = act.backward(dy.astype(np.float64), y=y.astype(np.float64), backend="numpy",
+                        **params)
+    assert_backward_contract(host(dx), want, dy, dtype, f"{name} from y on cuda")
 
 
 @pytest.mark.parametrize("per_channel", [False, True])
