@@ -147,7 +147,8 @@ def test_shapes_and_params():
     assert ac.shape_for("prelu", 1 << 16) == (16, 16, 256)
     assert ac.shape_for("prelu", 1 << 10) == (1, 16, 64)
     combos = ac.params(ops_=["relu"], impls=["numba", "numpy"], quick=True)
-    assert len(combos) == 3 * 3 * 2  # forward, backward from x and from y
+    assert len(combos) == 2 * 3 * 2  # quick: forward and backward from x
+    assert len(ac.params(["relu"], ["numba", "numpy"])) == 3 * 4 * 2  # and from y
     assert {c[1] for c in ac.params(["gelu", "softmax"], ["numpy"])} == {"forward", "backward"}
     assert {c[3] for c in combos} == set(ac.QUICK_SIZES)
     default = ac.params(ops_=["relu"], impls=["numpy"])

@@ -244,7 +244,8 @@ def supports(impl: str, op: str, direction: str) -> bool:
 
 def params(ops_=None, impls=None, sizes=None, quick=False) -> list[tuple]:
     """``(op, direction, impl, n)`` for every case to run, ordered so each op and size is
-    checked against one cached reference; GPU implementations also get the GPU sizes."""
+    checked against one cached reference; GPU implementations also get the GPU sizes.
+    ``quick`` leaves out ``backward_y`` (the 2-minute budget of ``fastgd bench --quick``)."""
     ops_ = ops() if ops_ is None else ops_
     available = implementations()
     impls = available if impls is None else [i for i in available if i in impls]
@@ -255,7 +256,7 @@ def params(ops_=None, impls=None, sizes=None, quick=False) -> list[tuple]:
             sizes += GPU_SIZES
     out = []
     for op in ops_:
-        for direction in DIRECTIONS:
+        for direction in DIRECTIONS[:2] if quick else DIRECTIONS:
             for n in sizes:
                 for impl in impls:
                     device = DEVICE[impl]
