@@ -27,16 +27,19 @@ def _names(prefix, count):
     return [f"{prefix}{k}" for k in range(count)]
 
 
-def map_source(n_in: int, n_out: int, n_scalars: int, loop: str) -> str:
+def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False) -> str:
+    """``packed``: the scalars come as one array ``sv`` (one argument for the dispatcher to
+    check instead of one per scalar: the Python cost of an optimizer step)."""
     ins, outs, scalars = _names("in", n_in), _names("out", n_out), _names("s", n_scalars)
-    args = ", ".join(ins + outs + scalars)
+    args = ", ".join(ins + outs + (["sv"] if packed else scalars))
+    unpack = [f"    {v} = sv[{k}]" for k, v in enumerate(scalars)] if packed else []
     call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
     if n_out == 1:
         stores = [f"        out0[i] = {call}"]
     else:
         stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
     header = HEADERS[loop].format(i="i", n="in0.size")
-    return "\n".join([f"def kernel({args}):", f"    {header}", *stores]) + "\n"
+    return "\n".join([f"def kernel({args}):", *unpack, f"    {header}", *stores]) + "\n"
 
 
 def rows_source(

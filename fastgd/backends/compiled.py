@@ -60,22 +60,33 @@ class CompiledBackend:
         typed = tuple(compute.type(s) for s in scalars)
         self.launch(kernel, n, (*ins, *outs, *typed))
 
+    #: Whether :meth:`map_launcher` kernels take their scalars packed in one array.
+    packs_scalars = False
+
     def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n):
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``.
 
         For hot paths that run the same kernel again and again (an optimizer's ``step``): the
-        kernel lookup is done once; the caller passes scalars already of the ``compute`` type.
+        kernel lookup is done once; the caller passes the scalars as :meth:`typed_scalars`
+        gives them.
         """
         compute = np.dtype(compute)
         loop = self.loop_for(n)
+        packed = self.packs_scalars
         kernel = self._kernel(
-            ("map", n_in, n_out, n_scalars),
-            lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp),
+            ("map", n_in, n_out, n_scalars, packed),
+            lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp, packed),
             fn,
             compute,
             loop,
         )
         return self.launcher(kernel, n)
+
+    def typed_scalars(self, scalars: tuple, compute) -> tuple:
+        """Python floats as a :meth:`map_launcher` kernel takes them: of the ``compute`` type
+        (a Python float is float64), packed into one array where the backend packs them."""
+        values = np.array(scalars, compute)
+        return (values,) if self.packs_scalars else tuple(values)
 
     def launcher(self, kernel, n):
         """``kernel`` bound to its launch shape for ``n`` elements."""

@@ -69,6 +69,8 @@ class NumbaBackend(HostArrays, CompiledBackend):
         )
         return kernel_jit(codegen.build(source, namespace))
 
+    packs_scalars = True  # the dispatcher checks each argument: one array beats ten floats
+
     def launch(self, kernel, n, args):
         kernel(*args)
 

@@ -28,8 +28,6 @@ from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
 from fastgd.optim.clip import sum_of_squares
 
-_F64 = np.dtype(np.float64)
-
 
 class StepInfo(NamedTuple):
     """What one ``step()`` did: the learning rate used, the global gradient norm (when a
@@ -284,9 +282,8 @@ class Optimizer:
             typed = {}
             for s, g in zip(self._slots, flats):
                 args = typed.get(s.dtype)
-                if args is None:  # float32 kernels need float32 scalars (a Python float is f64)
-                    args = typed[s.dtype] = (scalars if s.dtype == _F64
-                                             else tuple(np.array(scalars, s.dtype)))
+                if args is None:  # once per dtype, however many tensors
+                    args = typed[s.dtype] = self.backend.typed_scalars(scalars, s.dtype)
                 s.launch(s.p, g, *s.tail, *args)
         self._step = t
         self._advance()
