@@ -58,8 +58,10 @@ def rows_source(
     return "\n".join([f"def kernel({args}):", f"    {header}", body]) + "\n"
 
 
-def build(source: str, namespace: dict):
-    """Execute generated ``source`` with ``namespace`` as globals; return its ``kernel``."""
+def build(source: str, namespace: dict, filename: str | None = None):
+    """Execute generated ``source`` with ``namespace`` as globals; return its ``kernel``.
+    ``filename``: a file holding the same source, for tracebacks and Numba's cache."""
     glb = dict(namespace)
-    exec(compile(source, "<fastgd-generated>", "exec"), glb)
+    glb.setdefault("__name__", __name__)  # an importable module: Numba's cache reloads it
+    exec(compile(source, filename or "<fastgd-generated>", "exec"), glb)
     return glb["kernel"]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from fastgd import config
-from fastgd.backends import codegen
+from fastgd.backends import codegen, kernel_cache
 from fastgd.backends.compiled import CompiledBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.scalar import NAMES
@@ -61,13 +61,18 @@ class NumbaBackend(HostArrays, CompiledBackend):
         )
         scalar_fn = jit(self.specialized(fn, compute, jit))
         namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange}
+        math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
+                             for k, v in sorted(self._math.items()))
+        path = kernel_cache.source_file(source, scalar_fn, f"{compute} {math_from}", loop,
+                                        config.FASTMATH)
         kernel_jit = numba.njit(
             parallel=loop == "parallel",
             fastmath=set(config.FASTMATH),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
+            cache=path is not None,  # beside its own source file (kernel_cache)
         )
-        return kernel_jit(codegen.build(source, namespace))
+        return kernel_jit(codegen.build(source, namespace, path))
 
     packs_scalars = True  # the dispatcher checks each argument: one array beats ten floats
 

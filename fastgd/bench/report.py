@@ -455,7 +455,8 @@ def write_single(run: Run, out: Path) -> Path:
          "Speedup over NumPy at the largest size NumPy ran", {"ref_line": 1.0}),
         ("latency.png", latencies(run), "time per call (µs, log scale)",
          "Latency at the smallest size", {}),
-        ("compile.png", compile_times(run), "first-call compile time (s), all kernel variants",
+        ("compile.png", compile_times(run),
+         "first-call time (s), all kernel variants: JIT compile, or load from the kernel cache",
          "JIT compile time per kernel", {"log": False}),
     ):
         if groups:

@@ -1,0 +1,101 @@
+"""On-disk cache of the Numba CPU kernels, so a new process does not compile them again.
+
+A generated kernel is plain source text (``codegen``) whose globals (the op's scalar math,
+the bound math functions) are composed at run time, so Numba's own ``cache=True`` cannot see
+what it depends on: it keys its cache on the kernel's file and bytecode, which are the same
+for every op of one shape. Here each kernel gets its own source file, named by a hash of
+everything its machine code depends on -- the kernel text, the scalar functions it calls
+(followed through their globals, as ``scalar.specialize`` does), the compute type, the loop,
+the fast-math flags and the source of the whole ``fastgd`` package -- and Numba caches it
+beside that file. Any change to fastgd's code gives new names: a stale kernel cannot load.
+
+``FASTGD_CACHE_DIR`` sets the folder (default ``$XDG_CACHE_HOME/fastgd`` or
+``~/.cache/fastgd``); ``FASTGD_KERNEL_CACHE=0`` turns the cache off. Where the folder cannot
+be written, kernels are compiled as if the cache were off.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import types
+from pathlib import Path
+
+import fastgd
+
+
+def enabled() -> bool:
+    return os.environ.get("FASTGD_KERNEL_CACHE", "1") != "0"
+
+
+def folder() -> Path:
+    root = os.environ.get("FASTGD_CACHE_DIR")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(xdg, "fastgd")
+    return Path(root) / "kernels"
+
+
+@functools.cache
+def package_digest() -> str:
+    """A hash of every ``.py`` file of the installed fastgd package (read once)."""
+    h = hashlib.sha256()
+    base = Path(fastgd.__file__).parent
+    for path in sorted(base.rglob("*.py")):
+        h.update(str(path.relative_to(base)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(fn, _seen=None) -> str:
+    """``fn``'s module and name, and those of the fastgd functions it calls, recursively,
+    with the plain constants it reads: what tells two kernels of one shape apart."""
+    fn = getattr(fn, "py_func", fn)  # a Numba dispatcher: its Python function
+    seen = set() if _seen is None else _seen
+    seen.add(id(fn))
+    code = getattr(fn, "__code__", None)
+    body = _code_digest(code) if code else ""
+    parts = [f"{fn.__module__}.{fn.__qualname__}@{body}"]  # the code too: tests, exec'd code
+    glb = getattr(fn, "__globals__", {})
+    for name in code.co_names if code else ():
+        value = glb.get(name)
+        target = getattr(value, "py_func", value)
+        if isinstance(target, types.FunctionType):
+            if not (target.__module__ or "").startswith("fastgd"):
+                parts.append(f"{name}={target.__module__}.{target.__qualname__}")
+            elif id(target) not in seen:
+                parts.append(f"{name}=({fingerprint(target, seen)})")
+        elif isinstance(value, (bool, int, float, str, tuple)):
+            parts.append(f"{name}={value!r}")
+    return ";".join(parts)
+
+
+def _code_digest(code) -> str:
+    """A hash of a code object's bytecode and constants, nested code objects included (whose
+    repr would hold a memory address)."""
+    h = hashlib.sha256(code.co_code)
+    for const in code.co_consts:
+        h.update((_code_digest(const) if isinstance(const, types.CodeType)
+                  else repr(const)).encode())
+    return h.hexdigest()[:16]
+
+
+def source_file(source: str, fn, compute, loop: str, flags) -> str | None:
+    """The path of a file holding ``source`` under a name unique to what the kernel computes
+    (written once), or None where the cache is off or the folder is not writable."""
+    if not enabled():
+        return None
+    key = "\n".join([source, fingerprint(fn), str(compute), loop, ",".join(sorted(flags)),
+                     package_digest()])
+    path = folder() / f"k_{hashlib.sha256(key.encode()).hexdigest()[:24]}.py"
+    if path.exists():
+        return str(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(source)
+        os.replace(tmp, path)  # atomic: a process racing us writes the same text
+    except OSError:
+        return None
+    return str(path)
