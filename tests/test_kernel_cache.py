@@ -64,3 +64,13 @@ def test_an_unwritable_folder_means_no_cache(tmp_path, monkeypatch):
     blocker.write_text("")
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(blocker))  # kernels/ cannot be made in a file
     assert kernel_cache.source_file("def kernel(): pass\n", m.relu, "f", "serial", ()) is None
+
+
+def test_a_changed_helper_changes_the_fingerprint():
+    """A user's function that calls a user's helper: editing the helper alone must not load
+    the kernel compiled from the old one."""
+    old, new = {}, {}
+    exec("def h(x):\n    return x + 1\n\ndef f(x):\n    return h(x)\n", old)
+    exec("def h(x):\n    return x + 2\n\ndef f(x):\n    return h(x)\n", new)
+    assert kernel_cache.fingerprint(old["f"]) != kernel_cache.fingerprint(new["f"])
+    assert kernel_cache.fingerprint(old["f"]) == kernel_cache.fingerprint(old["f"])

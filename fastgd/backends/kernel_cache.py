@@ -48,9 +48,15 @@ def package_digest() -> str:
     return h.hexdigest()
 
 
+#: Packages whose functions a fingerprint names without reading their code (their version
+#: is in Numba's own cache key, or they are Numba itself).
+LIBRARIES = frozenset({"numba", "numpy", "llvmlite", "math", "cmath", "builtins"})
+
+
 def fingerprint(fn, _seen=None) -> str:
-    """``fn``'s module and name, and those of the fastgd functions it calls, recursively,
-    with the plain constants it reads: what tells two kernels of one shape apart."""
+    """``fn``'s module, name and code, and those of the functions it calls (fastgd's or a
+    user's), recursively, with the plain constants it reads: what tells two kernels of one
+    shape apart."""
     fn = getattr(fn, "py_func", fn)  # a Numba dispatcher: its Python function
     seen = set() if _seen is None else _seen
     seen.add(id(fn))
@@ -62,7 +68,7 @@ def fingerprint(fn, _seen=None) -> str:
         value = glb.get(name)
         target = getattr(value, "py_func", value)
         if isinstance(target, types.FunctionType):
-            if not (target.__module__ or "").startswith("fastgd"):
+            if (target.__module__ or "").split(".")[0] in LIBRARIES:
                 parts.append(f"{name}={target.__module__}.{target.__qualname__}")
             elif id(target) not in seen:
                 parts.append(f"{name}=({fingerprint(target, seen)})")
