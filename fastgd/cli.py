@@ -63,12 +63,23 @@ def cmd_info(args) -> int:
     for name, status in facts["backends"].items():
         print(f"  {name:12s} {status}")
     print("peers: " + (", ".join(f"{k} {v}" for k, v in facts["peers"].items()) or "none"))
+    print(f"kernel cache: {_kernel_cache_line()}")
     if figures:
         print("measured bandwidth (GB/s):")
         for device, f in figures.items():
             shown = ", ".join(f"{k} {v:.1f}" for k, v in f.items() if k != "n")
             print(f"  {device.upper()}: {shown}  (n = 2^{f['n'].bit_length() - 1} float32)")
     return 0
+
+
+def _kernel_cache_line() -> str:
+    from fastgd.backends import kernel_cache
+
+    if not kernel_cache.enabled():
+        return "off (FASTGD_KERNEL_CACHE=0)"
+    folder = kernel_cache.folder()
+    count = len(list(folder.glob("k_*.py"))) if folder.is_dir() else 0
+    return f"{folder} ({count} kernels)"
 
 
 # -- bench --------------------------------------------------------------------------------

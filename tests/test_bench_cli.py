@@ -79,7 +79,14 @@ def test_bench_unknown_op_fails_clearly(tmp_path):
     assert all(f"{op}," in out for op in ("copy", "elu", "gelu", "adam", "sgd_momentum"))
 
 
-def test_info_without_probe(capsys):
+def test_info_without_probe(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "k_0.py").write_text("")
     assert cli.main(["info", "--no-probe"]) == 0
     out = capsys.readouterr().out
     assert "CPU: " in out and "numba" in out and "backends:" in out and "GPU: " in out
+    assert f"kernel cache: {tmp_path / 'kernels'} (1 kernels)" in out
+    monkeypatch.setenv("FASTGD_KERNEL_CACHE", "0")
+    cli.main(["info", "--no-probe"])
+    assert "kernel cache: off" in capsys.readouterr().out
