@@ -58,14 +58,13 @@ def _simulator_math() -> dict:
         "erf": math.erf,
         "erfc": math.erfc,
         "isfinite": np.isfinite,
-        "erfcx_exp": scalar_erfcx_exp,
-        "fma": scalar_fma,
-        "fmax": scalar_fmax,
+        **PYTHON_MATH,
     }
 
 
-#: Written in Python over ``math`` (scalar.py), compiled as device functions.
-PYTHON_MATH = ("erfcx_exp", "fma", "fmax")
+#: Written in Python over ``math`` (scalar.py): compiled as device functions on a GPU (fma
+#: excepted: the device has its own).
+PYTHON_MATH = {"erfcx_exp": scalar_erfcx_exp, "fma": scalar_fma, "fmax": scalar_fmax}
 DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in PYTHON_MATH}
 
 
@@ -135,9 +134,8 @@ class CudaBackend(CompiledBackend):
             funcs = _simulator_math()
         else:
             cuda = _cuda()
-            funcs = {**DEVICE_MATH, "fma": cuda.fma,
-                     "fmax": cuda.jit(device=True)(scalar_fmax),
-                     "erfcx_exp": cuda.jit(device=True)(scalar_erfcx_exp)}
+            python = {n: cuda.jit(device=True)(f) for n, f in PYTHON_MATH.items() if n != "fma"}
+            funcs = {**DEVICE_MATH, **python, "fma": cuda.fma}
         return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n):

@@ -36,6 +36,7 @@ CHANNELS = 16
 CHECK_ALL = 1 << 20
 CHECK_SAMPLE = 1 << 16  # about this many elements are checked above CHECK_ALL
 DIRECTIONS = ("forward", "backward", "backward_y")
+QUICK_DIRECTIONS = ("forward", "backward")  # the 2-minute budget of ``fastgd bench --quick``
 OURS = ("numpy", "numba", "cuda")
 DEVICE = {"numpy": "cpu", "numba": "cpu", "torch": "cpu", "cuda": "gpu", "torch-cuda": "gpu",
           "cupy": "gpu", "cupy-kernel": "gpu"}
@@ -229,8 +230,8 @@ def make_case(op: str, direction: str, impl: str, n: int, dtype: str = "float32"
 @functools.cache
 def supports(impl: str, op: str, direction: str) -> bool:
     """Whether ``impl`` has ``op`` in ``direction`` (peers: a trial call on a tiny array)."""
-    if direction == "backward_y" and not (op not in ROW_OPS and activation(op).takes_output):
-        return False
+    if direction == "backward_y" and (op in ROW_OPS or not activation(op).takes_output):
+        return False  # softmax's "backward" is already from y
     if impl in OURS:
         return True
     if impl == "cupy-kernel" and (direction != "forward" or op not in peers.CUPY_KERNELS):
@@ -245,7 +246,7 @@ def supports(impl: str, op: str, direction: str) -> bool:
 def params(ops_=None, impls=None, sizes=None, quick=False) -> list[tuple]:
     """``(op, direction, impl, n)`` for every case to run, ordered so each op and size is
     checked against one cached reference; GPU implementations also get the GPU sizes.
-    ``quick`` leaves out ``backward_y`` (the 2-minute budget of ``fastgd bench --quick``)."""
+    ``quick`` runs the :data:`QUICK_DIRECTIONS` only."""
     ops_ = ops() if ops_ is None else ops_
     available = implementations()
     impls = available if impls is None else [i for i in available if i in impls]
@@ -256,7 +257,7 @@ def params(ops_=None, impls=None, sizes=None, quick=False) -> list[tuple]:
             sizes += GPU_SIZES
     out = []
     for op in ops_:
-        for direction in DIRECTIONS[:2] if quick else DIRECTIONS:
+        for direction in QUICK_DIRECTIONS if quick else DIRECTIONS:
             for n in sizes:
                 for impl in impls:
                     device = DEVICE[impl]
