@@ -61,6 +61,19 @@ def erfcx_exp(x, hi, lo):
     return erfc(a) * exp(hi + lo + a * a)
 
 
+def exp_diff(a, b):
+    """e^(a - b) with the rounding of ``a - b`` put back (TwoSum: the exact difference is
+    d + d_lo, and e^(d + d_lo) = e^d·(1 + d_lo) to first order). A rounded difference would
+    reach exp with an error that exp multiplies by |a - b|: softmax's x - max in float32."""
+    d = a - b
+    if d > 709.782712893384:  # e^d overflows even float64 (where math.exp would raise)
+        return math.inf
+    bb = d - a
+    d_lo = (a - (d - bb)) - (b + bb)
+    e = exp(d)
+    return e if e == 0 or e == math.inf else e + e * float(d_lo)  # no 0·NaN or inf·0
+
+
 def fmax(a, b):
     """The larger of ``a`` and ``b``, ignoring a NaN (C's ``fmax``); vectorizes as a
     reduction where ``a if a > b else b`` does not (no ``nnan`` flag)."""
@@ -70,7 +83,7 @@ def fmax(a, b):
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
 NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "erfcx_exp",
-         "isfinite", "fma", "fmax")
+         "exp_diff", "isfinite", "fma", "fmax")
 
 
 def scalar(fn):

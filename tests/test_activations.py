@@ -331,6 +331,35 @@ def test_float32_softmax_keeps_the_rounding_of_x_minus_max(backend):
     assert_forward_contract(fastgd.softmax(x, backend=backend), want, np.float32, "softmax")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("length", [1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_long_rows(name, length, dtype):
+    """Rows across the block sums' boundaries (log_softmax adds ``SUM_BLOCK`` terms at a time),
+    a row whose max dominates (Σ within 1e-12 of 1: log Σ must keep its digits), a row with
+    the max twice, a NaN after the first block; in place too."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(0, 4, (6, length))
+    x[1, length // 2] = 45.0  # the others are < 1e-12 of it
+    x[2, :2] = 7.0 if length > 1 else x[2, :2]
+    if length > 65:
+        x[3, 70] = np.nan
+    x = x.astype(dtype)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), backend="numpy")
+    if name == "log_softmax" and length > 1:  # the reference's dominant row, against mpmath
+        mp = pytest.importorskip("mpmath")
+        row = [mp.mpf(float(v)) for v in x[1]]
+        log_sum = mp.log(mp.fsum(mp.exp(v - max(row)) for v in row))
+        exact = [float(v - max(row) - log_sum) for v in row]
+        np.testing.assert_allclose(want[1], exact, rtol=1e-14)
+    y = act.forward(x, backend="numba")
+    assert_forward_contract(y, want, dtype, f"{name} rows of {length}")
+    in_place = x.copy()
+    assert act.forward(in_place, out=in_place, backend="numba") is in_place
+    assert_forward_contract(in_place, want, dtype, f"{name} rows of {length}, in place")
+
+
 def test_softmax_special_rows():
     x = np.array([[np.nan, 1.0, 2.0], [-np.inf, 0.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
     y = fastgd.softmax(x)

@@ -14,7 +14,7 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 import math
 from math import inf
 
-from fastgd.scalar import F, W, erfcx_exp, exp, expm1, fma, fmax, log, log1p, scalar, tanh
+from fastgd.scalar import F, W, erfcx_exp, exp, exp_diff, expm1, fma, fmax, log, log1p, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
@@ -27,6 +27,7 @@ BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in fl
 # float32; x + SHIFT is exact for x in [-2·SHIFT, -SHIFT/2], and the e^-SHIFT constants are
 # applied as hi + lo parts with one final fma.
 SHIFT = 64.0
+SUM_BLOCK = 64  # elements a row sum adds in the working type before it adds them into W
 EXP_NEG_SHIFT = math.exp(-SHIFT)
 
 # Fitted tables, from tools/fit_formulas.py. softplus's log1p(e), e in [0, 1], in float32:
@@ -454,25 +455,16 @@ def row_sum(x):
     return s
 
 
-@scalar
-def exp_shifted(v, m):
-    """exp(v - m) for v <= m: v - m is exact in the wide type W (for float32 data), and its
-    rounding into F is put back to first order (exp amplifies it by |v - m|)."""
-    d = W(v) - W(m)
-    dh = F(d)
-    e = exp(dh)
-    return fma(e, F(d - W(dh)), e) if e > F(0) else e  # not 0·NaN where v = -inf
-
-
 def softmax_row(x, y):
-    """e_i = exp(x_i - max) in the working type (:func:`exp_shifted`), their sum and each
-    e_i/Σ in the wide type: one rounding of y_i after e_i's."""
+    """e_i = e^(x_i - max) in the working type (:func:`exp_diff`: x_i - max is not rounded
+    first), then their sum and each e_i/Σ in the wide type W: one rounding of y_i after e_i's.
+    The sum has its own loop: a loop mixing float32 and float64 runs at float64's width."""
     m = row_max(x)
+    for i in range(x.size):
+        y[i] = exp_diff(F(x[i]), m)
     s = W(0)
     for i in range(x.size):
-        e = exp_shifted(F(x[i]), m)
-        y[i] = e
-        s += W(e)
+        s += W(y[i])
     r = W(1) / s
     for i in range(x.size):
         y[i] = W(y[i]) * r
@@ -503,14 +495,31 @@ def softmax_backward_row_from_input(dy, x, dx):
 
 
 def log_softmax_row(x, y):
+    """(x_i - max) - log Σ e^(x_i - max), with Σ = k + t: k elements equal to the max (1 each)
+    and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
+    so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t is
+    summed in blocks of ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at
+    W's vector width), the blocks in W."""
     m = row_max(x)
-    s = F(0)
-    for i in range(x.size):
-        shifted = F(x[i]) - m
-        y[i] = shifted
-        s += exp(shifted)
-    c = log(s)
-    for i in range(x.size):  # (x - max) - log Σ: stored first, so no reassociation to x - (…)
+    t = W(0)
+    k = W(0)
+    n_full = x.size // SUM_BLOCK
+    for b in range(n_full + 1):
+        start = b * SUM_BLOCK
+        length = SUM_BLOCK if b < n_full else x.size - start
+        tb = F(0)
+        kb = F(0)
+        for j in range(length):
+            xi = F(x[start + j])
+            d = xi - m
+            y[start + j] = d  # (y may be x)
+            at_max = d == F(0)  # x_i == max: a NaN is not (and makes t NaN)
+            tb += F(0) if at_max else exp_diff(xi, m)
+            kb += F(1) if at_max else F(0)
+        t += W(tb)
+        k += W(kb)
+    c = F(log1p(t) if k == W(1) else log(k + t))  # no k - 1 + t: reassociation
+    for i in range(x.size):  # stored first, so no reassociation to x - (max + log Σ)
         y[i] = F(y[i]) - c
 
 

@@ -271,8 +271,13 @@ def softmax_backward(dy, y, axis):
 
 @_quiet
 def log_softmax(x, axis):
+    """(x - max) - log Σ with log Σ = log1p(k - 1 + t) (k elements at the max, t the others'
+    sum): log(Σ) itself loses every digit where Σ is within rounding of 1."""
     shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    at_max = shifted == 0
+    k = np.sum(at_max, axis=axis, keepdims=True)
+    t = np.sum(np.where(at_max, 0.0, np.exp(shifted)), axis=axis, keepdims=True)
+    return shifted - np.log1p((k - 1) + t)
 
 
 @_quiet
