@@ -13,6 +13,8 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def is_device_array(a) -> bool:
     """True for CuPy arrays, Numba device arrays, torch CUDA tensors and simulator arrays."""
+    if type(a) is np.ndarray:  # the common case, first
+        return False
     if hasattr(a, "__cuda_array_interface__"):
         return True
     cls = type(a)
@@ -30,6 +32,8 @@ def dtype_of(a) -> np.dtype:
 
 
 def shape_of(a) -> tuple:
+    if type(a) is np.ndarray:
+        return a.shape
     cai = getattr(a, "__cuda_array_interface__", None)
     return tuple(cai["shape"]) if cai is not None else tuple(a.shape)
 
@@ -42,6 +46,9 @@ def as_array(a):
 def check_float(**arrays) -> np.dtype:
     """The common float dtype of ``arrays`` (name -> array); ``TypeError`` naming the dtypes."""
     dtypes = {name: dtype_of(a) for name, a in arrays.items()}
+    first = next(iter(dtypes.values()))
+    if first in FLOAT_DTYPES and all(d == first for d in dtypes.values()):
+        return first
     bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
     if bad:
         listed = ", ".join(f"{n}: {d}" for n, d in bad.items())

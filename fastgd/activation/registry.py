@@ -66,23 +66,29 @@ class Activation:
 
     # -- parameters ---------------------------------------------------------------------------
     def bind(self, args, kwargs) -> dict:
-        """Parameter values from positional ``args`` and keyword ``kwargs``, validated."""
-        names = list(self.params)
-        if len(args) > len(names):
+        """Parameter values from positional ``args`` and keyword ``kwargs``, validated (the
+        defaults themselves, shared and not to be changed, when there are none)."""
+        if not args and not kwargs:
+            return self.params
+        if len(args) > len(self.params):
+            names = list(self.params)
             raise ValueError(f"{self.name} takes {len(names)} parameter(s) {names}, got {args}")
         values = dict(self.params)
-        values.update(zip(names, args))
-        unknown = set(kwargs) - set(names)
-        if unknown:
-            raise ValueError(f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {names}")
-        values.update(kwargs)
+        values.update(zip(self.params, args))
+        if kwargs:
+            unknown = kwargs.keys() - self.params.keys()
+            if unknown:
+                names = list(self.params)
+                raise ValueError(
+                    f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {names}")
+            values.update(kwargs)
         if self._check:
             self._check(values)
         return values
 
     def _variant(self, values):
         """The activation that really runs (GELU picks its tanh form here) and its scalars."""
-        return self, tuple(float(v) for v in values.values())
+        return self, tuple([float(v) for v in values.values()]) if values else ()
 
     def _compute(self, dtype, direction, be=None, scalars=()):
         if direction not in self.wide:
@@ -149,7 +155,7 @@ def _saved(name, x, y):
 
 
 def _size(a):
-    return int(np.prod(_arrays.shape_of(a), dtype=np.int64))
+    return math.prod(_arrays.shape_of(a))
 
 
 def _prepare_out(be, out, shape, dtype):
@@ -321,6 +327,6 @@ def _lines_shape(shape, axis):
     """``shape`` as (outer, length along axis, inner)."""
     if not shape:
         return (1, 1, 1)
-    outer = int(np.prod(shape[:axis], dtype=np.int64))
-    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    outer = math.prod(shape[:axis])
+    inner = math.prod(shape[axis + 1:])
     return (outer, shape[axis], inner)

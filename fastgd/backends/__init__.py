@@ -72,15 +72,13 @@ def use_backend(name: str):
 def resolve(backend: str | None, *arrays):
     """The backend for one call on ``arrays``; ``TypeError`` if they live on another device."""
     name = backend or _ACTIVE.get() or os.environ.get("FASTGD_BACKEND") or "auto"
-    _check_name(name)
-    on_device = [is_device_array(a) for a in arrays]
     if name == "auto":
-        if any(on_device):
+        if any(map(is_device_array, arrays)):
             name = "cuda"
         else:
             name = "numba" if _status("numba").startswith("ok") else "numpy"
-    chosen = get_backend(name)
-    if not all(chosen.owns(a) for a in arrays):
+    chosen = _READY.get(name) or _ready(name)
+    if not all(map(chosen.owns, arrays)):
         if name == "cuda":
             raise TypeError(
                 "the cuda backend needs device arrays; copy host arrays with fastgd.to_device(a)"
@@ -89,4 +87,12 @@ def resolve(backend: str | None, *arrays):
             f"the {name} backend needs host (NumPy) arrays; copy device arrays with "
             "fastgd.to_host(a)"
         )
+    return chosen
+
+
+_READY: dict = {}  # name -> backend, once get_backend has accepted it (a status never changes)
+
+
+def _ready(name):
+    _READY[name] = chosen = get_backend(name)
     return chosen

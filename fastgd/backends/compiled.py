@@ -44,20 +44,20 @@ class CompiledBackend:
 
     def map(self, fn, ins, outs, scalars=(), compute=None):
         """Run ``fn`` elementwise over flat, contiguous arrays of one dtype (in place allowed)."""
-        compute = np.dtype(compute or ins[0].dtype)
+        compute = ins[0].dtype if compute is None else np.dtype(compute)
         n = ins[0].size
         if n == 0:
             return
         loop = self.loop_for(n)
         shape_key = ("map", len(ins), len(outs), len(scalars))
-        kernel = self._kernel(
+        kernel = self._kernels.get((shape_key, fn, compute, loop)) or self._kernel(
             shape_key,
             lambda lp: codegen.map_source(len(ins), len(outs), len(scalars), lp),
             fn,
             compute,
             loop,
         )
-        typed = tuple(compute.type(s) for s in scalars)
+        typed = tuple([compute.type(s) for s in scalars]) if scalars else ()
         self.launch(kernel, n, (*ins, *outs, *typed))
 
     #: Whether :meth:`map_launcher` kernels take their scalars packed in one array.

@@ -22,7 +22,7 @@ class HostArrays:
 
     def flat(self, a):
         """A flat C-ordered view of ``a`` (a copy only if ``a`` is not contiguous)."""
-        return np.ascontiguousarray(a).reshape(-1)
+        return a.ravel() if type(a) is np.ndarray else np.ascontiguousarray(a).reshape(-1)
 
     def flat_view(self, a):
         """A flat view that writes through to ``a``, or None when no such view exists."""

@@ -9,6 +9,8 @@ backend's BLAS (``@``) directly.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastgd.nn import formulas as fm
@@ -158,7 +160,7 @@ def dropout(be, x, p, seed, step, out):
 def dropout_mask(be, shape, p, seed, step, dtype=np.float32):
     """The dropout multiplier (0 or 1/(1 - p)) for an array of ``shape``, on ``be``."""
     rows = shape[0] if len(shape) > 1 else 1
-    ones = be.empty((rows, int(np.prod(shape)) // max(rows, 1)), dtype)
+    ones = be.empty((rows, math.prod(shape) // max(rows, 1)), dtype)
     if be.name == "numpy":
         ones[...] = 1
     else:

@@ -16,6 +16,8 @@ path).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from fastgd import _arrays
@@ -166,7 +168,7 @@ class Loss:
     def _elementwise(self, be, x, target, scale, dtype):
         shape = _arrays.shape_of(x)
         rows = shape[0] if shape else 1
-        cols = int(np.prod(shape)) // rows if rows else 0
+        cols = math.prod(shape) // rows if rows else 0
         x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
         loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
         fn = fm.mse if self.name == "mse" else fm.bce_with_logits
@@ -181,7 +183,7 @@ class Loss:
         return loss.reshape(shape), grad.reshape(shape)
 
     def _count(self, shape):
-        return shape[0] if self.name == "cross_entropy" else int(np.prod(shape))
+        return shape[0] if self.name == "cross_entropy" else math.prod(shape)
 
 
 LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits", "mse")
