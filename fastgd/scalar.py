@@ -61,17 +61,22 @@ def erfcx_exp(x, hi, lo):
     return erfc(a) * exp(hi + lo + a * a)
 
 
-def exp_diff(a, b):
-    """e^(a - b) with the rounding of ``a - b`` put back (TwoSum: the exact difference is
-    d + d_lo, and e^(d + d_lo) = e^d·(1 + d_lo) to first order). A rounded difference would
-    reach exp with an error that exp multiplies by |a - b|: softmax's x - max in float32."""
+def mul_exp(m, a, b, c):
+    """m·e^(a - b + c) for small ``c``, with the rounding of ``a - b`` put back (TwoSum: the exact
+    difference is d + d_lo, and e^(d + d_lo + c) = e^d·(1 + d_lo + c) to first order). A
+    rounded difference would reach exp with an error that exp multiplies by |a - b|:
+    softmax's x - max in float32, GELU-tanh's argument. The Numba CPU kernel rounds the
+    whole product once; here e^d is scaled by e^64 where it would be subnormal."""
     d = a - b
     if d > 709.782712893384:  # e^d overflows even float64 (where math.exp would raise)
-        return math.inf
+        return float(m) * math.inf
     bb = d - a
     d_lo = (a - (d - bb)) - (b + bb)
-    e = exp(d)
-    return e if e == 0 or e == math.inf else e + e * float(d_lo)  # no 0·NaN or inf·0
+    shift = 64.0 if d < -600.0 else 0.0
+    e = exp(d + shift)
+    if e == 0 or e == math.inf:  # no 0·NaN or inf·0
+        return float(m) * e
+    return (float(m) * (e + e * (float(d_lo) + float(c)))) * math.exp(-shift)
 
 
 def fmax(a, b):
@@ -83,7 +88,7 @@ def fmax(a, b):
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
 NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "erfcx_exp",
-         "exp_diff", "isfinite", "fma", "fmax")
+         "mul_exp", "isfinite", "fma", "fmax")
 
 
 def scalar(fn):

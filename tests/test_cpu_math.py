@@ -276,45 +276,51 @@ def test_erfcx_exp_is_erfcx_times_exp_rounded_once(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_exp_diff_does_not_round_the_difference_first(dtype):
-    """e^(a - b) for a <= b far apart (softmax's x - max) within MAX_ULP of the exact value,
-    where exp of the rounded difference is off by up to |a - b|/2 ULP; the limits (0, inf,
-    NaN) and the Python default (scalar.py) too."""
-    from fastgd.scalar import exp_diff as py_exp_diff
+def test_mul_exp_rounds_once_and_not_the_difference_first(dtype):
+    """m·e^(a - b + c) for a <= b far apart (softmax's x - max), a small c and m of any size,
+    within MAX_ULP of the exact value, subnormal results included, where exp of the rounded
+    difference is off by up to |a - b|/2 ULP; the limits (0, inf, NaN) and the Python
+    default (scalar.py) too."""
+    from fastgd.scalar import mul_exp as py_mul_exp
 
     @njit(fastmath=FM, error_model="numpy")
-    def loop(out, a, b):
+    def loop(out, m, a, b, c):
         for i in range(a.size):
-            out[i] = cm.exp_diff(a[i], b[i])
+            out[i] = cm.mul_exp(m[i], a[i], b[i], c[i])
 
     rng = np.random.default_rng(3)
     f32 = dtype == np.float32
     n = 200_000
     b = (rng.standard_normal(n) * (30 if f32 else 200)).astype(dtype)
-    a = (b - rng.uniform(0, 85 if f32 else 700, n)).astype(dtype)
+    a = (b - rng.uniform(0, 100 if f32 else 740, n)).astype(dtype)
+    c = (rng.uniform(-1, 1, n) * np.spacing(a - b)).astype(dtype)  # a rounding's size
+    m = (rng.choice([-1, 1], n) * np.exp(rng.uniform(-5, 30, n))).astype(dtype)
+    c[: n // 2] = 0
+    m[: n // 4] = 1
     out = np.empty_like(a)
-    loop(out, a, b)
-    if f32:
-        ref = np.exp(a.astype(np.float64) - b.astype(np.float64))  # the difference is exact
-    elif LONG_OK:
-        ref = np.exp(a.astype(np.longdouble) - b.astype(np.longdouble))
-    else:
+    loop(out, m, a, b, c)
+    wide = np.float64 if f32 else np.longdouble  # a - b and the product are exact in float64
+    if not (f32 or LONG_OK):
         pytest.skip("needs x87 long double for a float64 reference")
+    ref = m.astype(wide) * np.exp(a.astype(wide) - b.astype(wide) + c.astype(wide))
     err = ulp_error(out, ref, dtype)
     i = int(np.argmax(err))
-    assert err[i] <= MAX_ULP, f"exp_diff({a[i]!r}, {b[i]!r}) = {out[i]!r}: {err[i]:.2f} ULP"
-    assert np.max(ulp_error(apply("exp", a - b), ref, dtype)) > 4 * MAX_ULP  # the point of it
+    assert err[i] <= MAX_ULP, (
+        f"mul_exp({m[i]!r}, {a[i]!r}, {b[i]!r}, {c[i]!r}) = {out[i]!r}: {err[i]:.2f} ULP")
+    assert np.max(ulp_error(apply("exp", a - b), ref / m, dtype)[m == 1]) > 4 * MAX_ULP  # why
 
     inf, nan = dtype(np.inf), dtype(np.nan)
     edge_a = np.array([-inf, -inf, inf, nan, 0, 1, 3], dtype)
     edge_b = np.array([0, -inf, inf, 0, nan, 1, -200 if f32 else -800], dtype)
     want = np.array([0, nan, nan, nan, nan, 1, inf], dtype)
     got = np.empty_like(edge_a)
-    loop(got, edge_a, edge_b)
+    zero = np.zeros_like(edge_a)
+    loop(got, np.ones_like(edge_a), edge_a, edge_b, zero)
     np.testing.assert_array_equal(got, want)
     with np.errstate(all="ignore"):
-        py = np.array([py_exp_diff(x, y) for x, y in zip(edge_a, edge_b, strict=True)], dtype)
+        py = np.array([py_mul_exp(dtype(1), x, y, dtype(0))
+                       for x, y in zip(edge_a, edge_b, strict=True)], dtype)
     np.testing.assert_array_equal(py, want)
-    k = np.arange(200)
-    py = np.array([py_exp_diff(x, y) for x, y in zip(a[k], b[k], strict=True)], dtype)
+    k = np.arange(0, n, n // 200)
+    py = np.array([py_mul_exp(*v) for v in zip(m[k], a[k], b[k], c[k], strict=True)], dtype)
     assert np.max(ulp_error(py, ref[k], dtype)) <= MAX_ULP

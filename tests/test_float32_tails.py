@@ -49,6 +49,8 @@ def test_narrow_ops_compute_float32_on_numba_only():
     for name in ("gelu", "silu", "mish"):
         assert _compute(name, numba_be, direction="backward") == np.float32
         assert _compute(name, numpy_be, direction="backward") == np.float64
+    for direction in ("forward", "backward"):
+        assert _compute("gelu", numba_be, direction=direction, approximate="tanh") == np.float32
     assert _compute("softplus", numba_be, beta=2.0) == np.float32
     assert _compute("softplus", numba_be, beta=0.3) == np.float64  # beta not exact in float32
 
@@ -60,6 +62,9 @@ def _every_float32(lo, hi):
 
 @pytest.mark.parametrize(("name", "direction", "lo", "hi", "params"), [
     ("gelu", "forward", -14.5, -11.0, {}),
+    # GELU-tanh: x·e^z rounded once where e^z is subnormal (x < -10.1), its limits beyond
+    ("gelu", "forward", -12.5, -7.0, {"approximate": "tanh"}),
+    ("gelu", "forward", -3.0, -1.0, {"approximate": "tanh"}),
     ("silu", "forward", -104.5, -86.0, {}),
     ("mish", "forward", -104.5, -86.0, {}),
     ("softplus", "forward", -104.5, -86.0, {}),
@@ -75,6 +80,8 @@ def _every_float32(lo, hi):
     ("silu", "backward", -104.5, -60.0, {}),
     ("mish", "backward", -104.5, -60.0, {}),
     ("gelu", "backward", -14.5, -11.0, {}),
+    ("gelu", "backward", -2.0, -0.3, {"approximate": "tanh"}),
+    ("gelu", "backward", -12.5, -2.0, {"approximate": "tanh"}),
 ])
 def test_every_float32_in_the_tail(name, direction, lo, hi, params):
     x = _every_float32(lo, hi)

@@ -43,7 +43,7 @@ def _table():
                    doc="x·Φ(x), Φ the standard normal CDF.")
     gelu_tanh = A("gelu", m.gelu_tanh, m.gelu_tanh_backward, ref.gelu_tanh,
                   ref.gelu_tanh_backward, wide=("forward", "backward"),
-                  doc="0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).")
+                  narrow=("forward", "backward"), doc="0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))).")
     acts = [
         A("sigmoid", m.sigmoid, m.sigmoid_backward, ref.sigmoid, ref.sigmoid_backward,
           from_output=(m.sigmoid_backward_from_output, ref.sigmoid_backward_from_output),

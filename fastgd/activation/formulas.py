@@ -14,12 +14,14 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 import math
 from math import inf
 
-from fastgd.scalar import F, W, erfcx_exp, exp, exp_diff, expm1, fma, fmax, log, log1p, scalar, tanh
+from fastgd.scalar import F, W, erfcx_exp, exp, expm1, fma, fmax, log, log1p, mul_exp, scalar, tanh
 
 INV_SQRT2 = 0.70710678118654752440
 INV_SQRT_2PI = 0.39894228040143267794
 SQRT_2_OVER_PI = 0.79788456080286535588
 GELU_TANH_C = 0.044715
+GELU_TANH_A = 2 * SQRT_2_OVER_PI  # z = 2u = A·x + B·x³
+GELU_TANH_B = 2 * SQRT_2_OVER_PI * GELU_TANH_C
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in float64 too
@@ -331,20 +333,58 @@ def gelu_backward(dy, x):
 
 
 @scalar
-def gelu_tanh_arg(x):
-    """2u for 0.5·x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)(x + 0.044715x³)."""
-    return F(2 * SQRT_2_OVER_PI) * (x + F(GELU_TANH_C) * x * x * x)
+def gelu_tanh_mul_exp(m, xc):
+    """m·e^(-|z|), rounded once, for z = 2u = A·x + B·x³ (0.5·x·(1 + tanh(u)) = x·σ(z)): the
+    roundings of both products and of their sum are put back (``fma``, :func:`mul_exp`), as
+    exp would amplify each by |z|, up to ~100 in float32; and no factor is subnormal where
+    the product is not (x·σ(z) is normal down to x ≈ -10.3, e^z only to x ≈ -10.1)."""
+    a_hi, b_hi = F(GELU_TANH_A), F(GELU_TANH_B)
+    t1 = a_hi * xc
+    t1_lo = fma(a_hi, xc, -t1) + F(GELU_TANH_A - a_hi) * xc
+    p = xc * xc
+    c3 = p * xc
+    c3_lo = fma(p, xc, -c3) + fma(xc, xc, -p) * xc  # x³ = c3 + c3_lo
+    t3 = b_hi * c3
+    t3_lo = fma(b_hi, c3, -t3) + (b_hi * c3_lo + F(GELU_TANH_B - b_hi) * c3)
+    lo = t1_lo + t3_lo  # t1 and t3 have x's sign, so -|z| = -|t1| - |t3| - sign(x)·lo
+    # Beyond these |z| the callers' results are their limits (x·σ(z) = x or 0, σ' = 0); m = 0
+    # there keeps the lane from forming subnormal numbers (x86 takes a slow assist for each)
+    if xc < F(0):
+        limit = F(120) if single() else F(800)
+    else:
+        limit = F(30) if single() else F(60)
+    live = abs(t1) + abs(t3) < limit
+    return mul_exp(m if live else F(0), -abs(t1), abs(t3), lo if xc < F(0) else -lo)
 
 
 def gelu_tanh(x):
-    return x_times(x, sigmoid(gelu_tanh_arg(clip(x, F(-BIG), F(BIG)))))
+    """x·σ(z) as (x·e)/(1 + e) or x/(1 + e), e = e^(-|z|): x·e rounded once
+    (:func:`gelu_tanh_mul_exp`), e from it by one division; beyond ±BIG the limits."""
+    xc = clip(x, F(-BIG), F(BIG))
+    xe = gelu_tanh_mul_exp(xc, xc)
+    e = xe / xc if xc != F(0) else F(1)
+    y = (xe if xc < F(0) else xc) / (F(1) + e)
+    return y if abs(x) <= F(BIG) else x_times(x, F(1))
 
 
 def gelu_tanh_backward(dy, x):
+    """σ(z) + x·σ'(z)·z' as one fraction of e = e^(-|z|) and we = w·e, w = 1 + x·z',
+    z' = A + 3B·x²: (we + e²)/(1 + e)² for x < 0, (1 + we)/(1 + e)² for x >= 0; we rounded
+    once (:func:`gelu_tanh_mul_exp`: it keeps its digits where e^z is subnormal), e from it
+    by one division; float32 uses :func:`near_root` around the zero x0 ≈ -0.752 (where w
+    can be 0, and e with it NaN)."""
     xc = clip(x, F(-BIG), F(BIG))
-    z = gelu_tanh_arg(xc)
-    dz = F(2 * SQRT_2_OVER_PI) * (F(1) + F(3 * GELU_TANH_C) * xc * xc)
-    return dy * (sigmoid(z) + xc * sigmoid_slope(z) * dz)
+    # z' with the constants' and x²'s roundings put back: none is amplified, but each would
+    # bias every result the same way
+    a_hi, b3_hi, p = F(GELU_TANH_A), F(3 * GELU_TANH_B), xc * xc
+    dz_lo = F(GELU_TANH_A - a_hi) + (F(3 * GELU_TANH_B - b3_hi) * p + b3_hi * fma(xc, xc, -p))
+    dz = fma(b3_hi, p, a_hi) + dz_lo
+    w = fma(xc, dz, F(1))
+    we = gelu_tanh_mul_exp(w, xc)
+    e = we / w
+    q2 = fma(e, e + F(2), F(1))  # (1 + e)² without the rounding of 1 + e, squared
+    d = (fma(e, e, we) if xc < F(0) else F(1) + we) / q2
+    return dy * near_root(x, d, GELU_TANH_ROOT)
 
 
 @scalar
@@ -369,7 +409,10 @@ def softplus_(x, beta, threshold):
     e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else -abs(z))  # one exp for both cases
     e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
     base = x if z > F(0) else F(0)
-    y = times_const(e / beta, EXP_NEG_SHIFT) if deep else base + log1p_unit(e) / beta
+    # 0 where z >= -SHIFT/2 (not ``deep``, which the compiler would see through): there e/beta
+    # times e^-SHIFT's low part is subnormal, and x86 takes a slow assist for each one
+    tail = times_const(e / beta if z < F(-0.5 * SHIFT) else F(0), EXP_NEG_SHIFT)
+    y = tail if deep else base + log1p_unit(e) / beta
     return x if z > threshold else y
 
 
@@ -456,12 +499,12 @@ def row_sum(x):
 
 
 def softmax_row(x, y):
-    """e_i = e^(x_i - max) in the working type (:func:`exp_diff`: x_i - max is not rounded
+    """e_i = e^(x_i - max) in the working type (:func:`mul_exp`: x_i - max is not rounded
     first), then their sum and each e_i/Σ in the wide type W: one rounding of y_i after e_i's.
     The sum has its own loop: a loop mixing float32 and float64 runs at float64's width."""
     m = row_max(x)
     for i in range(x.size):
-        y[i] = exp_diff(F(x[i]), m)
+        y[i] = mul_exp(F(1), F(x[i]), m, F(0))
     s = W(0)
     for i in range(x.size):
         s += W(y[i])
@@ -514,7 +557,7 @@ def log_softmax_row(x, y):
             d = xi - m
             y[start + j] = d  # (y may be x)
             at_max = d == F(0)  # x_i == max: a NaN is not (and makes t NaN)
-            tb += F(0) if at_max else exp_diff(xi, m)
+            tb += F(0) if at_max else mul_exp(F(1), xi, m, F(0))
             kb += F(1) if at_max else F(0)
         t += W(tb)
         k += W(kb)

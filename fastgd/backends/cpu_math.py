@@ -8,7 +8,7 @@ branches (only selects), so LLVM turns a loop over them into AVX2/AVX-512 code.
 
 Public functions (call them from ``@njit`` code exactly like ``math.exp``)::
 
-    exp, expm1, log, log1p, tanh, erf, erfc, exp_diff (e**(a - b), a - b unrounded)
+    exp, expm1, log, log1p, tanh, erf, erfc, mul_exp (m*e**(a - b + c), a - b unrounded)
 
 They are type generic: a float32 argument is computed with float32 arithmetic and
 float32 constants and returns float32; float64 (and integers) give float64.  They
@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "erfcx_exp", "exp_diff", "fma",
+__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "erfcx_exp", "mul_exp", "fma",
            "fmax"]
 
 _FASTMATH = {"contract"}
@@ -218,6 +218,7 @@ def _build(ft):
     sqrt_half_bits = it(_bits(ft(math.sqrt(0.5))))
     exp_hi = ft(89.0 if f32 else 710.0)  # beyond: overflow to inf
     exp_lo = ft(-104.0 if f32 else -746.0)  # beyond: underflow to 0
+    mul_lo = ft(-150.0 if f32 else -800.0)  # beyond: m*e**hi underflows for |m| < e**45
     expm1_lo = ft(-30.0 if f32 else -60.0)  # beyond: expm1 == -1 exactly
     tanh_hi = ft(9.1 if f32 else 19.5)  # beyond: tanh == 1 exactly
     tanh_small = ft(0.625)  # below: odd polynomial
@@ -241,7 +242,7 @@ def _build(ft):
         e**r = e_hi + e_lo (Fast2Sum of 1 + r) and m*e_hi + exact FMA remainder, so
         the product is rounded once before the exact 2**k scaling."""
         hi = exp_hi if hi > exp_hi else hi
-        hi = exp_lo if hi < exp_lo else hi
+        hi = mul_lo if hi < mul_lo else hi  # 2**k stays a product of two normal factors
         t = (hi + lo) * log2e + shifter
         kf = t - shifter
         rh = hi - kf * ln2_hi  # exact
@@ -367,14 +368,14 @@ def _build(ft):
         return exp_mul(hi, lo, q, g_lo)
 
     @_jit
-    def exp_diff_(a, b):
-        """e**(a - b) with the rounding of a - b put back: the exact difference is
-        d + d_lo (TwoSum), and e**(d + d_lo) = e**d * (1 + d_lo) to first order."""
+    def mul_exp_(m, a, b, c):
+        """m*e**(a - b + c) for small c, rounded once: the exact a - b is d + d_lo (TwoSum),
+        and exp_mul takes d + (d_lo + c) without rounding their sum first."""
         d = a - b
         bb = d - a
         d_lo = (a - (d - bb)) - (b + bb)
-        e = exp_k(d)
-        return e if e == zero or e == inf else _fma(e, d_lo, e)  # no 0*NaN or inf*0
+        lo = zero if abs(d) == inf else d_lo + c  # no NaN from inf - inf: the limits
+        return exp_mul(d, lo, m, zero)
 
     @_jit
     def erf_(x):
@@ -388,7 +389,7 @@ def _build(ft):
         return two - e if x < zero else e
 
     return {"exp": exp_k, "expm1": expm1_k, "log": log_, "log1p": log1p_, "tanh": tanh_,
-            "erf": erf_, "erfc": erfc_, "erfcx_exp": erfcx_exp_, "exp_diff": exp_diff_}
+            "erf": erf_, "erfc": erfc_, "erfcx_exp": erfcx_exp_, "mul_exp": mul_exp_}
 
 
 def _bits(v):
@@ -451,9 +452,9 @@ def _inlined_call(kernels, arity=1):
     # intrinsic needs the arguments spelled out
     if arity == 1:
         return intrinsic(lambda typingctx, x: typer(typingctx, x))
-    if arity == 2:
-        return intrinsic(lambda typingctx, a, b: typer(typingctx, a, b))
-    return intrinsic(lambda typingctx, x, hi, lo: typer(typingctx, x, hi, lo))
+    if arity == 3:
+        return intrinsic(lambda typingctx, x, hi, lo: typer(typingctx, x, hi, lo))
+    return intrinsic(lambda typingctx, m, a, b, c: typer(typingctx, m, a, b, c))
 
 
 def _public(name):
@@ -567,25 +568,26 @@ def _ov_erfcx_exp(x, hi, lo):
     return None
 
 
-_EXPD32, _EXPD64 = _K32["exp_diff"], _K64["exp_diff"]
-_exp_diff_call = _inlined_call({
-    types.float32: lambda a, b: _EXPD32(a, b),
-    types.float64: lambda a, b: _EXPD64(a, b),
-}, arity=2)
+_MULEXP32, _MULEXP64 = _K32["mul_exp"], _K64["mul_exp"]
+_mul_exp_call = _inlined_call({
+    types.float32: lambda m, a, b, c: _MULEXP32(m, a, b, c),
+    types.float64: lambda m, a, b, c: _MULEXP64(m, a, b, c),
+}, arity=4)
 
 
-def exp_diff(a, b):
-    """e**(a - b) without the error of rounding a - b first (which exp amplifies by |a - b|:
-    up to ~100 ULP for float32 softmax inputs), for a <= b or any a, b of one float type."""
-    from fastgd.scalar import exp_diff as py_exp_diff
+def mul_exp(m, a, b, c):
+    """m*e**(a - b + c) for small c, rounded once (also into a subnormal result), without
+    rounding a - b first (exp would amplify that rounding by |a - b|: up to ~100 ULP for
+    float32 softmax inputs), for floats of one type."""
+    from fastgd.scalar import mul_exp as py_mul_exp
 
-    return py_exp_diff(a, b)
+    return py_mul_exp(m, a, b, c)
 
 
-@overload(exp_diff, inline="always")
-def _ov_exp_diff(a, b):
-    if isinstance(a, types.Float) and a == b:
-        return lambda a, b: _exp_diff_call(a, b)
+@overload(mul_exp, inline="always")
+def _ov_mul_exp(m, a, b, c):
+    if isinstance(m, types.Float) and m == a == b == c:
+        return lambda m, a, b, c: _mul_exp_call(m, a, b, c)
     return None
 
 
