@@ -329,7 +329,10 @@ def gelu_backward(dy, x):
     g = exp(hi)
     g = fma(g, lo, g)  # e^(hi + lo), lo tiny
     d = gelu_cdf(xc, hi, lo) + times_const(xc * g, INV_SQRT_2PI)
-    return dy * (times_const(d, EXP_NEG_SHIFT) if deep else near_root(x, d, GELU_ROOT))
+    # the deep tail's product only in lanes near it: elsewhere d·e^-SHIFT is subnormal, and
+    # x86 takes a slow assist for a vector instruction with a subnormal result in any lane
+    tail = times_const(d if x < F(0.9) * gelu_tail_start() else F(0), EXP_NEG_SHIFT)
+    return dy * (tail if deep else near_root(x, d, GELU_ROOT))
 
 
 @scalar
@@ -409,8 +412,9 @@ def softplus_(x, beta, threshold):
     e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else -abs(z))  # one exp for both cases
     e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
     base = x if z > F(0) else F(0)
-    # 0 where z >= -SHIFT/2 (not ``deep``, which the compiler would see through): there e/beta
-    # times e^-SHIFT's low part is subnormal, and x86 takes a slow assist for each one
+    # the deep tail's product only in lanes near it (z < -SHIFT/2): elsewhere e·e^-SHIFT is
+    # subnormal, and x86 takes a slow assist for a vector instruction with a subnormal result
+    # in any lane
     tail = times_const(e / beta if z < F(-0.5 * SHIFT) else F(0), EXP_NEG_SHIFT)
     y = tail if deep else base + log1p_unit(e) / beta
     return x if z > threshold else y
