@@ -324,3 +324,13 @@ def test_mul_exp_rounds_once_and_not_the_difference_first(dtype):
     k = np.arange(0, n, n // 200)
     py = np.array([py_mul_exp(*v) for v in zip(m[k], a[k], b[k], c[k], strict=True)], dtype)
     assert np.max(ulp_error(py, ref[k], dtype)) <= MAX_ULP
+
+
+def test_float32_tanh_every_float_around_the_branch_switch():
+    """tanh(|x|) = 1 - 2/(e^(2|x|) + 1) from |x| = 0.625 on (no cancellation: e^(2|x|) >= 3.5),
+    the polynomial below: every float32 of [0.5, 10] (both branches and the clamp at 9.1)."""
+    a, b = np.array([0.5, 10.0], np.float32).view(np.int32)
+    x = np.arange(a, b, dtype=np.int32).view(np.float32)
+    err = ulp_error(apply("tanh", x), np.tanh(x.astype(np.float64)), np.float32)
+    i = int(np.argmax(err))
+    assert err[i] <= 1.35, f"tanh({x[i]!r}): {err[i]:.2f} ULP"
