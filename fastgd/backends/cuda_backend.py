@@ -136,8 +136,10 @@ class CudaBackend(CompiledBackend):
             funcs = _simulator_math()
         else:
             cuda = _cuda()
+            from fastgd.backends import cuda_device
+
             python = {n: cuda.jit(device=True)(f) for n, f in PYTHON_MATH.items() if n != "fma"}
-            funcs = {**DEVICE_MATH, **python, "fma": cuda.fma}
+            funcs = {**DEVICE_MATH, **python, "fma": cuda_device.fma}
         return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n):

@@ -1,0 +1,101 @@
+"""Compile every CUDA kernel that fastgd's API generates to PTX, without a GPU.
+
+The CUDA simulator (tests/cuda) runs the kernels as Python, so it never sees what only the
+device compiler rejects (a typing error in device code, a math function the device lacks).
+This swaps the cuda backend for one that takes host arrays and, instead of launching each
+kernel, compiles it for compute capability 9.0 (H100/H200) with the argument types of the
+launch; then it calls every activation (forward, backward, backward from y=), every
+optimizer's step (every option combination of the tests) and nn's fused kernels, float32
+and float64, through the public API. Nothing runs: the kernels are only compiled.
+
+Needs NVVM and NVRTC (the dev extra's numba-cuda[cu13] wheels, or a CUDA toolkit) but no
+driver; tests/test_cuda_compile.py runs it:
+
+    PYTHONPATH=. python tools/cuda_ptx_check.py
+"""
+
+import importlib
+import sys
+from types import SimpleNamespace
+
+import numba
+import numpy as np
+from numba import cuda
+from numba.cuda import dispatcher as cuda_dispatcher
+
+import fastgd
+from fastgd.backends.cuda_backend import CudaBackend
+from fastgd.backends.numpy_backend import HostArrays
+from fastgd.nn import functional as F
+from fastgd.nn._kernels import get_activation
+from tests.optim_textbook import CONFIGS
+
+CC = (9, 0)
+
+
+class PtxCheck(HostArrays, CudaBackend):
+    """The cuda backend's kernels, compiled to PTX at each launch instead of run."""
+
+    def __init__(self):
+        super().__init__()
+        self.compiled = {}
+
+    def status(self):
+        return "ok (PTX check: kernels are compiled, not run)"
+
+    def launch(self, kernel, n, args):
+        sig = tuple(numba.typeof(a) for a in args)
+        key = (kernel.py_func, sig)
+        if key not in self.compiled:
+            self.compiled[key] = len(cuda.compile_ptx(kernel.py_func, sig, cc=CC)[0])
+
+    def launcher(self, kernel, n):
+        return lambda *args: self.launch(kernel, n, args)
+
+
+def run_everything(be):
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        x = rng.normal(0, 3, (8, 16)).astype(dtype)
+        dy = np.ones_like(x)
+        for name, act in fastgd.activations.items():
+            forms = [{"approximate": "none"}, {"approximate": "tanh"}] if name == "gelu" else [{}]
+            for params in forms:
+                if name == "prelu":
+                    params = {"weight": np.full(16, 0.25, dtype)}
+                y = act.forward(x, backend="cuda", **params)
+                act.backward(dy, x, backend="cuda", **params)
+                if act.takes_output and name != "prelu":
+                    act.backward(dy, y=np.abs(y), backend="cuda", **params)
+        for name, options in CONFIGS:  # every update rule and option combination
+            buf = fastgd.ParamBuffer({"w": (4, 5), "b": (3,)}, dtype, backend="cuda")
+            getattr(fastgd, name)(buf, **options).step()
+        for name in ("relu", "gelu", "tanh", "identity"):  # nn's fused kernels
+            a = get_activation(name)
+            z, out, bias = np.empty_like(x), np.empty_like(x), np.zeros(16, dtype)
+            F.bias_act(be, x, bias, a, z, out)
+            F.act_backward(be, dy, z, a, np.empty_like(x), np.empty(16, dtype))
+            stats = np.empty((3, 16), dtype)
+            F.batch_norm_stats(be, x, 1e-5, stats)
+            F.batch_norm_act(be, x, stats[0], stats[1], bias + 1, bias, a, z, out)
+            F.batch_norm_backward(be, dy, z, x, stats[0], stats[1], bias + 1, a,
+                                  np.empty_like(x), np.empty((2, 16), dtype))
+        F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
+        F.add(be, x, x, np.empty_like(x))
+
+
+def main():
+    # device functions compile for the current device's compute capability: there is none
+    cuda_dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=CC)
+    check = PtxCheck()
+    backends = importlib.import_module("fastgd.backends")  # fastgd.backends is a function
+    backends._REGISTRY["cuda"] = check
+    backends._STATUS.pop("cuda", None)
+    backends._READY.pop("cuda", None)
+    run_everything(check)
+    print(f"{len(check.compiled)} CUDA kernels compiled to PTX for sm_{CC[0]}{CC[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
