@@ -49,9 +49,6 @@ class PtxCheck(HostArrays, CudaBackend):
         if key not in self.compiled:
             self.compiled[key] = len(cuda.compile_ptx(kernel.py_func, sig, cc=CC)[0])
 
-    def launcher(self, kernel, n):
-        return lambda *args: self.launch(kernel, n, args)
-
 
 def run_everything(be):
     rng = np.random.default_rng(0)

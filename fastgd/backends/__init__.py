@@ -22,6 +22,7 @@ __all__ = ["backends", "get_backend", "use_backend", "resolve", "to_device", "to
 _REGISTRY = {b.name: b for b in (NumpyBackend(), NumbaBackend(), CudaBackend())}
 _ACTIVE: ContextVar[str | None] = ContextVar("fastgd_backend", default=None)
 _STATUS: dict[str, str] = {}
+_READY: dict = {}  # name -> backend, once get_backend has accepted it (a status never changes)
 
 
 class BackendUnavailable(RuntimeError):
@@ -88,9 +89,6 @@ def resolve(backend: str | None, *arrays):
             "fastgd.to_host(a)"
         )
     return chosen
-
-
-_READY: dict = {}  # name -> backend, once get_backend has accepted it (a status never changes)
 
 
 def _ready(name):

@@ -34,11 +34,12 @@ class CompiledBackend:
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
-    def _kernel(self, shape_key, source_fn, fn, compute, loop):
-        key = (shape_key, fn, np.dtype(compute), loop)
+    def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop):
+        """The kernel for this shape, op math, compute dtype and loop, compiled once."""
+        key = (shape_key, fn, compute, loop)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self.compile(source_fn(loop), fn, np.dtype(compute), loop)
+            kernel = self.compile(source_fn(loop), fn, compute, loop)
             self._kernels[key] = kernel
         return kernel
 
@@ -50,7 +51,7 @@ class CompiledBackend:
             return
         loop = self.loop_for(n)
         shape_key = ("map", len(ins), len(outs), len(scalars))
-        kernel = self._kernels.get((shape_key, fn, compute, loop)) or self._kernel(
+        kernel = self._kernel(
             shape_key,
             lambda lp: codegen.map_source(len(ins), len(outs), len(scalars), lp),
             fn,
