@@ -40,12 +40,11 @@ LOG1P_UNIT = (  # log1p(e)/e on [0, 1], relative error ~8.4e-10
 # Near a simple zero x0 of a derivative its formula cancels: the float32 kernels use
 # dx = d(h) + t·P(t), t = x - h, there (see :func:`near_root`).
 ROOTS = {  # name: (h = x0 in float32, a, b, d(h) then P lowest degree first)
-    # x0 = -1.2784645427610737951, relative error of P ~1.4e-9
-    "silu": (-1.2784645557403564, -2.5, -0.65, (
-        -2.8270396683554365e-09, 0.21781170187624493, 0.14664879520485877, 0.018874815169331795,
-        -0.015222622069655333, -0.00660654057630095, 0.00012638106516373786, 0.0007979555721772744,
-        0.00018614678329414967, -3.891854629057803e-05, -2.8841523129525786e-05,
-        -4.822128664187198e-06)),
+    # x0 = -1.2784645427610737951, relative error of P ~4.5e-10
+    "silu": (-1.2784645557403564, -1.8, -1.0, (
+        -2.8270396683554365e-09, 0.21781170185057971, 0.1466487951180805, 0.018874826617131437,
+        -0.01522254688856036, -0.006606812323922808, 0.00012398217520985104,
+        0.0007964923910782827, 0.00020266298806187387)),
     # x0 = -1.1924312145154952121, relative error of P ~3.7e-9
     "mish": (-1.1924312114715576, -2.75, -0.55, (
         8.12572793365832e-10, 0.26694791522124917, 0.2047312657256978, 0.041907825520675415,
@@ -107,15 +106,8 @@ def exp_neg_abs(x):
 @scalar
 def x_exp_x(x, e):
     """x·e^x for x < -SHIFT given e = exp_neg_abs(x) = e^(x + SHIFT): (x·e)·e^-SHIFT, no
-    factor subnormal, one rounding into a subnormal result at most (silu's, mish's tail)."""
+    factor subnormal, one rounding into a subnormal result at most (mish's tail)."""
     return times_const(clip(x, F(-BIG), F(0)) * e, EXP_NEG_SHIFT)
-
-
-@scalar
-def slope_x_exp_x(x, e):
-    """d/dx x·e^x = (1 + x)·e^x for x < -SHIFT given e = exp_neg_abs(x), scaled like
-    :func:`x_exp_x` (silu's and mish's backward tail, where σ(x) is e^x to 1e-28)."""
-    return times_const((clip(x, F(-BIG), F(0)) + F(1)) * e, EXP_NEG_SHIFT)
 
 
 @scalar
@@ -186,24 +178,26 @@ def tanh_backward_from_output(dy, y):
 
 
 def silu(x):
-    """x/(1 + e) or x·e/(1 + e), e = exp(-|x|) (one division); below -SHIFT, x·e^x (σ(x)
-    would be subnormal in float32 but silu is not)."""
-    e = exp_neg_abs(x)
-    xc = clip(x, F(-BIG), F(BIG))
-    y = (xc if x >= F(0) else xc * e) / (F(1) + e)
-    return x_exp_x(x, e) if x < F(-SHIFT) else (y if abs(x) <= F(BIG) else x_times(x, F(1)))
+    """x/(1 + e) or x·e/(1 + e), e = exp(-|x|) (one division). Below -SHIFT, where e would be
+    subnormal in float32 but silu is not, exp's argument is raised by SHIFT and the
+    denominator by e^SHIFT: x·e^(x+S)/(e^S + e^(x+S)) is the same fraction, rounded once."""
+    deep = x < F(-SHIFT)
+    e = exp((F(SHIFT) if deep else F(0)) - abs(x))
+    num = x if x >= F(0) else (F(-BIG) if x < F(-BIG) else x) * e  # no -inf·0
+    return num / ((F(math.exp(SHIFT)) if deep else F(1)) + e)
 
 
 def silu_backward(dy, x):
     """σ(x)·(1 + x·σ(-x)) as one fraction of e = exp(-|x|): (1 + e + x·e)/(1 + e)² for
     x >= 0, e·(1 + x + e)/(1 + e)² for x < 0 (1 + x is exact near the zero x0 ≈ -1.278,
-    where :func:`near_root` takes over in float32); below -SHIFT, (1 + x)·e^x."""
-    e = exp_neg_abs(x)
+    where :func:`near_root` takes over in float32). In the far left tail, where e is
+    subnormal, |dx| is below 1e-37·|dy|: the contract asks an absolute error there, so no
+    rescaling."""
+    e = exp(-abs(x))
     xc = clip(x, F(-BIG), F(BIG))
     q = F(1) + e
     num = e * ((F(1) + xc) + e) if x < F(0) else q + xc * e
-    d = near_root(x, num / (q * q), SILU_ROOT)
-    return dy * (slope_x_exp_x(x, e) if x < F(-SHIFT) else d)
+    return dy * near_root(x, num / (q * q), SILU_ROOT)
 
 
 # -- rectifiers -------------------------------------------------------------------------
@@ -445,8 +439,9 @@ def mish_backward(dy, x):
     (the forward's forms of tanh(sp)): for x < 0, with n = e(e + 2),
     e·((e + 2)(n + 2)(1 + e) + 4x(n + 1)) / ((n + 2)²(1 + e)); for x >= 0, with
     a = 1 + 2e, b = a + 2e², (a·b(1 + e) + 4x·e²(a + e²)) / (b²(1 + e)). Near the zero
-    x0 ≈ -1.192 :func:`near_root` takes over in float32; below -SHIFT, (1 + x)·e^x."""
-    e = exp_neg_abs(x)
+    x0 ≈ -1.192 :func:`near_root` takes over in float32. In the far left tail |dx| is below
+    1e-37·|dy| (the contract asks an absolute error there, as for silu)."""
+    e = exp(-abs(x))
     xc = clip(x, F(-BIG), F(BIG))
     two_e = F(2) * e
     q = F(1) + e
@@ -458,8 +453,7 @@ def mish_backward(dy, x):
     num = (e * ((e + F(2)) * (n + F(2)) * q + F(4) * xc * (n + F(1))) if neg
            else a * b * q + F(4) * xc * e2 * (a + e2))
     den = ((n + F(2)) * (n + F(2)) if neg else b * b) * q
-    d = near_root(x, num / den, MISH_ROOT)
-    return dy * (slope_x_exp_x(x, e) if x < F(-SHIFT) else d)
+    return dy * near_root(x, num / den, MISH_ROOT)
 
 
 # -- piecewise-linear -------------------------------------------------------------------
