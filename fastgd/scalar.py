@@ -51,14 +51,27 @@ def fma(a, b, c):
     return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
-def erfcx_exp(x, hi, lo):
-    """erfcx(|x|)·e^(hi + lo), erfcx(a) = e^(a²)·erfc(a): erfc(|x|) scaled by e^(hi + lo + x²).
+def normal_tail(m, c, x, hi, lo):
+    """(m·erfcx(|x|/√2)/2 + c/√(2π))·e^(hi + lo), erfcx(a) = e^(a²)·erfc(a), for exact ``hi``
+    and small ``lo`` (hi + lo <= 0): with hi + lo = -x²/2 split exactly, m·Φ(-|x|) + c·φ(x)
+    (Φ, φ: the standard normal cdf and pdf) from one exponential, and keeping its digits
+    where Φ alone would be subnormal (GELU: m = x, c = 0 for x·Φ(x), x < 0).
 
-    Plain math here (the scaling is applied after erfc, which can underflow first); the Numba
-    CPU backend binds a kernel that keeps erfcx and the exponential apart and rounds once.
+    Plain float64 math here: erfcx from erfc·e^(a²) where that is exact enough (a < 25),
+    else its asymptotic series; e^(hi + lo) scaled by e^600 where it would be subnormal, so
+    the product rounds once.
     """
-    a = abs(x)
-    return erfc(a) * exp(hi + lo + a * a)
+    a = abs(float(x)) * 0.7071067811865476
+    if a < 25.0:
+        ex = math.erfc(a) * math.exp(a * a)
+    else:  # 1/(a√π)·(1 - u + 3u² - 15u³ + 105u⁴ - 945u⁵), u = 1/(2a²) < 1e-3
+        u = 0.5 / (a * a)
+        ex = (1 - u * (1 - 3 * u * (1 - 5 * u * (1 - 7 * u * (1 - 9 * u))))) * (
+            0.5641895835477563 / a)
+    v = float(m) * 0.5 * ex + float(c) * 0.3989422804014327
+    s = float(hi) + float(lo)
+    shift = 600.0 if s < -600.0 else 0.0
+    return (v * math.exp(s + shift)) * math.exp(-shift)
 
 
 def mul_exp(m, a, b, c):
@@ -87,7 +100,7 @@ def fmax(a, b):
 
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
-NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "erfcx_exp",
+NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "normal_tail",
          "mul_exp", "isfinite", "fma", "fmax")
 
 

@@ -241,38 +241,54 @@ def test_fmax_is_c_fmax_compiled_and_in_python(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_erfcx_exp_is_erfcx_times_exp_rounded_once(dtype):
-    """erfcx(|x|)·e^(hi + lo) against mpmath, with e^(hi + lo) far from 1 so that a rounding
-    of erfcx or of the exponential on its own would show; the Python default too."""
+def test_normal_tail_against_mpmath(dtype):
+    """(m·erfcx(|x|/√2)/2 + c/√(2π))·e^(hi + lo) against mpmath: with e^(hi + lo) far from 1
+    (a rounding of the exponential's argument would show), and as GELU calls it, m = x and
+    hi + lo = -x²/2 split exactly, down into subnormal results; the Python default too."""
     mp = pytest.importorskip("mpmath")
-    from fastgd.scalar import erfcx_exp as py_erfcx_exp
+    from fastgd.scalar import normal_tail as py_normal_tail
 
     @njit(fastmath=FM, error_model="numpy")
-    def loop(out, x, hi, lo):
+    def loop(out, m, c, x, hi, lo):
         for i in range(x.size):
-            out[i] = cm.erfcx_exp(x[i], hi[i], lo[i])
+            out[i] = cm.normal_tail(m[i], c[i], x[i], hi[i], lo[i])
 
     rng = np.random.default_rng(2)
     f32 = dtype == np.float32
-    n = 4000
-    x = rng.uniform(-10 if f32 else -27, 10 if f32 else 27, n).astype(dtype)
-    hi = rng.uniform(-60 if f32 else -600, 30 if f32 else 300, n).astype(dtype)
-    lo = (hi * rng.uniform(-1, 1, n) * (2.0**-26 if f32 else 2.0**-55)).astype(dtype)
+    n = 3000
+    top_x = 14.2 if f32 else 38.8
+    x = rng.uniform(-top_x, top_x, 2 * n).astype(dtype)
+    m = (rng.choice([-1.0, 1.0], 2 * n) * 10.0 ** rng.uniform(-3, 3, 2 * n)).astype(dtype)
+    c = (np.sign(m) * 10.0 ** rng.uniform(-3, 3, 2 * n)).astype(dtype)  # no cancellation
+    c[: n // 2] = 0
+    hi = rng.uniform(-60 if f32 else -600, 30 if f32 else 300, 2 * n).astype(dtype)
+    lo = (hi * rng.uniform(-1, 1, 2 * n) * (2.0**-26 if f32 else 2.0**-55)).astype(dtype)
+    # GELU's calls: x·Φ(x), x < 0
+    x[n:] = -np.abs(x[n:])
+    m[n:], c[n:] = x[n:], 0
+    p = x[n:] * x[n:]
+    hi[n:] = -0.5 * p
+    lo[n:] = -0.5 * (x[n:].astype(np.float64) ** 2 - p).astype(dtype)  # exact for float32
     out = np.empty_like(x)
-    loop(out, x, hi, lo)
+    loop(out, m, c, x, hi, lo)
     with mp.workprec(160):
-        a = [abs(mp.mpf(float(v))) for v in x]
-        exact = [mp.erfc(v) * mp.exp(v * v + float(h) + float(e))
-                 for v, h, e in zip(a, hi, lo, strict=True)]
-        top = np.array([float(v) for v in exact])
-        low = np.array([float(v - mp.mpf(t)) for v, t in zip(exact, top, strict=True)])
-    ref = top.astype(np.longdouble) + low.astype(np.longdouble) if LONG_OK else top
+        exact = []
+        for mi, ci, xi, h, e in zip(m, c, x, hi, lo, strict=True):
+            a = abs(mp.mpf(float(xi))) / mp.sqrt(2)
+            pdf = mp.exp(float(h) + mp.mpf(float(e))) / mp.sqrt(2 * mp.pi)
+            exact.append(float(mi) * mp.erfc(a) / 2 * mp.exp(a * a + h + mp.mpf(float(e)))
+                         + float(ci) * pdf)
+        ref = np.array([float(v) for v in exact])
     err = ulp_error(out, ref, dtype)
     i = int(np.argmax(err))
-    assert err[i] <= MAX_ULP + (0 if LONG_OK or f32 else 0.5), (
-        f"erfcx_exp({x[i]!r}, {hi[i]!r}, {lo[i]!r}) = {out[i]!r}: {err[i]:.2f} ULP")
-    assert py_erfcx_exp(1.5, -3.0, 0.0) == pytest.approx(float(mp.erfc(1.5) * mp.exp(2.25 - 3)),
-                                                         rel=1e-12)
+    assert err[i] <= (3.0 if f32 else 4.0), (
+        f"normal_tail({m[i]!r}, {c[i]!r}, {x[i]!r}, {hi[i]!r}, {lo[i]!r}) = {out[i]!r}, "
+        f"want {ref[i]!r}: {err[i]:.2f} ULP")
+    assert np.any(np.abs(out[n:]) < np.finfo(dtype).tiny)  # subnormal results were checked
+    py = np.array([py_normal_tail(*v) for v in zip(m.astype(float), c.astype(float),
+                                                   x.astype(float), hi.astype(float),
+                                                   lo.astype(float), strict=True)])
+    np.testing.assert_allclose(py, ref, rtol=1e-13, atol=1e-320)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -41,7 +41,7 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "erfcx_exp", "mul_exp", "fma",
+__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "normal_tail", "mul_exp", "fma",
            "fmax"]
 
 _FASTMATH = {"contract"}
@@ -194,6 +194,7 @@ _ERFC_HQ = {
 }
 _RSQPI = 0.5641895835477563
 _RSQPI_LO64 = 7.66772980658294e-18  # 1/sqrt(pi) - _RSQPI
+_INV_SQRT2 = 0.7071067811865476
 
 
 # ------------------------------------------------------------------------ kernels
@@ -238,23 +239,20 @@ def _build(ft):
 
     @_jit
     def exp_mul(hi, lo, m, m_lo):
-        """exp(hi + lo) * (m + m_lo) for exact hi, |lo| << 1 and |m_lo| <= ulp(m).
-        e**r = e_hi + e_lo (Fast2Sum of 1 + r) and m*e_hi + exact FMA remainder, so
-        the product is rounded once before the exact 2**k scaling."""
+        """exp(hi + lo) * (m + m_lo) for exact hi, |lo| << 1 and |m_lo| <= ulp(m), within
+        ~1 ULP: r = hi + lo - k*ln2 (hi - k*ln2_hi exact, so no rounding of hi is amplified),
+        m*e**r = m + (m*(e**r - 1) + m_lo) with one rounding of the large part, then the
+        exact 2**k scaling (subnormal results: one rounding of the scaled product). The
+        compensated form (Fast2Sum of 1 + r, exact product) halved the error but cost a third
+        of GELU's time."""
         hi = exp_hi if hi > exp_hi else hi
         hi = mul_lo if hi < mul_lo else hi  # 2**k stays a product of two normal factors
         t = (hi + lo) * log2e + shifter
         kf = t - shifter
-        rh = hi - kf * ln2_hi  # exact
-        rm = rh + lo
-        c = (rh - rm) + lo
-        r = rm - kf * ln2_lo
-        c = ((rm - r) - kf * ln2_lo) + c
+        r = ((hi - kf * ln2_hi) + lo) - kf * ln2_lo  # hi - kf*ln2_hi exact
         k = _as_int(t) - shifter_bits
-        e_hi = one + r
-        e_lo = ((one - e_hi) + r) + ((r * r) * q_exp(r) + c)
-        prod = m * e_hi
-        y = prod + (_fma(m, e_hi, -prod) + (m * e_lo + m_lo * e_hi))
+        em1 = r + (r * r) * q_exp(r)  # e**r - 1
+        y = m + (m * em1 + m_lo)
         h = k >> 1
         return y * pow2(h, hi) * pow2(k - h, hi)
 
@@ -359,12 +357,29 @@ def _build(ft):
         ah = _as_float(_as_int(a) & split_mask, a)  # a**2 = ah**2 + (a-ah)(a+ah)
         return exp_mul(-(ah * ah), -((a - ah) * (a + ah)), q, g_lo)
 
+    # erfcx(|x|/sqrt2) in x directly: erfc's h in the scaled variable, H(a) = sqrt2*h(a/sqrt2)
+    # = sqrt(2/pi) + a*P(a/sqrt2)/Q(a/sqrt2), the coefficients scaled by powers of 1/sqrt2
+    hx_p = _poly([c * _INV_SQRT2**i for i, c in enumerate(_ERFC_HP[ft])], ft)
+    hx_q = _poly([c * _INV_SQRT2**i for i, c in enumerate(_ERFC_HQ[ft])], ft)
+    c2 = ft(_RSQPI / _INV_SQRT2)  # sqrt(2/pi)
+    inv_c2 = ft(_INV_SQRT2 / _RSQPI)
+    inv_sqrt_2pi = ft(_RSQPI * _INV_SQRT2)
+    tail_amax = ft(float(erf_amax) / _INV_SQRT2)
+
     @_jit
-    def erfcx_exp_(x, hi, lo):
-        """erfcx(|x|)*e**(hi + lo), rounded once (|x| clamped to erf_amax)."""
+    def normal_tail_(m, c, x, hi, lo):
+        """(m*erfcx(|x|/sqrt2)/2 + c/sqrt(2pi))*e**(hi + lo), ~2 ULP, for exact hi and small
+        lo: m*Phi(-|x|) + c*phi(x) for hi + lo = -x**2/2. erfcx(a/sqrt2) = sqrt(2/pi)/(a + H),
+        plain (its compensated form cost a division and a tenth of GELU's accuracy budget);
+        the rounding of m*erfcx/2 goes into exp_mul's m_lo."""
         a = abs(x)
-        q, g_lo = erfcx_parts(erf_amax if a > erf_amax else a)
-        return exp_mul(hi, lo, q, g_lo)
+        a = tail_amax if a > tail_amax else a
+        s = a + (c2 + a * (hx_p(a) / hx_q(a)))
+        q = c2 / s
+        q_lo = _fma(-q, s, c2) * (q * inv_c2)  # the division's rounding error: r/s = r*q/c2
+        mh = half * m
+        v = mh * q
+        return exp_mul(hi, lo, v + c * inv_sqrt_2pi, _fma(mh, q, -v) + mh * q_lo)
 
     @_jit
     def mul_exp_(m, a, b, c):
@@ -388,7 +403,7 @@ def _build(ft):
         return two - e if x < zero else e
 
     return {"exp": exp_k, "expm1": expm1_k, "log": log_, "log1p": log1p_, "tanh": tanh_,
-            "erf": erf_, "erfc": erfc_, "erfcx_exp": erfcx_exp_, "mul_exp": mul_exp_}
+            "erf": erf_, "erfc": erfc_, "normal_tail": normal_tail_, "mul_exp": mul_exp_}
 
 
 def _bits(v):
@@ -451,9 +466,9 @@ def _inlined_call(kernels, arity=1):
     # intrinsic needs the arguments spelled out
     if arity == 1:
         return intrinsic(lambda typingctx, x: typer(typingctx, x))
-    if arity == 3:
-        return intrinsic(lambda typingctx, x, hi, lo: typer(typingctx, x, hi, lo))
-    return intrinsic(lambda typingctx, m, a, b, c: typer(typingctx, m, a, b, c))
+    if arity == 4:
+        return intrinsic(lambda typingctx, m, a, b, c: typer(typingctx, m, a, b, c))
+    return intrinsic(lambda typingctx, m, c, x, hi, lo: typer(typingctx, m, c, x, hi, lo))
 
 
 def _public(name):
@@ -544,26 +559,27 @@ def _ov_fmax(a, b):
     return None
 
 
-_ERFCX32, _ERFCX64 = _K32["erfcx_exp"], _K64["erfcx_exp"]
-_erfcx_exp_call = _inlined_call({
-    types.float32: lambda x, hi, lo: _ERFCX32(x, hi, lo),
-    types.float64: lambda x, hi, lo: _ERFCX64(x, hi, lo),
-}, arity=3)
+_TAIL32, _TAIL64 = _K32["normal_tail"], _K64["normal_tail"]
+_normal_tail_call = _inlined_call({
+    types.float32: lambda m, c, x, hi, lo: _TAIL32(m, c, x, hi, lo),
+    types.float64: lambda m, c, x, hi, lo: _TAIL64(m, c, x, hi, lo),
+}, arity=5)
 
 
-def erfcx_exp(x, hi, lo):
-    """erfcx(|x|)·e**(hi + lo) (erfcx(a) = e**(a²)·erfc(a)) rounded once, for exact ``hi`` and
-    small ``lo``: erfc(|x|) scaled by a factor its caller chose (gelu: Φ(x) with
-    hi + lo = -x²/2 split exactly, shifted where Φ would be subnormal)."""
-    from fastgd.scalar import erfcx_exp as py_erfcx_exp
+def normal_tail(m, c, x, hi, lo):
+    """(m·erfcx(|x|/√2)/2 + c/√(2π))·e**(hi + lo) for exact ``hi`` and small ``lo``: with
+    hi + lo = -x²/2 split exactly, m·Φ(-|x|) + c·φ(x) (Φ, φ: the standard normal cdf and
+    pdf) with one exponential, and without a subnormal factor where the result is normal
+    (GELU: x·Φ(x) for x < 0 is m = x, c = 0; its derivative Φ(x) + x·φ(x) is m = 1, c = x)."""
+    from fastgd.scalar import normal_tail as py_normal_tail
 
-    return py_erfcx_exp(x, hi, lo)
+    return py_normal_tail(m, c, x, hi, lo)
 
 
-@overload(erfcx_exp, inline="always")
-def _ov_erfcx_exp(x, hi, lo):
-    if isinstance(x, types.Float) and x == hi == lo:
-        return lambda x, hi, lo: _erfcx_exp_call(x, hi, lo)
+@overload(normal_tail, inline="always")
+def _ov_normal_tail(m, c, x, hi, lo):
+    if isinstance(m, types.Float) and m == c == x == hi == lo:
+        return lambda m, c, x, hi, lo: _normal_tail_call(m, c, x, hi, lo)
     return None
 
 

@@ -16,10 +16,10 @@ from fastgd import config
 from fastgd._arrays import is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
-from fastgd.scalar import erfcx_exp as scalar_erfcx_exp
 from fastgd.scalar import fma as scalar_fma
 from fastgd.scalar import fmax as scalar_fmax
 from fastgd.scalar import mul_exp as scalar_mul_exp
+from fastgd.scalar import normal_tail as scalar_normal_tail
 
 
 def simulator_enabled() -> bool:
@@ -65,7 +65,7 @@ def _simulator_math() -> dict:
 
 #: Written in Python over ``math`` (scalar.py): compiled as device functions on a GPU (fma
 #: excepted: the device has its own).
-PYTHON_MATH = {"erfcx_exp": scalar_erfcx_exp, "mul_exp": scalar_mul_exp, "fma": scalar_fma,
+PYTHON_MATH = {"normal_tail": scalar_normal_tail, "mul_exp": scalar_mul_exp, "fma": scalar_fma,
                "fmax": scalar_fmax}
 DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in PYTHON_MATH}
 
