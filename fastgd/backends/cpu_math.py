@@ -8,7 +8,8 @@ branches (only selects), so LLVM turns a loop over them into AVX2/AVX-512 code.
 
 Public functions (call them from ``@njit`` code exactly like ``math.exp``)::
 
-    exp, expm1, log, log1p, tanh, erf, erfc, mul_exp (m*e**(a - b + c), a - b unrounded)
+    exp, expm1, log, log1p, tanh, erf, erfc, mul_exp (m*e**(a - b + c), a - b unrounded),
+    normal_tail (m*Phi(-|x|) + c*phi(x) for GELU, one exponential)
 
 They are type generic: a float32 argument is computed with float32 arithmetic and
 float32 constants and returns float32; float64 (and integers) give float64.  They
