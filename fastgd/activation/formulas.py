@@ -491,8 +491,10 @@ def row_sum(x):
 
 def softmax_row(x, y):
     """e_i = e^(x_i - max) in the working type (:func:`mul_exp`: x_i - max is not rounded
-    first), then their sum and each e_i/Σ in the wide type W: one rounding of y_i after e_i's.
-    The sum has its own loop: a loop mixing float32 and float64 runs at float64's width."""
+    first), their sum in the wide type W, and y_i = e_i·(1/Σ) with 1/Σ split into two
+    working-type floats r_hi + r_lo: fma(e_i, r_hi, e_i·r_lo) rounds y_i once after e_i's,
+    as a product in W would, at the working type's vector width. The sum has its own loop: a
+    loop mixing float32 and float64 runs at float64's width."""
     m = row_max(x)
     for i in range(x.size):
         y[i] = mul_exp(F(1), F(x[i]), m, F(0))
@@ -500,8 +502,11 @@ def softmax_row(x, y):
     for i in range(x.size):
         s += W(y[i])
     r = W(1) / s
+    r_hi = F(r)
+    r_lo = F(r - W(r_hi))
     for i in range(x.size):
-        y[i] = W(y[i]) * r
+        e = F(y[i])
+        y[i] = fma(e, r_hi, e * r_lo)
 
 
 def softmax_backward_row(dy, y, dx):
