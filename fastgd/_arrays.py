@@ -45,10 +45,11 @@ def as_array(a):
 
 def check_float(**arrays) -> np.dtype:
     """The common float dtype of ``arrays`` (name -> array); ``TypeError`` naming the dtypes."""
+    values = iter(arrays.values())
+    first = dtype_of(next(values))
+    if first in FLOAT_DTYPES and all(dtype_of(a) == first for a in values):
+        return first  # the common case, without building the messages' dict
     dtypes = {name: dtype_of(a) for name, a in arrays.items()}
-    first = next(iter(dtypes.values()))
-    if first in FLOAT_DTYPES and all(d == first for d in dtypes.values()):
-        return first
     bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
     if bad:
         listed = ", ".join(f"{n}: {d}" for n, d in bad.items())
@@ -79,6 +80,9 @@ def is_writable(a) -> bool:
 
 def check_out(out, shape, dtype, backend, name="out"):
     """Validate a caller's output array before anything is written (``ValueError``)."""
+    if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and out.flags.writeable and backend.owns(out)):
+        return  # the common case first: a writable NumPy array of the right shape and dtype
     if not backend.owns(out):
         where = "a device" if is_device_array(out) else "a host"
         raise ValueError(f"{name} is {where} array but the {backend.name} backend is computing")

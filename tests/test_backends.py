@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -37,12 +40,25 @@ def test_unavailable_cuda_backend_says_why():
 def test_order_of_choice(monkeypatch):
     x = np.ones(3)
     assert resolve(None, x).name == "numba"  # auto for host arrays
-    monkeypatch.setenv("FASTGD_BACKEND", "numpy")
+    monkeypatch.setattr(sys.modules["fastgd.backends"], "_ENV_BACKEND", "numpy")  # FASTGD_BACKEND=numpy
     assert resolve(None, x).name == "numpy"
     with fastgd.use_backend("numba"):
         assert resolve(None, x).name == "numba"  # the context beats the environment
         assert resolve("numpy", x).name == "numpy"  # the argument beats the context
     assert resolve(None, x).name == "numpy"
+
+
+def test_environment_variable_is_read_at_import():
+    code = ("import numpy as np, fastgd; from fastgd.backends import resolve; "
+            "print(resolve(None, np.ones(3)).name)")
+    env = {**os.environ, "FASTGD_BACKEND": "numpy"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == ["numpy"]
+    env["FASTGD_BACKEND"] = "nope"
+    code = "import numpy as np, fastgd; fastgd.relu(np.ones(3))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0 and "unknown backend 'nope'" in done.stderr
 
 
 def test_use_backend_is_per_thread():

@@ -1,13 +1,16 @@
 """Execution backends and how one is chosen.
 
 Order of choice: an explicit ``backend=`` argument, then ``with use_backend(name)``, then
-the ``FASTGD_BACKEND`` environment variable, then ``"auto"``: ``cuda`` for device arrays
+the ``FASTGD_BACKEND`` environment variable (read once, when fastgd is imported, as Numba
+reads its ``NUMBA_*`` variables: ``os.environ.get`` of an unset variable costs a microsecond,
+a fifth of a small activation call), then ``"auto"``: ``cuda`` for device arrays
 (anything with ``__cuda_array_interface__``), ``numba`` for NumPy arrays (falling back to
 ``numpy`` when Numba is missing). Arrays on the wrong device raise instead of being copied.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,6 +26,7 @@ _REGISTRY = {b.name: b for b in (NumpyBackend(), NumbaBackend(), CudaBackend())}
 _ACTIVE: ContextVar[str | None] = ContextVar("fastgd_backend", default=None)
 _STATUS: dict[str, str] = {}
 _READY: dict = {}  # name -> backend, once get_backend has accepted it (a status never changes)
+_ENV_BACKEND = os.environ.get("FASTGD_BACKEND") or None
 
 
 class BackendUnavailable(RuntimeError):
@@ -72,12 +76,9 @@ def use_backend(name: str):
 
 def resolve(backend: str | None, *arrays):
     """The backend for one call on ``arrays``; ``TypeError`` if they live on another device."""
-    name = backend or _ACTIVE.get() or os.environ.get("FASTGD_BACKEND") or "auto"
+    name = backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
     if name == "auto":
-        if any(map(is_device_array, arrays)):
-            name = "cuda"
-        else:
-            name = "numba" if _status("numba").startswith("ok") else "numpy"
+        name = "cuda" if any(map(is_device_array, arrays)) else _auto_host()
     chosen = _READY.get(name) or _ready(name)
     if not all(map(chosen.owns, arrays)):
         if name == "cuda":
@@ -89,6 +90,12 @@ def resolve(backend: str | None, *arrays):
             "fastgd.to_host(a)"
         )
     return chosen
+
+
+@functools.cache
+def _auto_host() -> str:
+    """What auto picks for host arrays: Numba's CPU kernels where Numba can run."""
+    return "numba" if _status("numba").startswith("ok") else "numpy"
 
 
 def _ready(name):
