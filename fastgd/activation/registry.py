@@ -242,9 +242,9 @@ class RowActivation(Activation):
         lines = _lines_shape(shape, axis)
         view = be.flat_view(out)
         target = view if view is not None else be.empty(_size(out), dtype)
-        arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
         if lines[2] == 1:  # along the last axis: plain contiguous rows
-            arrays = [a.reshape(lines[:2]) for a in arrays]
+            lines = lines[:2]
+        arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
         be.rows(fn, arrays, compute=self._compute(dtype, direction, be))
         if view is None:
             out[...] = target.reshape(shape)
