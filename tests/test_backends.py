@@ -40,7 +40,8 @@ def test_unavailable_cuda_backend_says_why():
 def test_order_of_choice(monkeypatch):
     x = np.ones(3)
     assert resolve(None, x).name == "numba"  # auto for host arrays
-    monkeypatch.setattr(sys.modules["fastgd.backends"], "_ENV_BACKEND", "numpy")  # FASTGD_BACKEND=numpy
+    # as if FASTGD_BACKEND=numpy had been set when fastgd was imported
+    monkeypatch.setattr(sys.modules["fastgd.backends"], "_ENV_BACKEND", "numpy")
     assert resolve(None, x).name == "numpy"
     with fastgd.use_backend("numba"):
         assert resolve(None, x).name == "numba"  # the context beats the environment

@@ -268,7 +268,10 @@ def elu(x, alpha):
 
 
 def elu_backward(dy, x, alpha):
-    return if_positive(x, dy, dy * alpha * exp(x))
+    """The exponential of min(x, 0): the lanes of x > 0, whose e^x is discarded, do not form
+    large values (with them, this kernel ran at a third of its speed on N(0, 3) data at
+    2^24 when Numba loaded it from its cache, for reasons not found; see the README)."""
+    return if_positive(x, dy, dy * alpha * exp(F(0) if x > F(0) else x))
 
 
 def elu_backward_from_output(dy, y, alpha):
@@ -282,7 +285,8 @@ def selu(x):
 
 
 def selu_backward(dy, x):
-    return F(SELU_SCALE) * if_positive(x, dy, dy * F(SELU_ALPHA) * exp(x))
+    e = exp(F(0) if x > F(0) else x)  # min(x, 0), as for elu
+    return F(SELU_SCALE) * if_positive(x, dy, dy * F(SELU_ALPHA) * e)
 
 
 def selu_backward_from_output(dy, y):
