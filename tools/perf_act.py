@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import fastgd
+from fastgd.activation.formulas import SELU_ALPHA, SELU_SCALE
 
 aten = torch.ops.aten
 
@@ -65,10 +66,9 @@ def torch_cases(tx, tdy, tout):
         "elu": ({}, lambda: aten.elu.out(tx, 1.0, 1, 1, out=tout),
                 lambda: aten.elu_backward.grad_input(tdy, 1.0, 1, 1, False, tx,
                                                      grad_input=tout)),
-        "selu": ({}, lambda: aten.elu.out(tx, 1.6732632423543772, 1.0507009873554805, 1,
-                                          out=tout),
-                 lambda: aten.elu_backward.grad_input(tdy, 1.6732632423543772, 1.0507009873554805,
-                                                      1, False, tx, grad_input=tout)),
+        "selu": ({}, lambda: aten.elu.out(tx, SELU_ALPHA, SELU_SCALE, 1, out=tout),
+                 lambda: aten.elu_backward.grad_input(tdy, SELU_ALPHA, SELU_SCALE, 1, False, tx,
+                                                      grad_input=tout)),
         "mish": ({}, lambda: aten.mish.out(tx, out=tout),
                  lambda: aten.mish_backward(tdy, tx)),
         "relu": ({}, lambda: torch.clamp_min(tx, 0, out=tout), None),
