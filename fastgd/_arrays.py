@@ -6,6 +6,8 @@ Nothing here imports Numba or CuPy: device arrays are recognised by protocol
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -23,7 +25,7 @@ def is_device_array(a) -> bool:
 
 def dtype_of(a) -> np.dtype:
     """The NumPy dtype of a host or device array (torch tensors included)."""
-    if isinstance(a, np.ndarray):
+    if type(a) is np.ndarray or isinstance(a, np.ndarray):
         return a.dtype
     cai = getattr(a, "__cuda_array_interface__", None)
     if cai is not None:
@@ -45,27 +47,29 @@ def as_array(a):
 
 def check_float(**arrays) -> np.dtype:
     """The common float dtype of ``arrays`` (name -> array); ``TypeError`` naming the dtypes."""
-    values = iter(arrays.values())
-    first = dtype_of(next(values))
-    if first in FLOAT_DTYPES and all(dtype_of(a) == first for a in values):
+    dtypes = [dtype_of(a) for a in arrays.values()]
+    first = dtypes[0]
+    if first in FLOAT_DTYPES and dtypes.count(first) == len(dtypes):
         return first  # the common case, without building the messages' dict
-    dtypes = {name: dtype_of(a) for name, a in arrays.items()}
+    dtypes = dict(zip(arrays, dtypes))
     bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
     if bad:
         listed = ", ".join(f"{n}: {d}" for n, d in bad.items())
         raise TypeError(f"fastgd works on float32 and float64 arrays, got {listed}")
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
-        raise TypeError(f"mixed dtypes are not supported: {listed}")
-    return next(iter(dtypes.values()))
+    listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
+    raise TypeError(f"mixed dtypes are not supported: {listed}")
 
 
 def check_same_shape(**arrays) -> tuple:
-    shapes = {name: shape_of(a) for name, a in arrays.items()}
-    if len(set(shapes.values())) > 1:
-        listed = ", ".join(f"{n}: {s}" for n, s in shapes.items())
+    shapes = [shape_of(a) for a in arrays.values()]
+    if shapes.count(shapes[0]) != len(shapes):
+        listed = ", ".join(f"{n}: {s}" for n, s in zip(arrays, shapes))
         raise ValueError(f"shapes do not match: {listed}")
-    return next(iter(shapes.values()))
+    return shapes[0]
+
+
+def size_of(a) -> int:
+    return a.size if type(a) is np.ndarray else math.prod(shape_of(a))
 
 
 def is_writable(a) -> bool:

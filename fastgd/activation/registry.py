@@ -54,6 +54,7 @@ class Activation:
         self._output_check = output_check
         self.wide = frozenset(wide)
         self.narrow = frozenset(narrow)
+        self._plans = {}  # see _plan
         self.__doc__ = doc
 
     @property
@@ -135,16 +136,32 @@ class Activation:
         return "backward_from_output"
 
     def _run(self, be, direction, ins, out, scalars, dtype):
-        compute = self._compute(dtype, direction, be, scalars)
-        fn, reference = self.math[direction]
         if be.name == "numpy":
+            compute = self._compute(dtype, direction, be, scalars)
+            reference = self.math[direction][1]
             out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
             return
+        n = _arrays.size_of(out)
+        if n == 0:
+            return
+        kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n))
         view = be.flat_view(out)
-        target = view if view is not None else be.empty(_size(out), dtype)
-        be.map(fn, [be.flat(a) for a in ins], [target], scalars, compute)
+        target = view if view is not None else be.empty(n, dtype)
+        be.launch(kernel, n, (*[be.flat(a) for a in ins], target, *typed))
         if view is None:
             out[...] = target.reshape(_arrays.shape_of(out))
+
+    def _plan(self, be, direction, n_in, dtype, scalars, loop):
+        """The kernel and its typed scalars for one call, found once per combination (a call
+        on a small array is mostly Python work). A zero scalar keys by its repr: -0.0 == 0.0
+        but the sign can reach the result (leaky_relu's slope)."""
+        key = (be.name, direction, dtype, scalars if all(scalars) else repr(scalars), loop)
+        plan = self._plans.get(key)
+        if plan is None:
+            compute = self._compute(dtype, direction, be, scalars)
+            kernel = be.map_kernel(self.math[direction][0], n_in, 1, len(scalars), compute, loop)
+            plan = self._plans[key] = (kernel, be.typed_scalars(scalars, compute))
+        return plan
 
 
 def _saved(name, x, y):
@@ -152,10 +169,6 @@ def _saved(name, x, y):
     if (x is None) == (y is None):
         raise ValueError(f"{name}_backward needs the forward input x or its output y=")
     return ("x", x) if y is None else ("y", y)
-
-
-def _size(a):
-    return math.prod(_arrays.shape_of(a))
 
 
 def _prepare_out(be, out, shape, dtype):
@@ -241,13 +254,27 @@ class RowActivation(Activation):
         shape = _arrays.shape_of(out)
         lines = _lines_shape(shape, axis)
         view = be.flat_view(out)
-        target = view if view is not None else be.empty(_size(out), dtype)
+        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
         if lines[2] == 1:  # along the last axis: plain contiguous rows
             lines = lines[:2]
         arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
-        be.rows(fn, arrays, compute=self._compute(dtype, direction, be))
+        if arrays[0].size:
+            kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, len(lines) == 3,
+                                      be.loop_for(arrays[0].size))
+            be.launch(kernel, be.n_rows(arrays[0]), arrays)
         if view is None:
             out[...] = target.reshape(shape)
+
+
+    def _row_kernel(self, be, fn, n_arrays, dtype, direction, strided, loop):
+        """The rows kernel for one call, found once per combination (see ``Activation._plan``)."""
+        key = (be.name, fn, dtype, strided, loop)
+        kernel = self._plans.get(key)
+        if kernel is None:
+            compute = self._compute(dtype, direction, be)
+            kernel = self._plans[key] = be.rows_kernel(fn, n_arrays, 0, 0, False, strided,
+                                                       compute, loop)
+        return kernel
 
 
 class PReLU(Activation):
@@ -261,15 +288,15 @@ class PReLU(Activation):
         """x's shape and its (rows, row length) view, one row per (sample, channel)."""
         shape = _arrays.shape_of(x)
         channels = shape[1] if len(shape) >= 2 else 1
-        size = _size(weight)
+        size = _arrays.size_of(weight)
         if size not in (1, channels):
             raise ValueError(
                 f"prelu weight has {size} elements; expected 1 or {channels} (x.shape[1])"
             )
         if len(shape) < 2:
-            return shape, (1, _size(x))
+            return shape, (1, _arrays.size_of(x))
         rows = shape[0] * channels
-        return shape, (rows, _size(x) // rows if rows else 0)
+        return shape, (rows, _arrays.size_of(x) // rows if rows else 0)
 
     def forward(self, x, weight, *, out=None, backend=None):
         x, weight = _arrays.as_array(x), _arrays.as_array(weight)
@@ -281,7 +308,7 @@ class PReLU(Activation):
             out[...] = ref.prelu(x, weight)
             return out
         view = be.flat_view(out)
-        target = view if view is not None else be.empty(_size(out), dtype)
+        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
         be.rows(m.prelu_row, [be.flat(x).reshape(rows), target.reshape(rows)],
                 per_row=[be.flat(weight)])
         if view is None:
@@ -301,7 +328,7 @@ class PReLU(Activation):
             out[...] = dx
             return out, dw
         view = be.flat_view(out)
-        target = view if view is not None else be.empty(_size(out), dtype)
+        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
                 [be.flat(dy).reshape(rows), be.flat(x).reshape(rows), target.reshape(rows)],
@@ -309,7 +336,7 @@ class PReLU(Activation):
         if view is None:
             out[...] = target.reshape(shape)
         dweight = be.empty(_arrays.shape_of(weight), dtype)
-        channels = _size(weight)
+        channels = _arrays.size_of(weight)
         be.rows(m.row_sum, [partial.reshape(1, rows[0] // channels, channels)],
                 result=be.flat(dweight), compute=np.float64)
         return out, dweight

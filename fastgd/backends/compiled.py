@@ -49,43 +49,37 @@ class CompiledBackend:
         n = ins[0].size
         if n == 0:
             return
-        loop = self.loop_for(n)
-        shape_key = ("map", len(ins), len(outs), len(scalars))
-        kernel = self._kernel(
-            shape_key,
-            lambda lp: codegen.map_source(len(ins), len(outs), len(scalars), lp),
-            fn,
-            compute,
-            loop,
-        )
-        typed = tuple([compute.type(s) for s in scalars]) if scalars else ()
-        self.launch(kernel, n, (*ins, *outs, *typed))
+        kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute, self.loop_for(n))
+        self.launch(kernel, n, (*ins, *outs, *self.typed_scalars(scalars, compute)))
 
-    #: Whether :meth:`map_launcher` kernels take their scalars packed in one array.
+    #: Whether ``map`` kernels take their scalars packed in one array.
     packs_scalars = False
 
-    def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n):
-        """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``.
-
-        For hot paths that run the same kernel again and again (an optimizer's ``step``): the
-        kernel lookup is done once; the caller passes the scalars as :meth:`typed_scalars`
-        gives them.
-        """
-        compute = np.dtype(compute)
-        loop = self.loop_for(n)
-        packed = self.packs_scalars
-        kernel = self._kernel(
+    def map_kernel(self, fn, n_in, n_out, n_scalars, compute: np.dtype, loop):
+        """The compiled ``map`` kernel, called as ``launch(kernel, n, (*ins, *outs,
+        *typed_scalars(scalars, compute)))``. Hot paths that run the same kernel again and
+        again (an optimizer's ``step``, an activation call) look it up once and keep it."""
+        packed = self.packs_scalars and n_scalars > 0
+        return self._kernel(
             ("map", n_in, n_out, n_scalars, packed),
             lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp, packed),
             fn,
             compute,
             loop,
         )
+
+    def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n):
+        """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,
+        the scalars as :meth:`typed_scalars` gives them."""
+        compute = np.dtype(compute)
+        kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n))
         return self.launcher(kernel, n)
 
     def typed_scalars(self, scalars: tuple, compute) -> tuple:
-        """Python floats as a :meth:`map_launcher` kernel takes them: of the ``compute`` type
-        (a Python float is float64), packed into one array where the backend packs them."""
+        """Python floats as a ``map`` kernel takes them: of the ``compute`` type (a Python
+        float is float64), packed into one array where the backend packs them."""
+        if not scalars:
+            return ()
         values = np.array(scalars, compute)
         return (values,) if self.packs_scalars else tuple(values)
 
@@ -97,25 +91,32 @@ class CompiledBackend:
         """Run row function ``fn`` on each row of 2-D ``arrays`` (or each line ``a[o, :, i]``
         of 3-D ones); store its return value in ``result`` when given."""
         compute = np.dtype(compute or arrays[0].dtype)
-        strided = len(arrays[0].shape) == 3
         if arrays[0].size == 0 and result is None:
             return
-        loop = self.loop_for(arrays[0].size)
-        returns = result is not None
-        shape_key = ("rows", len(arrays), len(per_row), len(scalars), returns, strided)
-        n_rows = arrays[0].shape[0] * (arrays[0].shape[2] if strided else 1)
-        kernel = self._kernel(
-            shape_key,
-            lambda lp: codegen.rows_source(
-                len(arrays), len(per_row), len(scalars), returns, lp, strided
-            ),
+        strided = len(arrays[0].shape) == 3
+        kernel = self.rows_kernel(fn, len(arrays), len(per_row), len(scalars),
+                                  result is not None, strided, compute,
+                                  self.loop_for(arrays[0].size))
+        typed = tuple(compute.type(s) for s in scalars)
+        extra = () if result is None else (result,)
+        self.launch(kernel, self.n_rows(arrays[0]), (*arrays, *per_row, *typed, *extra))
+
+    def rows_kernel(self, fn, n_arrays, n_per_row, n_scalars, returns, strided,
+                    compute: np.dtype, loop):
+        """The compiled ``rows`` kernel, called as ``launch(kernel, n_rows(arrays[0]),
+        (*arrays, *per_row, *scalars, *result))``; hot paths look it up once and keep it."""
+        return self._kernel(
+            ("rows", n_arrays, n_per_row, n_scalars, returns, strided),
+            lambda lp: codegen.rows_source(n_arrays, n_per_row, n_scalars, returns, lp, strided),
             fn,
             compute,
             loop,
         )
-        typed = tuple(compute.type(s) for s in scalars)
-        extra = () if result is None else (result,)
-        self.launch(kernel, n_rows, (*arrays, *per_row, *typed, *extra))
+
+    @staticmethod
+    def n_rows(a) -> int:
+        """Rows of a 2-D array, lines ``a[o, :, i]`` of a 3-D one."""
+        return a.shape[0] * (a.shape[2] if len(a.shape) == 3 else 1)
 
     def specialized(self, fn, compute: np.dtype, jit):
         """``fn`` with the scalar names bound for ``compute``, its helpers compiled by ``jit``."""
