@@ -15,114 +15,14 @@ n = 2^24. Sizes: 2^10, 2^16, 2^20, 2^24 (layouts 2^24); ``--fastgd-quick``: up t
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-import fastgd
-from fastgd.bench import peers
-from fastgd.bench.activation_cases import DEVICE
-from fastgd.bench.bandwidth import gpu_available
-from fastgd.bench.harness import Case, run
+from fastgd.bench import optimizer_cases as oc
+from fastgd.bench.harness import run
 
 SIZES = [1 << 10, 1 << 16, 1 << 20, 1 << 24]
 QUICK_SIZES = [1 << 10, 1 << 16, 1 << 20]
-N_TENSORS = 1000
-
-#: op -> (fastgd class, options, torch class name or None, extra torch options)
-OPS = {
-    "sgd": ("SGD", dict(lr=1e-3), "SGD", dict(fused=True)),
-    "sgd_momentum": ("SGD", dict(lr=1e-3, momentum=0.9), "SGD", dict(fused=True)),
-    "adagrad": ("Adagrad", dict(), "Adagrad", dict(fused=True)),
-    "rmsprop": ("RMSprop", dict(), "RMSprop", dict()),
-    "adam": ("Adam", dict(), "Adam", dict(fused=True)),
-    "adam_amsgrad": ("Adam", dict(amsgrad=True), "Adam", dict(fused=True)),
-    "adamw": ("AdamW", dict(), "AdamW", dict(fused=True)),
-    "nadam": ("NAdam", dict(), "NAdam", dict()),
-    "radam": ("RAdam", dict(), "RAdam", dict()),
-    "adamax": ("Adamax", dict(), "Adamax", dict()),
-    "lion": ("Lion", dict(), None, None),
-}
-
-OURS = ["numpy", "numba"] + (["cuda"] if gpu_available() else [])
-IMPLS = OURS + [p for p in peers.available() if p.startswith("torch")]
-
-
-def _problem(sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    params = {f"t{i}": rng.standard_normal(s, np.float32) for i, s in enumerate(sizes)}
-    grads = {k: rng.standard_normal(v.size, np.float32) * np.float32(1e-2)
-             for k, v in params.items()}
-    return params, grads
-
-
-def _mixed_sizes(total, count, seed=1):
-    """``count`` sizes, log-uniform over three decades, at least 1, summing to ``total``."""
-    rng = np.random.default_rng(seed)
-    w = np.exp(rng.uniform(0, np.log(1000), count))
-    sizes = 1 + (w / w.sum() * (total - count)).astype(np.int64)
-    sizes[np.argmax(sizes)] += total - sizes.sum()
-    return [int(s) for s in sizes]
-
-
-def _concat(arrays, to_host):
-    return np.concatenate([np.asarray(to_host(a)).reshape(-1) for a in arrays])
-
-
-def make_case(op, impl, sizes, layout) -> Case:
-    """One optimizer step of ``op`` on ``impl`` over tensors of ``sizes``, as a harness Case."""
-    name, options, torch_name, torch_options = OPS[op]
-    params, grads = _problem(sizes)
-
-    def expected():
-        p = {k: v.copy() for k, v in params.items()}
-        getattr(fastgd, name)(p, backend="numpy", **options).step(grads)
-        return _concat(p.values(), np.asarray)
-
-    nbytes = getattr(fastgd, name)({k: v.copy() for k, v in params.items()}, backend="numpy",
-                                   **options).bytes_per_step()
-    # the layout benchmarks are their own rows in the report: "adam [buffer of 1000]"
-    label = op if layout == "tensor" else f"{op} [{layout} of {len(sizes)}]"
-    common = dict(op=label, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
-                  expected=expected, dtype="float32", device=DEVICE[impl],
-                  extra={"layout": layout, "tensors": len(sizes)})
-    if impl.startswith("torch"):
-        torch = peers.torch()
-        device = DEVICE[impl]
-        tp = [peers.torch_tensor(v.copy(), device) for v in params.values()]
-        for t, g in zip(tp, grads.values()):
-            t.grad = peers.torch_tensor(g, device)
-        if device == "gpu" and torch_name == "Adagrad":
-            torch_options = {}  # PyTorch's fused Adagrad is CPU-only
-        opt = getattr(torch.optim, torch_name)(tp, **options, **torch_options)
-        return Case(call=lambda: (opt.step(), tp)[1], sync=peers.torch_sync(device),
-                    to_host=lambda ts: _concat(ts, peers.torch_to_host),
-                    version=torch.__version__, **common)
-    cls = getattr(fastgd, name)
-    on_gpu = impl == "cuda"
-    dev = fastgd.to_device if on_gpu else (lambda a: a)
-    if layout == "buffer":
-        buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, np.float32,
-                                 backend=impl)
-        for k in params:
-            buf.params[k][...] = dev(params[k])
-            buf.grads[k][...] = dev(grads[k])
-        opt = cls(buf, **options)
-        call = lambda: (opt.step(), [buf.flat_params])[1]
-    else:
-        p = {k: dev(v.copy()) for k, v in params.items()}
-        g = {k: dev(v) for k, v in grads.items()}
-        opt = cls(p, backend=impl, **options)
-        call = lambda: (opt.step(g), p.values())[1]
-    sync = None
-    if on_gpu:
-        from numba import cuda
-
-        sync = cuda.synchronize
-    kernels = None
-    if impl == "numba":  # the Numba dispatchers compile on their first call
-        kernels = lambda: sum(len(s.launch.signatures) for s in opt._slots)
-    return Case(call=call, sync=sync, to_host=lambda arrays: _concat(arrays, fastgd.to_host),
-                kernels=kernels, version=fastgd.__version__, **common)
+OURS = oc.ours()
 
 
 def pytest_generate_tests(metafunc):
@@ -134,17 +34,17 @@ def pytest_generate_tests(metafunc):
     if metafunc.function.__name__ == "test_optimizer_step":
         metafunc.parametrize("n", sizes)
     elif metafunc.function.__name__ == "test_optimizer_layout":
-        metafunc.parametrize("n", [max(max(sizes), N_TENSORS)])
+        metafunc.parametrize("n", [max(max(sizes), oc.N_TENSORS)])
 
 
 # every (op, implementation) pair that exists: PyTorch has no Lion, so no such case
-PAIRS = [(op, impl) for op in OPS for impl in IMPLS
-         if not (impl.startswith("torch") and OPS[op][2] is None)]
+PAIRS = [(op, impl) for op in oc.OPS for impl in oc.implementations()
+         if not (impl.startswith("torch") and oc.OPS[op][2] is None)]
 
 
 @pytest.mark.parametrize(("op", "backend"), PAIRS)
 def test_optimizer_step(benchmark, roofs, op, backend, n):
-    case = make_case(op, backend, [n], "tensor")
+    case = oc.make_case(op, backend, [n], "tensor")
     run(benchmark, case, roofs.get(case.device))
 
 
@@ -152,5 +52,5 @@ def test_optimizer_step(benchmark, roofs, op, backend, n):
 @pytest.mark.parametrize("backend", OURS)
 @pytest.mark.parametrize("op", ["adam", "sgd_momentum"])
 def test_optimizer_layout(benchmark, roofs, op, backend, n, layout):
-    case = make_case(op, backend, _mixed_sizes(n, N_TENSORS), layout)
+    case = oc.make_case(op, backend, oc.mixed_sizes(n, oc.N_TENSORS), layout)
     run(benchmark, case, roofs.get(case.device))

@@ -118,3 +118,21 @@ def tail_inputs(dtype, n=20000, seed=0):
         rng.uniform(-1, 1, n // 4) * 1e-3,
     ]
     return np.concatenate(parts + [special_values(dtype)]).astype(dtype)
+
+
+class FakeBenchmark:
+    """Stands in for pytest-benchmark's fixture: counts timed calls, reports a best time."""
+
+    def __init__(self, best=1e-3):
+        self.calls, self.extra_info, self.group = 0, {}, None
+        self._best = best
+        self.stats = None
+
+    def __call__(self, fn):
+        self.calls += 1
+        fn()
+        self.stats = type("M", (), {"stats": type("S", (), {"min": self._best})()})()
+
+    def pedantic(self, fn, rounds, iterations):
+        self.rounds = rounds
+        self(fn)

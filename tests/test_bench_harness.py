@@ -10,24 +10,7 @@ from fastgd.bench import activation_cases as ac
 from fastgd.bench import bandwidth, harness
 from fastgd.bench.harness import Case, WrongResult
 from fastgd.scalar import F, exp
-
-
-class FakeBenchmark:
-    """Stands in for pytest-benchmark's fixture: counts timed calls, reports a best time."""
-
-    def __init__(self, best=1e-3):
-        self.calls, self.extra_info, self.group = 0, {}, None
-        self._best = best
-        self.stats = None
-
-    def __call__(self, fn):
-        self.calls += 1
-        fn()
-        self.stats = type("M", (), {"stats": type("S", (), {"min": self._best})()})()
-
-    def pedantic(self, fn, rounds, iterations):
-        self.rounds = rounds
-        self(fn)
+from tests.helpers import FakeBenchmark
 
 
 def wrong_sigmoid(x):

@@ -55,22 +55,10 @@ def cpu_kernels():
 
 
 def gpu_kernels():
-    """(copy, inplace) grid-stride Numba CUDA kernels, compiled on first launch."""
-    if "gpu" not in _KERNELS:
-        from numba import cuda
+    """(copy, inplace) grid-stride Numba CUDA kernels (:mod:`fastgd.bench._gpu_probe`)."""
+    from fastgd.bench import _gpu_probe
 
-        @cuda.jit
-        def copy(a, b):
-            for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-                b[i] = a[i]
-
-        @cuda.jit
-        def inplace(a, s):
-            for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
-                a[i] = a[i] * s
-
-        _KERNELS["gpu"] = (copy, inplace)
-    return _KERNELS["gpu"]
+    return _gpu_probe.copy, _gpu_probe.inplace
 
 
 def gpu_available() -> bool:
