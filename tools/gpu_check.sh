@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 2 and 4 in one call on a lent NVIDIA machine (the `device` tool's
+# `run`, from the repository root; about 8 minutes, so run it with timeout_s=600):
+#
+#   1. the CUDA tests for real (FASTGD_CUDA_TESTS=1: tests/cuda on the GPU, not the simulator);
+#   2. `pytest benchmarks` with the GPU columns (cuda, torch-cuda, cupy, cupy-kernel; sizes up
+#      to 2^28 on the GPU) and the report it writes, packed into one file under $OUT (the tool
+#      brings back at most 8 files), with the pytest-benchmark JSON beside it.
+#
+# Unpack the report here with `tar xzf report.tgz -C reports/`, check it, commit it.
+# BENCH_ARGS adds pytest options to step 2 (e.g. "--fastgd-ops relu,gelu,adam" to rerun a few).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/fastgd-gpu}
+mkdir -p "$out"
+
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv \
+  | tee "$out/machine.txt"
+python3 -m fastgd.cli info 2>&1 | tee -a "$out/machine.txt"
+
+echo "== CUDA tests on the GPU"
+FASTGD_CUDA_TESTS=1 timeout 180 python3 -m pytest tests/cuda -q -x -p no:cacheprovider \
+  > "$out/cuda-tests.log" 2>&1
+echo "rc=$?"; tail -5 "$out/cuda-tests.log"
+
+echo "== pytest benchmarks (the report goes to a new folder under reports/)"
+start=$(mktemp)
+# shellcheck disable=SC2086
+timeout 390 python3 -m pytest benchmarks -q -p no:cacheprovider ${BENCH_ARGS:-} \
+  > "$out/bench.log" 2>&1
+echo "rc=$?"; tail -25 "$out/bench.log"
+folder=$(find reports -mindepth 1 -maxdepth 1 -type d -newer "$start" | head -1)
+if [ -n "$folder" ]; then
+  tar czf "$out/report.tgz" -C reports "$(basename "$folder")"
+  cp "$folder/index.md" "$out/index.md"
+fi
