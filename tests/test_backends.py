@@ -12,7 +12,7 @@ import pytest
 
 import fastgd
 from fastgd import config
-from fastgd.backends import resolve
+from fastgd.backends import codegen, resolve
 
 
 def test_backends_lists_every_backend_with_a_status():
@@ -83,6 +83,21 @@ def test_small_arrays_run_the_serial_loop():
     be = fastgd.get_backend("numba")
     assert be.loop_for(1 << 12) == "serial"
     assert be.loop_for(config.PARALLEL_THRESHOLD + 1) == "parallel"
+
+
+def test_in_place_outputs_are_one_argument_with_their_input():
+    """An output written back into its input is one kernel argument (codegen.map_source): two
+    arguments for one array fail the overlap check of the serial loop's vector code."""
+    source = codegen.map_source(4, 3, 2, "serial", packed=True, aliases=(0, 2, 3))
+    assert source.splitlines()[0] == "def kernel(in0, in1, in2, in3, sv):"
+    assert "in0[i] = r[0]" in source and "in3[i] = r[2]" in source
+    be = fastgd.get_backend("numba")
+    x = np.linspace(-3, 3, 1000, dtype=np.float32)
+    expected = fastgd.sigmoid(x, backend="numpy")
+    assert fastgd.sigmoid(x, out=x) is x
+    np.testing.assert_allclose(x, expected, rtol=1e-6)
+    sigmoid = fastgd.activations["sigmoid"].scalar_forward
+    assert any(key[0][-1] == (0,) and key[1] is sigmoid for key in be._kernels)
 
 
 def test_get_backend_auto_is_refused():

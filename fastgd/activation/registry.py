@@ -144,24 +144,38 @@ class Activation:
         n = _arrays.size_of(out)
         if n == 0:
             return
-        kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n))
         view = be.flat_view(out)
+        # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
+        alias = _index_of(out, ins) if view is not None else None
+        kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n),
+                                   alias)
         target = view if view is not None else be.empty(n, dtype)
-        be.launch(kernel, n, (*[be.flat(a) for a in ins], target, *typed))
+        outs = (target,) if alias is None else ()
+        be.launch(kernel, n, (*[be.flat(a) for a in ins], *outs, *typed))
         if view is None:
             out[...] = target.reshape(_arrays.shape_of(out))
 
-    def _plan(self, be, direction, n_in, dtype, scalars, loop):
+    def _plan(self, be, direction, n_in, dtype, scalars, loop, alias):
         """The kernel and its typed scalars for one call, found once per combination (a call
         on a small array is mostly Python work). A zero scalar keys by its repr: -0.0 == 0.0
         but the sign can reach the result (leaky_relu's slope)."""
-        key = (be.name, direction, dtype, scalars if all(scalars) else repr(scalars), loop)
+        key = (be.name, direction, dtype, scalars if all(scalars) else repr(scalars), loop,
+               alias)
         plan = self._plans.get(key)
         if plan is None:
             compute = self._compute(dtype, direction, be, scalars)
-            kernel = be.map_kernel(self.math[direction][0], n_in, 1, len(scalars), compute, loop)
+            kernel = be.map_kernel(self.math[direction][0], n_in, 1, len(scalars), compute, loop,
+                                   () if alias is None else (alias,))
             plan = self._plans[key] = (kernel, be.typed_scalars(scalars, compute))
         return plan
+
+
+def _index_of(out, ins):
+    """The position of ``out`` among the inputs (the same object), or None."""
+    for k, a in enumerate(ins):
+        if a is out:
+            return k
+    return None
 
 
 def _saved(name, x, y):

@@ -27,15 +27,22 @@ def _names(prefix, count):
     return [f"{prefix}{k}" for k in range(count)]
 
 
-def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False) -> str:
+def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False,
+               aliases: tuple = ()) -> str:
     """``packed``: the scalars come as one array ``sv`` (one argument for the dispatcher to
-    check instead of one per scalar: the Python cost of an optimizer step)."""
-    ins, outs, scalars = _names("in", n_in), _names("out", n_out), _names("s", n_scalars)
-    args = ", ".join(ins + outs + (["sv"] if packed else scalars))
+    check instead of one per scalar: the Python cost of an optimizer step). ``aliases``: for
+    output k, the input it is written back into (in place), as one argument: the compiler then
+    sees one array. Two arguments for one array fail the overlap check that guards a serial
+    loop's vector code (Numba's parallel loops assume no aliasing), so it would run scalar."""
+    ins, scalars = _names("in", n_in), _names("s", n_scalars)
+    aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
+    outs = [f"out{k}" if a is None else ins[a] for k, a in enumerate(aliases)]
+    own = [o for o, a in zip(outs, aliases) if a is None]
+    args = ", ".join(ins + own + (["sv"] if packed else scalars))
     unpack = [f"    {v} = sv[{k}]" for k, v in enumerate(scalars)] if packed else []
     call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
     if n_out == 1:
-        stores = [f"        out0[i] = {call}"]
+        stores = [f"        {outs[0]}[i] = {call}"]
     else:
         stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
     header = HEADERS[loop].format(i="i", n="in0.size")

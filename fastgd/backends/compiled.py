@@ -55,24 +55,27 @@ class CompiledBackend:
     #: Whether ``map`` kernels take their scalars packed in one array.
     packs_scalars = False
 
-    def map_kernel(self, fn, n_in, n_out, n_scalars, compute: np.dtype, loop):
+    def map_kernel(self, fn, n_in, n_out, n_scalars, compute: np.dtype, loop, aliases=()):
         """The compiled ``map`` kernel, called as ``launch(kernel, n, (*ins, *outs,
-        *typed_scalars(scalars, compute)))``. Hot paths that run the same kernel again and
+        *typed_scalars(scalars, compute)))``, the outputs that ``aliases`` writes into inputs
+        left out (see ``codegen.map_source``). Hot paths that run the same kernel again and
         again (an optimizer's ``step``, an activation call) look it up once and keep it."""
         packed = self.packs_scalars and n_scalars > 0
+        aliases = tuple(aliases)
         return self._kernel(
-            ("map", n_in, n_out, n_scalars, packed),
-            lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp, packed),
+            ("map", n_in, n_out, n_scalars, packed, aliases),
+            lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp, packed, aliases),
             fn,
             compute,
             loop,
         )
 
-    def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n):
+    def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n, aliases=()):
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,
         the scalars as :meth:`typed_scalars` gives them."""
         compute = np.dtype(compute)
-        kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n))
+        kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n),
+                                 aliases)
         return self.launcher(kernel, n)
 
     def typed_scalars(self, scalars: tuple, compute) -> tuple:

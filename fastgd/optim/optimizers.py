@@ -169,14 +169,15 @@ class Optimizer:
             s.p, s.n, s.dtype = p, p.size, np.dtype(dtype)
             s.state = {key: full(be, s.n, dtype, init) for key, init in spec}
             states = tuple(s.state.values())
-            s.tail = (*states, p, *states)
+            s.tail = states  # the launch: p, g, *states (written back in place), *scalars
             s.launch = None
             if be.name == "numpy":
                 s.gbuf, s.tmp, s.gprep = (np.empty(s.n, dtype) for _ in range(3))
             else:
                 n_args = len(self._kernel_scalars(self._lr_at(0), 1, 1.0))
+                in_place = (0, *range(2, 2 + len(spec)))  # p and the states
                 s.launch = be.map_launcher(rule, 2 + len(spec), 1 + len(spec), n_args,
-                                           s.dtype, s.n)
+                                           s.dtype, s.n, aliases=in_place)
             self._slots.append(s)
         # the state as the user sees it: per parameter name, shaped like the parameter
         if self._buffer is not None:
