@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from fastgd._arrays import is_device_array
+from fastgd.backends import cpu_target  # noqa: F401  (before Numba's first compile)
 from fastgd.backends.cuda_backend import CudaBackend, to_device, to_host
 from fastgd.backends.numba_backend import NumbaBackend
 from fastgd.backends.numpy_backend import NumpyBackend

@@ -27,8 +27,10 @@ def numba_facts() -> dict:
         layer = numba.threading_layer()
     except ValueError:  # known only once a parallel kernel has run
         layer = "not yet initialized"
+    from fastgd.backends import cpu_target
+
     return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
-            "threading_layer": layer}
+            "threading_layer": layer, "cpu_vectors": cpu_target.describe()}
 
 
 def gpu_name() -> str | None:

@@ -391,8 +391,8 @@ def default_dir(run: Run, root="reports") -> Path:
 
 
 def _machine_section(runs: list[Run]) -> str:
-    names = ["cpu", "cores", "gpu", "numba", "numba_threads", "threading_layer", "numpy",
-             "python", "fastgd"]
+    names = ["cpu", "cores", "gpu", "numba", "numba_threads", "threading_layer", "cpu_vectors",
+             "numpy", "python", "fastgd"]
     rows = []
     for name in names:
         rows.append([name] + [fmt(r.facts.get(name), "", "–") for r in runs])

@@ -1,0 +1,54 @@
+"""The vector width of Numba's CPU code: 512-bit on AVX-512 CPUs, set before Numba's first
+compile.
+
+LLVM tunes Intel's AVX-512 CPUs (Skylake-SP to Sapphire Rapids) with ``prefer-256-bit``: its
+loop vectorizer stops at 256-bit vectors, leaving half of each AVX-512 register unused (clang
+lifts it with ``-mprefer-vector-width=512``; Numba has no such option). Our transcendental
+kernels are compute-bound in cache, so they lose up to a third there. Numba takes its CPU
+features once, when it creates its CPU target (at its first compile or ``@njit`` decoration):
+fastgd adds ``-prefer-256-bit`` to them when it is imported, for the whole process. It does
+nothing where the CPU has no AVX-512, where ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` are set
+(the user's choice stands) or with ``FASTGD_VECTOR_512=0``; if Numba's target already exists
+(Numba code ran before fastgd was imported) it is too late, and :func:`describe` says so.
+"""
+
+from __future__ import annotations
+
+import os
+
+LIFT = "-prefer-256-bit"
+
+
+def prefer_512_bit() -> str:
+    """Lift LLVM's 256-bit preference for this process where it applies; says what it did."""
+    if os.environ.get("FASTGD_VECTOR_512", "1") == "0":
+        return "LLVM's default (FASTGD_VECTOR_512=0)"
+    try:
+        from numba.core import config
+        from llvmlite import binding
+    except ImportError:
+        return "no Numba"
+    if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
+        return "as NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set them"
+    features = binding.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        return "LLVM's default (no AVX-512)"
+    config.CPU_FEATURES = f"{features},{LIFT}"
+    return "512-bit"
+
+
+def describe() -> str:
+    """The vector preference Numba's CPU target compiles with, for ``fastgd info``."""
+    from numba.core.registry import cpu_target
+
+    features = cpu_target.target_context.codegen().magic_tuple()[2].split(",")
+    if "+avx512f" not in features:
+        return "256-bit at most (no AVX-512)"
+    if LIFT in features:
+        return "512-bit (AVX-512; FASTGD_VECTOR_512=0 keeps LLVM's choice)"
+    if PREFERENCE == "512-bit":
+        return ("LLVM's default for this CPU: Numba's CPU target was made before fastgd was "
+                "imported (import fastgd first)")
+    return PREFERENCE
+
+PREFERENCE = prefer_512_bit()
