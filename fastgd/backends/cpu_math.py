@@ -292,6 +292,15 @@ def _build(ft):
         return p * pow2(h, x) * pow2(k - h, x)
 
     @_jit
+    def exp_small(x):
+        """e**x for 0 <= x <= 2*tanh_hi: 2**k in one factor, no clamps."""
+        t = x * log2e + shifter
+        kf = t - shifter
+        k = _as_int(t) - shifter_bits
+        r = (x - kf * ln2_hi) - kf * ln2_lo
+        return (one + (r + (r * r) * q_exp(r))) * pow2(k, x)
+
+    @_jit
     def expm1_k(x):
         x = exp_hi if x > exp_hi else x
         x = expm1_lo if x < expm1_lo else x
@@ -344,7 +353,7 @@ def _build(ft):
     def tanh_(x):
         a = abs(x)
         a = tanh_hi if a > tanh_hi else a
-        t = one - two / (exp_k(a + a) + one)  # a >= 0.625: e**2a >= 3.5, no cancellation
+        t = one - two / (exp_small(a + a) + one)  # a >= 0.625: e**2a >= 3.5, no cancellation
         z = a * a
         t = a + a * (z * h_tanh(z)) if a < tanh_small else t
         return _as_float(_as_int(t) | (_as_int(x) & sign_mask), x)  # copysign(t, x)
