@@ -350,3 +350,42 @@ def test_float32_tanh_every_float_around_the_branch_switch():
     err = ulp_error(apply("tanh", x), np.tanh(x.astype(np.float64)), np.float32)
     i = int(np.argmax(err))
     assert err[i] <= 1.35, f"tanh({x[i]!r}): {err[i]:.2f} ULP"
+
+
+def _scalar_loop(kernel):
+    @njit(error_model="numpy")
+    def loop(out, x):
+        for i in range(x.size):
+            out[i] = kernel(x[i])
+
+    return loop
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scalef", [True, False])
+def test_both_ways_of_scaling_by_two_to_the_k(monkeypatch, dtype, scalef):
+    """exp and erfc (exp_mul) built with x*2**k as one ldexp (AVX-512's vscalef) and as two
+    multiplies by built powers of two, whichever this machine does not use included:
+    accurate over the whole range, subnormal results and overflow included."""
+    monkeypatch.setattr(cm, "SCALEF", scalef)
+    kernels = cm._build(dtype)
+    if scalef and not cm.cpu_target.has_avx512():
+        pytest.skip("ldexp is only used where the CPU has AVX-512")  # a libm call elsewhere
+    # float64 references: long double for exp (erfc's float64 accuracy is tested above)
+    names = ("exp", "erfc") if dtype == np.float32 else ("exp",) if LONG_OK else ()
+    for name in names:
+        x = sweep(dtype, n_log=20_000, n_bits=10_000)
+        big = 89.0 if dtype == np.float32 else 710.0  # beyond: exp overflows
+        x = x[np.abs(x) < (big + 100 if name == "exp" else 30)]
+        x = np.concatenate([x, np.linspace(-110 if dtype == np.float32 else -750, 0, 20_001,
+                                           dtype=dtype)])
+        y = np.empty_like(x)
+        _scalar_loop(kernels[name])(y, x)
+        with np.errstate(all="ignore"):
+            if dtype == np.float32:
+                ref = REF64[name](x.astype(np.float64))
+            else:
+                ref = np.exp(x.astype(np.longdouble))
+        check_ulp(name, x, y, ref, dtype)
+        if name == "exp":
+            assert np.isinf(y[x > big]).all() and (y[x < -big - 60] == 0).all()

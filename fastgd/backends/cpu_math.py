@@ -42,10 +42,14 @@ from numba import njit, types
 from numba.core import cgutils, compiler, cpu
 from numba.extending import intrinsic, overload
 
+from fastgd.backends import cpu_target
+
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "normal_tail", "mul_exp", "fma",
            "fmax"]
 
 _FASTMATH = {"contract"}
+#: x*2**k as one vscalef instruction (AVX-512) rather than two multiplies by built powers
+SCALEF = cpu_target.has_avx512()
 _jit = njit(inline="always", fastmath=_FASTMATH, error_model="numpy")  # no ZeroDivision checks
 
 
@@ -109,6 +113,26 @@ def _fma_exact(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return a(a, b, c), codegen
+
+
+@intrinsic
+def _ldexp(typingctx, x, k):
+    """x*2**k with one rounding, subnormal and overflowing results included (llvm.ldexp: one
+    ``vscalefps`` on AVX-512; elsewhere LLVM may call libm, so :data:`SCALEF` guards it)."""
+    if not (isinstance(x, types.Float) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(x)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ty, [ty, ir.IntType(32)]),
+            f"llvm.ldexp.f{x.bitwidth}.i32")
+        e, i32 = args[1], ir.IntType(32)
+        if k.bitwidth != 32:
+            e = builder.trunc(e, i32) if k.bitwidth > 32 else builder.sext(e, i32)
+        return builder.call(fn, [args[0], e])
+
+    return x(x, k), codegen
 
 
 @intrinsic
@@ -266,8 +290,7 @@ def _build(ft):
             else:
                 r = (rh + lo) - kf * ln2_lo
                 y = m + (m * (r + (r * r) * q_exp(r)) + m_lo)
-            h = k >> 1
-            return y * pow2(h, hi) * pow2(k - h, hi)
+            return scale2(y, k)
 
         return exp_mul
 
@@ -276,6 +299,19 @@ def _build(ft):
     @_jit
     def pow2(k, like):
         return _as_float((k + bias) << mant, like)
+
+    if SCALEF:
+
+        @_jit
+        def scale2(y, k):
+            return _ldexp(y, k)
+
+    else:
+
+        @_jit
+        def scale2(y, k):
+            h = k >> 1  # 2**k = 2**h * 2**(k-h): both factors stay normal
+            return y * pow2(h, y) * pow2(k - h, y)
 
     @_jit
     def exp_k(x):
@@ -287,9 +323,7 @@ def _build(ft):
         r = (x - kf * ln2_hi) - kf * ln2_lo
         # 1 + r + r**2*q plainly: 0.98 ULP over every float32 (0.76 with reduce's rounding
         # error and a Fast2Sum of 1 + r, as exp_mul keeps them), a fifth fewer operations
-        p = one + (r + (r * r) * q_exp(r))
-        h = k >> 1  # 2**k = 2**h * 2**(k-h): both factors stay normal
-        return p * pow2(h, x) * pow2(k - h, x)
+        return scale2(one + (r + (r * r) * q_exp(r)), k)
 
     @_jit
     def exp_small(x):
@@ -522,8 +556,9 @@ def _public(name):
 @_public("exp")
 def exp(x):
     """e**x.  x = k*ln2 + r (Cody-Waite, rounding via the 1.5*2**p shifter),
-    e**r = 1 + r + r**2*q(r) with q of degree 5 (f32) / 10 (f64), times 2**k built in
-    the exponent field as two factors (so 2**128 / 2**1024 and subnormals work)."""
+    e**r = 1 + r + r**2*q(r) with q of degree 5 (f32) / 10 (f64), times 2**k: one
+    ``vscalef`` on AVX-512, elsewhere two factors built in the exponent field (so 2**128 /
+    2**1024 and subnormals work)."""
     return _py_call("exp", exp, x)
 
 

@@ -24,8 +24,8 @@ def prefer_512_bit() -> str:
     if os.environ.get("FASTGD_VECTOR_512", "1") == "0":
         return "LLVM's default (FASTGD_VECTOR_512=0)"
     try:
-        from numba.core import config
         from llvmlite import binding
+        from numba.core import config
     except ImportError:
         return "no Numba"
     if config.CPU_NAME is not None or config.CPU_FEATURES is not None:
@@ -37,11 +37,20 @@ def prefer_512_bit() -> str:
     return "512-bit"
 
 
-def describe() -> str:
-    """The vector preference Numba's CPU target compiles with, for ``fastgd info``."""
+def numba_features() -> list[str]:
+    """The CPU features Numba's CPU target compiles with (made here if not yet made)."""
     from numba.core.registry import cpu_target
 
-    features = cpu_target.target_context.codegen().magic_tuple()[2].split(",")
+    return cpu_target.target_context.codegen().magic_tuple()[2].split(",")
+
+
+def has_avx512() -> bool:
+    return "+avx512f" in numba_features()
+
+
+def describe() -> str:
+    """The vector preference Numba's CPU target compiles with, for ``fastgd info``."""
+    features = numba_features()
     if "+avx512f" not in features:
         return "256-bit at most (no AVX-512)"
     if LIFT in features:
