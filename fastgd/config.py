@@ -3,6 +3,9 @@
 #: LLVM fast-math flags for compiled kernels: no ``nnan``/``ninf``, so NaN and inf propagate.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
+#: Vector width on AVX-512 CPUs: 512-bit unless FASTGD_VECTOR_512=0 is in the environment
+#: (read when fastgd is imported, before Numba's first compile: backends/cpu_target.py).
+
 #: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost).
 #: Measured crossover (2 cores, float32): ~2^11 for gelu, ~2^15 for relu; a parallel relu
 #: below 2^15 costs ~1.5 us more, a serial gelu at 2^14 ~27 us more.
