@@ -11,6 +11,15 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: below 2^15 costs ~1.5 us more, a serial gelu at 2^14 ~27 us more.
 PARALLEL_THRESHOLD = 1 << 12
 
+#: A parallel CPU ``map`` of transcendental math runs the serial loop on chunks
+#: (backends/codegen.py): of CACHED_CHUNK elements, or, for arrays of at least STREAM_BYTES
+#: each (from main memory: 2^23 float32 and up), of STREAM_CHUNK elements, each chunk first
+#: prefetching the inputs PREFETCH_AHEAD elements on (backends/cpu_prefetch.py, measured there).
+CACHED_CHUNK = 1 << 14
+STREAM_BYTES = 1 << 25
+STREAM_CHUNK = 256
+PREFETCH_AHEAD = 1024
+
 #: CUDA launch shape for grid-stride loops.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65536

@@ -104,6 +104,20 @@ NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc"
          "mul_exp", "isfinite", "fma", "fmax")
 
 
+#: The functions that make op math compute-bound on a CPU (a polynomial of dozens of operations
+#: each, where ``sqrt`` and division are single instructions).
+TRANSCENDENTAL = ("exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "normal_tail",
+                  "mul_exp")
+
+
+def calls(fn, names) -> bool:
+    """Whether ``fn``, or a :func:`scalar` helper it calls, uses one of ``names``."""
+    code = fn.__code__.co_names
+    return any(n in names for n in code) or any(
+        calls(fn.__globals__[n], names) for n in code
+        if getattr(fn.__globals__.get(n), "_fastgd_scalar", False))
+
+
 def scalar(fn):
     """Mark ``fn`` as a scalar helper that :func:`specialize` must follow."""
     fn._fastgd_scalar = True

@@ -10,11 +10,15 @@ Two loop shapes cover every op:
   runs along any axis without a transpose.
 
 The loop body is the same text for every target; only the loop header differs: ``prange``
-(Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA). Loads are cast to
-the compute type ``C`` so float32 data can be computed in float64 where an op needs it.
+(Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA); a parallel ``map``
+of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``).
+Loads are cast to the compute type ``C`` so float32 data can be computed in float64 where an
+op needs it.
 """
 
 from __future__ import annotations
+
+from fastgd import config
 
 HEADERS = {
     "parallel": "for {i} in prange({n}):",
@@ -33,12 +37,15 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     check instead of one per scalar: the Python cost of an optimizer step). ``aliases``: for
     output k, the input it is written back into (in place), as one argument: the compiler then
     sees one array. Two arguments for one array fail the overlap check that guards a serial
-    loop's vector code (Numba's parallel loops assume no aliasing), so it would run scalar."""
+    loop's vector code (Numba's parallel loops assume no aliasing), so it would run scalar.
+    ``loop="chunked"``: see :func:`_chunked`."""
     ins, scalars = _names("in", n_in), _names("s", n_scalars)
     aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
     outs = [f"out{k}" if a is None else ins[a] for k, a in enumerate(aliases)]
-    own = [o for o, a in zip(outs, aliases) if a is None]
-    args = ", ".join(ins + own + (["sv"] if packed else scalars))
+    arrays = ins + [o for o, a in zip(outs, aliases) if a is None]
+    rest = ["sv"] if packed else scalars
+    if loop == "chunked":
+        return _chunked(ins, arrays, rest)
     unpack = [f"    {v} = sv[{k}]" for k, v in enumerate(scalars)] if packed else []
     call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
     if n_out == 1:
@@ -46,7 +53,29 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     else:
         stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
     header = HEADERS[loop].format(i="i", n="in0.size")
+    args = ", ".join(arrays + rest)
     return "\n".join([f"def kernel({args}):", *unpack, f"    {header}", *stores]) + "\n"
+
+
+def _chunked(ins, arrays, rest) -> str:
+    """A parallel ``map`` as the serial kernel (``span``) on chunks of the arrays, the chunks
+    spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:
+    their chunks are short and each first prefetches the inputs ``config.PREFETCH_AHEAD``
+    elements on (``cpu_prefetch``); smaller ones run in long chunks, without prefetch. The
+    sizes are in the text, as Numba's cache keys on it."""
+    views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
+    ahead = config.PREFETCH_AHEAD
+    return "\n".join([
+        f"def kernel({', '.join(arrays + rest)}):",
+        f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
+        f"    chunk = {config.STREAM_CHUNK} if stream else {config.CACHED_CHUNK}",
+        "    for c in prange((in0.size + chunk - 1) // chunk):",
+        "        lo = c * chunk",
+        "        hi = min(lo + chunk, in0.size)",
+        "        if stream:",
+        *[f"            prefetch({a}, lo + {ahead}, hi + {ahead})" for a in ins],
+        f"        span({views})",
+    ]) + "\n"
 
 
 def rows_source(

@@ -27,19 +27,21 @@ class CompiledBackend:
     def loop_for(self, n: int) -> str:
         raise NotImplementedError
 
-    def compile(self, source: str, fn, compute: np.dtype, loop: str):
+    def compile(self, source: str, fn, compute: np.dtype, loop: str, span=None):
+        """The kernel built from ``source``; ``span``: the serial kernel a parallel ``map``
+        runs on chunks (``codegen.map_source``)."""
         raise NotImplementedError
 
     def launch(self, kernel, n: int, args: tuple):
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
-    def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop):
+    def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop, span=None):
         """The kernel for this shape, op math, compute dtype and loop, compiled once."""
         key = (shape_key, fn, compute, loop)
         kernel = self._kernels.get(key)
         if kernel is None:
-            kernel = self.compile(source_fn(loop), fn, compute, loop)
+            kernel = self.compile(source_fn(loop), fn, compute, loop, span)
             self._kernels[key] = kernel
         return kernel
 
@@ -62,13 +64,23 @@ class CompiledBackend:
         again (an optimizer's ``step``, an activation call) look it up once and keep it."""
         packed = self.packs_scalars and n_scalars > 0
         aliases = tuple(aliases)
+        span = None
+        if loop == "parallel" and self.chunks(fn):
+            loop = "chunked"
+            span = self.map_kernel(fn, n_in, n_out, n_scalars, compute, "serial", aliases)
         return self._kernel(
             ("map", n_in, n_out, n_scalars, packed, aliases),
             lambda lp: codegen.map_source(n_in, n_out, n_scalars, lp, packed, aliases),
             fn,
             compute,
             loop,
+            span,
         )
+
+    def chunks(self, fn) -> bool:
+        """Whether a parallel ``map`` of ``fn`` runs the serial kernel on chunks of the arrays
+        instead (``codegen.map_source``, loop ``"chunked"``)."""
+        return False
 
     def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n, aliases=()):
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,

@@ -145,7 +145,7 @@ class CudaBackend(CompiledBackend):
     def loop_for(self, n):
         return "cuda"
 
-    def compile(self, source, fn, compute, loop):
+    def compile(self, source, fn, compute, loop, span=None):
         cuda = _cuda()
         device_jit = cuda.jit(device=True)
         scalar_fn = device_jit(self.specialized(fn, compute, device_jit))
