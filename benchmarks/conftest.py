@@ -2,7 +2,9 @@
 
 * Options: ``--fastgd-ops``, ``--fastgd-backends``, ``--fastgd-sizes`` (comma lists) select
   what runs, in every suite (by the ``op``/``backend``/``n`` parameters); ``--fastgd-quick``
-  picks the small sizes; ``--fastgd-report DIR`` (or ``none``) says where the report goes.
+  picks the small sizes; ``--fastgd-report=DIR`` (or ``none``) says where the report goes (with ``=``: an
+  existing folder as a bare argument moves pytest's rootdir, and this folder's pytest.ini
+  would not be read; that is refused).
 * Fixtures: ``roofs`` (device -> measured GB/s roof), ``probe_n`` (bandwidth probe size).
 * Machine facts (CPU, GPU, Numba threads and threading layer, peers, measured bandwidth) go
   into the JSON's ``machine_info["fastgd"]``.
@@ -54,6 +56,12 @@ def _sizes(config) -> list[int] | None:
 
 
 def pytest_configure(config):
+    ini = Path(__file__).with_name("pytest.ini")
+    if config.inipath is None or Path(config.inipath).resolve() != ini.resolve():
+        raise pytest.UsageError(
+            f"{ini} was not read (pytest took {config.inipath or 'no configuration file'}): "
+            "an existing folder given as a bare argument moves pytest's rootdir, as in "
+            "`--fastgd-report DIR`; write the options with '=', e.g. --fastgd-report=DIR")
     config._fastgd_start = time.time()
     config._fastgd_json = None
     config.fastgd_sizes = _sizes(config)  # parsed once, for every suite

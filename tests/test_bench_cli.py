@@ -79,6 +79,16 @@ def test_bench_unknown_op_fails_clearly(tmp_path):
     assert all(f"{op}," in out for op in ("copy", "elu", "gelu", "adam", "sgd_momentum"))
 
 
+def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
+    """``--fastgd-report DIR`` with an existing DIR (no '='): pytest would take the top-level
+    configuration instead of benchmarks/pytest.ini, and silently save no JSON."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--co", "-q", "--fastgd-report",
+         "reports"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4, proc.stdout + proc.stderr  # pytest's usage error
+    assert "was not read" in proc.stderr and "--fastgd-report=DIR" in proc.stderr
+
+
 def test_info_without_probe(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
     (tmp_path / "kernels").mkdir()
