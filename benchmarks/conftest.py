@@ -2,9 +2,9 @@
 
 * Options: ``--fastgd-ops``, ``--fastgd-backends``, ``--fastgd-sizes`` (comma lists) select
   what runs, in every suite (by the ``op``/``backend``/``n`` parameters); ``--fastgd-quick``
-  picks the small sizes; ``--fastgd-report=DIR`` (or ``none``) says where the report goes (with ``=``: an
-  existing folder as a bare argument moves pytest's rootdir, and this folder's pytest.ini
-  would not be read; that is refused).
+  picks the small sizes; ``--fastgd-report=DIR`` (or ``none``) says where the report goes
+  (with ``=``: an existing folder as a bare argument moves pytest's rootdir, and this
+  folder's pytest.ini would not be read; that is refused).
 * Fixtures: ``roofs`` (device -> measured GB/s roof), ``probe_n`` (bandwidth probe size).
 * Machine facts (CPU, GPU, Numba threads and threading layer, peers, measured bandwidth) go
   into the JSON's ``machine_info["fastgd"]``.

@@ -13,12 +13,13 @@ PARALLEL_THRESHOLD = 1 << 12
 
 #: A parallel CPU ``map`` of transcendental math runs the serial loop on chunks
 #: (backends/codegen.py): of CACHED_CHUNK elements, or, for arrays of at least STREAM_BYTES
-#: each (from main memory: 2^23 float32 and up), of STREAM_CHUNK elements, each chunk first
-#: prefetching the inputs PREFETCH_AHEAD elements on (backends/cpu_prefetch.py, measured there).
+#: each (from main memory: 2^23 float32 and up), of STREAM_CHUNK_BYTES of each array, each
+#: chunk first prefetching the inputs PREFETCH_AHEAD_BYTES on (backends/cpu_prefetch.py,
+#: measured there).
 CACHED_CHUNK = 1 << 14
 STREAM_BYTES = 1 << 25
-STREAM_CHUNK = 256
-PREFETCH_AHEAD = 1024
+STREAM_CHUNK_BYTES = 1024
+PREFETCH_AHEAD_BYTES = 4096
 
 #: CUDA launch shape for grid-stride loops.
 THREADS_PER_BLOCK = 256

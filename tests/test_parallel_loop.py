@@ -33,13 +33,15 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views():
     assert lines[-1].strip() == "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], out1[lo:hi], sv)"
     prefetched = [line.split("(")[1].split(",")[0] for line in lines if "prefetch(" in line]
     assert prefetched == ["in0", "in1", "in2"]  # the inputs, never an output of its own
-    assert f">= {config.STREAM_BYTES}" in source and f"{config.STREAM_CHUNK} if stream" in source
+    assert f">= {config.STREAM_BYTES}" in source
+    assert f"{config.STREAM_CHUNK_BYTES} // in0.itemsize if stream" in source
 
 
 def _streamed_size(dtype):
     """Elements of ``dtype`` just past the streaming threshold, not a whole number of chunks
     (the last one is short and its prefetch runs past the end)."""
-    return config.STREAM_BYTES // np.dtype(dtype).itemsize + 3 * config.STREAM_CHUNK // 2 + 1
+    itemsize = np.dtype(dtype).itemsize
+    return (config.STREAM_BYTES + 3 * config.STREAM_CHUNK_BYTES // 2) // itemsize + 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -60,20 +60,22 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
 def _chunked(ins, arrays, rest) -> str:
     """A parallel ``map`` as the serial kernel (``span``) on chunks of the arrays, the chunks
     spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:
-    their chunks are short and each first prefetches the inputs ``config.PREFETCH_AHEAD``
-    elements on (``cpu_prefetch``); smaller ones run in long chunks, without prefetch. The
-    sizes are in the text, as Numba's cache keys on it."""
+    their chunks are short (``config.STREAM_CHUNK_BYTES`` of each array) and each first
+    prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_prefetch``); smaller ones
+    run in long chunks, without prefetch. The sizes are in the text, as Numba's cache keys on
+    it."""
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
-    ahead = config.PREFETCH_AHEAD
     return "\n".join([
         f"def kernel({', '.join(arrays + rest)}):",
         f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
-        f"    chunk = {config.STREAM_CHUNK} if stream else {config.CACHED_CHUNK}",
+        f"    chunk = {config.STREAM_CHUNK_BYTES} // in0.itemsize if stream else "
+        f"{config.CACHED_CHUNK}",
+        f"    ahead = {config.PREFETCH_AHEAD_BYTES} // in0.itemsize",
         "    for c in prange((in0.size + chunk - 1) // chunk):",
         "        lo = c * chunk",
         "        hi = min(lo + chunk, in0.size)",
         "        if stream:",
-        *[f"            prefetch({a}, lo + {ahead}, hi + {ahead})" for a in ins],
+        *[f"            prefetch({a}, lo + ahead, hi + ahead)" for a in ins],
         f"        span({views})",
     ]) + "\n"
 

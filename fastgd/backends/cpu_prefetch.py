@@ -5,9 +5,10 @@ reaches only a few cache lines ahead. Where the hardware prefetchers do not run 
 each line waits for main memory: on the 2-core Sapphire Rapids VM, mish-like math ran at half
 its in-cache rate from main memory (0.57 against 1.07 Gelem/s), PyTorch's kernels as well.
 So for arrays of ``config.STREAM_BYTES`` or more, such a map (``codegen._chunked``) runs in
-chunks of ``config.STREAM_CHUNK`` elements, each first asking for the input lines
-``config.PREFETCH_AHEAD`` elements on (``prefetcht0``): 1.01 Gelem/s. Measured there:
-chunks of 256 with 512-1024 ahead were best; longer chunks issue the prefetches in bursts
+chunks of ``config.STREAM_CHUNK_BYTES`` (of each array), each first asking for the input
+lines ``config.PREFETCH_AHEAD_BYTES`` on (``prefetcht0``): 1.01 Gelem/s. Measured there:
+chunks of 256 floats with 512-1024 ahead were best (as bytes, so float64 chunks of 128: with
+256 its backwards lost 13-15%); longer chunks issue the prefetches in bursts
 that stall the loop; prefetching whole blocks before computing them helped from main memory
 but cost 5-20% from L3; prefetching the outputs made it slower. Cheap math (rectifiers,
 optimizer updates) is fed by the hardware prefetchers and lost 5-8% to this, so it keeps
