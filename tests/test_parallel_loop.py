@@ -35,6 +35,8 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views():
     assert prefetched == ["in0", "in1", "in2"]  # the inputs, never an output of its own
     assert f">= {config.STREAM_BYTES}" in source
     assert f"{config.STREAM_CHUNK_BYTES} // in0.itemsize if stream" in source
+    low, high = config.CACHED_CHUNK  # 16 chunks or more below the streaming threshold
+    assert f"max({low}, min({high}, in0.size // 16))" in source
 
 
 def _streamed_size(dtype):

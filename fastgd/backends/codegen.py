@@ -62,14 +62,16 @@ def _chunked(ins, arrays, rest) -> str:
     spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:
     their chunks are short (``config.STREAM_CHUNK_BYTES`` of each array) and each first
     prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_prefetch``); smaller ones
-    run in long chunks, without prefetch. The sizes are in the text, as Numba's cache keys on
+    run in 16 chunks or more (every thread gets work), of ``config.CACHED_CHUNK`` elements at
+    most, without prefetch. The sizes are in the text, as Numba's cache keys on
     it."""
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
+    low, high = config.CACHED_CHUNK
     return "\n".join([
         f"def kernel({', '.join(arrays + rest)}):",
         f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
         f"    chunk = {config.STREAM_CHUNK_BYTES} // in0.itemsize if stream else "
-        f"{config.CACHED_CHUNK}",
+        f"max({low}, min({high}, in0.size // 16))",
         f"    ahead = {config.PREFETCH_AHEAD_BYTES} // in0.itemsize",
         "    for c in prange((in0.size + chunk - 1) // chunk):",
         "        lo = c * chunk",
