@@ -15,6 +15,7 @@ specializes (and compiles, with the backend's ``jit``) every marked helper it ca
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 from fractions import Fraction
@@ -110,18 +111,23 @@ TRANSCENDENTAL = ("exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "normal
                   "mul_exp")
 
 
-def calls(fn, names) -> bool:
-    """Whether ``fn``, or a :func:`scalar` helper it calls, uses one of ``names``."""
-    code = fn.__code__.co_names
-    return any(n in names for n in code) or any(
-        calls(fn.__globals__[n], names) for n in code
-        if getattr(fn.__globals__.get(n), "_fastgd_scalar", False))
-
-
 def scalar(fn):
     """Mark ``fn`` as a scalar helper that :func:`specialize` must follow."""
     fn._fastgd_scalar = True
     return fn
+
+
+def _helpers(fn) -> dict:
+    """The globals ``fn`` calls that are marked :func:`scalar`, by name."""
+    return {name: helper for name in fn.__code__.co_names
+            if getattr(helper := fn.__globals__.get(name), "_fastgd_scalar", False)}
+
+
+@functools.cache  # asked on every parallel ``map`` call: op math never changes
+def calls(fn, names: tuple) -> bool:
+    """Whether ``fn``, or a :func:`scalar` helper it calls, uses one of ``names``."""
+    return any(n in names for n in fn.__code__.co_names) or any(
+        calls(helper, names) for helper in _helpers(fn).values())
 
 
 def specialize(fn, bindings: dict, jit, _memo: dict | None = None):
@@ -139,9 +145,8 @@ def specialize(fn, bindings: dict, jit, _memo: dict | None = None):
         raise ValueError(f"cannot bind {sorted(unknown)}: the scalar names are {NAMES}")
     glb = dict(fn.__globals__)
     glb.update(bindings)
-    for name in fn.__code__.co_names:
-        helper = glb.get(name)
-        if getattr(helper, "_fastgd_scalar", False):
+    for name, helper in _helpers(fn).items():
+        if name not in bindings:  # a bound name is the backend's, not the helper
             glb[name] = jit(specialize(helper, bindings, jit, memo))
     new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__qualname__ = fn.__qualname__

@@ -63,8 +63,7 @@ def _chunked(ins, arrays, rest) -> str:
     their chunks are short (``config.STREAM_CHUNK_BYTES`` of each array) and each first
     prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_prefetch``); smaller ones
     run in 16 chunks or more (every thread gets work), of ``config.CACHED_CHUNK`` elements at
-    most, without prefetch. The sizes are in the text, as Numba's cache keys on
-    it."""
+    most, without prefetch. The sizes are in the text, as Numba's cache keys on it."""
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
     low, high = config.CACHED_CHUNK
     return "\n".join([
