@@ -16,11 +16,16 @@ PARALLEL_THRESHOLD = 1 << 12
 #: (one chunk would leave the other threads idle: gelu at 2^13 lost a third; 1024-element
 #: chunks cost sigmoid 2-4% at 2^18-2^20). From STREAM_BYTES on (main memory: 2^23 float32
 #: and up): STREAM_CHUNK_BYTES of each array, each chunk first prefetching the inputs
-#: PREFETCH_AHEAD_BYTES on (backends/cpu_prefetch.py, measured there).
+#: PREFETCH_AHEAD_BYTES on (backends/cpu_memory.py, measured there).
 CACHED_CHUNK = (1 << 10, 1 << 14)
 STREAM_BYTES = 1 << 25
 STREAM_CHUNK_BYTES = 1024
 PREFETCH_AHEAD_BYTES = 4096
+#: A parallel CPU ``map`` of cheap math that writes arrays of its own, from STREAM_BYTES on:
+#: STORE_CHUNK_BYTES at a time into a per-thread buffer (in L1), streamed out with
+#: non-temporal stores (backends/cpu_memory.py, measured there).
+STORE_CHUNK_BYTES = 16384
+TASK_CHUNKS = 16
 
 #: CUDA launch shape for grid-stride loops.
 THREADS_PER_BLOCK = 256

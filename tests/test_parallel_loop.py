@@ -1,7 +1,8 @@
-"""The chunked parallel CPU map (codegen._chunked) of compute-bound math: the serial kernel on
-chunks, arrays from main memory in short chunks with their inputs prefetched. Elementwise
-results cannot depend on how the work is cut, so every path must give the serial loop's bits
-exactly."""
+"""The parallel CPU maps that run the serial kernel on chunks: compute-bound math
+(codegen._chunked; arrays from main memory in short chunks, their inputs prefetched) and cheap
+math writing arrays of its own (codegen._streamed; from main memory through a per-thread
+buffer with streaming stores). Elementwise results cannot depend on how the work is cut, so
+every path must give the serial loop's bits exactly, and write nothing outside its output."""
 
 from __future__ import annotations
 
@@ -13,17 +14,22 @@ from fastgd import config
 from fastgd.backends import codegen
 
 
-def test_transcendental_math_runs_chunked_and_cheap_math_does_not():
+def test_each_kind_of_math_gets_its_parallel_loop():
     be = fastgd.get_backend("numba")
     acts = fastgd.activations
     for name in ("sigmoid", "tanh", "silu", "elu", "softplus", "mish"):
-        assert be.chunks(acts[name].scalar_forward) and be.chunks(acts[name].scalar_backward)
-    assert be.chunks(acts["gelu"].forms["tanh"].scalar_forward)  # through its scalar helpers
-    assert be.chunks(acts["gelu"].forms["none"].scalar_backward)
-    for name in ("relu", "leaky_relu", "hardsigmoid", "hardswish"):
-        assert not be.chunks(acts[name].scalar_forward)
-    assert not be.chunks(acts["relu"].scalar_backward)
-    assert not be.chunks(acts["sigmoid"].math["backward_from_output"][0])  # y·(1 - y)
+        for fn in (acts[name].scalar_forward, acts[name].scalar_backward):
+            assert be.parallel_map(fn, writes_own=True) == "chunked"
+            assert be.parallel_map(fn, writes_own=False) == "chunked"
+    gelu = acts["gelu"].forms  # transcendental through its scalar helpers
+    assert be.parallel_map(gelu["tanh"].scalar_forward, True) == "chunked"
+    assert be.parallel_map(gelu["none"].scalar_backward, True) == "chunked"
+    cheap = [acts[name].scalar_forward for name in ("relu", "leaky_relu", "hardsigmoid",
+                                                     "hardswish")]
+    cheap += [acts["relu"].scalar_backward, acts["sigmoid"].math["backward_from_output"][0]]
+    for fn in cheap:  # y·(1 - y) above: no transcendental function
+        assert be.parallel_map(fn, writes_own=True) == "streamed"
+        assert be.parallel_map(fn, writes_own=False) == "parallel"  # in place: nothing to gain
 
 
 def test_the_chunked_map_calls_the_serial_kernel_on_views():
@@ -60,3 +66,73 @@ def test_streamed_activations_equal_the_serial_loop_bit_for_bit(dtype, in_place)
     y = fastgd.silu(x, out=x) if in_place else fastgd.silu(x)
     np.testing.assert_array_equal(np.concatenate([y[:1000], y[-1000:]]), expected)
     np.testing.assert_array_equal(np.concatenate([dx[:1000], dx[-1000:]]), expected_dx)
+
+
+def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():
+    source = codegen.map_source(3, 2, 2, "streamed", packed=True, aliases=(None, 1))
+    lines = [line.strip() for line in source.splitlines()]
+    assert lines[0] == "def kernel(in0, in1, in2, out0, sv):"
+    assert f"if in0.size * in0.itemsize < {config.STREAM_BYTES}:" in lines
+    assert "for i in prange(in0.size):" in lines  # below the threshold: the plain loop
+    assert "shift = line_shift(out0)" in lines  # chunks start on the output's lines
+    assert "bout0 = np.empty(chunk, out0.dtype)" in lines  # a buffer per task
+    assert "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv)" in lines
+    assert "stream_out(bout0, out0, lo, hi)" in lines  # in1, written in place, is not
+    assert [line for line in lines if line.startswith("stream_out")] == [
+        "stream_out(bout0, out0, lo, hi)"]
+    assert lines[-1] == "fence()"
+
+
+def _serial(name, direction, dtype, *arrays):
+    """``name``'s kernel as the serial loop computes it over the whole arrays."""
+    be = fastgd.get_backend("numba")
+    act = fastgd.activations[name]
+    fn = act.math[direction][0]
+    kernel = be.map_kernel(fn, len(arrays), 1, 0, np.dtype(dtype), "serial")
+    out = np.empty_like(arrays[0])
+    kernel(*arrays, out)
+    return out
+
+
+def _past_threshold(dtype):
+    """Elements just past the streaming threshold, not a whole number of chunks or tasks."""
+    itemsize = np.dtype(dtype).itemsize
+    return (config.STREAM_BYTES + 5 * config.STORE_CHUNK_BYTES // 2) // itemsize + 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0, 1, 5])  # the output's first element off its line
+def test_streamed_cheap_math_equals_the_serial_loop_bit_for_bit(dtype, offset):
+    n = _past_threshold(dtype)
+    x = np.random.default_rng(2).normal(0, 4, n + 7).astype(dtype)[3:3 + n]
+    x[:5] = [np.nan, np.inf, -np.inf, -0.0, 0.0]
+    dy = np.random.default_rng(3).normal(0, 1, n).astype(dtype)
+    for name, direction, args, call in (
+        ("hardswish", "forward", (x,), lambda out: fastgd.hardswish(x, out=out)),
+        ("relu", "backward", (dy, x), lambda out: fastgd.relu_backward(dy, x, out=out)),
+    ):
+        block = np.full(n + 16, 7.0, dtype)  # sentinels around the output
+        out = block[offset:offset + n]
+        call(out)
+        np.testing.assert_array_equal(out, _serial(name, direction, dtype, *args))
+        assert (block[:offset] == 7).all() and (block[offset + n:] == 7).all()
+
+
+def test_streamed_map_writes_an_output_that_is_not_aligned_to_its_items():
+    n = _past_threshold(np.float32) // 4 * 4
+    raw = np.zeros(4 * n + 1, np.uint8)
+    out = np.frombuffer(raw.data, np.float32, count=n, offset=1)  # every store unaligned
+    x = np.random.default_rng(4).normal(0, 4, n).astype(np.float32)
+    fastgd.relu(x, out=out)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert raw[0] == 0
+
+
+def test_a_map_given_one_array_as_input_and_output_writes_it_in_place():
+    be = fastgd.get_backend("numba")
+    g = np.random.default_rng(5).normal(0, 1, _past_threshold(np.float32)).astype(np.float32)
+    expected = g * np.float32(0.5)
+    from fastgd.optim import rules
+
+    be.map(rules.scale, [g], [g], scalars=(0.5,))  # clip's scaling of a gradient
+    np.testing.assert_array_equal(g, expected)

@@ -52,16 +52,19 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
         stores = [f"        {outs[0]}[i] = {call}"]
     else:
         stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
-    header = HEADERS[loop].format(i="i", n="in0.size")
+    header = HEADERS["parallel" if loop == "streamed" else loop].format(i="i", n="in0.size")
+    body = [f"    {header}", *stores]
+    if loop == "streamed":
+        body = _streamed(ins, arrays, [o for o, a in zip(outs, aliases) if a is None], rest, body)
     args = ", ".join(arrays + rest)
-    return "\n".join([f"def kernel({args}):", *unpack, f"    {header}", *stores]) + "\n"
+    return "\n".join([f"def kernel({args}):", *unpack, *body]) + "\n"
 
 
 def _chunked(ins, arrays, rest) -> str:
     """A parallel ``map`` as the serial kernel (``span``) on chunks of the arrays, the chunks
     spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:
     their chunks are short (``config.STREAM_CHUNK_BYTES`` of each array) and each first
-    prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_prefetch``); smaller ones
+    prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_memory``); smaller ones
     run in 16 chunks or more (every thread gets work), of ``config.CACHED_CHUNK`` elements at
     most, without prefetch. The sizes are in the text, as Numba's cache keys on it."""
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
@@ -79,6 +82,35 @@ def _chunked(ins, arrays, rest) -> str:
         *[f"            prefetch({a}, lo + ahead, hi + ahead)" for a in ins],
         f"        span({views})",
     ]) + "\n"
+
+
+def _streamed(ins, arrays, own_outs, rest, parallel_loop) -> list:
+    """A parallel ``map`` that writes arrays of its own (``own_outs``) with streaming stores
+    once the arrays come from main memory (``config.STREAM_BYTES`` or more; ``cpu_memory``):
+    the arrays are cut into chunks of ``config.STORE_CHUNK_BYTES`` that start on the first
+    output's cache lines, and the chunks into tasks of ``config.TASK_CHUNKS``; a task runs
+    the serial kernel (``span``) on each of its chunks into buffers of its own (in L1) and
+    streams them out. Smaller arrays run ``parallel_loop`` (the plain loop's lines)."""
+    views = ", ".join([f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays]
+                      + rest)
+    return [
+        f"    if in0.size * in0.itemsize < {config.STREAM_BYTES}:",
+        *["    " + line for line in parallel_loop],
+        "        return",
+        "    n = in0.size",
+        f"    chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",
+        f"    shift = line_shift({own_outs[0]})",
+        "    n_chunks = (n + shift + chunk - 1) // chunk",
+        f"    for t in prange((n_chunks + {config.TASK_CHUNKS - 1}) // {config.TASK_CHUNKS}):",
+        *[f"        b{o} = np.empty(chunk, {o}.dtype)" for o in own_outs],
+        f"        for c in range(t * {config.TASK_CHUNKS}, "
+        f"min(n_chunks, (t + 1) * {config.TASK_CHUNKS})):",
+        "            lo = max(c * chunk - shift, 0)",
+        "            hi = min(c * chunk - shift + chunk, n)",
+        f"            span({views})",
+        *[f"            stream_out(b{o}, {o}, lo, hi)" for o in own_outs],
+        "        fence()",
+    ]
 
 
 def rows_source(

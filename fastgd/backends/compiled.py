@@ -51,8 +51,12 @@ class CompiledBackend:
         n = ins[0].size
         if n == 0:
             return
-        kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute, self.loop_for(n))
-        self.launch(kernel, n, (*ins, *outs, *self.typed_scalars(scalars, compute)))
+        # an output that is one of the inputs is written back into it (codegen.map_source)
+        aliases = tuple(next((k for k, a in enumerate(ins) if a is o), None) for o in outs)
+        own = [o for o, a in zip(outs, aliases) if a is None]
+        kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute, self.loop_for(n),
+                                 aliases)
+        self.launch(kernel, n, (*ins, *own, *self.typed_scalars(scalars, compute)))
 
     #: Whether ``map`` kernels take their scalars packed in one array.
     packs_scalars = False
@@ -64,9 +68,12 @@ class CompiledBackend:
         again (an optimizer's ``step``, an activation call) look it up once and keep it."""
         packed = self.packs_scalars and n_scalars > 0
         aliases = tuple(aliases)
+        while aliases and aliases[-1] is None:  # one key per kernel: (0, None) is (0,)
+            aliases = aliases[:-1]
         span = None
-        if loop == "parallel" and self.chunks(fn):
-            loop = "chunked"
+        if loop == "parallel":
+            loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases))
+        if loop in ("chunked", "streamed"):
             span = self.map_kernel(fn, n_in, n_out, n_scalars, compute, "serial", aliases)
         return self._kernel(
             ("map", n_in, n_out, n_scalars, packed, aliases),
@@ -77,10 +84,11 @@ class CompiledBackend:
             span,
         )
 
-    def chunks(self, fn) -> bool:
-        """Whether a parallel ``map`` of ``fn`` runs the serial kernel on chunks of the arrays
-        instead (``codegen.map_source``, loop ``"chunked"``)."""
-        return False
+    def parallel_map(self, fn, writes_own: bool) -> str:
+        """The loop of a parallel ``map`` of ``fn`` (``codegen.map_source``): ``"parallel"``,
+        or ``"chunked"``/``"streamed"``, which run the serial kernel on chunks of the arrays.
+        ``writes_own``: it writes an array of its own (not only into its inputs)."""
+        return "parallel"
 
     def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n, aliases=()):
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,

@@ -49,11 +49,13 @@ class NumbaBackend(HostArrays, CompiledBackend):
             self._math = cpu_math_bindings()
         return {"F": compute.type, "W": np.float64, **self._math}
 
-    def chunks(self, fn):
-        """Compute-bound math (transcendental functions) runs on chunks with its inputs
-        prefetched from main memory (``cpu_prefetch``); cheap math keeps the plain parallel
-        loop, which the hardware prefetchers keep fed (prefetching cost it 5-8%)."""
-        return calls(fn, TRANSCENDENTAL)
+    def parallel_map(self, fn, writes_own):
+        """Compute-bound math (transcendental functions) runs on chunks, its inputs
+        prefetched from main memory; cheap math writing arrays of its own streams them out
+        from there (``cpu_memory``); the rest (in place) keeps the plain parallel loop."""
+        if calls(fn, TRANSCENDENTAL):
+            return "chunked"
+        return "streamed" if writes_own else "parallel"
 
     def loop_for(self, n):
         return "serial" if n <= config.PARALLEL_THRESHOLD else "parallel"
@@ -66,16 +68,18 @@ class NumbaBackend(HostArrays, CompiledBackend):
             inline="always", fastmath=set(config.FASTMATH), error_model="numpy", nogil=True
         )
         scalar_fn = jit(self.specialized(fn, compute, jit))
-        from fastgd.backends.cpu_prefetch import prefetch
+        from fastgd.backends import cpu_memory
 
-        namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange,
-                     "prefetch": prefetch, "span": span}
+        namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange, "np": np,
+                     "span": span,
+                     **{f: getattr(cpu_memory, f)
+                        for f in ("prefetch", "line_shift", "stream_out", "fence")}}
         math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
                              for k, v in sorted(self._math.items()))
         path = kernel_cache.source_file(source, scalar_fn, f"{compute} {math_from}", loop,
                                         config.FASTMATH)
         kernel_jit = numba.njit(
-            parallel=loop in ("parallel", "chunked"),
+            parallel=loop in ("parallel", "chunked", "streamed"),
             fastmath=set(config.FASTMATH),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
