@@ -136,3 +136,37 @@ def test_a_map_given_one_array_as_input_and_output_writes_it_in_place():
 
     be.map(rules.scale, [g], [g], scalars=(0.5,))  # clip's scaling of a gradient
     np.testing.assert_array_equal(g, expected)
+
+
+def test_rows_of_cheap_math_that_write_an_output_are_streamed_and_others_not():
+    be = fastgd.get_backend("numba")
+    f32 = np.dtype(np.float32)
+    softmax, log_softmax = fastgd.activations["softmax"], fastgd.activations["log_softmax"]
+    for fn, writes_last, loop in (
+        (softmax.scalar_backward, True, "streamed"),  # (dy - Σ dy·y)·y
+        (softmax.scalar_backward, False, "parallel"),  # another caller's rows: never
+        (softmax.scalar_forward, True, "parallel"),  # exp: bound by its arithmetic
+        (log_softmax.scalar_backward, True, "parallel"),  # exp(y)
+    ):
+        be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel", writes_last=writes_last)
+        assert (("rows", 3, 0, 0, False, False), fn, f32, loop) in be._kernels
+    source = codegen.rows_source(2, 0, 0, False, "streamed", False)
+    assert "fn(a0[r], b[r - r0])" in source  # the row function writes the task's buffer
+    assert "stream_out(b_flat, flat, r0 * length, r1 * length)" in source
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_streamed_softmax_backward_equals_the_plain_rows_loop_bit_for_bit(dtype, in_place):
+    rows = (config.STREAM_BYTES // np.dtype(dtype).itemsize) // 100 + 7  # short last chunk
+    rng = np.random.default_rng(6)
+    y = fastgd.softmax(rng.normal(0, 3, (rows, 100)).astype(dtype))
+    dy = rng.normal(0, 1, (rows, 100)).astype(dtype)
+    be = fastgd.get_backend("numba")
+    softmax = fastgd.activations["softmax"]
+    compute = softmax._compute(np.dtype(dtype), "backward", be)
+    plain = be.rows_kernel(softmax.scalar_backward, 3, 0, 0, False, False, compute, "parallel")
+    expected = np.empty_like(dy)
+    plain(dy, y, expected)
+    dx = fastgd.softmax_backward(dy, y=y, out=dy if in_place else None)
+    np.testing.assert_array_equal(dx, expected)

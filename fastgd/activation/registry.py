@@ -287,7 +287,7 @@ class RowActivation(Activation):
         if kernel is None:
             compute = self._compute(dtype, direction, be)
             kernel = self._plans[key] = be.rows_kernel(fn, n_arrays, 0, 0, False, strided,
-                                                       compute, loop)
+                                                       compute, loop, writes_last=True)
         return kernel
 
 

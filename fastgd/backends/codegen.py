@@ -127,8 +127,39 @@ def rows_source(
     ) + ")"
     body = f"        res[r] = {call}" if returns else f"        {call}"
     n = "a0.shape[0] * a0.shape[2]" if strided else "a0.shape[0]"
-    header = HEADERS[loop].format(i="r", n=n)
-    return "\n".join([f"def kernel({args}):", f"    {header}", body]) + "\n"
+    header = HEADERS["parallel" if loop == "streamed" else loop].format(i="r", n=n)
+    lines = [f"    {header}", body]
+    if loop == "streamed":
+        lines = _streamed_rows(arrays[-1], call, lines)
+    return "\n".join([f"def kernel({args}):", *lines]) + "\n"
+
+
+def _streamed_rows(out, call, parallel_loop) -> list:
+    """A parallel ``rows`` loop whose row function only writes its last array, ``out`` (2-D,
+    C-contiguous), streamed out from main memory as in :func:`_streamed`: the rows in chunks
+    of about ``config.STORE_CHUNK_BYTES``, each computed into a buffer of the task's and
+    streamed into ``out``'s rows. Smaller arrays run ``parallel_loop``."""
+    row_call = call.replace(f"{out}[r]", "b[r - r0]")
+    return [
+        f"    if a0.size * a0.itemsize < {config.STREAM_BYTES}:",
+        *["    " + line for line in parallel_loop],
+        "        return",
+        f"    length = {out}.shape[1]",
+        f"    per = max(1, {config.STORE_CHUNK_BYTES} // (length * {out}.itemsize))",
+        "    n_chunks = (a0.shape[0] + per - 1) // per",
+        f"    flat = {out}.reshape(-1)",
+        f"    for t in prange((n_chunks + {config.TASK_CHUNKS - 1}) // {config.TASK_CHUNKS}):",
+        f"        b = np.empty((per, length), {out}.dtype)",
+        "        b_flat = b.reshape(-1)",
+        f"        for c in range(t * {config.TASK_CHUNKS}, "
+        f"min(n_chunks, (t + 1) * {config.TASK_CHUNKS})):",
+        "            r0 = c * per",
+        "            r1 = min(r0 + per, a0.shape[0])",
+        "            for r in range(r0, r1):",
+        f"                {row_call}",
+        "            stream_out(b_flat, flat, r0 * length, r1 * length)",
+        "        fence()",
+    ]
 
 
 def build(source: str, namespace: dict, filename: str | None = None):

@@ -125,9 +125,14 @@ class CompiledBackend:
         self.launch(kernel, self.n_rows(arrays[0]), (*arrays, *per_row, *typed, *extra))
 
     def rows_kernel(self, fn, n_arrays, n_per_row, n_scalars, returns, strided,
-                    compute: np.dtype, loop):
+                    compute: np.dtype, loop, writes_last=False):
         """The compiled ``rows`` kernel, called as ``launch(kernel, n_rows(arrays[0]),
-        (*arrays, *per_row, *scalars, *result))``; hot paths look it up once and keep it."""
+        (*arrays, *per_row, *scalars, *result))``; hot paths look it up once and keep it.
+        ``writes_last``: ``fn`` only writes its last array (an output it does not read), which
+        the backend may then stream out as a ``map`` of the same math would be."""
+        if (loop == "parallel" and writes_last and not strided and not returns
+                and self.parallel_map(fn, writes_own=True) == "streamed"):
+            loop = "streamed"
         return self._kernel(
             ("rows", n_arrays, n_per_row, n_scalars, returns, strided),
             lambda lp: codegen.rows_source(n_arrays, n_per_row, n_scalars, returns, lp, strided),
