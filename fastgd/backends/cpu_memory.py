@@ -19,7 +19,7 @@ lost 5-8% to this.
 from memory (read for ownership): y = relu(x) moves 12 bytes per float, not 8. A
 non-temporal store writes a whole line without reading it. So for arrays of
 ``config.STREAM_BYTES`` or more, a map of cheap math that writes arrays of its own (not in
-place) computes ``config.STORE_CHUNK_BYTES`` at a time into a per-thread buffer, which stays
+place) computes ``config.STORE_CHUNK_BYTES`` at a time into a per-task buffer, which stays
 in L1, and :func:`stream_out` copies it out with streaming stores, chunk boundaries on the
 output's lines. On the 2-core VM, float32 at 2^24: relu forward 29 -> 42 GB/s, backward
 30 -> 36 GB/s; softmax's backward from y (a ``rows`` kernel, rows of 256) 7-13%.
