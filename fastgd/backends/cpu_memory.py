@@ -22,8 +22,9 @@ non-temporal store writes a whole line without reading it. So for arrays of
 place) computes ``config.STORE_CHUNK_BYTES`` at a time into a per-task buffer, which stays
 in L1, and :func:`stream_out` copies it out with streaming stores, chunk boundaries on the
 output's lines. On the 2-core VM, float32 at 2^24: relu forward 29 -> 42 GB/s, backward
-30 -> 36 GB/s; softmax's backward from y (a ``rows`` kernel, rows of 256) on float64 at
-2^23 11-14%, on float32 nothing (it computes in float64 there, bound by that arithmetic).
+30 -> 36 GB/s; float64 at 2^23, hardswish backward +51%, softmax's backward from y (a
+``rows`` kernel, rows of 256) +11-14%. Float32 data computed in float64 (hardswish backward,
+softmax) is bound by that arithmetic and lost 6-14%: it keeps the plain loop.
 Transcendental math gained nothing from it (sigmoid, tanh: within 1%): it is
 bound by its arithmetic there, not by the stores. The results leave the caches, so this is
 only for arrays that would not stay in them anyway.

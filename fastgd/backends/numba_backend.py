@@ -70,7 +70,8 @@ class NumbaBackend(HostArrays, CompiledBackend):
         scalar_fn = jit(self.specialized(fn, compute, jit))
         from fastgd.backends import cpu_memory
 
-        namespace = {"fn": scalar_fn, "C": compute.type, "prange": numba.prange, "np": np,
+        namespace = {"fn": scalar_fn, "C": compute.type, "C_BYTES": compute.itemsize,
+                     "prange": numba.prange, "np": np,
                      "span": span,
                      **{f: getattr(cpu_memory, f)
                         for f in ("prefetch", "line_shift", "stream_out", "fence")}}
