@@ -45,17 +45,17 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views():
     assert f"max({low}, min({high}, in0.size // 16))" in source
 
 
-def _streamed_size(dtype):
+def _past_threshold(dtype):
     """Elements of ``dtype`` just past the streaming threshold, not a whole number of chunks
-    (the last one is short and its prefetch runs past the end)."""
+    or tasks of either streamed loop (the last chunk is short; a prefetch runs past the end)."""
     itemsize = np.dtype(dtype).itemsize
-    return (config.STREAM_BYTES + 3 * config.STREAM_CHUNK_BYTES // 2) // itemsize + 1
+    return (config.STREAM_BYTES + 5 * config.STORE_CHUNK_BYTES // 2) // itemsize + 3
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_streamed_activations_equal_the_serial_loop_bit_for_bit(dtype, in_place):
-    n = _streamed_size(dtype)
+    n = _past_threshold(dtype)
     x = np.random.default_rng(1).normal(0, 4, n).astype(dtype)
     head, tail = x[:1000].copy(), x[-1000:].copy()  # each small enough for the serial loop
     expected = np.concatenate([fastgd.silu(head), fastgd.silu(tail)])
@@ -94,12 +94,6 @@ def _serial(name, direction, dtype, *arrays):
     out = np.empty_like(arrays[0])
     kernel(*arrays, out)
     return out
-
-
-def _past_threshold(dtype):
-    """Elements just past the streaming threshold, not a whole number of chunks or tasks."""
-    itemsize = np.dtype(dtype).itemsize
-    return (config.STREAM_BYTES + 5 * config.STORE_CHUNK_BYTES // 2) // itemsize + 3
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

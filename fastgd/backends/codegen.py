@@ -44,7 +44,8 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     ins, scalars = _names("in", n_in), _names("s", n_scalars)
     aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
     outs = [f"out{k}" if a is None else ins[a] for k, a in enumerate(aliases)]
-    arrays = ins + [o for o, a in zip(outs, aliases) if a is None]
+    own = [o for o, a in zip(outs, aliases) if a is None]
+    arrays = ins + own
     rest = ["sv"] if packed else scalars
     if loop == "chunked":
         return _chunked(ins, arrays, rest)
@@ -57,7 +58,7 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     header = HEADERS["parallel" if loop == "streamed" else loop].format(i="i", n="in0.size")
     body = [f"    {header}", *stores]
     if loop == "streamed":
-        body = _streamed(ins, arrays, [o for o, a in zip(outs, aliases) if a is None], rest, body)
+        body = _streamed(arrays, own, rest, body)
     args = ", ".join(arrays + rest)
     return "\n".join([f"def kernel({args}):", *unpack, *body]) + "\n"
 
@@ -86,33 +87,45 @@ def _chunked(ins, arrays, rest) -> str:
     ]) + "\n"
 
 
-def _streamed(ins, arrays, own_outs, rest, parallel_loop) -> list:
+def _streamed(arrays, own_outs, rest, parallel_loop) -> list:
     """A parallel ``map`` that writes arrays of its own (``own_outs``) with streaming stores
-    once the arrays come from main memory (``config.STREAM_BYTES`` or more; ``cpu_memory``):
-    the arrays are cut into chunks of ``config.STORE_CHUNK_BYTES`` that start on the first
-    output's cache lines, and the chunks into tasks of ``config.TASK_CHUNKS``; a task runs
-    the serial kernel (``span``) on each of its chunks into buffers of its own (in L1) and
-    streams them out. Smaller arrays run ``parallel_loop`` (the plain loop's lines), and so
-    do float32 arrays computed in float64 (``C_BYTES``, the compute type's size), which that
-    arithmetic bounds: streaming cost them 6-14%."""
+    (:func:`_streaming`): chunks of ``config.STORE_CHUNK_BYTES`` that start on the first
+    output's cache lines, each computed by the serial kernel (``span``) into the task's
+    buffers and streamed out."""
     views = ", ".join([f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays]
                       + rest)
+    return _streaming("in0", parallel_loop, setup=[
+        "n = in0.size",
+        f"chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",
+        f"shift = line_shift({own_outs[0]})",
+        "n_chunks = (n + shift + chunk - 1) // chunk",
+    ], buffers=[f"b{o} = np.empty(chunk, {o}.dtype)" for o in own_outs], chunk=[
+        "lo = max(c * chunk - shift, 0)",
+        "hi = min(c * chunk - shift + chunk, n)",
+        f"span({views})",
+        *[f"stream_out(b{o}, {o}, lo, hi)" for o in own_outs],
+    ])
+
+
+def _streaming(first, parallel_loop, setup, buffers, chunk) -> list:
+    """The streamed loops' shape: arrays from main memory (``config.STREAM_BYTES`` or more;
+    ``cpu_memory``) run in tasks of ``config.TASK_CHUNKS`` chunks, each task with buffers of
+    its own (in L1) that every chunk is computed into (``chunk``) and streamed out of, and a
+    fence at its end. Smaller arrays run ``parallel_loop`` (the plain loop's lines), and so
+    do float32 arrays computed in float64 (``C_BYTES``, the compute type's size), which that
+    arithmetic bounds: streaming cost them 6-14%. ``first``: the first array's name;
+    ``setup`` defines ``n_chunks``."""
+    tasks = config.TASK_CHUNKS
     return [
-        f"    if in0.size * in0.itemsize < {config.STREAM_BYTES} or in0.itemsize < C_BYTES:",
+        f"    if {first}.size * {first}.itemsize < {config.STREAM_BYTES} "
+        f"or {first}.itemsize < C_BYTES:",
         *["    " + line for line in parallel_loop],
         "        return",
-        "    n = in0.size",
-        f"    chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",
-        f"    shift = line_shift({own_outs[0]})",
-        "    n_chunks = (n + shift + chunk - 1) // chunk",
-        f"    for t in prange((n_chunks + {config.TASK_CHUNKS - 1}) // {config.TASK_CHUNKS}):",
-        *[f"        b{o} = np.empty(chunk, {o}.dtype)" for o in own_outs],
-        f"        for c in range(t * {config.TASK_CHUNKS}, "
-        f"min(n_chunks, (t + 1) * {config.TASK_CHUNKS})):",
-        "            lo = max(c * chunk - shift, 0)",
-        "            hi = min(c * chunk - shift + chunk, n)",
-        f"            span({views})",
-        *[f"            stream_out(b{o}, {o}, lo, hi)" for o in own_outs],
+        *["    " + line for line in setup],
+        f"    for t in prange((n_chunks + {tasks - 1}) // {tasks}):",
+        *["        " + line for line in buffers],
+        f"        for c in range(t * {tasks}, min(n_chunks, (t + 1) * {tasks})):",
+        *["            " + line for line in chunk],
         "        fence()",
     ]
 
@@ -138,30 +151,24 @@ def rows_source(
 
 def _streamed_rows(out, call, parallel_loop) -> list:
     """A parallel ``rows`` loop whose row function only writes its last array, ``out`` (2-D,
-    C-contiguous), streamed out from main memory as in :func:`_streamed`: the rows in chunks
-    of about ``config.STORE_CHUNK_BYTES``, each computed into a buffer of the task's and
-    streamed into ``out``'s rows. Smaller arrays run ``parallel_loop``."""
-    row_call = call.replace(f"{out}[r]", "b[r - r0]")
-    return [
-        f"    if a0.size * a0.itemsize < {config.STREAM_BYTES} or a0.itemsize < C_BYTES:",
-        *["    " + line for line in parallel_loop],
-        "        return",
-        f"    length = {out}.shape[1]",
-        f"    per = max(1, {config.STORE_CHUNK_BYTES} // (length * {out}.itemsize))",
-        "    n_chunks = (a0.shape[0] + per - 1) // per",
-        f"    flat = {out}.reshape(-1)",
-        f"    for t in prange((n_chunks + {config.TASK_CHUNKS - 1}) // {config.TASK_CHUNKS}):",
-        f"        b = np.empty((per, length), {out}.dtype)",
-        "        b_flat = b.reshape(-1)",
-        f"        for c in range(t * {config.TASK_CHUNKS}, "
-        f"min(n_chunks, (t + 1) * {config.TASK_CHUNKS})):",
-        "            r0 = c * per",
-        "            r1 = min(r0 + per, a0.shape[0])",
-        "            for r in range(r0, r1):",
-        f"                {row_call}",
-        "            stream_out(b_flat, flat, r0 * length, r1 * length)",
-        "        fence()",
-    ]
+    C-contiguous), with streaming stores (:func:`_streaming`): chunks of rows of about
+    ``config.STORE_CHUNK_BYTES``, each computed into the task's buffer and streamed into
+    ``out``'s rows."""
+    return _streaming("a0", parallel_loop, setup=[
+        f"length = {out}.shape[1]",
+        f"per = max(1, {config.STORE_CHUNK_BYTES} // (length * {out}.itemsize))",
+        "n_chunks = (a0.shape[0] + per - 1) // per",
+        f"flat = {out}.reshape(-1)",
+    ], buffers=[
+        f"b = np.empty((per, length), {out}.dtype)",
+        "b_flat = b.reshape(-1)",
+    ], chunk=[
+        "r0 = c * per",
+        "r1 = min(r0 + per, a0.shape[0])",
+        "for r in range(r0, r1):",
+        "    " + call.replace(f"{out}[r]", "b[r - r0]"),
+        "stream_out(b_flat, flat, r0 * length, r1 * length)",
+    ])
 
 
 def build(source: str, namespace: dict, filename: str | None = None):

@@ -96,9 +96,11 @@ def _stream_line(typingctx, dst, i, src, j):
 
 
 @intrinsic
-def _fence(typingctx):
-    """A sequentially consistent fence (``mfence`` on x86): it also drains this thread's
-    write-combining buffers, which a streaming store may still sit in."""
+def fence(typingctx):
+    """Order this thread's streaming stores before what it does next (they are weakly
+    ordered): each task of a streamed loop calls it after its last chunk. A sequentially
+    consistent fence (``mfence`` on x86) also drains the write-combining buffers that a
+    streaming store may still sit in."""
 
     def codegen(context, builder, sig, args):
         builder.fence("seq_cst")
@@ -118,13 +120,6 @@ def _address(typingctx, arr):
         return builder.ptrtoint(ary.data, ir.IntType(64))
 
     return types.int64(arr), codegen
-
-
-@njit
-def fence():
-    """Order this thread's streaming stores before what it does next (they are weakly
-    ordered): each task of a streamed loop calls it after its last chunk."""
-    _fence()
 
 
 @njit
