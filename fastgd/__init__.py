@@ -46,11 +46,13 @@ __version__ = "0.1.0"
 def _expose(act):
     """Module-level ``NAME`` and ``NAME_backward`` functions for one activation."""
 
-    def forward(x, *args, out=None, backend=None, **params):
-        return act.forward(x, *args, out=out, backend=backend, **params)
+    run_forward, run_backward = act.forward, act.backward  # bound once: a call is short
 
-    def backward(dy, x=None, *args, out=None, backend=None, **params):
-        return act.backward(dy, x, *args, out=out, backend=backend, **params)
+    def forward(x, *args, **kwargs):
+        return run_forward(x, *args, **kwargs)
+
+    def backward(dy, x=None, *args, **kwargs):
+        return run_backward(dy, x, *args, **kwargs)
 
     params = ", ".join(f"{k}={v!r}" for k, v in act.params.items())
     forward.__name__ = forward.__qualname__ = act.name

@@ -25,7 +25,7 @@ def is_device_array(a) -> bool:
 
 def dtype_of(a) -> np.dtype:
     """The NumPy dtype of a host or device array (torch tensors included)."""
-    if type(a) is np.ndarray or isinstance(a, np.ndarray):
+    if isinstance(a, np.ndarray):
         return a.dtype
     cai = getattr(a, "__cuda_array_interface__", None)
     if cai is not None:
@@ -42,16 +42,21 @@ def shape_of(a) -> tuple:
 
 def as_array(a):
     """Host arrays, scalars and lists become NumPy arrays; device arrays pass through."""
-    return a if is_device_array(a) or isinstance(a, np.ndarray) else np.asarray(a)
+    return a if isinstance(a, np.ndarray) or is_device_array(a) else np.asarray(a)
 
 
 def check_float(**arrays) -> np.dtype:
     """The common float dtype of ``arrays`` (name -> array); ``TypeError`` naming the dtypes."""
-    dtypes = [dtype_of(a) for a in arrays.values()]
-    first = dtypes[0]
-    if first in FLOAT_DTYPES and dtypes.count(first) == len(dtypes):
-        return first  # the common case, without building the messages' dict
-    dtypes = dict(zip(arrays, dtypes))
+    first = None
+    for a in arrays.values():  # the common case, without building the messages' dict
+        dtype = a.dtype if type(a) is np.ndarray else dtype_of(a)
+        if first is None and dtype in FLOAT_DTYPES:
+            first = dtype
+        elif dtype != first:
+            break
+    else:
+        return first
+    dtypes = {n: dtype_of(a) for n, a in arrays.items()}
     bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
     if bad:
         listed = ", ".join(f"{n}: {d}" for n, d in bad.items())
@@ -61,11 +66,15 @@ def check_float(**arrays) -> np.dtype:
 
 
 def check_same_shape(**arrays) -> tuple:
-    shapes = [shape_of(a) for a in arrays.values()]
-    if shapes.count(shapes[0]) != len(shapes):
-        listed = ", ".join(f"{n}: {s}" for n, s in zip(arrays, shapes))
-        raise ValueError(f"shapes do not match: {listed}")
-    return shapes[0]
+    first = None
+    for a in arrays.values():
+        shape = a.shape if type(a) is np.ndarray else shape_of(a)
+        if first is None:
+            first = shape
+        elif shape != first:
+            listed = ", ".join(f"{n}: {shape_of(a)}" for n, a in arrays.items())
+            raise ValueError(f"shapes do not match: {listed}")
+    return first
 
 
 def size_of(a) -> int:

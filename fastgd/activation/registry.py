@@ -7,6 +7,7 @@ NumPy backend). Everything a call needs to check is checked before anything is w
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -89,7 +90,13 @@ class Activation:
 
     def _variant(self, values):
         """The activation that really runs (GELU picks its tanh form here) and its scalars."""
-        return self, tuple([float(v) for v in values.values()]) if values else ()
+        if values is self.params:  # bind's defaults: their floats made once
+            return self, self._default_scalars
+        return self, tuple([float(v) for v in values.values()])
+
+    @functools.cached_property
+    def _default_scalars(self):
+        return tuple([float(v) for v in self.params.values()])
 
     def _compute(self, dtype, direction, be=None, scalars=()):
         if direction not in self.wide:
@@ -105,10 +112,8 @@ class Activation:
         values = self.bind(args, kwargs)
         be = resolve(backend, x)
         dtype = _arrays.check_float(x=x)
-        out = _prepare_out(be, out, _arrays.shape_of(x), dtype)
         op, scalars = self._variant(values)
-        op._run(be, "forward", [x], out, scalars, dtype)
-        return out
+        return op._run(be, "forward", (x,), out, _arrays.shape_of(x), scalars, dtype)
 
     def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
         """Input gradient from the upstream ``dy`` and the forward input ``x`` or, for the ops
@@ -122,9 +127,7 @@ class Activation:
         be = resolve(backend, dy, saved)
         dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
         shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
-        out = _prepare_out(be, out, shape, dtype)
-        op._run(be, direction, [dy, saved], out, scalars, dtype)
-        return out
+        return op._run(be, direction, (dy, saved), out, shape, scalars, dtype)
 
     def _from_output(self, values):
         """The direction name of the backward from y, once ``values`` allow it."""
@@ -135,25 +138,25 @@ class Activation:
             self._output_check(values)
         return "backward_from_output"
 
-    def _run(self, be, direction, ins, out, scalars, dtype):
+    def _run(self, be, direction, ins, out, shape, scalars, dtype):
+        """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
+        written) or a new array; returns it."""
+        # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
+        alias = None if out is None else _index_of(out, ins)
+        out, flat, scratch = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
             compute = self._compute(dtype, direction, be, scalars)
             reference = self.math[direction][1]
             out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
-            return
-        n = _arrays.size_of(out)
-        if n == 0:
-            return
-        view = be.flat_view(out)
-        # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
-        alias = _index_of(out, ins) if view is not None else None
-        kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n),
-                                   alias)
-        target = view if view is not None else be.empty(n, dtype)
-        outs = (target,) if alias is None else ()
-        be.launch(kernel, n, (*[be.flat(a) for a in ins], *outs, *typed))
-        if view is None:
-            out[...] = target.reshape(_arrays.shape_of(out))
+            return out
+        n = _arrays.size_of(flat)
+        if n:
+            alias = None if scratch else alias
+            kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n),
+                                       alias)
+            outs = (flat,) if alias is None else ()
+            be.launch(kernel, n, (*[be.flat(a) for a in ins], *outs, *typed))
+        return _write_back(out, flat, scratch)
 
     def _plan(self, be, direction, n_in, dtype, scalars, loop, alias):
         """The kernel and its typed scalars for one call, found once per combination (a call
@@ -186,9 +189,23 @@ def _saved(name, x, y):
 
 
 def _prepare_out(be, out, shape, dtype):
+    """``(out, flat, scratch)``: the caller's ``out`` (checked first) or a new array, and
+    the flat array a kernel writes: a view of ``out`` or, where ``out`` has none (not
+    contiguous), a ``scratch`` array that :func:`_write_back` copies into it."""
     if out is None:
-        return be.empty(shape, dtype)
+        flat = be.empty(math.prod(shape), dtype)
+        return (flat if len(shape) == 1 else flat.reshape(shape)), flat, False
     _arrays.check_out(out, shape, dtype, be)
+    flat = be.flat_view(out)
+    if flat is None:
+        return out, be.empty(_arrays.size_of(out), dtype), True
+    return out, flat, False
+
+
+def _write_back(out, flat, scratch):
+    """``out``, with a scratch result copied into it (see :func:`_prepare_out`)."""
+    if scratch:
+        out[...] = flat.reshape(_arrays.shape_of(out))
     return out
 
 
@@ -236,12 +253,11 @@ class RowActivation(Activation):
         dtype = _arrays.check_float(x=x)
         shape = _arrays.shape_of(x)
         axis = _normalize_axis(axis, len(shape))
-        out = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
+            out = _prepare_out(be, out, shape, dtype)[0]
             out[...] = self.reference_forward(x.astype(np.float64, copy=False), axis)
-        else:
-            self._rows(be, self.scalar_forward, [x], out, axis, dtype, "forward")
-        return out
+            return out
+        return self._rows(be, self.scalar_forward, [x], out, shape, axis, dtype, "forward")
 
     def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
         """Input gradient from the upstream ``dy`` and the forward input ``x`` or, cheaper
@@ -253,32 +269,28 @@ class RowActivation(Activation):
         dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
         shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
         axis = _normalize_axis(axis, len(shape))
-        out = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
+            out = _prepare_out(be, out, shape, dtype)[0]
             dy64, saved64 = (a.astype(np.float64, copy=False) for a in (dy, saved))
             y64 = self.reference_forward(saved64, axis) if y is None else saved64
             out[...] = self.reference_backward(dy64, y64, axis)
-        else:
-            fn = self.scalar_backward_from_input if y is None else self.scalar_backward
-            self._rows(be, fn, [dy, saved], out, axis, dtype, "backward")
-        return out
+            return out
+        fn = self.scalar_backward_from_input if y is None else self.scalar_backward
+        return self._rows(be, fn, [dy, saved], out, shape, axis, dtype, "backward")
 
-    def _rows(self, be, fn, ins, out, axis, dtype, direction):
-        """Run row function ``fn`` along ``axis``: arrays seen as (outer, length, inner)."""
-        shape = _arrays.shape_of(out)
+    def _rows(self, be, fn, ins, out, shape, axis, dtype, direction):
+        """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):
+        arrays seen as (outer, length, inner)."""
+        out, flat, scratch = _prepare_out(be, out, shape, dtype)
         lines = _lines_shape(shape, axis)
-        view = be.flat_view(out)
-        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
         if lines[2] == 1:  # along the last axis: plain contiguous rows
             lines = lines[:2]
-        arrays = [be.flat(a).reshape(lines) for a in ins] + [target.reshape(lines)]
+        arrays = [be.flat(a).reshape(lines) for a in ins] + [flat.reshape(lines)]
         if arrays[0].size:
             kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, len(lines) == 3,
                                       be.loop_for(arrays[0].size))
             be.launch(kernel, be.n_rows(arrays[0]), arrays)
-        if view is None:
-            out[...] = target.reshape(shape)
-
+        return _write_back(out, flat, scratch)
 
     def _row_kernel(self, be, fn, n_arrays, dtype, direction, strided, loop):
         """The rows kernel for one call, found once per combination (see ``Activation._plan``)."""
@@ -317,17 +329,13 @@ class PReLU(Activation):
         be = resolve(backend, x, weight)
         dtype = _arrays.check_float(x=x, weight=weight)
         shape, rows = self._rows(x, weight)
-        out = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
             out[...] = ref.prelu(x, weight)
             return out
-        view = be.flat_view(out)
-        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
-        be.rows(m.prelu_row, [be.flat(x).reshape(rows), target.reshape(rows)],
+        be.rows(m.prelu_row, [be.flat(x).reshape(rows), flat.reshape(rows)],
                 per_row=[be.flat(weight)])
-        if view is None:
-            out[...] = target.reshape(shape)
-        return out
+        return _write_back(out, flat, scratch)
 
     def backward(self, dy, x, weight, *, out=None, backend=None):
         """``(dx, dweight)``; ``out`` (optional) receives dx."""
@@ -336,19 +344,16 @@ class PReLU(Activation):
         dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
         _arrays.check_same_shape(dy=dy, x=x)
         shape, rows = self._rows(x, weight)
-        out = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
             dx, dw = ref.prelu_backward(dy, x, weight)
             out[...] = dx
             return out, dw
-        view = be.flat_view(out)
-        target = view if view is not None else be.empty(_arrays.size_of(out), dtype)
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
-                [be.flat(dy).reshape(rows), be.flat(x).reshape(rows), target.reshape(rows)],
+                [be.flat(dy).reshape(rows), be.flat(x).reshape(rows), flat.reshape(rows)],
                 per_row=[be.flat(weight)], result=partial, compute=np.float64)
-        if view is None:
-            out[...] = target.reshape(shape)
+        _write_back(out, flat, scratch)
         dweight = be.empty(_arrays.shape_of(weight), dtype)
         channels = _arrays.size_of(weight)
         be.rows(m.row_sum, [partial.reshape(1, rows[0] // channels, channels)],

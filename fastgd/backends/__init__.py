@@ -15,6 +15,8 @@ import os
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+import numpy as np
+
 from fastgd._arrays import is_device_array
 from fastgd.backends import cpu_target  # noqa: F401  (before Numba's first compile)
 from fastgd.backends.cuda_backend import CudaBackend, to_device, to_host
@@ -79,17 +81,20 @@ def resolve(backend: str | None, *arrays):
     """The backend for one call on ``arrays``; ``TypeError`` if they live on another device."""
     name = backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
     if name == "auto":
-        name = "cuda" if any(map(is_device_array, arrays)) else _auto_host()
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                name = "cuda" if any(map(is_device_array, arrays)) else _auto_host()
+                break
+        else:  # plain NumPy arrays, the common case: the host backend, nothing to check
+            return _READY.get(_auto_host()) or _ready(_auto_host())
     chosen = _READY.get(name) or _ready(name)
-    if not all(map(chosen.owns, arrays)):
-        if name == "cuda":
-            raise TypeError(
-                "the cuda backend needs device arrays; copy host arrays with fastgd.to_device(a)"
-            )
-        raise TypeError(
-            f"the {name} backend needs host (NumPy) arrays; copy device arrays with "
-            "fastgd.to_host(a)"
-        )
+    for a in arrays:
+        if not chosen.owns(a):
+            if name == "cuda":
+                raise TypeError("the cuda backend needs device arrays; copy host arrays with "
+                                "fastgd.to_device(a)")
+            raise TypeError(f"the {name} backend needs host (NumPy) arrays; copy device "
+                            "arrays with fastgd.to_host(a)")
     return chosen
 
 
