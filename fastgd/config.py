@@ -6,10 +6,14 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: Vector width on AVX-512 CPUs: 512-bit unless FASTGD_VECTOR_512=0 is in the environment
 #: (read when fastgd is imported, before Numba's first compile: backends/cpu_target.py).
 
-#: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost).
-#: Measured crossover (2 cores, float32): ~2^11 for gelu, ~2^15 for relu; a parallel relu
-#: below 2^15 costs ~1.5 us more, a serial gelu at 2^14 ~27 us more.
+#: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost,
+#: ~2 us); math without transcendental functions or sqrt (relu, backwards from y, SGD) up to
+#: CHEAP_PARALLEL_THRESHOLD. Measured crossover (2-core SPR VM, float32, kernel alone):
+#: 2^12-2^13 for gelu, mish, sigmoid, tanh and Adam; 2^15-2^16 for relu (serial 0.44 vs
+#: parallel 2.07 us at 2^12, 1.05 vs 2.23 at 2^13, 3.41 vs 3.62 at 2^15, 6.7 vs 5.4 at 2^16)
+#: and SGD with momentum.
 PARALLEL_THRESHOLD = 1 << 12
+CHEAP_PARALLEL_THRESHOLD = 1 << 15
 
 #: A parallel CPU ``map`` of transcendental math runs the serial loop on chunks
 #: (backends/codegen.py). Below STREAM_BYTES per array: n/16 elements, within CACHED_CHUNK

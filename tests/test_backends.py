@@ -85,6 +85,22 @@ def test_small_arrays_run_the_serial_loop():
     assert be.loop_for(config.PARALLEL_THRESHOLD + 1) == "parallel"
 
 
+def test_cheap_math_stays_serial_longer():
+    """relu and SGD's rule pay the threads' start-up up to CHEAP_PARALLEL_THRESHOLD; math
+    with transcendental functions or sqrt (sigmoid, Adam) from PARALLEL_THRESHOLD on."""
+    from fastgd.optim import rules
+
+    be = fastgd.get_backend("numba")
+    relu, sigmoid = (fastgd.activations[n].scalar_forward for n in ("relu", "sigmoid"))
+    middle = config.PARALLEL_THRESHOLD + 1
+    assert be.loop_for(middle, relu) == be.loop_for(middle, rules.sgd_momentum) == "serial"
+    assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD, relu) == "serial"
+    assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD + 1, relu) == "parallel"
+    assert be.loop_for(middle, sigmoid) == be.loop_for(middle, rules.adam) == "parallel"
+    x = np.linspace(-3, 3, middle, dtype=np.float32)
+    np.testing.assert_array_equal(fastgd.relu(x), np.maximum(x, 0))
+
+
 def test_in_place_outputs_are_one_argument_with_their_input():
     """An output written back into its input is one kernel argument (codegen.map_source): two
     arguments for one array fail the overlap check of the serial loop's vector code."""

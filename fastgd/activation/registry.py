@@ -152,8 +152,8 @@ class Activation:
         n = _arrays.size_of(flat)
         if n:
             alias = None if scratch else alias
-            kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, be.loop_for(n),
-                                       alias)
+            loop = be.loop_for(n, self.math[direction][0])
+            kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop, alias)
             outs = (flat,) if alias is None else ()
             be.launch(kernel, n, (*[be.flat(a) for a in ins], *outs, *typed))
         return _write_back(out, flat, scratch)

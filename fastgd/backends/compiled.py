@@ -24,7 +24,8 @@ class CompiledBackend:
     def bindings(self, compute: np.dtype) -> dict:
         raise NotImplementedError
 
-    def loop_for(self, n: int) -> str:
+    def loop_for(self, n: int, fn=None) -> str:
+        """The loop for ``n`` elements of op math ``fn`` (None: math not known)."""
         raise NotImplementedError
 
     def compile(self, source: str, fn, compute: np.dtype, loop: str, span=None):
@@ -54,8 +55,8 @@ class CompiledBackend:
         # an output that is one of the inputs is written back into it (codegen.map_source)
         aliases = tuple(next((k for k, a in enumerate(ins) if a is o), None) for o in outs)
         own = [o for o, a in zip(outs, aliases) if a is None]
-        kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute, self.loop_for(n),
-                                 aliases)
+        kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute,
+                                 self.loop_for(n, fn), aliases)
         self.launch(kernel, n, (*ins, *own, *self.typed_scalars(scalars, compute)))
 
     #: Whether ``map`` kernels take their scalars packed in one array.
@@ -94,7 +95,7 @@ class CompiledBackend:
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,
         the scalars as :meth:`typed_scalars` gives them."""
         compute = np.dtype(compute)
-        kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n),
+        kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n, fn),
                                  aliases)
         return self.launcher(kernel, n)
 

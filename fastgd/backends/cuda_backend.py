@@ -142,7 +142,7 @@ class CudaBackend(CompiledBackend):
             funcs = {**DEVICE_MATH, **python, "fma": cuda_device.fma}
         return {"F": compute.type, "W": np.float64, **funcs}
 
-    def loop_for(self, n):
+    def loop_for(self, n, fn=None):
         return "cuda"
 
     def compile(self, source, fn, compute, loop, span=None):

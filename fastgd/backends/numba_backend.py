@@ -12,6 +12,9 @@ from fastgd.backends.compiled import CompiledBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.scalar import NAMES, TRANSCENDENTAL, calls
 
+#: Math worth two threads from PARALLEL_THRESHOLD elements on (see config)
+COMPUTE_BOUND = (*TRANSCENDENTAL, "sqrt")
+
 
 def cpu_math_bindings() -> dict:
     """Vectorizable transcendental functions (``cpu_math``), else ``math`` (scalar libm)."""
@@ -27,7 +30,7 @@ def cpu_math_bindings() -> dict:
 
 class NumbaBackend(HostArrays, CompiledBackend):
     """``@njit`` loops over NumPy arrays: serial for small arrays, ``prange`` above
-    ``config.PARALLEL_THRESHOLD`` elements."""
+    ``config.PARALLEL_THRESHOLD`` elements (see :meth:`loop_for`)."""
 
     name = "numba"
     #: worst error of the float32 transcendental functions (``cpu_math``), in ULPs
@@ -57,8 +60,14 @@ class NumbaBackend(HostArrays, CompiledBackend):
             return "chunked"
         return "streamed" if writes_own else "parallel"
 
-    def loop_for(self, n):
-        return "serial" if n <= config.PARALLEL_THRESHOLD else "parallel"
+    def loop_for(self, n, fn=None):
+        """Serial up to ``config.PARALLEL_THRESHOLD`` elements, or for cheap math ``fn`` (no
+        transcendental function, no sqrt) up to ``config.CHEAP_PARALLEL_THRESHOLD``."""
+        if n <= config.PARALLEL_THRESHOLD:
+            return "serial"
+        if n > config.CHEAP_PARALLEL_THRESHOLD or fn is None or calls(fn, COMPUTE_BOUND):
+            return "parallel"
+        return "serial"
 
     def compile(self, source, fn, compute, loop, span=None):
         import numba
