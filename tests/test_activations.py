@@ -401,6 +401,15 @@ def test_non_contiguous_input_and_output(backend):
     fastgd.softmax(x.T.T, out=sm[:, :4], axis=0, backend=backend)
     np.testing.assert_allclose(sm[:, :4], fastgd.softmax(x, axis=0, backend="numpy"),
                                rtol=1e-6)
+    w = np.array([0.25, -0.5, 2.0, 0.1], np.float32)  # one slope per column (axis 1)
+    out = np.zeros((6, 8), np.float32)[:, ::2]
+    assert fastgd.prelu(x, w, out=out, backend=backend) is out
+    np.testing.assert_array_equal(out, np.where(x > 0, x, w * x))
+    dy = base[:, 1::2]
+    dx, dw = fastgd.prelu_backward(dy, x, w, out=out, backend=backend)
+    assert dx is out
+    np.testing.assert_array_equal(out, np.where(x > 0, dy, w * dy))
+    np.testing.assert_allclose(dw, np.where(x > 0, 0, dy * x).sum(axis=0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
