@@ -141,8 +141,7 @@ class Activation:
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
         written) or a new array; returns it."""
-        # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
-        alias = None if out is None else _index_of(out, ins)
+        given = out
         out, flat, scratch = _prepare_out(be, out, shape, dtype)
         if be.name == "numpy":
             compute = self._compute(dtype, direction, be, scalars)
@@ -151,7 +150,8 @@ class Activation:
             return out
         n = _arrays.size_of(flat)
         if n:
-            alias = None if scratch else alias
+            # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
+            alias = None if given is None or scratch else _index_of(out, ins)
             loop = be.loop_for(n, self.math[direction][0])
             kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop, alias)
             outs = (flat,) if alias is None else ()

@@ -86,8 +86,8 @@ def resolve(backend: str | None, *arrays):
                 name = "cuda" if any(map(is_device_array, arrays)) else _auto_host()
                 break
         else:  # plain NumPy arrays, the common case: the host backend, nothing to check
-            return _READY.get(_auto_host()) or _ready(_auto_host())
-    chosen = _READY.get(name) or _ready(name)
+            return _ready(_auto_host())
+    chosen = _ready(name)
     for a in arrays:
         if not chosen.owns(a):
             if name == "cuda":
@@ -105,5 +105,9 @@ def _auto_host() -> str:
 
 
 def _ready(name):
-    _READY[name] = chosen = get_backend(name)
+    """The backend ``name``, looked up once by :func:`get_backend` (which raises if it is
+    unknown or unavailable) and kept in ``_READY``."""
+    chosen = _READY.get(name)
+    if chosen is None:
+        _READY[name] = chosen = get_backend(name)
     return chosen
