@@ -29,11 +29,6 @@ def r_log(z):  # (2*atanh(s)/s - 2) / z, s = sqrt(z)
     return mp.mpf(2) / 3 if z == 0 else (2 * mp.atanh(s) / s - 2) / z
 
 
-def h_tanh(z):  # (tanh(x)/x - 1) / z, z = x^2
-    x = mp.sqrt(z)
-    return -mp.mpf(1) / 3 if z == 0 else (mp.tanh(x) / x - 1) / z
-
-
 def g_erf(z):  # erf(x)/x - 1, z = x^2
     x = mp.sqrt(z)
     return 2 / mp.sqrt(mp.pi) - 1 if z == 0 else mp.erf(x) / x - 1
@@ -99,10 +94,9 @@ def fit_erfc(dtype, amax, deg):
 
 
 if __name__ == "__main__":
-    for dt, (de, dl, dt_, dr) in {np.float32: (5, 3, 5, 5), np.float64: (10, 6, 12, 9)}.items():
+    for dt, (de, dl, dr) in {np.float32: (5, 3, 5), np.float64: (10, 6, 9)}.items():
         fit_poly("EXP_Q", q_exp, -LN2_HALF, LN2_HALF, de, dt)
         fit_poly("LOG_R", r_log, 0, LOG_ZMAX, dl, dt)
-        fit_poly("TANH_H", h_tanh, 0, mp.mpf("0.625") ** 2, dt_, dt)
         fit_poly("ERF_P", g_erf, 0, mp.mpf("0.25"), dr, dt)
     fit_erfc(np.float32, "10.1", 5)
     fit_erfc(np.float64, "27.5", 10)
