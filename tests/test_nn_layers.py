@@ -166,7 +166,7 @@ def test_layer_errors():
         nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])
 
 
-@pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6)])
+@pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6), (1100, 480)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_sums_in_row_order_match_numpy(shape, dtype):
     from fastgd import get_backend
@@ -174,5 +174,5 @@ def test_column_sums_in_row_order_match_numpy(shape, dtype):
 
     a = np.random.default_rng(2).standard_normal(shape).astype(dtype)
     out = np.full(shape[1], np.nan, dtype)
-    column_sums(get_backend("numba"), a, out)  # serial and parallel (> 4096 elements)
+    column_sums(get_backend("numba"), a, out)  # serial, and parallel (> 2^19 elements)
     np.testing.assert_allclose(out, a.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-12)

@@ -15,6 +15,7 @@ import types
 
 import numpy as np
 
+from fastgd import config
 from fastgd.activation import activations
 from fastgd.nn import formulas as fm
 
@@ -163,7 +164,7 @@ def column_sums(be, a, out):
     if be.name == "cuda":
         run_columns(be, fm.row_sum, [a], result=out)
         return
-    kernel = _cpu_column_sums(be.loop_for(a.size) == "parallel")
+    kernel = _cpu_column_sums(a.size > config.COLUMN_SUMS_PARALLEL_THRESHOLD)
     kernel(a, out)
 
 
