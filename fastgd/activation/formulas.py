@@ -332,7 +332,7 @@ def gelu_backward(dy, x):
 
 @scalar
 def gelu_tanh_mul_exp(m, xc):
-    """m·e^(-|z|), rounded once, for z = 2u = A·x + B·x³ (0.5·x·(1 + tanh(u)) = x·σ(z)): the
+    """m·e^(-|z|) as one :func:`mul_exp`, for z = 2u = A·x + B·x³ (0.5·x·(1 + tanh(u)) = x·σ(z)): the
     roundings of both products and of their sum are put back (``fma``, :func:`mul_exp`), as
     exp would amplify each by |z|, up to ~100 in float32; and no factor is subnormal where
     the product is not (x·σ(z) is normal down to x ≈ -10.3, e^z only to x ≈ -10.1)."""
@@ -356,7 +356,7 @@ def gelu_tanh_mul_exp(m, xc):
 
 
 def gelu_tanh(x):
-    """x·σ(z) as (x·e)/(1 + e) or x/(1 + e), e = e^(-|z|): x·e rounded once
+    """x·σ(z) as (x·e)/(1 + e) or x/(1 + e), e = e^(-|z|): x·e as one product
     (:func:`gelu_tanh_mul_exp`), e from it by one division; beyond ±BIG the limits."""
     xc = clip(x, F(-BIG), F(BIG))
     xe = gelu_tanh_mul_exp(xc, xc)
@@ -367,8 +367,8 @@ def gelu_tanh(x):
 
 def gelu_tanh_backward(dy, x):
     """σ(z) + x·σ'(z)·z' as one fraction of e = e^(-|z|) and we = w·e, w = 1 + x·z',
-    z' = A + 3B·x²: (we + e²)/(1 + e)² for x < 0, (1 + we)/(1 + e)² for x >= 0; we rounded
-    once (:func:`gelu_tanh_mul_exp`: it keeps its digits where e^z is subnormal), e from it
+    z' = A + 3B·x²: (we + e²)/(1 + e)² for x < 0, (1 + we)/(1 + e)² for x >= 0; we as one
+    product (:func:`gelu_tanh_mul_exp`: it keeps its digits where e^z is subnormal), e from it
     by one division; float32 uses :func:`near_root` around the zero x0 ≈ -0.752 (where w
     can be 0, and e with it NaN)."""
     xc = clip(x, F(-BIG), F(BIG))
