@@ -236,15 +236,13 @@ class RowActivation(Activation):
     def __init__(self, name, row_forward, row_backward, row_backward_from_input, reference,
                  reference_backward, narrow=(), doc=""):
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
-                         params={"axis": -1}, wide=("forward", "backward"), narrow=narrow,
-                         doc=doc)
+                         params={"axis": -1}, check=self._check_axis,
+                         wide=("forward", "backward"), narrow=narrow, doc=doc)
         self.scalar_backward_from_input = row_backward_from_input
 
-    def bind(self, args, kwargs):
-        values = super().bind(args, kwargs)
+    def _check_axis(self, values):
         if not isinstance(values["axis"], (int, np.integer)):
             raise ValueError(f"{self.name} axis must be an int, got {values['axis']!r}")
-        return values
 
     def forward(self, x, *args, out=None, backend=None, **kwargs):
         x = _arrays.as_array(x)
@@ -282,14 +280,14 @@ class RowActivation(Activation):
         """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):
         arrays seen as (outer, length, inner)."""
         out, flat, scratch = _prepare_out(be, out, shape, dtype)
-        lines = _lines_shape(shape, axis)
-        if lines[2] == 1:  # along the last axis: plain contiguous rows
-            lines = lines[:2]
-        arrays = [be.flat(a).reshape(lines) for a in ins] + [flat.reshape(lines)]
-        if arrays[0].size:
-            kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, len(lines) == 3,
-                                      be.loop_for(arrays[0].size))
-            be.launch(kernel, be.n_rows(arrays[0]), arrays)
+        outer, length, inner = _lines_shape(shape, axis)
+        if outer * length * inner:
+            # along the last axis plain contiguous rows, else lines a[o, :, i]
+            lines = (outer, length) if inner == 1 else (outer, length, inner)
+            arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
+            kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
+                                      be.loop_for(outer * length * inner))
+            be.launch(kernel, outer * inner, arrays)
         return _write_back(out, flat, scratch)
 
     def _row_kernel(self, be, fn, n_arrays, dtype, direction, strided, loop):
@@ -371,8 +369,8 @@ def _normalize_axis(axis, ndim):
 
 def _lines_shape(shape, axis):
     """``shape`` as (outer, length along axis, inner)."""
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1) if axis else (1, shape[0], shape[1])
     if not shape:
         return (1, 1, 1)
-    outer = math.prod(shape[:axis])
-    inner = math.prod(shape[axis + 1:])
-    return (outer, shape[axis], inner)
+    return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))

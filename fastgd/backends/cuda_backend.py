@@ -130,6 +130,9 @@ class CudaBackend(CompiledBackend):
     def flat_view(self, a):
         return self.flat(a) if self._is_contiguous(a) else None
 
+    def as_shape(self, a, shape):
+        return self.flat(a).reshape(shape)
+
     # -- kernels ------------------------------------------------------------------------------
     def bindings(self, compute):
         if simulator_enabled():

@@ -28,6 +28,13 @@ class HostArrays:
         """A flat view that writes through to ``a``, or None when no such view exists."""
         return a.reshape(-1) if a.flags.c_contiguous else None
 
+    def as_shape(self, a, shape):
+        """``a`` as a C-contiguous array of ``shape`` (of its size): ``a`` itself where it
+        is one (a 2-D row op's usual input), else a view of :meth:`flat`."""
+        if type(a) is np.ndarray and a.shape == shape and a.flags.c_contiguous:
+            return a
+        return self.flat(a).reshape(shape)
+
 
 class NumpyBackend(HostArrays):
     """Plain vectorized NumPy: the reference every compiled kernel is tested against."""
