@@ -36,7 +36,7 @@ def _host_array(be, values, dtype):
 
 
 def _is_integer(a):
-    return np.issubdtype(_arrays.dtype_of(a), np.integer)
+    return _arrays.dtype_of(a).kind in "iu"  # np.issubdtype costs ~1.5 us a call
 
 
 class Loss:
