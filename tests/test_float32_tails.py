@@ -96,3 +96,22 @@ def test_every_float32_in_the_tail(name, direction, lo, hi, params):
                             **params)
         got = act.backward(dy, x, **params)
         assert_backward_contract(got, want, dy, np.float32, f"{name} backward")
+
+
+@pytest.mark.parametrize(("name", "params"), [("elu", {}), ("elu", {"alpha": 0.5}),
+                                              ("elu", {"alpha": 0.3}), ("selu", {})])
+def test_backward_from_output_where_y_plus_alpha_cancels(name, params):
+    """dx = dy·(y + alpha) (selu: y + scale·alpha) cancels as x → -inf; |dx| ≥ 1e-3·|dy| down
+    to x ≈ -6.9. Float32 computes it in float32 for an alpha exact there (y + alpha is then
+    exact, Sterbenz; selu splits its constant), in float64 for others (0.3)."""
+    x = _every_float32(-7.0, -3.0)
+    act = fastgd.activations[name]
+    narrow = params.get("alpha", 1.0) != 0.3
+    assert (_compute(name, get_backend("numba"), direction="backward_from_output", **params)
+            == (np.float32 if narrow else np.float64))
+    y = act.forward(x, **params)
+    dy = np.ones_like(y)
+    want = act.backward(dy.astype(np.float64), y=y.astype(np.float64), backend="numpy",
+                        **params)
+    got = act.backward(dy, y=y, **params)
+    assert_backward_contract(got, want, dy, np.float32, f"{name} backward from y {params}")

@@ -280,8 +280,9 @@ def elu_backward(dy, x, alpha):
 
 
 def elu_backward_from_output(dy, y, alpha):
-    """alpha·e^x = y + alpha for x <= 0 (alpha >= 0); in float64 for float32 data, where
-    alpha rounded to float32 would be amplified by the cancellation as y → -alpha."""
+    """alpha·e^x = y + alpha for x <= 0 (alpha >= 0). y + alpha cancels as y → -alpha: it
+    is exact there (Sterbenz) when alpha is exact in the working type, so float32 computes
+    it in float32 only for such alphas (``narrow``), others in float64."""
     return if_positive(y, dy, dy * (y + alpha))
 
 
@@ -294,8 +295,12 @@ def selu_backward(dy, x):
 
 
 def selu_backward_from_output(dy, y):
-    """scale·alpha·e^x = y + scale·alpha for x <= 0 (in float64, as for elu)."""
-    return if_positive(y, F(SELU_SCALE) * dy, dy * (y + F(SELU_SCALE * SELU_ALPHA)))
+    """scale·alpha·e^x = y + scale·alpha for x <= 0, with scale·alpha as hi + lo parts of
+    the working type: y + hi is exact where it cancels (y → -scale·alpha, as for elu), and
+    dy·lo is added in the fma that multiplies it by dy (a plain sum would be reassociated
+    into y + (hi + lo), and lo lost)."""
+    sa = SELU_SCALE * SELU_ALPHA
+    return if_positive(y, F(SELU_SCALE) * dy, fma(dy, y + F(sa), dy * F(sa - F(sa))))
 
 
 # -- smooth rectifiers ------------------------------------------------------------------
