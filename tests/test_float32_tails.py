@@ -115,3 +115,15 @@ def test_backward_from_output_where_y_plus_alpha_cancels(name, params):
                         **params)
     got = act.backward(dy, y=y, **params)
     assert_backward_contract(got, want, dy, np.float32, f"{name} backward from y {params}")
+
+
+def test_hardswish_backward_near_its_zero():
+    """(2x + 3)/6 in float32 for every float32 of [-2, -1]: exact 2x + 3 around x = -1.5,
+    where x/3 + 0.5 would cancel."""
+    x = _every_float32(-2.0, -1.0)
+    assert _compute("hardswish", get_backend("numba"), direction="backward") == np.float32
+    dy = np.ones_like(x)
+    want = fastgd.hardswish_backward(dy.astype(np.float64), x.astype(np.float64),
+                                     backend="numpy")
+    got = fastgd.hardswish_backward(dy, x)
+    assert_backward_contract(got, want, dy, np.float32, "hardswish backward")

@@ -479,8 +479,11 @@ def hardswish(x):
 
 
 def hardswish_backward(dy, x):
-    # (2x + 3)/6 rather than torch's x/3 + 0.5: no cancellation near x = -1.5
-    return F(0) if x < F(-3) else (dy if x > F(3) else dy * ((F(2) * x + F(3)) / F(6)))
+    """(2x + 3)/6 rather than torch's x/3 + 0.5: 2x + 3 is exact near its zero x = -1.5
+    (Sterbenz), so float32 keeps its digits there; as an ``fma``, which the compiler's
+    fast-math flags cannot turn back into x·(1/3) + 0.5."""
+    inside = dy * (fma(x, F(2), F(3)) / F(6))
+    return F(0) if x < F(-3) else (dy if x > F(3) else inside)
 
 
 # -- row-wise ---------------------------------------------------------------------------
