@@ -30,7 +30,11 @@ def wide_profile(batches):
     y = rng.integers(0, 10, n + 1024)
     data = nn.datasets.Dataset("random", x[:n], y[:n], x[n:], y[n:], 10)
     model = nn.MLP([1024, 4096, 4096, 10], activation="gelu", backend="numba", seed=0)
-    nn.train(model, data, loss="cross_entropy", optimizer=fastgd.Adam(model.params),
+    opt = fastgd.Adam(model.params)
+    warm = nn.datasets.Dataset("warm-up", x[:1024], y[:1024], x[n:], y[n:], 10)
+    nn.train(model, warm, loss="cross_entropy", optimizer=opt, mode="minibatch",
+             batch_size=1024, epochs=1, progress=False)  # compiles outside the profile
+    nn.train(model, data, loss="cross_entropy", optimizer=opt,
              mode="minibatch", batch_size=1024, epochs=2, progress=False, profile=True)
 
 
