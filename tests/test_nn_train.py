@@ -206,3 +206,20 @@ def test_batch_norm_with_single_sample_batches(setup):
     model = nn.MLP([2, 4, 2], batch_norm=True, backend="numba", dtype=np.float64)
     with pytest.raises(ValueError, match="batch norm needs batches of at least 2 samples"):
         nn.train(model, setup[1], optimizer=setup[2], mode="sgd", progress=False)
+
+
+def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_did():
+    """fastgd.nn sets GOMP_SPINCOUNT (libgomp's wait before sleeping) as a default: passive
+    waiting made every parallel kernel wake sleeping workers (~80 us), the default spin
+    starves BLAS. A fresh interpreter, so the setting is seen at import."""
+    import os
+    import subprocess
+
+    def spin_after_import(env):
+        code = "import os, fastgd.nn; print(os.environ.get('GOMP_SPINCOUNT'))"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    assert spin_after_import(env) == "20000"
+    assert spin_after_import({**env, "GOMP_SPINCOUNT": "5"}) == "5"
