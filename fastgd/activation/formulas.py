@@ -337,8 +337,9 @@ def gelu_backward(dy, x):
 
 @scalar
 def gelu_tanh_mul_exp(m, xc):
-    """m·e^(-|z|) as one :func:`mul_exp`, for z = 2u = A·x + B·x³ (0.5·x·(1 + tanh(u)) = x·σ(z)): the
-    roundings of both products and of their sum are put back (``fma``, :func:`mul_exp`), as
+    """m·e^(-|z|) as one :func:`mul_exp`, for z = 2u = A·x + B·x³
+    (0.5·x·(1 + tanh(u)) = x·σ(z)): the roundings of both products and of their sum are put
+    back (``fma``, :func:`mul_exp`), as
     exp would amplify each by |z|, up to ~100 in float32; and no factor is subnormal where
     the product is not (x·σ(z) is normal down to x ≈ -10.3, e^z only to x ≈ -10.1)."""
     a_hi, b_hi = F(GELU_TANH_A), F(GELU_TANH_B)
