@@ -21,9 +21,10 @@ import os
 # parallel kernel then wakes sleeping workers, ~80 us, more than a small step's kernels
 # take. 20,000 spins keep the workers awake between the kernels of one step and let them
 # sleep during a long product (2-core VM, tools/profile_mlp.py: a digits MLP epoch 19.4 ms
-# passive, 4.5 ms with this, 6.5 ms with 3,000 spins; the wide MLP's products take the
-# same time as passive, its fused kernels 0.40 s against 0.71 with 300,000 spins). It must
-# be set before the first parallel kernel starts the pool; the user's setting wins.
+# passive, 4.2-4.5 ms with this, 6.5 ms with 3,000 spins; 8 steps of the wide MLP: products
+# as fast as passive, fused kernels 0.20 s against 0.46 with 300,000 spins). It must be set
+# before the first parallel kernel starts the pool; the user's setting wins (libgomp reads
+# GOMP_SPINCOUNT before OMP_WAIT_POLICY).
 os.environ.setdefault("GOMP_SPINCOUNT", "20000")
 
 from fastgd.nn import datasets, functional  # noqa: E402
