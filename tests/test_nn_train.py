@@ -208,7 +208,7 @@ def test_batch_norm_with_single_sample_batches(setup):
         nn.train(model, setup[1], optimizer=setup[2], mode="sgd", progress=False)
 
 
-def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_did():
+def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_chose_one():
     """fastgd.nn sets GOMP_SPINCOUNT (libgomp's wait before sleeping) as a default: passive
     waiting made every parallel kernel wake sleeping workers (~80 us), the default spin
     starves BLAS. A fresh interpreter, so the setting is seen at import."""
@@ -220,6 +220,8 @@ def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_did():
         return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                               text=True, check=True).stdout.strip()
 
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     assert spin_after_import(env) == "20000"
     assert spin_after_import({**env, "GOMP_SPINCOUNT": "5"}) == "5"
+    assert spin_after_import({**env, "OMP_WAIT_POLICY": "passive"}) == "None"

@@ -23,9 +23,11 @@ import os
 # sleep during a long product (2-core VM, tools/profile_mlp.py: a digits MLP epoch 19.4 ms
 # passive, 4.2-4.5 ms with this, 6.5 ms with 3,000 spins; 8 steps of the wide MLP: products
 # as fast as passive, fused kernels 0.20 s against 0.46 with 300,000 spins). It must be set
-# before the first parallel kernel starts the pool; the user's setting wins (libgomp reads
-# GOMP_SPINCOUNT before OMP_WAIT_POLICY).
-os.environ.setdefault("GOMP_SPINCOUNT", "20000")
+# before the first parallel kernel starts the pool. A user's GOMP_SPINCOUNT or
+# OMP_WAIT_POLICY wins: libgomp lets a set GOMP_SPINCOUNT override the policy's spin count,
+# so neither is touched when either is set.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "20000"
 
 from fastgd.nn import datasets, functional  # noqa: E402
 from fastgd.nn._kernels import ACTIVATION_NAMES, get_activation
