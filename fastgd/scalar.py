@@ -80,7 +80,7 @@ def mul_exp(m, a, b, c):
     difference is d + d_lo, and e^(d + d_lo + c) = e^d·(1 + d_lo + c) to first order). A
     rounded difference would reach exp with an error that exp multiplies by |a - b|:
     softmax's x - max in float32, GELU-tanh's argument. The Numba CPU kernel is within
-    1.39 ULP of the product; here e^d is scaled by e^64 where it would be subnormal."""
+    1.56 ULP of the product; here e^d is scaled by e^64 where it would be subnormal."""
     d = a - b
     if d > 709.782712893384:  # e^d overflows even float64 (where math.exp would raise)
         return float(m) * math.inf

@@ -21,7 +21,7 @@ FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
 DTYPES = [np.float32, np.float64]
 MAX_ULP = 2.0
-TANH_MAX_ULP = 2.42  # one path, e/(e + 2): the roundings of p, e + 2 and the division add up
+TANH_MAX_ULP = 2.47  # one path, e/(e + 2): the roundings of p, e + 2 and the division add up
 LONG_OK = np.finfo(np.longdouble).nmant >= 63  # x87 extended precision available
 
 _loops = {}
@@ -345,10 +345,10 @@ def test_mul_exp_rounds_once_and_not_the_difference_first(dtype):
 
 
 def test_float32_tanh_every_float_of_the_worst_binades():
-    """tanh(|x|) = e/(e + 2), e = e^(2|x|) - 1: every float32 of [2^-8, 2^-7] (its worst case,
-    2.42 ULP at 0.00777, from a run over every float32 of [1e-30, 9.2]) and of [0.5, 10]
+    """tanh(|x|) = e/(e + 2), e = e^(2|x|) - 1: every float32 of [2^-3, 2^-2] (its worst case,
+    2.46 ULP at 0.2039, from a run over every float32 of [1e-30, 9.2]) and of [0.5, 10]
     (k of the reduction from 0 to 14, and the clamp at 9.1)."""
-    for lo, hi in ((2.0**-8, 2.0**-7), (0.5, 10.0)):
+    for lo, hi in ((2.0**-3, 2.0**-2), (0.5, 10.0)):
         a, b = np.array([lo, hi], np.float32).view(np.int32)
         x = np.arange(a, b, dtype=np.int32).view(np.float32)
         err = ulp_error(apply("tanh", x), np.tanh(x.astype(np.float64)), np.float32)

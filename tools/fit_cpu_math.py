@@ -94,7 +94,7 @@ def fit_erfc(dtype, amax, deg):
 
 
 if __name__ == "__main__":
-    for dt, (de, dl, dr) in {np.float32: (5, 3, 5), np.float64: (10, 6, 9)}.items():
+    for dt, (de, dl, dr) in {np.float32: (4, 3, 5), np.float64: (10, 6, 9)}.items():
         fit_poly("EXP_Q", q_exp, -LN2_HALF, LN2_HALF, de, dt)
         fit_poly("LOG_R", r_log, 0, LOG_ZMAX, dl, dt)
         fit_poly("ERF_P", g_erf, 0, mp.mpf("0.25"), dr, dt)

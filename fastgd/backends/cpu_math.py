@@ -16,10 +16,10 @@ float32 constants and returns float32; float64 (and integers) give float64.  The
 also work from plain Python on scalars and arrays (through a small jitted loop),
 which is meant for debugging, not speed.
 
-Accuracy: max error below 1.35 ULP of the result dtype for both dtypes, but 1.39 for
-mul_exp and 2.42 for tanh, which trade accuracy for a quarter to a third fewer operations
-(measured against long-double NumPy / mpmath / float64 libm; asserted <= 2 ULP, tanh <=
-2.42, by ``tests/test_cpu_math.py``).  NaN, +-inf, +-0, overflow and underflow follow C99
+Accuracy: max error below 1.35 ULP of the result dtype for both dtypes, but 1.56 for
+mul_exp and 2.46 for tanh, which trade accuracy for a quarter to a third
+fewer operations (measured against long-double NumPy / mpmath / float64 libm; asserted <= 2
+ULP, tanh <= 2.47, by ``tests/test_cpu_math.py``).  NaN, +-inf, +-0, overflow and underflow follow C99
 (erfc(+inf) = 0, erfc(-inf) = 2, log(0) = -inf, log(<0) = NaN, expm1(-inf) = -1, ...).
 Subnormal *results* (exp, erfc tail) come from one rounding of the scaled result (at
 most ~1 ULP of the subnormal grid; never negative or NaN).  Subnormal *inputs*: log
@@ -163,10 +163,11 @@ def _poly(coeffs, ft):
 
 
 # ------------------------------------------------------------------- coefficients
-# q(r) = (e^r - 1 - r) / r^2 on |r| <= 1.03*ln2/2 (tools/fit_cpu_math.py)
+# q(r) = (e^r - 1 - r) / r^2 on |r| <= 1.03*ln2/2 (tools/fit_cpu_math.py); float32 degree 4:
+# its fit error, 7.5e-8 in q, is ~0.1 ULP of e^r, and degree 5 cost exp a tenth of its speed
 _EXP_Q = {
-    np.float32: (0.5, 0.1666666716337204, 0.04166644066572189, 0.008333307690918446,
-                 0.0013936370378360152, 0.00019894012075383216),
+    np.float32: (0.5, 0.16666565835475922, 0.04166654124855995, 0.008364993147552013,
+                 0.0013928450644016266),
     np.float64: (0.5, 0.1666666666666667, 0.04166666666666667, 0.00833333333332422,
                  0.0013888888888882382, 0.00019841269881310777, 2.4801587330182392e-05,
                  2.7557247412720577e-06, 2.7557267939221374e-07, 2.510844347632036e-08,
@@ -311,7 +312,7 @@ def _build(ft):
     @_jit
     def exp_parts(x):
         """e**x = (1 + p) * 2**k, p = r + r**2*q plainly, reduce's rounding error c left out:
-        exp 0.98 ULP over every float32 (0.76 with c and a Fast2Sum of 1 + r, as exp_mul
+        exp 1.08 ULP over every float32 (0.76 with c and a Fast2Sum of 1 + r, as exp_mul
         keeps them), a fifth fewer operations."""
         r, _, k = reduce(x)
         return r + (r * r) * q_exp(r), k
@@ -369,7 +370,7 @@ def _build(ft):
     def tanh_(x):
         """tanh(|x|) = e/(e + 2) for e = e**(2|x|) - 1 = 2**k*p + (2**k - 1), p = r + r**2*q(r):
         one path for every x (no polynomial for small |x| to blend with), as k = 0 there and
-        e = p carries r's digits. 2.42 ULP at most in float32 (every float32 checked; the
+        e = p carries r's digits. 2.46 ULP at most in float32 (every float32 checked; the
         roundings of p, e + 2 and the division add up). Against an odd polynomial below 0.625
         blended with 1 - 2/(e**(2|x|) + 1) above (1.34 ULP): 3.0 -> 3.9 Gelem/s per thread
         in cache on the Sapphire Rapids VM."""
@@ -436,7 +437,7 @@ def _build(ft):
 
     @_jit
     def mul_exp_(m, a, b, c):
-        """m*e**(a - b + c) for small c, 1.39 ULP at most: the exact a - b is d + d_lo
+        """m*e**(a - b + c) for small c, 1.56 ULP at most: the exact a - b is d + d_lo
         (TwoSum), and exp_mul_fast takes d + (d_lo + c) without rounding their sum first.
         (The compensated exp_mul, 0.55 ULP, cost softmax's forward a fifth of its speed.)"""
         d = a - b
@@ -578,7 +579,7 @@ def log1p(x):
 def tanh(x):
     """Hyperbolic tangent.  e/(e + 2) with e = e**(2|x|) - 1 from exp's reduction and
     polynomial, without the 1 that would cancel for small |x| (|x| clamped where tanh rounds
-    to 1; 2.42 ULP at most in float32, every float32 checked).  Sign copied from x bitwise
+    to 1; 2.46 ULP at most in float32, every float32 checked).  Sign copied from x bitwise
     (tanh(-0) = -0)."""
     return _py_call("tanh", tanh, x)
 
@@ -647,7 +648,7 @@ _mul_exp_call = _inlined_call({
 
 
 def mul_exp(m, a, b, c):
-    """m*e**(a - b + c) for small c, within 1.39 ULP (a subnormal result rounded once),
+    """m*e**(a - b + c) for small c, within 1.56 ULP (a subnormal result rounded once),
     without rounding a - b first (exp would amplify that rounding by |a - b|: up to ~100 ULP
     for float32 softmax inputs), for floats of one type."""
     from fastgd.scalar import mul_exp as py_mul_exp
