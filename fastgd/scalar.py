@@ -47,9 +47,12 @@ def fma(a, b, c):
         return kind(wide)
     if not all(math.isfinite(float(v)) for v in (a, b, c)):
         return kind(float(a) * float(b) + float(c))
-    if hasattr(math, "fma"):
-        return kind(math.fma(float(a), float(b), float(c)))
-    return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
+    try:
+        if hasattr(math, "fma"):
+            return kind(math.fma(float(a), float(b), float(c)))
+        return kind(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
+    except OverflowError:  # finite arguments, a result beyond the float range: ±inf
+        return kind(math.copysign(math.inf, float(a) * float(b) + float(c)))
 
 
 def normal_tail(m, c, x, hi, lo):

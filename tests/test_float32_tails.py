@@ -23,6 +23,7 @@ def test_python_fma_is_exact():
     exact = Fraction(x) * Fraction(y) - Fraction(x * y)
     assert fma(x, y, -(x * y)) == float(exact) != 0.0
     assert np.isnan(fma(np.inf, 0.0, 1.0))
+    assert fma(1e308, 2.0, 3.0) == np.inf and fma(-1e308, 2.0, 3.0) == -np.inf  # overflow
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
