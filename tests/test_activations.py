@@ -476,6 +476,8 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.elu(x, alpha=float("nan")), "finite"),
         (lambda x: fastgd.gelu(x, approximate="fast"), "approximate"),
         (lambda x: fastgd.softmax(x, axis=2), "out of range"),
+        (lambda x: fastgd.softmax(x, axis=1.0), "axis must be an int"),
+        (lambda x: fastgd.log_softmax_backward(x, y=x, axis="last"), "axis must be an int"),
         (lambda x: fastgd.prelu(x, np.ones(3)), "prelu weight has 3"),
         (lambda x: fastgd.softmax_backward(x), "needs the forward input"),
         (lambda x: fastgd.softmax_backward(x, x, y=x), "needs the forward input"),
