@@ -281,12 +281,13 @@ class RowActivation(Activation):
         arrays seen as (outer, length, inner)."""
         out, flat, scratch = _prepare_out(be, out, shape, dtype)
         outer, length, inner = _lines_shape(shape, axis)
-        if outer * length * inner:
+        size = outer * length * inner
+        if size:
             # along the last axis plain contiguous rows, else lines a[o, :, i]
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
             kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
-                                      be.loop_for(outer * length * inner))
+                                      be.loop_for(size))
             be.launch(kernel, outer * inner, arrays)
         return _write_back(out, flat, scratch)
 
@@ -331,7 +332,7 @@ class PReLU(Activation):
         if be.name == "numpy":
             out[...] = ref.prelu(x, weight)
             return out
-        be.rows(m.prelu_row, [be.flat(x).reshape(rows), flat.reshape(rows)],
+        be.rows(m.prelu_row, [be.as_shape(x, rows), be.as_shape(flat, rows)],
                 per_row=[be.flat(weight)])
         return _write_back(out, flat, scratch)
 
@@ -349,7 +350,7 @@ class PReLU(Activation):
             return out, dw
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
-                [be.flat(dy).reshape(rows), be.flat(x).reshape(rows), flat.reshape(rows)],
+                [be.as_shape(a, rows) for a in (dy, x, flat)],
                 per_row=[be.flat(weight)], result=partial, compute=np.float64)
         _write_back(out, flat, scratch)
         dweight = be.empty(_arrays.shape_of(weight), dtype)

@@ -17,9 +17,9 @@ also work from plain Python on scalars and arrays (through a small jitted loop),
 which is meant for debugging, not speed.
 
 Accuracy: max error below 1.35 ULP of the result dtype for both dtypes, but 1.56 for
-mul_exp and 2.46 for tanh, which trade accuracy for a quarter to a third
-fewer operations (measured against long-double NumPy / mpmath / float64 libm; asserted <= 2
-ULP, tanh <= 2.47, by ``tests/test_cpu_math.py``).  NaN, +-inf, +-0, overflow and underflow follow C99
+mul_exp and 2.46 for tanh, which trade accuracy for a quarter to a third fewer operations
+(measured against long-double NumPy / mpmath / float64 libm; asserted <= 2 ULP, tanh <=
+2.47, by ``tests/test_cpu_math.py``).  NaN, +-inf, +-0, overflow and underflow follow C99
 (erfc(+inf) = 0, erfc(-inf) = 2, log(0) = -inf, log(<0) = NaN, expm1(-inf) = -1, ...).
 Subnormal *results* (exp, erfc tail) come from one rounding of the scaled result (at
 most ~1 ULP of the subnormal grid; never negative or NaN).  Subnormal *inputs*: log
