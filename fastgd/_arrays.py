@@ -91,6 +91,48 @@ def is_writable(a) -> bool:
     return True
 
 
+def _layout(a):
+    """(lowest byte, one past the highest byte, data pointer, strides) of a non-empty array's
+    memory; a NumPy array for host arrays and the simulator's (which wrap one)."""
+    if not isinstance(a, np.ndarray):
+        cai = getattr(a, "__cuda_array_interface__", None)
+        if cai is None:
+            return _layout(a._ary)  # a CUDA simulator array
+        shape, ptr = tuple(cai["shape"]), cai["data"][0]
+        itemsize = np.dtype(cai["typestr"]).itemsize
+        strides = cai.get("strides") or tuple(
+            itemsize * math.prod(shape[k + 1:]) for k in range(len(shape)))
+    else:
+        shape, ptr, strides = a.shape, a.__array_interface__["data"][0], a.strides
+        itemsize = a.itemsize
+    lo = ptr + sum((d - 1) * s for d, s in zip(shape, strides) if s < 0)
+    hi = ptr + sum((d - 1) * s for d, s in zip(shape, strides) if s > 0) + itemsize
+    return lo, hi, ptr, tuple(s for d, s in zip(shape, strides) if d > 1)
+
+
+def overlap(a, b) -> str | None:
+    """How two arrays of one shape and dtype share memory: ``"same"`` (element k of one is
+    element k of the other: in place), ``"partial"`` (they overlap otherwise), or None."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and not np.may_share_memory(a, b):
+        return None  # the common case, in C
+    if size_of(a) == 0 or size_of(b) == 0:
+        return None
+    (lo, hi, pa, sa), (lo2, hi2, pb, sb) = _layout(a), _layout(b)
+    if hi <= lo2 or hi2 <= lo:
+        return None
+    return "same" if pa == pb and sa == sb else "partial"
+
+
+def first_overlap(arrays) -> tuple[int, int] | None:
+    """The indices of two of ``arrays`` whose memory ranges overlap, or None (sorted by
+    start, so n log n for many arrays)."""
+    spans = sorted((_layout(a)[:2], k) for k, a in enumerate(arrays) if size_of(a))
+    for ((_, hi), k), ((lo, _), j) in zip(spans, spans[1:]):
+        if lo < hi:
+            return (k, j) if k < j else (j, k)
+    return None
+
+
 def check_out(out, shape, dtype, backend, name="out"):
     """Validate a caller's output array before anything is written (``ValueError``)."""
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype

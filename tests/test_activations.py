@@ -424,6 +424,58 @@ def test_in_place(backend):
     np.testing.assert_allclose(dy, reference("sigmoid", x, {}, np.ones_like(x)), rtol=1e-14)
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("n", [300, 20_000])  # a serial and a parallel loop
+def test_out_overlapping_an_input_gives_numpys_result(backend, n):
+    """``out`` sharing memory with an input other than element for element: the result is
+    computed from the inputs as they were (NumPy's rule), not from half-written ones."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(0, 2, n + 1).astype(np.float32)
+    want = fastgd.sigmoid(base[:-1], backend=backend)  # from arrays of their own
+    a = base.copy()
+    assert fastgd.sigmoid(a[:-1], out=a[1:], backend=backend) is not None
+    np.testing.assert_array_equal(a[1:], want)
+    a = base.copy()
+    fastgd.sigmoid(a[1:], out=a[:-1], backend=backend)
+    np.testing.assert_array_equal(a[:-1], fastgd.sigmoid(base[1:], backend=backend))
+    dy = rng.normal(0, 1, n + 1).astype(np.float32)
+    d = dy.copy()
+    fastgd.tanh_backward(d[1:], base[:-1], out=d[:-1], backend=backend)
+    np.testing.assert_array_equal(d[:-1], fastgd.tanh_backward(dy[1:], base[:-1],
+                                                              backend=backend))
+    # the same memory through another view object is in place
+    a = base.copy()
+    fastgd.sigmoid(a, out=a.reshape(1, -1).reshape(-1), backend=backend)
+    np.testing.assert_array_equal(a, fastgd.sigmoid(base, backend=backend))
+    rows = base[: n // 100 * 100].reshape(-1, 100)
+    r = rows.copy()
+    fastgd.softmax(r[:-1], out=r[1:], backend=backend)
+    np.testing.assert_array_equal(r[1:], fastgd.softmax(rows[:-1], backend=backend))
+
+
+def test_overlap_tells_in_place_from_partial():
+    a = np.zeros(10, np.float32)
+    overlap = fastgd._arrays.overlap
+    assert overlap(a, a.reshape(2, 5).reshape(-1)) == "same"
+    assert overlap(a[:-1], a[1:]) == "partial"
+    assert overlap(a, a[::-1]) == "partial"
+    assert overlap(a[:5], a[5:]) is None
+    assert overlap(a[::2], a[1::2]) == "partial"  # interleaved: bounds overlap, so copied
+    assert overlap(a[:0], a[:0]) is None
+    assert overlap(a, np.zeros(10, np.float32)) is None
+
+
+    class Device:  # device arrays are seen through __cuda_array_interface__
+        def __init__(self, ptr, strides=None):
+            self.__cuda_array_interface__ = {"shape": (4,), "typestr": "<f4", "version": 3,
+                                             "data": (ptr, False), "strides": strides}
+
+    assert overlap(Device(1000), Device(1000, (4,))) == "same"
+    assert overlap(Device(1000), Device(1012)) == "partial"
+    assert overlap(Device(1000), Device(1016)) is None
+    assert overlap(Device(1012, (-4,)), Device(1000)) == "partial"
+
+
 def test_scalars_and_lists_are_accepted():
     assert fastgd.relu([-1.0, 2.0]).tolist() == [0.0, 2.0]
     assert float(fastgd.sigmoid(0.0)) == 0.5

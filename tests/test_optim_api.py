@@ -348,6 +348,12 @@ def test_bad_params():
         fastgd.Adam({"w": ro})
     with pytest.raises(ValueError, match="param 1 is not contiguous"):
         fastgd.Adam([np.zeros(3), np.zeros((3, 3))[:, 1]])
+    w = np.zeros(10)
+    with pytest.raises(ValueError, match="params 'w' and 'v' share memory"):
+        fastgd.Adam({"w": w, "b": np.zeros(2), "v": w[5:].reshape(5, 1)})
+    with pytest.raises(ValueError, match="params 0 and 2 share memory"):
+        fastgd.SGD([w, np.zeros(3), w])  # the same param twice would be updated twice
+    fastgd.SGD([w[:5], w[5:]])  # two halves of one buffer are two params
     with pytest.raises(ValueError, match="unknown backend 'gpu'"):
         fastgd.Adam({"w": np.zeros(3)}, backend="gpu")
 

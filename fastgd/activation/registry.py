@@ -141,8 +141,7 @@ class Activation:
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
         written) or a new array; returns it."""
-        given = out
-        out, flat, scratch = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
         if be.name == "numpy":
             compute = self._compute(dtype, direction, be, scalars)
             reference = self.math[direction][1]
@@ -151,7 +150,6 @@ class Activation:
         n = _arrays.size_of(flat)
         if n:
             # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
-            alias = None if given is None or scratch else _index_of(out, ins)
             loop = be.loop_for(n, self.math[direction][0])
             kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop, alias)
             outs = (flat,) if alias is None else ()
@@ -173,14 +171,6 @@ class Activation:
         return plan
 
 
-def _index_of(out, ins):
-    """The position of ``out`` among the inputs (the same object), or None."""
-    for k, a in enumerate(ins):
-        if a is out:
-            return k
-    return None
-
-
 def _saved(name, x, y):
     """``("x", x)`` or ``("y", y)``: what a backward was given, exactly one of the two."""
     if (x is None) == (y is None):
@@ -188,18 +178,27 @@ def _saved(name, x, y):
     return ("x", x) if y is None else ("y", y)
 
 
-def _prepare_out(be, out, shape, dtype):
-    """``(out, flat, scratch)``: the caller's ``out`` (checked first) or a new array, and
-    the flat array a kernel writes: a view of ``out`` or, where ``out`` has none (not
-    contiguous), a ``scratch`` array that :func:`_write_back` copies into it."""
+def _prepare_out(be, out, shape, dtype, ins=()):
+    """``(out, flat, scratch, alias)``: the caller's ``out`` (checked first) or a new array;
+    the flat array a kernel writes: a view of ``out`` or a ``scratch`` array that
+    :func:`_write_back` copies into it, where ``out`` has no flat view (not contiguous) or
+    overlaps one of ``ins`` other than element for element (``out=x[::-1]``, ``x[1:]`` into
+    ``x[:-1]``: NumPy's result, not one read after a partial write); and ``alias``, the
+    index of the input that ``out`` is element for element (in place), or None."""
     if out is None:
         flat = be.empty(math.prod(shape), dtype)
-        return (flat if len(shape) == 1 else flat.reshape(shape)), flat, False
+        return (flat if len(shape) == 1 else flat.reshape(shape)), flat, False, None
     _arrays.check_out(out, shape, dtype, be)
+    alias, partial = None, False
+    for k, a in enumerate(ins):
+        shared = "same" if a is out else _arrays.overlap(out, a)
+        if shared == "same" and alias is None:
+            alias = k
+        partial = partial or shared == "partial"
     flat = be.flat_view(out)
-    if flat is None:
-        return out, be.empty(_arrays.size_of(out), dtype), True
-    return out, flat, False
+    if flat is None or partial:
+        return out, be.empty(_arrays.size_of(out), dtype), True, None
+    return out, flat, False, alias
 
 
 def _write_back(out, flat, scratch):
@@ -279,7 +278,7 @@ class RowActivation(Activation):
     def _rows(self, be, fn, ins, out, shape, axis, dtype, direction):
         """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):
         arrays seen as (outer, length, inner)."""
-        out, flat, scratch = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, ins)
         outer, length, inner = _lines_shape(shape, axis)
         size = outer * length * inner
         if size:
@@ -328,7 +327,7 @@ class PReLU(Activation):
         be = resolve(backend, x, weight)
         dtype = _arrays.check_float(x=x, weight=weight)
         shape, rows = self._rows(x, weight)
-        out, flat, scratch = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (x, weight))
         if be.name == "numpy":
             out[...] = ref.prelu(x, weight)
             return out
@@ -343,7 +342,7 @@ class PReLU(Activation):
         dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
         _arrays.check_same_shape(dy=dy, x=x)
         shape, rows = self._rows(x, weight)
-        out, flat, scratch = _prepare_out(be, out, shape, dtype)
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (dy, x, weight))
         if be.name == "numpy":
             dx, dw = ref.prelu_backward(dy, x, weight)
             out[...] = dx

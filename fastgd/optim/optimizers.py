@@ -149,6 +149,11 @@ class Optimizer:
             if self.backend.flat_view(a) is None:
                 raise ValueError(f"param {name!r} is not contiguous; the optimizer updates it in "
                                  "place through a flat view")
+        shared = _arrays.first_overlap(arrays)
+        if shared is not None:
+            a, b = (names[k] for k in shared)
+            raise ValueError(f"params {a!r} and {b!r} share memory; each param needs its own "
+                             "(one update and one optimizer state per element)")
         self._names = names
         self._shapes = [_arrays.shape_of(a) for a in arrays]
         self._dtypes = [_arrays.dtype_of(a) for a in arrays]

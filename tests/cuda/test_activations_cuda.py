@@ -85,6 +85,14 @@ def test_out_and_in_place_on_device():
     np.testing.assert_allclose(host(d), np.tanh(x), rtol=1e-15)
 
 
+def test_out_overlapping_an_input_on_device():
+    x = np.linspace(-4, 4, 71)
+    d = dev(x)
+    fastgd.tanh(d[:-1], out=d[1:])  # out one element ahead of x: computed from x as it was
+    np.testing.assert_allclose(host(d)[1:], np.tanh(x[:-1]), rtol=1e-15)
+    assert host(d)[0] == x[0]
+
+
 def test_empty_and_zero_dim_on_device():
     assert host(fastgd.relu(dev(np.zeros((0, 3))))).shape == (0, 3)
     scalar = dev(np.zeros(()))  # the simulator makes this shape (1,), a GPU shape ()

@@ -157,3 +157,7 @@ def test_cuda_errors():
     with pytest.raises(TypeError, match="fastgd.to_device"):
         fastgd.SGD({"w": np.zeros(3)}, backend="cuda")
     np.testing.assert_array_equal(host(p["w"]), 0.0)
+    w = dev(np.zeros(10))
+    with pytest.raises(ValueError, match="params 'a' and 'b' share memory"):
+        fastgd.SGD({"a": w[:6], "b": w[4:]})
+    fastgd.SGD({"a": w[:5], "b": w[5:]})
