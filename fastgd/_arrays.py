@@ -110,10 +110,16 @@ def _layout(a):
     return lo, hi, ptr, tuple(s for d, s in zip(shape, strides) if d > 1)
 
 
+# np.may_share_memory without its __array_function__ dispatch (half its cost on a small call)
+_may_share_memory = getattr(np.may_share_memory, "_implementation", np.may_share_memory)
+
+
 def overlap(a, b) -> str | None:
     """How two arrays of one shape and dtype share memory: ``"same"`` (element k of one is
     element k of the other: in place), ``"partial"`` (they overlap otherwise), or None."""
-    if type(a) is np.ndarray and type(b) is np.ndarray and not np.may_share_memory(a, b):
+    if a is b:
+        return "same"
+    if type(a) is np.ndarray and type(b) is np.ndarray and not _may_share_memory(a, b):
         return None  # the common case, in C
     if size_of(a) == 0 or size_of(b) == 0:
         return None
@@ -121,6 +127,22 @@ def overlap(a, b) -> str | None:
     if hi <= lo2 or hi2 <= lo:
         return None
     return "same" if pa == pb and sa == sb else "partial"
+
+
+def out_overlap(out, ins) -> tuple[int | None, bool]:
+    """``(alias, partial)`` for an output and its inputs: the index of the first input that
+    ``out`` is element for element (in place), and whether ``out`` overlaps any input
+    otherwise (see :func:`overlap`)."""
+    alias, partial, host = None, False, type(out) is np.ndarray
+    for k, a in enumerate(ins):
+        if host and type(a) is np.ndarray and a is not out and not _may_share_memory(out, a):
+            continue  # the common case, without a call
+        shared = overlap(out, a)
+        if shared == "same":
+            alias = k if alias is None else alias
+        elif shared is not None:
+            partial = True
+    return alias, partial
 
 
 def first_overlap(arrays) -> tuple[int, int] | None:

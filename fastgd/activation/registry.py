@@ -189,12 +189,7 @@ def _prepare_out(be, out, shape, dtype, ins=()):
         flat = be.empty(math.prod(shape), dtype)
         return (flat if len(shape) == 1 else flat.reshape(shape)), flat, False, None
     _arrays.check_out(out, shape, dtype, be)
-    alias, partial = None, False
-    for k, a in enumerate(ins):
-        shared = "same" if a is out else _arrays.overlap(out, a)
-        if shared == "same" and alias is None:
-            alias = k
-        partial = partial or shared == "partial"
+    alias, partial = _arrays.out_overlap(out, ins)
     flat = be.flat_view(out)
     if flat is None or partial:
         return out, be.empty(_arrays.size_of(out), dtype), True, None
