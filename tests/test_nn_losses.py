@@ -78,6 +78,39 @@ def test_float32_stays_float32_and_is_stable(backend):
     np.testing.assert_allclose(g, [[0.5, -0.5]], rtol=1e-6)
 
 
+MASKED = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, 0.5], [0.3, 0.1, -np.inf]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target,kw", [
+    (np.array([2, 0, 2]), {}),  # finite: the masked logits are other classes'
+    (np.array([2, 0, 2]), {"label_smoothing": 0.1}),  # inf: smoothing puts mass on them
+    (np.array([0, 0, 1]), {}),  # inf: a masked label
+    (np.array([[0, 0.5, 0.5], [1, 0, 0], [0.5, 0.5, 0]]), {}),  # NaN in torch: 0·(-inf)
+])
+def test_cross_entropy_with_masked_logits_matches_torch(backend, dtype, target, kw):
+    x = MASKED.astype(dtype)
+    t = target.astype(dtype) if target.ndim == 2 else target
+    xt = torch.tensor(x, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(xt, torch.tensor(t), reduction="none", **kw)
+    want.sum().backward()
+    value, grad = nn.get_loss("cross_entropy", "none", **kw).value_and_grad(
+        x, t, backend=backend)
+    np.testing.assert_allclose(value, want.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,target,kw", CASES)
+def test_mean_of_an_empty_batch_is_nan_as_in_torch(backend, name, target, kw):
+    x, t = X[:0], target[:0]
+    value, grad = nn.get_loss(name, **kw).value_and_grad(x, t, backend=backend)
+    assert np.isnan(value) and np.isnan(_torch(name, x, t, "mean", 1.0, **kw)[0])
+    assert grad.shape == x.shape
+    assert nn.get_loss(name, "sum", **kw)(x, t, backend=backend) == 0.0
+
+
 def test_public_functions():
     np.testing.assert_allclose(nn.cross_entropy(X, LABELS),
                                _torch("cross_entropy", X, LABELS, "mean", 1.0)[0])

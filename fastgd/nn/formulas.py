@@ -209,7 +209,8 @@ def cross_entropy_labels(x, dx, label, gscale, smoothing):
     """Row: cross-entropy of logits ``x`` against class ``label`` with label smoothing.
 
     Target q = (1 - ε)·onehot + ε/C; loss = logsumexp(x) - Σ q·x;
-    ``dx = gscale·(softmax(x) - q)``. Returns the row's loss.
+    ``dx = gscale·(softmax(x) - q)``. Returns the row's loss. Without smoothing the Σx term
+    is left out, as in torch: a masked logit (-inf) of another class adds nothing, not NaN.
     """
     n = x.size
     k = int(label)
@@ -221,7 +222,8 @@ def cross_entropy_labels(x, dx, label, gscale, smoothing):
         sx += v
         q = off + (F(1) - smoothing if i == k else F(0))
         dx[i] = gscale * (exp(v - lse) - q)
-    return lse - off * sx - (F(1) - smoothing) * F(x[k])
+    smooth = off * sx if smoothing != F(0) else F(0)
+    return lse - smooth - (F(1) - smoothing) * F(x[k])
 
 
 def cross_entropy_probs(x, t, dx, gscale, smoothing):

@@ -139,8 +139,9 @@ class Loss:
         if self.reduction == "none":
             return loss, grad
         total = float(np.sum(to_host(loss), dtype=np.float64))
-        if self.reduction == "mean":
-            total /= max(self._count(shape), 1)
+        if self.reduction == "mean":  # of nothing: NaN, as in torch and NumPy
+            count = self._count(shape)
+            total = total / count if count else math.nan
         return total, grad
 
     def _numpy(self, x, target):

@@ -91,7 +91,11 @@ def cross_entropy(x, target, smoothing):
     """Per-row loss and the per-row gradient ``softmax·Σq - q`` (before any reduction)."""
     q = _smoothed_targets(target, x.shape[1], smoothing, x.dtype)
     logp = _log_softmax(x)
-    loss = -(q * logp).sum(axis=1)
+    if target.ndim == 1 and smoothing == 0:  # the label's term alone, as torch: a masked
+        loss = -logp[np.arange(x.shape[0]), target]  # (-inf) logit elsewhere adds nothing
+    else:
+        with np.errstate(invalid="ignore"):  # 0·(-inf): NaN, as in torch
+            loss = -(q * logp).sum(axis=1)
     grad = np.exp(logp) * q.sum(axis=1, keepdims=True) - q
     return loss, grad
 

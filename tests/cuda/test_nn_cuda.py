@@ -116,6 +116,17 @@ def test_losses_match_numpy(name, target, kw, reduction):
     np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_with_masked_logits(smoothing):
+    x = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, 0.5]])  # labels not masked
+    loss = nn.get_loss("cross_entropy", "none", label_smoothing=smoothing)
+    v, g = loss.value_and_grad(dev(x), dev(np.array([2, 0])))
+    vr, gr = loss.value_and_grad(x, np.array([2, 0]), backend="numpy")
+    assert np.all(np.isfinite(vr)) == (smoothing == 0)  # smoothing puts mass on -inf
+    np.testing.assert_allclose(host(v), vr, rtol=1e-12)
+    np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("name,target,kw", LOSS_CASES[1:])
 def test_loss_backward_finite_differences(name, target, kw):
     x = RNG.standard_normal((3, 4))
