@@ -1,4 +1,5 @@
-"""Every CUDA kernel the API generates compiles for a real GPU (PTX for sm_90), no GPU needed.
+"""Every CUDA kernel the API generates compiles for a real GPU (PTX for sm_90), no GPU needed,
+and the float32 elementwise activations have no float64 arithmetic in it.
 
 The simulator suite (tests/cuda) runs the kernels as Python and cannot see what only the
 device compiler rejects: this once let every kernel that uses ``fma`` fail on a GPU
@@ -23,3 +24,5 @@ def test_every_cuda_kernel_compiles_to_ptx():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     count = int(re.search(r"(\d+) CUDA kernels compiled to PTX", run.stdout).group(1))
     assert count >= 140  # activations x directions x dtypes, every optimizer option, nn
+    # float32 elementwise activations compute in float32 on the GPU (cuda_math)
+    assert re.search(r"\d+ float32 elementwise activation kernels, 0 with float64", run.stdout)

@@ -15,6 +15,7 @@ driver; tests/test_cuda_compile.py runs it:
 """
 
 import importlib
+import re
 import sys
 from types import SimpleNamespace
 
@@ -39,6 +40,8 @@ class PtxCheck(HostArrays, CudaBackend):
     def __init__(self):
         super().__init__()
         self.compiled = {}
+        self.label = None  # set around the float32 elementwise activations' calls
+        self.float64_ops = {}  # their label -> float64 arithmetic instructions in the PTX
 
     def empty(self, shape, dtype):
         # no kernel runs, so results are what this returns: zeros, not np.empty's garbage
@@ -52,7 +55,15 @@ class PtxCheck(HostArrays, CudaBackend):
         sig = tuple(numba.typeof(a) for a in args)
         key = (kernel.py_func, sig)
         if key not in self.compiled:
-            self.compiled[key] = len(cuda.compile_ptx(kernel.py_func, sig, cc=CC)[0])
+            ptx = cuda.compile_ptx(kernel.py_func, sig, cc=CC)[0]
+            self.compiled[key] = len(ptx)
+            if self.label is not None:
+                self.float64_ops[self.label] = len(FLOAT64_OP.findall(ptx))
+
+
+#: a float64 arithmetic instruction (add.rn.f64, fma.rn.f64, div.rn.f64, ...)
+FLOAT64_OP = re.compile(r"^\s*(?:add|sub|mul|fma|div|rcp|sqrt|neg|abs|min|max)\.[a-z.]*f64\b",
+                        re.MULTILINE)
 
 
 def run_everything(be):
@@ -65,10 +76,17 @@ def run_everything(be):
             for params in forms:
                 if name == "prelu":
                     params = {"weight": np.full(16, 0.25, dtype)}
+                elementwise = act.kind == "elementwise" and name != "prelu"
+                label = "gelu_tanh" if params.get("approximate") == "tanh" else name
+                watch = dtype == np.float32 and elementwise
+                be.label = f"{label} forward" if watch else None
                 y = act.forward(x, backend="cuda", **params)
+                be.label = f"{label} backward" if watch else None
                 act.backward(dy, x, backend="cuda", **params)
                 if act.takes_output and name != "prelu":
+                    be.label = f"{label} backward from y" if watch else None
                     act.backward(dy, y=np.abs(y), backend="cuda", **params)
+                be.label = None
         for name, options in CONFIGS:  # every update rule and option combination
             buf = fastgd.ParamBuffer({"w": (4, 5), "b": (3,)}, dtype, backend="cuda")
             getattr(fastgd, name)(buf, **options).step()
@@ -96,7 +114,13 @@ def main():
     backends._READY.pop("cuda", None)
     run_everything(check)
     print(f"{len(check.compiled)} CUDA kernels compiled to PTX for sm_{CC[0]}{CC[1]}")
-    return 0
+    # float32 data computed in float64 runs at half the float32 rate or less on a GPU:
+    # enough to make GELU's memory-bound kernel compute-bound (cuda_math)
+    wide = {k: v for k, v in check.float64_ops.items() if v}
+    print(f"{len(check.float64_ops)} float32 elementwise activation kernels, "
+          f"{len(wide)} with float64 arithmetic{': ' if wide else ''}"
+          + ", ".join(f"{k} ({v})" for k, v in wide.items()))
+    return 1 if wide else 0
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in fl
 # applied as hi + lo parts with one final fma.
 SHIFT = 64.0
 SUM_BLOCK = 64  # elements a row sum adds in the working type before it adds them into W
-EXP_NEG_SHIFT = math.exp(-SHIFT)
+EXP_NEG_SHIFT, EXP_SHIFT = math.exp(-SHIFT), math.exp(SHIFT)  # constants: numba-cuda
+# would compute math.exp(SHIFT) in the kernel, in float64
 
 # Fitted tables, from tools/fit_formulas.py. softplus's log1p(e), e in [0, 1], in float32:
 LOG1P_UNIT = (  # log1p(e)/e on [0, 1], relative error ~8.4e-10
@@ -98,7 +99,7 @@ def x_times(x, gate):
 def times_const(m, c):
     """m·c for a float64 constant ``c`` as hi + lo parts of the working type, rounded once."""
     hi = F(c)
-    return fma(m, hi, m * F(c - hi))
+    return fma(m, hi, m * F(c - W(hi)))
 
 
 @scalar
@@ -195,7 +196,7 @@ def silu(x):
     deep = x < F(-SHIFT)
     e = exp((F(SHIFT) if deep else F(0)) - abs(x))
     num = x if x >= F(0) else (F(-BIG) if x < F(-BIG) else x) * e  # no -inf·0
-    return num / ((F(math.exp(SHIFT)) if deep else F(1)) + e)
+    return num / ((F(EXP_SHIFT) if deep else F(1)) + e)
 
 
 def silu_backward(dy, x):
@@ -300,7 +301,7 @@ def selu_backward_from_output(dy, y):
     dy·lo is added in the fma that multiplies it by dy (a plain sum would be reassociated
     into y + (hi + lo), and lo lost)."""
     sa = SELU_SCALE * SELU_ALPHA
-    return if_positive(y, F(SELU_SCALE) * dy, fma(dy, y + F(sa), dy * F(sa - F(sa))))
+    return if_positive(y, F(SELU_SCALE) * dy, fma(dy, y + F(sa), dy * F(sa - W(F(sa)))))
 
 
 # -- smooth rectifiers ------------------------------------------------------------------
@@ -344,12 +345,12 @@ def gelu_tanh_mul_exp(m, xc):
     the product is not (x·σ(z) is normal down to x ≈ -10.3, e^z only to x ≈ -10.1)."""
     a_hi, b_hi = F(GELU_TANH_A), F(GELU_TANH_B)
     t1 = a_hi * xc
-    t1_lo = fma(a_hi, xc, -t1) + F(GELU_TANH_A - a_hi) * xc
+    t1_lo = fma(a_hi, xc, -t1) + F(GELU_TANH_A - W(a_hi)) * xc
     p = xc * xc
     c3 = p * xc
     c3_lo = fma(p, xc, -c3) + fma(xc, xc, -p) * xc  # x³ = c3 + c3_lo
     t3 = b_hi * c3
-    t3_lo = fma(b_hi, c3, -t3) + (b_hi * c3_lo + F(GELU_TANH_B - b_hi) * c3)
+    t3_lo = fma(b_hi, c3, -t3) + (b_hi * c3_lo + F(GELU_TANH_B - W(b_hi)) * c3)
     lo = t1_lo + t3_lo  # t1 and t3 have x's sign, so -|z| = -|t1| - |t3| - sign(x)·lo
     # Beyond these |z| the callers' results are their limits (x·σ(z) = x or 0, σ' = 0); m = 0
     # there keeps the lane from forming subnormal numbers (x86 takes a slow assist for each)
@@ -381,7 +382,8 @@ def gelu_tanh_backward(dy, x):
     # z' with the constants' and x²'s roundings put back: none is amplified, but each would
     # bias every result the same way
     a_hi, b3_hi, p = F(GELU_TANH_A), F(3 * GELU_TANH_B), xc * xc
-    dz_lo = F(GELU_TANH_A - a_hi) + (F(3 * GELU_TANH_B - b3_hi) * p + b3_hi * fma(xc, xc, -p))
+    dz_lo = F(GELU_TANH_A - W(a_hi)) + (F(3 * GELU_TANH_B - W(b3_hi)) * p
+                                        + b3_hi * fma(xc, xc, -p))
     dz = fma(b3_hi, p, a_hi) + dz_lo
     w = fma(xc, dz, F(1))
     we = gelu_tanh_mul_exp(w, xc)

@@ -11,6 +11,9 @@ Public functions (call them from ``@njit`` code exactly like ``math.exp``)::
     exp, expm1, log, log1p, tanh, erf, erfc, mul_exp (m*e**(a - b + c), a - b unrounded),
     normal_tail (m*Phi(-|x|) + c*phi(x) for GELU, one exponential)
 
+The same kernels, built without ``llvm.ldexp`` (:func:`portable_kernels`), are the float32
+math of the CUDA backend too: numba-cuda compiles them as device functions (``cuda_math``).
+
 They are type generic: a float32 argument is computed with float32 arithmetic and
 float32 constants and returns float32; float64 (and integers) give float64.  They
 also work from plain Python on scalars and arrays (through a small jitted loop),
@@ -35,6 +38,7 @@ still vectorizes.  The coefficient tables come from ``tools/fit_cpu_math.py``
 (mpmath Chebyshev interpolation / near-minimax rational fits).
 """
 
+import functools
 import math
 
 import numpy as np
@@ -214,8 +218,10 @@ _INV_SQRT2 = 0.7071067811865476
 
 
 # ------------------------------------------------------------------------ kernels
-def _build(ft):
-    """Create the jitted kernels for one float type (np.float32 or np.float64)."""
+def _build(ft, scalef=None):
+    """Create the jitted kernels for one float type (np.float32 or np.float64); ``scalef``
+    (default :data:`SCALEF`): x*2**k as one ``llvm.ldexp``, else two multiplies."""
+    scalef = SCALEF if scalef is None else scalef
     f32 = ft is np.float32
     it = np.int32 if f32 else np.int64
     mant = 23 if f32 else 52
@@ -289,7 +295,7 @@ def _build(ft):
     def pow2(k, like):
         return _as_float((k + bias) << mant, like)
 
-    if SCALEF:
+    if scalef:
 
         @_jit
         def scale2(y, k):
@@ -467,6 +473,17 @@ def _bits(v):
 
 _K32 = _build(np.float32)
 _K64 = _build(np.float64)
+
+
+@functools.cache
+def portable_kernels(ft) -> dict:
+    """The kernels of float type ``ft`` (name -> jitted function, as :func:`_build` makes
+    them) in code that every Numba target compiles: x*2**k as two multiplies, never
+    ``llvm.ldexp`` (a libm call where the target has no such instruction). numba-cuda
+    compiles these as device functions (``cuda_math``)."""
+    if not SCALEF:
+        return _K32 if ft is np.float32 else _K64
+    return _build(ft, scalef=False)
 
 
 # ------------------------------------------------------------------ public layer

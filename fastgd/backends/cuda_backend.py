@@ -75,6 +75,8 @@ class CudaBackend(CompiledBackend):
 
     name = "cuda"
     transfer_hint = "fastgd.to_device"
+    #: float32 kernels compute with cpu_math's float32 functions (cuda_math), to its accuracy
+    float32_math_ulp = 1.3
 
     def status(self) -> str:
         try:
@@ -135,14 +137,20 @@ class CudaBackend(CompiledBackend):
 
     # -- kernels ------------------------------------------------------------------------------
     def bindings(self, compute):
+        from fastgd.backends import cuda_math
+
         if simulator_enabled():
             funcs = _simulator_math()
+            float32 = cuda_math.simulator_functions
         else:
             cuda = _cuda()
             from fastgd.backends import cuda_device
 
             python = {n: cuda.jit(device=True)(f) for n, f in PYTHON_MATH.items() if n != "fma"}
             funcs = {**DEVICE_MATH, **python, "fma": cuda_device.fma}
+            float32 = cuda_math.device_functions
+        if compute == np.float32:  # cpu_math's float32 kernels, not libdevice's
+            funcs.update(float32())
         return {"F": compute.type, "W": np.float64, **funcs}
 
     def loop_for(self, n, fn=None):
