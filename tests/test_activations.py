@@ -102,6 +102,36 @@ def test_reference_matches_50_digit_math(name, params):
     np.testing.assert_allclose(dgot, dwant, rtol=1e-12, atol=1e-300)
 
 
+#: where the derivative jumps: the one-sided value torch takes there (and -1.5, 10, 20 near)
+KINK_POINTS = np.array([-3.0, -1.5, -0.0, 0.0, 3.0, 10.0, 20.0])
+KINK_CASES = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("elu", {"alpha": 0.7}),
+              ("selu", {}), ("hardsigmoid", {}), ("hardswish", {}), ("softplus", {}),
+              ("softplus", {"beta": 2.0, "threshold": 20.0})]
+
+
+def torch_at_kinks(name, params, x):
+    """torch.nn.functional's value and derivative at ``x`` (float64)."""
+    import torch
+
+    fn = getattr(torch.nn.functional, name)
+    t = torch.tensor(x, requires_grad=True)
+    y = fn(t, *params.values())
+    y.backward(torch.ones_like(t))
+    return y.detach().numpy(), t.grad.numpy()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "params"), KINK_CASES, ids=[f"{n}{p or ''}" for n, p in
+                                                              KINK_CASES])
+def test_values_and_derivatives_at_the_kinks_follow_torch(name, params, backend):
+    want, dwant = torch_at_kinks(name, params, KINK_POINTS)
+    act = fastgd.activations[name]
+    np.testing.assert_allclose(act.forward(KINK_POINTS, backend=backend, **params), want,
+                               rtol=1e-7)  # the branch is what counts (torch's float64
+    dx = act.backward(np.ones_like(KINK_POINTS), KINK_POINTS, backend=backend, **params)
+    np.testing.assert_allclose(dx, dwant, rtol=1e-7)  # hardsigmoid' is a float32 1/6)
+
+
 LIMITS = {  # name: (f(-inf), f(+inf), f'(-inf), f'(+inf))
     "sigmoid": (0, 1, 0, 0),
     "tanh": (-1, 1, 0, 0),

@@ -486,7 +486,7 @@ def hardswish_backward(dy, x):
     (Sterbenz), so float32 keeps its digits there; as an ``fma``, which the compiler's
     fast-math flags cannot turn back into x·(1/3) + 0.5."""
     inside = dy * (fma(x, F(2), F(3)) / F(6))
-    return F(0) if x < F(-3) else (dy if x > F(3) else inside)
+    return F(0) if x <= F(-3) else (dy if x >= F(3) else inside)  # torch's at the kinks
 
 
 # -- row-wise ---------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def hardswish(x):
 @_quiet
 def hardswish_backward(dy, x):
     mid = dy * ((2 * x + 3) / 6)
-    return np.where(x < -3, 0, np.where(x > 3, dy, mid)).astype(x.dtype)
+    return np.where(x <= -3, 0, np.where(x >= 3, dy, mid)).astype(x.dtype)
 
 
 @_quiet

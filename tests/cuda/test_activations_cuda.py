@@ -12,8 +12,11 @@ from tests.test_activations import (
     FROM_OUTPUT,
     FROM_OUTPUT_IDS,
     IDS,
+    KINK_CASES,
+    KINK_POINTS,
     from_output_cases,
     reference,
+    torch_at_kinks,
 )
 
 dev, host = fastgd.to_device, fastgd.to_host
@@ -75,6 +78,15 @@ def test_softmax_family_on_cuda(name, axis):
                          backend="numpy")
     dx = act.backward(dev(dy), dev(x), axis=axis)
     assert_backward_contract(host(dx), dwant, dy, np.float32, name)
+
+
+@pytest.mark.parametrize(("name", "params"), KINK_CASES)
+def test_values_and_derivatives_at_the_kinks_follow_torch_on_cuda(name, params):
+    want, dwant = torch_at_kinks(name, params, KINK_POINTS)
+    act = fastgd.activations[name]
+    np.testing.assert_allclose(host(act.forward(dev(KINK_POINTS), **params)), want, rtol=1e-7)
+    dx = act.backward(dev(np.ones_like(KINK_POINTS)), dev(KINK_POINTS), **params)
+    np.testing.assert_allclose(host(dx), dwant, rtol=1e-7)
 
 
 def test_out_and_in_place_on_device():
