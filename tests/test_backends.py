@@ -35,6 +35,8 @@ def test_unknown_backend_lists_the_available_ones():
 def test_unavailable_cuda_backend_says_why():
     with pytest.raises(fastgd.BackendUnavailable, match="unavailable.*available: \\['numpy'"):
         fastgd.get_backend("cuda")
+    with pytest.raises(fastgd.BackendUnavailable, match="'cuda' is unavailable: "):
+        fastgd.to_device(np.ones(3))  # not numba-cuda's driver error
 
 
 def test_order_of_choice(monkeypatch):

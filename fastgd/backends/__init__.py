@@ -18,8 +18,11 @@ from contextvars import ContextVar
 import numpy as np
 
 from fastgd._arrays import is_device_array
-from fastgd.backends import cpu_target  # noqa: F401  (before Numba's first compile)
-from fastgd.backends.cuda_backend import CudaBackend, to_device, to_host
+from fastgd.backends import (
+    cpu_target,  # noqa: F401  (before Numba's first compile)
+    cuda_backend,
+)
+from fastgd.backends.cuda_backend import CudaBackend, to_host
 from fastgd.backends.numba_backend import NumbaBackend
 from fastgd.backends.numpy_backend import NumpyBackend
 
@@ -96,6 +99,14 @@ def resolve(backend: str | None, *arrays):
             raise TypeError(f"the {name} backend needs host (NumPy) arrays; copy device "
                             "arrays with fastgd.to_host(a)")
     return chosen
+
+
+def to_device(a):
+    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one;
+    device arrays pass through. ``BackendUnavailable`` with the reason where the cuda backend
+    cannot run (no GPU, no driver, no numba-cuda)."""
+    _ready("cuda")
+    return cuda_backend.to_device(a)
 
 
 @functools.cache

@@ -171,7 +171,8 @@ class CudaBackend(CompiledBackend):
 
 
 def to_device(a):
-    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one."""
+    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one
+    (``fastgd.to_device`` checks first that the backend can run)."""
     if is_device_array(a):
         return a
     cupy = _cupy()
