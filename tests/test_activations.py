@@ -352,6 +352,23 @@ def test_softmax_reference_against_math_and_finite_differences(name):
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_float32_softmax_backward_from_y_within_the_contract(backend):
+    """dx = (dy - Σ dy·y)·y at the float32 y given, against float64 math at that y, with dy
+    near Σ dy·y (dy_i - Σ cancels: a float32 Σ fails by thousands of ULP), rows of 7-1000."""
+    rng = np.random.default_rng(8)
+    for length in (7, 256, 1000):
+        x = rng.normal(0, 3, (40, length))
+        y = fastgd.softmax(x, backend="numpy").astype(np.float32)
+        dy = (1.5 + rng.normal(0, 1, x.shape) * np.logspace(-6, 0, 40)[:, None])
+        dy = dy.astype(np.float32)
+        got = fastgd.softmax_backward(dy, y=y, backend=backend)
+        want = fastgd.softmax_backward(dy.astype(np.float64), y=y.astype(np.float64),
+                                       backend="numpy")
+        assert got.dtype == np.float32
+        assert_backward_contract(got, want, dy, np.float32, f"softmax backward, rows of {length}")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_float32_softmax_keeps_the_rounding_of_x_minus_max(backend):
     """x - max rounds in float32 (here -60.750004 - 3.5 = -64.25000381...), and exp
     amplifies that by 64: 39 ULP unless the rounding is put back."""

@@ -87,7 +87,7 @@ def _table():
           doc="x·clip(x + 3, 0, 6)/6."),
         RowActivation("softmax", m.softmax_row, m.softmax_backward_row,
                       m.softmax_backward_row_from_input, ref.softmax,
-                      ref.softmax_backward, narrow=("forward",),
+                      ref.softmax_backward, narrow=("forward", "backward_from_output"),
                       doc="exp(x - max) / Σ exp(x - max) along axis."),
         RowActivation("log_softmax", m.log_softmax_row, m.log_softmax_backward_row,
                       m.log_softmax_backward_row_from_input, ref.log_softmax,

@@ -529,12 +529,19 @@ def softmax_row(x, y):
 
 
 def softmax_backward_row(dy, y, dx):
-    """dx = (dy - Σ dy·y)·y, from the forward output."""
-    s = F(0)
+    """dx = (dy - Σ dy·y)·y, from the forward output: Σ in the wide type W (dy_i - Σ cancels,
+    and a float32 sum's error would come through it amplified), split into two working-type
+    floats s_hi + s_lo; dx_i = fma(y_i, dy_i - s_hi, -y_i·s_lo), where dy_i - s_hi is exact
+    where it cancels (Sterbenz), so dx_i is rounded about once, at the working type's width.
+    """
+    s = W(0)
     for i in range(y.size):
-        s += F(dy[i]) * F(y[i])
+        s += W(dy[i]) * W(y[i])
+    s_hi = F(s)
+    s_lo = F(s - W(s_hi))
     for i in range(y.size):
-        dx[i] = (F(dy[i]) - s) * F(y[i])
+        yi = F(y[i])
+        dx[i] = fma(yi, F(dy[i]) - s_hi, -(yi * s_lo))
 
 
 def softmax_backward_row_from_input(dy, x, dx):

@@ -231,7 +231,8 @@ class RowActivation(Activation):
                  reference_backward, narrow=(), doc=""):
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
                          params={"axis": -1}, check=self._check_axis,
-                         wide=("forward", "backward"), narrow=narrow, doc=doc)
+                         wide=("forward", "backward", "backward_from_output"), narrow=narrow,
+                         doc=doc)
         self.scalar_backward_from_input = row_backward_from_input
 
     def _check_axis(self, values):
@@ -268,7 +269,8 @@ class RowActivation(Activation):
             out[...] = self.reference_backward(dy64, y64, axis)
             return out
         fn = self.scalar_backward_from_input if y is None else self.scalar_backward
-        return self._rows(be, fn, [dy, saved], out, shape, axis, dtype, "backward")
+        direction = "backward" if y is None else "backward_from_output"
+        return self._rows(be, fn, [dy, saved], out, shape, axis, dtype, direction)
 
     def _rows(self, be, fn, ins, out, shape, axis, dtype, direction):
         """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):
