@@ -46,7 +46,7 @@ def _cupy():
     return cupy
 
 
-def _simulator_math() -> dict:
+def simulator_math() -> dict:
     """NumPy versions of the device math: the simulator runs kernels as Python, where
     ``math.exp(1000.0)`` raises instead of returning inf."""
     return {
@@ -67,7 +67,7 @@ def _simulator_math() -> dict:
 #: excepted: the device has its own).
 PYTHON_MATH = {"normal_tail": scalar_normal_tail, "mul_exp": scalar_mul_exp, "fma": scalar_fma,
                "fmax": scalar_fmax}
-DEVICE_MATH = {n: getattr(math, n) for n in _simulator_math() if n not in PYTHON_MATH}
+DEVICE_MATH = {n: getattr(math, n) for n in simulator_math() if n not in PYTHON_MATH}
 
 
 class CudaBackend(CompiledBackend):
@@ -140,7 +140,7 @@ class CudaBackend(CompiledBackend):
         from fastgd.backends import cuda_math
 
         if simulator_enabled():
-            funcs = _simulator_math()
+            funcs = simulator_math()
             float32 = cuda_math.simulator_functions
         else:
             cuda = _cuda()

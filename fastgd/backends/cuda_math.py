@@ -17,19 +17,14 @@ the same jitted kernels run on the host, called from the Python kernels.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
-from fastgd import scalar
 from fastgd.backends import cpu_math
 
 #: name -> number of arguments
 ARITY = {"exp": 1, "expm1": 1, "log": 1, "log1p": 1, "tanh": 1, "erf": 1, "erfc": 1,
          "normal_tail": 5, "mul_exp": 4}
-#: what other argument types get: libdevice through ``math``, or scalar.py's Python
-FALLBACK = {**{n: getattr(math, n) for n in ARITY if hasattr(math, n)},
-            "normal_tail": scalar.normal_tail, "mul_exp": scalar.mul_exp}
 
 
 def _source(name, arity, body):
@@ -43,13 +38,13 @@ def device_functions() -> dict:
     from numba import cuda, types
     from numba.cuda.extending import overload
 
+    from fastgd.backends.cuda_backend import DEVICE_MATH, PYTHON_MATH
+
     kernels = cpu_math.portable_kernels(np.float32)
     out = {}
-    for name, arity in ARITY.items():
-        fallback = FALLBACK[name]
-        if fallback.__module__ == scalar.__name__:
-            fallback = cuda.jit(device=True)(fallback)
-        scope = {"k32": kernels[name], "other": fallback}
+    for name, arity in ARITY.items():  # others: libdevice (math.*) or scalar.py's Python
+        other = DEVICE_MATH.get(name) or cuda.jit(device=True)(PYTHON_MATH[name])
+        scope = {"k32": kernels[name], "other": other}
         exec(_source("impl32", arity, "k32({args})"), scope)
         exec(_source("impl_other", arity, "other({args})"), scope)
         exec(_source(name, arity, "None  # device code only"), scope)
@@ -72,9 +67,10 @@ def _choose(impl32, impl_other, types, *args):
 def simulator_functions() -> dict:
     """The same dispatch for the CUDA simulator's Python kernels: NumPy float32 scalars to
     the jitted float32 kernels (run on the host), anything else to the fallback."""
+    from fastgd.backends.cuda_backend import simulator_math
+
     kernels = cpu_math.portable_kernels(np.float32)
-    simulated = {"erf": math.erf, "erfc": math.erfc, "exp": np.exp, "expm1": np.expm1,
-                 "log": np.log, "log1p": np.log1p, "tanh": np.tanh}
+    simulated = simulator_math()
 
     def dispatch(k32, other):
         def call(*args):
@@ -84,4 +80,4 @@ def simulator_functions() -> dict:
 
         return call
 
-    return {n: dispatch(kernels[n], simulated.get(n, FALLBACK[n])) for n in ARITY}
+    return {n: dispatch(kernels[n], simulated[n]) for n in ARITY}
