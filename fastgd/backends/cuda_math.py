@@ -4,7 +4,8 @@ libdevice's float32 functions are within 1 to 4 ULP (expf and tanhf 2, erfcf 4),
 for the formulas that amplify their error (GELU, SiLU, softplus, mish, softmax...), so the
 CUDA backend used to compute those on float32 data in float64: at half the float32 rate on
 an H100/H200 (a 64th on consumer GPUs), with about 150 float64 instructions per element
-for GELU, which makes a memory-bound kernel compute-bound. cpu_math's float32 kernels are
+for GELU: by that count, enough to make a memory-bound kernel compute-bound (not measured:
+no GPU has run fastgd yet). cpu_math's float32 kernels are
 plain Numba code that numba-cuda compiles as device functions (the build without
 ``llvm.ldexp``: :func:`cpu_math.portable_kernels`), so the CUDA backend computes float32 in
 float32 with the accuracy the CPU backend has and tests (``float32_math_ulp``).
