@@ -160,6 +160,8 @@ def check_out(out, shape, dtype, backend, name="out"):
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.writeable and backend.owns(out)):
         return  # the common case first: a writable NumPy array of the right shape and dtype
+    if not (isinstance(out, np.ndarray) or is_device_array(out)):
+        raise ValueError(f"{name} must be an array, got {type(out).__name__}")
     if not backend.owns(out):
         where = "a device" if is_device_array(out) else "a host"
         raise ValueError(f"{name} is {where} array but the {backend.name} backend is computing")

@@ -558,6 +558,9 @@ def test_bad_out_raises_before_writing(backend):
     with pytest.raises(ValueError, match="read-only"):
         fastgd.sigmoid(x, out=ro, backend=backend)
     assert (ro == 7).all()
+    for not_an_array in (np.float32(7), [7.0] * 4):
+        with pytest.raises(ValueError, match="out must be an array, got (float32|list)"):
+            fastgd.sigmoid(x, out=not_an_array, backend=backend)
 
 
 def test_shape_mismatch_in_backward():
