@@ -3,7 +3,8 @@ kernels) vs the fastgd NumPy backend, plus a parallel Numba copy as the bandwidt
 
     PYTHONPATH=. python tools/perf_act.py [op,op,...] [--n 24] [--reps 7]
 
-GB/s counts bytes moved: forward 8 B/element (read x, write y), backward 12 (dy, x, dx).
+GB/s counts bytes moved: forward 8 B/element (read x, write y), backward 12 (dy, x, dx);
+softmax and log_softmax run on rows of 256, their backward from y (dy, y, dx).
 Ratios are time ratios from the same run (>1: fastgd faster).
 """
 
@@ -18,6 +19,7 @@ import fastgd
 from fastgd.activation.formulas import SELU_ALPHA, SELU_SCALE
 
 aten = torch.ops.aten
+ROW = 256  # softmax and log_softmax: rows of this many elements
 
 
 def best(f, reps):
@@ -45,6 +47,13 @@ def torch_cases(tx, tdy, tout):
             ty["y"] = f(tx)
         return ty["y"]
 
+    def row_case(fwd, bwd, out_name):
+        """Rows of ROW; the backward from the forward output y, as torch's autograd saves it."""
+        x2, dy2, out2 = (t.view(-1, ROW) for t in (tx, tdy, tout))
+        y2 = fwd(x2, -1, False)
+        return ({}, lambda: fwd.out(x2, -1, False, out=out2),
+                lambda: bwd.out(dy2, y2, -1, torch.float32, **{out_name: out2}))
+
     sig_y = torch.sigmoid(tx)
     tanh_y = torch.tanh(tx)
     return {
@@ -71,6 +80,8 @@ def torch_cases(tx, tdy, tout):
                                                       grad_input=tout)),
         "mish": ({}, lambda: aten.mish.out(tx, out=tout),
                  lambda: aten.mish_backward(tdy, tx)),
+        "softmax": row_case(aten._softmax, aten._softmax_backward_data, "grad_input"),
+        "log_softmax": row_case(aten._log_softmax, aten._log_softmax_backward_data, "out"),
         "relu": ({}, lambda: torch.clamp_min(tx, 0, out=tout), None),
         "leaky_relu": ({}, lambda: aten.leaky_relu.out(tx, 0.01, out=tout), None),
         "hardsigmoid": ({}, lambda: aten.hardsigmoid.out(tx, out=tout), None),
@@ -107,15 +118,19 @@ def main():
 def run(name, case, x, dy, out, n, copy_gbs, a):
     params, tfwd, tbwd = case
     act = fastgd.activations["gelu" if name == "gelu_tanh" else name]
+    saved = {"x": x}
+    if act.kind == "rowwise":  # rows of ROW; the backward from y, like torch's
+        x, dy, out = (v.reshape(-1, ROW) for v in (x, dy, out))
+        saved = {"y": act.forward(x)}
     tf = best(lambda: act.forward(x, out=out, **params), a.reps)
-    tb = best(lambda: act.backward(dy, x, out=out, **params), a.reps)
+    tb = best(lambda: act.backward(dy, **saved, out=out, **params), a.reps)
     tt = best(tfwd, a.reps)
     ttb = best(tbwd, a.reps) if tbwd else float("nan")
     if a.no_numpy:
         tn = tnb = float("nan")
     else:
         tn = best(lambda: act.forward(x, out=out, backend="numpy", **params), 2)
-        tnb = best(lambda: act.backward(dy, x, out=out, backend="numpy", **params), 2)
+        tnb = best(lambda: act.backward(dy, **saved, out=out, backend="numpy", **params), 2)
     fgbs, bgbs = 8 * n / tf / 1e9, 12 * n / tb / 1e9
     print(f"{name:11s} {fgbs:8.1f} {tt / tf:7.2f} {tn / tf:7.1f} {fgbs / copy_gbs:5.2f} | "
           f"{bgbs:8.1f} {ttb / tb:7.2f} {tnb / tb:7.1f}")
