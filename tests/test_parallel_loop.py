@@ -160,7 +160,7 @@ def test_streamed_softmax_backward_equals_the_plain_rows_loop_bit_for_bit(dtype,
     dy = rng.normal(0, 1, (rows, 100)).astype(dtype)
     be = fastgd.get_backend("numba")
     softmax = fastgd.activations["softmax"]
-    compute = softmax._compute(np.dtype(dtype), "backward", be)
+    compute = softmax._compute(np.dtype(dtype), "backward_from_output", be)
     plain = be.rows_kernel(softmax.scalar_backward, 3, 0, 0, False, False, compute, "parallel")
     expected = np.empty_like(dy)
     plain(dy, y, expected)
