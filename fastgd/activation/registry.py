@@ -141,12 +141,13 @@ class Activation:
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
         written) or a new array; returns it."""
-        out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
         if be.name == "numpy":
+            out = _output(be, out, shape, dtype)
             compute = self._compute(dtype, direction, be, scalars)
             reference = self.math[direction][1]
             out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
             return out
+        out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
         n = _arrays.size_of(flat)
         if n:
             # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
@@ -178,7 +179,16 @@ def _saved(name, x, y):
     return ("x", x) if y is None else ("y", y)
 
 
-def _prepare_out(be, out, shape, dtype, ins=()):
+def _output(be, out, shape, dtype):
+    """The caller's ``out``, checked before anything is written, or a new array: where the
+    whole result is computed before it is stored (the NumPy backend), nothing more."""
+    if out is None:
+        return be.empty(shape, dtype)
+    _arrays.check_out(out, shape, dtype, be)
+    return out
+
+
+def _prepare_out(be, out, shape, dtype, ins):
     """``(out, flat, scratch, alias)``: the caller's ``out`` (checked first) or a new array;
     the flat array a kernel writes: a view of ``out`` or a ``scratch`` array that
     :func:`_write_back` copies into it, where ``out`` has no flat view (not contiguous) or
@@ -247,7 +257,7 @@ class RowActivation(Activation):
         shape = _arrays.shape_of(x)
         axis = _normalize_axis(axis, len(shape))
         if be.name == "numpy":
-            out = _prepare_out(be, out, shape, dtype)[0]
+            out = _output(be, out, shape, dtype)
             out[...] = self.reference_forward(x.astype(np.float64, copy=False), axis)
             return out
         return self._rows(be, self.scalar_forward, [x], out, shape, axis, dtype, "forward")
@@ -263,7 +273,7 @@ class RowActivation(Activation):
         shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
         axis = _normalize_axis(axis, len(shape))
         if be.name == "numpy":
-            out = _prepare_out(be, out, shape, dtype)[0]
+            out = _output(be, out, shape, dtype)
             dy64, saved64 = (a.astype(np.float64, copy=False) for a in (dy, saved))
             y64 = self.reference_forward(saved64, axis) if y is None else saved64
             out[...] = self.reference_backward(dy64, y64, axis)
@@ -324,10 +334,11 @@ class PReLU(Activation):
         be = resolve(backend, x, weight)
         dtype = _arrays.check_float(x=x, weight=weight)
         shape, rows = self._rows(x, weight)
-        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (x, weight))
         if be.name == "numpy":
+            out = _output(be, out, shape, dtype)
             out[...] = ref.prelu(x, weight)
             return out
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (x, weight))
         be.rows(m.prelu_row, [be.as_shape(x, rows), be.as_shape(flat, rows)],
                 per_row=[be.flat(weight)])
         return _write_back(out, flat, scratch)
@@ -339,11 +350,12 @@ class PReLU(Activation):
         dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
         _arrays.check_same_shape(dy=dy, x=x)
         shape, rows = self._rows(x, weight)
-        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (dy, x, weight))
         if be.name == "numpy":
+            out = _output(be, out, shape, dtype)
             dx, dw = ref.prelu_backward(dy, x, weight)
             out[...] = dx
             return out, dw
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (dy, x, weight))
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
                 [be.as_shape(a, rows) for a in (dy, x, flat)],
