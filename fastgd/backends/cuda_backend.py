@@ -7,6 +7,7 @@ simulator (``NUMBA_ENABLE_CUDASIM=1``) the same kernels run as Python, with NumP
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -68,6 +69,17 @@ def simulator_math() -> dict:
 PYTHON_MATH = {"normal_tail": scalar_normal_tail, "mul_exp": scalar_mul_exp, "fma": scalar_fma,
                "fmax": scalar_fmax}
 DEVICE_MATH = {n: getattr(math, n) for n in simulator_math() if n not in PYTHON_MATH}
+
+
+@functools.cache
+def device_math() -> dict:
+    """What kernels call on a GPU: libdevice through ``math``, :data:`PYTHON_MATH` compiled
+    once as device functions, and the device's own fma (``cuda_device``)."""
+    cuda = _cuda()
+    from fastgd.backends import cuda_device
+
+    python = {n: cuda.jit(device=True)(f) for n, f in PYTHON_MATH.items() if n != "fma"}
+    return {**DEVICE_MATH, **python, "fma": cuda_device.fma}
 
 
 class CudaBackend(CompiledBackend):
@@ -143,11 +155,7 @@ class CudaBackend(CompiledBackend):
             funcs = simulator_math()
             float32 = cuda_math.simulator_functions
         else:
-            cuda = _cuda()
-            from fastgd.backends import cuda_device
-
-            python = {n: cuda.jit(device=True)(f) for n, f in PYTHON_MATH.items() if n != "fma"}
-            funcs = {**DEVICE_MATH, **python, "fma": cuda_device.fma}
+            funcs = dict(device_math())
             float32 = cuda_math.device_functions
         if compute == np.float32:  # cpu_math's float32 kernels, not libdevice's
             funcs.update(float32())

@@ -36,16 +36,15 @@ def _source(name, arity, body):
 @functools.cache
 def device_functions() -> dict:
     """name -> a function CUDA kernels call: one stub per name with a numba-cuda overload."""
-    from numba import cuda, types
+    from numba import types
     from numba.cuda.extending import overload
 
-    from fastgd.backends.cuda_backend import DEVICE_MATH, PYTHON_MATH
+    from fastgd.backends.cuda_backend import device_math
 
     kernels = cpu_math.portable_kernels(np.float32)
     out = {}
     for name, arity in ARITY.items():  # others: libdevice (math.*) or scalar.py's Python
-        other = DEVICE_MATH.get(name) or cuda.jit(device=True)(PYTHON_MATH[name])
-        scope = {"k32": kernels[name], "other": other}
+        scope = {"k32": kernels[name], "other": device_math()[name]}
         exec(_source("impl32", arity, "k32({args})"), scope)
         exec(_source("impl_other", arity, "other({args})"), scope)
         exec(_source(name, arity, "None  # device code only"), scope)
