@@ -78,6 +78,11 @@ def test_softmax_family_on_cuda(name, axis):
                          backend="numpy")
     dx = act.backward(dev(dy), dev(x), axis=axis)
     assert_backward_contract(host(dx), dwant, dy, np.float32, name)
+    y = want.astype(np.float32)  # from the forward output: float32 on the device (softmax)
+    ywant = act.backward(dy.astype(np.float64), y=y.astype(np.float64), axis=axis,
+                         backend="numpy")
+    dx = act.backward(dev(dy), y=dev(y), axis=axis)
+    assert_backward_contract(host(dx), ywant, dy, np.float32, f"{name} from y")
 
 
 @pytest.mark.parametrize(("name", "params"), KINK_CASES)
