@@ -39,3 +39,7 @@ TASK_CHUNKS = 16
 #: CUDA launch shape for grid-stride loops.
 THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65536
+#: Threads of the block that runs each row of a row function on CUDA (backends/cuda_rows.py;
+#: a power of two), and the row length from which it does (shorter rows: one thread each).
+#: 64 = formulas.SUM_BLOCK, so log_softmax's blocked sum keeps every thread busy.
+ROW_THREADS = 64

@@ -105,7 +105,7 @@ def fmax(a, b):
 #: The names a backend binds. ``F`` is the working float type (``numpy.float32``...), ``W``
 #: the wide one for sums that must not lose digits (float64 on every backend).
 NAMES = ("F", "W", "exp", "expm1", "log", "log1p", "sqrt", "tanh", "erf", "erfc", "normal_tail",
-         "mul_exp", "isfinite", "fma", "fmax")
+         "mul_exp", "isfinite", "fma", "fmax", "lanes", "lanes_sum", "lanes_max")
 
 
 #: The functions that make op math compute-bound on a CPU (a polynomial of dozens of operations
@@ -118,6 +118,23 @@ def scalar(fn):
     """Mark ``fn`` as a scalar helper that :func:`specialize` must follow."""
     fn._fastgd_scalar = True
     return fn
+
+
+#: A row function's loop over its row: all of it here, one thread's share of it where a
+#: block of threads runs each row (``backends/cuda_rows``).
+lanes = range
+
+
+@scalar
+def lanes_sum(v):
+    """A row's partial sum combined over the threads that run the row (here: one)."""
+    return v
+
+
+@scalar
+def lanes_max(v):
+    """A row's partial maximum combined over the threads that run the row (here: one)."""
+    return v
 
 
 def _helpers(fn) -> dict:

@@ -25,9 +25,11 @@ from numba import cuda
 from numba.cuda import dispatcher as cuda_dispatcher
 
 import fastgd
+from fastgd import config, nn
 from fastgd.backends.cuda_backend import CudaBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.nn import functional as F
+from fastgd.nn import losses
 from fastgd.nn._kernels import get_activation
 from tests.optim_textbook import CONFIGS
 
@@ -100,6 +102,21 @@ def run_everything(be):
             F.batch_norm_act(be, x, stats[0], stats[1], bias + 1, bias, a, z, out)
             F.batch_norm_backward(be, dy, z, x, stats[0], stats[1], bias + 1, a,
                                   np.empty_like(x), np.empty((2, 16), dtype))
+        # rows of at least config.ROW_THREADS run a block per row (cuda_rows)
+        wide = rng.normal(0, 3, (4, 2 * config.ROW_THREADS)).astype(dtype)
+        for name in ("softmax", "log_softmax"):
+            act = fastgd.activations[name]
+            y = act.forward(wide, backend="cuda")
+            act.backward(np.ones_like(wide), wide, backend="cuda")
+            act.backward(np.ones_like(wide), y=y, backend="cuda")
+        channels = np.full(4, 0.25, dtype)
+        fastgd.prelu(wide.reshape(1, 4, -1), channels, backend="cuda")
+        fastgd.prelu_backward(np.ones_like(wide).reshape(1, 4, -1), wide.reshape(1, 4, -1),
+                              channels, backend="cuda")
+        for target, kw in ((np.array([0, 1, 2, 3]), {"label_smoothing": 0.1}),
+                           (np.full(wide.shape, 1.0 / wide.shape[1], dtype), {})):
+            nn.get_loss("cross_entropy", "none", **kw).value_and_grad(wide, target,
+                                                                      backend="cuda")
         F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
         F.add(be, x, x, np.empty_like(x))
 
@@ -112,6 +129,7 @@ def main():
     backends._REGISTRY["cuda"] = check
     backends._STATUS.pop("cuda", None)
     backends._READY.pop("cuda", None)
+    losses.to_device = np.asarray  # the loss's scale stays a host array, as PtxCheck's are
     run_everything(check)
     print(f"{len(check.compiled)} CUDA kernels compiled to PTX for sm_{CC[0]}{CC[1]}")
     # float32 data computed in float64 runs at half the float32 rate or less on a GPU:

@@ -21,6 +21,9 @@ from fastgd.scalar import (
     expm1,
     fma,
     fmax,
+    lanes,
+    lanes_max,
+    lanes_sum,
     log,
     log1p,
     mul_exp,
@@ -250,18 +253,18 @@ def prelu_dweight(dy, x):
 
 def prelu_row(x, y, slope):
     """PReLU on one row of one channel: leaky_relu with that channel's slope."""
-    for i in range(x.size):
+    for i in lanes(x.size):
         y[i] = leaky_relu(F(x[i]), slope)
 
 
 def prelu_backward_row(dy, x, dx, slope):
     """dx for one row of one channel; returns the row's share of that channel's dweight."""
     acc = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         g, v = F(dy[i]), F(x[i])
         dx[i] = leaky_relu_backward(g, v, slope)
         acc += prelu_dweight(g, v)
-    return acc
+    return lanes_sum(acc)
 
 
 def elu(x, alpha):
@@ -490,22 +493,26 @@ def hardswish_backward(dy, x):
 
 
 # -- row-wise ---------------------------------------------------------------------------
+# A row function loops over its row only with ``lanes(n)`` and combines what it summed or
+# maximized with ``lanes_sum``/``lanes_max`` before it uses it: on a GPU a block of threads
+# then shares each row, each thread taking every T-th element (``backends/cuda_rows``). A
+# thread may read an element another thread wrote only after a ``lanes_*`` call (a barrier).
 
 
 @scalar
 def row_max(x):
     """The largest element, NaNs ignored (a row with NaN gives NaN through its sum)."""
     m = F(-inf)
-    for i in range(x.size):
+    for i in lanes(x.size):
         m = fmax(m, F(x[i]))
-    return m
+    return lanes_max(m)
 
 
 def row_sum(x):
     s = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         s += F(x[i])
-    return s
+    return lanes_sum(s)
 
 
 def softmax_row(x, y):
@@ -515,15 +522,15 @@ def softmax_row(x, y):
     as a product in W would, at the working type's vector width. The sum has its own loop: a
     loop mixing float32 and float64 runs at float64's width."""
     m = row_max(x)
-    for i in range(x.size):
+    for i in lanes(x.size):
         y[i] = mul_exp(F(1), F(x[i]), m, F(0))
     s = W(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         s += W(y[i])
-    r = W(1) / s
+    r = W(1) / lanes_sum(s)
     r_hi = F(r)
     r_lo = F(r - W(r_hi))
-    for i in range(x.size):
+    for i in lanes(x.size):
         e = F(y[i])
         y[i] = fma(e, r_hi, e * r_lo)
 
@@ -535,11 +542,12 @@ def softmax_backward_row(dy, y, dx):
     where it cancels (Sterbenz), so dx_i is rounded about once, at the working type's width.
     """
     s = W(0)
-    for i in range(y.size):
+    for i in lanes(y.size):
         s += W(dy[i]) * W(y[i])
+    s = lanes_sum(s)
     s_hi = F(s)
     s_lo = F(s - W(s_hi))
-    for i in range(y.size):
+    for i in lanes(y.size):
         yi = F(y[i])
         dx[i] = fma(yi, F(dy[i]) - s_hi, -(yi * s_lo))
 
@@ -549,13 +557,14 @@ def softmax_backward_row_from_input(dy, x, dx):
     float32 y would lose digits to the cancellation in dy - Σ dy·y)."""
     m = row_max(x)
     z = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         z += exp(F(x[i]) - m)
-    r = F(1) / z
+    r = F(1) / lanes_sum(z)
     s = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         s += F(dy[i]) * (exp(F(x[i]) - m) * r)
-    for i in range(x.size):
+    s = lanes_sum(s)
+    for i in lanes(x.size):
         dx[i] = (F(dy[i]) - s) * (exp(F(x[i]) - m) * r)
 
 
@@ -574,7 +583,7 @@ def log_softmax_row(x, y):
         length = SUM_BLOCK if b < n_full else x.size - start
         tb = F(0)
         kb = F(0)
-        for j in range(length):
+        for j in lanes(length):
             xi = F(x[start + j])
             d = xi - m
             y[start + j] = d  # (y may be x)
@@ -583,17 +592,20 @@ def log_softmax_row(x, y):
             kb += F(1) if at_max else F(0)
         t += W(tb)
         k += W(kb)
+    t = lanes_sum(t)
+    k = lanes_sum(k)
     c = F(log1p(t) if k == W(1) else log(k + t))  # no k - 1 + t: reassociation
-    for i in range(x.size):  # stored first, so no reassociation to x - (max + log Σ)
+    for i in lanes(x.size):  # stored first, so no reassociation to x - (max + log Σ)
         y[i] = F(y[i]) - c
 
 
 def log_softmax_backward_row(dy, y, dx):
     """dx = dy - exp(y)·Σ dy, from the forward output."""
     s = F(0)
-    for i in range(y.size):
+    for i in lanes(y.size):
         s += F(dy[i])
-    for i in range(y.size):
+    s = lanes_sum(s)
+    for i in lanes(y.size):
         dx[i] = F(dy[i]) - exp(F(y[i])) * s
 
 
@@ -602,9 +614,10 @@ def log_softmax_backward_row_from_input(dy, x, dx):
     m = row_max(x)
     z = F(0)
     s = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         z += exp(F(x[i]) - m)
         s += F(dy[i])
-    r = F(1) / z
-    for i in range(x.size):
+    r = F(1) / lanes_sum(z)
+    s = lanes_sum(s)
+    for i in lanes(x.size):
         dx[i] = F(dy[i]) - exp(F(x[i]) - m) * r * s

@@ -293,7 +293,7 @@ class RowActivation(Activation):
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
             kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
-                                      be.loop_for(size))
+                                      be.rows_loop(fn, arrays[0], inner != 1))
             be.launch(kernel, outer * inner, arrays)
         return _write_back(out, flat, scratch)
 

@@ -10,7 +10,8 @@ Two loop shapes cover every op:
   runs along any axis without a transpose.
 
 The loop body is the same text for every target; only the loop header differs: ``prange``
-(Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA); a parallel ``map``
+(Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA: over threads, or
+over blocks of threads that share each row, ``cuda_rows``); a parallel ``map``
 of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``),
 and one of cheap math that writes arrays of its own streams them out from main memory
 (``streamed``).
@@ -26,6 +27,7 @@ HEADERS = {
     "parallel": "for {i} in prange({n}):",
     "serial": "for {i} in range({n}):",
     "cuda": "for {i} in range(cuda.grid(1), {n}, cuda.gridsize(1)):",
+    "cuda_rows": "for {i} in range(cuda.blockIdx.x, {n}, cuda.gridDim.x):",  # block per row
 }
 
 

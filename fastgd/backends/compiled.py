@@ -120,10 +120,15 @@ class CompiledBackend:
         strided = len(arrays[0].shape) == 3
         kernel = self.rows_kernel(fn, len(arrays), len(per_row), len(scalars),
                                   result is not None, strided, compute,
-                                  self.loop_for(arrays[0].size))
+                                  self.rows_loop(fn, arrays[0], strided))
         typed = tuple(compute.type(s) for s in scalars)
         extra = () if result is None else (result,)
         self.launch(kernel, self.n_rows(arrays[0]), (*arrays, *per_row, *typed, *extra))
+
+    def rows_loop(self, fn, a, strided: bool) -> str:
+        """The loop of a ``rows`` kernel of ``fn`` over ``a`` (2-D rows or, ``strided``, 3-D
+        lines ``a[o, :, i]``): the ``map`` loop for its size here."""
+        return self.loop_for(a.size)
 
     def rows_kernel(self, fn, n_arrays, n_per_row, n_scalars, returns, strided,
                     compute: np.dtype, loop, writes_last=False):

@@ -17,6 +17,7 @@ from fastgd import config
 from fastgd._arrays import is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
+from fastgd.scalar import calls, specialize
 from fastgd.scalar import fma as scalar_fma
 from fastgd.scalar import fmax as scalar_fmax
 from fastgd.scalar import mul_exp as scalar_mul_exp
@@ -164,18 +165,41 @@ class CudaBackend(CompiledBackend):
     def loop_for(self, n, fn=None):
         return "cuda"
 
+    def rows_loop(self, fn, a, strided):
+        """One block per row (``cuda_rows``) for a row function that loops with ``lanes``,
+        along rows of at least ``config.ROW_THREADS`` elements; else one thread per row or
+        line (lines ``a[o, :, i]`` are coalesced that way: neighbouring threads, neighbouring
+        ``i``)."""
+        if not strided and a.shape[1] >= config.ROW_THREADS and calls(fn, ("lanes",)):
+            return "cuda_rows"
+        return "cuda"
+
     def compile(self, source, fn, compute, loop, span=None):
         cuda = _cuda()
         device_jit = cuda.jit(device=True)
-        scalar_fn = device_jit(self.specialized(fn, compute, device_jit))
+        bindings = self.bindings(compute)
+        if loop == "cuda_rows":
+            from fastgd.backends import cuda_rows
+
+            bindings.update(cuda_rows.functions(simulator_enabled(), bindings["fmax"]))
+        scalar_fn = device_jit(specialize(fn, bindings, device_jit))
         namespace = {"fn": scalar_fn, "C": compute.type, "cuda": cuda}
-        return cuda.jit(codegen.build(source, namespace))
+        kernel = cuda.jit(codegen.build(source, namespace))
+        kernel.fastgd_block_per_row = loop == "cuda_rows"
+        return kernel
 
     def launch(self, kernel, n, args):
-        tpb = config.THREADS_PER_BLOCK
-        blocks = max(1, min((n + tpb - 1) // tpb, config.MAX_BLOCKS))
+        """``n`` threads' work: elements, or rows where the kernel runs a block per row."""
+        if getattr(kernel, "fastgd_block_per_row", False):
+            from fastgd.backends.cuda_rows import SHARED_BYTES
+
+            tpb = config.ROW_THREADS
+            launch = kernel[max(1, min(n, config.MAX_BLOCKS)), tpb, 0, SHARED_BYTES * tpb]
+        else:
+            tpb = config.THREADS_PER_BLOCK
+            launch = kernel[max(1, min((n + tpb - 1) // tpb, config.MAX_BLOCKS)), tpb]
         with np.errstate(all="ignore"):  # the simulator computes with NumPy scalars
-            kernel[blocks, tpb](*args)
+            launch(*args)
 
 
 def to_device(a):

@@ -17,7 +17,7 @@ The NumPy backend does not use this file: it runs ``fastgd.nn.reference``.
 import numpy as np
 
 from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
-from fastgd.scalar import F, exp, log, log1p, scalar, sqrt
+from fastgd.scalar import F, exp, lanes, lanes_sum, log, log1p, scalar, sqrt
 
 # -- activation slots (identity until bound) ----------------------------------------------
 
@@ -200,9 +200,9 @@ def dropout(i, x, base, threshold, scale):
 def logsumexp(x):
     m = row_max(x)
     s = F(0)
-    for i in range(x.size):
+    for i in lanes(x.size):
         s += exp(F(x[i]) - m)
-    return m + log(s)
+    return m + log(lanes_sum(s))
 
 
 def cross_entropy_labels(x, dx, label, gscale, smoothing):
@@ -217,12 +217,12 @@ def cross_entropy_labels(x, dx, label, gscale, smoothing):
     lse = logsumexp(x)
     off = smoothing / F(n)
     sx = F(0)
-    for i in range(n):
+    for i in lanes(n):
         v = F(x[i])
         sx += v
         q = off + (F(1) - smoothing if i == k else F(0))
         dx[i] = gscale * (exp(v - lse) - q)
-    smooth = off * sx if smoothing != F(0) else F(0)
+    smooth = off * lanes_sum(sx) if smoothing != F(0) else F(0)
     return lse - smooth - (F(1) - smoothing) * F(x[k])
 
 
@@ -234,11 +234,13 @@ def cross_entropy_probs(x, t, dx, gscale, smoothing):
     off = smoothing / F(n)
     sq = F(0)
     sqx = F(0)
-    for i in range(n):
+    for i in lanes(n):
         q = (F(1) - smoothing) * F(t[i]) + off
         sq += q
         sqx += q * F(x[i])
-    for i in range(n):
+    sq = lanes_sum(sq)
+    sqx = lanes_sum(sqx)
+    for i in lanes(n):
         q = (F(1) - smoothing) * F(t[i]) + off
         dx[i] = gscale * (exp(F(x[i]) - lse) * sq - q)
     return sq * lse - sqx

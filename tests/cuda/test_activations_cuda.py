@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import fastgd
+from fastgd.nn import formulas as fm
+from tests.cuda.conftest import ROW_THREADS
 from tests.helpers import assert_backward_contract, assert_forward_contract, tail_inputs
 from tests.test_activations import (
     ELEMENTWISE,
@@ -83,6 +85,61 @@ def test_softmax_family_on_cuda(name, axis):
                          backend="numpy")
     dx = act.backward(dev(dy), y=dev(y), axis=axis)
     assert_backward_contract(host(dx), ywant, dy, np.float32, f"{name} from y")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("length", [ROW_THREADS, ROW_THREADS + 5, 70, 150])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_with_a_block_per_row(name, length, dtype):
+    """Rows of ROW_THREADS or more run a block each: thread t takes every ROW_THREADS-th
+    element and the partial max and sums meet in shared memory. Rows past log_softmax's
+    SUM_BLOCK (threads then read elements another thread wrote), a dominant max, the max
+    twice, NaN, -inf and +inf; forward in place, both backwards."""
+    rng = np.random.default_rng(16)
+    x = rng.normal(0, 4, (7, length))
+    x[1, length // 2] = 45.0
+    x[2, :2] = 7.0
+    x[3, length - 1] = np.nan
+    x[4, ::2] = -np.inf
+    x[5, 3] = np.inf
+    x = x.astype(dtype)
+    dy = rng.normal(0, 1, x.shape).astype(dtype)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), backend="numpy")
+    d = dev(x)
+    assert act.forward(d, out=d) is d
+    assert_forward_contract(host(d), want, dtype, f"{name} rows of {length}")
+    dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), backend="numpy")
+    assert_backward_contract(host(act.backward(dev(dy), dev(x))), dwant, dy, dtype, name)
+    y = want.astype(dtype)
+    ywant = act.backward(dy.astype(np.float64), y=y.astype(np.float64), backend="numpy")
+    dx = act.backward(dev(dy), y=dev(y))
+    assert_backward_contract(host(dx), ywant, dy, dtype, f"{name} from y, rows of {length}")
+
+
+def test_rows_run_a_block_each_only_along_long_contiguous_rows():
+    be = fastgd.get_backend("cuda")
+    fn = fastgd.activations["softmax"].scalar_forward
+    rows = dev(np.zeros((3, ROW_THREADS)))
+    assert be.rows_loop(fn, rows, strided=False) == "cuda_rows"
+    assert be.rows_loop(fn, dev(np.zeros((3, ROW_THREADS - 1))), strided=False) == "cuda"
+    assert be.rows_loop(fn, dev(np.zeros((1, ROW_THREADS, 4))), strided=True) == "cuda"
+    # a row function that loops with range (nn's batch-norm lines) keeps a thread per row
+    assert be.rows_loop(fm.bn_backward, rows, strided=False) == "cuda"
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_prelu_with_a_block_per_row(per_channel):
+    rng = np.random.default_rng(17)
+    x = rng.normal(0, 2, (2, 3, 5 * ROW_THREADS + 3))
+    dy = rng.normal(0, 1, x.shape)
+    w = rng.uniform(0.1, 0.4, 3 if per_channel else 1)
+    dx, dw = fastgd.prelu_backward(dev(dy), dev(x), dev(w))
+    want_dx, want_dw = fastgd.prelu_backward(dy, x, w, backend="numpy")
+    np.testing.assert_allclose(host(fastgd.prelu(dev(x), dev(w))),
+                               fastgd.prelu(x, w, backend="numpy"), rtol=1e-15)
+    np.testing.assert_allclose(host(dx), want_dx, rtol=1e-15)
+    np.testing.assert_allclose(host(dw), want_dw, rtol=1e-12)
 
 
 @pytest.mark.parametrize(("name", "params"), KINK_CASES)

@@ -10,6 +10,7 @@ import fastgd
 from fastgd import nn
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
+from tests.cuda.conftest import ROW_THREADS
 from tests.helpers import central_difference
 
 dev, host = fastgd.to_device, fastgd.to_host
@@ -113,6 +114,22 @@ def test_losses_match_numpy(name, target, kw, reduction):
     v, g = loss.value_and_grad(dev(x), dev(target))
     vr, gr = loss.value_and_grad(x, target, backend="numpy")
     np.testing.assert_allclose(host(v) if reduction == "none" else v, vr, rtol=1e-12)
+    np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("target", ["labels", "probabilities"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_with_a_block_per_row(smoothing, target):
+    """Rows of ROW_THREADS classes or more run a block each (backends/cuda_rows)."""
+    classes = 3 * ROW_THREADS + 1
+    x = RNG.normal(0, 3, (5, classes))
+    x[1, 4] = -np.inf
+    t = (np.array([0, 3, classes - 1, 7, 2]) if target == "labels"
+         else RNG.dirichlet(np.ones(classes), 5))
+    loss = nn.get_loss("cross_entropy", "none", label_smoothing=smoothing)
+    v, g = loss.value_and_grad(dev(x), dev(t))
+    vr, gr = loss.value_and_grad(x, t, backend="numpy")
+    np.testing.assert_allclose(host(v), vr, rtol=1e-12)
     np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
 
 
