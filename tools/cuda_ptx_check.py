@@ -5,7 +5,8 @@ device compiler rejects (a typing error in device code, a math function the devi
 This swaps the cuda backend for one that takes host arrays and, instead of launching each
 kernel, compiles it for compute capability 9.0 (H100/H200) with the argument types of the
 launch; then it calls every activation (forward, backward, backward from y=), every
-optimizer's step (every option combination of the tests) and nn's fused kernels, float32
+optimizer's step (every option combination of the tests), nn's fused kernels and losses,
+softmax's and the losses' block-per-row kernels (rows of config.ROW_THREADS), float32
 and float64, through the public API. Nothing runs: the kernels are only compiled.
 
 Needs NVVM and NVRTC (the dev extra's numba-cuda[cu13] wheels, or a CUDA toolkit) but no
@@ -113,10 +114,12 @@ def run_everything(be):
         fastgd.prelu(wide.reshape(1, 4, -1), channels, backend="cuda")
         fastgd.prelu_backward(np.ones_like(wide).reshape(1, 4, -1), wide.reshape(1, 4, -1),
                               channels, backend="cuda")
-        for target, kw in ((np.array([0, 1, 2, 3]), {"label_smoothing": 0.1}),
-                           (np.full(wide.shape, 1.0 / wide.shape[1], dtype), {})):
-            nn.get_loss("cross_entropy", "none", **kw).value_and_grad(wide, target,
-                                                                      backend="cuda")
+        probs = np.full(wide.shape, 1.0 / wide.shape[1], dtype)
+        labels = np.array([0, 1, 2, 3])
+        for name, target, kw in (("cross_entropy", labels, {"label_smoothing": 0.1}),
+                                 ("cross_entropy", probs, {}), ("mse", probs, {}),
+                                 ("binary_cross_entropy_with_logits", probs, {})):
+            nn.get_loss(name, "mean", **kw).value_and_grad(wide, target, backend="cuda")
         F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
         F.add(be, x, x, np.empty_like(x))
 
