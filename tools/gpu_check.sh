@@ -4,7 +4,9 @@
 #
 #   1. the CUDA tests for real (FASTGD_CUDA_TESTS=1: tests/cuda on the GPU, not the simulator;
 #      up to 25 failures are collected, so one call shows what a real device breaks);
-#   2. `pytest benchmarks` with the GPU columns (cuda, torch-cuda, cupy, cupy-kernel; sizes up
+#   2. softmax, log_softmax and cross-entropy rows with a block of threads per row against a
+#      thread per row (tools/perf_rows_cuda.py: the choice backends/cuda_rows made unmeasured);
+#   3. `pytest benchmarks` with the GPU columns (cuda, torch-cuda, cupy, cupy-kernel; sizes up
 #      to 2^28 on the GPU) and the report it writes, packed into one file under $OUT (the tool
 #      brings back at most 8 files), with the pytest-benchmark JSON beside it.
 #
@@ -25,10 +27,14 @@ FASTGD_CUDA_TESTS=1 timeout 180 python3 -m pytest tests/cuda -q --maxfail=25 -p 
   > "$out/cuda-tests.log" 2>&1
 echo "rc=$?"; tail -5 "$out/cuda-tests.log"
 
+echo "== row kernels: a block per row against a thread per row (tools/perf_rows_cuda.py)"
+timeout 50 python3 tools/perf_rows_cuda.py --n 24 > "$out/rows.txt" 2>&1
+echo "rc=$?"; cat "$out/rows.txt"
+
 echo "== pytest benchmarks (the report goes to a new folder under reports/)"
 start=$(mktemp)
 # shellcheck disable=SC2086
-timeout 390 python3 -m pytest benchmarks -q -p no:cacheprovider ${BENCH_ARGS:-} \
+timeout 340 python3 -m pytest benchmarks -q -p no:cacheprovider ${BENCH_ARGS:-} \
   > "$out/bench.log" 2>&1
 echo "rc=$?"; tail -25 "$out/bench.log"
 folder=$(find reports -mindepth 1 -maxdepth 1 -type d -newer "$start" | head -1)
