@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 2 and 4 in one call on a lent NVIDIA machine (the `device` tool's
-# `run`, from the repository root; about 8 minutes, so run it with timeout_s=600):
+# `run`, from the repository root; at most 9.5 minutes, so run it with timeout_s=600):
 #
 #   1. the CUDA tests for real (FASTGD_CUDA_TESTS=1: tests/cuda on the GPU, not the simulator;
 #      up to 25 failures are collected, so one call shows what a real device breaks);
