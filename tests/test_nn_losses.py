@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastgd import nn
-from tests.helpers import central_difference
+from tests.helpers import assert_backward_contract, central_difference
 
 BACKENDS = ["numpy", "numba"]
 RNG = np.random.default_rng(0)
@@ -165,3 +165,22 @@ def test_bad_options():
         nn.cross_entropy(X.astype(np.float16), LABELS)
     with pytest.raises(ValueError, match=r"grad_output must have shape \(6,\)"):
         nn.cross_entropy_backward(X, LABELS, np.ones(5), reduction="none")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("soft", [False, True])
+def test_float32_cross_entropy_gradient_with_large_logits(backend, smoothing, soft):
+    """Logits near 150: a rounded logsumexp (ULP 1.5e-5) in exp(x - lse) would make every
+    probability of the gradient off by up to 64 ULP; within the activations' backward
+    contract instead, against float64. Rows of spread 1 to 30: probabilities near 1 as well
+    as in between, where p - q cancels."""
+    rng = np.random.default_rng(21)
+    spread = np.geomspace(1, 30, 64)[:, None]
+    x = (rng.normal(0, 1, (64, 50)) * spread + 150).astype(np.float32)
+    t = rng.dirichlet(np.ones(50), 64).astype(np.float32) if soft else rng.integers(0, 50, 64)
+    loss = nn.get_loss("cross_entropy", "sum", label_smoothing=smoothing)
+    _, grad = loss.value_and_grad(x, t, backend=backend)
+    t64 = t.astype(np.float64) if soft else t
+    _, want = loss.value_and_grad(x.astype(np.float64), t64, backend="numpy")
+    assert_backward_contract(grad, want, np.ones_like(want), np.float32, "cross-entropy")

@@ -17,7 +17,7 @@ The NumPy backend does not use this file: it runs ``fastgd.nn.reference``.
 import numpy as np
 
 from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
-from fastgd.scalar import F, exp, lanes, lanes_sum, log, log1p, scalar, sqrt
+from fastgd.scalar import F, W, exp, lanes, lanes_sum, log, log1p, scalar, sqrt
 
 # -- activation slots (identity until bound) ----------------------------------------------
 
@@ -197,53 +197,64 @@ def dropout(i, x, base, threshold, scale):
 
 
 @scalar
-def logsumexp(x):
-    m = row_max(x)
-    s = F(0)
+def exp_sum(x):
+    """(m, Σ e^(x_i - m)) in the wide type W, m the row's max: the losses compute their
+    probabilities e^(x_i - m)/Σ in W. In the working type, a rounded logsumexp in
+    exp(x_i - lse) put its rounding (an ULP of lse) into every exponent (64 ULP of float32 for
+    logits near 150), and the gradient p - q cancels where p is near q."""
+    m = W(row_max(x))
+    s = W(0)
     for i in lanes(x.size):
-        s += exp(F(x[i]) - m)
-    return m + log(lanes_sum(s))
+        s += exp(W(x[i]) - m)
+    return m, lanes_sum(s)
 
 
 def cross_entropy_labels(x, dx, label, gscale, smoothing):
     """Row: cross-entropy of logits ``x`` against class ``label`` with label smoothing.
 
     Target q = (1 - ε)·onehot + ε/C; loss = logsumexp(x) - Σ q·x;
-    ``dx = gscale·(softmax(x) - q)``. Returns the row's loss. Without smoothing the Σx term
-    is left out, as in torch: a masked logit (-inf) of another class adds nothing, not NaN.
+    ``dx = gscale·(softmax(x) - q)``, computed in W (:func:`exp_sum`) and rounded once.
+    Returns the row's loss. Without smoothing the Σx term is left out, as in torch: a masked
+    logit (-inf) of another class adds nothing, not NaN.
     """
     n = x.size
     k = int(label)
-    lse = logsumexp(x)
-    off = smoothing / F(n)
-    sx = F(0)
+    m, s = exp_sum(x)
+    r = W(1) / s
+    eps = W(smoothing)
+    off = eps / W(n)
+    g = W(gscale)
+    sx = W(0)
     for i in lanes(n):
-        v = F(x[i])
+        v = W(x[i])
         sx += v
-        q = off + (F(1) - smoothing if i == k else F(0))
-        dx[i] = gscale * (exp(v - lse) - q)
-    smooth = off * lanes_sum(sx) if smoothing != F(0) else F(0)
-    return lse - smooth - (F(1) - smoothing) * F(x[k])
+        q = off + (W(1) - eps if i == k else W(0))
+        dx[i] = F(g * (exp(v - m) * r - q))
+    smooth = off * lanes_sum(sx) if smoothing != F(0) else W(0)
+    return F(m + log(s) - smooth - (W(1) - eps) * W(x[k]))
 
 
 def cross_entropy_probs(x, t, dx, gscale, smoothing):
     """Row: cross-entropy against a probability row ``t``: q = (1 - ε)·t + ε/C,
-    loss = Σq·logsumexp(x) - Σ q·x, ``dx = gscale·(softmax(x)·Σq - q)``."""
+    loss = Σq·logsumexp(x) - Σ q·x, ``dx = gscale·(softmax(x)·Σq - q)``, in W."""
     n = x.size
-    lse = logsumexp(x)
-    off = smoothing / F(n)
-    sq = F(0)
-    sqx = F(0)
+    m, s = exp_sum(x)
+    eps = W(smoothing)
+    off = eps / W(n)
+    sq = W(0)
+    sqx = W(0)
     for i in lanes(n):
-        q = (F(1) - smoothing) * F(t[i]) + off
+        q = (W(1) - eps) * W(t[i]) + off
         sq += q
-        sqx += q * F(x[i])
+        sqx += q * W(x[i])
     sq = lanes_sum(sq)
     sqx = lanes_sum(sqx)
+    rs = sq / s
+    g = W(gscale)
     for i in lanes(n):
-        q = (F(1) - smoothing) * F(t[i]) + off
-        dx[i] = gscale * (exp(F(x[i]) - lse) * sq - q)
-    return sq * lse - sqx
+        q = (W(1) - eps) * W(t[i]) + off
+        dx[i] = F(g * (exp(W(x[i]) - m) * rs - q))
+    return F(sq * (m + log(s)) - sqx)
 
 
 def bce_with_logits(x, t, gscale):

@@ -145,13 +145,19 @@ class Loss:
         return total, grad
 
     def _numpy(self, x, target):
+        """The NumPy backend: the float64 reference (``nn.reference``), its loss in x's dtype
+        (as the activations' NumPy backend computes float32 in float64)."""
+        dtype = x.dtype
+        x = x.astype(np.float64, copy=False)
+        if not _is_integer(target):
+            target = np.asarray(target, np.float64)
         if self.name == "cross_entropy":
             loss, grad = ref.cross_entropy(x, target, self.smoothing)
         elif self.name == "mse":
             loss, grad = ref.mse(x, target)
         else:
             loss, grad = ref.binary_cross_entropy_with_logits(x, target)
-        return loss.astype(x.dtype), grad
+        return loss.astype(dtype), grad
 
     def _cross_entropy(self, be, x, target, scale, dtype):
         n = _arrays.shape_of(x)[0]

@@ -11,7 +11,7 @@ from fastgd import nn
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
 from tests.cuda.conftest import ROW_THREADS
-from tests.helpers import central_difference
+from tests.helpers import assert_backward_contract, central_difference
 
 dev, host = fastgd.to_device, fastgd.to_host
 CUDA = fastgd.get_backend("cuda")
@@ -131,6 +131,19 @@ def test_cross_entropy_with_a_block_per_row(smoothing, target):
     vr, gr = loss.value_and_grad(x, t, backend="numpy")
     np.testing.assert_allclose(host(v), vr, rtol=1e-12)
     np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_float32_cross_entropy_gradient_with_large_logits_on_cuda(soft):
+    """As on the CPU (tests/test_nn_losses.py): logits near 150, in float64 inside."""
+    rng = np.random.default_rng(22)
+    x = (rng.normal(0, 1, (16, 20)) * np.geomspace(1, 30, 16)[:, None] + 150).astype(np.float32)
+    t = rng.dirichlet(np.ones(20), 16).astype(np.float32) if soft else rng.integers(0, 20, 16)
+    loss = nn.get_loss("cross_entropy", "sum", label_smoothing=0.1)
+    _, grad = loss.value_and_grad(dev(x), dev(t))
+    _, want = loss.value_and_grad(x.astype(np.float64), t.astype(np.float64) if soft else t,
+                                  backend="numpy")
+    assert_backward_contract(host(grad), want, np.ones_like(want), np.float32, "cross-entropy")
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
