@@ -184,3 +184,22 @@ def test_float32_cross_entropy_gradient_with_large_logits(backend, smoothing, so
     t64 = t.astype(np.float64) if soft else t
     _, want = loss.value_and_grad(x.astype(np.float64), t64, backend="numpy")
     assert_backward_contract(grad, want, np.ones_like(want), np.float32, "cross-entropy")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "mse"])
+def test_float32_elementwise_losses_against_float64(backend, name):
+    """Soft targets near the prediction: BCE's gradient sigmoid(x) - t cancels there (float32
+    math was 457 ULP off), so it computes in float64; loss and gradient within the backward
+    contract."""
+    rng = np.random.default_rng(23)
+    x = rng.normal(0, 3, (256, 64)).astype(np.float32)
+    t = rng.random(x.shape).astype(np.float32)
+    loss = nn.get_loss(name, "none")
+    value, grad = loss.value_and_grad(x, t, backend=backend)
+    want_value, want = loss.value_and_grad(x.astype(np.float64), t.astype(np.float64),
+                                           backend="numpy")
+    assert value.dtype == grad.dtype == np.float32
+    ones = np.ones_like(want)
+    assert_backward_contract(grad, want, ones, np.float32, f"{name} gradient")
+    assert_backward_contract(value, want_value, ones, np.float32, f"{name} loss")

@@ -135,11 +135,11 @@ def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
     return "\n".join(lines + [pad + b for b in body]) + "\n"
 
 
-def run_grid(be, fn, ins, vecs=(), outs=(), scalars=(), index=False):
+def run_grid(be, fn, ins, vecs=(), outs=(), scalars=(), index=False, compute=None):
     """Run grid function ``fn`` over 2-D arrays ``ins``/``outs`` of one shape, with
-    per-column vectors ``vecs``. Float scalars are cast to the arrays' dtype; integer
-    scalars (NumPy integers) keep their type."""
-    compute = np.dtype(ins[0].dtype)
+    per-column vectors ``vecs``, computing in ``compute`` (default: the arrays' dtype). Float
+    scalars are cast to the compute dtype; integer scalars (NumPy integers) keep their type."""
+    compute = np.dtype(ins[0].dtype if compute is None else compute)
     rows, cols = ins[0].shape
     n = rows * cols
     if n == 0:

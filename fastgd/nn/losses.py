@@ -178,9 +178,11 @@ class Loss:
         cols = math.prod(shape) // rows if rows else 0
         x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
         loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
-        fn = fm.mse if self.name == "mse" else fm.bce_with_logits
+        # BCE in float64: its gradient sigmoid(x) - t cancels where the target is near the
+        # prediction (float32 math: 457 ULP off); MSE's x - t rounds once
+        fn, compute = (fm.mse, dtype) if self.name == "mse" else (fm.bce_with_logits, np.float64)
         factor = scale if isinstance(scale, float) else 1.0
-        run_grid(be, fn, [x2, t2], outs=[loss, grad], scalars=(factor,))
+        run_grid(be, fn, [x2, t2], outs=[loss, grad], scalars=(factor,), compute=compute)
         if not isinstance(scale, float):
             run_grid(be, fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
         if self.reduction != "none":

@@ -146,6 +146,16 @@ def test_float32_cross_entropy_gradient_with_large_logits_on_cuda(soft):
     assert_backward_contract(host(grad), want, np.ones_like(want), np.float32, "cross-entropy")
 
 
+def test_float32_bce_gradient_against_float64_on_cuda():
+    rng = np.random.default_rng(24)
+    x = rng.normal(0, 3, (16, 20)).astype(np.float32)
+    t = rng.random(x.shape).astype(np.float32)
+    loss = nn.get_loss("binary_cross_entropy_with_logits", "none")
+    _, grad = loss.value_and_grad(dev(x), dev(t))
+    _, want = loss.value_and_grad(x.astype(np.float64), t.astype(np.float64), backend="numpy")
+    assert_backward_contract(host(grad), want, np.ones_like(want), np.float32, "BCE")
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_with_masked_logits(smoothing):
     x = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, 0.5]])  # labels not masked
