@@ -176,11 +176,11 @@ def test_clip_grad_norm_matches_torch(backend):
 def test_sum_of_squares_sizes(backend):
     """The reduction covers every element: chunk boundaries, tails, parallel sizes."""
     from fastgd.backends import get_backend
-    from fastgd.optim.clip import CPU_CHUNK, sum_of_squares
+    from fastgd.optim.clip import CHUNK, sum_of_squares
 
     be = get_backend(backend)
     rng = np.random.default_rng(0)
-    for n in (0, 1, CPU_CHUNK - 1, CPU_CHUNK, CPU_CHUNK + 1, 3 * CPU_CHUNK + 5, 70_001):
+    for n in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 70_001):
         g = rng.standard_normal(n).astype(np.float32)
         want = float(np.sum(g.astype(np.float64) ** 2))
         assert sum_of_squares(be, g) == pytest.approx(want, rel=1e-12)

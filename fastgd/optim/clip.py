@@ -10,10 +10,10 @@ from fastgd import _arrays
 from fastgd.backends import resolve, to_host
 from fastgd.optim import rules
 
-#: Elements per row of the CPU reduction (each row's partial sum is one Numba task).
-CPU_CHUNK = 4096
-#: Threads (rows) of the CUDA reduction; thread r sums elements r, r + ROWS, ... (coalesced).
-CUDA_ROWS = 16384
+#: Elements per row of the reduction. Each row's partial sum is one Numba task on the CPU and
+#: one block of threads on CUDA (backends/cuda_rows: coalesced); the partial sums, one per
+#: row, come back to the host (2^26 elements: 16384 of them, 128 KiB).
+CHUNK = 4096
 
 
 def sum_of_squares(be, g, clip: float = math.inf) -> float:
@@ -29,21 +29,14 @@ def sum_of_squares(be, g, clip: float = math.inf) -> float:
         if clip != math.inf:
             g = np.clip(g, -clip, clip)
         return float(np.einsum("i,i->", g, g, dtype=np.float64))
-    if be.name == "cuda":
-        rows = min(n, CUDA_ROWS)
-        length = n // rows
-        main = g[: rows * length].reshape(1, length, rows)  # lines a[0, :, r]: strided, coalesced
-        tail = g[rows * length:].reshape(1, 1, n - rows * length)
-    else:
-        length = min(n, CPU_CHUNK)
-        rows = n // length
-        main = g[: rows * length].reshape(rows, length)  # contiguous rows
-        tail = g[rows * length:].reshape(1, n - rows * length)
+    length = min(n, CHUNK)
+    rows = n // length
+    main = g[: rows * length].reshape(rows, length)  # contiguous rows
+    tail = g[rows * length:].reshape(1, n - rows * length)
     total = 0.0
     for part in (main, tail):
         if part.size:
-            count = part.shape[0] * (part.shape[2] if part.ndim == 3 else 1)
-            partial = be.empty(count, np.float64)
+            partial = be.empty(part.shape[0], np.float64)
             be.rows(rules.sumsq_row, [part], scalars=(clip,), result=partial,
                     compute=np.float64)
             total += float(np.sum(to_host(partial)))

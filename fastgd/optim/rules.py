@@ -17,7 +17,7 @@ Every rule starts with :func:`grad_in`: the gradient clamped to ``±clip`` (``cl
 maximizing; ``1`` otherwise). Weight decay is skipped when ``wd == 0``, as in PyTorch.
 """
 
-from fastgd.scalar import F, scalar, sqrt
+from fastgd.scalar import F, lanes, lanes_sum, scalar, sqrt
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -76,14 +76,14 @@ def ema_sq(v, g, beta, omb):
 def sumsq_row(g, clip):
     """Sum of squares of one row of the (clamped) gradient; inf or NaN if any is not finite."""
     acc = F(0)
-    for i in range(g.size):
+    for i in lanes(g.size):
         v = F(g[i])
         if v > clip:
             v = clip
         elif v < -clip:
             v = -clip
         acc += v * v
-    return acc
+    return lanes_sum(acc)
 
 
 def fill(x, value):

@@ -134,7 +134,7 @@ def test_sum_of_squares_rows_and_tail_on_cuda(monkeypatch):
     from fastgd.backends import get_backend
     from fastgd.optim import clip
 
-    monkeypatch.setattr(clip, "CUDA_ROWS", 16)  # several rows plus a tail on small arrays
+    monkeypatch.setattr(clip, "CHUNK", 16)  # rows of a block each, and a short tail
     be = get_backend("cuda")
     g = np.random.default_rng(4).standard_normal(100).astype(np.float32)
     assert clip.sum_of_squares(be, be.flat(dev(g))) == pytest.approx(
