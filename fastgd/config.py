@@ -43,3 +43,6 @@ MAX_BLOCKS = 65536
 #: a power of two), and the row length from which it does (shorter rows: one thread each).
 #: 64 = formulas.SUM_BLOCK, so log_softmax's blocked sum keeps every thread busy.
 ROW_THREADS = 64
+#: Lines a[o, :, i] of 3-D arrays (an op along an axis other than the last, nn's columns) run
+#: a thread each from this many on (coalesced, and enough threads), a block each below.
+LINES_PER_THREAD = 1 << 14

@@ -16,6 +16,7 @@ driver; tests/test_cuda_compile.py runs it:
 """
 
 import importlib
+import itertools
 import re
 import sys
 from types import SimpleNamespace
@@ -93,16 +94,18 @@ def run_everything(be):
         for name, options in CONFIGS:  # every update rule and option combination
             buf = fastgd.ParamBuffer({"w": (4, 5), "b": (3,)}, dtype, backend="cuda")
             getattr(fastgd, name)(buf, **options).step()
-        for name in ("relu", "gelu", "tanh", "identity"):  # nn's fused kernels
+        # nn's fused kernels; a batch of 2 * ROW_THREADS runs its column lines a block each
+        tall = rng.normal(0, 3, (2 * config.ROW_THREADS, 16)).astype(dtype)
+        for h, name in itertools.product((x, tall), ("relu", "gelu", "tanh", "identity")):
             a = get_activation(name)
-            z, out, bias = np.empty_like(x), np.empty_like(x), np.zeros(16, dtype)
-            F.bias_act(be, x, bias, a, z, out)
-            F.act_backward(be, dy, z, a, np.empty_like(x), np.empty(16, dtype))
+            z, out, bias = np.empty_like(h), np.empty_like(h), np.zeros(16, dtype)
+            F.bias_act(be, h, bias, a, z, out)
+            F.act_backward(be, np.ones_like(h), z, a, np.empty_like(h), np.empty(16, dtype))
             stats = np.empty((3, 16), dtype)
-            F.batch_norm_stats(be, x, 1e-5, stats)
-            F.batch_norm_act(be, x, stats[0], stats[1], bias + 1, bias, a, z, out)
-            F.batch_norm_backward(be, dy, z, x, stats[0], stats[1], bias + 1, a,
-                                  np.empty_like(x), np.empty((2, 16), dtype))
+            F.batch_norm_stats(be, h, 1e-5, stats)
+            F.batch_norm_act(be, h, stats[0], stats[1], bias + 1, bias, a, z, out)
+            F.batch_norm_backward(be, np.ones_like(h), z, h, stats[0], stats[1], bias + 1, a,
+                                  np.empty_like(h), np.empty((2, 16), dtype))
         # rows of at least config.ROW_THREADS run a block per row (cuda_rows)
         wide = rng.normal(0, 3, (4, 2 * config.ROW_THREADS)).astype(dtype)
         for name in ("softmax", "log_softmax"):

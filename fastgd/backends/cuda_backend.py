@@ -168,9 +168,11 @@ class CudaBackend(CompiledBackend):
     def rows_loop(self, fn, a, strided):
         """One block per row (``cuda_rows``) for a row function that loops with ``lanes``,
         along rows of at least ``config.ROW_THREADS`` elements; else one thread per row or
-        line (lines ``a[o, :, i]`` are coalesced that way: neighbouring threads, neighbouring
-        ``i``)."""
-        if not strided and a.shape[1] >= config.ROW_THREADS and calls(fn, ("lanes",)):
+        line. Lines ``a[o, :, i]`` are coalesced with a thread each (neighbouring threads,
+        neighbouring ``i``) and keep it where there are ``config.LINES_PER_THREAD`` of them
+        or more; fewer would leave most of a GPU idle (nn's column sums: one per feature)."""
+        threads_suffice = strided and a.shape[0] * a.shape[2] >= config.LINES_PER_THREAD
+        if not threads_suffice and a.shape[1] >= config.ROW_THREADS and calls(fn, ("lanes",)):
             return "cuda_rows"
         return "cuda"
 

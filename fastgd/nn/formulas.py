@@ -86,11 +86,11 @@ def act_grad(dy, z, p0, p1):
 def act_grad_colsum(dy, z, dz, p0, p1):
     """Line (one column): ``dz = act'(z)·dy``; returns ``Σ dz``, the bias gradient."""
     s = F(0)
-    for i in range(dy.size):
+    for i in lanes(dy.size):
         g = act_b(F(dy[i]), F(z[i]), p0, p1)
         dz[i] = g
         s += g
-    return s
+    return lanes_sum(s)
 
 
 def add(a, b):
@@ -116,13 +116,14 @@ def bn_stats(h, stats, eps):
     the biased variance normalizing, the unbiased one feeding the running estimate (torch)."""
     n = h.size
     m = F(0)
-    for i in range(n):
+    for i in lanes(n):
         m += F(h[i])
-    m = m / F(n)
+    m = lanes_sum(m) / F(n)
     v = F(0)
-    for i in range(n):
+    for i in lanes(n):
         d = F(h[i]) - m
         v += d * d
+    v = lanes_sum(v)
     stats[0] = m
     stats[1] = F(1) / sqrt(v / F(n) + eps)
     stats[2] = v / F(n - 1) if n > 1 else v
@@ -144,15 +145,17 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     n = dy.size
     s_du = F(0)
     s_dux = F(0)
-    for i in range(n):
+    for i in lanes(n):
         du = act_b(F(dy[i]), F(z[i]), p0, p1)
         dx[i] = du
         s_du += du
         s_dux += du * ((F(h[i]) - mean) * invstd)
+    s_du = lanes_sum(s_du)
+    s_dux = lanes_sum(s_dux)
     grads[0] = s_dux
     grads[1] = s_du
     k = gamma * invstd / F(n)
-    for i in range(n):
+    for i in lanes(n):  # dx[i] is this thread's own, from the loop above
         xhat = (F(h[i]) - mean) * invstd
         dx[i] = k * (F(n) * F(dx[i]) - s_du - xhat * s_dux)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastgd
-from fastgd.nn import formulas as fm
+from fastgd import config
 from tests.cuda.conftest import ROW_THREADS
 from tests.helpers import assert_backward_contract, assert_forward_contract, tail_inputs
 from tests.test_activations import (
@@ -117,15 +117,43 @@ def test_softmax_family_with_a_block_per_row(name, length, dtype):
     assert_backward_contract(host(dx), ywant, dy, dtype, f"{name} from y, rows of {length}")
 
 
-def test_rows_run_a_block_each_only_along_long_contiguous_rows():
+def _plain_row_sum(x):
+    s = 0.0
+    for i in range(x.size):
+        s += x[i]
+    return s
+
+
+def test_which_rows_run_a_block_each(monkeypatch):
+    """Rows of ROW_THREADS elements or more, and lines a[o, :, i] where there are fewer
+    than LINES_PER_THREAD of them; a row function has to loop with lanes."""
     be = fastgd.get_backend("cuda")
     fn = fastgd.activations["softmax"].scalar_forward
     rows = dev(np.zeros((3, ROW_THREADS)))
     assert be.rows_loop(fn, rows, strided=False) == "cuda_rows"
     assert be.rows_loop(fn, dev(np.zeros((3, ROW_THREADS - 1))), strided=False) == "cuda"
-    assert be.rows_loop(fn, dev(np.zeros((1, ROW_THREADS, 4))), strided=True) == "cuda"
-    # a row function that loops with range (nn's batch-norm lines) keeps a thread per row
-    assert be.rows_loop(fm.bn_backward, rows, strided=False) == "cuda"
+    lines = dev(np.zeros((2, ROW_THREADS, 4)))
+    assert be.rows_loop(fn, lines, strided=True) == "cuda_rows"
+    monkeypatch.setattr(config, "LINES_PER_THREAD", 8)
+    assert be.rows_loop(fn, lines, strided=True) == "cuda"  # 8 lines: coalesced threads
+    assert be.rows_loop(fn, rows, strided=False) == "cuda_rows"
+    assert be.rows_loop(_plain_row_sum, rows, strided=False) == "cuda"
+
+
+@pytest.mark.parametrize("lines_per_thread", [1, 1 << 14])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_along_axis_0_with_a_thread_or_a_block_per_line(
+        name, lines_per_thread, monkeypatch):
+    monkeypatch.setattr(config, "LINES_PER_THREAD", lines_per_thread)
+    rng = np.random.default_rng(18)
+    x = rng.normal(0, 4, (3 * ROW_THREADS, 3, 5)).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), axis=0, backend="numpy")
+    assert_forward_contract(host(act.forward(dev(x), axis=0)), want, np.float32, name)
+    dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=0, backend="numpy")
+    dx = act.backward(dev(dy), dev(x), axis=0)
+    assert_backward_contract(host(dx), dwant, dy, np.float32, name)
 
 
 @pytest.mark.parametrize("per_channel", [False, True])

@@ -23,17 +23,23 @@ def _empty(be, shape):
     return be.empty(shape, np.float64)
 
 
+#: a batch below ROW_THREADS (a thread per feature column) and one above (a block each)
+BATCHES = [5, 3 * ROW_THREADS + 1]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("act", ["relu", "gelu", "tanh", "identity"])
-def test_bias_act_and_backward_match_numpy(act):
+def test_bias_act_and_backward_match_numpy(act, batch):
     a = get_activation(act)
-    h, b = RNG.standard_normal((5, 7)), RNG.standard_normal(7)
-    dy = RNG.standard_normal((5, 7))
-    z, y = F.bias_act(CUDA, dev(h), dev(b), a, _empty(CUDA, (5, 7)), _empty(CUDA, (5, 7)))
+    shape = (batch, 7)
+    h, b = RNG.standard_normal(shape), RNG.standard_normal(7)
+    dy = RNG.standard_normal(shape)
+    z, y = F.bias_act(CUDA, dev(h), dev(b), a, _empty(CUDA, shape), _empty(CUDA, shape))
     db = _empty(CUDA, (7,))
-    dz = F.act_backward(CUDA, dev(dy), z, a, _empty(CUDA, (5, 7)), db)
-    zr, yr = F.bias_act(NUMPY, h, b, a, np.empty((5, 7)), np.empty((5, 7)))
+    dz = F.act_backward(CUDA, dev(dy), z, a, _empty(CUDA, shape), db)
+    zr, yr = F.bias_act(NUMPY, h, b, a, np.empty(shape), np.empty(shape))
     dbr = np.empty(7)
-    dzr = F.act_backward(NUMPY, dy, zr, a, np.empty((5, 7)), dbr)
+    dzr = F.act_backward(NUMPY, dy, zr, a, np.empty(shape), dbr)
     for got, want in ((z, zr), (y, yr), (dz, dzr), (db, dbr)):
         np.testing.assert_allclose(host(got), want, rtol=1e-12, atol=1e-14)
 
@@ -48,18 +54,25 @@ def _bn_forward(be, x, gamma, beta, act):
     return stats, z, y
 
 
-def test_batch_norm_matches_numpy_and_finite_differences():
+@pytest.mark.parametrize("batch", BATCHES)
+def test_batch_norm_matches_numpy_and_finite_differences(batch):
     act = get_activation("tanh")
-    x = RNG.standard_normal((4, 3)) * 2 + 1
+    x = RNG.standard_normal((batch, 3)) * 2 + 1
     gamma, beta = np.array([0.5, 1.5, -1.0]), np.array([0.1, -0.2, 0.3])
-    w = RNG.standard_normal((4, 3))
+    w = RNG.standard_normal((batch, 3))
     stats, z, y = _bn_forward(CUDA, dev(x), dev(gamma), dev(beta), act)
-    dx, grads = _empty(CUDA, (4, 3)), _empty(CUDA, (2, 3))
+    dx, grads = _empty(CUDA, (batch, 3)), _empty(CUDA, (2, 3))
     F.batch_norm_backward(CUDA, dev(w), z, dev(x), stats[0], stats[1], dev(gamma), act, dx,
                           grads)
     stats_r, z_r, y_r = _bn_forward(NUMPY, x, gamma, beta, act)
     np.testing.assert_allclose(host(stats), stats_r, rtol=1e-12)
     np.testing.assert_allclose(host(y), y_r, rtol=1e-12, atol=1e-14)
+    dx_r, grads_r = np.empty((batch, 3)), np.empty((2, 3))
+    F.batch_norm_backward(NUMPY, w, z_r, x, stats_r[0], stats_r[1], gamma, act, dx_r, grads_r)
+    np.testing.assert_allclose(host(dx), dx_r, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(host(grads), grads_r, rtol=1e-10, atol=1e-12)
+    if batch > ROW_THREADS:
+        return  # the finite differences below are slow in the simulator's blocks
 
     def objective(xv, g, b):
         return float(np.sum(w * host(_bn_forward(CUDA, dev(xv), dev(g), dev(b), act)[2])))
