@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from pathlib import Path
 
 MAX_EXPONENT = 28
@@ -99,13 +100,18 @@ class Progress:
     """A pytest plugin showing a tqdm progress bar over the benchmarks."""
 
     def __init__(self):
+        self.total = 0
         self.bar = None
 
     def pytest_collection_finish(self, session):
-        from tqdm import tqdm
+        self.total = len(session.items)  # pytest calls this even when collection fails
 
-        self.bar = tqdm(total=len(session.items), unit="bench", desc="fastgd bench",
-                        file=sys.stderr, dynamic_ncols=True)
+    def pytest_runtest_logstart(self, nodeid, location):
+        if self.bar is None:  # drawn from the first benchmark on: no empty bar before an error
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, unit="bench", desc="fastgd bench",
+                            file=sys.stderr, dynamic_ncols=True)
 
     def pytest_runtest_logreport(self, report):
         if self.bar is not None and report.when == "teardown":
@@ -151,7 +157,9 @@ def cmd_bench(args) -> int:
 
     folder = find_benchmarks()
     argv = bench_args(args, folder)
-    code = pytest.main(argv, plugins=[Progress()])
+    with warnings.catch_warnings():  # pytest-benchmark's "Not saving anything" after an error
+        warnings.filterwarnings("ignore", message="Not saving anything")
+        code = pytest.main(argv, plugins=[Progress()])
     if code == pytest.ExitCode.USAGE_ERROR:
         return 2
     return int(code)

@@ -77,6 +77,8 @@ def test_bench_unknown_op_fails_clearly(tmp_path):
     out = proc.stdout + proc.stderr
     assert "unknown op(s) nope; known: " in out
     assert all(f"{op}," in out for op in ("copy", "elu", "gelu", "adam", "sgd_momentum"))
+    # nothing ran: no empty progress bar, no pytest-benchmark warning before the error
+    assert "fastgd bench:" not in out and "Not saving anything" not in out
 
 
 def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
