@@ -41,8 +41,11 @@ def shape_of(a) -> tuple:
 
 
 def as_array(a):
-    """Host arrays, scalars and lists become NumPy arrays; device arrays pass through."""
-    return a if isinstance(a, np.ndarray) or is_device_array(a) else np.asarray(a)
+    """Host arrays, scalars and lists become NumPy arrays in native byte order (a big-endian
+    float32 from a file is copied, as a non-contiguous input is); device arrays pass through."""
+    if isinstance(a, np.ndarray):
+        return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
+    return a if is_device_array(a) else as_array(np.asarray(a))
 
 
 def check_float(**arrays) -> np.dtype:
@@ -59,7 +62,9 @@ def check_float(**arrays) -> np.dtype:
     dtypes = {n: dtype_of(a) for n, a in arrays.items()}
     bad = {n: d for n, d in dtypes.items() if d not in FLOAT_DTYPES}
     if bad:
-        listed = ", ".join(f"{n}: {d}" for n, d in bad.items())
+        listed = ", ".join(f"{n}: {d}" + (" (non-native byte order)" if d.kind == "f"
+                                           and not d.isnative else "")
+                           for n, d in bad.items())
         raise TypeError(f"fastgd works on float32 and float64 arrays, got {listed}")
     listed = ", ".join(f"{n}: {d}" for n, d in dtypes.items())
     raise TypeError(f"mixed dtypes are not supported: {listed}")

@@ -528,6 +528,22 @@ def test_scalars_and_lists_are_accepted():
     assert float(fastgd.sigmoid(0.0)) == 0.5
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_in_non_native_byte_order_are_read_as_their_values(dtype, backend):
+    """A byte-swapped float array (from a file written on the other endianness) is copied to
+    native order, as a non-contiguous input is: the same result as the native array."""
+    x = np.linspace(-5, 5, 11).astype(dtype)
+    swapped = x.astype(np.dtype(dtype).newbyteorder("S"))
+    y = fastgd.gelu(swapped, backend=backend)
+    assert y.dtype == dtype and y.dtype.isnative
+    np.testing.assert_array_equal(y, fastgd.gelu(x, backend=backend))
+    np.testing.assert_array_equal(fastgd.softmax_backward(swapped, swapped, backend=backend),
+                                  fastgd.softmax_backward(x, x, backend=backend))
+    with pytest.raises(ValueError, match="out has dtype"):  # out= is written: native only
+        fastgd.gelu(x, out=np.empty_like(swapped), backend=backend)
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
@@ -576,6 +592,9 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.softplus(x, threshold=-1.0), "threshold"),
         (lambda x: fastgd.softplus(x, beta=0.0), "beta"),
         (lambda x: fastgd.elu(x, alpha=float("nan")), "finite"),
+        (lambda x: fastgd.elu(x, alpha=np.float32(np.inf)), "finite"),
+        (lambda x: fastgd.leaky_relu(x, negative_slope=True), "finite number, got True"),
+        (lambda x: fastgd.softplus(x, beta="1"), "finite number, got '1'"),
         (lambda x: fastgd.gelu(x, approximate="fast"), "approximate"),
         (lambda x: fastgd.softmax(x, axis=2), "out of range"),
         (lambda x: fastgd.softmax(x, axis=1.0), "axis must be an int"),
@@ -588,3 +607,22 @@ def test_shape_mismatch_in_backward():
 def test_invalid_parameters_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("name", "params"), [
+    ("elu", {"alpha": np.float32(0.5)}),
+    ("leaky_relu", {"negative_slope": np.float64(0.2)}),
+    ("softplus", {"beta": np.int64(2), "threshold": np.float32(10.0)}),
+])
+def test_numpy_scalar_parameters_act_as_python_numbers(name, params, backend):
+    """A parameter given as a NumPy scalar (read from an array or a config) gives the same
+    result, forward and backward, as the Python number of the same value."""
+    x = np.linspace(-6, 6, 101).astype(np.float32)
+    act = fastgd.activations[name]
+    plain = {k: v.item() for k, v in params.items()}
+    np.testing.assert_array_equal(act.forward(x, backend=backend, **params),
+                                  act.forward(x, backend=backend, **plain))
+    dy = np.ones_like(x)
+    np.testing.assert_array_equal(act.backward(dy, x, backend=backend, **params),
+                                  act.backward(dy, x, backend=backend, **plain))

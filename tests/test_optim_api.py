@@ -200,6 +200,11 @@ def test_clip_grad_norm_errors_and_paths():
         fastgd.clip_grad_norm([], 1.0)
     with pytest.raises(TypeError, match="float32 and float64"):
         fastgd.clip_grad_norm([np.ones(3, np.int64)], 1.0)
+    # clipped in place: a list, or a byte-swapped array, would be clipped in a lost copy
+    with pytest.raises(TypeError, match=r"grads\[1\] is not an array: list"):
+        fastgd.clip_grad_norm([np.ones(3), [30.0, 40.0]], 1.0)
+    with pytest.raises(TypeError, match="non-native byte order"):
+        fastgd.clip_grad_norm([np.full(3, 30.0).astype(">f8")], 1.0)
     with pytest.raises(ValueError, match="contiguous and writable"):
         fastgd.clip_grad_norm([np.ones((4, 4))[:, 0]], 1.0)
     buf = fastgd.ParamBuffer({"a": 3, "b": 4}, np.float64)
@@ -342,6 +347,8 @@ def test_bad_params():
         fastgd.Adam({"w": [1.0, 2.0]})
     with pytest.raises(TypeError, match="float32 and float64 arrays, got param 'w': int64"):
         fastgd.Adam({"w": np.zeros(3, np.int64)})
+    with pytest.raises(TypeError, match="param 'w': >f4 \\(non-native byte order\\)"):
+        fastgd.Adam({"w": np.zeros(3, ">f4")})  # updated in place: no copy can stand in
     ro = np.zeros(3)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="param 'w' is read-only"):

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.activation.registry import GELU, Activation, PReLU, RowActivation
 
 
-def _positive_finite(*names):
+def _finite(*names):
+    """Python or NumPy real numbers (np.float32(0.5) too), not bools, NaN or inf."""
     def check(values):
         for name in names:
             v = values[name]
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
+            real = isinstance(v, (int, float, np.integer, np.floating))
+            if isinstance(v, (bool, np.bool_)) or not real or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
     return check
 
 
 def _check_softplus(values):
-    _positive_finite("beta", "threshold")(values)
+    _finite("beta", "threshold")(values)
     if values["beta"] <= 0:
         raise ValueError(f"softplus beta must be > 0, got {values['beta']}")
     if values["threshold"] < 0:
@@ -56,12 +60,12 @@ def _table():
           doc="max(x, 0); the gradient at 0 is 0."),
         A("leaky_relu", m.leaky_relu, m.leaky_relu_backward, ref.leaky_relu,
           ref.leaky_relu_backward, params={"negative_slope": 0.01},
-          check=_positive_finite("negative_slope"),
+          check=_finite("negative_slope"),
           from_output=(m.leaky_relu_backward_from_output, ref.leaky_relu_backward_from_output),
           output_check=_nonnegative("negative_slope"), doc="x if x > 0 else negative_slope·x."),
         PReLU(doc="x if x > 0 else w·x, w one slope or one per channel (axis 1)."),
         A("elu", m.elu, m.elu_backward, ref.elu, ref.elu_backward, params={"alpha": 1.0},
-          check=_positive_finite("alpha"),
+          check=_finite("alpha"),
           from_output=(m.elu_backward_from_output, ref.elu_backward_from_output),
           output_check=_nonnegative("alpha"), wide=("backward_from_output",),
           narrow=("backward_from_output",), doc="x if x > 0 else alpha·(exp(x) - 1)."),

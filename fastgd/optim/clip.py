@@ -52,7 +52,9 @@ def _flat_grads(grads, backend):
     arrays = list(grads.values()) if isinstance(grads, dict) else list(grads)
     if not arrays:
         raise ValueError("clip_grad_norm got no gradients")
-    arrays = [_arrays.as_array(a) for a in arrays]
+    for k, a in enumerate(arrays):  # clipped in place: a copy (of a list) would be lost
+        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+            raise TypeError(f"grads[{k}] is not an array: {type(a).__name__}")
     be = resolve(backend, *arrays)
     _arrays.check_float(**{f"grads[{k}]": a for k, a in enumerate(arrays)})
     flats = []
