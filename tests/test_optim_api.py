@@ -353,8 +353,10 @@ def test_bad_params():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="param 'w' is read-only"):
         fastgd.Adam({"w": ro})
-    with pytest.raises(ValueError, match="param 1 is not contiguous"):
+    with pytest.raises(ValueError, match="param 1 is not C-contiguous"):
         fastgd.Adam([np.zeros(3), np.zeros((3, 3))[:, 1]])
+    with pytest.raises(ValueError, match="param 'w' is not C-contiguous .*Fortran order"):
+        fastgd.Adam({"w": np.zeros((3, 4), order="F")})
     w = np.zeros(10)
     with pytest.raises(ValueError, match="params 'w' and 'v' share memory"):
         fastgd.Adam({"w": w, "b": np.zeros(2), "v": w[5:].reshape(5, 1)})

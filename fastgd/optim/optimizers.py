@@ -147,8 +147,9 @@ class Optimizer:
             if not _arrays.is_writable(a):
                 raise ValueError(f"param {name!r} is read-only; the optimizer updates it in place")
             if self.backend.flat_view(a) is None:
-                raise ValueError(f"param {name!r} is not contiguous; the optimizer updates it in "
-                                 "place through a flat view")
+                raise ValueError(f"param {name!r} is not C-contiguous (a strided view, a "
+                                 "transpose or Fortran order); the optimizer updates it in place "
+                                 "through a flat view: keep a C-contiguous copy as the param")
         shared = _arrays.first_overlap(arrays)
         if shared is not None:
             a, b = (names[k] for k in shared)
