@@ -54,17 +54,17 @@ def _expose(act):
     def backward(dy, x=None, *args, **kwargs):
         return run_backward(dy, x, *args, **kwargs)
 
-    params = ", ".join(f"{k}={v!r}" for k, v in act.params.items())
+    params = "".join(f", {k}={v!r}" for k, v in act.params.items())
+    weight = ", weight" if act.name == "prelu" else ""
     forward.__name__ = forward.__qualname__ = act.name
-    forward.__doc__ = (
-        f"{act.name}(x{', ' + params if params else ''}, out=None, backend=None): "
-        f"{act.__doc__}"
-    )
+    forward.__doc__ = f"{act.name}(x{weight}{params}, out=None, backend=None): {act.__doc__}"
+    saved, y = ("x=None", ", y=None") if act.takes_output else ("x", "")
     backward.__name__ = backward.__qualname__ = f"{act.name}_backward"
     backward.__doc__ = (
-        f"Gradient of {act.name} with respect to its input, from the upstream gradient dy "
-        f"and the forward input x"
-        + (" or its output y=." if act.takes_output else ".")
+        f"{act.name}_backward(dy, {saved}{weight}{params}{y}, out=None, backend=None): the "
+        f"gradient of {act.name} with respect to its input, from the upstream gradient dy "
+        f"and the forward input x" + (" or its output y=." if act.takes_output else ".")
+        + (" Returns (dx, dweight)." if weight else "")
     )
     return forward, backward
 

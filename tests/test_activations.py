@@ -523,6 +523,24 @@ def test_overlap_tells_in_place_from_partial():
     assert overlap(Device(1012, (-4,)), Device(1000)) == "partial"
 
 
+@pytest.mark.parametrize("name", sorted(fastgd.activations))
+def test_module_functions_document_their_signature(name):
+    """help(fastgd.NAME) starts with the call as it is accepted: every parameter by its
+    name and default, y= where the backward takes the output."""
+    act = fastgd.activations[name]
+    fwd, bwd = getattr(fastgd, name).__doc__, getattr(fastgd, f"{name}_backward").__doc__
+    weight = ", weight" if name == "prelu" else ""
+    params = "".join(f", {k}={v!r}" for k, v in act.params.items())
+    assert fwd.startswith(f"{name}(x{weight}{params}, out=None, backend=None): ")
+    saved = "x=None" if act.takes_output else "x"
+    assert bwd.startswith(f"{name}_backward(dy, {saved}{weight}{params}")
+    assert ("y=None" in bwd) == act.takes_output
+    x = np.linspace(-2, 2, 8).reshape(2, 4)  # the documented keywords are accepted
+    kwargs = dict(act.params, out=np.empty_like(x), backend="numpy")
+    args = (np.ones(1),) if name == "prelu" else ()
+    getattr(fastgd, name)(x, *args, **kwargs)
+
+
 def test_scalars_and_lists_are_accepted():
     assert fastgd.relu([-1.0, 2.0]).tolist() == [0.0, 2.0]
     assert float(fastgd.sigmoid(0.0)) == 0.5
