@@ -13,6 +13,13 @@ import numpy as np
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def is_number(v) -> bool:
+    """A real number given as a Python or NumPy scalar (``np.float32(0.1)`` from an array or a
+    config file too); bools are not numbers here."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_))
+
+
 def is_device_array(a) -> bool:
     """True for CuPy arrays, Numba device arrays, torch CUDA tensors and simulator arrays."""
     if type(a) is np.ndarray:  # the common case, first

@@ -139,6 +139,16 @@ def test_dropout_train_and_eval():
     assert nn.Dropout(0.0, backend="numba").forward(x, train=True) is x
 
 
+def test_numpy_scalar_options_are_numbers():
+    """Dropout's p and a Linear's init std as NumPy scalars act as the Python numbers."""
+    assert nn.Dropout(np.float32(0.25)).p == 0.25
+    a = nn.Linear(4, 3, init=np.float32(0.5), seed=1, backend="numpy")
+    b = nn.Linear(4, 3, init=0.5, seed=1, backend="numpy")
+    np.testing.assert_array_equal(a.params["weight"], b.params["weight"])
+    with pytest.raises(ValueError, match="dropout probability"):
+        nn.Dropout(True)
+
+
 def test_layer_errors():
     with pytest.raises(ValueError, match="unknown activation 'swishy'"):
         nn.MLP([2, 3, 1], activation="swishy")

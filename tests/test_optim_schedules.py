@@ -45,6 +45,14 @@ def test_matches_torch(case):
     np.testing.assert_allclose([mine(s) for s in range(steps)], want, rtol=1e-12, atol=1e-18)
 
 
+def test_numpy_scalars_are_numbers():
+    want = schedules.cosine(0.1, 40, min_lr=0.01)
+    got = schedules.cosine(np.float32(0.1), 40, min_lr=np.float64(0.01))
+    assert [got(t) for t in range(41)] == pytest.approx([want(t) for t in range(41)], rel=1e-7)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        schedules.constant(True)
+
+
 def test_warmup_then_decay():
     sched = schedules.warmup_cosine(3e-4, warmup=100, total=10_000, min_lr=1e-5)
     assert sched(0) == pytest.approx(3e-6)

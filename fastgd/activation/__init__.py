@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from fastgd import _arrays
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.activation.registry import GELU, Activation, PReLU, RowActivation
 
 
 def _finite(*names):
-    """Python or NumPy real numbers (np.float32(0.5) too), not bools, NaN or inf."""
+    """Each of ``names`` a finite number (:func:`_arrays.is_number`: NumPy scalars too)."""
     def check(values):
         for name in names:
             v = values[name]
-            real = isinstance(v, (int, float, np.integer, np.floating))
-            if isinstance(v, (bool, np.bool_)) or not real or not math.isfinite(v):
+            if not _arrays.is_number(v) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
     return check
 

@@ -109,7 +109,7 @@ class Layer:
 def init_weight(rng, fan_in, fan_out, init, activation):
     """Host weights ``(fan_in, fan_out)``: He or Xavier normal, torch's uniform, or a
     normal of the given standard deviation when ``init`` is a number."""
-    if isinstance(init, (int, float)) and not isinstance(init, bool):
+    if _arrays.is_number(init):
         return rng.standard_normal((fan_in, fan_out)) * float(init)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS} or a std (float)")
@@ -237,7 +237,7 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, *, seed=0, backend="auto", dtype=np.float32, name="dropout"):
         super().__init__(backend, dtype, name)
-        if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+        if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
             raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
         self.p, self.seed, self.step = float(p), int(seed), 0
         self._active = False

@@ -52,7 +52,7 @@ class Loss:
         if unknown:
             raise ValueError(f"{name} has no option(s) {sorted(unknown)}")
         smoothing = options.get("label_smoothing", 0.0)
-        if not (isinstance(smoothing, (int, float)) and 0.0 <= smoothing <= 1.0):
+        if not (_arrays.is_number(smoothing) and 0.0 <= smoothing <= 1.0):
             raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
         self.name, self.reduction, self.smoothing = name, reduction, float(smoothing)
         self.classification = name != "mse"

@@ -44,7 +44,7 @@ class StepInfo(NamedTuple):
 
 
 def _number(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    if not _arrays.is_number(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     return float(value)
 

@@ -14,12 +14,14 @@ from __future__ import annotations
 import bisect
 import math
 
+from fastgd._arrays import is_number
+
 __all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
            "warmup_linear", "one_cycle"]
 
 
 def _positive(name, value):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
@@ -31,7 +33,7 @@ def _count(name, value, minimum=1):
 
 
 def _min_lr(min_lr, lr):
-    if not (isinstance(min_lr, (int, float)) and 0 <= min_lr <= lr):
+    if not (is_number(min_lr) and 0 <= min_lr <= lr):
         raise ValueError(f"min_lr must be in [0, lr={lr}], got {min_lr!r}")
     return float(min_lr)
 
