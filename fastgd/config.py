@@ -2,6 +2,10 @@
 
 #: LLVM fast-math flags for compiled kernels: no ``nnan``/``ninf``, so NaN and inf propagate.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+#: The flags for op math marked ``scalar.in_order`` (the optimizer rules: torch.optim's order
+#: of operations): with ``reassoc`` LLVM turns Adam's ``(0.001·g)·g`` into ``0.001·(g·g)``,
+#: which overflows to inf for float32 |g| > 1.8e19 where PyTorch's stays finite.
+FASTMATH_IN_ORDER = FASTMATH - {"reassoc"}
 
 #: Vector width on AVX-512 CPUs: 512-bit unless FASTGD_VECTOR_512=0 is in the environment
 #: (read when fastgd is imported, before Numba's first compile: backends/cpu_target.py).

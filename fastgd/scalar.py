@@ -34,6 +34,14 @@ erfc = math.erfc
 isfinite = math.isfinite
 
 
+def in_order(fn):
+    """Mark op math whose order of operations is part of its contract: the Numba CPU backend
+    compiles it without ``reassoc`` (``config.FASTMATH_IN_ORDER``), so that ``(c·g)·g`` stays
+    as written. (The CUDA backend compiles every op in IEEE order.)"""
+    fn.in_order = True
+    return fn
+
+
 def fma(a, b, c):
     """``a*b + c`` rounded once, in the type of ``a`` (Python float or NumPy scalar).
 

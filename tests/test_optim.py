@@ -150,3 +150,45 @@ def test_nan_gradient_propagates_as_in_torch(torch_float64):
                 np.testing.assert_array_equal(np.isnan(p[k]), np.isnan(want[k]))
                 ok = np.isfinite(want[k])
                 np.testing.assert_allclose(p[k][ok], want[k][ok], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("name", "options"), [
+    ("Adam", {}), ("Adam", dict(amsgrad=True)), ("AdamW", {}), ("NAdam", {}), ("RAdam", {}),
+    ("RMSprop", {}), ("RMSprop", dict(centered=True, momentum=0.9)),
+])
+def test_gradients_past_the_square_root_of_the_largest_float(name, options, dtype, torch_float64):
+    """|g| > √max (1.8e19 float32, 1.3e154 float64): PyTorch's ``(0.001·g)·g`` stays finite,
+    so its second moment is finite and the element keeps training. A reassociated
+    ``0.001·(g·g)`` overflows to inf and freezes the element for good (the Numba CPU kernels
+    did this with the reassoc fast-math flag)."""
+    big = 2e19 if dtype == np.float32 else 2e154
+    p0 = np.array([1.0, 1.0, -0.5], dtype)
+    grads = [np.array([big, 1.0, -big], dtype)] + [np.full(3, 0.5, dtype)] * 3
+    tp = torch.tensor(p0, requires_grad=True)
+    topt = getattr(torch.optim, name)([tp], lr=0.01, foreach=False, **options)
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    want = tp.detach().numpy()
+    assert np.isfinite(want).all() and (want != p0).all()
+    for backend in BACKENDS:
+        p = p0.copy()
+        opt = getattr(fastgd, name)([p], lr=0.01, backend=backend, **options)
+        for g in grads:
+            opt.step([g])
+        np.testing.assert_allclose(p, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   err_msg=f"{name} {options} on {backend}")
+        state = opt.state_dict()
+        assert all(np.isfinite(v).all() for v in _arrays_in(state)), f"{name} on {backend}"
+
+
+def _arrays_in(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _arrays_in(v)
+    elif isinstance(tree, (list, tuple)):
+        for v in tree:
+            yield from _arrays_in(v)
+    elif isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
+        yield tree

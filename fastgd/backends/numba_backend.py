@@ -73,10 +73,9 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def compile(self, source, fn, compute, loop, span=None):
         import numba
 
+        flags = config.FASTMATH_IN_ORDER if getattr(fn, "in_order", False) else config.FASTMATH
         # inlined at the Numba IR level, so the loop around it can vectorize whatever its size
-        jit = numba.njit(
-            inline="always", fastmath=set(config.FASTMATH), error_model="numpy", nogil=True
-        )
+        jit = numba.njit(inline="always", fastmath=set(flags), error_model="numpy", nogil=True)
         scalar_fn = jit(self.specialized(fn, compute, jit))
         from fastgd.backends import cpu_memory
 
@@ -88,10 +87,10 @@ class NumbaBackend(HostArrays, CompiledBackend):
         math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
                              for k, v in sorted(self._math.items()))
         path = kernel_cache.source_file(source, scalar_fn, f"{compute} {math_from}", loop,
-                                        config.FASTMATH)
+                                        flags)
         kernel_jit = numba.njit(
             parallel=loop in ("parallel", "chunked", "streamed"),
-            fastmath=set(config.FASTMATH),
+            fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
             cache=path is not None,  # beside its own source file (kernel_cache)

@@ -11,13 +11,16 @@ host in float64, in PyTorch's order of operations, by the optimizer classes
 ``beta ** t``. Each rule follows the element-wise operations of ``torch.optim``'s
 single-tensor implementation: ``addcdiv_(a, b, value=c)`` is ``p + (c*a)/b``,
 ``addcmul_(a, b, value=c)`` is ``p + (c*a)*b``, ``lerp`` is PyTorch's two-sided lerp.
+Every rule is marked :func:`~fastgd.scalar.in_order`, so the Numba CPU backend keeps that order
+(no ``reassoc``: ``(c*g)*g`` does not become ``c*(g*g)``, which overflows where PyTorch's
+does not).
 
 Every rule starts with :func:`grad_in`: the gradient clamped to ``±clip`` (``clip_value=``;
 ``inf`` when off) and multiplied by ``scale`` (the clip-by-norm coefficient, negated when
 maximizing; ``1`` otherwise). Weight decay is skipped when ``wd == 0``, as in PyTorch.
 """
 
-from fastgd.scalar import F, lanes, lanes_sum, scalar, sqrt
+from fastgd.scalar import F, in_order, lanes, lanes_sum, scalar, sqrt
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -99,12 +102,14 @@ def copy(x):
 # -- SGD --------------------------------------------------------------------------------
 
 
+@in_order
 def sgd(p, g, clip, scale, wd, lr):
     """Plain SGD: ``p ← p − lr·(g + wd·p)``."""
     g = l2(grad_in(g, clip, scale), p, wd)
     return p - lr * g
 
 
+@in_order
 def sgd_momentum(p, g, buf, clip, scale, wd, lr, momentum, damp1, first, nesterov):
     """SGD with momentum: ``buf ← g`` on the first step (``first == 1``), else
     ``buf ← μ·buf + (1 − dampening)·g`` (``damp1``); then ``g + μ·buf`` (nesterov) or ``buf``."""
@@ -123,6 +128,7 @@ def sgd_momentum(p, g, buf, clip, scale, wd, lr, momentum, damp1, first, nestero
 # -- Adagrad ----------------------------------------------------------------------------
 
 
+@in_order
 def adagrad(p, g, acc, clip, scale, wd, clr, eps):
     """Adagrad: ``acc ← acc + g²``; ``p ← p − (clr·g)/(√acc + eps)``."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -133,6 +139,7 @@ def adagrad(p, g, acc, clip, scale, wd, clr, eps):
 # -- RMSprop ----------------------------------------------------------------------------
 
 
+@in_order
 def rmsprop(p, g, v, clip, scale, wd, alpha, oma, eps, lr):
     """RMSprop: ``v ← α·v + (1 − α)·g²``; ``p ← p − (lr·g)/(√v + eps)``."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -140,6 +147,7 @@ def rmsprop(p, g, v, clip, scale, wd, alpha, oma, eps, lr):
     return p - (lr * g) / (sqrt(v) + eps), v
 
 
+@in_order
 def rmsprop_centered(p, g, v, ga, clip, scale, wd, alpha, oma, eps, lr):
     """Centered RMSprop: the denominator is ``√(v − ga²) + eps`` with ``ga`` the mean gradient."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -148,6 +156,7 @@ def rmsprop_centered(p, g, v, ga, clip, scale, wd, alpha, oma, eps, lr):
     return p - (lr * g) / (sqrt(v - ga * ga) + eps), v, ga
 
 
+@in_order
 def rmsprop_momentum(p, g, v, buf, clip, scale, wd, alpha, oma, eps, lr, momentum):
     """RMSprop with momentum: ``buf ← μ·buf + g/(√v + eps)``; ``p ← p − lr·buf``."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -156,6 +165,7 @@ def rmsprop_momentum(p, g, v, buf, clip, scale, wd, alpha, oma, eps, lr, momentu
     return p - lr * buf, v, buf
 
 
+@in_order
 def rmsprop_centered_momentum(p, g, v, ga, buf, clip, scale, wd, alpha, oma, eps, lr, momentum):
     """Centered RMSprop with momentum."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -168,6 +178,7 @@ def rmsprop_centered_momentum(p, g, v, ga, buf, clip, scale, wd, alpha, oma, eps
 # -- Adam family ------------------------------------------------------------------------
 
 
+@in_order
 def adam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt, step_size, eps):
     """Adam / AdamW: ``p ← decay·p`` (AdamW's ``1 − lr·wd``, else 1); ``m ← lerp(m, g, 1 − β1)``;
     ``v ← β2·v + (1 − β2)·g²``; ``p ← p − (step_size·m)/(√v/√bc2 + eps)``,
@@ -180,6 +191,7 @@ def adam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt, step_siz
     return p - (step_size * m) / (sqrt(v) / bc2_sqrt + eps), m, v
 
 
+@in_order
 def adam_amsgrad(p, g, m, v, vmax, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt,
                  step_size, eps):
     """Adam / AdamW with AMSGrad: the denominator uses ``vmax ← max(vmax, v)``."""
@@ -192,6 +204,7 @@ def adam_amsgrad(p, g, m, v, vmax, clip, scale, wd, decay, w1, beta2, omb2, bc2_
     return p - (step_size * m) / (sqrt(vmax) / bc2_sqrt + eps), m, v, vmax
 
 
+@in_order
 def nadam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2, eps, coef_g, coef_m):
     """NAdam: ``denom = √(v/bc2) + eps``; ``p ← p + (coef_g·g)/denom + (coef_m·m)/denom`` with
     ``coef_g = −lr·(1 − μ_t)/(1 − Πμ)``, ``coef_m = −lr·μ_{t+1}/(1 − Πμ·μ_{t+1})``."""
@@ -205,6 +218,7 @@ def nadam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2, eps, coef_g,
     return p + (coef_m * m) / denom, m, v
 
 
+@in_order
 def radam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc1, lr, bc2_sqrt, eps, rect,
           rectify):
     """RAdam: ``p ← p − ((m/bc1)·lr)·(√bc2/(√v + eps))·r`` once the variance is tractable
@@ -220,6 +234,7 @@ def radam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc1, lr, bc2_sqrt
     return p - step, m, v
 
 
+@in_order
 def adamax(p, g, m, u, clip, scale, wd, w1, beta2, eps, clr):
     """Adamax: ``u ← max(β2·u, |g| + eps)``; ``p ← p − (clr·m)/u``, ``clr = lr/bc1``."""
     g = l2(grad_in(g, clip, scale), p, wd)
@@ -231,6 +246,7 @@ def adamax(p, g, m, u, clip, scale, wd, w1, beta2, eps, clr):
 # -- Lion -------------------------------------------------------------------------------
 
 
+@in_order
 def lion(p, g, m, clip, scale, decay, lr, beta1, omb1, beta2, omb2):
     """Lion: ``p ← decay·p − lr·sign(β1·m + (1 − β1)·g)``; ``m ← β2·m + (1 − β2)·g``."""
     g = grad_in(g, clip, scale)
