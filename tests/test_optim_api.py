@@ -191,6 +191,11 @@ def test_sum_of_squares_sizes(backend):
             assert math.isnan(sum_of_squares(be, g))
             g[n // 2] = -np.inf
             assert sum_of_squares(be, g) == math.inf
+            clamped = float(np.sum(np.clip(g, -0.5, 0.5).astype(np.float64) ** 2))
+            assert sum_of_squares(be, g, 0.5) == pytest.approx(clamped, rel=1e-12)
+            assert sum_of_squares(be, g, 0.5, strict=True) == math.inf
+            assert sum_of_squares(be, np.clip(g, -1, 1), 0.5, strict=True) == pytest.approx(
+                clamped, rel=1e-12)
 
 
 def test_clip_grad_norm_errors_and_paths():
@@ -247,6 +252,25 @@ def test_skip_nonfinite_leaves_everything_untouched(name, backend):
     ref, _ = textbook(name, {**h, **options}, params, grad_seq)
     for k in p:
         np.testing.assert_allclose(p[k], ref[k], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n", [5, 70_001])  # one row, and rows past clip.CHUNK
+def test_skip_nonfinite_sees_an_inf_that_clip_value_clamps(backend, n):
+    """skip_nonfinite skips a step whose raw gradient holds ±inf also under clip_value (an
+    overflow is what it guards against); without it, clip_value clamps the inf as torch's
+    clip_grad_value_ does, and the step goes on."""
+    g = np.linspace(-1, 1, n)
+    g[n // 2] = np.inf
+    p = np.zeros(n)
+    opt = fastgd.Adam([p], lr=0.1, clip_value=0.5, skip_nonfinite=True, backend=backend)
+    info = opt.step([g])
+    assert info.skipped and info.grad_norm == math.inf and (p == 0).all()
+    opt = fastgd.Adam([p], lr=0.1, clip_value=0.5, max_grad_norm=1e3, backend=backend)
+    info = opt.step([g])
+    assert not info.skipped
+    assert info.grad_norm == pytest.approx(np.linalg.norm(np.clip(g, -0.5, 0.5)), rel=1e-12)
+    assert p[n // 2] == pytest.approx(-0.1)  # Adam's first step: -lr·sign(g)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -16,17 +16,21 @@ from fastgd.optim import rules
 CHUNK = 4096
 
 
-def sum_of_squares(be, g, clip: float = math.inf) -> float:
+def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False) -> float:
     """Σ min(max(g, −clip), clip)² over a flat array ``g`` of backend ``be``, in float64.
 
-    One pass over ``g``; the result is inf or NaN exactly when some element is (or when the
-    sum overflows float64), which is how the optimizers detect non-finite gradients.
+    One pass over ``g``. The result is NaN where an element is NaN, inf where one is ±inf
+    and not clamped (or where the sum overflows float64), and with ``strict`` not finite
+    where one is ±inf before the clamp: how ``skip_nonfinite`` sees an inf that
+    ``clip_value`` hides.
     """
     n = g.size
     if n == 0:
         return 0.0
     if be.name == "numpy":
         if clip != math.inf:
+            if strict and not np.isfinite(g).all():
+                return math.inf if not np.isnan(g).any() else math.nan
             g = np.clip(g, -clip, clip)
         return float(np.einsum("i,i->", g, g, dtype=np.float64))
     length = min(n, CHUNK)
@@ -37,7 +41,7 @@ def sum_of_squares(be, g, clip: float = math.inf) -> float:
     for part in (main, tail):
         if part.size:
             partial = be.empty(part.shape[0], np.float64)
-            be.rows(rules.sumsq_row, [part], scalars=(clip,), result=partial,
+            be.rows(rules.sumsq_row, [part], scalars=(clip, float(strict)), result=partial,
                     compute=np.float64)
             total += float(np.sum(to_host(partial)))
     return total

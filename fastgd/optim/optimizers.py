@@ -274,7 +274,8 @@ class Optimizer:
         norm = None
         if self._reduce:
             be, clip = self.backend, self._clip
-            norm = math.sqrt(sum(sum_of_squares(be, g, clip) for g in flats))
+            strict = self.skip_nonfinite  # an inf gradient skips the step, clip_value or not
+            norm = math.sqrt(sum(sum_of_squares(be, g, clip, strict) for g in flats))
             if self.skip_nonfinite and not math.isfinite(norm):
                 return StepInfo(lr, norm, True, self._step)
             if self.max_grad_norm is not None:

@@ -20,6 +20,8 @@ Every rule starts with :func:`grad_in`: the gradient clamped to ``±clip`` (``cl
 maximizing; ``1`` otherwise). Weight decay is skipped when ``wd == 0``, as in PyTorch.
 """
 
+from math import inf
+
 from fastgd.scalar import F, in_order, lanes, lanes_sum, scalar, sqrt
 
 # -- helpers ----------------------------------------------------------------------------
@@ -76,16 +78,17 @@ def ema_sq(v, g, beta, omb):
 
 
 @scalar
-def sumsq_row(g, clip):
-    """Sum of squares of one row of the (clamped) gradient; inf or NaN if any is not finite."""
+def sumsq_row(g, clip, strict):
+    """Sum of squares of one row of the gradient clamped to ±clip; NaN if an element is NaN,
+    and with ``strict`` (skip_nonfinite) inf if one is ±inf before the clamp. (Not
+    ``acc += v - v``: with reassoc LLVM makes ``(acc + v) - v`` of it, then ``acc``.)"""
     acc = F(0)
     for i in lanes(g.size):
         v = F(g[i])
-        if v > clip:
-            v = clip
-        elif v < -clip:
-            v = -clip
-        acc += v * v
+        c = clip if v > clip else (-clip if v < -clip else v)
+        acc += c * c
+        if strict != F(0) and not abs(v) < F(inf):
+            acc += F(inf)
     return lanes_sum(acc)
 
 

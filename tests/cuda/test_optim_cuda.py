@@ -141,6 +141,9 @@ def test_sum_of_squares_rows_and_tail_on_cuda(monkeypatch):
         float(np.sum(g.astype(np.float64) ** 2)), rel=1e-12)
     g[77] = np.inf
     assert clip.sum_of_squares(be, be.flat(dev(g))) == math.inf
+    clamped = float(np.sum(np.clip(g, -0.5, 0.5).astype(np.float64) ** 2))
+    assert clip.sum_of_squares(be, be.flat(dev(g)), 0.5) == pytest.approx(clamped, rel=1e-12)
+    assert clip.sum_of_squares(be, be.flat(dev(g)), 0.5, strict=True) == math.inf
 
 
 def test_cuda_errors():
