@@ -88,6 +88,57 @@ def test_batch_norm_matches_torch(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("act", ["identity", "tanh"])
+def test_batch_norm_backward_after_an_eval_forward_matches_torch(backend, act):
+    """Eval normalizes with the running statistics, constants of the input: dx is
+    gamma·invstd·act'(z)·dy, not the training formula (which subtracts the batch means)."""
+    rng = np.random.default_rng(8)
+    bn = nn.BatchNorm1d(3, act, backend=backend, dtype=np.float64)
+    ref = torch.nn.BatchNorm1d(3, dtype=torch.float64)
+    gamma = np.array([0.5, 1.5, -1.0])
+    bn.params["gamma"][...] = gamma
+    ref.weight.data = torch.tensor(gamma)
+    x = rng.standard_normal((6, 3)) * 2 + 1
+    bn.forward(x, train=True)
+    ref(torch.tensor(x))
+    ref.eval()
+    dy = rng.standard_normal((6, 3))
+    bn.forward(x, train=False)
+    dx = bn.backward(dy)
+    xt = torch.tensor(x, requires_grad=True)
+    out = ref(xt)
+    out = torch.tanh(out) if act == "tanh" else out
+    out.backward(torch.tensor(dy))
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(bn.grads["gamma"], ref.weight.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(bn.grads["beta"], ref.bias.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backward_checks_dy_before_any_kernel(backend):
+    """A dy of another shape than the forward's output would be read (and dz written) past
+    the forward's buffers by a kernel sized by dy: every layer refuses it first."""
+    x = np.ones((8, 4), np.float32)
+    layers = [nn.Linear(4, 3, "relu", backend=backend), nn.BatchNorm1d(4, backend=backend),
+              nn.Dropout(0.5, backend=backend),
+              nn.MLP([4, 5, 3], batch_norm=True, dropout=0.1, backend=backend)]
+    for layer in layers:
+        with pytest.raises(RuntimeError, match="backward needs a forward first"):
+            layer.backward(np.ones((8, 3), np.float32))
+        y = layer.forward(x, train=True)
+        for bad in (np.ones((8, y.shape[1] + 1), np.float32), np.ones((64, y.shape[1]),
+                                                                        np.float32)):
+            with pytest.raises(ValueError, match="dy has shape"):
+                layer.backward(bad)
+        with pytest.raises(TypeError, match="float32 but the gradient dy is float64"):
+            layer.backward(np.ones(y.shape))
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, features\)"):
+        nn.Dropout(0.5, backend=backend).forward(np.ones(4, np.float32))
+    with pytest.raises(TypeError, match="float32 but the input is float64"):
+        nn.Dropout(0.5, backend=backend).forward(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_dropout_and_residual_gradients(backend):
     drop = nn.Dropout(0.4, seed=7, backend=backend, dtype=np.float64)
     x = np.random.default_rng(6).standard_normal((4, 5))
@@ -136,7 +187,7 @@ def test_dropout_train_and_eval():
     y1 = drop.forward(x, train=True).copy()
     y2 = drop.forward(x, train=True).copy()
     assert set(np.unique(y1)) == {0.0, 2.0} and not np.array_equal(y1, y2)
-    assert nn.Dropout(0.0, backend="numba").forward(x, train=True) is x
+    assert nn.Dropout(0.0, backend="numba", dtype=np.float64).forward(x, train=True) is x
 
 
 def test_numpy_scalar_options_are_numbers():

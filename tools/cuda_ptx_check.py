@@ -104,8 +104,9 @@ def run_everything(be):
             stats = np.empty((3, 16), dtype)
             F.batch_norm_stats(be, h, 1e-5, stats)
             F.batch_norm_act(be, h, stats[0], stats[1], bias + 1, bias, a, z, out)
-            F.batch_norm_backward(be, np.ones_like(h), z, h, stats[0], stats[1], bias + 1, a,
-                                  np.empty_like(h), np.empty((2, 16), dtype))
+            for train in (True, False):  # after a training and an eval forward
+                F.batch_norm_backward(be, np.ones_like(h), z, h, stats[0], stats[1], bias + 1,
+                                      a, np.empty_like(h), np.empty((2, 16), dtype), train)
         # rows of at least config.ROW_THREADS run a block per row (cuda_rows)
         wide = rng.normal(0, 3, (4, 2 * config.ROW_THREADS)).astype(dtype)
         for name in ("softmax", "log_softmax"):

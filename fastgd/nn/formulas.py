@@ -160,6 +160,21 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
         dx[i] = k * (F(n) * F(dx[i]) - s_du - xhat * s_dux)
 
 
+def bn_backward_eval(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
+    """Line (one feature): :func:`bn_backward` after an eval-mode forward, which normalized
+    with the running estimates: constants, so ``dx = gamma·invstd·du``; ``grads`` as there."""
+    s_du = F(0)
+    s_dux = F(0)
+    k = gamma * invstd
+    for i in lanes(dy.size):
+        du = act_b(F(dy[i]), F(z[i]), p0, p1)
+        dx[i] = k * du
+        s_du += du
+        s_dux += du * ((F(h[i]) - mean) * invstd)
+    grads[0] = lanes_sum(s_dux)
+    grads[1] = lanes_sum(s_du)
+
+
 def ema(running, stat, momentum):
     """Grid: the running-statistics update ``(1 - momentum)·running + momentum·stat``."""
     return (F(1) - momentum) * running + momentum * stat

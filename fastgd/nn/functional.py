@@ -106,17 +106,21 @@ def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
     return z_out, y_out
 
 
-def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_out):
+def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_out,
+                        train=True):
     """Input gradient of ``act(batch_norm(h))`` into ``dx_out``; ``grads_out[0]`` and
-    ``[1]`` receive the gamma and beta gradients."""
+    ``[1]`` receive the gamma and beta gradients. ``train``: whether the forward normalized
+    with the batch's statistics (which then depend on every input) or, in eval, with the
+    running ones (constants)."""
     t0 = _start()
     if be.name == "numpy":
         du = act.reference_backward(dy, z)
-        dx, dgamma, dbeta = ref.batch_norm_backward(du, h, mean, invstd, gamma)
+        dx, dgamma, dbeta = ref.batch_norm_backward(du, h, mean, invstd, gamma, train)
         dx_out[...] = dx
         grads_out[0], grads_out[1] = dgamma, dbeta
     else:
-        run_columns(be, bind(fm.bn_backward, act), [dy, z, h, dx_out, grads_out],
+        line = fm.bn_backward if train else fm.bn_backward_eval
+        run_columns(be, bind(line, act), [dy, z, h, dx_out, grads_out],
                     per_column=[mean, invstd, gamma], scalars=act.scalars)
     _done(t0)
     return dx_out, grads_out

@@ -69,6 +69,7 @@ class Layer:
         self.name = name
         self.params, self.grads = {}, {}
         self.preact = None
+        self._out_shape = None  # the last forward's output shape: what backward takes
         self._work = {}
 
     def _array(self, host):
@@ -83,18 +84,35 @@ class Layer:
             buf = self._work[(key, shape)] = self.be.empty(shape, self.dtype)
         return buf
 
-    def check_input(self, x, features):
-        if not self.be.owns(x):
-            hint = ("fastgd.to_device(x)" if self.be.name == "cuda" else "fastgd.to_host(x)")
-            raise TypeError(f"{self.name or type(self).__name__} runs on the {self.be.name} "
-                            f"backend but got an array of another device; copy it with {hint}")
-        if _arrays.dtype_of(x) != self.dtype:
-            raise TypeError(f"{self.name or type(self).__name__} is {self.dtype} but the input "
-                            f"is {_arrays.dtype_of(x)}")
-        shape = _arrays.shape_of(x)
-        if len(shape) != 2 or shape[1] != features:
+    def _check_array(self, a, what):
+        """``a`` on this layer's device, in its dtype; returns its shape."""
+        label = self.name or type(self).__name__
+        if not self.be.owns(a):
+            hint = ("fastgd.to_device" if self.be.name == "cuda" else "fastgd.to_host")
+            raise TypeError(f"{label} runs on the {self.be.name} backend but got {what} on "
+                            f"another device; copy it with {hint}")
+        if _arrays.dtype_of(a) != self.dtype:
+            raise TypeError(f"{label} is {self.dtype} but {what} is {_arrays.dtype_of(a)}")
+        return _arrays.shape_of(a)
+
+    def check_input(self, x, features=None):
+        """``x`` of shape ``(N, features)`` (any width when ``features`` is None)."""
+        shape = self._check_array(x, "the input")
+        if len(shape) != 2 or (features is not None and shape[1] != features):
             raise ValueError(f"{self.name or type(self).__name__} expects input of shape "
-                             f"(N, {features}), got {shape}")
+                             f"(N, {features or 'features'}), got {shape}")
+
+    def check_grad(self, dy):
+        """``dy`` of the shape, dtype and device of the last forward's output, checked
+        before a kernel reads it (a kernel sized by ``dy`` would run past the forward's
+        buffers)."""
+        label = self.name or type(self).__name__
+        if self._out_shape is None:
+            raise RuntimeError(f"{label}.backward needs a forward first")
+        shape = self._check_array(dy, "the gradient dy")
+        if shape != self._out_shape:
+            raise ValueError(f"{label}.backward: dy has shape {shape}, the forward's output "
+                             f"{self._out_shape}")
 
     def forward(self, x, train=True):
         raise NotImplementedError
@@ -158,10 +176,11 @@ class Linear(Layer):
             PROFILE.add("matmul", t0)
         z, y = F.bias_act(self.be, h, self.params.get("bias"), self.act,
                           self._ws("z", shape), self._ws("y", shape))
-        self._x, self.preact = x, z
+        self._x, self.preact, self._out_shape = x, z, shape
         return y
 
     def backward(self, dy):
+        self.check_grad(dy)
         n = _arrays.shape_of(dy)[0]
         dz = F.act_backward(self.be, dy, self.preact, self.act,
                             self._ws("dz", (n, self.out_features)), self.grads.get("bias"))
@@ -220,13 +239,17 @@ class BatchNorm1d(Layer):
                                 self.params["beta"], self.act, self._ws("z", (n, c)),
                                 self._ws("y", (n, c)))
         self._x, self._mean, self._invstd, self.preact = x, mean, invstd, z
+        self._out_shape, self._train = (n, c), train
         return y
 
     def backward(self, dy):
-        n, c = _arrays.shape_of(dy)
-        dx = self._ws("dx", (n, c))
+        """In training the batch's statistics depend on every input; after an eval forward
+        the running ones are constants, and ``dx = gamma·invstd·act'(z)·dy``."""
+        self.check_grad(dy)
+        dx = self._ws("dx", self._out_shape)
         F.batch_norm_backward(self.be, dy, self.preact, self._x, self._mean, self._invstd,
-                              self.params["gamma"], self.act, dx, self._grad_block)
+                              self.params["gamma"], self.act, dx, self._grad_block,
+                              self._train)
         return dx
 
 
@@ -243,18 +266,21 @@ class Dropout(Layer):
         self._active = False
 
     def forward(self, x, train=True):
+        self.check_input(x)
+        self._out_shape = _arrays.shape_of(x)
         self._active = train and self.p > 0
         if not self._active:
             return x
         self.step += 1
-        return F.dropout(self.be, x, self.p, self.seed, self.step,
-                         self._ws("y", _arrays.shape_of(x)))
+        return F.dropout(self.be, self.be.contiguous(x), self.p, self.seed, self.step,
+                         self._ws("y", self._out_shape))
 
     def backward(self, dy):
+        self.check_grad(dy)
         if not self._active:
             return dy
-        return F.dropout(self.be, dy, self.p, self.seed, self.step,
-                         self._ws("dx", _arrays.shape_of(dy)))
+        return F.dropout(self.be, self.be.contiguous(dy), self.p, self.seed, self.step,
+                         self._ws("dx", self._out_shape))
 
 
 class Sequential(Layer):

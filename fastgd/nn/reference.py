@@ -18,12 +18,15 @@ def batch_norm_stats(h, eps):
     return mean, 1 / np.sqrt(var + eps), unbiased
 
 
-def batch_norm_backward(du, h, mean, invstd, gamma):
-    """(dx, dgamma, dbeta) from the gradient ``du`` at batch norm's output."""
+def batch_norm_backward(du, h, mean, invstd, gamma, train=True):
+    """(dx, dgamma, dbeta) from the gradient ``du`` at batch norm's output; ``train=False``
+    after an eval-mode forward, whose mean and invstd (the running ones) are constants."""
     n = h.shape[0]
     xhat = (h - mean) * invstd
     dgamma = (du * xhat).sum(axis=0)
     dbeta = du.sum(axis=0)
+    if not train:
+        return gamma * invstd * du, dgamma, dbeta
     dx = gamma * invstd / n * (n * du - dbeta - xhat * dgamma)
     return dx, dgamma, dbeta
 

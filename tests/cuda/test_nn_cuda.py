@@ -71,6 +71,14 @@ def test_batch_norm_matches_numpy_and_finite_differences(batch):
     F.batch_norm_backward(NUMPY, w, z_r, x, stats_r[0], stats_r[1], gamma, act, dx_r, grads_r)
     np.testing.assert_allclose(host(dx), dx_r, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(host(grads), grads_r, rtol=1e-10, atol=1e-12)
+    # after an eval forward (running statistics: constants), on the same numbers
+    dx_e, grads_e = _empty(CUDA, (batch, 3)), _empty(CUDA, (2, 3))
+    F.batch_norm_backward(CUDA, dev(w), z, dev(x), stats[0], stats[1], dev(gamma), act, dx_e,
+                          grads_e, train=False)
+    F.batch_norm_backward(NUMPY, w, z_r, x, stats_r[0], stats_r[1], gamma, act, dx_r, grads_r,
+                          train=False)
+    np.testing.assert_allclose(host(dx_e), dx_r, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(host(grads_e), grads_r, rtol=1e-10, atol=1e-12)
     if batch > ROW_THREADS:
         return  # the finite differences below are slow in the simulator's blocks
 
