@@ -184,6 +184,33 @@ def test_unknown_mode_loss_and_missing_optimizer(setup):
         _train(setup, data=[1, 2, 3])
 
 
+def test_losses_that_do_not_average(setup):
+    """'none' gives no number to step on and 'sum' a step that grows with the batch: both
+    refused before the first step (a 'none' loss failed after the optimizer had stepped)."""
+    for reduction in ("none", "sum"):
+        with pytest.raises(ValueError, match="need reduction='mean'"):
+            _train(setup, loss=nn.Loss("cross_entropy", reduction))
+    with pytest.raises(ValueError, match="go with a loss name"):
+        _train(setup, loss=nn.Loss("cross_entropy"), label_smoothing=0.1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_evaluate_checks_labels_and_averages(backend):
+    """evaluate is public: its labels are checked as train's are (on numba an out-of-range
+    label was read past the logits), and no samples give NaN, not 0."""
+    model = nn.MLP([5, 8, 3], backend=backend, dtype=np.float64)
+    x = np.random.default_rng(1).random((37, 5))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+        nn.evaluate(model, x, np.full(37, 7), chunk=16)
+    y = np.arange(37) % 3
+    loss, acc = nn.evaluate(model, x, y, chunk=16)
+    want = nn.cross_entropy(model.forward(x, train=False), y)
+    assert loss == pytest.approx(want, rel=1e-12) and 0 <= acc <= 1
+    assert all(np.isnan(nn.evaluate(model, x[:0], y[:0])))
+    with pytest.raises(ValueError, match="need reduction='mean'"):
+        nn.evaluate(model, x, y, loss=nn.Loss("cross_entropy", "sum"))
+
+
 class _FakeDeviceArray:
     """Looks like a GPU array (has __cuda_array_interface__)."""
 

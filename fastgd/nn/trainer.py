@@ -22,7 +22,7 @@ from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
 from fastgd.nn.layers import array_module
-from fastgd.nn.losses import LOSSES, get_loss
+from fastgd.nn.losses import LOSSES, Loss, get_loss
 
 MODES = ("batch", "sgd", "minibatch")
 
@@ -147,19 +147,38 @@ def accuracy(loss, out, y):
     return float(np.mean((out > 0) == (y > 0.5)))
 
 
+def mean_loss(loss, **options) -> Loss:
+    """The loss that training and evaluation average: by name, or a :class:`Loss` with
+    reduction ``"mean"`` (a sum would make the step size depend on the batch size, and
+    ``"none"`` gives no number to step on); options only with a name."""
+    if isinstance(loss, Loss):
+        if options:
+            raise ValueError(f"{sorted(options)} go with a loss name, not with {loss!r}")
+        if loss.reduction != "mean":
+            raise ValueError(f"training and evaluation average the loss over each batch: "
+                             f"they need reduction='mean', got {loss!r}")
+        return loss
+    if isinstance(loss, str) and loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
+    return get_loss(loss, **options)
+
+
 def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
-    """``(mean loss, accuracy)`` of ``model`` in eval mode on ``(x, y)``."""
-    loss = get_loss(loss)
+    """``(mean loss, accuracy)`` of ``model`` in eval mode on ``(x, y)``: NaN for no
+    samples. Labels are checked (range, shape) chunk by chunk, before each is computed."""
+    loss = mean_loss(loss)
     n = _arrays.shape_of(x)[0]
+    if n == 0:
+        return math.nan, math.nan
     total, correct = 0.0, 0.0
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
         out = model.forward(xb, train=False)
-        value, _ = loss.value_and_grad(out, yb, backend=model.be.name, check=False)
+        value, _ = loss.value_and_grad(out, yb, backend=model.be.name)
         m = _arrays.shape_of(xb)[0]
         total += value * m
         correct += accuracy(loss, out, yb) * m
-    return total / max(n, 1), correct / max(n, 1)
+    return total / n, correct / n
 
 
 def dead_fraction(model) -> float:
@@ -183,7 +202,7 @@ def _norm(xp, g) -> float:
 def grad_norms(model, x, y, loss="cross_entropy") -> dict:
     """Per-layer weight-gradient L2 norms ``{"fc1": ...}`` of one forward/backward on
     ``(x, y)`` in training mode (it updates batch-norm running statistics)."""
-    loss = get_loss(loss)
+    loss = mean_loss(loss)
     out = model.forward(x, train=True)
     _, g = loss.value_and_grad(out, y, backend=model.be.name)
     model.backward(g)
@@ -240,10 +259,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     Everything is checked before the first step: an unknown loss or mode, a bad batch size,
     labels out of range or of the wrong shape, data on another device or of another dtype.
     """
-    options = {"label_smoothing": label_smoothing} if label_smoothing else {}
-    if isinstance(loss, str) and loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
-    loss = get_loss(loss, **options)
+    loss = mean_loss(loss, **({"label_smoothing": label_smoothing} if label_smoothing else {}))
     if optimizer is None or not callable(getattr(optimizer, "step", None)):
         raise TypeError("train needs an optimizer with a step(grads) method, e.g. "
                         "fastgd.Adam(model.params, lr=1e-3)")
