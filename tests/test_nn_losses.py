@@ -211,3 +211,15 @@ def test_float32_elementwise_losses_against_float64(backend, name):
     ones = np.ones_like(want)
     assert_backward_contract(grad, want, ones, np.float32, f"{name} gradient")
     assert_backward_contract(value, want_value, ones, np.float32, f"{name} loss")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_float32_labels_past_2_to_the_24(backend):
+    """Labels reach the kernel in the compute type; past 2^24 classes float32 would round
+    label 2^24 + 1 to 2^24 and put the gradient's -1 on the wrong class."""
+    c, label = (1 << 24) + 3, (1 << 24) + 1
+    x = np.zeros((1, c), np.float32)
+    loss, grad = nn.get_loss("cross_entropy").value_and_grad(x, np.array([label]),
+                                                             backend=backend)
+    assert grad.dtype == np.float32 and int(np.argmin(grad)) == label
+    assert loss == pytest.approx(np.log(c), rel=1e-6)

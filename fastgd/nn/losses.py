@@ -165,8 +165,10 @@ class Loss:
         loss = be.empty((n,), dtype)
         gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
         if _is_integer(target):
+            # labels reach the row function in the compute type: exact in float32 up to 2^24
+            exact = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
             be.rows(fm.cross_entropy_labels, [x, grad], per_row=[target, gscale],
-                    scalars=(self.smoothing,), result=loss, compute=dtype)
+                    scalars=(self.smoothing,), result=loss, compute=exact)
         else:
             be.rows(fm.cross_entropy_probs, [x, target, grad], per_row=[gscale],
                     scalars=(self.smoothing,), result=loss, compute=dtype)
