@@ -223,3 +223,20 @@ def test_float32_labels_past_2_to_the_24(backend):
                                                              backend=backend)
     assert grad.dtype == np.float32 and int(np.argmin(grad)) == label
     assert loss == pytest.approx(np.log(c), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits"])
+def test_zero_dimensional_input_keeps_its_shape(name, backend):
+    """A 0-d input gives a 0-d gradient (and 'none' loss), as torch's do; they were (1,)."""
+    x, t = np.array(0.3), np.array(1.0)
+    for reduction in ("mean", "none"):
+        loss, grad = nn.get_loss(name, reduction).value_and_grad(x, t, backend=backend)
+        assert grad.shape == () and np.shape(loss) == ()
+        xt = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        fn = (torch.nn.functional.mse_loss if name == "mse"
+              else torch.nn.functional.binary_cross_entropy_with_logits)
+        want = fn(xt, torch.tensor(1.0, dtype=torch.float64), reduction=reduction)
+        want.backward()
+        assert float(loss) == pytest.approx(want.item(), rel=1e-12)
+        assert float(grad) == pytest.approx(xt.grad.item(), rel=1e-12)

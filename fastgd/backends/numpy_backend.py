@@ -18,7 +18,8 @@ class HostArrays:
         return np.empty(shape, dtype)
 
     def contiguous(self, a):
-        return np.ascontiguousarray(a)
+        """``a`` C-contiguous, of its own shape (np.ascontiguousarray makes 0-d arrays 1-d)."""
+        return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
     def flat(self, a):
         """A flat C-ordered view of ``a`` (a copy only if ``a`` is not contiguous)."""
