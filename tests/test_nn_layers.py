@@ -88,6 +88,24 @@ def test_batch_norm_matches_torch(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_norm_cumulative_average_as_torch(backend):
+    """momentum=None: running statistics average every batch so far, as torch's do."""
+    rng = np.random.default_rng(9)
+    bn = nn.BatchNorm1d(3, momentum=None, backend=backend, dtype=np.float64)
+    ref = torch.nn.BatchNorm1d(3, momentum=None, dtype=torch.float64)
+    for _ in range(4):
+        x = rng.normal(2, 3, (8, 3))
+        bn.forward(x, train=True)
+        ref(torch.tensor(x))
+    np.testing.assert_allclose(bn.running_mean, ref.running_mean.numpy(), rtol=1e-13)
+    np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), rtol=1e-13)
+    assert bn.num_batches_tracked == ref.num_batches_tracked.item() == 4
+    for bad in (1.5, "0.1", True):
+        with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\] or None"):
+            nn.BatchNorm1d(3, momentum=bad, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("act", ["identity", "tanh"])
 def test_batch_norm_backward_after_an_eval_forward_matches_torch(backend, act):
     """Eval normalizes with the running statistics, constants of the input: dx is

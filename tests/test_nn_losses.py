@@ -158,6 +158,13 @@ def test_numpy_scalar_label_smoothing_is_a_number():
         nn.get_loss("cross_entropy", label_smoothing=True)
 
 
+def test_bad_targets_and_grad_output_say_what_is_expected():
+    with pytest.raises(ValueError, match="class labels must be integers"):
+        nn.cross_entropy(X, LABELS.astype(X.dtype))
+    with pytest.raises(ValueError, match="grad_output of reduction='mean' is one number"):
+        nn.cross_entropy_backward(X, LABELS, grad_output=np.ones(len(LABELS)))
+
+
 def test_bad_options():
     with pytest.raises(ValueError, match="unknown loss 'hinge'"):
         nn.get_loss("hinge")

@@ -199,18 +199,22 @@ class BatchNorm1d(Layer):
     """Batch normalization over the batch axis, followed by a fused activation.
 
     Training normalizes with the batch's mean and biased variance and updates
-    ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, as torch does;
-    eval uses the running estimates."""
+    ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, as torch does
+    (``momentum=None``: the cumulative average of every batch so far, torch's too); eval
+    uses the running estimates."""
 
     def __init__(self, num_features, activation="identity", *, momentum=0.1, eps=1e-5,
                  activation_params=None, backend="auto", dtype=np.float32, name="batchnorm"):
         super().__init__(backend, dtype, name)
         self.num_features = int(num_features)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
-        self.momentum, self.eps = float(momentum), float(eps)
+        if momentum is not None and not (_arrays.is_number(momentum) and 0 <= momentum <= 1):
+            raise ValueError(f"momentum must be in [0, 1] or None (a cumulative average), "
+                             f"got {momentum!r}")
+        if not (_arrays.is_number(eps) and eps > 0):
+            raise ValueError(f"eps must be > 0, got {eps!r}")
+        self.momentum = None if momentum is None else float(momentum)
+        self.eps = float(eps)
+        self.num_batches_tracked = 0
         self.act = get_activation(activation, **(activation_params or {}))
         c = self.num_features
         self.params["gamma"] = self._array(np.ones(c))
@@ -230,8 +234,11 @@ class BatchNorm1d(Layer):
             stats = self._ws("stats", (3, c))
             F.batch_norm_stats(self.be, x, self.eps, stats)
             mean, invstd = stats[0], stats[1]
-            F.ema_(self.be, self.running_mean, mean, self.momentum)
-            F.ema_(self.be, self.running_var, stats[2], self.momentum)
+            self.num_batches_tracked += 1
+            momentum = (1.0 / self.num_batches_tracked if self.momentum is None
+                        else self.momentum)
+            F.ema_(self.be, self.running_mean, mean, momentum)
+            F.ema_(self.be, self.running_var, stats[2], momentum)
         else:
             mean = self.running_mean
             invstd = F.inv_std(self.be, self.running_var, self.eps, self._ws("invstd", (c,)))

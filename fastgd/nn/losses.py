@@ -86,8 +86,12 @@ class Loss:
             raise TypeError(f"{self.name} needs float targets, got {_arrays.dtype_of(target)}")
         _arrays.check_float(input=x, target=target)
         if t_shape != x_shape:
+            hint = ""
+            if self.name == "cross_entropy" and t_shape == x_shape[:1]:
+                hint = ("; class labels must be integers (float targets are probabilities "
+                        "of the input's shape)")
             raise ValueError(f"{self.name}: input shape {x_shape} and target shape "
-                             f"{t_shape} do not match")
+                             f"{t_shape} do not match{hint}")
 
     # -- compute ------------------------------------------------------------------------------
     def value_and_grad(self, x, target, grad_output=1.0, backend=None, check=True):
@@ -120,6 +124,9 @@ class Loss:
                     f"got {_arrays.shape_of(go)}"
                 )
             return go
+        if np.ndim(grad_output) != 0:
+            raise ValueError(f"grad_output of reduction={self.reduction!r} is one number (the "
+                             f"loss is), got shape {_arrays.shape_of(grad_output)}")
         if self.reduction == "mean":
             return float(grad_output) / max(self._count(shape), 1)
         return float(grad_output)
