@@ -229,6 +229,8 @@ def test_layer_errors():
         nn.Dropout(1.0)
     with pytest.raises(ValueError, match="unknown init 'lecun'"):
         nn.Linear(2, 3, init="lecun")
+    with pytest.raises(ValueError, match="residual block res maps width 3 to 4"):
+        nn.Residual([nn.Linear(3, 4), nn.Dropout(0.1)], name="res")  # before any forward
     with pytest.raises(ValueError, match=r"MLP sizes must be at least \[in, out\]"):
         nn.MLP([4])
     with pytest.raises(ValueError, match="unknown backend 'tpu'"):

@@ -330,11 +330,29 @@ class Sequential(Layer):
             yield from (layer.modules() if hasattr(layer, "modules") else (layer,))
 
 
+def widths(layer):
+    """``(input width, output width)`` of a layer; None for either that it does not fix
+    (Dropout keeps any width)."""
+    if isinstance(layer, Linear):
+        return layer.in_features, layer.out_features
+    if isinstance(layer, BatchNorm1d):
+        return layer.num_features, layer.num_features
+    if isinstance(layer, Sequential):
+        ins, outs = zip(*(widths(m) for m in layer.layers))
+        first = next((w for w in ins if w is not None), None)
+        return first, next((w for w in reversed(outs) if w is not None), None)
+    return None, None
+
+
 class Residual(Sequential):
     """``x + f(x)`` for the layers ``f``; the input and output widths must match."""
 
     def __init__(self, layers, name="residual"):
         super().__init__(layers, name)
+        w_in, w_out = widths(self)
+        if w_in is not None and w_out is not None and w_in != w_out:
+            raise ValueError(f"residual block {name} maps width {w_in} to {w_out}; x + f(x) "
+                             "needs them equal")
 
     def forward(self, x, train=True):
         y = super().forward(x, train)
