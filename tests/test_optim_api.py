@@ -323,10 +323,25 @@ def test_empty_and_zero_size_params():
 
 
 @pytest.mark.parametrize("name", ALL)
-@pytest.mark.parametrize("lr", [0.0, -1e-3, float("nan"), float("inf")])
+@pytest.mark.parametrize("lr", [-1e-3, float("nan"), float("inf")])
 def test_bad_lr(name, lr):
-    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
         getattr(fastgd, name)({"w": np.zeros(2)}, lr=lr)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lr_zero_moves_nothing_but_the_state_as_torch(backend):
+    """torch.optim takes lr=0 (a step that only updates the optimizer's statistics)."""
+    p, g = np.array([1.0, -2.0]), np.array([0.5, 3.0])
+    opt = fastgd.Adam([p], lr=0.0, backend=backend)
+    opt.step([g])
+    tp = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    topt = torch.optim.Adam([tp], lr=0.0)
+    tp.grad = torch.tensor(g)
+    topt.step()
+    np.testing.assert_array_equal(p, [1.0, -2.0])
+    np.testing.assert_allclose(opt.state[0]["exp_avg_sq"], topt.state[tp]["exp_avg_sq"].numpy(),
+                               rtol=1e-15)
 
 
 BAD_OPTIONS = [

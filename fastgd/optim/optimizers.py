@@ -98,7 +98,7 @@ class Optimizer:
             self._lr_fn, self._lr = lr, None
             self._lr_at(0)  # a schedule that is wrong from the start fails here
         else:
-            self._lr_fn, self._lr = None, _positive("lr", lr)
+            self._lr_fn, self._lr = None, _nonnegative("lr", lr)  # 0 as in torch.optim
         self.maximize = bool(maximize)
         self.max_grad_norm = None if max_grad_norm is None else _positive(
             "max_grad_norm", max_grad_norm)
