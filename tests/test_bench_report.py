@@ -66,11 +66,24 @@ def test_comparison_ratios_and_overlaid_plots(tmp_path):
     text = index.read_text()
     assert "| relu | forward | float32 | 2^20 | numba | 100 µs | 2.00 |" in text
     assert "| relu | forward | float32 | 2^20 | numpy | 1 ms | 1.00 |" in text
-    assert "| run 2 vs run 1 | numba | 4 | 1.19 |" in text  # (2·1·1·1)^(1/4)
+    assert "| run 2 vs run 1 | numba | 3 | 1.26 |" in text  # (2·1·1)^(1/3): no probe row
     assert "fixture-box" in text and "other-box" in text
     names = {p.name for p in tmp_path.glob("*.png")}
     assert names == {"compare-throughput-relu.png", "compare-throughput-sigmoid.png"}
     assert png_size(tmp_path / "compare-throughput-relu.png")[0] >= 600
+
+
+def test_comparison_keeps_ratios_far_from_1(tmp_path):
+    """A ratio below 0.005 printed as 0.00 and its logarithm stopped the report (math domain
+    error); the geometric mean is taken over the unrounded ratios."""
+    other = json.loads(OTHER.read_text())
+    for b in other["benchmarks"]:
+        b["stats"] = {k: v * 300 if isinstance(v, float) else v for k, v in b["stats"].items()}
+    slow = tmp_path / "slow.json"
+    slow.write_text(json.dumps(other))
+    text = report.write([SMALL, slow], tmp_path / "r").read_text()
+    assert "| relu | forward | float32 | 2^20 | numba | 100 µs | 0.0067 |" in text  # 2/300
+    assert "| run 2 vs run 1 | numba | 3 | 0.0042 |" in text  # (2·1·1)^(1/3)/300
 
 
 def test_default_folder_is_new(tmp_path):

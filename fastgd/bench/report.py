@@ -484,19 +484,28 @@ def _all_results(runs: list[Run]) -> str:
             + table(head, rows) + "\n\n</details>")
 
 
-def ratio_rows(runs: list[Run]) -> list[list]:
-    """Per result present in the first run and another: time(first) / time(other)."""
-    first = {(r.key, r.backend): r for r in runs[0].results}
-    others = [{(r.key, r.backend): r for r in run.results} for run in runs[1:]]
-    rows = []
+def ratios(runs: list[Run]) -> list[tuple[Result, list[float | None]]]:
+    """Per op result of the first run found in another: time(first) / time(other), as
+    floats (None where that run lacks it); the bandwidth probe's rows left out."""
+    first = {(r.key, r.backend): r for r in measured(runs[0])}
+    others = [{(r.key, r.backend): r for r in measured(run)} for run in runs[1:]]
+    out = []
     for (key, backend), r in sorted(first.items()):
         matches = [o.get((key, backend)) for o in others]
-        if not any(matches):
-            continue
-        op, direction, dtype, n = key
-        rows.append([op, direction, dtype, fmt_n(n), backend, fmt_time(r.time)]
-                    + [fmt(m and r.time / m.time, ".2f") for m in matches])
-    return rows
+        if any(matches):
+            out.append((r, [m and r.time / m.time for m in matches]))
+    return out
+
+
+def fmt_ratio(q: float | None) -> str:
+    """2 decimals, or 2 significant digits below 0.1 (0.0034, not 0.00)."""
+    return fmt(q, ".2f" if q is None or q >= 0.1 else ".2g")
+
+
+def ratio_rows(runs: list[Run]) -> list[list]:
+    """:func:`ratios` as table rows."""
+    return [[r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time)]
+            + [fmt_ratio(q) for q in qs] for r, qs in ratios(runs)]
 
 
 def write_compare(runs: list[Run], out: Path) -> Path:
@@ -504,16 +513,17 @@ def write_compare(runs: list[Run], out: Path) -> Path:
              "Runs:\n\n" + "\n".join(f"{i + 1}. {r.label} — `{r.source}`"
                                      for i, r in enumerate(runs)),
              _machine_section(runs), _bandwidth_section(runs)]
-    rows = ratio_rows(runs)
+    found = ratios(runs)
     geo = []
     for k in range(1, len(runs)):
         per_backend = defaultdict(list)
-        for row in rows:
-            if row[6 + k - 1] != "–":
-                per_backend[row[4]].append(math.log(float(row[6 + k - 1])))
+        for r, qs in found:
+            if qs[k - 1]:  # a ratio of 0 (an unmeasurably fast result) has no logarithm
+                per_backend[r.backend].append(math.log(qs[k - 1]))
         for b, logs in sorted(per_backend.items()):
             geo.append([f"run {k + 1} vs run 1", b, len(logs),
-                        f"{math.exp(sum(logs) / len(logs)):.2f}"])
+                        fmt_ratio(math.exp(sum(logs) / len(logs)))])
+    rows = ratio_rows(runs)
     parts.append("## Ratios\n\nSpeedup of each run over run 1 (time in run 1 / time in that "
                  "run; > 1 means faster than run 1).\n\n"
                  + table(["runs", "backend", "results", "geometric mean speedup"], geo)
