@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fastgd.bench import activation_cases, bandwidth, machine, peers
+from fastgd.bench import activation_cases, bandwidth, machine, optimizer_cases, peers
 from fastgd.bench import report as report_writer
 
 PROBE_OPS = ("copy", "inplace")
@@ -86,11 +86,19 @@ def pytest_collection_modifyitems(config, items):
     """Keep the items whose op/backend/n parameters were asked for; unknown ops fail."""
     ops, backends = set(_list(config, "--fastgd-ops")), set(_list(config, "--fastgd-backends"))
     sizes = set(config.fastgd_sizes or ())
-    seen = {p["op"] for p in _params(items) if "op" in p}
-    unknown = ops - seen
-    if unknown:
+    # a suite with no case at the sizes asked holds pytest's NotSet placeholder instead
+    seen = {p["op"] for p in _params(items) if isinstance(p.get("op"), str)}
+    absent = ops - seen
+    if absent:
+        known = seen | set(activation_cases.ops()) | set(optimizer_cases.OPS)
+        unknown = absent - known
+        if unknown:
+            raise pytest.UsageError(f"unknown op(s) {', '.join(sorted(unknown))}; known: "
+                                    f"{', '.join(sorted(known))}")
+        limit = activation_cases.MAX_N["cpu"].bit_length() - 1
         raise pytest.UsageError(
-            f"unknown op(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(seen))}")
+            f"no case of {', '.join(sorted(absent))} at the sizes asked on the backends here "
+            f"(activations run up to 2^{limit} on the CPU, 2^28 on a GPU)")
     available = {p["backend"] for p in _params(items) if "backend" in p}
     missing = backends - available
     if missing and not backends & available:

@@ -81,6 +81,18 @@ def test_bench_unknown_op_fails_clearly(tmp_path):
     assert "fastgd bench:" not in out and "Not saving anything" not in out
 
 
+def test_bench_sizes_past_an_ops_limit_say_so(tmp_path):
+    """Activations stop at 2^26 on the CPU: asking gelu at 2^27 there left the suite with no
+    case and pytest with an INTERNALERROR; it is a usage error that gives the limit."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastgd.cli", "bench", "--ops", "gelu", "--sizes", "2^27",
+         "--backends", "numpy", "--out", str(tmp_path / "r")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no case of gelu at the sizes asked" in proc.stderr + proc.stdout
+    assert "INTERNALERROR" not in proc.stderr + proc.stdout
+
+
 def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
     """``--fastgd-report DIR`` with an existing DIR (no '='): pytest would take the top-level
     configuration instead of benchmarks/pytest.ini, and silently save no JSON."""
