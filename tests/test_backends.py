@@ -39,6 +39,21 @@ def test_unavailable_cuda_backend_says_why():
         fastgd.to_device(np.ones(3))  # not numba-cuda's driver error
 
 
+@pytest.mark.parametrize("name", [b"NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"])
+def test_cuda_status_names_the_device_as_any_numba_cuda_gives_it(name, monkeypatch):
+    """numba-cuda gave device names as bytes, and gives str since its devices come from
+    cuda.core: ``.decode()`` on a str made the backend 'unavailable' on every real GPU."""
+    from types import SimpleNamespace
+
+    from fastgd.backends import cuda_backend
+
+    device = SimpleNamespace(name=name)
+    fake = SimpleNamespace(is_available=lambda: True, get_current_device=lambda: device)
+    monkeypatch.setattr(cuda_backend, "_cuda", lambda: fake)
+    monkeypatch.setattr(cuda_backend, "simulator_enabled", lambda: False)
+    assert cuda_backend.CudaBackend().status() == "ok (NVIDIA H100 80GB HBM3)"
+
+
 def test_order_of_choice(monkeypatch):
     x = np.ones(3)
     assert resolve(None, x).name == "numba"  # auto for host arrays

@@ -83,6 +83,13 @@ def device_math() -> dict:
     return {**DEVICE_MATH, **python, "fma": cuda_device.fma}
 
 
+def device_name(device) -> str:
+    """A numba-cuda device's name: bytes before numba-cuda 0.2x's cuda.core devices, str
+    since (``.decode()`` on it made the backend report itself unavailable on a real GPU)."""
+    name = device.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 class CudaBackend(CompiledBackend):
     """Grid-stride CUDA kernels generated from the same scalar math as the CPU loops."""
 
@@ -101,7 +108,7 @@ class CudaBackend(CompiledBackend):
         try:
             if not cuda.is_available():
                 return "unavailable: no CUDA driver or GPU found"
-            return f"ok ({cuda.get_current_device().name.decode()})"
+            return f"ok ({device_name(cuda.get_current_device())})"
         except Exception as e:  # driver errors come in many types
             return f"unavailable: {e}"
 

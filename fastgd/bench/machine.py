@@ -40,7 +40,9 @@ def gpu_name() -> str | None:
         return None
     from numba import cuda
 
-    return cuda.get_current_device().name.decode()
+    from fastgd.backends.cuda_backend import device_name
+
+    return device_name(cuda.get_current_device())
 
 
 def facts(bandwidth: dict | None = None) -> dict:
