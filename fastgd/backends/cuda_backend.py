@@ -219,7 +219,8 @@ def to_device(a):
     cupy = _cupy()
     if cupy is not None:
         return cupy.asarray(a)
-    return _cuda().to_device(np.ascontiguousarray(a))
+    a = np.asarray(a)
+    return _cuda().to_device(np.ascontiguousarray(a).reshape(a.shape))  # 0-d stays 0-d
 
 
 def to_host(a):
