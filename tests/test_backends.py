@@ -54,6 +54,29 @@ def test_cuda_status_names_the_device_as_any_numba_cuda_gives_it(name, monkeypat
     assert cuda_backend.CudaBackend().status() == "ok (NVIDIA H100 80GB HBM3)"
 
 
+def test_cuda_backend_reads_foreign_device_arrays_through_a_numba_view(monkeypatch):
+    """A torch CUDA tensor (``.size`` a method, ``.dtype`` torch's) reaches the kernels as
+    a Numba view of its memory, as ``numba.cuda.as_cuda_array`` makes one; CuPy and Numba
+    arrays pass as they are."""
+    from types import SimpleNamespace
+
+    from fastgd.backends import cuda_backend
+
+    def device_class(module):
+        cai = {"shape": (4,), "typestr": "<f4", "data": (0, False), "version": 3}
+        return type("Array", (), {"__module__": module, "__cuda_array_interface__": cai,
+                                  "size": lambda self: 4})
+
+    views = []
+    fake = SimpleNamespace(as_cuda_array=lambda a: views.append(a) or "numba view")
+    monkeypatch.setattr(cuda_backend, "_cuda", lambda: fake)
+    tensor = device_class("torch")()
+    assert cuda_backend.CudaBackend.native(tensor) == "numba view" and views == [tensor]
+    for module in ("cupy._core.core", "numba.cuda.cudadrv.devicearray"):
+        a = device_class(module)()
+        assert cuda_backend.CudaBackend.native(a) is a
+
+
 def test_order_of_choice(monkeypatch):
     x = np.ones(3)
     assert resolve(None, x).name == "numba"  # auto for host arrays

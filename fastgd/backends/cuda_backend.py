@@ -135,9 +135,19 @@ class CudaBackend(CompiledBackend):
             step *= dim
         return all(s == e for s, e, d in zip(strides, reversed(expected), cai["shape"]) if d > 1)
 
+    @staticmethod
+    def native(a):
+        """CuPy, Numba and simulator device arrays as they are; any other
+        ``__cuda_array_interface__`` object (a torch CUDA tensor) as a Numba view of the same
+        memory, so that the backend can read ``.size`` and ``.dtype`` as NumPy's (a tensor's
+        ``.size`` is a method: optimizers and clipping on tensors failed there)."""
+        if type(a).__module__.split(".")[0] in ("cupy", "numba"):
+            return a
+        return _cuda().as_cuda_array(a)
+
     def contiguous(self, a):
         if self._is_contiguous(a):
-            return a
+            return self.native(a)
         cupy = _cupy()
         if cupy is not None:
             return cupy.ascontiguousarray(cupy.asarray(a))
@@ -146,8 +156,7 @@ class CudaBackend(CompiledBackend):
         )
 
     def flat(self, a):
-        a = self.contiguous(a)
-        return a.reshape(-1) if hasattr(a, "reshape") else _cuda().as_cuda_array(a).reshape(-1)
+        return self.contiguous(a).reshape(-1)
 
     def flat_view(self, a):
         return self.flat(a) if self._is_contiguous(a) else None
