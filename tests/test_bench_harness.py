@@ -57,7 +57,7 @@ def test_compile_time_only_when_a_kernel_was_compiled():
 def test_slow_calls_get_few_rounds(monkeypatch):
     monkeypatch.setattr(harness, "SLOW_S", 0.0)
     bench = FakeBenchmark()
-    harness.run(bench, make(lambda: np.ones(4), np.ones(4)))
+    harness.run(bench, make(lambda: np.ones(4, np.float32), np.ones(4)))
     assert bench.calls == 1 and bench.rounds == harness.SLOW_ROUNDS
 
 
@@ -66,20 +66,36 @@ def make(call, expected, dtype="float32", sample=None):
                 expected=expected, dtype=dtype, sample=sample)
 
 
+def f32(values):
+    return np.array(values, np.float32)
+
+
 def test_verify_tolerance_nan_shape_and_sample():
     ref = np.array([1.0, -2.0, np.nan, np.inf])
-    harness.verify(make(lambda: ref.astype(np.float32) * (1 + 1e-6), ref), ref * (1 + 1e-6))
-    with pytest.raises(WrongResult, match=r"1 of 4 values .* index 1: got -2.01"):
-        harness.verify(make(None, ref), np.array([1.0, -2.01, np.nan, np.inf]))
+    harness.verify(make(None, ref), f32(ref * (1 + 1e-6)))
+    with pytest.raises(WrongResult, match=r"1 of 4 values .* index 1: got -2.0099"):
+        harness.verify(make(None, ref), f32([1.0, -2.01, np.nan, np.inf]))
     with pytest.raises(WrongResult, match=r"index 2"):
-        harness.verify(make(None, ref), np.array([1.0, -2.0, 0.0, np.inf]))
-    with pytest.raises(WrongResult, match=r"shape \(3,\), the NumPy reference \(4,\)"):
-        harness.verify(make(None, ref), np.zeros(3))
+        harness.verify(make(None, ref), f32([1.0, -2.0, 0.0, np.inf]))
+    # the whole result's size and dtype, before any sample is taken
+    with pytest.raises(WrongResult, match="result is 3 float32 values, the case 4 float32"):
+        harness.verify(make(None, ref), f32([1.0, -2.0, np.nan]))
+    with pytest.raises(WrongResult, match="result is 4 float64 values, the case 4 float32"):
+        harness.verify(make(None, ref), ref)
+    with pytest.raises(WrongResult, match="result is 5 float32 values"):
+        harness.verify(make(None, ref[[0, 3]], sample=lambda r: r[[0, 3]]), f32([1, 5, 7, 9, 0]))
     # float64 is held much tighter than float32
     with pytest.raises(WrongResult, match="rtol=1e-09"):
         harness.verify(make(None, ref, dtype="float64"), ref * (1 + 1e-6))
     sampled = make(None, ref[[0, 3]], sample=lambda r: r[[0, 3]])
-    harness.verify(sampled, np.array([1.0, 5.0, 7.0, np.inf]))
+    harness.verify(sampled, f32([1.0, 5.0, 7.0, np.inf]))
+    # small values are compared to 1e-7 of the largest one in float32 (not 1e-6)
+    ramp = np.array([1e-5, 1.0, 10.0, 10.0])
+    with pytest.raises(WrongResult, match="index 0"):
+        harness.verify(make(None, ramp), f32([0.0, 1.0, 10.0, 10.0]))
+    peer = make(None, ramp)  # a peer's tails are not held to fastgd's accuracy
+    peer.peer = True
+    harness.verify(peer, f32([0.0, 1.0, 10.0, 10.0]))
 
 
 def test_metrics():
@@ -113,14 +129,17 @@ def test_large_cases_check_a_sample_of_rows(monkeypatch):
     monkeypatch.setattr(ac, "CHECK_ALL", 1 << 10)
     monkeypatch.setattr(ac, "CHECK_SAMPLE", 1 << 10)
     ac._expected.cache_clear()
-    case = ac.make_case("softmax", "forward", "numpy", 1 << 14)
+    case = ac.make_case("softmax", "forward", "numpy", 1 << 20)
     _, result, _ = harness.first_call(case)
     harness.verify(case, result)
     sample = case.sample(result)
     assert 2 <= sample.shape[0] < result.shape[0] and sample.shape[1] == ac.ROW
-    result[-1, 0] += 1  # the last row is always checked
-    with pytest.raises(WrongResult):
-        harness.verify(case, result)
+    rows = result.shape[0]
+    for r in (rows - 1, rows // 2, rows // 4 - 1):  # the last row, and where threads split
+        bad = result.copy()
+        bad[r, 0] += 1
+        with pytest.raises(WrongResult):
+            harness.verify(case, bad)
     ac._expected.cache_clear()
 
 

@@ -115,7 +115,10 @@ def _sample_rows(shape) -> np.ndarray | None:
     per_row = n // shape[0]
     k = min(shape[0], max(2, CHECK_SAMPLE // per_row))
     rows = np.random.default_rng(1).choice(shape[0], size=k, replace=False)
-    return np.unique(np.concatenate([rows, [0, shape[0] - 1]]))
+    # and the rows around every 1/256 of the array, where parallel loops split their work
+    edges = np.linspace(0, shape[0] - 1, 257).astype(np.int64)
+    near = np.clip(np.concatenate([edges - 1, edges, edges + 1]), 0, shape[0] - 1)
+    return np.unique(np.concatenate([rows, near]))
 
 
 @functools.lru_cache(maxsize=2)
@@ -155,7 +158,14 @@ def _ours(op, direction, name, a, out):
 
 
 def _cupy_expression(op, direction, a):
-    """The NumPy reference's own expressions, run by CuPy on device arrays."""
+    """The NumPy reference's own expressions, run by CuPy on device arrays, the result in
+    the inputs' dtype (some of them compute float32 in float64)."""
+    call = _reference_call(op, direction, a)
+    dtype = a["x"].dtype
+    return lambda: call().astype(dtype, copy=False)
+
+
+def _reference_call(op, direction, a):
     act = activation(op)
     params = tuple(act.params.values()) if op not in ROW_OPS else (-1,)
     if op == "prelu":
@@ -223,7 +233,7 @@ def make_case(op: str, direction: str, impl: str, n: int, dtype: str = "float32"
         bytes=bytes_moved(direction, size, np.dtype(dtype).itemsize), call=call,
         expected=lambda: _expected(op, direction, shape, dtype),
         sample=None if rows is None else (lambda r: r[rows]),
-        sync=sync, to_host=to_host, kernels=kernels, version=version,
+        sync=sync, to_host=to_host, kernels=kernels, version=version, peer=impl not in OURS,
     )
 
 

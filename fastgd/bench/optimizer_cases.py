@@ -20,6 +20,8 @@ from fastgd.bench.harness import Case
 
 #: tensors in the layout benchmarks (mixed sizes, see :func:`mixed_sizes`)
 N_TENSORS = 1000
+#: Steps before the check: a kernel that drops its state passes one step, not two.
+CHECKED_STEPS = 2
 
 #: op -> (fastgd class, options, torch class name or None, extra torch options)
 OPS = {
@@ -63,9 +65,11 @@ def make_case(op, impl, sizes, layout) -> Case:
     name, options, torch_name, torch_options = OPS[op]
     params, grads = _problem(sizes)
 
-    def expected():
+    def expected():  # two steps: the second reads the state the first wrote
         p = {k: v.copy() for k, v in params.items()}
-        getattr(fastgd, name)(p, backend="numpy", **options).step(grads)
+        opt = getattr(fastgd, name)(p, backend="numpy", **options)
+        for _ in range(CHECKED_STEPS):
+            opt.step(grads)
         return _concat(p.values(), np.asarray)
 
     nbytes = getattr(fastgd, name)({k: v.copy() for k, v in params.items()}, backend="numpy",
@@ -73,7 +77,8 @@ def make_case(op, impl, sizes, layout) -> Case:
     # the layout benchmarks are their own rows in the report: "adam [buffer of 1000]"
     label = op if layout == "tensor" else f"{op} [{layout} of {len(sizes)}]"
     common = dict(op=label, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
-                  expected=expected, dtype="float32", device=DEVICE[impl],
+                  expected=expected, checked_calls=CHECKED_STEPS, dtype="float32",
+                  device=DEVICE[impl],
                   extra={"layout": layout, "tensors": len(sizes)})
     if impl.startswith("torch"):
         torch = peers.torch()
@@ -84,7 +89,7 @@ def make_case(op, impl, sizes, layout) -> Case:
         if device == "gpu" and torch_name == "Adagrad":
             torch_options = {}  # PyTorch's fused Adagrad is CPU-only
         opt = getattr(torch.optim, torch_name)(tp, **options, **torch_options)
-        return Case(call=lambda: (opt.step(), tp)[1], sync=peers.torch_sync(device),
+        return Case(call=lambda: (opt.step(), tp)[1], sync=peers.torch_sync(device), peer=True,
                     to_host=lambda ts: _concat(ts, peers.torch_to_host),
                     version=torch.__version__, **common)
     cls = getattr(fastgd, name)
