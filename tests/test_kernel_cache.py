@@ -39,6 +39,34 @@ def test_a_second_process_loads_the_kernels_and_gets_the_same_values(tmp_path):
     assert sorted(p.name for p in (tmp_path / "kernels").glob("k_*.py")) == files
 
 
+ALIASES = """
+import json, sys, numpy as np, fastgd
+rng = np.random.default_rng(0)
+x, dy = (rng.normal(0, 3, 5000).astype(np.float32) for _ in range(2))  # chunked: > 4096
+want = fastgd.sigmoid_backward(dy, x, backend="numpy")
+ok = []
+for into in sys.argv[1:]:
+    d, xx = dy.copy(), x.copy()
+    out = d if into == "dy" else xx
+    fastgd.sigmoid_backward(d, xx, out=out)
+    other = xx if into == "dy" else d
+    ok.append(bool(np.allclose(out, want, rtol=1e-5) and
+                   np.array_equal(other, x if into == "dy" else dy)))
+print(json.dumps(ok))
+"""
+
+
+def test_in_place_kernels_into_different_inputs_get_their_own_file(tmp_path):
+    """out=dy and out=x run chunked loops of one text around different serial kernels
+    (span): keyed on the text alone they shared a file, and the second loaded the first's
+    machine code and wrote dx into the caller's other array."""
+    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path)}
+    for order in (["dy", "x"], ["x", "dy"], ["x", "dy"]):  # the last from the disk cache
+        done = subprocess.run([sys.executable, "-c", ALIASES, *order], env=env,
+                              capture_output=True, text=True, check=True)
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == [True, True], order
+
+
 def test_the_cache_can_be_turned_off(tmp_path):
     out = _run(tmp_path, FASTGD_KERNEL_CACHE="0")
     assert out["hits"] == 0 and not (tmp_path / "kernels").exists()
@@ -47,11 +75,15 @@ def test_the_cache_can_be_turned_off(tmp_path):
 def test_kernels_of_one_shape_get_their_own_file(tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
     source = codegen.map_source(1, 1, 0, "serial")
-    paths = {kernel_cache.source_file(source, fn, "float32", "serial", {"nsz"})
-             for fn in (m.sigmoid, m.silu, m.relu)}
-    paths.add(kernel_cache.source_file(source, m.sigmoid, "float64", "serial", {"nsz"}))
-    paths.add(kernel_cache.source_file(source, m.sigmoid, "float32", "parallel", {"nsz"}))
-    assert len(paths) == 5 and all(open(p).read() == source for p in paths)
+
+    def path(fn, compute="float32", loop="serial", flags=("nsz",), calls=""):
+        key = kernel_cache.kernel_key(source, fn, compute, loop, flags, calls)
+        return kernel_cache.source_file(source, key)
+
+    paths = {path(fn) for fn in (m.sigmoid, m.silu, m.relu)}
+    paths |= {path(m.sigmoid, "float64"), path(m.sigmoid, loop="parallel"),
+              path(m.sigmoid, flags=("nsz", "reassoc")), path(m.sigmoid, calls="k_span")}
+    assert len(paths) == 7 and all(open(p).read() == source for p in paths)
     # functions composed at run time (nn's activation wrappers) differ by what they call
     sig = _kernels.get_activation("sigmoid").f
     tanh = _kernels.get_activation("tanh").f
@@ -63,7 +95,7 @@ def test_an_unwritable_folder_means_no_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(blocker))  # kernels/ cannot be made in a file
-    assert kernel_cache.source_file("def kernel(): pass\n", m.relu, "f", "serial", ()) is None
+    assert kernel_cache.source_file("def kernel(): pass\n", "k") is None
 
 
 def test_a_changed_helper_changes_the_fingerprint():

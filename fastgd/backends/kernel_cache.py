@@ -87,14 +87,22 @@ def _code_digest(code) -> str:
     return h.hexdigest()[:16]
 
 
-def source_file(source: str, fn, compute, loop: str, flags) -> str | None:
-    """The path of a file holding ``source`` under a name unique to what the kernel computes
-    (written once), or None where the cache is off or the folder is not writable."""
+def kernel_key(source: str, fn, compute, loop: str, flags, calls: str = "") -> str:
+    """What a kernel's machine code depends on, hashed: its text, the op math it calls, the
+    compute type, the loop, the flags, fastgd's source, and ``calls``: the key of the kernel
+    it calls by name (a chunked loop's ``span``, whose text is not in its own: the serial
+    kernels of ``out=x`` and ``out=dy`` differ, the chunked loops around them do not)."""
+    key = "\n".join([source, fingerprint(fn), str(compute), loop, ",".join(sorted(flags)),
+                     calls, package_digest()])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def source_file(source: str, key: str) -> str | None:
+    """The path of a file holding ``source`` under the name ``key`` (:func:`kernel_key`;
+    written once), or None where the cache is off or the folder is not writable."""
     if not enabled():
         return None
-    key = "\n".join([source, fingerprint(fn), str(compute), loop, ",".join(sorted(flags)),
-                     package_digest()])
-    path = folder() / f"k_{hashlib.sha256(key.encode()).hexdigest()[:24]}.py"
+    path = folder() / f"k_{key}.py"
     if path.exists():
         return str(path)
     try:

@@ -86,8 +86,9 @@ class NumbaBackend(HostArrays, CompiledBackend):
                         for f in ("prefetch", "line_shift", "stream_out", "fence")}}
         math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
                              for k, v in sorted(self._math.items()))
-        path = kernel_cache.source_file(source, scalar_fn, f"{compute} {math_from}", loop,
-                                        flags)
+        key = kernel_cache.kernel_key(source, scalar_fn, f"{compute} {math_from}", loop, flags,
+                                      calls=getattr(span, "fastgd_key", ""))
+        path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
             parallel=loop in ("parallel", "chunked", "streamed"),
             fastmath=set(flags),
@@ -95,7 +96,9 @@ class NumbaBackend(HostArrays, CompiledBackend):
             nogil=True,
             cache=path is not None,  # beside its own source file (kernel_cache)
         )
-        return kernel_jit(codegen.build(source, namespace, path))
+        kernel = kernel_jit(codegen.build(source, namespace, path))
+        kernel.fastgd_key = key  # for the kernels that call this one (kernel_cache.kernel_key)
+        return kernel
 
     packs_scalars = True  # the dispatcher checks each argument: one array beats ten floats
 
