@@ -407,6 +407,22 @@ def test_softmax_family_long_rows(name, length, dtype):
     assert_forward_contract(in_place, want, dtype, f"{name} rows of {length}, in place")
 
 
+@pytest.mark.parametrize("length", [70, 1000])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_float32_softmax_family_in_place_and_along_other_axes(name, length):
+    """Where the row loops do not vectorize into partial sums (in place: y is x; lines along
+    another axis), float32 sums in blocks lost the contract (log_softmax: 6.7 ULP)."""
+    x = np.random.default_rng(0).normal(0, 4, (500, length)).astype(np.float32)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), backend="numpy")
+    in_place = x.copy()
+    act.forward(in_place, out=in_place, backend="numba")
+    assert_forward_contract(in_place, want, np.float32, f"{name} rows of {length}, in place")
+    lines = np.ascontiguousarray(x.T)[:, None, :]  # (length, 1, 500): along axis 0
+    y = act.forward(lines, axis=0, backend="numba")[:, 0, :].T
+    assert_forward_contract(y, want, np.float32, f"{name} lines of {length} along axis 0")
+
+
 def test_softmax_special_rows():
     x = np.array([[np.nan, 1.0, 2.0], [-np.inf, 0.0, 0.0], [5.0, 5.0, 5.0]], np.float32)
     y = fastgd.softmax(x)

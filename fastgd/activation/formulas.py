@@ -573,7 +573,10 @@ def log_softmax_row(x, y):
     and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
     so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t is
     summed in blocks of ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at
-    W's vector width), the blocks in W."""
+    W's vector width), the blocks in W: accurate where the block loop vectorizes into
+    partial sums, so it only reads x (a store into y, which may be x, kept it scalar: 6.7
+    ULP in place). Lines along another axis, whose loops do not vectorize, compute in
+    float64 (``wide_lines``)."""
     m = row_max(x)
     t = W(0)
     k = W(0)
@@ -585,9 +588,7 @@ def log_softmax_row(x, y):
         kb = F(0)
         for j in lanes(length):
             xi = F(x[start + j])
-            d = xi - m
-            y[start + j] = d  # (y may be x)
-            at_max = d == F(0)  # x_i == max: a NaN is not (and makes t NaN)
+            at_max = xi - m == F(0)  # x_i == max; not a NaN, nor +inf at max +inf (t NaN)
             tb += F(0) if at_max else mul_exp(F(1), xi, m, F(0))
             kb += F(1) if at_max else F(0)
         t += W(tb)
@@ -595,7 +596,9 @@ def log_softmax_row(x, y):
     t = lanes_sum(t)
     k = lanes_sum(k)
     c = F(log1p(t) if k == W(1) else log(k + t))  # no k - 1 + t: reassociation
-    for i in lanes(x.size):  # stored first, so no reassociation to x - (max + log Σ)
+    for i in lanes(x.size):  # x - max stored first: no reassociation to x - (max + log Σ)
+        y[i] = F(x[i]) - m
+    for i in lanes(x.size):
         y[i] = F(y[i]) - c
 
 

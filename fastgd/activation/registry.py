@@ -238,12 +238,15 @@ class RowActivation(Activation):
     takes_output = True
 
     def __init__(self, name, row_forward, row_backward, row_backward_from_input, reference,
-                 reference_backward, narrow=(), doc=""):
+                 reference_backward, narrow=(), wide_lines=(), doc=""):
+        """``wide_lines``: directions that compute in float64 along an axis other than the
+        last, where they are narrow along rows (their loops over a line do not vectorize)."""
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
                          params={"axis": -1}, check=self._check_axis,
                          wide=("forward", "backward", "backward_from_output"), narrow=narrow,
                          doc=doc)
         self.scalar_backward_from_input = row_backward_from_input
+        self.wide_lines = wide_lines
 
     def _check_axis(self, values):
         if not isinstance(values["axis"], (int, np.integer)):
@@ -303,6 +306,8 @@ class RowActivation(Activation):
         kernel = self._plans.get(key)
         if kernel is None:
             compute = self._compute(dtype, direction, be)
+            if strided and direction in self.wide_lines:
+                compute = np.dtype(np.float64)
             kernel = self._plans[key] = be.rows_kernel(fn, n_arrays, 0, 0, False, strided,
                                                        compute, loop, writes_last=True)
         return kernel
