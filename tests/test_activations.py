@@ -221,6 +221,19 @@ def test_any_shape_and_value_matches_the_reference(x, case):
 # -- prelu -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_prelu_on_empty_inputs(backend):
+    """No channels (one weight per channel: none) or no samples: empty dx, and a dweight of
+    zeros (no element contributes), as torch; numba divided by the zero channels."""
+    f32 = np.float32
+    dx, dw = fastgd.prelu_backward(np.ones((3, 0, 2), f32), np.ones((3, 0, 2), f32),
+                                   np.ones(0, f32), backend=backend)
+    assert dx.shape == (3, 0, 2) and dw.shape == (0,)
+    dx, dw = fastgd.prelu_backward(np.ones((0, 4, 2), f32), np.ones((0, 4, 2), f32),
+                                   np.ones(4, f32), backend=backend)
+    assert dx.shape == (0, 4, 2) and (dw == 0).all() and dw.dtype == f32
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 6), (2, 3, 2, 2)])

@@ -368,8 +368,9 @@ class PReLU(Activation):
         _write_back(out, flat, scratch)
         dweight = be.empty(_arrays.shape_of(weight), dtype)
         channels = _arrays.size_of(weight)
-        be.rows(m.row_sum, [partial.reshape(1, rows[0] // channels, channels)],
-                result=be.flat(dweight), compute=np.float64)
+        if channels:  # x of zero channels: an empty dweight
+            be.rows(m.row_sum, [partial.reshape(1, rows[0] // channels, channels)],
+                    result=be.flat(dweight), compute=np.float64)
         return out, dweight
 
 
