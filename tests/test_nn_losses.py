@@ -158,6 +158,18 @@ def test_numpy_scalar_label_smoothing_is_a_number():
         nn.get_loss("cross_entropy", label_smoothing=True)
 
 
+def test_grad_output_on_another_device_is_refused_before_any_kernel():
+    """A device grad_output with host data (or the reverse) reached the row kernel or
+    Numba's unboxing; it is named with the transfer helper."""
+    class DeviceLike:  # a device array's surface (its data is never read)
+        shape, dtype = (len(LABELS),), np.dtype(np.float64)
+        __cuda_array_interface__ = {"shape": shape, "typestr": "<f8", "data": (0, False),
+                                    "version": 3}
+    with pytest.raises(TypeError, match="grad_output is on another device.*fastgd.to_host"):
+        nn.cross_entropy_backward(X, LABELS, grad_output=DeviceLike(), reduction="none",
+                                  backend="numba")
+
+
 def test_bad_targets_and_grad_output_say_what_is_expected():
     with pytest.raises(ValueError, match="class labels must be integers"):
         nn.cross_entropy(X, LABELS.astype(X.dtype))

@@ -113,23 +113,21 @@ class Loss:
 
     def _scale(self, shape, grad_output, be, dtype):
         """The gradient factor: per row (cross-entropy) or a scalar, and what reduces."""
-        if self.reduction == "none":
-            if np.ndim(grad_output) == 0 and not _arrays.is_device_array(grad_output):
-                return float(grad_output)
-            go = _arrays.as_array(grad_output)
-            expected = shape[:1] if self.name == "cross_entropy" else shape
-            if _arrays.shape_of(go) != tuple(expected):
-                raise ValueError(
-                    f"grad_output must have shape {tuple(expected)} for reduction='none', "
-                    f"got {_arrays.shape_of(go)}"
-                )
-            return go
-        if np.ndim(grad_output) != 0:
+        go = grad_output if isinstance(grad_output, float) else _arrays.as_array(grad_output)
+        if isinstance(go, float) or _arrays.shape_of(go) == ():  # one number, host or device
+            factor = float(to_host(go)) if _arrays.is_device_array(go) else float(go)
+            return factor / max(self._count(shape), 1) if self.reduction == "mean" else factor
+        if self.reduction != "none":
             raise ValueError(f"grad_output of reduction={self.reduction!r} is one number (the "
-                             f"loss is), got shape {_arrays.shape_of(grad_output)}")
-        if self.reduction == "mean":
-            return float(grad_output) / max(self._count(shape), 1)
-        return float(grad_output)
+                             f"loss is), got shape {_arrays.shape_of(go)}")
+        expected = shape[:1] if self.name == "cross_entropy" else shape
+        if _arrays.shape_of(go) != tuple(expected):
+            raise ValueError(f"grad_output must have shape {tuple(expected)} for "
+                             f"reduction='none', got {_arrays.shape_of(go)}")
+        if not be.owns(go):
+            raise TypeError(f"grad_output is on another device than the loss's input; copy "
+                            f"it with {be.transfer_hint}")
+        return go
 
     def _compute(self, be, x, target, grad_output):
         shape = _arrays.shape_of(x)

@@ -254,15 +254,16 @@ class Optimizer:
                 raise ValueError(f"grad {name!r} has shape {gshape}, expected {shape}")
             if gdtype != dtype:
                 raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}")
+        # flat: a view, a copy, or (a non-contiguous device array without CuPy) the error,
+        # for every grad before a buffer's are written
+        flats = [be.flat(g) if be.name == "cuda" else g.reshape(-1) for g in arrays]
         if self._buffer is not None:
             views = self._buffer.grads
-            for name, g in zip(names, arrays):
+            for name, g, flat in zip(names, arrays, flats):
                 if g is not views[name]:
-                    copy_into(self.backend, self.backend.flat_view(views[name]), g)
+                    copy_into(be, be.flat_view(views[name]), flat)
             return [self._buffer.flat_grads]
-        if self.backend.name == "cuda":
-            return [self.backend.flat(g) for g in arrays]
-        return [g.reshape(-1) for g in arrays]
+        return flats
 
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and

@@ -200,3 +200,21 @@ def test_loss_backward_finite_differences(name, target, kw):
 def test_host_data_for_a_cuda_loss_is_refused():
     with pytest.raises(TypeError, match="fastgd.to_device"):
         nn.cross_entropy(dev(np.zeros((2, 3))), np.array([0, 1]), backend="cuda")
+
+
+def test_loss_grad_output_on_the_loss_device_or_as_one_number():
+    """A host grad_output for device logits is refused by name (mse failed in the backend's
+    contiguity check, cross-entropy took it into its row kernel); a 0-d device grad_output
+    is one number for any reduction."""
+    rng = np.random.default_rng(3)
+    x, t = rng.normal(size=(4, 5)), rng.random((4, 5))
+    labels = np.array([0, 4, 2, 1])
+    with pytest.raises(TypeError, match="grad_output is on another device.*fastgd.to_device"):
+        nn.get_loss("mse", "none").value_and_grad(dev(x), dev(t), np.full((4, 5), 2.0))
+    with pytest.raises(TypeError, match="grad_output is on another device"):
+        nn.get_loss("cross_entropy", "none").value_and_grad(dev(x), dev(labels), np.ones(4))
+    for reduction in ("mean", "sum", "none"):
+        loss = nn.get_loss("mse", reduction)
+        _, g = loss.value_and_grad(dev(x), dev(t), dev(np.array(2.0)))
+        _, want = loss.value_and_grad(x, t, 2.0, backend="numpy")
+        np.testing.assert_allclose(host(g), want, rtol=1e-12)

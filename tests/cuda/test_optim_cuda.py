@@ -146,6 +146,16 @@ def test_sum_of_squares_rows_and_tail_on_cuda(monkeypatch):
     assert clip.sum_of_squares(be, be.flat(dev(g)), 0.5, strict=True) == math.inf
 
 
+def test_buffer_grads_are_untouched_when_a_later_grad_cannot_be_read():
+    """A non-contiguous device grad (no CuPy to copy it) fails before the buffer's grads
+    are written: the first tensor's was copied in before the second's failed."""
+    buf = fastgd.ParamBuffer({"w": 3, "b": 2}, np.float64, backend="cuda")
+    opt = fastgd.SGD(buf, lr=0.1)
+    with pytest.raises(ValueError, match="non-contiguous device arrays need CuPy"):
+        opt.step({"w": dev(np.ones(3)), "b": dev(np.ones(4))[::2]})
+    assert (host(buf.flat_grads) == 0).all() and (host(buf.flat_params) == 0).all()
+
+
 def test_cuda_errors():
     p = {"w": dev(np.zeros(3))}
     opt = fastgd.SGD(p, lr=0.1)
