@@ -192,3 +192,25 @@ def _arrays_in(tree):
             yield from _arrays_in(v)
     elif isinstance(tree, np.ndarray) and tree.dtype.kind == "f":
         yield tree
+
+
+@pytest.mark.parametrize(("name", "options", "slot"), [
+    ("Adam", {}, "exp_avg"), ("Adamax", {}, "exp_avg"),
+    ("RMSprop", dict(centered=True), "grad_avg")])
+def test_state_after_an_inf_gradient_as_torch(name, options, slot, torch_float64):
+    """torch's averages are lerps: inf + w·(g − inf) is NaN on the next step. The NumPy
+    backend's β·m + (1 − β)·g stayed inf, unlike numba's kernels and torch."""
+    grads = [np.array([np.inf, 1.0]), np.array([1.0, 1.0])]
+    tp = torch.tensor([0.5, 0.5], requires_grad=True)
+    topt = getattr(torch.optim, name)([tp], lr=0.01, foreach=False, **options)
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    want = topt.state[tp][slot].numpy()
+    for backend in BACKENDS:
+        p = np.array([0.5, 0.5])
+        opt = getattr(fastgd, name)([p], lr=0.01, backend=backend, **options)
+        with np.errstate(invalid="ignore"):
+            for g in grads:
+                opt.step([g])
+        np.testing.assert_array_equal(opt.state[0][slot], want, err_msg=backend)

@@ -25,10 +25,23 @@ def _decayed_grad(p, g, weight_decay, gbuf, tmp):
 
 
 def _ema(avg, x, beta, tmp):
-    """``avg ← β·avg + (1 − β)·x``."""
+    """``avg ← β·avg + (1 − β)·x`` (Lion's form)."""
     avg *= beta
     np.multiply(x, 1.0 - beta, out=tmp)
     avg += tmp
+
+
+def _lerp(avg, x, w, tmp):
+    """``avg ← avg + w·(x − avg)``, PyTorch's ``avg.lerp_(x, w)`` (for |w| ≥ 0.5 it computes
+    ``x − (x − avg)·(1 − w)``): the same average as :func:`_ema` with w = 1 − β, and the same
+    NaN where avg is ±inf (inf + w·(x − inf))."""
+    np.subtract(x, avg, out=tmp)
+    if abs(w) < 0.5:
+        tmp *= w
+        avg += tmp
+    else:
+        tmp *= 1.0 - w
+        np.subtract(x, tmp, out=avg)
 
 
 def _ema_square(avg, x, beta, tmp):
@@ -47,7 +60,7 @@ def _adam_moments(p, g, m, v, lr, beta1, beta2, weight_decay, decoupled, gbuf, t
             p *= 1.0 - lr * weight_decay
     else:
         g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
-    _ema(m, g, beta1, tmp)
+    _lerp(m, g, 1.0 - beta1, tmp)
     _ema_square(v, g, beta2, tmp)
     return g
 
@@ -85,7 +98,7 @@ def rmsprop(p, g, v, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, g
     g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
     _ema_square(v, g, alpha, tmp)
     if grad_avg is not None:
-        _ema(grad_avg, g, alpha, tmp)
+        _lerp(grad_avg, g, 1.0 - alpha, tmp)
         np.multiply(grad_avg, grad_avg, out=tmp)
         np.subtract(v, tmp, out=tmp)
         np.sqrt(tmp, out=tmp)
@@ -159,7 +172,7 @@ def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
 def adamax(p, g, m, u, *, lr, betas, eps, weight_decay, t, gbuf, tmp):
     beta1, beta2 = betas
     g = _decayed_grad(p, g, weight_decay, gbuf, tmp)
-    _ema(m, g, beta1, tmp)
+    _lerp(m, g, 1.0 - beta1, tmp)
     u *= beta2
     np.abs(g, out=tmp)
     tmp += eps
