@@ -106,3 +106,57 @@ def test_a_changed_helper_changes_the_fingerprint():
     exec("def h(x):\n    return x + 2\n\ndef f(x):\n    return h(x)\n", new)
     assert kernel_cache.fingerprint(old["f"]) != kernel_cache.fingerprint(new["f"])
     assert kernel_cache.fingerprint(old["f"]) == kernel_cache.fingerprint(old["f"])
+
+
+def _pair(template, a, b):
+    """Two functions ``f`` exec'd from ``template`` with ``{v}`` set to ``a`` and ``b``."""
+    out = []
+    for v in (a, b):
+        scope = {"np": __import__("numpy"), "math": __import__("math")}
+        exec(template.format(v=v), scope)
+        out.append(scope["f"])
+    return out
+
+
+def test_what_a_function_reads_besides_its_code_is_in_its_fingerprint():
+    """A user's function passed to a backend's map: two that differ only in a closure cell,
+    a default, a NumPy scalar or array global, a library function or class they call, a
+    name used in nested code, or a module attribute got one key, and the second process
+    loaded the first's machine code (found by a review helper)."""
+    cases = [
+        "def make(c):\n    def f(x):\n        return x * c\n    return f\nf = make({v})",
+        "def f(x, k={v}):\n    return x * k",
+        "K = np.float32({v})\ndef f(x):\n    return x * K",
+        "T = np.array([{v}, 5.0])\ndef f(x):\n    return x * T[0]",
+        "T = (np.arange(2000.0) * {v},)\ndef f(x):\n    return x * T[0][1000]",
+        "OP = {v}\ndef f(x):\n    return OP(x)",
+        "def H(y):\n    return y * {v}\ndef f(x):\n    def inner(y):\n        return H(y)\n"
+        "    return inner(x)",
+    ]
+    values = [(2.0, 3.0)] * 5 + [("math.sin", "math.cos"), (2.0, 3.0)]
+    for template, (a, b) in zip(cases, values, strict=True):
+        fa, fb = _pair(template, a, b)
+        assert kernel_cache.fingerprint(fa) != kernel_cache.fingerprint(fb), template
+        again = _pair(template, a, a)
+        assert kernel_cache.fingerprint(again[0]) == kernel_cache.fingerprint(again[1])
+    # a class called for a conversion
+    fa, fb = _pair("T = {v}\ndef f(x):\n    return T(x)", "np.float32", "np.float64")
+    assert kernel_cache.fingerprint(fa) != kernel_cache.fingerprint(fb)
+    # a function met twice is named the second time, not left out: A_ + B_ with B_ = A_
+    # or another function
+    p, q = _pair("def g(x):\n    return x + {v}\nf = g", 1.0, 2.0)
+    sums = []
+    for b in (p, q):
+        scope = {"A_": p, "B_": b}
+        exec("def f(x):\n    return A_(x) + B_(x)", scope)
+        sums.append(scope["f"])
+    assert kernel_cache.fingerprint(sums[0]) != kernel_cache.fingerprint(sums[1])
+
+
+def test_numba_settings_that_change_the_code_are_in_the_key(monkeypatch):
+    from numba.core import config as numba_config
+
+    source = codegen.map_source(1, 1, 0, "serial")
+    before = kernel_cache.kernel_key(source, m.relu, "float32", "serial", ())
+    monkeypatch.setattr(numba_config, "OPT", 0)
+    assert kernel_cache.kernel_key(source, m.relu, "float32", "serial", ()) != before

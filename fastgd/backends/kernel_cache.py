@@ -22,6 +22,8 @@ import os
 import types
 from pathlib import Path
 
+import numpy as np
+
 import fastgd
 
 
@@ -54,27 +56,76 @@ LIBRARIES = frozenset({"numba", "numpy", "llvmlite", "math", "cmath", "builtins"
 
 
 def fingerprint(fn, _seen=None) -> str:
-    """``fn``'s module, name and code, and those of the functions it calls (fastgd's or a
-    user's), recursively, with the plain constants it reads: what tells two kernels of one
-    shape apart."""
+    """``fn``'s module, name and code, and what it reads that its code does not hold: the
+    globals its code (nested functions included) names, the attributes it takes of modules
+    that are not libraries, its defaults and its closure's cells; functions among them
+    (fastgd's or a user's) by their own fingerprint, recursively. What tells two kernels
+    of one shape apart."""
     fn = getattr(fn, "py_func", fn)  # a Numba dispatcher: its Python function
     seen = set() if _seen is None else _seen
     seen.add(id(fn))
     code = getattr(fn, "__code__", None)
-    body = _code_digest(code) if code else ""
-    parts = [f"{fn.__module__}.{fn.__qualname__}@{body}"]  # the code too: tests, exec'd code
+    if code is None:
+        return _describe(fn, seen)
+    parts = [f"{fn.__module__}.{fn.__qualname__}@{_code_digest(code)}"]  # exec'd code too
     glb = getattr(fn, "__globals__", {})
-    for name in code.co_names if code else ():
-        value = glb.get(name)
-        target = getattr(value, "py_func", value)
-        if isinstance(target, types.FunctionType):
-            if (target.__module__ or "").split(".")[0] in LIBRARIES:
-                parts.append(f"{name}={target.__module__}.{target.__qualname__}")
-            elif id(target) not in seen:
-                parts.append(f"{name}=({fingerprint(target, seen)})")
-        elif isinstance(value, (bool, int, float, str, tuple)):
-            parts.append(f"{name}={value!r}")
+    names = _names(code)
+    for name in names:
+        if name in glb:
+            value = glb[name]
+            parts.append(f"{name}={_describe(value, seen)}")
+            if isinstance(value, types.ModuleType) and not _library(value.__name__):
+                parts += [f"{name}.{a}={_describe(getattr(value, a), seen)}"
+                          for a in names if hasattr(value, a)]
+    parts += [f"default={_describe(v, seen)}" for v in fn.__defaults__ or ()]
+    parts += [f"{k}={_describe(v, seen)}" for k, v in sorted((fn.__kwdefaults__ or {}).items())]
+    for cell in fn.__closure__ or ():
+        try:
+            parts.append(f"cell={_describe(cell.cell_contents, seen)}")
+        except ValueError:  # an empty cell
+            parts.append("cell=")
     return ";".join(parts)
+
+
+def _library(module: str | None) -> bool:
+    return (module or "").split(".")[0] in LIBRARIES
+
+
+def _names(code) -> list[str]:
+    """The global and attribute names of a code object and of those nested in it."""
+    names = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names += [n for n in _names(const) if n not in names]
+    return names
+
+
+def _describe(value, seen) -> str:
+    """A stable text for a value a kernel may read: numbers and arrays by their bits,
+    functions by their fingerprint (or, once seen, their name), libraries' functions,
+    ufuncs and classes by name, other objects by type."""
+    target = getattr(value, "py_func", value)
+    if isinstance(target, types.FunctionType):
+        label = f"{target.__module__}.{target.__qualname__}"
+        if _library(target.__module__) or id(target) in seen:
+            return label
+        return f"({fingerprint(target, seen)})"
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if isinstance(value, (np.ndarray, np.generic)):
+        a = np.asarray(value)
+        digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+        return f"{a.dtype.str}{a.shape}:{digest}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ",".join(_describe(v, seen) for v in value) + ")"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k!r}:{_describe(v, seen)}" for k, v in value.items()) + "}"
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None)
+    if name is not None:  # builtins, ufuncs, classes
+        return f"{type(value).__name__} {getattr(value, '__module__', '')}.{name}"
+    return f"{type(value).__module__}.{type(value).__qualname__}"
 
 
 def _code_digest(code) -> str:
@@ -87,13 +138,21 @@ def _code_digest(code) -> str:
     return h.hexdigest()[:16]
 
 
+def _numba_settings() -> str:
+    """Numba's settings that change the machine code but not its own cache key."""
+    from numba.core import config as numba_config
+
+    return ",".join(f"{k}={getattr(numba_config, k, None)}"
+                    for k in ("OPT", "LOOP_VECTORIZE", "SLP_VECTORIZE", "BOUNDSCHECK"))
+
+
 def kernel_key(source: str, fn, compute, loop: str, flags, calls: str = "") -> str:
     """What a kernel's machine code depends on, hashed: its text, the op math it calls, the
     compute type, the loop, the flags, fastgd's source, and ``calls``: the key of the kernel
     it calls by name (a chunked loop's ``span``, whose text is not in its own: the serial
     kernels of ``out=x`` and ``out=dy`` differ, the chunked loops around them do not)."""
     key = "\n".join([source, fingerprint(fn), str(compute), loop, ",".join(sorted(flags)),
-                     calls, package_digest()])
+                     calls, _numba_settings(), package_digest()])
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
