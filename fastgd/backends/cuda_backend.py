@@ -141,7 +141,7 @@ class CudaBackend(CompiledBackend):
         ``__cuda_array_interface__`` object (a torch CUDA tensor) as a Numba view of the same
         memory, so that the backend can read ``.size`` and ``.dtype`` as NumPy's (a tensor's
         ``.size`` is a method: optimizers and clipping on tensors failed there)."""
-        if type(a).__module__.split(".")[0] in ("cupy", "numba"):
+        if type(a).__module__.split(".")[0] in ("cupy", "numba", "numba_cuda"):
             return a
         return _cuda().as_cuda_array(a)
 
