@@ -146,8 +146,10 @@ def test_logits_targets_shape_mismatch():
         nn.mse(X, FLOAT_T[:, :4])
     with pytest.raises(ValueError, match=r"input shape \(6, 5\) and target shape \(5, 5\)"):
         nn.cross_entropy(X, PROBS[:5])
-    with pytest.raises(ValueError, match=r"must be \(N, C\) logits, got \(6,\)"):
+    with pytest.raises(ValueError, match=r"one sample, logits \(6,\), takes a 0-d label"):
         nn.cross_entropy(X[:, 0], LABELS)
+    with pytest.raises(ValueError, match=r"must be \(N, C\) logits \(or \(C,\) for one"):
+        nn.cross_entropy(X[None], LABELS)
 
 
 def test_numpy_scalar_label_smoothing_is_a_number():
@@ -259,3 +261,24 @@ def test_zero_dimensional_input_keeps_its_shape(name, backend):
         want.backward()
         assert float(loss) == pytest.approx(want.item(), rel=1e-12)
         assert float(grad) == pytest.approx(xt.grad.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_of_one_unbatched_sample_as_torch(reduction, backend):
+    """Logits (C,) with a 0-d label or (C,) probabilities, as torch takes them."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=5)
+    probs = rng.dirichlet(np.ones(5))
+    for target, ttarget in ((np.array(3), torch.tensor(3)), (probs, torch.tensor(probs))):
+        loss, grad = nn.get_loss("cross_entropy", reduction, label_smoothing=0.1) \
+            .value_and_grad(x, target, backend=backend)
+        xt = torch.tensor(x, requires_grad=True)
+        want = torch.nn.functional.cross_entropy(xt, ttarget, reduction=reduction,
+                                                 label_smoothing=0.1)
+        want.backward()
+        assert np.shape(loss) == () and grad.shape == (5,)
+        assert float(loss) == pytest.approx(want.item(), rel=1e-12)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 5\)"):
+        nn.cross_entropy(x, np.array(5), backend=backend)

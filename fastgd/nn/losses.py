@@ -67,7 +67,8 @@ class Loss:
         if self.name == "cross_entropy":
             _arrays.check_float(input=x)
             if len(x_shape) != 2:
-                raise ValueError(f"cross_entropy input must be (N, C) logits, got {x_shape}")
+                raise ValueError(f"cross_entropy input must be (N, C) logits (or (C,) for one "
+                                 f"sample), got {x_shape}")
             if _is_integer(target):
                 if t_shape != x_shape[:1]:
                     raise ValueError(
@@ -95,8 +96,20 @@ class Loss:
 
     # -- compute ------------------------------------------------------------------------------
     def value_and_grad(self, x, target, grad_output=1.0, backend=None, check=True):
-        """``(loss, d loss/d input)``; the loss a float (array for ``reduction="none"``)."""
+        """``(loss, d loss/d input)``; the loss a float (array for ``reduction="none"``).
+        cross_entropy also takes one sample unbatched, as torch: logits ``(C,)`` with a 0-d
+        label or ``(C,)`` probabilities."""
         x, target = _arrays.as_array(x), _arrays.as_array(target)
+        if self.name == "cross_entropy" and len(_arrays.shape_of(x)) == 1:
+            t_shape = _arrays.shape_of(target)
+            if t_shape != (() if _is_integer(target) else _arrays.shape_of(x)):
+                raise ValueError(f"cross_entropy of one sample, logits {_arrays.shape_of(x)}, "
+                                 f"takes a 0-d label or probabilities of the logits' shape, "
+                                 f"got a target of shape {t_shape}")
+            batch = (1, *t_shape)
+            loss, grad = self.value_and_grad(x.reshape(1, -1), target.reshape(batch),
+                                             grad_output, backend, check)
+            return (loss.reshape(()) if self.reduction == "none" else loss), grad.reshape(-1)
         be = resolve(backend, x, target)
         if check:
             self.check(x, target, be)
