@@ -460,3 +460,46 @@ def test_non_contiguous_grads_are_read():
     p = {"w": np.zeros(3)}
     fastgd.SGD(p, lr=1.0).step({"w": np.arange(6.0)[::2]})
     np.testing.assert_array_equal(p["w"], [0.0, -2.0, -4.0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_buffer_and_state_views_cannot_be_replaced(backend):
+    """An array put in place of a ParamBuffer view or of an optimizer's state view was left
+    out of every step (step(buf.grads) used the old gradients), of state_dict and of
+    load_state_dict: the mappings are read-only; writing into the views still works."""
+    buf = fastgd.ParamBuffer({"w": 3, "b": 2}, np.float64, backend=backend)
+    opt = fastgd.Adam(buf, lr=0.1)
+    for mapping in (buf.params, buf.grads, opt.state, opt.state["w"]):
+        with pytest.raises(TypeError):
+            mapping["w" if mapping is not opt.state["w"] else "exp_avg"] = np.ones(3)
+    buf.grads["w"][...] = 1.0
+    opt.step(buf.grads)
+    np.testing.assert_allclose(buf.params["w"], -0.1, rtol=1e-6)  # Adam's first step
+    assert (buf.params["b"] == 0).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_buffer_grads_given_from_the_buffers_own_storage(backend):
+    """Grads that are other tensors' views of the buffer's gradients (swapped, or shifted
+    slices) are read before any is written: copied one by one, a later source had already
+    been overwritten."""
+    buf = fastgd.ParamBuffer({"a": 3, "b": 3}, np.float64, backend=backend)
+    buf.grads["a"][...] = 1.0
+    buf.grads["b"][...] = 2.0
+    fastgd.SGD(buf, lr=1.0).step({"a": buf.grads["b"], "b": buf.grads["a"]})
+    np.testing.assert_array_equal(buf.params["a"], -2.0)
+    np.testing.assert_array_equal(buf.params["b"], -1.0)
+    other = fastgd.ParamBuffer({"a": 3, "b": 3}, np.float64, backend=backend)
+    other.flat_grads[...] = np.arange(6.0)
+    want = {"a": other.flat_grads[1:4].copy(), "b": other.flat_grads[2:5].copy()}
+    fastgd.SGD(other, lr=1.0).step({"a": other.flat_grads[1:4], "b": other.flat_grads[2:5]})
+    np.testing.assert_array_equal(other.params["a"], -want["a"])
+    np.testing.assert_array_equal(other.params["b"], -want["b"])
+
+
+def test_param_names_must_differ_as_text():
+    """0 and "0" were one state_dict entry, and a load gave both params the same state."""
+    with pytest.raises(ValueError, match="param names must differ as text.*'0'"):
+        fastgd.Adam({0: np.ones(2), "0": np.ones(2)}, lr=0.1)
+    with pytest.raises(ValueError, match="param names must differ as text"):
+        fastgd.Adam(fastgd.ParamBuffer({0: 2, "0": 3}, np.float64), lr=0.1)

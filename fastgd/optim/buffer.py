@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 
@@ -16,8 +17,9 @@ class ParamBuffer:
 
     ``params[name]`` and ``grads[name]`` are views (of the given shapes) into
     ``flat_params`` and ``flat_grads``; write into them in place (``buf.params["w"][...] =
-    init``). An optimizer built on a ParamBuffer updates every tensor with one kernel launch
-    per step, whatever the number of tensors. Both buffers start at zero.
+    init``): the mappings are read-only, since an array put in place of a view would be
+    left out of every step. An optimizer built on a ParamBuffer updates every tensor with
+    one kernel launch per step, whatever the number of tensors. Both buffers start at zero.
 
     >>> buf = ParamBuffer({"w": (784, 256), "b": (256,)}, dtype=np.float32)
     >>> buf.params["w"].shape, buf.size
@@ -43,8 +45,8 @@ class ParamBuffer:
         self.size = offset
         self.flat_params = full(self.backend, self.size, self.dtype)
         self.flat_grads = full(self.backend, self.size, self.dtype)
-        self.params = self.views(self.flat_params)
-        self.grads = self.views(self.flat_grads)
+        self.params = MappingProxyType(self.views(self.flat_params))
+        self.grads = MappingProxyType(self.views(self.flat_grads))
 
     def views(self, flat) -> dict:
         """Named views, shaped like the parameters, of any flat array laid out like this one."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -53,7 +54,7 @@ def _flat_grads(grads, backend):
 
     if isinstance(grads, ParamBuffer):
         return grads.backend, [grads.flat_grads]
-    arrays = list(grads.values()) if isinstance(grads, dict) else list(grads)
+    arrays = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if not arrays:
         raise ValueError("clip_grad_norm got no gradients")
     for k, a in enumerate(arrays):  # clipped in place: a copy (of a list) would be lost

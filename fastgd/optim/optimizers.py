@@ -16,6 +16,8 @@ gradient element inside the update (and the reduction) pass.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
@@ -41,6 +43,17 @@ class StepInfo(NamedTuple):
 
 
 # -- validation -------------------------------------------------------------------------
+
+
+def _distinct_names(names: list) -> list:
+    """Param names that stay distinct as text, as state_dict's keys hold them (0 and "0"
+    would share one entry, and a load would give both the same state)."""
+    texts = [str(n) for n in names]
+    if len(set(texts)) != len(texts):
+        twice = next(t for t in texts if texts.count(t) > 1)
+        raise ValueError(f"param names must differ as text (state_dict keys); {twice!r} is "
+                         "the name of two params")
+    return names
 
 
 def _number(name, value):
@@ -116,14 +129,15 @@ class Optimizer:
         if self._buffer is not None:
             buf = params
             self.backend = buf.backend if backend is None else resolve(backend, buf.flat_params)
-            self._names = list(buf.shapes)
+            self._names = _distinct_names(list(buf.shapes))
             self._shapes = [buf.shapes[k] for k in self._names]
             self._dtypes = [buf.dtype] * len(self._names)
             self._is_dict = True
             self.params = buf.params
             return
-        if isinstance(params, dict):
-            names, arrays, self._is_dict = list(params), list(params.values()), True
+        if isinstance(params, Mapping):
+            names, arrays = _distinct_names(list(params)), list(params.values())
+            self._is_dict = True
         elif isinstance(params, (list, tuple)):
             names, arrays, self._is_dict = list(range(len(params))), list(params), False
         else:
@@ -185,13 +199,16 @@ class Optimizer:
                 s.launch = be.map_launcher(rule, 2 + len(spec), 1 + len(spec), n_args,
                                            s.dtype, s.n, aliases=in_place)
             self._slots.append(s)
-        # the state as the user sees it: per parameter name, shaped like the parameter
+        # the state as the user sees it: per parameter name, shaped like the parameter, in
+        # read-only mappings (an array put in place of a view would be left out of every
+        # step, of state_dict and of load_state_dict)
         if self._buffer is not None:
             per_key = {key: self._buffer.views(self._slots[0].state[key]) for key, _ in spec}
-            self.state = {n: {k: per_key[k][n] for k, _ in spec} for n in self._names}
+            state = {n: {k: per_key[k][n] for k, _ in spec} for n in self._names}
         else:
-            self.state = {n: {k: s.state[k].reshape(shape) for k, _ in spec}
-                          for n, s, shape in zip(self._names, self._slots, self._shapes)}
+            state = {n: {k: s.state[k].reshape(shape) for k, _ in spec}
+                     for n, s, shape in zip(self._names, self._slots, self._shapes)}
+        self.state = MappingProxyType({n: MappingProxyType(st) for n, st in state.items()})
 
     # -- per-step ----------------------------------------------------------------------------
     def _lr_at(self, s: int) -> float:
@@ -219,7 +236,7 @@ class Optimizer:
             return [self._buffer.flat_grads]
         names = self._names
         if self._is_dict:
-            if not isinstance(grads, dict):
+            if not isinstance(grads, Mapping):
                 raise ValueError(f"grads must be a dict with the params' names, got "
                                  f"{type(grads).__name__}")
             try:
@@ -231,7 +248,7 @@ class Optimizer:
                 extra = next(k for k in grads if k not in self.params)
                 raise ValueError(f"grads has {extra!r}, which is not a param")
         else:
-            if isinstance(grads, dict) or not isinstance(grads, (list, tuple)):
+            if isinstance(grads, Mapping) or not isinstance(grads, (list, tuple)):
                 raise ValueError(f"grads must be a list of {len(names)} arrays, like the params")
             if len(grads) != len(names):
                 raise ValueError(f"grads has {len(grads)} arrays, params has {len(names)}")
@@ -258,11 +275,20 @@ class Optimizer:
         # for every grad before a buffer's are written
         flats = [be.flat(g) if be.name == "cuda" else g.reshape(-1) for g in arrays]
         if self._buffer is not None:
-            views = self._buffer.grads
+            views, storage = self._buffer.grads, self._buffer.flat_grads
+            staged = []
             for name, g, flat in zip(names, arrays, flats):
-                if g is not views[name]:
-                    copy_into(be, be.flat_view(views[name]), flat)
-            return [self._buffer.flat_grads]
+                if g is views[name]:
+                    continue
+                if _arrays.first_overlap([flat, storage]) is not None:
+                    # another tensor's gradient in the buffer: read before any is written
+                    copy = be.empty(_arrays.size_of(flat), self._buffer.dtype)
+                    copy_into(be, copy, flat)
+                    flat = copy
+                staged.append((name, flat))
+            for name, flat in staged:
+                copy_into(be, be.flat_view(views[name]), flat)
+            return [storage]
         return flats
 
     def step(self, grads=None) -> StepInfo:
