@@ -157,6 +157,14 @@ def out_overlap(out, ins) -> tuple[int | None, bool]:
     return alias, partial
 
 
+def share_memory(a, b) -> bool:
+    """Whether the memory ranges of two arrays of any shapes (host or device) overlap; NumPy's
+    bounds check in C for two host arrays, the hot case."""
+    if type(a) is np.ndarray and type(b) is np.ndarray:
+        return bool(_may_share_memory(a, b))
+    return overlap(a, b) is not None
+
+
 def first_overlap(arrays) -> tuple[int, int] | None:
     """The indices of two of ``arrays`` whose memory ranges overlap, or None (sorted by
     start, so n log n for many arrays)."""

@@ -271,16 +271,17 @@ class Optimizer:
                 raise ValueError(f"grad {name!r} has shape {gshape}, expected {shape}")
             if gdtype != dtype:
                 raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}")
-        # flat: a view, a copy, or (a non-contiguous device array without CuPy) the error,
-        # for every grad before a buffer's are written
-        flats = [be.flat(g) if be.name == "cuda" else g.reshape(-1) for g in arrays]
+        # device grads flat: a view, a copy, or (non-contiguous, without CuPy) the error, for
+        # every grad before a buffer's are written; host grads as they are (copy_into and the
+        # return below flatten them)
+        flats = [be.flat(g) for g in arrays] if be.name == "cuda" else arrays
         if self._buffer is not None:
             views, storage = self._buffer.grads, self._buffer.flat_grads
             staged = []
             for name, g, flat in zip(names, arrays, flats):
                 if g is views[name]:
                     continue
-                if _arrays.first_overlap([flat, storage]) is not None:
+                if _arrays.share_memory(flat, storage):
                     # another tensor's gradient in the buffer: read before any is written
                     copy = be.empty(_arrays.size_of(flat), self._buffer.dtype)
                     copy_into(be, copy, flat)
@@ -289,7 +290,7 @@ class Optimizer:
             for name, flat in staged:
                 copy_into(be, be.flat_view(views[name]), flat)
             return [storage]
-        return flats
+        return flats if be.name == "cuda" else [g.reshape(-1) for g in arrays]
 
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and
