@@ -95,10 +95,10 @@ def pytest_collection_modifyitems(config, items):
         if unknown:
             raise pytest.UsageError(f"unknown op(s) {', '.join(sorted(unknown))}; known: "
                                     f"{', '.join(sorted(known))}")
-        limit = activation_cases.MAX_N["cpu"].bit_length() - 1
+        cpu, gpu = (activation_cases.MAX_N[d].bit_length() - 1 for d in ("cpu", "gpu"))
         raise pytest.UsageError(
             f"no case of {', '.join(sorted(absent))} at the sizes asked on the backends here "
-            f"(activations run up to 2^{limit} on the CPU, 2^28 on a GPU)")
+            f"(activations run up to 2^{cpu} on the CPU, 2^{gpu} on a GPU)")
     available = {p["backend"] for p in _params(items) if "backend" in p}
     missing = backends - available
     if missing and not backends & available:

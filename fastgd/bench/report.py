@@ -502,10 +502,10 @@ def fmt_ratio(q: float | None) -> str:
     return fmt(q, ".2f" if q is None or q >= 0.1 else ".2g")
 
 
-def ratio_rows(runs: list[Run]) -> list[list]:
-    """:func:`ratios` as table rows."""
+def ratio_rows(found) -> list[list]:
+    """:func:`ratios`' results as table rows."""
     return [[r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time)]
-            + [fmt_ratio(q) for q in qs] for r, qs in ratios(runs)]
+            + [fmt_ratio(q) for q in qs] for r, qs in found]
 
 
 def write_compare(runs: list[Run], out: Path) -> Path:
@@ -523,7 +523,7 @@ def write_compare(runs: list[Run], out: Path) -> Path:
         for b, logs in sorted(per_backend.items()):
             geo.append([f"run {k + 1} vs run 1", b, len(logs),
                         fmt_ratio(math.exp(sum(logs) / len(logs)))])
-    rows = ratio_rows(runs)
+    rows = ratio_rows(found)
     parts.append("## Ratios\n\nSpeedup of each run over run 1 (time in run 1 / time in that "
                  "run; > 1 means faster than run 1).\n\n"
                  + table(["runs", "backend", "results", "geometric mean speedup"], geo)

@@ -88,9 +88,8 @@ class Layer:
         """``a`` on this layer's device, in its dtype; returns its shape."""
         label = self.name or type(self).__name__
         if not self.be.owns(a):
-            hint = ("fastgd.to_device" if self.be.name == "cuda" else "fastgd.to_host")
             raise TypeError(f"{label} runs on the {self.be.name} backend but got {what} on "
-                            f"another device; copy it with {hint}")
+                            f"another device; copy it with {self.be.transfer_hint}")
         if _arrays.dtype_of(a) != self.dtype:
             raise TypeError(f"{label} is {self.dtype} but {what} is {_arrays.dtype_of(a)}")
         return _arrays.shape_of(a)
