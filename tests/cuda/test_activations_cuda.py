@@ -225,3 +225,14 @@ def test_transfers_round_trip():
     back = host(dev(x))
     assert back.dtype == np.float32 and back.shape == (4, 5)
     np.testing.assert_array_equal(back, x)
+
+
+def test_prelu_backward_on_empty_inputs():
+    """No channels: empty dx and dweight; no samples: a dweight of zeros (as on the CPU)."""
+    f32 = np.float32
+    dx, dw = fastgd.prelu_backward(dev(np.ones((3, 0, 2), f32)), dev(np.ones((3, 0, 2), f32)),
+                                   dev(np.ones(0, f32)))
+    assert dx.shape == (3, 0, 2) and dw.shape == (0,)
+    dx, dw = fastgd.prelu_backward(dev(np.ones((0, 4, 2), f32)), dev(np.ones((0, 4, 2), f32)),
+                                   dev(np.ones(4, f32)))
+    assert dx.shape == (0, 4, 2) and (host(dw) == 0).all()
