@@ -20,6 +20,11 @@ def is_number(v) -> bool:
         v, (bool, np.bool_))
 
 
+def is_int(v) -> bool:
+    """An integer given as a Python or NumPy scalar; bools are not integers here."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def is_device_array(a) -> bool:
     """True for CuPy arrays, Numba device arrays, torch CUDA tensors and simulator arrays."""
     if type(a) is np.ndarray:  # the common case, first

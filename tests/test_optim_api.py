@@ -77,6 +77,10 @@ def test_param_buffer_errors():
         fastgd.ParamBuffer({"w": 3}, dtype=np.int32)
     with pytest.raises(ValueError, match="non-negative ints"):
         fastgd.ParamBuffer({"w": (3, -1)})
+    for shape in (True, (2, np.True_)):  # bools are not sizes (True was a tensor of 1)
+        with pytest.raises(ValueError, match="non-negative ints"):
+            fastgd.ParamBuffer({"w": shape})
+    assert fastgd.ParamBuffer({"w": np.int64(3), "b": (np.uint8(2),)}).size == 5
     buf = fastgd.ParamBuffer({"w": 3})
     with pytest.raises(ValueError, match="needs the gradients"):
         fastgd.SGD({"w": np.zeros(3)}).step()

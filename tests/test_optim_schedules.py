@@ -51,6 +51,14 @@ def test_numpy_scalars_are_numbers():
     assert [got(t) for t in range(41)] == pytest.approx([want(t) for t in range(41)], rel=1e-7)
     with pytest.raises(ValueError, match="lr must be a finite number > 0"):
         schedules.constant(True)
+    counted = [schedules.step(0.1, np.int64(10)), schedules.multistep(0.1, np.array([5, 10])),
+               schedules.cosine(0.1, np.int32(100)), schedules.one_cycle(0.1, np.uint16(50))]
+    plain = [schedules.step(0.1, 10), schedules.multistep(0.1, [5, 10]),
+             schedules.cosine(0.1, 100), schedules.one_cycle(0.1, 50)]
+    for got, want in zip(counted, plain):  # NumPy integers (from a config array) are counts
+        assert [got(t) for t in range(60)] == [want(t) for t in range(60)]
+    with pytest.raises(ValueError, match="total must be an int >= 1"):
+        schedules.cosine(0.1, np.bool_(True))
 
 
 def test_warmup_then_decay():

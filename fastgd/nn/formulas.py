@@ -227,57 +227,63 @@ def exp_sum(x):
     return m, lanes_sum(s)
 
 
-def cross_entropy_labels(x, dx, label, gscale, smoothing):
-    """Row: cross-entropy of logits ``x`` against class ``label`` with label smoothing.
+def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
+    """Row: cross-entropy of logits ``x`` against class ``label`` with label smoothing
+    ε = eps_hi + eps_lo (two working-type parts: a float32 ε would round 0.1 by 1.5e-9).
 
-    Target q = (1 - ε)·onehot + ε/C; loss = logsumexp(x) - Σ q·x;
+    Target q = (1 - ε)·onehot + ε/C; loss = Σ q_i·(m - x_i) + log Σ e^(x_i - m) (Σq = 1,
+    m the row's max: each term m - x_i >= 0, so huge logits do not cancel);
     ``dx = gscale·(softmax(x) - q)``, computed in W (:func:`exp_sum`) and rounded once.
-    Returns the row's loss. Without smoothing the Σx term is left out, as in torch: a masked
-    logit (-inf) of another class adds nothing, not NaN.
+    Returns the row's loss. Without smoothing the other classes' terms are left out, as in
+    torch: a masked logit (-inf) of another class adds nothing, not NaN.
     """
     n = x.size
     k = int(label)
     m, s = exp_sum(x)
     r = W(1) / s
-    eps = W(smoothing)
+    eps = W(eps_hi) + W(eps_lo)
     off = eps / W(n)
     g = W(gscale)
-    sx = W(0)
+    gap = W(0)
     for i in lanes(n):
         v = W(x[i])
-        sx += v
+        gap += m - v
         q = off + (W(1) - eps if i == k else W(0))
         dx[i] = F(g * (exp(v - m) * r - q))
-    smooth = off * lanes_sum(sx) if smoothing != F(0) else W(0)
-    return F(m + log(s) - smooth - (W(1) - eps) * W(x[k]))
+    smooth = off * lanes_sum(gap) if eps != W(0) else W(0)
+    return F(log(s) + smooth + (W(1) - eps) * (m - W(x[k])))
 
 
-def cross_entropy_probs(x, t, dx, gscale, smoothing):
+def cross_entropy_probs(x, t, dx, gscale, eps_hi, eps_lo):
     """Row: cross-entropy against a probability row ``t``: q = (1 - ε)·t + ε/C,
-    loss = Σq·logsumexp(x) - Σ q·x, ``dx = gscale·(softmax(x)·Σq - q)``, in W."""
+    loss = Σ q_i·(m - x_i) + Σq·log Σ e^(x_i - m), ``dx = gscale·(softmax(x)·Σq - q)``, in W
+    (ε as in :func:`cross_entropy_labels`). A row of no classes (or of all-zero q) loses 0."""
     n = x.size
     m, s = exp_sum(x)
-    eps = W(smoothing)
-    off = eps / W(n)
+    eps = W(eps_hi) + W(eps_lo)
+    off = eps / W(n) if n > 0 else W(0)
     sq = W(0)
-    sqx = W(0)
+    gap = W(0)
     for i in lanes(n):
         q = (W(1) - eps) * W(t[i]) + off
         sq += q
-        sqx += q * W(x[i])
+        gap += q * (m - W(x[i]))
     sq = lanes_sum(sq)
-    sqx = lanes_sum(sqx)
+    gap = lanes_sum(gap)
     rs = sq / s
     g = W(gscale)
     for i in lanes(n):
         q = (W(1) - eps) * W(t[i]) + off
         dx[i] = F(g * (exp(W(x[i]) - m) * rs - q))
-    return F(sq * (m + log(s)) - sqx)
+    return F(gap + (sq * log(s) if sq != W(0) else W(0)))
 
 
 def bce_with_logits(x, t, gscale):
-    """Grid: ``(max(x, 0) - x·t + log1p(exp(-|x|)), gscale·(sigmoid(x) - t))``."""
-    loss = (x if x > F(0) else F(0)) - x * t + log1p(exp(-abs(x)))
+    """Grid: ``(max(x, 0) - x·t + log1p(exp(-|x|)), gscale·(sigmoid(x) - t))``, the linear
+    part as x·(1 - t) or -x·t, 0 where that factor is 0: x = ±inf gives the loss's limit
+    (inf, or 0 where the target agrees), not inf - inf or inf·0."""
+    a = F(1) - t if x > F(0) else -t
+    loss = (F(0) if a == F(0) else x * a) + log1p(exp(-abs(x)))
     return loss, gscale * (sigmoid(x) - t)
 
 

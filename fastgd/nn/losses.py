@@ -35,6 +35,12 @@ def _host_array(be, values, dtype):
     return to_device(a) if be.name == "cuda" else a
 
 
+def _parts(value: float, dtype) -> tuple:
+    """``value`` as hi + lo of ``dtype``, for a row function that adds them in its wide type."""
+    hi = np.dtype(dtype).type(value)
+    return hi, float(value) - float(hi)
+
+
 def _is_integer(a):
     return _arrays.dtype_of(a).kind in "iu"  # np.issubdtype costs ~1.5 us a call
 
@@ -184,12 +190,13 @@ class Loss:
         gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
         if _is_integer(target):
             # labels reach the row function in the compute type: exact in float32 up to 2^24
-            exact = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
-            be.rows(fm.cross_entropy_labels, [x, grad], per_row=[target, gscale],
-                    scalars=(self.smoothing,), result=loss, compute=exact)
+            compute = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
+            fn, arrays, per_row = fm.cross_entropy_labels, [x, grad], [target, gscale]
         else:
-            be.rows(fm.cross_entropy_probs, [x, target, grad], per_row=[gscale],
-                    scalars=(self.smoothing,), result=loss, compute=dtype)
+            compute = dtype
+            fn, arrays, per_row = fm.cross_entropy_probs, [x, target, grad], [gscale]
+        be.rows(fn, arrays, per_row=per_row, scalars=_parts(self.smoothing, compute),
+                result=loss, compute=compute)
         return loss, grad
 
     def _elementwise(self, be, x, target, scale, dtype):
@@ -206,8 +213,10 @@ class Loss:
         if not isinstance(scale, float):
             run_grid(be, fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
         if self.reduction != "none":
-            partial = be.empty((rows,), dtype)
-            be.rows(fm.row_sum, [loss], result=partial, compute=dtype)
+            # summed in float64: a float32 sum of one long row (an image batch flattened)
+            # lost 4 digits
+            partial = be.empty((rows,), np.float64)
+            be.rows(fm.row_sum, [loss], result=partial, compute=np.float64)
             return partial, grad.reshape(shape)
         return loss.reshape(shape), grad.reshape(shape)
 

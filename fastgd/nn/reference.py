@@ -77,8 +77,9 @@ def dropout(x, p, seed, step):
 
 
 def _log_softmax(x):
-    shifted = x - x.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    shifted = x - x.max(axis=1, keepdims=True, initial=-np.inf)
+    with np.errstate(divide="ignore"):  # a row of no classes: log 0
+        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def _smoothed_targets(target, n_classes, smoothing, dtype):
@@ -87,7 +88,7 @@ def _smoothed_targets(target, n_classes, smoothing, dtype):
         q[np.arange(target.shape[0]), target] = 1
     else:
         q = target.astype(dtype)
-    return (1 - smoothing) * q + smoothing / n_classes
+    return (1 - smoothing) * q + smoothing / max(n_classes, 1)  # no classes: no q
 
 
 def cross_entropy(x, target, smoothing):
@@ -105,7 +106,10 @@ def cross_entropy(x, target, smoothing):
 
 def binary_cross_entropy_with_logits(x, t):
     with np.errstate(over="ignore"):
-        loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        a = np.where(x > 0, 1 - t, -t)  # max(x, 0) - x·t, with the limits at x = ±inf
+        with np.errstate(invalid="ignore"):
+            linear = np.where(a == 0, 0.0, x * a)
+        loss = linear + np.log1p(np.exp(-np.abs(x)))
         e = np.exp(-np.abs(x))
         sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
     return loss, sig - t

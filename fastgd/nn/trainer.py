@@ -128,7 +128,7 @@ def _batch_size(mode, batch_size, n):
         return n
     if mode == "sgd":
         return 1
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+    if not _arrays.is_int(batch_size):
         raise TypeError(f"batch_size must be an int, got {batch_size!r}")
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}] (the training set has {n} samples), "
@@ -260,7 +260,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if optimizer is None or not callable(getattr(optimizer, "step", None)):
         raise TypeError("train needs an optimizer with a step(grads) method, e.g. "
                         "fastgd.Adam(model.params, lr=1e-3)")
-    if not isinstance(epochs, (int, np.integer)) or epochs < 0:
+    if not _arrays.is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     x_tr, y_tr, x_te, y_te = _unpack(data)
     _check_split(model, loss, x_tr, y_tr, "train")

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fastgd._arrays import FLOAT_DTYPES
+from fastgd._arrays import FLOAT_DTYPES, is_int
 from fastgd.backends import resolve
 from fastgd.optim._device import full
 
@@ -36,8 +36,8 @@ class ParamBuffer:
         self.shapes, self.offsets = {}, {}
         offset = 0
         for name, shape in shapes.items():
-            shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-            if any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+            shape = (shape,) if np.ndim(shape) == 0 else tuple(shape)
+            if any(not is_int(d) or d < 0 for d in shape):
                 raise ValueError(f"shape of {name!r} must be non-negative ints, got {shape}")
             self.shapes[name] = tuple(int(d) for d in shape)
             self.offsets[name] = offset

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from fastgd._arrays import is_number
+from fastgd._arrays import is_int, is_number
 
 __all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
            "warmup_linear", "one_cycle"]
@@ -27,9 +27,9 @@ def _positive(name, value):
 
 
 def _count(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _min_lr(min_lr, lr):

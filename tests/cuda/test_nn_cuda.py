@@ -177,6 +177,35 @@ def test_float32_bce_gradient_against_float64_on_cuda():
     assert_backward_contract(host(grad), want, np.ones_like(want), np.float32, "BCE")
 
 
+@pytest.mark.parametrize("classes", [4, 3 * ROW_THREADS + 1])
+@pytest.mark.parametrize("target", ["labels", "probabilities"])
+def test_cross_entropy_of_huge_logits_and_float32_smoothing(target, classes):
+    """Logits near 1e30 do not cancel in the loss (Σ q·(max - x)); float32 logits keep
+    smoothing 0.1 whole (the gradient within the backward contract)."""
+    x = RNG.standard_normal((3, classes)) + 1e30
+    t = (np.array([0, 2, 1]) if target == "labels"
+         else RNG.dirichlet(np.ones(classes), 3))
+    loss = nn.get_loss("cross_entropy", "none", label_smoothing=0.1)
+    np.testing.assert_allclose(host(loss(dev(x), dev(t))),
+                               loss(x, t, backend="numpy"), rtol=1e-12)
+    x32 = RNG.normal(0, 3, (3, classes)).astype(np.float32)
+    t32 = t if target == "labels" else t.astype(np.float32)
+    _, grad = loss.value_and_grad(dev(x32), dev(t32))
+    _, want = loss.value_and_grad(x32.astype(np.float64), t, backend="numpy")
+    assert_backward_contract(host(grad), want, np.ones_like(want), np.float32, "cross-entropy")
+
+
+def test_bce_limits_and_float32_sum_of_a_long_row():
+    x = np.array([np.inf, np.inf, -np.inf, -np.inf])
+    loss = nn.get_loss("binary_cross_entropy_with_logits", "none")
+    np.testing.assert_array_equal(host(loss(dev(x), dev(np.array([0.0, 1, 1, 0])))),
+                                  [np.inf, 0, np.inf, 0])
+    x = (1 + 1e-3 * RNG.random((1, 3000))).astype(np.float32)
+    mse = nn.get_loss("mse")
+    assert mse(dev(x), dev(np.zeros_like(x))) == pytest.approx(
+        mse(x.astype(np.float64), np.zeros(x.shape), backend="numpy"), rel=1e-7)
+
+
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_cross_entropy_with_masked_logits(smoothing):
     x = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, 0.5]])  # labels not masked
