@@ -203,10 +203,15 @@ def test_sum_of_squares_sizes(backend):
 
 
 def test_clip_grad_norm_errors_and_paths():
-    with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
-        fastgd.clip_grad_norm([np.ones(3)], 0.0)
-    with pytest.raises(ValueError, match="got no gradients"):
-        fastgd.clip_grad_norm([], 1.0)
+    for bad in (-1.0, math.nan, True, "1"):
+        with pytest.raises(ValueError, match="max_norm must be a number >= 0"):
+            fastgd.clip_grad_norm([np.ones(3)], bad)
+    assert fastgd.clip_grad_norm([], 1.0) == 0.0 == fastgd.clip_grad_norm({}, 1.0)  # as torch
+    g = [np.full(4, 2.0), np.full(1, 4.0, np.float64)]
+    assert fastgd.clip_grad_norm(g, math.inf) == pytest.approx(math.sqrt(32))  # measure only
+    assert np.array_equal(g[0], np.full(4, 2.0))
+    assert fastgd.clip_grad_norm(g, 0.0) == pytest.approx(math.sqrt(32))  # zeroes, as torch
+    assert not g[0].any() and not g[1].any()
     with pytest.raises(TypeError, match="float32 and float64"):
         fastgd.clip_grad_norm([np.ones(3, np.int64)], 1.0)
     # clipped in place: a list, or a byte-swapped array, would be clipped in a lost copy
@@ -214,7 +219,7 @@ def test_clip_grad_norm_errors_and_paths():
         fastgd.clip_grad_norm([np.ones(3), [30.0, 40.0]], 1.0)
     with pytest.raises(TypeError, match="non-native byte order"):
         fastgd.clip_grad_norm([np.full(3, 30.0).astype(">f8")], 1.0)
-    with pytest.raises(ValueError, match="contiguous and writable"):
+    with pytest.raises(ValueError, match="C-contiguous and writable"):
         fastgd.clip_grad_norm([np.ones((4, 4))[:, 0]], 1.0)
     buf = fastgd.ParamBuffer({"a": 3, "b": 4}, np.float64)
     buf.grads["a"][...] = 3.0

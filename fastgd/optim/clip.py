@@ -56,7 +56,7 @@ def _flat_grads(grads, backend):
         return grads.backend, [grads.flat_grads]
     arrays = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if not arrays:
-        raise ValueError("clip_grad_norm got no gradients")
+        return resolve(backend), []
     for k, a in enumerate(arrays):  # clipped in place: a copy (of a list) would be lost
         if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
             raise TypeError(f"grads[{k}] is not an array: {type(a).__name__}")
@@ -66,7 +66,8 @@ def _flat_grads(grads, backend):
     for k, a in enumerate(arrays):
         view = be.flat_view(a)
         if view is None or not _arrays.is_writable(a):
-            raise ValueError(f"grads[{k}] must be contiguous and writable to be clipped in place")
+            raise ValueError(f"grads[{k}] must be C-contiguous and writable to be clipped in "
+                             f"place")
         flats.append(view)
     return be, flats
 
@@ -77,10 +78,12 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
 
     ``grads``: a list or dict of arrays, or a ParamBuffer (its gradient buffer). Returns the
     total norm before clipping, a float (inf or NaN if a gradient is not finite; the
-    gradients are then multiplied by NaN or 0 as PyTorch does).
+    gradients are then multiplied by NaN or 0 as PyTorch does). As in PyTorch,
+    ``max_norm=inf`` only measures the norm, ``max_norm=0`` zeroes the gradients, and no
+    gradients have norm 0.
     """
-    if not max_norm > 0 or not math.isfinite(max_norm):
-        raise ValueError(f"max_norm must be a finite number > 0, got {max_norm}")
+    if not (_arrays.is_number(max_norm) and max_norm >= 0):
+        raise ValueError(f"max_norm must be a number >= 0 (inf: measure only), got {max_norm!r}")
     be, flats = _flat_grads(grads, backend)
     total = math.sqrt(sum(sum_of_squares(be, g) for g in flats))
     coef = max_norm / (total + 1e-6)
