@@ -65,6 +65,12 @@ def pytest_configure(config):
     config._fastgd_start = time.time()
     config._fastgd_json = None
     config.fastgd_sizes = _sizes(config)  # parsed once, for every suite
+    where = config.getoption("--fastgd-report")
+    if where not in ("", "none"):
+        try:  # before the sweep, not after it
+            report_writer.check_out(where)
+        except report_writer.ReportError as e:
+            raise pytest.UsageError(f"--fastgd-report: {e}") from None
     known = set(activation_cases.DEVICE)
     unknown = set(_list(config, "--fastgd-backends")) - known
     if unknown:
@@ -114,7 +120,28 @@ def pytest_collection_modifyitems(config, items):
         ok = (probe or not ops or p.get("op") in ops) and (
             probe or not backends or p.get("backend") in backends) and (
             not sizes or "n" not in p or probe or p["n"] in sizes)
+        device = activation_cases.DEVICE.get(p.get("backend"), "cpu")
+        if ok and not probe and "n" in p and p["n"] > activation_cases.MAX_N[device]:
+            ok = False  # the activation cases are never made this big; the optimizers' are
         (keep if ok else drop).append(item)
+    cpu_max = activation_cases.MAX_N["cpu"]
+    too_big = sorted(n for n in sizes if n > cpu_max)
+    on_cpu = sorted(b for b in (backends or available) & available
+                    if activation_cases.DEVICE.get(b) == "cpu")
+    if too_big and on_cpu:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"n above 2^{cpu_max.bit_length() - 1} runs on a GPU only: "
+            f"{', '.join(f'2^{n.bit_length() - 1}' if n & (n - 1) == 0 else str(n) for n in too_big)}"
+            f" not run on {', '.join(on_cpu)}"), 2)
+    if (ops or backends) and all(_params([i])[0].get("op") in PROBE_OPS for i in keep):
+        why = (["PyTorch has no Lion"] if "lion" in ops and any(
+            b.startswith("torch") for b in backends) else []) + (
+            ["copy and inplace are the bandwidth probe, run with every sweep"]
+            if ops & set(PROBE_OPS) else [])
+        raise pytest.UsageError(
+            f"no case of {', '.join(sorted(ops)) or 'any op'} on "
+            f"{', '.join(sorted(backends)) or 'the backends here'} at the sizes asked"
+            + (f" ({'; '.join(why)})" if why else ""))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -166,14 +193,14 @@ def pytest_sessionfinish(session, exitstatus):
     try:
         index = report_writer.write([source], where or None)
     except report_writer.ReportError as e:
-        _say(config, f"fastgd: no report written: {e}")
+        config._fastgd_said = f"fastgd: no report written: {e} (the results: {source})"
         return
-    _say(config, f"fastgd report: {index}")
+    config._fastgd_said = f"fastgd report: {index}"
 
 
-def _say(config, line: str) -> None:
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(line)
-    else:
-        print(line)
+def pytest_terminal_summary(terminalreporter, config):
+    """Where the report went, after the session's output (``fastgd bench``'s progress bar
+    is closed by then)."""
+    line = getattr(config, "_fastgd_said", None)
+    if line:
+        terminalreporter.write_line(line)

@@ -26,22 +26,27 @@ def parse_sizes(text: str) -> list[int]:
     """``"1024,2^20"``, ``"2^16..2^26"`` (every power of two) or ``"2^16..2^26:2"`` (every
     second one) -> sorted sizes in elements."""
     sizes = set()
+    too_big = CLIError(f"sizes must be between 1 and 2^{MAX_EXPONENT} elements")
     for part in filter(None, (p.strip() for p in text.split(","))):
         m = re.fullmatch(r"2\^(\d+)\.\.2\^(\d+)(?::(\d+))?", part)
         if m:
             lo, hi, step = int(m[1]), int(m[2]), int(m[3] or 1)
             if lo > hi or step < 1:
                 raise CLIError(f"bad size range {part!r}: write 2^LOW..2^HIGH[:STEP]")
+            if hi > MAX_EXPONENT:  # before the range is built: 2^0..2^100000 took 760 MB
+                raise too_big
             sizes.update(1 << e for e in range(lo, hi + 1, step))
             continue
         m = re.fullmatch(r"2\^(\d+)|(\d+)", part)
         if not m:
             raise CLIError(f"bad size {part!r}: write a number, 2^K, or a range 2^A..2^B")
+        if m[1] and int(m[1]) > MAX_EXPONENT:
+            raise too_big
         sizes.add(1 << int(m[1]) if m[1] else int(m[2]))
     if not sizes:
         raise CLIError("no sizes given")
     if min(sizes) < 1 or max(sizes) > 1 << MAX_EXPONENT:
-        raise CLIError(f"sizes must be between 1 and 2^{MAX_EXPONENT} elements")
+        raise too_big
     return sorted(sizes)
 
 
@@ -145,11 +150,26 @@ def bench_args(args, folder: Path) -> list[str]:
     if args.quick:
         out += ["--fastgd-quick", "--benchmark-max-time=0.01", "--benchmark-min-rounds=2"]
     if args.min_rounds is not None:
+        if args.min_rounds < 1:
+            raise CLIError(f"--min-rounds must be at least 1, got {args.min_rounds}")
         out.append(f"--benchmark-min-rounds={args.min_rounds}")
     if args.max_time is not None:
+        if not args.max_time > 0:
+            raise CLIError(f"--max-time must be a number of seconds > 0, got {args.max_time}")
         out.append(f"--benchmark-max-time={args.max_time}")
+    if args.out:
+        _check_out(args.out)  # before the sweep, not after it
     out.append(f"--fastgd-report={args.out or ''}")
     return out + list(args.pytest_args)
+
+
+def _check_out(out) -> None:
+    from fastgd.bench import report
+
+    try:
+        report.check_out(out)
+    except report.ReportError as e:
+        raise CLIError(str(e)) from e
 
 
 def cmd_bench(args) -> int:
@@ -199,7 +219,10 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--ops", help="comma list of ops, e.g. gelu,adam (default all)")
     bench.add_argument("--backends",
                        help="comma list of backends and peers, e.g. numba,cuda,torch")
-    bench.add_argument("--sizes", help="e.g. 2^16..2^26, 2^16..2^26:2 or 1024,2^20")
+    bench.add_argument("--sizes", help="e.g. 2^16..2^26, 2^16..2^26:2 or 1024,2^20 (up to "
+                       "2^26 on the CPU, 2^28 on a GPU; softmax and log_softmax run whole rows "
+                       "of 256 and prelu 16 channels, so their n is rounded to fit: the report "
+                       "shows the n that ran)")
     bench.add_argument("--min-rounds", type=int, help="pytest-benchmark --benchmark-min-rounds")
     bench.add_argument("--max-time", type=float, help="pytest-benchmark --benchmark-max-time")
     bench.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")

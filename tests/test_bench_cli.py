@@ -44,9 +44,24 @@ def test_bench_unknown_backend(capsys):
 @pytest.mark.parametrize("sizes, message", [
     ("2^30", "between 1 and 2^28"), ("lots", "bad size 'lots'"),
     ("2^20..2^10", "bad size range"),
+    ("2^0..2^10000000", "between 1 and 2^28"),  # refused before the range is built (60 GB)
+    ("2^99999999", "between 1 and 2^28"),
 ])
 def test_bench_bad_sizes(capsys, sizes, message):
     assert cli.main(["bench", "--sizes", sizes]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--min-rounds", "0"], "--min-rounds must be at least 1"),
+    (["--max-time", "-1"], "--max-time must be a number of seconds > 0"),
+    (["--out", "{file}"], "exists and is not a folder"),
+    (["--out", "{file}/sub"], "exists and is not a folder"),
+])
+def test_bench_bad_options_fail_before_the_sweep(capsys, tmp_path, args, message):
+    (tmp_path / "file").write_text("")
+    args = [a.format(file=tmp_path / "file") for a in args]
+    assert cli.main(["bench", "--ops", "relu", *args]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -91,6 +106,35 @@ def test_bench_sizes_past_an_ops_limit_say_so(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "no case of gelu at the sizes asked" in proc.stderr + proc.stdout
     assert "INTERNALERROR" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ops", "lion", "--backends", "torch"], "no case of lion on torch at the sizes asked "
+                                               "(PyTorch has no Lion)"),
+    (["--ops", "copy"], "copy and inplace are the bandwidth probe"),
+])
+def test_bench_op_and_backend_with_no_case_fail_clearly(tmp_path, args, message):
+    """It ran the bandwidth probe alone and wrote an empty report."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastgd.cli", "bench", "--sizes", "2^10", *args,
+         "--out", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_sizes_above_the_cpu_limit_are_left_out_for_every_suite(tmp_path):
+    """Activations stop at 2^26 on the CPU; the optimizer cases ran at 2^27 there, silently
+    unlike the activations: both leave it out, and a warning says so."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "--co", "-q", "-p", "no:cacheprovider",
+         "--fastgd-ops=relu,adam", "--fastgd-backends=numba", "--fastgd-sizes=2^10,2^27",
+         "--fastgd-report=none"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    ran = [line for line in proc.stdout.splitlines() if "::" in line]
+    assert ran and not [line for line in ran if str(1 << 27) in line]
+    assert any("adam" in line for line in ran)
+    assert "n above 2^26 runs on a GPU only: 2^27 not run on numba" in proc.stdout
 
 
 def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):

@@ -109,6 +109,11 @@ def test_any_op_and_direction(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("not json {", "is not JSON"),
+    (b"\x89PNG\r\n\x1a\n", "is not JSON .not text"),
+    ('{"benchmarks": [{"name": "x", "stats": {"min": null}, "params": '
+     '{"op": "relu", "backend": "numba", "n": 8}}]}', "'x' has a malformed field"),
+    ('{"benchmarks": [{"name": "y", "stats": {"min": 1.0}, "params": '
+     '{"op": "relu", "backend": "numba", "n": "1k"}}]}', "'y' has a malformed field"),
     ('{"rows": []}', "is not pytest-benchmark output"),
     ('[1, 2]', "is not pytest-benchmark output"),
     ('{"benchmarks": [{"name": "x"}]}', "is not pytest-benchmark output"),
@@ -117,7 +122,7 @@ def test_any_op_and_direction(tmp_path):
 ])
 def test_bad_input(tmp_path, content, message):
     path = tmp_path / "bad.json"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(report.ReportError, match=message):
         report.load(path)
 
@@ -125,3 +130,34 @@ def test_bad_input(tmp_path, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(report.ReportError, match="cannot read"):
         report.load(tmp_path / "nope.json")
+
+
+def test_machine_info_of_another_shape_is_ignored(tmp_path):
+    data = json.loads(SMALL.read_text())
+    data["machine_info"] = []
+    assert "## Best implementation" in report.write([data], tmp_path).read_text()
+
+
+def test_comparison_of_runs_with_nothing_in_common_says_so(tmp_path):
+    data = json.loads(SMALL.read_text())
+    for b in data["benchmarks"]:
+        b["extra_info"]["op"] = "gelu"
+    text = report.write([SMALL, data], tmp_path).read_text()
+    assert "**No result in common:**" in text
+    assert "No result in common" not in report.write([SMALL, OTHER], tmp_path / "b").read_text()
+
+
+def test_comparison_of_one_file_twice_numbers_the_runs(tmp_path):
+    text = report.write([SMALL, SMALL], tmp_path).read_text()
+    assert "| | run 1: fixture-box" in text.replace("|  |", "| |") and "run 2: fixture-box" in text
+    assert report.default_dir(report.load(SMALL), tmp_path, compare=True).name == (
+        "compare-fixture-box-2025-01-02")
+
+
+def test_an_out_that_is_a_file_is_refused_before_writing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(report.ReportError, match="exists and is not a folder"):
+            report.write([SMALL], out)
+    assert blocker.read_text() == "x"

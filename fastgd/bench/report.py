@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -59,13 +60,18 @@ class Run:
     results: list[Result]
 
     @property
+    def info(self) -> dict:
+        info = self.data.get("machine_info")
+        return info if isinstance(info, dict) else {}
+
+    @property
     def facts(self) -> dict:
-        return self.data.get("machine_info", {}).get("fastgd", {})
+        facts = self.info.get("fastgd")
+        return facts if isinstance(facts, dict) else {}
 
     @property
     def machine(self) -> str:
-        info = self.data.get("machine_info", {})
-        return str(info.get("node") or info.get("machine") or "machine")
+        return str(self.info.get("node") or self.info.get("machine") or "machine")
 
     @property
     def date(self) -> str:
@@ -96,6 +102,9 @@ def load(path) -> Run:
         text = path.read_text()
     except OSError as e:
         raise ReportError(f"cannot read {path}: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ReportError(f"{path} is not JSON (not text: {e.reason} at byte {e.start}); "
+                          "expected the JSON file pytest-benchmark saves") from e
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -125,9 +134,18 @@ def parse(data, source: str = "<data>") -> Run:
 
 
 def _result(bench: dict) -> Result | None:
+    """The fastgd result of one benchmark entry; None for another suite's entry."""
     info = {**(bench.get("params") or {}), **(bench.get("extra_info") or {})}
     if not all(k in info for k in ("op", "backend", "n")) or "min" not in bench["stats"]:
         return None
+    try:
+        return _typed_result(bench, info)
+    except (TypeError, ValueError) as e:
+        raise ReportError(f"benchmark {bench.get('name', '?')!r} has a malformed field: "
+                          f"{e}") from e
+
+
+def _typed_result(bench: dict, info: dict) -> Result:
     backend = str(info["backend"])
     device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
                                     else "cpu")
@@ -286,6 +304,8 @@ def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
         values = [p[1] for pts in lines.values() for p in pts]
         if values and max(values) / max(min(values), 1e-12) > 30:
             ax.set_yscale("log")
+        else:  # a linear axis starts at 0, so heights compare as ratios
+            ax.set_ylim(bottom=0)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("n (elements)")
         ax.set_ylabel("throughput (GB/s, best round)")
@@ -381,13 +401,19 @@ def compile_times(run: Run) -> dict:
 
 
 # -- writing ------------------------------------------------------------------------------
-def default_dir(run: Run, root="reports") -> Path:
-    """``reports/<machine>-<date>``, made unique with a counter if it exists."""
-    base = Path(root) / _slug(f"{run.machine}-{run.date}")
+def default_dir(run: Run, root="reports", compare=False) -> Path:
+    """``reports/<machine>-<date>`` (``compare-<machine>-<date>`` for a comparison of runs,
+    named by the first), made unique with a counter if it exists."""
+    base = Path(root) / _slug(f"{'compare-' if compare else ''}{run.machine}-{run.date}")
     path, k = base, 2
     while path.exists():
         path, k = base.with_name(f"{base.name}-{k}"), k + 1
     return path
+
+
+def _name(runs: list[Run], i: int) -> str:
+    """Run ``i``'s label, numbered where there are several (one file twice: same label)."""
+    return runs[i].label if len(runs) == 1 else f"run {i + 1}: {runs[i].label}"
 
 
 def _machine_section(runs: list[Run]) -> str:
@@ -399,15 +425,15 @@ def _machine_section(runs: list[Run]) -> str:
     peers = sorted({p for r in runs for p in r.facts.get("peers", {})})
     for p in peers:
         rows.append([f"peer {p}"] + [r.facts.get("peers", {}).get(p, "–") for r in runs])
-    header = ["", *(r.label for r in runs)]
+    header = ["", *(_name(runs, i) for i in range(len(runs)))]
     return "## Machine\n\n" + table(header, rows)
 
 
 def _bandwidth_section(runs: list[Run]) -> str:
     rows = []
-    for run in runs:
+    for i, run in enumerate(runs):
         for device, figures in sorted(run.facts.get("bandwidth", {}).items()):
-            rows.append([run.label if len(runs) > 1 else device.upper(),
+            rows.append([_name(runs, i) if len(runs) > 1 else device.upper(),
                          *([device.upper()] if len(runs) > 1 else []),
                          fmt(figures.get("copy"), ".1f"), fmt(figures.get("inplace"), ".1f"),
                          fmt(run.roof(device), ".1f"), fmt(figures.get("h2d"), ".1f"),
@@ -524,8 +550,12 @@ def write_compare(runs: list[Run], out: Path) -> Path:
             geo.append([f"run {k + 1} vs run 1", b, len(logs),
                         fmt_ratio(math.exp(sum(logs) / len(logs)))])
     rows = ratio_rows(found)
+    note = ("" if found else "**No result in common:** run 1 and the other runs share no op, "
+            "direction, dtype, size and backend, so there is nothing to compare (their results "
+            "are listed apart below).\n\n")
     parts.append("## Ratios\n\nSpeedup of each run over run 1 (time in run 1 / time in that "
-                 "run; > 1 means faster than run 1).\n\n"
+                 "run; > 1 means faster than run 1), for the results run 1 has (\"All results\" "
+                 "below lists every run's).\n\n" + note
                  + table(["runs", "backend", "results", "geometric mean speedup"], geo)
                  + "\n\n" + table(["op", "direction", "dtype", "n", "backend", "run 1 time",
                                    *(f"run {k + 1} speedup" for k in range(1, len(runs)))],
@@ -549,6 +579,22 @@ def write(sources, out=None) -> Path:
             for s in sources]
     if not runs:
         raise ReportError("no JSON files given")
-    out = Path(out) if out else default_dir(runs[0])
-    out.mkdir(parents=True, exist_ok=True)
-    return write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
+    out = Path(out) if out else default_dir(runs[0], compare=len(runs) > 1)
+    check_out(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
+    except OSError as e:
+        raise ReportError(f"cannot write the report into {out}: {e.strerror or e}") from e
+
+
+def check_out(out) -> None:
+    """``ReportError`` unless a report can go into folder ``out`` (checked before a sweep)."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ReportError(f"--out {out}: {path} exists and is not a folder")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise ReportError(f"--out {out}: {path} is not writable")
+            return
