@@ -501,6 +501,55 @@ def test_in_place(backend):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("n", [8, 50_000])  # a serial and a chunked loop
+def test_in_place_through_a_read_only_view_of_out(backend, n):
+    """x a read-only view of out's memory: the kernel writes through out's view (it wrote
+    into x's, which Numba refused to compile: TypingError)."""
+    base = np.linspace(-2, 2, n)
+    want = fastgd.sigmoid(base, backend="numpy")
+    buf = base.copy()
+    x = buf.view()
+    x.flags.writeable = False
+    assert fastgd.sigmoid(x, out=buf, backend=backend) is buf
+    np.testing.assert_allclose(buf, want, rtol=1e-15)
+    buf = base.copy()
+    assert fastgd.relu(np.broadcast_to(buf, buf.shape), out=buf, backend=backend) is buf
+    np.testing.assert_array_equal(buf, np.maximum(base, 0))
+    dy = np.ones(n)
+    view = dy.view()
+    view.flags.writeable = False
+    fastgd.tanh_backward(view, base, out=dy, backend=backend)
+    np.testing.assert_allclose(dy, 1 - np.tanh(base) ** 2, rtol=1e-13, atol=1e-300)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_out_of_an_ndarray_subclass(backend):
+    """np.matrix keeps 2 dimensions when reshaped to flat: the numba kernel wrote row i for
+    element i, past the end of the array (heap corruption)."""
+    x = np.random.default_rng(3).normal(size=(1000, 3))
+    out = np.asmatrix(np.zeros((1000, 3)))
+    assert fastgd.sigmoid(x, out=out, backend=backend) is out
+    np.testing.assert_allclose(np.asarray(out), fastgd.sigmoid(x, backend="numpy"), rtol=1e-15)
+    out = np.asmatrix(np.full((1, 2), 7.0))
+    fastgd.relu_backward(np.ones((1, 2)), np.array([[1.0, -2.0]]), out=out, backend=backend)
+    np.testing.assert_array_equal(out, [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_prelu_weight_as_a_number(backend, dtype):
+    """A Python number is one slope of x's dtype (float32 x refused it as a float64 array);
+    dweight is then 0-d, an array on both backends."""
+    x = np.array([[-1.0, 2.0], [-3.0, 0.5]], dtype)
+    y = fastgd.prelu(x, 0.25, backend=backend)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, fastgd.prelu(x, np.array([0.25], dtype), backend=backend))
+    dx, dw = fastgd.prelu_backward(np.ones_like(x), x, np.float64(0.25), backend=backend)
+    assert isinstance(dw, np.ndarray) and dw.shape == () and dw.dtype == dtype and dw == -4.0
+    np.testing.assert_array_equal(dx, [[0.25, 1.0], [0.25, 1.0]])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("n", [300, 20_000])  # a serial and a parallel loop
 def test_out_overlapping_an_input_gives_numpys_result(backend, n):
     """``out`` sharing memory with an input other than element for element: the result is

@@ -139,7 +139,7 @@ def prelu_backward(dy, x, weight):
     dx = _pos(x, dy, w * dy)
     contrib = _pos(x, 0, x * dy)
     if weight.size == 1:
-        dw = contrib.sum(dtype=x.dtype).reshape(weight.shape)
+        dw = np.asarray(contrib.sum(dtype=x.dtype)).reshape(weight.shape)  # 0-d: an array
     else:
         axes = (0,) + tuple(range(2, x.ndim))
         dw = contrib.sum(axis=axes, dtype=x.dtype).reshape(weight.shape)

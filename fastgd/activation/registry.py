@@ -15,7 +15,7 @@ import numpy as np
 from fastgd import _arrays
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
-from fastgd.backends import resolve
+from fastgd.backends import resolve, to_device
 
 
 def _finite(name, value):
@@ -153,8 +153,12 @@ class Activation:
             # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
             loop = be.loop_for(n, self.math[direction][0])
             kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop, alias)
-            outs = (flat,) if alias is None else ()
-            be.launch(kernel, n, (*[be.flat(a) for a in ins], *outs, *typed))
+            arrays = [be.flat(a) for a in ins]
+            if alias is None:
+                arrays.append(flat)
+            else:  # out's own view: the input may be a read-only view of the same memory
+                arrays[alias] = flat
+            be.launch(kernel, n, (*arrays, *typed))
         return _write_back(out, flat, scratch)
 
     def _plan(self, be, direction, n_in, dtype, scalars, loop, alias):
@@ -334,8 +338,19 @@ class PReLU(Activation):
         rows = shape[0] * channels
         return shape, (rows, _arrays.size_of(x) // rows if rows else 0)
 
+    @staticmethod
+    def _weight(weight, x):
+        """``weight`` as an array; a number as one slope of x's dtype on x's device (as a
+        float64 array it was refused beside float32 x as a mixed dtype)."""
+        if not _arrays.is_number(weight):
+            return _arrays.as_array(weight)
+        dtype = _arrays.dtype_of(x)
+        slope = np.array(weight, dtype if dtype in _arrays.FLOAT_DTYPES else np.float64)
+        return to_device(slope) if _arrays.is_device_array(x) else slope
+
     def forward(self, x, weight, *, out=None, backend=None):
-        x, weight = _arrays.as_array(x), _arrays.as_array(weight)
+        x = _arrays.as_array(x)
+        weight = self._weight(weight, x)
         be = resolve(backend, x, weight)
         dtype = _arrays.check_float(x=x, weight=weight)
         shape, rows = self._rows(x, weight)
@@ -350,7 +365,8 @@ class PReLU(Activation):
 
     def backward(self, dy, x, weight, *, out=None, backend=None):
         """``(dx, dweight)``; ``out`` (optional) receives dx."""
-        dy, x, weight = (_arrays.as_array(a) for a in (dy, x, weight))
+        dy, x = _arrays.as_array(dy), _arrays.as_array(x)
+        weight = self._weight(weight, x)
         be = resolve(backend, dy, x, weight)
         dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
         _arrays.check_same_shape(dy=dy, x=x)

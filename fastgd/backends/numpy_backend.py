@@ -27,7 +27,11 @@ class HostArrays:
 
     def flat_view(self, a):
         """A flat view that writes through to ``a``, or None when no such view exists."""
-        return a.reshape(-1) if a.flags.c_contiguous else None
+        if not a.flags.c_contiguous:
+            return None
+        # a subclass's reshape may keep 2 dimensions (np.matrix: (1, n)), which a flat kernel
+        # indexed as rows, past the end
+        return (a if type(a) is np.ndarray else np.asarray(a)).reshape(-1)
 
     def as_shape(self, a, shape):
         """``a`` as a C-contiguous array of ``shape`` (of its size): ``a`` itself where it

@@ -67,6 +67,13 @@ def test_prelu_on_cuda(per_channel):
     np.testing.assert_allclose(host(dw), want_dw, rtol=1e-12)
 
 
+def test_prelu_weight_as_a_number_on_cuda():
+    x = np.array([[-1.0, 2.0], [-3.0, 0.5]], np.float32)
+    np.testing.assert_array_equal(host(fastgd.prelu(dev(x), 0.25)), [[-0.25, 2.0], [-0.75, 0.5]])
+    dx, dw = fastgd.prelu_backward(dev(np.ones_like(x)), dev(x), 0.25)
+    assert host(dw).shape == () and host(dw).dtype == np.float32 and host(dw) == -4.0
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_on_cuda(name, axis):
