@@ -358,17 +358,18 @@ BAD_OPTIONS = [
     ("AdamW", dict(betas=(0.9, -0.1)), r"betas\[1\] must be in \[0, 1\)"),
     ("NAdam", dict(betas=(0.9, float("nan"))), r"betas\[1\] must be in \[0, 1\)"),
     ("Lion", dict(betas=(0.9,)), "betas must be a pair"),
-    ("RAdam", dict(eps=0.0), "eps must be a finite number > 0"),
-    ("Adamax", dict(eps=-1e-8), "eps must be a finite number > 0"),
-    ("Adagrad", dict(eps=float("nan")), "eps must be a finite number > 0"),
-    ("RMSprop", dict(eps=0), "eps must be a finite number > 0"),
+    ("RAdam", dict(eps=-1.0), "eps must be a finite number >= 0"),
+    ("Adamax", dict(eps=-1e-8), "eps must be a finite number >= 0"),
+    ("Adagrad", dict(eps=float("nan")), "eps must be a finite number >= 0"),
+    ("RMSprop", dict(eps=float("inf")), "eps must be a finite number >= 0"),
     ("SGD", dict(weight_decay=-0.1), "weight_decay must be a finite number >= 0"),
     ("Adam", dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0"),
     ("Lion", dict(weight_decay=-1.0), "weight_decay must be a finite number >= 0"),
     ("SGD", dict(nesterov=True), "nesterov momentum needs momentum > 0 and dampening = 0"),
     ("SGD", dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov momentum needs"),
     ("SGD", dict(momentum=-0.5), "momentum must be a finite number >= 0"),
-    ("RMSprop", dict(alpha=1.5), r"alpha must be in \[0, 1\)"),
+    ("RMSprop", dict(alpha=1.5), r"alpha must be in \[0, 1\]"),
+    ("SGD", dict(lr=lambda s: True), "the lr schedule returned True at step 0"),
     ("Adagrad", dict(lr_decay=-1.0), "lr_decay must be"),
     ("Adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value must be"),
     ("NAdam", dict(momentum_decay=-1.0), "momentum_decay must be"),
@@ -512,3 +513,129 @@ def test_param_names_must_differ_as_text():
         fastgd.Adam({0: np.ones(2), "0": np.ones(2)}, lr=0.1)
     with pytest.raises(ValueError, match="param names must differ as text"):
         fastgd.Adam(fastgd.ParamBuffer({0: 2, "0": 3}, np.float64), lr=0.1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hyperparameters_changed_between_steps_act_as_torch_param_groups(backend):
+    """lr, momentum, weight_decay, betas and eps set on the optimizer take effect at the next
+    step, as edits of torch's param_groups do (lr had no setter)."""
+    import torch
+
+    rng = np.random.default_rng(8)
+    p0, grads = rng.normal(size=6), rng.normal(size=(6, 6))
+    for name, first, later in (
+            ("SGD", dict(lr=0.1, momentum=0.9), dict(lr=0.05, momentum=0.5, weight_decay=0.1)),
+            ("Adam", dict(lr=0.01), dict(lr=0.002, betas=(0.5, 0.9), eps=1e-3)),
+            ("RMSprop", dict(lr=0.01, momentum=0.9), dict(momentum=0.2, alpha=0.5))):
+        mine = {"w": p0.copy()}
+        opt = getattr(fastgd, name)(mine, backend=backend, **first)
+        tp = torch.tensor(p0.copy(), requires_grad=True)
+        topt = getattr(torch.optim, name)([tp], **first)
+        for k, g in enumerate(grads):
+            if k == 3:
+                for key, value in later.items():
+                    setattr(opt, key, value)
+                    topt.param_groups[0][key] = value
+            opt.step({"w": g})
+            tp.grad = torch.tensor(g)
+            topt.step()
+        np.testing.assert_allclose(mine["w"], tp.detach().numpy(), rtol=1e-13, err_msg=name)
+        assert opt.lr == later.get("lr", first["lr"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,setting,value", [
+    ("SGD", "momentum", 0.0), ("RMSprop", "momentum", 0.0), ("RMSprop", "centered", True),
+    ("Adam", "amsgrad", True), ("AdamW", "amsgrad", True)])
+def test_a_change_of_rule_after_construction_is_refused(backend, name, setting, value):
+    """SGD's momentum from 0.9 to 0 chose another scalar layout for the kernel built for
+    momentum: it read past its scalars (an out-of-bounds read in the numba kernel)."""
+    kw = {"momentum": 0.9} if setting == "momentum" else {}
+    p = {"w": np.ones(4)}
+    opt = getattr(fastgd, name)(p, lr=0.1, backend=backend, **kw)
+    opt.step({"w": np.ones(4)})
+    before = getattr(opt, setting)
+    with pytest.raises(ValueError, match=f"{setting}={value!r} would change {name}'s rule"):
+        setattr(opt, setting, value)
+    assert getattr(opt, setting) == before
+    opt.step({"w": np.ones(4)})  # the optimizer goes on as it was
+    want = {"w": np.ones(4)}
+    ref = getattr(fastgd, name)(want, lr=0.1, backend="numpy", **kw)
+    ref.step({"w": np.ones(4)})
+    ref.step({"w": np.ones(4)})
+    np.testing.assert_allclose(p["w"], want["w"], rtol=1e-15)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_guards_and_lr_set_after_construction(backend):
+    """clip_value, max_grad_norm and skip_nonfinite were read once, when the optimizer was
+    built: set later they were silently ignored."""
+    p = {"w": np.zeros(2)}
+    opt = fastgd.SGD(p, lr=1.0, backend=backend)
+    opt.clip_value = 0.5
+    opt.step({"w": np.array([3.0, -3.0])})
+    np.testing.assert_array_equal(p["w"], [-0.5, 0.5])
+    opt.clip_value = None
+    opt.max_grad_norm = 1.0
+    info = opt.step({"w": np.array([3.0, 4.0])})
+    assert info.grad_norm == 5.0
+    np.testing.assert_allclose(p["w"], [-0.5 - 0.6, 0.5 - 0.8], rtol=1e-6)
+    opt.skip_nonfinite = True
+    assert opt.step({"w": np.array([np.nan, 1.0])}).skipped
+    opt.lr = fastgd.schedules.constant(0.5)
+    assert opt.lr == 0.5
+    for bad, match in ((("clip_value", -1.0), "clip_value must be a finite number > 0"),
+                       (("lr", -0.1), "lr must be a finite number >= 0"),
+                       (("lr", lambda s: math.nan), "the lr schedule returned nan at step 2"),
+                       (("momentum", -1.0), "momentum must be")):
+        with pytest.raises(ValueError, match=match):
+            setattr(opt, *bad)
+    assert opt.lr == 0.5 and opt.clip_value is None  # left as they were
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_finite_float64_gradients_are_not_skipped(backend):
+    """Squares of 1e200 overflow float64: the norm was inf, so skip_nonfinite skipped a step
+    whose gradients were all finite, and max_grad_norm zeroed them (as torch's does)."""
+    p = {"w": np.zeros(3)}
+    opt = fastgd.SGD(p, lr=1.0, max_grad_norm=1.0, skip_nonfinite=True, backend=backend)
+    info = opt.step({"w": np.array([3e200, 4e200, 0.0])})
+    assert not info.skipped and info.grad_norm == pytest.approx(5e200, rel=1e-14)
+    np.testing.assert_allclose(p["w"], [-0.6, -0.8, 0.0], rtol=1e-12)
+    assert opt.step({"w": np.array([1e200, np.inf, 0.0])}).skipped  # an inf still is
+    g = [np.array([3e200]), np.array([4e200])]
+    assert fastgd.clip_grad_norm(g, 1.0, backend=backend) == pytest.approx(5e200, rel=1e-14)
+    np.testing.assert_allclose(np.concatenate(g), [0.6, 0.8], rtol=1e-12)
+
+
+def test_load_state_dict_checks_host_values_before_writing():
+    opt = fastgd.NAdam({"w": np.ones(3)}, lr=0.1)
+    opt.step({"w": np.ones(3)})
+    good = opt.state_dict()
+    for bad, match in ((np.array([0.5, 0.5]), "must be one finite number"),
+                       (np.array(np.nan), "must be one finite number"),
+                       (np.array(-0.5), r"must be in \(0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            opt.load_state_dict({**good, "extra/mu_product": bad,
+                                 "state/w/exp_avg": np.full(3, 7.0)})
+        assert not (opt.state["w"]["exp_avg"] == 7.0).any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_eps_zero_and_rmsprop_alpha_one_as_torch(backend):
+    """torch.optim takes eps = 0 and RMSprop's alpha = 1 (square_avg stays 0)."""
+    import torch
+
+    rng = np.random.default_rng(2)
+    p0, grads = rng.normal(size=5), rng.normal(size=(3, 5))
+    for name, kw in (("Adam", dict(lr=0.01, eps=0.0)), ("RMSprop", dict(lr=0.01, alpha=1.0)),
+                     ("Adagrad", dict(lr=0.1, eps=0.0))):
+        mine = {"w": p0.copy()}
+        opt = getattr(fastgd, name)(mine, backend=backend, **kw)
+        tp = torch.tensor(p0.copy(), requires_grad=True)
+        topt = getattr(torch.optim, name)([tp], **kw)
+        for g in grads:
+            opt.step({"w": g})
+            tp.grad = torch.tensor(g)
+            topt.step()
+        np.testing.assert_allclose(mine["w"], tp.detach().numpy(), rtol=1e-13, err_msg=name)

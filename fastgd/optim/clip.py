@@ -17,8 +17,28 @@ from fastgd.optim import rules
 CHUNK = 4096
 
 
-def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False) -> float:
-    """Σ min(max(g, −clip), clip)² over a flat array ``g`` of backend ``be``, in float64.
+#: The scale of :func:`global_norm`'s second pass: squares of float64 gradients from ~1e154
+#: overflow, those of 2^-600 times them do not (nor their sum, up to 2^250 elements).
+RESCALE = 2.0 ** -600
+
+
+def global_norm(be, flats, clip: float = math.inf, strict: bool = False) -> float:
+    """The L2 norm of flat gradients ``flats`` clamped to ±clip, in float64: NaN or inf
+    where :func:`sum_of_squares` says an element is; finite where every element is, also
+    where the squares overflow (float64 gradients from ~1e154: a second pass at
+    :data:`RESCALE`; torch's norm is inf there, and skip_nonfinite skipped the step)."""
+    total = sum(sum_of_squares(be, g, clip, strict) for g in flats)
+    if total == math.inf:
+        scaled = sum(sum_of_squares(be, g, clip, strict, RESCALE) for g in flats)
+        if scaled < math.inf:
+            return math.sqrt(scaled) / RESCALE
+    return math.sqrt(total)
+
+
+def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False,
+                   scale: float = 1.0) -> float:
+    """Σ (scale·min(max(g, −clip), clip))² over a flat array ``g`` of backend ``be``, in
+    float64.
 
     One pass over ``g``. The result is NaN where an element is NaN, inf where one is ±inf
     and not clamped (or where the sum overflows float64), and with ``strict`` not finite
@@ -33,6 +53,8 @@ def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False) -> float
             if strict and not np.isfinite(g).all():
                 return math.inf if not np.isnan(g).any() else math.nan
             g = np.clip(g, -clip, clip)
+        if scale != 1.0:
+            g = g * scale
         return float(np.einsum("i,i->", g, g, dtype=np.float64))
     length = min(n, CHUNK)
     rows = n // length
@@ -42,8 +64,8 @@ def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False) -> float
     for part in (main, tail):
         if part.size:
             partial = be.empty(part.shape[0], np.float64)
-            be.rows(rules.sumsq_row, [part], scalars=(clip, float(strict)), result=partial,
-                    compute=np.float64)
+            be.rows(rules.sumsq_row, [part], scalars=(clip, float(strict), scale),
+                    result=partial, compute=np.float64)
             total += float(np.sum(to_host(partial)))
     return total
 
@@ -85,7 +107,7 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
     if not (_arrays.is_number(max_norm) and max_norm >= 0):
         raise ValueError(f"max_norm must be a number >= 0 (inf: measure only), got {max_norm!r}")
     be, flats = _flat_grads(grads, backend)
-    total = math.sqrt(sum(sum_of_squares(be, g) for g in flats))
+    total = global_norm(be, flats)
     coef = max_norm / (total + 1e-6)
     if coef > 1.0:
         coef = 1.0

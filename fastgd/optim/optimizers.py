@@ -28,7 +28,7 @@ from fastgd.optim import reference as ref
 from fastgd.optim import rules
 from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
-from fastgd.optim.clip import sum_of_squares
+from fastgd.optim.clip import global_norm
 
 
 class StepInfo(NamedTuple):
@@ -83,12 +83,40 @@ def _unit(name, value):
     return value
 
 
-def _betas(betas):
+def _fraction(name, value):
+    value = _number(name, value)
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value
+
+
+def _betas(name, betas):
     try:
         beta1, beta2 = betas
     except (TypeError, ValueError):
-        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-    return _unit("betas[0]", beta1), _unit("betas[1]", beta2)
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}") from None
+    return _unit(f"{name}[0]", beta1), _unit(f"{name}[1]", beta2)
+
+
+def _optional_positive(name, value):
+    return None if value is None else _positive(name, value)
+
+
+def _flag(name, value):
+    return bool(value)
+
+
+#: Each hyperparameter's check, applied whenever it is set: when the optimizer is built and
+#: after (a change takes effect at the next step, as an edit of torch's ``param_groups``
+#: does; one that would change the rule and its state is refused, see ``__setattr__``).
+_CHECKS = {
+    "weight_decay": _nonnegative, "lr_decay": _nonnegative, "eps": _nonnegative,
+    "initial_accumulator_value": _nonnegative, "momentum": _nonnegative,
+    "momentum_decay": _nonnegative, "dampening": _number, "alpha": _fraction, "betas": _betas,
+    "max_grad_norm": _optional_positive, "clip_value": _optional_positive,
+    "maximize": _flag, "skip_nonfinite": _flag, "nesterov": _flag, "centered": _flag,
+    "amsgrad": _flag, "decoupled_weight_decay": _flag,
+}
 
 
 class _Slot:
@@ -107,21 +135,40 @@ class Optimizer:
 
     def __init__(self, params, lr, *, maximize=False, max_grad_norm=None, clip_value=None,
                  skip_nonfinite=False, backend=None):
-        if callable(lr):
-            self._lr_fn, self._lr = lr, None
-            self._lr_at(0)  # a schedule that is wrong from the start fails here
-        else:
-            self._lr_fn, self._lr = None, _nonnegative("lr", lr)  # 0 as in torch.optim
-        self.maximize = bool(maximize)
-        self.max_grad_norm = None if max_grad_norm is None else _positive(
-            "max_grad_norm", max_grad_norm)
-        self.clip_value = None if clip_value is None else _positive("clip_value", clip_value)
-        self.skip_nonfinite = bool(skip_nonfinite)
-        self._clip = math.inf if clip_value is None else self.clip_value
-        self._reduce = self.max_grad_norm is not None or self.skip_nonfinite
         self._step = 0
+        self.lr = lr
+        self.maximize = maximize
+        self.max_grad_norm = max_grad_norm
+        self.clip_value = clip_value
+        self.skip_nonfinite = skip_nonfinite
         self._setup_params(params, backend)
         self._build(*self._variant())
+
+    def __setattr__(self, name, value):
+        """Hyperparameters are checked (:data:`_CHECKS`) whenever they are set. After
+        construction a change that would choose another rule or state (SGD's momentum from
+        0.9 to 0, RMSprop's ``centered``, Adam's ``amsgrad``) is refused: the kernel and the
+        state arrays were made for the first choice."""
+        check = _CHECKS.get(name)
+        if check is None:
+            object.__setattr__(self, name, value)
+            return
+        value = check(name, value)
+        built = "_rule" in self.__dict__
+        old = getattr(self, name, None)
+        object.__setattr__(self, name, value)
+        if built:
+            rule, spec = self._variant()
+            if rule is not self._rule or [k for k, _ in spec] != [k for k, _ in self._spec]:
+                object.__setattr__(self, name, old)
+                raise ValueError(
+                    f"{name}={value!r} would change {type(self).__name__}'s rule and its state "
+                    f"({self._rule.__name__} to {rule.__name__}), which are chosen when the "
+                    f"optimizer is built: build a new one with {name}={value!r}")
+
+    @property
+    def _clip(self) -> float:
+        return math.inf if self.clip_value is None else self.clip_value
 
     # -- construction -------------------------------------------------------------------------
     def _setup_params(self, params, backend):
@@ -216,6 +263,8 @@ class Optimizer:
             return self._lr
         lr = self._lr_fn(s)
         try:
+            if isinstance(lr, (bool, np.bool_)):
+                raise TypeError
             lr = float(lr)
         except (TypeError, ValueError):
             raise ValueError(f"the lr schedule returned {lr!r} at step {s}") from None
@@ -300,10 +349,9 @@ class Optimizer:
         t = self._step + 1
         scale = -1.0 if self.maximize else 1.0
         norm = None
-        if self._reduce:
-            be, clip = self.backend, self._clip
-            strict = self.skip_nonfinite  # an inf gradient skips the step, clip_value or not
-            norm = math.sqrt(sum(sum_of_squares(be, g, clip, strict) for g in flats))
+        if self.max_grad_norm is not None or self.skip_nonfinite:
+            # strict: an inf gradient skips the step, clip_value or not
+            norm = global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
             if self.skip_nonfinite and not math.isfinite(norm):
                 return StepInfo(lr, norm, True, self._step)
             if self.max_grad_norm is not None:
@@ -346,6 +394,22 @@ class Optimizer:
         """The learning rate the next step will use."""
         return self._lr_at(self._step)
 
+    @lr.setter
+    def lr(self, value):
+        """A learning rate (>= 0; 0 as in torch.optim) or a schedule ``step -> lr`` from the
+        next step on, as an edit of torch's ``param_groups[i]["lr"]``; a schedule is checked
+        at that step."""
+        before = self.__dict__.get("_lr_fn"), self.__dict__.get("_lr")
+        if callable(value):
+            self._lr_fn, self._lr = value, None
+        else:
+            self._lr_fn, self._lr = None, _nonnegative("lr", value)
+        try:
+            self._lr_at(self._step)
+        except Exception:
+            self._lr_fn, self._lr = before
+            raise
+
     def bytes_per_step(self) -> int:
         """Bytes one step must move: each parameter, gradient and state stream read, each
         parameter and state stream written (the roofline count for GB/s)."""
@@ -359,6 +423,9 @@ class Optimizer:
     # -- state -------------------------------------------------------------------------------
     def _extra_state(self) -> dict:
         return {}
+
+    def _check_extra(self, values: dict) -> None:
+        """Raise ValueError where a loaded host-side value is out of its range."""
 
     def _load_extra(self, values: dict) -> None:
         pass
@@ -404,7 +471,11 @@ class Optimizer:
         for k in self._extra_state():
             if f"extra/{k}" not in d:
                 raise ValueError(f"state_dict has no 'extra/{k}'")
-            extra[k] = float(np.asarray(d[f"extra/{k}"]))
+            v = np.asarray(d[f"extra/{k}"])
+            if v.shape != () or v.dtype.kind not in "iuf" or not np.isfinite(v):
+                raise ValueError(f"state_dict 'extra/{k}' must be one finite number, got {v!r}")
+            extra[k] = float(v)
+        self._check_extra(extra)
         be = self.backend
         for name in self._names:
             for key, _ in self._spec:
@@ -450,10 +521,10 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, **common):
-        self.momentum = _nonnegative("momentum", momentum)
-        self.dampening = _number("dampening", dampening)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
         super().__init__(params, lr, **common)
@@ -484,11 +555,10 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, **common):
-        self.lr_decay = _nonnegative("lr_decay", lr_decay)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-        self.initial_accumulator_value = _nonnegative("initial_accumulator_value",
-                                                      initial_accumulator_value)
-        self.eps = _positive("eps", eps)
+        self.lr_decay = lr_decay
+        self.weight_decay = weight_decay
+        self.initial_accumulator_value = initial_accumulator_value
+        self.eps = eps
         super().__init__(params, lr, **common)
 
     def _variant(self):
@@ -512,11 +582,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, **common):
-        self.alpha = _unit("alpha", alpha)
-        self.eps = _positive("eps", eps)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-        self.momentum = _nonnegative("momentum", momentum)
-        self.centered = bool(centered)
+        self.alpha = alpha
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.momentum = momentum
+        self.centered = centered
         super().__init__(params, lr, **common)
 
     def _variant(self):
@@ -546,10 +616,10 @@ class _AdamBase(Optimizer):
     decoupled_default = False
 
     def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, common):
-        self.betas = _betas(betas)
-        self.eps = _positive("eps", eps)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
-        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self.decoupled_weight_decay = decoupled_weight_decay
         super().__init__(params, lr, **common)
 
     def _moments(self, lr):
@@ -569,7 +639,7 @@ class Adam(_AdamBase):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, decoupled_weight_decay=None, **common):
-        self.amsgrad = bool(amsgrad)
+        self.amsgrad = amsgrad
         if decoupled_weight_decay is None:
             decoupled_weight_decay = self.decoupled_default
         super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
@@ -616,7 +686,7 @@ class NAdam(_AdamBase):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, **common):
-        self.momentum_decay = _nonnegative("momentum_decay", momentum_decay)
+        self.momentum_decay = momentum_decay
         self.mu_product = 1.0
         self._next_product = 1.0
         super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
@@ -648,6 +718,11 @@ class NAdam(_AdamBase):
 
     def _extra_state(self):
         return {"mu_product": self.mu_product}
+
+    def _check_extra(self, values):
+        if not 0 < values["mu_product"] <= 1:  # a product of factors in (0, 1]
+            raise ValueError(f"state_dict 'extra/mu_product' must be in (0, 1], got "
+                             f"{values['mu_product']}")
 
     def _load_extra(self, values):
         self.mu_product = values["mu_product"]
@@ -721,8 +796,8 @@ class Lion(Optimizer):
     """ + _COMMON
 
     def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, **common):
-        self.betas = _betas(betas)
-        self.weight_decay = _nonnegative("weight_decay", weight_decay)
+        self.betas = betas
+        self.weight_decay = weight_decay
         super().__init__(params, lr, **common)
 
     def _variant(self):

@@ -78,14 +78,15 @@ def ema_sq(v, g, beta, omb):
 
 
 @scalar
-def sumsq_row(g, clip, strict):
-    """Sum of squares of one row of the gradient clamped to ±clip; NaN if an element is NaN,
-    and with ``strict`` (skip_nonfinite) inf if one is ±inf before the clamp. (Not
-    ``acc += v - v``: with reassoc LLVM makes ``(acc + v) - v`` of it, then ``acc``.)"""
+def sumsq_row(g, clip, strict, scale):
+    """Sum of squares of one row of the gradient clamped to ±clip, times ``scale`` before it
+    is squared; NaN if an element is NaN, and with ``strict`` (skip_nonfinite) inf if one is
+    ±inf before the clamp. (Not ``acc += v - v``: with reassoc LLVM makes ``(acc + v) - v`` of
+    it, then ``acc``.)"""
     acc = F(0)
     for i in lanes(g.size):
         v = F(g[i])
-        c = clip if v > clip else (-clip if v < -clip else v)
+        c = (clip if v > clip else (-clip if v < -clip else v)) * scale
         acc += c * c
         if strict != F(0) and not abs(v) < F(inf):
             acc += F(inf)
