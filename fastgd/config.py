@@ -3,9 +3,13 @@
 #: LLVM fast-math flags for compiled kernels: no ``nnan``/``ninf``, so NaN and inf propagate.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: The flags for op math marked ``scalar.in_order`` (the optimizer rules: torch.optim's order
-#: of operations): with ``reassoc`` LLVM turns Adam's ``(0.001·g)·g`` into ``0.001·(g·g)``,
-#: which overflows to inf for float32 |g| > 1.8e19 where PyTorch's stays finite.
-FASTMATH_IN_ORDER = FASTMATH - {"reassoc"}
+#: of operations): none, IEEE arithmetic. With ``reassoc`` LLVM turned Adam's ``(0.001·g)·g``
+#: into ``0.001·(g·g)``, which overflows to inf for float32 |g| > 1.8e19 where PyTorch's stays
+#: finite; with ``contract`` it fused a·b + c where the vector loop allowed it, so a tensor's
+#: last bits depended on where it sat in memory (Lion, a ParamBuffer against a dict) and SGD and
+#: RMSprop differed from the NumPy reference in a third of the elements after 5 steps (now
+#: none). The rules are memory-bound: no measurable cost (tools/perf_optim.py).
+FASTMATH_IN_ORDER = frozenset()
 
 #: Vector width on AVX-512 CPUs: 512-bit unless FASTGD_VECTOR_512=0 is in the environment
 #: (read when fastgd is imported, before Numba's first compile: backends/cpu_target.py).

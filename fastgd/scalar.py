@@ -36,8 +36,9 @@ isfinite = math.isfinite
 
 def in_order(fn):
     """Mark op math whose order of operations is part of its contract: the Numba CPU backend
-    compiles it without ``reassoc`` (``config.FASTMATH_IN_ORDER``), so that ``(c·g)·g`` stays
-    as written. (The CUDA backend compiles every op in IEEE order.)"""
+    compiles it in IEEE arithmetic (``config.FASTMATH_IN_ORDER``), so that ``(c·g)·g`` stays
+    as written and each operation is rounded as written. (The CUDA backend compiles every op
+    in IEEE order.)"""
     fn.in_order = True
     return fn
 
