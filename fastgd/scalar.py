@@ -37,8 +37,8 @@ isfinite = math.isfinite
 def in_order(fn):
     """Mark op math whose order of operations is part of its contract: the Numba CPU backend
     compiles it in IEEE arithmetic (``config.FASTMATH_IN_ORDER``), so that ``(c·g)·g`` stays
-    as written and each operation is rounded as written. (The CUDA backend compiles every op
-    in IEEE order.)"""
+    as written and each operation is rounded as written. (The CUDA backend keeps every op's
+    order, but NVVM's default FMA contraction may fuse a·b + c: last-bit differences.)"""
     fn.in_order = True
     return fn
 
