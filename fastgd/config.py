@@ -54,3 +54,21 @@ ROW_THREADS = 64
 #: Lines a[o, :, i] of 3-D arrays (an op along an axis other than the last, nn's columns) run
 #: a thread each from this many on (coalesced, and enough threads), a block each below.
 LINES_PER_THREAD = 1 << 14
+
+
+_YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def env_flag(name: str, default: bool = True) -> bool:
+    """A yes/no environment variable: 1/0, true/false, yes/no, on/off in any case (unset or
+    empty: ``default``); ``ValueError`` naming it for anything else, which was silently
+    taken as yes."""
+    import os
+
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in _YES | _NO:
+        raise ValueError(f"{name}={os.environ[name]!r}: write 1 or 0 (true/false, yes/no, "
+                         "on/off)")
+    return value in _YES

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from fastgd.activation import formulas as m
 from fastgd.backends import codegen, kernel_cache
 from fastgd.nn import _kernels
@@ -160,3 +162,66 @@ def test_numba_settings_that_change_the_code_are_in_the_key(monkeypatch):
     before = kernel_cache.kernel_key(source, m.relu, "float32", "serial", ())
     monkeypatch.setattr(numba_config, "OPT", 0)
     assert kernel_cache.kernel_key(source, m.relu, "float32", "serial", ()) != before
+
+
+def _cache_files(tmp_path, pattern):
+    return sorted((tmp_path / "kernels" / "__pycache__").glob(pattern))
+
+
+def test_corrupt_cache_files_are_compiled_anew_and_then_cached_again(tmp_path):
+    """A truncated index or a data file of garbage (a power loss, a full disk) made every
+    later call raise EOFError / UnpicklingError, in every process."""
+    first = _run(tmp_path)
+    for corrupt, pattern in (((lambda f: f.write_bytes(b"")), "*.nbi"),
+                             ((lambda f: f.write_bytes(os.urandom(100))), "*.nbc")):
+        for f in _cache_files(tmp_path, pattern):
+            corrupt(f)
+        again = _run(tmp_path)
+        assert again["y"] == first["y"] and again["dx"] == first["dx"]
+        assert _run(tmp_path)["hits"] == 2  # the files written anew load
+
+
+SIGNATURES = """
+import json, sys, numpy as np, fastgd
+x = np.linspace(-3, 3, 1000)
+if sys.argv[1] == "float32":
+    x = x.astype(np.float32)
+x.flags.writeable = False  # one kernel file, two signatures: float32 and float64 input
+print(json.dumps(fastgd.softplus_backward(np.ones_like(x), x, beta=0.3).tolist()))
+"""
+
+
+def test_a_signature_loading_another_signatures_code_compiles_anew(tmp_path):
+    """Processes compiling two signatures of one kernel file at once could both take one data
+    file (Numba's index has no lock): the index then sent one signature to the other's
+    machine code, and every later process failed ("can't unbox array"). Simulated by
+    swapping the two data files."""
+    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path)}
+
+    def run(dtype):
+        done = subprocess.run([sys.executable, "-c", SIGNATURES, dtype], env=env,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    want = {d: run(d) for d in ("float32", "float64")}
+    data = _cache_files(tmp_path, "*.nbc")
+    assert len(data) == 2  # both signatures in one kernel's index
+    a, b = (f.read_bytes() for f in data)
+    data[0].write_bytes(b)
+    data[1].write_bytes(a)
+    for dtype in ("float32", "float64", "float32"):
+        assert run(dtype) == want[dtype]
+
+
+def test_yes_no_variables_take_words_and_refuse_other_values(tmp_path, monkeypatch):
+    from fastgd.config import env_flag
+
+    for value, want in (("0", False), ("false", False), ("Off", False), ("no", False),
+                        ("1", True), ("TRUE", True), ("on", True), ("", True)):
+        monkeypatch.setenv("FASTGD_KERNEL_CACHE", value)
+        assert env_flag("FASTGD_KERNEL_CACHE") is want and kernel_cache.enabled() is want
+    monkeypatch.setenv("FASTGD_KERNEL_CACHE", "nope")
+    with pytest.raises(ValueError, match="FASTGD_KERNEL_CACHE='nope': write 1 or 0"):
+        kernel_cache.enabled()
+    out = _run(tmp_path, FASTGD_KERNEL_CACHE="false")  # was taken as on
+    assert out["hits"] == 0 and not (tmp_path / "kernels").exists()

@@ -32,7 +32,7 @@ _REGISTRY = {b.name: b for b in (NumpyBackend(), NumbaBackend(), CudaBackend())}
 _ACTIVE: ContextVar[str | None] = ContextVar("fastgd_backend", default=None)
 _STATUS: dict[str, str] = {}
 _READY: dict = {}  # name -> backend, once get_backend has accepted it (a status never changes)
-_ENV_BACKEND = os.environ.get("FASTGD_BACKEND") or None
+_ENV_BACKEND = os.environ.get("FASTGD_BACKEND", "").strip().lower() or None
 
 
 class BackendUnavailable(RuntimeError):
@@ -90,7 +90,12 @@ def resolve(backend: str | None, *arrays):
                 break
         else:  # plain NumPy arrays, the common case: the host backend, nothing to check
             return _ready(_auto_host())
-    chosen = _ready(name)
+    try:
+        chosen = _ready(name)
+    except (ValueError, BackendUnavailable) as e:
+        if name == _ENV_BACKEND and not backend and not _ACTIVE.get():
+            raise type(e)(f"FASTGD_BACKEND={name!r} (from the environment): {e}") from None
+        raise
     for a in arrays:
         if not chosen.owns(a):
             if name == "cuda":

@@ -21,7 +21,9 @@ LIFT = "-prefer-256-bit"
 
 def prefer_512_bit() -> str:
     """Lift LLVM's 256-bit preference for this process where it applies; says what it did."""
-    if os.environ.get("FASTGD_VECTOR_512", "1") == "0":
+    from fastgd.config import env_flag
+
+    if not env_flag("FASTGD_VECTOR_512"):
         return "LLVM's default (FASTGD_VECTOR_512=0)"
     try:
         from llvmlite import binding

@@ -16,6 +16,7 @@ be written, kernels are compiled as if the cache were off.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -25,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 import fastgd
+from fastgd.config import env_flag
 
 
 def enabled() -> bool:
-    return os.environ.get("FASTGD_KERNEL_CACHE", "1") != "0"
+    return env_flag("FASTGD_KERNEL_CACHE")
 
 
 def folder() -> Path:
@@ -164,11 +166,65 @@ def source_file(source: str, key: str) -> str | None:
     path = folder() / f"k_{key}.py"
     if path.exists():
         return str(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(source)
         os.replace(tmp, path)  # atomic: a process racing us writes the same text
     except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # a full disk left it empty
         return None
     return str(path)
+
+
+def guard(kernel):
+    """``kernel`` (a Numba dispatcher of a :func:`source_file`) with a cache that no cache
+    file can break a call through (:func:`guarded_cache`)."""
+    kernel._cache = guarded_cache()(kernel.py_func)
+    return kernel
+
+
+@functools.cache
+def guarded_cache():
+    """Numba's ``FunctionCache``, made safe for fastgd's kernel files (Numba imported late).
+
+    Numba's loader raised on a truncated or corrupt index or data file (a power loss, a full
+    disk) in every later process, and its save on a full disk; here those load nothing (the
+    index is removed, so the next save starts it anew) and save nothing. And one file serves
+    every signature of its kernel (float32 or float64 input to float64 math, read-only or
+    not) through one index that Numba updates without a lock: processes compiling two
+    signatures at once could both take one data file, leaving the index pointing one
+    signature at the other's machine code for good ("can't unbox array" in every later
+    process). A loaded result of another signature is dropped the same way."""
+    from numba.core.caching import FunctionCache
+
+    class GuardedCache(FunctionCache):
+        def load_overload(self, sig, target_context):
+            try:
+                cres = super().load_overload(sig, target_context)
+            except Exception:  # noqa: BLE001 (whatever a broken file raises: compile anew)
+                self._forget()
+                return None
+            if cres is not None and tuple(cres.signature.args) != _args(sig):
+                self._forget()
+                return None
+            return cres
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception:  # noqa: BLE001 (a full disk, a broken index: run uncached)
+                pass
+
+        def _forget(self):
+            with contextlib.suppress(OSError):
+                os.unlink(self._cache_file._index_path)
+
+    return GuardedCache
+
+
+def _args(sig) -> tuple:
+    from numba.core import sigutils
+
+    return tuple(sigutils.normalize_signature(sig)[0])

@@ -94,9 +94,10 @@ class NumbaBackend(HostArrays, CompiledBackend):
             fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
-            cache=path is not None,  # beside its own source file (kernel_cache)
         )
         kernel = kernel_jit(codegen.build(source, namespace, path))
+        if path is not None:  # cached beside its own source file
+            kernel_cache.guard(kernel)
         kernel.fastgd_key = key  # for the kernels that call this one (kernel_cache.kernel_key)
         return kernel
 
