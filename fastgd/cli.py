@@ -85,8 +85,12 @@ def _kernel_cache_line() -> str:
     if not kernel_cache.enabled():
         return "off (FASTGD_KERNEL_CACHE=0)"
     folder = kernel_cache.folder()
-    count = len(list(folder.glob("k_*.py"))) if folder.is_dir() else 0
-    return f"{folder} ({count} kernels)"
+    if folder.is_dir() and not kernel_cache.writable():
+        return f"{folder} (not writable: kernels are compiled in each process)"
+    count = len(list(folder.glob("k_[0-9a-f]*.py"))) if folder.is_dir() else 0
+    files = [f for f in kernel_cache.root().rglob("*") if f.is_file()]
+    size = sum(f.stat().st_size for f in files) / 1e6
+    return f"{folder} ({count} kernels of this fastgd; {size:.0f} MB for every version)"
 
 
 # -- bench --------------------------------------------------------------------------------

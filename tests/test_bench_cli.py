@@ -148,13 +148,17 @@ def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
 
 
 def test_info_without_probe(capsys, tmp_path, monkeypatch):
+    from fastgd.backends import kernel_cache
+
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
-    (tmp_path / "kernels").mkdir()
-    (tmp_path / "kernels" / "k_0.py").write_text("")
+    here = kernel_cache.folder()
+    here.mkdir(parents=True)
+    (here / "k_0.py").write_text("x" * 2_000_000)
+    (here / "k_junk.py").write_text("")  # not a kernel's name
     assert cli.main(["info", "--no-probe"]) == 0
     out = capsys.readouterr().out
     assert "CPU: " in out and "numba" in out and "backends:" in out and "GPU: " in out
-    assert f"kernel cache: {tmp_path / 'kernels'} (1 kernels)" in out
+    assert f"kernel cache: {here} (1 kernels of this fastgd; 2 MB for every version)" in out
     monkeypatch.setenv("FASTGD_KERNEL_CACHE", "0")
     cli.main(["info", "--no-probe"])
     assert "kernel cache: off" in capsys.readouterr().out

@@ -33,12 +33,12 @@ def _run(cache_dir, **env):
 
 def test_a_second_process_loads_the_kernels_and_gets_the_same_values(tmp_path):
     first = _run(tmp_path)
-    files = sorted(p.name for p in (tmp_path / "kernels").glob("k_*.py"))
+    files = sorted(p.name for p in (tmp_path / "kernels").rglob("k_*.py"))
     assert first["hits"] == 0 and len(files) == 2
     second = _run(tmp_path)
     assert second["hits"] == 2
     assert second["y"] == first["y"] and second["dx"] == first["dx"]
-    assert sorted(p.name for p in (tmp_path / "kernels").glob("k_*.py")) == files
+    assert sorted(p.name for p in (tmp_path / "kernels").rglob("k_*.py")) == files
 
 
 ALIASES = """
@@ -97,6 +97,16 @@ def test_an_unwritable_folder_means_no_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(blocker))  # kernels/ cannot be made in a file
+    assert kernel_cache.source_file("def kernel(): pass\n", "k") is None
+
+
+def test_a_folder_that_cannot_be_written_is_not_used_even_with_kernels_in_it(tmp_path,
+                                                                             monkeypatch):
+    """Numba keeps machine code only beside a file it can write; for a read-only folder it
+    wrote under ~/.cache/numba instead, outside FASTGD_CACHE_DIR."""
+    monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
+    assert kernel_cache.source_file("def kernel(): pass\n", "k") is not None
+    monkeypatch.setattr(kernel_cache.os, "access", lambda path, mode: False)  # as read-only
     assert kernel_cache.source_file("def kernel(): pass\n", "k") is None
 
 
@@ -165,7 +175,7 @@ def test_numba_settings_that_change_the_code_are_in_the_key(monkeypatch):
 
 
 def _cache_files(tmp_path, pattern):
-    return sorted((tmp_path / "kernels" / "__pycache__").glob(pattern))
+    return sorted((tmp_path / "kernels").rglob(f"__pycache__/{pattern}"))
 
 
 def test_corrupt_cache_files_are_compiled_anew_and_then_cached_again(tmp_path):
@@ -225,3 +235,25 @@ def test_yes_no_variables_take_words_and_refuse_other_values(tmp_path, monkeypat
         kernel_cache.enabled()
     out = _run(tmp_path, FASTGD_KERNEL_CACHE="false")  # was taken as on
     assert out["hits"] == 0 and not (tmp_path / "kernels").exists()
+
+
+def test_other_versions_unused_for_a_month_are_removed(tmp_path, monkeypatch):
+    """Every upgrade or edit of fastgd starts a new folder of kernels (the key holds the
+    package's digest), and nothing loads the old ones again: they piled up (241 MB after a
+    day of development)."""
+    import time
+
+    monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
+    kernel_cache.prune.cache_clear()
+    root = tmp_path / "kernels"
+    old, recent, other = root / ("a" * 16), root / ("b" * 16), root / "keep-me"
+    for d in (old, recent, other):
+        (d / "__pycache__").mkdir(parents=True)
+        (d / "k_1.py").write_text("")
+    month = time.time() - (kernel_cache.KEEP_DAYS + 1) * 86400
+    os.utime(old, (month, month))
+    os.utime(other, (month, month))
+    path = kernel_cache.source_file("def kernel(): pass\n", "k")
+    assert path is not None and os.path.dirname(path) == str(kernel_cache.folder())
+    assert not old.exists() and recent.exists() and other.exists()
+    kernel_cache.prune.cache_clear()

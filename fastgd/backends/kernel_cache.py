@@ -10,8 +10,10 @@ the fast-math flags and the source of the whole ``fastgd`` package -- and Numba 
 beside that file. Any change to fastgd's code gives new names: a stale kernel cannot load.
 
 ``FASTGD_CACHE_DIR`` sets the folder (default ``$XDG_CACHE_HOME/fastgd`` or
-``~/.cache/fastgd``); ``FASTGD_KERNEL_CACHE=0`` turns the cache off. Where the folder cannot
-be written, kernels are compiled as if the cache were off.
+``~/.cache/fastgd``), which holds a folder of kernels per version of fastgd's source (other
+versions' are removed after 30 days unused); ``FASTGD_KERNEL_CACHE=0`` turns the cache off.
+Where the folder cannot be written, kernels are compiled as if the cache were off; a cache
+file that cannot be read is compiled anew (:func:`guarded_cache`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import contextlib
 import functools
 import hashlib
 import os
+import re
+import shutil
+import time
 import types
 from pathlib import Path
 
@@ -33,12 +38,40 @@ def enabled() -> bool:
     return env_flag("FASTGD_KERNEL_CACHE")
 
 
-def folder() -> Path:
-    root = os.environ.get("FASTGD_CACHE_DIR")
-    if not root:
+def root() -> Path:
+    """The kernels of every version of fastgd, a folder each (:func:`folder`)."""
+    base = os.environ.get("FASTGD_CACHE_DIR")
+    if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(xdg, "fastgd")
-    return Path(root) / "kernels"
+        base = os.path.join(xdg, "fastgd")
+    return Path(base) / "kernels"
+
+
+def folder() -> Path:
+    """This fastgd's kernels: one folder per version of fastgd's source (every key holds
+    :func:`package_digest`), so the kernels of other versions go as a whole (:func:`prune`)."""
+    return root() / package_digest()[:16]
+
+
+#: Other versions' kernel folders unused for this many days are removed.
+KEEP_DAYS = 30
+
+
+@functools.cache
+def prune() -> None:
+    """Once a process that caches a kernel: mark this version's folder as in use and remove
+    the folders of other fastgd versions unused for :data:`KEEP_DAYS` days. Every upgrade
+    or edit of fastgd starts a new folder that the old kernels are never loaded from (one day
+    of development left 241 MB)."""
+    here = folder()
+    with contextlib.suppress(OSError):
+        os.utime(here)
+    cutoff = time.time() - KEEP_DAYS * 86400
+    with contextlib.suppress(OSError):
+        for other in root().iterdir():
+            if other != here and re.fullmatch(r"[0-9a-f]{16}", other.name) and (
+                    other.stat().st_mtime < cutoff):
+                shutil.rmtree(other, ignore_errors=True)
 
 
 @functools.cache
@@ -158,6 +191,11 @@ def kernel_key(source: str, fn, compute, loop: str, flags, calls: str = "") -> s
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def writable() -> bool:
+    """Whether the kernel folder exists and this process may write in it."""
+    return os.access(folder(), os.W_OK | os.X_OK)
+
+
 def source_file(source: str, key: str) -> str | None:
     """The path of a file holding ``source`` under the name ``key`` (:func:`kernel_key`;
     written once), or None where the cache is off or the folder is not writable."""
@@ -165,7 +203,9 @@ def source_file(source: str, key: str) -> str | None:
         return None
     path = folder() / f"k_{key}.py"
     if path.exists():
-        return str(path)
+        # Numba keeps its machine code beside the file only where it can write; elsewhere it
+        # would write it under ~/.cache/numba instead, outside FASTGD_CACHE_DIR
+        return str(path) if writable() else None
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +215,7 @@ def source_file(source: str, key: str) -> str | None:
         with contextlib.suppress(OSError):
             tmp.unlink()  # a full disk left it empty
         return None
+    prune()
     return str(path)
 
 
