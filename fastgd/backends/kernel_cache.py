@@ -205,7 +205,10 @@ def source_file(source: str, key: str) -> str | None:
     if path.exists():
         # Numba keeps its machine code beside the file only where it can write; elsewhere it
         # would write it under ~/.cache/numba instead, outside FASTGD_CACHE_DIR
-        return str(path) if writable() else None
+        if not writable():
+            return None
+        prune()  # this version's folder is in use: its mtime says so
+        return str(path)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
