@@ -1,5 +1,6 @@
-"""``fastgd``: ``info`` (this machine), ``bench`` (run the benchmarks, write a report) and
-``report`` (write a report from pytest-benchmark JSON files).
+"""``fastgd``: ``info`` (this machine), ``bench`` (run the benchmarks, write a report),
+``report`` (write a report from pytest-benchmark JSON files) and ``study`` (rerun a
+learning-dynamics study, write its report).
 
     fastgd info
     fastgd bench --quick

@@ -646,6 +646,7 @@ def test_eps_zero_and_rmsprop_alpha_one_as_torch(backend):
     ("SGD", dict(lr=0.1)), ("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)),
     ("SGD", dict(lr=0.1, momentum=0.9, dampening=0.3)),
     ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1)),
+    ("RMSprop", dict(lr=0.01)), ("RMSprop", dict(lr=0.01, centered=True, weight_decay=0.1)),
     ("Lion", dict(lr=1e-3, weight_decay=0.1))])
 def test_compiled_rules_round_as_written(name, options, dtype):
     """The numba kernels compile the rules in IEEE arithmetic (no FMA contraction): SGD,

@@ -110,9 +110,8 @@ def rmsprop(p, g, v, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, g
         np.divide(g, tmp, out=tmp)
         buf += tmp
         np.multiply(buf, lr, out=tmp)
-    else:
-        np.divide(g, tmp, out=tmp)
-        tmp *= lr
+    else:  # torch's addcdiv(g, avg, value=-lr): (lr·g)/avg, lr·g rounded first
+        np.divide(np.multiply(g, lr, out=gbuf), tmp, out=tmp)
     p -= tmp
 
 
