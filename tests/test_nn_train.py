@@ -232,7 +232,8 @@ def test_model_and_data_on_different_backends(setup):
 def test_batch_norm_with_single_sample_batches(setup):
     model = nn.MLP([2, 4, 2], batch_norm=True, backend="numba", dtype=np.float64)
     with pytest.raises(ValueError, match="batch norm needs batches of at least 2 samples"):
-        nn.train(model, setup[1], optimizer=setup[2], mode="sgd", progress=False)
+        nn.train(model, setup[1], optimizer=fastgd.SGD(model.params), mode="sgd",
+                 progress=False)
 
 
 def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_chose_one():
@@ -252,3 +253,79 @@ def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_chose_one():
     assert spin_after_import(env) == "20000"
     assert spin_after_import({**env, "GOMP_SPINCOUNT": "5"}) == "5"
     assert spin_after_import({**env, "OMP_WAIT_POLICY": "passive"}) == "None"
+
+
+def test_an_optimizer_of_another_model_is_refused_before_anything_changes(setup):
+    """An optimizer built on another model's params (a notebook cell rerun for the model but
+    not for the optimizer) updated that model with this one's gradients: nothing trained, no
+    error. On a subset, a list or another dtype it failed after batch norm and dropout had
+    advanced."""
+    model, data, _ = setup
+    twin = nn.MLP([2, 4, 2], backend="numba", dtype=np.float64, seed=1)
+    other = {k: v.copy() for k, v in twin.params.items()}
+    for opt, match in ((fastgd.Adam(twin.params), "another array than the model's"),
+                       (fastgd.Adam({k: model.params[k] for k in ["fc1.weight"]}),
+                        "has no param 'fc1.bias'"),
+                       (fastgd.Adam(list(model.params.values())), "holds a list of params")):
+        with pytest.raises(ValueError, match=match):
+            _train(setup, optimizer=opt)
+    for k, v in twin.params.items():
+        np.testing.assert_array_equal(v, other[k])
+    bn = nn.MLP([2, 4, 2], batch_norm=True, dropout=0.5, backend="numba")
+    with pytest.raises(ValueError, match="another array"):
+        nn.train(bn, data.astype(np.float32), optimizer=fastgd.Adam(
+            nn.MLP([2, 4, 2], batch_norm=True, backend="numba").params), progress=False)
+    bn_layer = next(m for m in bn.modules() if hasattr(m, "running_mean"))
+    assert bn_layer.num_batches_tracked == 0 and not bn_layer.running_mean.any()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_bad_eval_samples_and_blas_threads_are_refused_first(setup, bad):
+    with pytest.raises(ValueError, match="eval_samples must be an int >= 1"):
+        _train(setup, eval_samples=bad)
+    with pytest.raises(ValueError, match="blas_threads must be 'auto', None or an int >= 1"):
+        _train(setup, blas_threads=bad if bad != 2.5 else "bogus")
+
+
+def test_data_that_is_not_an_array_is_named(setup):
+    d = setup[1]
+    with pytest.raises(TypeError, match=r"x_train must be an array \(np.asarray for the numba "
+                                        r"backend\), got list"):
+        _train(setup, data=(d.x_train.tolist(), d.y_train))
+
+
+def test_a_sequential_model_trains():
+    """train() read MLP's sizes and activation layers: a Sequential raised AttributeError."""
+    data = nn.datasets.xor(n=64, dtype=np.float64)
+    seq = nn.Sequential([nn.Linear(2, 16, "tanh", name="a", backend="numba", dtype=np.float64),
+                         nn.Linear(16, 2, name="b", backend="numba", dtype=np.float64)])
+    hist = nn.train(seq, data, optimizer=fastgd.Adam(seq.params, lr=0.05), epochs=40,
+                    progress=False)
+    assert hist.train_accuracy[-1] >= 0.9 and len(hist.loss) == 40
+    assert np.isnan(hist.dead_relu[-1])  # no ReLU units
+
+
+def test_skipped_steps_neither_count_nor_stop_training():
+    """With skip_nonfinite a batch of NaN gradients leaves the model as it was: its loss
+    and gradient norms are not the epoch's, and training goes on (it stopped as diverged)."""
+    data = nn.datasets.xor(n=64, dtype=np.float64)
+    x = data.x_train.copy()
+    x[5] = np.nan  # one sample: its batch's gradients are NaN
+    model = nn.MLP([2, 8, 2], backend="numba", dtype=np.float64)
+    opt = fastgd.Adam(model.params, lr=0.05, skip_nonfinite=True)
+    hist = nn.train(model, (x, data.y_train), optimizer=opt, batch_size=16, epochs=3,
+                    progress=False)
+    assert not hist.diverged and len(hist.loss) == 3
+    batches = -(-x.shape[0] // 16)
+    assert hist.skipped_steps == 3 and hist.steps == 3 * (batches - 1)
+    assert all(np.isfinite(hist.loss)) and all(
+        np.isfinite(v) for g in hist.grad_norms for v in g.values())
+    assert all(np.isfinite(v).all() for v in model.params.values())
+
+
+def test_mlp_sizes_and_init_are_checked():
+    with pytest.raises(ValueError, match="MLP sizes must be ints"):
+        nn.MLP([64, 32.7, 10])
+    with pytest.raises(ValueError, match="init as a standard deviation must be finite and >= 0"):
+        nn.MLP([4, 2], init=-1.0)
+    assert nn.MLP([np.int64(4), 2], init=0.5).sizes == [4, 2]

@@ -127,6 +127,8 @@ def init_weight(rng, fan_in, fan_out, init, activation):
     """Host weights ``(fan_in, fan_out)``: He or Xavier normal, torch's uniform, or a
     normal of the given standard deviation when ``init`` is a number."""
     if _arrays.is_number(init):
+        if not (init >= 0 and np.isfinite(init)):
+            raise ValueError(f"init as a standard deviation must be finite and >= 0, got {init}")
         return rng.standard_normal((fan_in, fan_out)) * float(init)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; choose one of {INITS} or a std (float)")
@@ -328,6 +330,14 @@ class Sequential(Layer):
         for layer in self.layers:
             yield from (layer.modules() if hasattr(layer, "modules") else (layer,))
 
+    def activation_layers(self):
+        """The leaf layers that apply an activation (their ``preact`` is its input)."""
+        return [m for m in self.modules()
+                if getattr(m, "act", None) is not None and m.act.name != "identity"]
+
+    def linear_layers(self):
+        return [m for m in self.modules() if isinstance(m, Linear)]
+
 
 def widths(layer):
     """``(input width, output width)`` of a layer; None for either that it does not fix
@@ -382,6 +392,9 @@ class MLP(Sequential):
     def __init__(self, sizes, activation="relu", *, batch_norm=False, dropout=0.0,
                  residual=False, activation_params=None, backend="auto", dtype=np.float32,
                  init="auto", seed=0):
+        sizes = list(sizes)
+        if not all(_arrays.is_int(s) for s in sizes):
+            raise ValueError(f"MLP sizes must be ints, got {sizes}")  # 32.7 became 32
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"MLP sizes must be at least [in, out], all >= 1, got {sizes}")
@@ -417,9 +430,4 @@ class MLP(Sequential):
         """Eval-mode output as a new array (not a reused buffer)."""
         return self.forward(x, train=False).copy()
 
-    def activation_layers(self):
-        """The leaf layers that apply the hidden activation (their ``preact`` is its input)."""
-        return [m for m in self.modules() if m.act is not None and m.act.name != "identity"]
 
-    def linear_layers(self):
-        return [m for m in self.modules() if isinstance(m, Linear)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -21,7 +22,7 @@ from fastgd import _arrays
 from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
-from fastgd.nn.layers import array_module
+from fastgd.nn.layers import array_module, widths
 from fastgd.nn.losses import Loss, get_loss
 
 MODES = ("batch", "sgd", "minibatch")
@@ -91,6 +92,9 @@ def _check_split(model, loss, x, y, what):
     """Device, dtype and shape checks of one split, before any training."""
     be = model.be
     for name, a in ((f"x_{what}", x), (f"y_{what}", y)):
+        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+            raise TypeError(f"{name} must be an array (np.asarray for the {be.name} backend), "
+                            f"got {type(a).__name__}")
         if not be.owns(a):
             raise TypeError(f"the model runs on the {be.name} backend but {name} lives on "
                             f"another device; move the data with {be.transfer_hint} (or "
@@ -99,9 +103,11 @@ def _check_split(model, loss, x, y, what):
         raise TypeError(f"x_{what} is {_arrays.dtype_of(x)} but the model is {model.dtype}; "
                         f"cast the data (Dataset.astype) or build the model with that dtype")
     xs, ys = _arrays.shape_of(x), _arrays.shape_of(y)
-    n_in, n_out = model.sizes[0], model.sizes[-1]
-    if len(xs) != 2 or xs[1] != n_in:
-        raise ValueError(f"x_{what} must have shape (N, {n_in}) for this model, got {xs}")
+    n_in, n_out = widths(model)
+    if len(xs) != 2 or (n_in is not None and xs[1] != n_in):
+        raise ValueError(f"x_{what} must have shape (N, {n_in or 'features'}) for this model, "
+                         f"got {xs}")
+    n_out = xs[1] if n_out is None else n_out
     if loss.name == "cross_entropy":
         if not np.issubdtype(_arrays.dtype_of(y), np.integer):
             raise TypeError(f"cross_entropy needs integer labels in y_{what}, got "
@@ -119,6 +125,27 @@ def _check_split(model, loss, x, y, what):
                             f"{_arrays.dtype_of(y)}")
         if ys != (xs[0], n_out):
             raise ValueError(f"y_{what} must have shape ({xs[0]}, {n_out}), got {ys}")
+
+
+def _check_optimizer(model, optimizer):
+    """An optimizer that updates model.params themselves: one built on another model's (a
+    notebook cell rerun for the model, not for the optimizer), on a subset or on copies
+    trained nothing or failed after the first forward had changed batch-norm statistics."""
+    owned = getattr(optimizer, "params", None)
+    if owned is None:  # an optimizer of the user's own, which keeps its params elsewhere
+        return
+    if not isinstance(owned, Mapping):
+        raise ValueError("the optimizer holds a list of params; build it on the dict "
+                         "model.params, whose names train() passes the gradients under")
+    for name, p in model.params.items():
+        if name not in owned:
+            raise ValueError(f"the optimizer has no param {name!r}; build it on model.params")
+        if owned[name] is not p and not _arrays.share_memory(owned[name], p):
+            raise ValueError(f"the optimizer's {name!r} is another array than the model's "
+                             f"(built for another model?); build it on model.params")
+    extra = next((k for k in owned if k not in model.params), None)
+    if extra is not None:
+        raise ValueError(f"the optimizer has a param {extra!r} that the model does not")
 
 
 def _batch_size(mode, batch_size, n):
@@ -217,8 +244,8 @@ def _blas_limit(blas_threads, model, batch):
     machine, waiting for) BLAS worker threads than they gain: "auto" uses one thread when
     the largest product of a step is below ``SMALL_PRODUCT`` multiply-adds."""
     if blas_threads == "auto":
-        sizes = model.sizes
-        largest = batch * max(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        largest = batch * max((m.in_features * m.out_features for m in model.linear_layers()),
+                              default=0)
         blas_threads = 1 if largest < SMALL_PRODUCT else None
     if blas_threads is None or model.be.name == "cuda":
         return nullcontext()
@@ -262,6 +289,13 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                         "fastgd.Adam(model.params, lr=1e-3)")
     if not _arrays.is_int(epochs) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if not _arrays.is_int(eval_samples) or eval_samples < 1:
+        raise ValueError(f"eval_samples must be an int >= 1, got {eval_samples!r}")
+    if not (blas_threads in ("auto", None) or (_arrays.is_int(blas_threads)
+                                                 and blas_threads >= 1)):
+        raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, got "
+                         f"{blas_threads!r}")
+    _check_optimizer(model, optimizer)
     x_tr, y_tr, x_te, y_te = _unpack(data)
     _check_split(model, loss, x_tr, y_tr, "train")
     if x_te is not None:
@@ -304,10 +338,10 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 out = model.forward(xb, train=True)
                 value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
                 model.backward(grad)
+                norms = {}
                 if track_grad_norms:
                     t0 = PROFILE.clock() if PROFILE.on else 0.0
-                    for key, g in model.grads.items():
-                        sums[key] = sums.get(key, 0.0) + _norm(xp, g)
+                    norms = {key: _norm(xp, g) for key, g in model.grads.items()}
                     if PROFILE.on:
                         PROFILE.add("grad norms", t0)
                 t0 = PROFILE.clock() if PROFILE.on else 0.0
@@ -315,14 +349,20 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 if PROFILE.on:
                     PROFILE.add("optimizer step", t0)
                 lr = float(getattr(info, "lr", getattr(optimizer, "lr", math.nan)))
-                hist.skipped_steps += int(bool(getattr(info, "skipped", False)))
-                steps += 1
-                losses.append(value)
                 norm = getattr(info, "grad_norm", None)
                 hist.step_grad_norm.append(math.nan if norm is None else float(norm))
+                if getattr(info, "skipped", False):  # skip_nonfinite left the model as it was
+                    hist.skipped_steps += 1
+                    continue
+                steps += 1
+                losses.append(value)
+                for key, v in norms.items():
+                    sums[key] = sums.get(key, 0.0) + v
                 if not math.isfinite(value) and stop_on_divergence:
                     hist.diverged = True
                     break
+            if not steps and stop_on_divergence and n:  # every step skipped: no progress
+                hist.diverged = True
             hist.time.append(time.perf_counter() - t_epoch)
             hist.steps += steps
             hist.step_loss.extend(losses)
