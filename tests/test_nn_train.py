@@ -329,3 +329,52 @@ def test_mlp_sizes_and_init_are_checked():
     with pytest.raises(ValueError, match="init as a standard deviation must be finite and >= 0"):
         nn.MLP([4, 2], init=-1.0)
     assert nn.MLP([np.int64(4), 2], init=0.5).sizes == [4, 2]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_model_state_dict_continues_training_bit_for_bit(backend, tmp_path):
+    """Batch norm's running statistics and dropout's step are not params: restoring the
+    params alone evaluated at 0.589 accuracy where the model had 0.909."""
+    data = nn.datasets.digits()
+
+    def build(seed):
+        model = nn.MLP([64, 32, 10], batch_norm=True, dropout=0.2, backend=backend, seed=seed)
+        return model, fastgd.Adam(model.params, lr=1e-2)
+
+    def fit(model, opt, epochs, seed):
+        nn.train(model, data, optimizer=opt, epochs=epochs, seed=seed, batch_size=64,
+                 progress=False)
+
+    whole, opt = build(0)
+    fit(whole, opt, 2, 0)
+    fit(whole, opt, 1, 1)
+    first, opt1 = build(0)
+    fit(first, opt1, 2, 0)
+    np.savez(tmp_path / "ckpt.npz", **first.state_dict())
+    np.savez(tmp_path / "opt.npz", **opt1.state_dict())
+    resumed, opt2 = build(7)  # another initialization, overwritten by the load
+    resumed.load_state_dict(np.load(tmp_path / "ckpt.npz"))
+    opt2.load_state_dict(np.load(tmp_path / "opt.npz"))
+    fit(resumed, opt2, 1, 1)
+    for key, value in whole.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[key], value, err_msg=key)
+    np.testing.assert_array_equal(resumed.predict(data.x_test), whole.predict(data.x_test))
+
+
+def test_model_load_state_dict_checks_everything_first():
+    model = nn.MLP([4, 3, 2], batch_norm=True, dropout=0.1, backend="numba")
+    good = model.state_dict()
+    assert good["bn1.num_batches_tracked"] == 0 and good["drop1.step"] == 0
+    for change, match in (({"fc1.weight": np.zeros((3, 4), np.float32)}, "float32\\[3, 4\\], "
+                                                                         "expected float32\\[4, 3\\]"),
+                          ({"fc1.weight": np.zeros((4, 3))}, "float64"),
+                          ({"bn1.num_batches_tracked": np.array(-1)}, "must be an int >= 0"),
+                          ({"bn9.gamma": np.ones(3, np.float32)}, "which this model does not")):
+        bad = {**good, **change, "fc2.bias": np.full(2, 5.0, np.float32)}
+        with pytest.raises(ValueError, match=match):
+            model.load_state_dict(bad)
+        assert not (model.params["fc2.bias"] == 5.0).any()
+    bad = dict(good)
+    del bad["drop1.step"]
+    with pytest.raises(ValueError, match="has no 'drop1.step'"):
+        model.load_state_dict(bad)

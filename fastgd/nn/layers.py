@@ -19,10 +19,11 @@ from __future__ import annotations
 import numpy as np
 
 from fastgd import _arrays
-from fastgd.backends import get_backend, to_device
+from fastgd.backends import get_backend, to_device, to_host
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
 from fastgd.nn._profile import PROFILE
+from fastgd.optim._device import copy_into
 
 #: Activations whose default initialization is He (Kaiming) normal; others get Xavier.
 HE_INIT = {"relu", "leaky_relu", "elu", "selu", "gelu", "silu", "mish", "hardswish",
@@ -122,6 +123,54 @@ class Layer:
     def __call__(self, x, train=False):
         return self.forward(x, train)
 
+    # -- state ---------------------------------------------------------------------------
+    def buffers(self) -> dict:
+        """What a forward keeps besides the parameters (batch norm's running statistics,
+        dropout's step): saved and loaded with them."""
+        return {}
+
+    def _state(self, prefix=""):
+        """``(name, layer, key)`` of every parameter, then every buffer."""
+        for key in self.params:
+            yield prefix + key, self, key
+        for key in self.buffers():
+            yield prefix + key, self, key
+
+    def state_dict(self) -> dict:
+        """Parameters and buffers as host NumPy copies, named as ``params`` are
+        (``fc1.weight``, ``bn1.running_mean``, ``drop1.step``): ready for
+        ``np.savez(f, **model.state_dict())``; :meth:`load_state_dict` restores them."""
+        return {name: np.array(to_host(_value(layer, key)), copy=True)
+                for name, layer, key in self._state()}
+
+    def load_state_dict(self, d) -> None:
+        """Restore a :meth:`state_dict` (or the ``np.load`` of its ``np.savez``) in place, so
+        an optimizer built on ``params`` goes on with them. Everything is checked before
+        anything is written."""
+        d = dict(d)
+        items = list(self._state())
+        names = {name for name, _, _ in items}
+        for name in d:
+            if name not in names:
+                raise ValueError(f"state_dict has {name!r}, which this model does not")
+        for name, layer, key in items:
+            if name not in d:
+                raise ValueError(f"state_dict has no {name!r}")
+            new, now = np.asarray(d[name]), _value(layer, key)
+            if isinstance(now, int):
+                if new.shape != () or new.dtype.kind not in "iu" or int(new) < 0:
+                    raise ValueError(f"state_dict {name!r} must be an int >= 0, got "
+                                     f"{new!r}")
+            elif new.shape != _arrays.shape_of(now) or new.dtype != _arrays.dtype_of(now):
+                raise ValueError(f"state_dict {name!r} is {new.dtype}{list(new.shape)}, "
+                                 f"expected {_arrays.dtype_of(now)}{list(_arrays.shape_of(now))}")
+        for name, layer, key in items:
+            now = _value(layer, key)
+            if isinstance(now, int):
+                setattr(layer, key, int(d[name]))
+            else:
+                copy_into(layer.be, layer.be.flat_view(now), np.asarray(d[name]))
+
 
 def init_weight(rng, fan_in, fan_out, init, activation):
     """Host weights ``(fan_in, fan_out)``: He or Xavier normal, torch's uniform, or a
@@ -196,6 +245,10 @@ class Linear(Layer):
         return dx
 
 
+def _value(layer, key):
+    return layer.params[key] if key in layer.params else layer.buffers()[key]
+
+
 class BatchNorm1d(Layer):
     """Batch normalization over the batch axis, followed by a fused activation.
 
@@ -224,6 +277,10 @@ class BatchNorm1d(Layer):
         self.grads["gamma"], self.grads["beta"] = self._grad_block[0], self._grad_block[1]
         self.running_mean = self._array(np.zeros(c))
         self.running_var = self._array(np.ones(c))
+
+    def buffers(self):
+        return {"running_mean": self.running_mean, "running_var": self.running_var,
+                "num_batches_tracked": self.num_batches_tracked}
 
     def forward(self, x, train=True):
         self.check_input(x, self.num_features)
@@ -272,6 +329,9 @@ class Dropout(Layer):
             raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
         self.p, self.seed, self.step = float(p), int(seed), 0
         self._active = False
+
+    def buffers(self):
+        return {"seed": self.seed, "step": self.step}  # what the next mask is drawn from
 
     def forward(self, x, train=True):
         self.check_input(x)
@@ -324,6 +384,10 @@ class Sequential(Layer):
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy
+
+    def _state(self, prefix=""):
+        for layer in self.layers:
+            yield from layer._state(f"{prefix}{layer.name}.")
 
     def modules(self):
         """Every leaf layer, in order (residual blocks unpacked)."""

@@ -247,3 +247,23 @@ def test_loss_grad_output_on_the_loss_device_or_as_one_number():
         _, g = loss.value_and_grad(dev(x), dev(t), dev(np.array(2.0)))
         _, want = loss.value_and_grad(x, t, 2.0, backend="numpy")
         np.testing.assert_allclose(host(g), want, rtol=1e-12)
+
+
+def test_model_state_dict_round_trip_on_cuda():
+    """Batch norm and dropout (Linear needs CuPy's matrix product, absent in the simulator)."""
+    def build(seed):
+        return nn.Sequential([nn.BatchNorm1d(4, "tanh", name="bn", backend="cuda"),
+                              nn.Dropout(0.5, seed=seed, name="drop", backend="cuda")])
+
+    model = build(0)
+    x = dev(RNG.standard_normal((8, 4)).astype(np.float32))
+    model.forward(x, train=True)
+    saved = model.state_dict()
+    assert isinstance(saved["bn.running_mean"], np.ndarray)
+    assert saved["bn.num_batches_tracked"] == 1 and saved["drop.step"] == 1
+    other = build(3)
+    other.load_state_dict(saved)
+    for key, value in other.state_dict().items():
+        np.testing.assert_array_equal(value, saved[key], err_msg=key)
+    np.testing.assert_array_equal(host(other.forward(x, train=True)),
+                                  host(model.forward(x, train=True)))
