@@ -103,6 +103,8 @@ def test_datasets_are_seeded_and_split(digits):
         np.testing.assert_array_equal(a.x_train, b.x_train)
         assert not np.array_equal(a.x_train, c.x_train)
         assert a.n_features == 2 and len(np.unique(a.y_train)) == a.n_classes
+        sized = make(n=101, seed=3)  # n points, whatever the classes (spirals gave 99)
+        assert len(sized.y_train) + len(sized.y_test) == 101
     x_tr, x_te, y_tr, y_te = nn.datasets.train_test_split(np.arange(40)[:, None],
                                                           np.arange(40) % 2, 0.25)
     assert len(x_te) == 10 and sorted(np.r_[x_tr[:, 0], x_te[:, 0]]) == list(range(40))

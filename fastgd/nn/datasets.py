@@ -107,13 +107,17 @@ def two_moons(n=512, noise=0.1, seed=0, test_size=0.25, dtype=np.float32) -> Dat
 
 
 def spirals(n=600, classes=3, noise=0.2, seed=0, test_size=0.25, dtype=np.float32) -> Dataset:
-    """``classes`` interleaved spiral arms (the CS231n toy problem)."""
+    """``classes`` interleaved spiral arms (the CS231n toy problem), ``n`` points in all
+    (the first ``n % classes`` arms one more)."""
     if classes < 2:
         raise ValueError(f"spirals needs at least 2 classes, got {classes}")
+    if n < classes:
+        raise ValueError(f"spirals needs n >= classes (a point per arm), got n={n}, "
+                         f"classes={classes}")
     rng = np.random.default_rng(seed)
-    per = n // classes
     xs, ys = [], []
     for c in range(classes):
+        per = n // classes + (c < n % classes)
         r = np.linspace(0.0, 1.0, per)
         t = np.linspace(c * 4.0, (c + 1) * 4.0, per) + noise * rng.standard_normal(per)
         xs.append(np.stack([r * np.sin(t), r * np.cos(t)], axis=1))
