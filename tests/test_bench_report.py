@@ -114,6 +114,8 @@ def test_any_op_and_direction(tmp_path):
      '{"op": "relu", "backend": "numba", "n": 8}}]}', "'x' has a malformed field"),
     ('{"benchmarks": [{"name": "y", "stats": {"min": 1.0}, "params": '
      '{"op": "relu", "backend": "numba", "n": "1k"}}]}', "'y' has a malformed field"),
+    ('{"benchmarks": [{"name": "z", "stats": {"min": 1.0}, "params": [1]}]}',
+     "'z' has a malformed field: params and extra_info must be objects"),
     ('{"rows": []}', "is not pytest-benchmark output"),
     ('[1, 2]', "is not pytest-benchmark output"),
     ('{"benchmarks": [{"name": "x"}]}', "is not pytest-benchmark output"),

@@ -250,10 +250,13 @@ def test_other_versions_unused_for_a_month_are_removed(tmp_path, monkeypatch):
     for d in (old, recent, other):
         (d / "__pycache__").mkdir(parents=True)
         (d / "k_1.py").write_text("")
+    (root / "__pycache__").mkdir()  # the flat layout before a folder per version
+    (root / "k_0a1b.py").write_text("")
     month = time.time() - (kernel_cache.KEEP_DAYS + 1) * 86400
     os.utime(old, (month, month))
     os.utime(other, (month, month))
     path = kernel_cache.source_file("def kernel(): pass\n", "k")
     assert path is not None and os.path.dirname(path) == str(kernel_cache.folder())
     assert not old.exists() and recent.exists() and other.exists()
+    assert not (root / "__pycache__").exists() and not (root / "k_0a1b.py").exists()
     kernel_cache.prune.cache_clear()

@@ -277,6 +277,10 @@ def test_an_optimizer_of_another_model_is_refused_before_anything_changes(setup)
     with pytest.raises(ValueError, match="another array"):
         nn.train(bn, data.astype(np.float32), optimizer=fastgd.Adam(
             nn.MLP([2, 4, 2], batch_norm=True, backend="numba").params), progress=False)
+    for views in ({k: v[:1] if v.ndim == 1 else v for k, v in bn.params.items()},
+                  {k: v.reshape(-1) for k, v in bn.params.items()}):  # the same memory
+        with pytest.raises(ValueError, match="another array"):
+            nn.train(bn, data.astype(np.float32), optimizer=fastgd.SGD(views), progress=False)
     bn_layer = next(m for m in bn.modules() if hasattr(m, "running_mean"))
     assert bn_layer.num_batches_tracked == 0 and not bn_layer.running_mean.any()
 
@@ -323,6 +327,7 @@ def test_skipped_steps_neither_count_nor_stop_training():
     assert all(np.isfinite(hist.loss)) and all(
         np.isfinite(v) for g in hist.grad_norms for v in g.values())
     assert all(np.isfinite(v).all() for v in model.params.values())
+    assert len(hist.step_loss) == len(hist.step_grad_norm) == 3 * batches  # every step
 
 
 def test_mlp_sizes_and_init_are_checked():
@@ -380,3 +385,11 @@ def test_model_load_state_dict_checks_everything_first():
     del bad["drop1.step"]
     with pytest.raises(ValueError, match="has no 'drop1.step'"):
         model.load_state_dict(bad)
+
+
+def test_dropout_seed_is_an_int_that_round_trips():
+    with pytest.raises(ValueError, match="dropout seed must be an int >= 0"):
+        nn.Dropout(0.5, seed=-3)
+    drop = nn.Dropout(0.5, seed=np.int64(3), backend="numba")
+    drop.load_state_dict(drop.state_dict())
+    assert drop.seed == 3

@@ -373,7 +373,8 @@ BAD_OPTIONS = [
     ("Adagrad", dict(lr_decay=-1.0), "lr_decay must be"),
     ("Adagrad", dict(initial_accumulator_value=-1.0), "initial_accumulator_value must be"),
     ("NAdam", dict(momentum_decay=-1.0), "momentum_decay must be"),
-    ("Adam", dict(max_grad_norm=0.0), "max_grad_norm must be a finite number > 0"),
+    ("Adam", dict(max_grad_norm=-1.0), r"max_grad_norm must be a number >= 0 \(inf"),
+    ("SGD", dict(momentum=0.9, dampening=float("inf")), "dampening must be a finite number"),
     ("Adam", dict(clip_value=-1.0), "clip_value must be a finite number > 0"),
     ("SGD", dict(lr="fast"), "lr must be a number"),
     ("SGD", dict(lr=lambda s: float("nan")), "the lr schedule returned nan at step 0"),
@@ -614,7 +615,7 @@ def test_load_state_dict_checks_host_values_before_writing():
     good = opt.state_dict()
     for bad, match in ((np.array([0.5, 0.5]), "must be one finite number"),
                        (np.array(np.nan), "must be one finite number"),
-                       (np.array(-0.5), r"must be in \(0, 1\]")):
+                       (np.array(-0.5), r"must be in \[0, 1\]")):
         with pytest.raises(ValueError, match=match):
             opt.load_state_dict({**good, "extra/mu_product": bad,
                                  "state/w/exp_avg": np.full(3, 7.0)})
@@ -673,3 +674,49 @@ def test_compiled_rules_round_as_written(name, options, dtype):
         results.append(np.concatenate([buf.params["a"], buf.params["b"]]))
     for got in results[1:]:
         np.testing.assert_array_equal(got, results[0])
+
+
+def test_inf_gradients_skip_without_a_numpy_warning():
+    """The rescaled second pass of the norm ran in float32 on the NumPy backend: 2^-600 was
+    0 there and inf·0 warned 'invalid value' (an error under -W error)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for backend in BACKENDS:
+            opt = fastgd.Adam({"w": np.zeros(3, np.float32)}, skip_nonfinite=True,
+                              backend=backend)
+            info = opt.step({"w": np.array([np.inf, 1, 2], np.float32)})
+            assert info.skipped and info.grad_norm == math.inf
+
+
+def test_nadam_state_with_a_product_of_zero_loads():
+    """betas[0] = 0 makes mu_product 0 after a step (and 0.5 underflows to it): its own
+    state_dict was refused."""
+    opt = fastgd.NAdam({"w": np.ones(2)}, betas=(0.0, 0.999), backend="numpy")
+    opt.step({"w": np.full(2, 0.1)})
+    again = fastgd.NAdam({"w": np.ones(2)}, betas=(0.0, 0.999), backend="numpy")
+    again.load_state_dict(opt.state_dict())
+    assert again.mu_product == opt.mu_product == 0.0
+
+
+def test_settings_that_do_not_go_together_are_refused_after_construction_too():
+    opt = fastgd.SGD({"w": np.ones(2)}, lr=0.1, momentum=0.9, nesterov=True)
+    with pytest.raises(ValueError, match="nesterov momentum needs"):
+        opt.dampening = 0.5
+    assert opt.dampening == 0.0
+    plain = fastgd.SGD({"w": np.ones(2)}, lr=0.1)
+    with pytest.raises(ValueError, match="nesterov momentum needs"):
+        plain.nesterov = True
+    assert plain.nesterov is False
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_grad_norm_inf_measures_and_zero_freezes(backend):
+    p = {"w": np.zeros(2)}
+    opt = fastgd.SGD(p, lr=1.0, max_grad_norm=math.inf, backend=backend)
+    assert opt.step({"w": np.array([3.0, 4.0])}).grad_norm == 5.0
+    np.testing.assert_array_equal(p["w"], [-3.0, -4.0])
+    opt.max_grad_norm = 0.0
+    opt.step({"w": np.array([3.0, 4.0])})
+    np.testing.assert_array_equal(p["w"], [-3.0, -4.0])

@@ -67,10 +67,18 @@ def prune() -> None:
     with contextlib.suppress(OSError):
         os.utime(here)
     cutoff = time.time() - KEEP_DAYS * 86400
-    with contextlib.suppress(OSError):
-        for other in root().iterdir():
-            if other != here and re.fullmatch(r"[0-9a-f]{16}", other.name) and (
-                    other.stat().st_mtime < cutoff):
+    try:
+        entries = list(root().iterdir())
+    except OSError:
+        return
+    for other in entries:
+        with contextlib.suppress(OSError):
+            if other.name == "__pycache__":  # the layout before a folder per version,
+                shutil.rmtree(other, ignore_errors=True)  # which nothing loads any more
+            elif re.fullmatch(r"k_[0-9a-f]+\.py", other.name):
+                other.unlink()
+            elif (other != here and re.fullmatch(r"[0-9a-f]{16}", other.name)
+                  and other.stat().st_mtime < cutoff):
                 shutil.rmtree(other, ignore_errors=True)
 
 

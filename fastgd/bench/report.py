@@ -135,7 +135,11 @@ def parse(data, source: str = "<data>") -> Run:
 
 def _result(bench: dict) -> Result | None:
     """The fastgd result of one benchmark entry; None for another suite's entry."""
-    info = {**(bench.get("params") or {}), **(bench.get("extra_info") or {})}
+    params, extra = bench.get("params") or {}, bench.get("extra_info") or {}
+    if not (isinstance(params, dict) and isinstance(extra, dict)):
+        raise ReportError(f"benchmark {bench.get('name', '?')!r} has a malformed field: "
+                          "params and extra_info must be objects")
+    info = {**params, **extra}
     if not all(k in info for k in ("op", "backend", "n")) or "min" not in bench["stats"]:
         return None
     try:

@@ -327,6 +327,8 @@ class Dropout(Layer):
         super().__init__(backend, dtype, name)
         if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
             raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+        if not (_arrays.is_int(seed) and seed >= 0):
+            raise ValueError(f"dropout seed must be an int >= 0, got {seed!r}")
         self.p, self.seed, self.step = float(p), int(seed), 0
         self._active = False
 

@@ -140,7 +140,9 @@ def _check_optimizer(model, optimizer):
     for name, p in model.params.items():
         if name not in owned:
             raise ValueError(f"the optimizer has no param {name!r}; build it on model.params")
-        if owned[name] is not p and not _arrays.share_memory(owned[name], p):
+        o = owned[name]
+        if o is not p and not (_arrays.shape_of(o) == _arrays.shape_of(p)
+                               and _arrays.overlap(o, p) == "same"):
             raise ValueError(f"the optimizer's {name!r} is another array than the model's "
                              f"(built for another model?); build it on model.params")
     extra = next((k for k in owned if k not in model.params), None)
@@ -351,6 +353,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 lr = float(getattr(info, "lr", getattr(optimizer, "lr", math.nan)))
                 norm = getattr(info, "grad_norm", None)
                 hist.step_grad_norm.append(math.nan if norm is None else float(norm))
+                hist.step_loss.append(value)  # every step's, skipped or not
                 if getattr(info, "skipped", False):  # skip_nonfinite left the model as it was
                     hist.skipped_steps += 1
                     continue
@@ -365,7 +368,6 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 hist.diverged = True
             hist.time.append(time.perf_counter() - t_epoch)
             hist.steps += steps
-            hist.step_loss.extend(losses)
             hist.epoch.append(epoch)
             hist.loss.append(float(np.mean(losses)) if losses else math.nan)
             hist.grad_norms.append({k: v / max(steps, 1) for k, v in sums.items()})

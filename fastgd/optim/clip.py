@@ -53,8 +53,8 @@ def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False,
             if strict and not np.isfinite(g).all():
                 return math.inf if not np.isnan(g).any() else math.nan
             g = np.clip(g, -clip, clip)
-        if scale != 1.0:
-            g = g * scale
+        if scale != 1.0:  # in float64: 2^-600 is 0 in float32 (and inf·0 NaN)
+            g = np.multiply(g, scale, dtype=np.float64)
         return float(np.einsum("i,i->", g, g, dtype=np.float64))
     length = min(n, CHUNK)
     rows = n // length

@@ -102,6 +102,25 @@ def _optional_positive(name, value):
     return None if value is None else _positive(name, value)
 
 
+def _finite(name, value):
+    value = _number(name, value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+def _optional_norm(name, value):
+    """None, or a norm >= 0: inf measures the norm only, 0 zeroes the step (as
+    clip_grad_norm)."""
+    if value is None:
+        return None
+    value = _number(name, value)
+    if not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0 (inf: measure only) or None, got "
+                         f"{value}")
+    return value
+
+
 def _flag(name, value):
     return bool(value)
 
@@ -112,8 +131,8 @@ def _flag(name, value):
 _CHECKS = {
     "weight_decay": _nonnegative, "lr_decay": _nonnegative, "eps": _nonnegative,
     "initial_accumulator_value": _nonnegative, "momentum": _nonnegative,
-    "momentum_decay": _nonnegative, "dampening": _number, "alpha": _fraction, "betas": _betas,
-    "max_grad_norm": _optional_positive, "clip_value": _optional_positive,
+    "momentum_decay": _nonnegative, "dampening": _finite, "alpha": _fraction, "betas": _betas,
+    "max_grad_norm": _optional_norm, "clip_value": _optional_positive,
     "maximize": _flag, "skip_nonfinite": _flag, "nesterov": _flag, "centered": _flag,
     "amsgrad": _flag, "decoupled_weight_decay": _flag,
 }
@@ -149,7 +168,7 @@ class Optimizer:
         construction a change that would choose another rule or state (SGD's momentum from
         0.9 to 0, RMSprop's ``centered``, Adam's ``amsgrad``) is refused: the kernel and the
         state arrays were made for the first choice."""
-        check = _CHECKS.get(name)
+        check = None if name[0] == "_" else _CHECKS.get(name)  # private state: the hot path
         if check is None:
             object.__setattr__(self, name, value)
             return
@@ -159,12 +178,19 @@ class Optimizer:
         object.__setattr__(self, name, value)
         if built:
             rule, spec = self._variant()
-            if rule is not self._rule or [k for k, _ in spec] != [k for k, _ in self._spec]:
+            try:
+                if rule is not self._rule or [k for k, _ in spec] != [k for k, _ in self._spec]:
+                    raise ValueError(
+                        f"{name}={value!r} would change {type(self).__name__}'s rule and its "
+                        f"state ({self._rule.__name__} to {rule.__name__}), which are chosen "
+                        f"when the optimizer is built: build a new one with {name}={value!r}")
+                self._check_combination()
+            except ValueError:
                 object.__setattr__(self, name, old)
-                raise ValueError(
-                    f"{name}={value!r} would change {type(self).__name__}'s rule and its state "
-                    f"({self._rule.__name__} to {rule.__name__}), which are chosen when the "
-                    f"optimizer is built: build a new one with {name}={value!r}")
+                raise
+
+    def _check_combination(self) -> None:
+        """Raise ValueError where hyperparameters that are each valid do not go together."""
 
     @property
     def _clip(self) -> float:
@@ -525,9 +551,12 @@ class SGD(Optimizer):
         self.dampening = dampening
         self.weight_decay = weight_decay
         self.nesterov = nesterov
+        self._check_combination()
+        super().__init__(params, lr, **common)
+
+    def _check_combination(self):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov momentum needs momentum > 0 and dampening = 0")
-        super().__init__(params, lr, **common)
 
     def _variant(self):
         if self.momentum != 0:
@@ -720,8 +749,8 @@ class NAdam(_AdamBase):
         return {"mu_product": self.mu_product}
 
     def _check_extra(self, values):
-        if not 0 < values["mu_product"] <= 1:  # a product of factors in (0, 1]
-            raise ValueError(f"state_dict 'extra/mu_product' must be in (0, 1], got "
+        if not 0 <= values["mu_product"] <= 1:  # a product of factors in [0, 1]
+            raise ValueError(f"state_dict 'extra/mu_product' must be in [0, 1], got "
                              f"{values['mu_product']}")
 
     def _load_extra(self, values):
