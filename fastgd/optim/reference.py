@@ -89,8 +89,8 @@ def adagrad(p, g, acc, *, lr, lr_decay, weight_decay, eps, t, gbuf, tmp):
     acc += tmp
     np.sqrt(acc, out=tmp)
     tmp += eps
-    np.divide(g, tmp, out=tmp)
-    tmp *= lr / (1.0 + (t - 1) * lr_decay)
+    # torch's addcdiv(g, std, value=-clr): (clr·g)/std, clr·g rounded first
+    np.divide(np.multiply(g, lr / (1.0 + (t - 1) * lr_decay), out=gbuf), tmp, out=tmp)
     p -= tmp
 
 
@@ -126,8 +126,8 @@ def adam(p, g, m, v, vmax, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, 
     np.sqrt(second, out=tmp)
     tmp /= math.sqrt(1.0 - beta2**t)
     tmp += eps
-    np.divide(m, tmp, out=tmp)
-    tmp *= lr / (1.0 - beta1**t)
+    # addcdiv(m, denom, value=-step_size): (step_size·m)/denom
+    np.divide(np.multiply(m, lr / (1.0 - beta1**t), out=gbuf), tmp, out=tmp)
     p -= tmp
 
 
@@ -142,12 +142,11 @@ def nadam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, momentum_decay
     np.divide(v, 1.0 - beta2**t, out=tmp)  # tmp: the denominator
     np.sqrt(tmp, out=tmp)
     tmp += eps
-    np.divide(g, tmp, out=gbuf)  # g is no longer needed: gbuf may hold it
-    gbuf *= lr * (1.0 - mu) / (1.0 - mu_product)
-    p -= gbuf
-    np.divide(m, tmp, out=gbuf)
-    gbuf *= lr * mu_next / (1.0 - mu_product * mu_next)
-    p -= gbuf
+    # two addcdivs, (c·g)/denom and (c·m)/denom; g is no longer needed: gbuf may hold it
+    np.multiply(g, lr * (1.0 - mu) / (1.0 - mu_product), out=gbuf)
+    p -= np.divide(gbuf, tmp, out=gbuf)
+    np.multiply(m, lr * mu_next / (1.0 - mu_product * mu_next), out=gbuf)
+    p -= np.divide(gbuf, tmp, out=gbuf)
     return mu_product
 
 
@@ -157,15 +156,16 @@ def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
     bc1, bc2 = 1.0 - beta1**t, 1.0 - beta2**t
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
     rho_t = rho_inf - 2.0 * t * beta2**t / bc2
+    np.divide(m, bc1, out=gbuf)  # torch's bias-corrected m, times lr
+    gbuf *= lr
     if rho_t > 5.0:
         r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         np.sqrt(v, out=tmp)
         tmp += eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr * r * math.sqrt(bc2) / bc1
-    else:
-        np.multiply(m, lr / bc1, out=tmp)
-    p -= tmp
+        np.divide(math.sqrt(bc2), tmp, out=tmp)  # the adaptive lr
+        gbuf *= tmp
+        gbuf *= r
+    p -= gbuf
 
 
 def adamax(p, g, m, u, *, lr, betas, eps, weight_decay, t, gbuf, tmp):
@@ -176,8 +176,8 @@ def adamax(p, g, m, u, *, lr, betas, eps, weight_decay, t, gbuf, tmp):
     np.abs(g, out=tmp)
     tmp += eps
     np.maximum(u, tmp, out=u)
-    np.divide(m, u, out=tmp)
-    tmp *= lr / (1.0 - beta1**t)
+    # addcdiv(m, u, value=-clr): (clr·m)/u; g is no longer needed
+    np.divide(np.multiply(m, lr / (1.0 - beta1**t), out=gbuf), u, out=tmp)
     p -= tmp
 
 
