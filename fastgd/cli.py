@@ -236,7 +236,8 @@ def parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="write a report from pytest-benchmark JSON files")
     rep.add_argument("files", nargs="+", help="pytest-benchmark JSON; two or more compare")
-    rep.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")
+    rep.add_argument("--out", help="report folder (default a new reports/<machine>-<date>, or "
+                     "reports/compare-<machine>-<date> for two or more files)")
     rep.set_defaults(run=cmd_report)
 
     study = sub.add_parser("study", help="run a learning-dynamics study, write its report")
