@@ -340,8 +340,9 @@ class PReLU(Activation):
 
     @staticmethod
     def _weight(weight, x):
-        """``weight`` as an array; a number as one slope of x's dtype on x's device (as a
-        float64 array it was refused beside float32 x as a mixed dtype)."""
+        """``weight`` as an array; a number as one slope of x's dtype, on the GPU (the current
+        device) for device x (as a float64 array it was refused beside float32 x as a mixed
+        dtype)."""
         if not _arrays.is_number(weight):
             return _arrays.as_array(weight)
         dtype = _arrays.dtype_of(x)

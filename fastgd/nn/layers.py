@@ -156,7 +156,7 @@ class Layer:
         for name, layer, key in items:
             if name not in d:
                 raise ValueError(f"state_dict has no {name!r}")
-            new, now = np.asarray(d[name]), _value(layer, key)
+            new, now = to_host(d[name]), _value(layer, key)  # CuPy refuses np.asarray
             if isinstance(now, int):
                 if new.shape != () or new.dtype.kind not in "iu" or int(new) < 0:
                     raise ValueError(f"state_dict {name!r} must be an int >= 0, got "
@@ -167,9 +167,9 @@ class Layer:
         for name, layer, key in items:
             now = _value(layer, key)
             if isinstance(now, int):
-                setattr(layer, key, int(d[name]))
+                setattr(layer, key, int(to_host(d[name])))
             else:
-                copy_into(layer.be, layer.be.flat_view(now), np.asarray(d[name]))
+                copy_into(layer.be, layer.be.flat_view(now), to_host(d[name]))
 
 
 def init_weight(rng, fan_in, fan_out, init, activation):

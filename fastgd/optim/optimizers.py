@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastgd import _arrays
-from fastgd.backends import resolve
+from fastgd.backends import resolve, to_host
 from fastgd.optim import reference as ref
 from fastgd.optim import rules
 from fastgd.optim._device import copy_into, full, host_copy
@@ -486,7 +486,7 @@ class Optimizer:
                 expected.add(k)
                 if k not in d:
                     raise ValueError(f"state_dict has no {k!r}")
-                a = np.asarray(d[k])
+                a = to_host(d[k])  # device values too (CuPy refuses np.asarray)
                 if a.shape != tuple(shape) or a.dtype != dtype:
                     raise ValueError(f"state_dict {k!r} is {a.dtype}{list(a.shape)}, expected "
                                      f"{np.dtype(dtype)}{list(shape)}")
@@ -497,7 +497,7 @@ class Optimizer:
         for k in self._extra_state():
             if f"extra/{k}" not in d:
                 raise ValueError(f"state_dict has no 'extra/{k}'")
-            v = np.asarray(d[f"extra/{k}"])
+            v = to_host(d[f"extra/{k}"])
             if v.shape != () or v.dtype.kind not in "iuf" or not np.isfinite(v):
                 raise ValueError(f"state_dict 'extra/{k}' must be one finite number, got {v!r}")
             extra[k] = float(v)
@@ -506,7 +506,7 @@ class Optimizer:
         for name in self._names:
             for key, _ in self._spec:
                 copy_into(be, be.flat_view(self.state[name][key]),
-                          np.asarray(d[f"state/{name}/{key}"]))
+                          to_host(d[f"state/{name}/{key}"]))
         self._step = int(step)
         self._load_extra(extra)
 
