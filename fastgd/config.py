@@ -1,5 +1,7 @@
 """Every tunable in one place. Tests shrink the CUDA launch sizes so the simulator is fast."""
 
+import os
+
 #: LLVM fast-math flags for compiled kernels: no ``nnan``/``ninf``, so NaN and inf propagate.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: The flags for op math marked ``scalar.in_order`` (the optimizer rules: torch.optim's order
@@ -63,8 +65,6 @@ def env_flag(name: str, default: bool = True) -> bool:
     """A yes/no environment variable: 1/0, true/false, yes/no, on/off in any case (unset or
     empty: ``default``); ``ValueError`` naming it for anything else, which was silently
     taken as yes."""
-    import os
-
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default

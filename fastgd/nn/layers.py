@@ -153,10 +153,12 @@ class Layer:
         for name in d:
             if name not in names:
                 raise ValueError(f"state_dict has {name!r}, which this model does not")
+        values = {}  # read once: device values too (CuPy refuses np.asarray)
         for name, layer, key in items:
             if name not in d:
                 raise ValueError(f"state_dict has no {name!r}")
-            new, now = to_host(d[name]), _value(layer, key)  # CuPy refuses np.asarray
+            new = values[name] = to_host(d[name])
+            now = _value(layer, key)
             if isinstance(now, int):
                 if new.shape != () or new.dtype.kind not in "iu" or int(new) < 0:
                     raise ValueError(f"state_dict {name!r} must be an int >= 0, got "
@@ -167,9 +169,9 @@ class Layer:
         for name, layer, key in items:
             now = _value(layer, key)
             if isinstance(now, int):
-                setattr(layer, key, int(to_host(d[name])))
+                setattr(layer, key, int(values[name]))
             else:
-                copy_into(layer.be, layer.be.flat_view(now), to_host(d[name]))
+                copy_into(layer.be, layer.be.flat_view(now), values[name])
 
 
 def init_weight(rng, fan_in, fan_out, init, activation):

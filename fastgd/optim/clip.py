@@ -70,6 +70,13 @@ def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False,
     return total
 
 
+def max_norm_value(name: str, value) -> float:
+    """A bound on the gradient norm as PyTorch takes it: a number >= 0, inf to measure only."""
+    if not (_arrays.is_number(value) and value >= 0):
+        raise ValueError(f"{name} must be a number >= 0 (inf: measure only), got {value!r}")
+    return float(value)
+
+
 def _flat_grads(grads, backend):
     """(backend, list of flat grads) for a list/dict of arrays or a ParamBuffer."""
     from fastgd.optim.buffer import ParamBuffer
@@ -104,8 +111,7 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
     ``max_norm=inf`` only measures the norm, ``max_norm=0`` zeroes the gradients, and no
     gradients have norm 0.
     """
-    if not (_arrays.is_number(max_norm) and max_norm >= 0):
-        raise ValueError(f"max_norm must be a number >= 0 (inf: measure only), got {max_norm!r}")
+    max_norm = max_norm_value("max_norm", max_norm)
     be, flats = _flat_grads(grads, backend)
     total = global_norm(be, flats)
     coef = max_norm / (total + 1e-6)

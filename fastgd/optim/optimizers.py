@@ -28,7 +28,7 @@ from fastgd.optim import reference as ref
 from fastgd.optim import rules
 from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
-from fastgd.optim.clip import global_norm
+from fastgd.optim.clip import global_norm, max_norm_value
 
 
 class StepInfo(NamedTuple):
@@ -110,15 +110,9 @@ def _finite(name, value):
 
 
 def _optional_norm(name, value):
-    """None, or a norm >= 0: inf measures the norm only, 0 zeroes the step (as
-    clip_grad_norm)."""
-    if value is None:
-        return None
-    value = _number(name, value)
-    if not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0 (inf: measure only) or None, got "
-                         f"{value}")
-    return value
+    """None, or a norm bound as clip_grad_norm takes it: inf measures the norm only, 0
+    zeroes the step."""
+    return None if value is None else max_norm_value(name, value)
 
 
 def _flag(name, value):
@@ -480,13 +474,14 @@ class Optimizer:
         if step.shape != () or step.dtype.kind not in "iu" or int(step) < 0:
             raise ValueError(f"state_dict step must be an integer >= 0, got {step!r}")
         expected = {"optimizer", "step", *(f"extra/{k}" for k in self._extra_state())}
+        values = {}  # read once: device values too (CuPy refuses np.asarray)
         for name, shape, dtype in zip(self._names, self._shapes, self._dtypes):
             for key, _ in self._spec:
                 k = f"state/{name}/{key}"
                 expected.add(k)
                 if k not in d:
                     raise ValueError(f"state_dict has no {k!r}")
-                a = to_host(d[k])  # device values too (CuPy refuses np.asarray)
+                a = values[k] = to_host(d[k])
                 if a.shape != tuple(shape) or a.dtype != dtype:
                     raise ValueError(f"state_dict {k!r} is {a.dtype}{list(a.shape)}, expected "
                                      f"{np.dtype(dtype)}{list(shape)}")
@@ -506,7 +501,7 @@ class Optimizer:
         for name in self._names:
             for key, _ in self._spec:
                 copy_into(be, be.flat_view(self.state[name][key]),
-                          to_host(d[f"state/{name}/{key}"]))
+                          values[f"state/{name}/{key}"])
         self._step = int(step)
         self._load_extra(extra)
 
