@@ -130,6 +130,27 @@ def test_clip_grad_norm_on_cuda():
         np.testing.assert_allclose(host(a), g * (0.5 / (want + 1e-6)), rtol=1e-14)
 
 
+def test_huge_float64_gradients_and_device_state_values_on_cuda():
+    """The norm's rescaled second pass (squares of 1e200 overflow) on the rows kernel; a
+    state dict holding device arrays loads (values are read through to_host)."""
+    d = [dev(np.array([3e200, 0.0])), dev(np.array([4e200]))]
+    assert fastgd.clip_grad_norm(d, 1.0) == pytest.approx(5e200, rel=1e-14)
+    np.testing.assert_allclose(np.concatenate([host(a) for a in d]), [0.6, 0.0, 0.8],
+                               rtol=1e-12)
+    p = {"w": dev(np.zeros(3))}
+    opt = fastgd.SGD(p, lr=1.0, max_grad_norm=1.0, skip_nonfinite=True)
+    info = opt.step({"w": dev(np.array([3e200, 4e200, 0.0]))})
+    assert not info.skipped and info.grad_norm == pytest.approx(5e200, rel=1e-14)
+    np.testing.assert_allclose(host(p["w"]), [-0.6, -0.8, 0.0], rtol=1e-12)
+    a = fastgd.Adam({"w": dev(np.ones(3))}, lr=0.1)
+    a.step({"w": dev(np.full(3, 0.5))})
+    saved = {k: (dev(v) if k.startswith("state/") else v) for k, v in a.state_dict().items()}
+    b = fastgd.Adam({"w": dev(np.ones(3))}, lr=0.1)
+    b.load_state_dict(saved)
+    for key in ("exp_avg", "exp_avg_sq"):
+        np.testing.assert_array_equal(host(b.state["w"][key]), host(a.state["w"][key]))
+
+
 def test_sum_of_squares_rows_and_tail_on_cuda(monkeypatch):
     from fastgd.backends import get_backend
     from fastgd.optim import clip
