@@ -130,8 +130,8 @@ def pytest_collection_modifyitems(config, items):
                     if activation_cases.DEVICE.get(b) == "cpu")
     if too_big and on_cpu:
         config.issue_config_time_warning(pytest.PytestConfigWarning(
-            f"n above 2^{cpu_max.bit_length() - 1} runs on a GPU only: "
-            f"{', '.join(f'2^{n.bit_length() - 1}' if n & (n - 1) == 0 else str(n) for n in too_big)}"
+            f"n above {report_writer.fmt_n(cpu_max)} runs on a GPU only: "
+            f"{', '.join(report_writer.fmt_n(n) for n in too_big)}"
             f" not run on {', '.join(on_cpu)}"), 2)
     if (ops or backends) and all(_params([i])[0].get("op") in PROBE_OPS for i in keep):
         why = (["PyTorch has no Lion"] if "lion" in ops and any(

@@ -372,8 +372,8 @@ def test_model_load_state_dict_checks_everything_first():
     model = nn.MLP([4, 3, 2], batch_norm=True, dropout=0.1, backend="numba")
     good = model.state_dict()
     assert good["bn1.num_batches_tracked"] == 0 and good["drop1.step"] == 0
-    for change, match in (({"fc1.weight": np.zeros((3, 4), np.float32)}, "float32\\[3, 4\\], "
-                                                                         "expected float32\\[4, 3\\]"),
+    for change, match in (({"fc1.weight": np.zeros((3, 4), np.float32)},
+                           "float32\\[3, 4\\], expected float32\\[4, 3\\]"),
                           ({"fc1.weight": np.zeros((4, 3))}, "float64"),
                           ({"bn1.num_batches_tracked": np.array(-1)}, "must be an int >= 0"),
                           ({"bn9.gamma": np.ones(3, np.float32)}, "which this model does not")):

@@ -49,7 +49,7 @@ def test_numpy_scalars_are_numbers():
     want = schedules.cosine(0.1, 40, min_lr=0.01)
     got = schedules.cosine(np.float32(0.1), 40, min_lr=np.float64(0.01))
     assert [got(t) for t in range(41)] == pytest.approx([want(t) for t in range(41)], rel=1e-7)
-    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+    with pytest.raises(ValueError, match="lr must be a number, got True"):
         schedules.constant(True)
     counted = [schedules.step(0.1, np.int64(10)), schedules.multistep(0.1, np.array([5, 10])),
                schedules.cosine(0.1, np.int32(100)), schedules.one_cycle(0.1, np.uint16(50))]

@@ -3,21 +3,17 @@
 
 from __future__ import annotations
 
-import math
-
-from fastgd import _arrays
+from fastgd._checks import finite
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.activation.registry import GELU, Activation, PReLU, RowActivation
 
 
 def _finite(*names):
-    """Each of ``names`` a finite number (:func:`_arrays.is_number`: NumPy scalars too)."""
+    """Each of ``names`` a finite number (NumPy scalars too)."""
     def check(values):
         for name in names:
-            v = values[name]
-            if not _arrays.is_number(v) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            finite(name, values[name])
     return check
 
 

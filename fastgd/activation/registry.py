@@ -18,11 +18,6 @@ from fastgd.activation import reference as ref
 from fastgd.backends import resolve, to_device
 
 
-def _finite(name, value):
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-
-
 class Activation:
     """One elementwise activation: ``forward(x)`` and ``backward(dy, x)``.
 

@@ -14,8 +14,6 @@ nothing where the CPU has no AVX-512, where ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATU
 
 from __future__ import annotations
 
-import os
-
 LIFT = "-prefer-256-bit"
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastgd import _arrays
+from fastgd._checks import count
 from fastgd.backends import get_backend, to_device, to_host
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
@@ -329,9 +330,7 @@ class Dropout(Layer):
         super().__init__(backend, dtype, name)
         if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
             raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
-        if not (_arrays.is_int(seed) and seed >= 0):
-            raise ValueError(f"dropout seed must be an int >= 0, got {seed!r}")
-        self.p, self.seed, self.step = float(p), int(seed), 0
+        self.p, self.seed, self.step = float(p), count("dropout seed", seed, 0), 0
         self._active = False
 
     def buffers(self):

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fastgd import _arrays
+from fastgd._checks import count
 from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
@@ -289,10 +290,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if optimizer is None or not callable(getattr(optimizer, "step", None)):
         raise TypeError("train needs an optimizer with a step(grads) method, e.g. "
                         "fastgd.Adam(model.params, lr=1e-3)")
-    if not _arrays.is_int(epochs) or epochs < 0:
-        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
-    if not _arrays.is_int(eval_samples) or eval_samples < 1:
-        raise ValueError(f"eval_samples must be an int >= 1, got {eval_samples!r}")
+    count("epochs", epochs, 0), count("eval_samples", eval_samples)
     if not (blas_threads in ("auto", None) or (_arrays.is_int(blas_threads)
                                                  and blas_threads >= 1)):
         raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, got "

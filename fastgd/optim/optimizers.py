@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from fastgd import _arrays
+from fastgd._checks import finite, nonnegative, number, positive
 from fastgd.backends import resolve, to_host
 from fastgd.optim import reference as ref
 from fastgd.optim import rules
@@ -56,35 +57,15 @@ def _distinct_names(names: list) -> list:
     return names
 
 
-def _number(name, value):
-    if not _arrays.is_number(value):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
-def _positive(name, value):
-    value = _number(name, value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return value
-
-
-def _nonnegative(name, value):
-    value = _number(name, value)
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return value
-
-
 def _unit(name, value):
-    value = _number(name, value)
+    value = number(name, value)
     if not 0 <= value < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value}")
     return value
 
 
 def _fraction(name, value):
-    value = _number(name, value)
+    value = number(name, value)
     if not 0 <= value <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value
@@ -99,14 +80,7 @@ def _betas(name, betas):
 
 
 def _optional_positive(name, value):
-    return None if value is None else _positive(name, value)
-
-
-def _finite(name, value):
-    value = _number(name, value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
+    return None if value is None else positive(name, value)
 
 
 def _optional_norm(name, value):
@@ -123,9 +97,9 @@ def _flag(name, value):
 #: after (a change takes effect at the next step, as an edit of torch's ``param_groups``
 #: does; one that would change the rule and its state is refused, see ``__setattr__``).
 _CHECKS = {
-    "weight_decay": _nonnegative, "lr_decay": _nonnegative, "eps": _nonnegative,
-    "initial_accumulator_value": _nonnegative, "momentum": _nonnegative,
-    "momentum_decay": _nonnegative, "dampening": _finite, "alpha": _fraction, "betas": _betas,
+    "weight_decay": nonnegative, "lr_decay": nonnegative, "eps": nonnegative,
+    "initial_accumulator_value": nonnegative, "momentum": nonnegative,
+    "momentum_decay": nonnegative, "dampening": finite, "alpha": _fraction, "betas": _betas,
     "max_grad_norm": _optional_norm, "clip_value": _optional_positive,
     "maximize": _flag, "skip_nonfinite": _flag, "nesterov": _flag, "centered": _flag,
     "amsgrad": _flag, "decoupled_weight_decay": _flag,
@@ -423,7 +397,7 @@ class Optimizer:
         if callable(value):
             self._lr_fn, self._lr = value, None
         else:
-            self._lr_fn, self._lr = None, _nonnegative("lr", value)
+            self._lr_fn, self._lr = None, nonnegative("lr", value)
         try:
             self._lr_at(self._step)
         except Exception:

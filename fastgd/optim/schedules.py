@@ -14,22 +14,11 @@ from __future__ import annotations
 import bisect
 import math
 
-from fastgd._arrays import is_int, is_number
+from fastgd._arrays import is_number
+from fastgd._checks import count, positive
 
 __all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
            "warmup_linear", "one_cycle"]
-
-
-def _positive(name, value):
-    if not (is_number(value) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _count(name, value, minimum=1):
-    if not is_int(value) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _min_lr(min_lr, lr):
@@ -53,22 +42,22 @@ class Schedule:
 
 def constant(lr: float) -> Schedule:
     """``lr`` at every step."""
-    lr = _positive("lr", lr)
+    lr = positive("lr", lr)
     return Schedule(lambda s: lr, f"constant({lr})")
 
 
 def step(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     """``lr·gamma^(s // step_size)`` (``StepLR``)."""
-    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
-    step_size = _count("step_size", step_size)
+    lr, gamma = positive("lr", lr), positive("gamma", gamma)
+    step_size = count("step_size", step_size)
     return Schedule(lambda s: lr * gamma ** (s // step_size),
                     f"step({lr}, step_size={step_size}, gamma={gamma})")
 
 
 def multistep(lr: float, milestones, gamma: float = 0.1) -> Schedule:
     """``lr·gamma^k`` with k the number of milestones ``<= s`` (``MultiStepLR``)."""
-    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
-    milestones = [_count("milestones", m, 0) for m in milestones]
+    lr, gamma = positive("lr", lr), positive("gamma", gamma)
+    milestones = [count("milestones", m, 0) for m in milestones]
     if milestones != sorted(milestones):
         raise ValueError(f"milestones must be increasing, got {milestones}")
     return Schedule(lambda s: lr * gamma ** bisect.bisect_right(milestones, s),
@@ -77,7 +66,7 @@ def multistep(lr: float, milestones, gamma: float = 0.1) -> Schedule:
 
 def exponential(lr: float, gamma: float) -> Schedule:
     """``lr·gamma^s`` (``ExponentialLR``)."""
-    lr, gamma = _positive("lr", lr), _positive("gamma", gamma)
+    lr, gamma = positive("lr", lr), positive("gamma", gamma)
     return Schedule(lambda s: lr * gamma**s, f"exponential({lr}, gamma={gamma})")
 
 
@@ -88,16 +77,16 @@ def _cos(lr, min_lr, fraction):
 def cosine(lr: float, total: int, min_lr: float = 0.0) -> Schedule:
     """Cosine from ``lr`` at s = 0 to ``min_lr`` at s = total, then ``min_lr``
     (``CosineAnnealingLR(T_max=total, eta_min=min_lr)`` up to ``total``)."""
-    lr = _positive("lr", lr)
-    total, min_lr = _count("total", total), _min_lr(min_lr, lr)
+    lr = positive("lr", lr)
+    total, min_lr = count("total", total), _min_lr(min_lr, lr)
     return Schedule(lambda s: _cos(lr, min_lr, min(s, total) / total),
                     f"cosine({lr}, total={total}, min_lr={min_lr})")
 
 
 def _warmup(lr, warmup, total, min_lr, decay, name):
-    lr = _positive("lr", lr)
-    total, min_lr = _count("total", total), _min_lr(min_lr, lr)
-    warmup = _count("warmup", warmup, 0)
+    lr = positive("lr", lr)
+    total, min_lr = count("total", total), _min_lr(min_lr, lr)
+    warmup = count("warmup", warmup, 0)
     if warmup >= total:
         raise ValueError(f"warmup ({warmup}) must be less than total ({total})")
 
@@ -126,12 +115,12 @@ def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: flo
     """``OneCycleLR`` (two phases): from ``max_lr/div_factor`` up to ``max_lr`` over the first
     ``pct_start·total`` steps, then down to ``max_lr/div_factor/final_div_factor`` at step
     ``total − 1``; ``anneal`` is ``"cos"`` or ``"linear"``."""
-    max_lr = _positive("max_lr", max_lr)
-    total = _count("total", total)
+    max_lr = positive("max_lr", max_lr)
+    total = count("total", total)
     if not 0 < pct_start < 1:
         raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
-    div_factor = _positive("div_factor", div_factor)
-    final_div_factor = _positive("final_div_factor", final_div_factor)
+    div_factor = positive("div_factor", div_factor)
+    final_div_factor = positive("final_div_factor", final_div_factor)
     if anneal not in ("cos", "linear"):
         raise ValueError(f"anneal must be 'cos' or 'linear', got {anneal!r}")
     initial = max_lr / div_factor
