@@ -69,6 +69,16 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
+def _panels(xlabels, ylabels, figsize=(11, 4.2)):
+    """A figure of two plots side by side, axes labelled and gridded: (fig, (left, right))."""
+    fig, axes = _plt().subplots(1, 2, figsize=figsize)
+    for ax, xlabel, ylabel in zip(axes, xlabels, ylabels):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    return fig, axes
+
+
 def _save(fig, out, name):
     fig.tight_layout()
     fig.savefig(os.path.join(out, name), dpi=110)
@@ -178,19 +188,14 @@ def gd_variants(out, tiny=False):
         hists[label] = h
         rows.append([label, epochs, h.steps, h.test_loss[-1], h.test_accuracy[-1],
                      sum(h.time), 1e6 * sum(h.time) / max(h.steps, 1)])
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = _panels(["epoch", "training wall time (s)"], ["test loss"] * 2)
     for label, h in hists.items():
         a1.plot(h.epoch, h.test_loss, "o-" if len(h.epoch) < 10 else "-", label=label)
         a2.plot(np.cumsum(h.time), h.test_loss, "o-" if len(h.epoch) < 10 else "-",
                 label=label)
     a1.set_xscale("log")
-    a1.set_xlabel("epoch")
-    a2.set_xlabel("training wall time (s)")
     for ax in (a1, a2):
-        ax.set_ylabel("test loss")
         ax.set_yscale("log")
-        ax.grid(True, alpha=0.3)
         ax.legend()
     img = _save(fig, out, "loss.png")
     return dict(
@@ -233,16 +238,10 @@ def optimizers(out, tiny=False):
         # the first epoch compiles the rule's kernel (the first run of it in the process)
         rows.append([name, h.loss[0], h.loss[-1], h.test_loss[-1], h.test_accuracy[-1],
                      1e3 * float(np.median(h.time[1:] or h.time))])
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a1, a2) = _panels(["epoch"] * 2, ["training loss", "test accuracy"], (12, 4.5))
     for name, h in hists.items():
         a1.semilogy(h.epoch, h.loss, "-", label=name)
         a2.plot(h.epoch, h.test_accuracy, "-", label=name)
-    a1.set_ylabel("training loss")
-    a2.set_ylabel("test accuracy")
-    for ax in (a1, a2):
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
     a2.legend(fontsize=8)
     img = _save(fig, out, "optimizers.png")
     return dict(
@@ -289,8 +288,8 @@ def learning_rate(out, tiny=False):
             row[4] = "too small" if far else "good"
         elif not row[4]:
             row[4] = "good"
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = _panels(["step", "learning rate"], ["training loss (mini-batch)",
+                                                         "final training loss (red: diverged)"])
     for lr, h in hists.items():
         steps = np.arange(1, len(h.step_loss) + 1)
         losses = np.array(h.step_loss, dtype=float)
@@ -303,13 +302,7 @@ def learning_rate(out, tiny=False):
     for lr, f in zip(lrs, final):
         if not math.isfinite(f):
             a2.axvline(lr, color="red", ls="--", alpha=0.5)
-    a1.set_xlabel("step")
-    a1.set_ylabel("training loss (mini-batch)")
     a1.legend(fontsize=8)
-    a2.set_xlabel("learning rate")
-    a2.set_ylabel("final training loss (red: diverged)")
-    for ax in (a1, a2):
-        ax.grid(True, which="both", alpha=0.3)
     img = _save(fig, out, "learning_rate.png")
     return dict(
         title="Learning rate: too small, good, divergent",
@@ -341,19 +334,15 @@ def clipping(out, tiny=False):
         norms = np.array(h.step_grad_norm)
         rows.append([name, norms[0], float(np.nanmax(norms)), h.steps,
                      "yes" if h.diverged else "no", h.loss[-1], h.test_accuracy[-1]])
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = _panels(["step"] * 2, ["training loss (mini-batch)",
+                                           "global gradient norm before clipping"])
     for name, h in hists.items():
         loss = np.array(h.step_loss, float)
         loss[~np.isfinite(loss)] = np.nan
         a1.semilogy(loss, lw=0.8, label=name)
         a2.semilogy(h.step_grad_norm, lw=0.8, label=name)
     a2.axhline(1.0, color="gray", ls="--", lw=0.8)
-    a1.set_ylabel("training loss (mini-batch)")
-    a2.set_ylabel("global gradient norm before clipping")
     for ax in (a1, a2):
-        ax.set_xlabel("step")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     img = _save(fig, out, "clipping.png")
     return dict(
@@ -389,18 +378,14 @@ def dead_relu(out, tiny=False):
             results[(act, lr)] = h
             rows.append([act, lr, h.dead_relu[0], h.dead_relu[-1], h.test_accuracy[-1],
                          "yes" if h.diverged else "no"])
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = _panels(["learning rate (SGD, momentum 0.9)"] * 2,
+                            ["fraction of hidden units never active", "test accuracy"])
     for act in ("relu", "leaky_relu"):
         dead = [results[(act, lr)].dead_relu[-1] for lr in lrs]
         acc = [results[(act, lr)].test_accuracy[-1] for lr in lrs]
         a1.semilogx(lrs, dead, "o-", label=act)
         a2.semilogx(lrs, acc, "o-", label=act)
-    a1.set_ylabel("fraction of hidden units never active")
-    a2.set_ylabel("test accuracy")
     for ax in (a1, a2):
-        ax.set_xlabel("learning rate (SGD, momentum 0.9)")
-        ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     img = _save(fig, out, "dead_relu.png")
     return dict(
