@@ -202,9 +202,12 @@ def test_evaluate_checks_labels_and_averages(backend):
     label was read past the logits), and no samples give NaN, not 0."""
     model = nn.MLP([5, 8, 3], backend=backend, dtype=np.float64)
     x = np.random.default_rng(1).random((37, 5))
-    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"labels in y must be in \[0, 3\)"):
         nn.evaluate(model, x, np.full(37, 7), chunk=16)
-    y = np.arange(37) % 3
+    with pytest.raises(ValueError, match=r"y must have shape \(8,\)"):  # was read in chunks
+        nn.evaluate(model, x[:8], np.arange(9) % 3, chunk=4)  # and the extra label ignored
+    with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+        nn.evaluate(model, x, y := np.arange(37) % 3, chunk=0)
     loss, acc = nn.evaluate(model, x, y, chunk=16)
     want = nn.cross_entropy(model.forward(x, train=False), y)
     assert loss == pytest.approx(want, rel=1e-12) and 0 <= acc <= 1
@@ -393,3 +396,54 @@ def test_dropout_seed_is_an_int_that_round_trips():
     drop = nn.Dropout(0.5, seed=np.int64(3), backend="numba")
     drop.load_state_dict(drop.state_dict())
     assert drop.seed == 3
+
+
+def _state(model):
+    return {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_grad_norms_checks_labels_before_the_forward(backend):
+    """The training-mode forward advances batch norm and dropout: bad labels used to be
+    found by the loss after it."""
+    model = nn.MLP([2, 4, 3], batch_norm=True, dropout=0.2, backend=backend)
+    x = np.random.default_rng(0).random((5, 2)).astype(np.float32)
+    before = _state(model)
+    with pytest.raises(ValueError, match=r"labels in y must be in \[0, 3\)"):
+        nn.grad_norms(model, x, np.array([0, 1, 2, 3, 0]))
+    after = _state(model)
+    assert all(np.array_equal(after[k], v) for k, v in before.items())
+    norms = nn.grad_norms(model, x, np.array([0, 1, 2, 1, 0]))
+    assert set(norms) == {"fc1", "fc2"} and all(v > 0 for v in norms.values())
+
+
+@pytest.mark.parametrize("mode", ["batch", "sgd", "minibatch"])
+def test_an_empty_training_set_is_refused(setup, mode):
+    with pytest.raises(ValueError, match="the training set is empty"):
+        _train(setup, data=(np.zeros((0, 2)), np.zeros(0, np.int64)), mode=mode)
+
+
+def test_sequential_widths_are_checked_when_built():
+    """A width mismatch used to surface in the forward, after batch norm and dropout had
+    advanced (train's checks passed: they look at the first and last widths only)."""
+    with pytest.raises(ValueError, match="layer c takes width 4, but b gives 3"):
+        nn.Sequential([nn.Linear(2, 3, name="a"), nn.BatchNorm1d(3, name="b"),
+                       nn.Dropout(0.5, name="d"), nn.Linear(4, 2, name="c")])
+    with pytest.raises(ValueError, match="layer r takes width 5, but a gives 3"):
+        nn.Sequential([nn.Linear(2, 3, name="a"),
+                       nn.Residual([nn.Linear(5, 5, name="l")], name="r")])
+    s = nn.Sequential([nn.Dropout(0.1, name="d"), nn.Linear(2, 3, name="a"),
+                       nn.Residual([nn.Linear(3, 3, name="l")], name="r"),
+                       nn.Linear(3, 1, name="c")])
+    assert nn.layers.widths(s) == (2, 1)
+
+
+def test_small_layer_settings_are_checked():
+    with pytest.raises(ValueError, match="num_features must be an int >= 1"):
+        nn.BatchNorm1d(0)
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        nn.MLP([2, 3], dropout=1.0)  # no hidden layer, so no Dropout to check it
+    with pytest.raises(ValueError, match="go with a loss name"):
+        nn.get_loss(nn.Loss("mse"), reduction="sum")
+    with pytest.raises(TypeError, match="takes arrays, got the input as list"):
+        nn.Linear(2, 1, backend="numba").forward([[1.0, 2.0]])

@@ -89,6 +89,10 @@ class Layer:
     def _check_array(self, a, what):
         """``a`` on this layer's device, in its dtype; returns its shape."""
         label = self.name or type(self).__name__
+        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+            hint = "np.asarray" + (" and fastgd.to_device" if self.be.name == "cuda" else "")
+            raise TypeError(f"{label} takes arrays, got {what} as {type(a).__name__} "
+                            f"(use {hint})")
         if not self.be.owns(a):
             raise TypeError(f"{label} runs on the {self.be.name} backend but got {what} on "
                             f"another device; copy it with {self.be.transfer_hint}")
@@ -263,7 +267,7 @@ class BatchNorm1d(Layer):
     def __init__(self, num_features, activation="identity", *, momentum=0.1, eps=1e-5,
                  activation_params=None, backend="auto", dtype=np.float32, name="batchnorm"):
         super().__init__(backend, dtype, name)
-        self.num_features = int(num_features)
+        self.num_features = count("num_features", num_features)
         if momentum is not None and not (_arrays.is_number(momentum) and 0 <= momentum <= 1):
             raise ValueError(f"momentum must be in [0, 1] or None (a cumulative average), "
                              f"got {momentum!r}")
@@ -321,6 +325,12 @@ class BatchNorm1d(Layer):
         return dx
 
 
+def dropout_probability(p) -> float:
+    if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
+        raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
+    return float(p)
+
+
 class Dropout(Layer):
     """Zero each element with probability ``p`` in training and scale the rest by
     1/(1 - p); identity in eval. The mask of call ``step`` is a hash of
@@ -328,9 +338,8 @@ class Dropout(Layer):
 
     def __init__(self, p=0.5, *, seed=0, backend="auto", dtype=np.float32, name="dropout"):
         super().__init__(backend, dtype, name)
-        if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
-            raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
-        self.p, self.seed, self.step = float(p), count("dropout seed", seed, 0), 0
+        self.p = dropout_probability(p)
+        self.seed, self.step = count("dropout seed", seed, 0), 0
         self._active = False
 
     def buffers(self):
@@ -373,6 +382,14 @@ class Sequential(Layer):
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             raise ValueError(f"layer names must be unique, got {names}")
+        width, source = None, None  # checked here, not in a forward that changed state
+        for layer in layers:
+            w_in, w_out = widths(layer)
+            if width is not None and w_in is not None and w_in != width:
+                raise ValueError(f"layer {layer.name} takes width {w_in}, but {source} gives "
+                                 f"{width}")
+            if w_out is not None:
+                width, source = w_out, layer.name
         for layer in layers:
             for key, value in layer.params.items():
                 self.params[f"{layer.name}.{key}"] = value
@@ -467,6 +484,7 @@ class MLP(Sequential):
             raise ValueError(f"MLP sizes must be at least [in, out], all >= 1, got {sizes}")
         be = backend_of(backend)
         act = get_activation(activation, **(activation_params or {}))
+        dropout_probability(dropout)  # checked with or without hidden layers
         rng = np.random.default_rng(seed)
         common = dict(backend=be, dtype=dtype)
         blocks = []

@@ -230,6 +230,8 @@ LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits", "mse")
 def get_loss(name, reduction="mean", **options) -> Loss:
     """A :class:`Loss` by name (``ValueError`` for unknown names or options)."""
     if isinstance(name, Loss):
+        if reduction != "mean" or options:
+            raise ValueError(f"reduction and options go with a loss name, not with {name!r}")
         return name
     return Loss(name, reduction, **options)
 

@@ -89,10 +89,12 @@ def _unpack(data):
                     "(x_train, y_train, x_test, y_test)")
 
 
-def _check_split(model, loss, x, y, what):
-    """Device, dtype and shape checks of one split, before any training."""
+def _check_split(model, loss, x, y, what=None):
+    """Device, dtype, shape and label checks of one split (``x_what``, ``y_what``), before
+    anything runs on it."""
     be = model.be
-    for name, a in ((f"x_{what}", x), (f"y_{what}", y)):
+    xn, yn = (f"x_{what}", f"y_{what}") if what else ("x", "y")
+    for name, a in ((xn, x), (yn, y)):
         if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
             raise TypeError(f"{name} must be an array (np.asarray for the {be.name} backend), "
                             f"got {type(a).__name__}")
@@ -101,31 +103,31 @@ def _check_split(model, loss, x, y, what):
                             f"another device; move the data with {be.transfer_hint} (or "
                             f"Dataset.to_device())")
     if _arrays.dtype_of(x) != model.dtype:
-        raise TypeError(f"x_{what} is {_arrays.dtype_of(x)} but the model is {model.dtype}; "
+        raise TypeError(f"{xn} is {_arrays.dtype_of(x)} but the model is {model.dtype}; "
                         f"cast the data (Dataset.astype) or build the model with that dtype")
     xs, ys = _arrays.shape_of(x), _arrays.shape_of(y)
     n_in, n_out = widths(model)
     if len(xs) != 2 or (n_in is not None and xs[1] != n_in):
-        raise ValueError(f"x_{what} must have shape (N, {n_in or 'features'}) for this model, "
+        raise ValueError(f"{xn} must have shape (N, {n_in or 'features'}) for this model, "
                          f"got {xs}")
     n_out = xs[1] if n_out is None else n_out
     if loss.name == "cross_entropy":
         if not np.issubdtype(_arrays.dtype_of(y), np.integer):
-            raise TypeError(f"cross_entropy needs integer labels in y_{what}, got "
+            raise TypeError(f"cross_entropy needs integer labels in {yn}, got "
                             f"{_arrays.dtype_of(y)}")
         if ys != xs[:1]:
-            raise ValueError(f"y_{what} must have shape ({xs[0]},) (one label per sample), "
+            raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
                              f"got {ys}")
         host = to_host(y)
         if host.size and (host.min() < 0 or host.max() >= n_out):
-            raise ValueError(f"labels in y_{what} must be in [0, {n_out}) for a model with "
+            raise ValueError(f"labels in {yn} must be in [0, {n_out}) for a model with "
                              f"{n_out} outputs, got values in [{host.min()}, {host.max()}]")
     else:
         if _arrays.dtype_of(y) != model.dtype:
-            raise TypeError(f"{loss.name} needs {model.dtype} targets in y_{what}, got "
+            raise TypeError(f"{loss.name} needs {model.dtype} targets in {yn}, got "
                             f"{_arrays.dtype_of(y)}")
         if ys != (xs[0], n_out):
-            raise ValueError(f"y_{what} must have shape ({xs[0]}, {n_out}), got {ys}")
+            raise ValueError(f"{yn} must have shape ({xs[0]}, {n_out}), got {ys}")
 
 
 def _check_optimizer(model, optimizer):
@@ -191,9 +193,14 @@ def mean_loss(loss, **options) -> Loss:
 
 
 def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
-    """``(mean loss, accuracy)`` of ``model`` in eval mode on ``(x, y)``: NaN for no
-    samples. Labels are checked (range, shape) chunk by chunk, before each is computed."""
+    """``(mean loss, accuracy)`` of ``model`` in eval mode on ``(x, y)``, ``chunk`` samples
+    at a time: NaN for no samples. The data are checked as ``train`` checks them."""
     loss = mean_loss(loss)
+    _check_split(model, loss, x, y)
+    return _evaluate(model, x, y, loss, count("chunk", chunk))
+
+
+def _evaluate(model, x, y, loss, chunk=4096):
     n = _arrays.shape_of(x)[0]
     if n == 0:
         return math.nan, math.nan
@@ -201,7 +208,7 @@ def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
         out = model.forward(xb, train=False)
-        value, _ = loss.value_and_grad(out, yb, backend=model.be.name)
+        value, _ = loss.value_and_grad(out, yb, backend=model.be.name, check=False)
         m = _arrays.shape_of(xb)[0]
         total += value * m
         correct += accuracy(loss, out, yb) * m
@@ -228,8 +235,10 @@ def _norm(xp, g) -> float:
 
 def grad_norms(model, x, y, loss="cross_entropy") -> dict:
     """Per-layer weight-gradient L2 norms ``{"fc1": ...}`` of one forward/backward on
-    ``(x, y)`` in training mode (it updates batch-norm running statistics)."""
+    ``(x, y)`` in training mode (it updates batch-norm running statistics; the data are
+    checked first)."""
     loss = mean_loss(loss)
+    _check_split(model, loss, x, y)
     out = model.forward(x, train=True)
     _, g = loss.value_and_grad(out, y, backend=model.be.name)
     model.backward(g)
@@ -277,7 +286,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
 
     ``mode``: ``"batch"`` (one step per epoch on the whole training set), ``"sgd"`` (one
     sample per step) or ``"minibatch"`` (``batch_size`` samples per step; the last batch of
-    an epoch may be smaller). Samples are shuffled each epoch with ``seed``. Training stops
+    an epoch may be smaller, and is skipped when it is one sample and the model has batch
+    norm). Samples are shuffled each epoch with ``seed``. Training stops
     early (``history.diverged``) when the loss stops being finite. ``profile=True`` prints
     where the training time went: matrix products, fused kernels, loss, optimizer step.
     ``blas_threads``: threads for the CPU matrix products (``"auto"``: one for small
@@ -301,6 +311,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if x_te is not None:
         _check_split(model, loss, x_te, y_te, "test")
     n = _arrays.shape_of(x_tr)[0]
+    if n == 0:
+        raise ValueError("the training set is empty")
     bs = _batch_size(mode, batch_size, n)
     has_bn = any(hasattr(m, "running_mean") for m in model.modules())
     if has_bn and (bs < 2 or n < 2):
@@ -397,7 +409,7 @@ def _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval):
             test_loss = test_acc = train_acc = dead = math.nan
         else:
             if x_te is not None:
-                test_loss, test_acc = evaluate(model, x_te, y_te, loss)
+                test_loss, test_acc = _evaluate(model, x_te, y_te, loss)
             else:
                 test_loss = test_acc = math.nan
             out = model.forward(x_tr[:n_eval], train=False)
