@@ -214,3 +214,28 @@ def test_state_after_an_inf_gradient_as_torch(name, options, slot, torch_float64
             for g in grads:
                 opt.step([g])
         np.testing.assert_array_equal(opt.state[0][slot], want, err_msg=backend)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_centered_rmsprop_past_the_overflow_of_the_mean_square(dtype, momentum, torch_float64):
+    """Gradients whose mean's square overflows (ga = 0.01·g, so |g| > 1.3e156 in float64,
+    1.8e21 in float32) with v = inf: torch's fused addcmul keeps v − ga² = inf, a step of 0,
+    where v − ga² was inf − inf = NaN and the parameter NaN for good."""
+    big = 1e22 if dtype == np.float32 else 1e200
+    grads = [np.array([big, 1.0], dtype), np.array([0.5, 0.5], dtype)]
+    tp = torch.ones(2, dtype=torch.float32 if dtype == np.float32 else torch.float64,
+                    requires_grad=True)
+    topt = torch.optim.RMSprop([tp], lr=0.01, centered=True, momentum=momentum, foreach=False)
+    for g in grads:
+        tp.grad = torch.tensor(g)
+        topt.step()
+    want = tp.detach().numpy()
+    assert np.isfinite(want).all()
+    for backend in BACKENDS:
+        p = np.ones(2, dtype)
+        opt = fastgd.RMSprop([p], lr=0.01, centered=True, momentum=momentum, backend=backend)
+        for g in grads:
+            opt.step([g])
+        np.testing.assert_allclose(p, want, rtol=1e-6 if dtype == np.float32 else 1e-13,
+                                   err_msg=backend)

@@ -743,3 +743,27 @@ def test_every_rule_equals_the_numpy_reference_bit_for_bit(name, dtype):
             opt.step({"w": g})
         results.append(p["w"])
     np.testing.assert_array_equal(results[1], results[0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name,options", [
+    ("Adam", dict(betas=(0.1, 0.34))), ("AdamW", dict(betas=(0.2, 0.995))),
+    ("NAdam", dict(betas=(0.4, 0.34))), ("RAdam", dict(betas=(0.5 + 2**-30, 0.98))),
+    ("Adamax", dict(betas=(0.2, 0.34))), ("RMSprop", dict(alpha=0.1, centered=True))])
+def test_the_reference_rounds_scalars_as_torch(name, options, dtype):
+    """Two host-side roundings where the NumPy reference and torch (and so the kernels)
+    parted: √(1 − β2^t) as torch's ``**0.5``, which is not always ``math.sqrt``'s (Adam 25
+    elements of 1000 differed with β2 = 0.34, float64), and a lerp weight ≥ 0.5 (β1 < 0.5,
+    RMSprop α < 0.5) taken in the tensor's dtype, 1 − w included, where the reference took
+    it in float64 (24 and 306 elements in float32; β1 = 0.5 + 2^-30 took the other branch)."""
+    rng = np.random.default_rng(3)
+    p0 = rng.normal(size=1000).astype(dtype)
+    grads = rng.normal(size=(12, 1000)).astype(dtype)
+    results = []
+    for backend in ("numpy", "numba"):
+        p = {"w": p0.copy()}
+        opt = getattr(fastgd, name)(p, lr=1e-2, backend=backend, **options)
+        for g in grads:
+            opt.step({"w": g})
+        results.append(p["w"])
+    np.testing.assert_array_equal(results[1], results[0])

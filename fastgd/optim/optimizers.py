@@ -368,12 +368,15 @@ class Optimizer:
         return StepInfo(lr, norm, False, t)
 
     def _numpy_step(self, flats, lr, t, scale):
-        for s, g in zip(self._slots, flats):
-            if self._clip != math.inf:
-                g = np.clip(g, -self._clip, self._clip, out=s.gprep)
-            if scale != 1.0:
-                g = np.multiply(g, scale, out=s.gprep)
-            self._reference(s.p, g, s.state, lr, t, s.gbuf, s.tmp)
+        """The reference's step, in IEEE arithmetic without NumPy's warnings: an overflow or
+        an inf - inf is the result torch's step (and the kernels') gives too."""
+        with np.errstate(all="ignore"):
+            for s, g in zip(self._slots, flats):
+                if self._clip != math.inf:
+                    g = np.clip(g, -self._clip, self._clip, out=s.gprep)
+                if scale != 1.0:
+                    g = np.multiply(g, scale, out=s.gprep)
+                self._reference(s.p, g, s.state, lr, t, s.gbuf, s.tmp)
 
     def _advance(self):
         """Host-side state after a step that was applied (NAdam's momentum product)."""

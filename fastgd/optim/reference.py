@@ -11,8 +11,6 @@ Python-float scalars keep float32 arithmetic in float32 (NumPy's weak scalars).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -34,13 +32,15 @@ def _ema(avg, x, beta, tmp):
 def _lerp(avg, x, w, tmp):
     """``avg ← avg + w·(x − avg)``, PyTorch's ``avg.lerp_(x, w)`` (for |w| ≥ 0.5 it computes
     ``x − (x − avg)·(1 − w)``): the same average as :func:`_ema` with w = 1 − β, and the same
-    NaN where avg is ±inf (inf + w·(x − inf))."""
+    NaN where avg is ±inf (inf + w·(x − inf)). As torch, w is rounded to avg's dtype first,
+    and the test and 1 − w are done in that dtype."""
+    w = avg.dtype.type(w)
     np.subtract(x, avg, out=tmp)
     if abs(w) < 0.5:
         tmp *= w
         avg += tmp
     else:
-        tmp *= 1.0 - w
+        tmp *= 1 - w
         np.subtract(x, tmp, out=avg)
 
 
@@ -101,6 +101,9 @@ def rmsprop(p, g, v, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, g
         _lerp(grad_avg, g, 1.0 - alpha, tmp)
         np.multiply(grad_avg, grad_avg, out=tmp)
         np.subtract(v, tmp, out=tmp)
+        # torch's addcmul(v, ga, ga, value=-1) is a fused multiply-add: v = inf stays inf
+        # where ga² overflows, not inf - inf
+        np.copyto(tmp, v, where=np.isposinf(v) & np.isfinite(grad_avg))
         np.sqrt(tmp, out=tmp)
     else:
         np.sqrt(v, out=tmp)
@@ -124,7 +127,7 @@ def adam(p, g, m, v, vmax, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, 
         np.maximum(vmax, v, out=vmax)
         second = vmax
     np.sqrt(second, out=tmp)
-    tmp /= math.sqrt(1.0 - beta2**t)
+    tmp /= (1.0 - beta2**t) ** 0.5  # torch's bias_correction2**0.5: not always math.sqrt's
     tmp += eps
     # addcdiv(m, denom, value=-step_size): (step_size·m)/denom
     np.divide(np.multiply(m, lr / (1.0 - beta1**t), out=gbuf), tmp, out=tmp)
@@ -159,10 +162,10 @@ def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
     np.divide(m, bc1, out=gbuf)  # torch's bias-corrected m, times lr
     gbuf *= lr
     if rho_t > 5.0:
-        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        r = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
         np.sqrt(v, out=tmp)
         tmp += eps
-        np.divide(math.sqrt(bc2), tmp, out=tmp)  # the adaptive lr
+        np.divide(bc2**0.5, tmp, out=tmp)  # the adaptive lr
         gbuf *= tmp
         gbuf *= r
     p -= gbuf

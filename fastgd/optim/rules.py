@@ -54,6 +54,16 @@ def lerp(a, b, w):
 
 
 @scalar
+def centered_var(v, ga):
+    """``v − ga²`` as torch's ``addcmul(v, ga, ga, value=-1)``, a fused multiply-add, has it
+    where ga² overflows: v = inf (these averages keep v ≥ ga²) stays inf for a finite ga,
+    where inf − inf would be NaN."""
+    if v == F(inf) and abs(ga) < F(inf):
+        return v
+    return v - ga * ga
+
+
+@scalar
 def maximum(a, b):
     """``torch.maximum``: the larger value, NaN if either is NaN."""
     if a > b or a != a:
@@ -157,7 +167,7 @@ def rmsprop_centered(p, g, v, ga, clip, scale, wd, alpha, oma, eps, lr):
     g = l2(grad_in(g, clip, scale), p, wd)
     v = ema_sq(v, g, alpha, oma)
     ga = lerp(ga, g, oma)
-    return p - (lr * g) / (sqrt(v - ga * ga) + eps), v, ga
+    return p - (lr * g) / (sqrt(centered_var(v, ga)) + eps), v, ga
 
 
 @in_order
@@ -175,7 +185,7 @@ def rmsprop_centered_momentum(p, g, v, ga, buf, clip, scale, wd, alpha, oma, eps
     g = l2(grad_in(g, clip, scale), p, wd)
     v = ema_sq(v, g, alpha, oma)
     ga = lerp(ga, g, oma)
-    buf = momentum * buf + g / (sqrt(v - ga * ga) + eps)
+    buf = momentum * buf + g / (sqrt(centered_var(v, ga)) + eps)
     return p - lr * buf, v, ga, buf
 
 
