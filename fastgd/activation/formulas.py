@@ -44,6 +44,9 @@ BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in fl
 # applied as hi + lo parts with one final fma.
 SHIFT = 64.0
 SUM_BLOCK = 64  # elements a row sum adds in the working type before it adds them into W
+#: log_softmax sums its terms times this (exact: a power of 2), so that terms that would be
+#: subnormal in the working type keep their digits (e^-100 in float32 kept 4 bits)
+TERM_SCALE = 2.0**64
 EXP_NEG_SHIFT, EXP_SHIFT = math.exp(-SHIFT), math.exp(SHIFT)  # constants: numba-cuda
 # would compute math.exp(SHIFT) in the kernel, in float64
 
@@ -571,8 +574,9 @@ def softmax_backward_row_from_input(dy, x, dx):
 def log_softmax_row(x, y):
     """(x_i - max) - log Σ e^(x_i - max), with Σ = k + t: k elements equal to the max (1 each)
     and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
-    so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t is
-    summed in blocks of ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at
+    so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t's terms
+    are taken times ``TERM_SCALE`` (those subnormal in the working type kept few digits, and
+    a thousand of them made y_max 3.7 % off in float32), and summed in blocks of ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at
     W's vector width), the blocks in W: accurate where the block loop vectorizes into
     partial sums, so it only reads x (a store into y, which may be x, kept it scalar: 6.7
     ULP in place). Lines along another axis, whose loops do not vectorize, compute in
@@ -589,11 +593,11 @@ def log_softmax_row(x, y):
         for j in lanes(length):
             xi = F(x[start + j])
             at_max = xi - m == F(0)  # x_i == max; not a NaN, nor +inf at max +inf (t NaN)
-            tb += F(0) if at_max else mul_exp(F(1), xi, m, F(0))
+            tb += F(0) if at_max else mul_exp(F(TERM_SCALE), xi, m, F(0))
             kb += F(1) if at_max else F(0)
         t += W(tb)
         k += W(kb)
-    t = lanes_sum(t)
+    t = lanes_sum(t) * W(1 / TERM_SCALE)
     k = lanes_sum(k)
     c = F(log1p(t) if k == W(1) else log(k + t))  # no k - 1 + t: reassociation
     for i in lanes(x.size):  # x - max stored first: no reassociation to x - (max + log Σ)

@@ -267,6 +267,10 @@ def _build(ft, scalef=None):
 
         @_jit
         def exp_mul(hi, lo, m, m_lo):
+            # beyond the clamps the result is 0 or inf whatever lo (|lo| << |hi|): drop lo,
+            # or a TwoSum remainder of a huge hi (mul_exp: -1e10 - -200) moved the clamped hi
+            lo = zero if hi > exp_hi else lo
+            lo = zero if hi < mul_lo else lo
             hi = exp_hi if hi > exp_hi else hi
             hi = mul_lo if hi < mul_lo else hi  # 2**k stays a product of two normal factors
             t = (hi + lo) * log2e + shifter
