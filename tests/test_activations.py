@@ -722,7 +722,7 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.softplus(x, beta=0.0), "beta"),
         (lambda x: fastgd.elu(x, alpha=float("nan")), "finite"),
         (lambda x: fastgd.elu(x, alpha=np.float32(np.inf)), "finite"),
-        (lambda x: fastgd.leaky_relu(x, negative_slope=True), "negative_slope must be a number, got True"),
+        (lambda x: fastgd.leaky_relu(x, negative_slope=True), "slope must be a number, got True"),
         (lambda x: fastgd.softplus(x, beta="1"), "must be a number, got '1'"),
         (lambda x: fastgd.gelu(x, approximate="fast"), "approximate"),
         (lambda x: fastgd.softmax(x, axis=2), "out of range"),
@@ -755,3 +755,63 @@ def test_numpy_scalar_parameters_act_as_python_numbers(name, params, backend):
     dy = np.ones_like(x)
     np.testing.assert_array_equal(act.backward(dy, x, backend=backend, **params),
                                   act.backward(dy, x, backend=backend, **plain))
+
+
+# -- softplus's threshold and betas -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_softplus_branches_on_the_exact_product(backend):
+    """beta·x of float32 data rounded onto the threshold (3·float32(1/3) = 1.0000000298 rounds
+    to 1.0): the branch is the exact product's, as in float64, forward and backward alike
+    (the NumPy backend's forward and backward took different branches for one x)."""
+    cases = [(np.float32(1 / 3), 3.0, 1.0), (np.float32(0.23333333), 3.0, 0.7)]
+    for x, beta, threshold in cases:
+        x1 = np.array([x, np.float32(-x)])
+        want = fastgd.softplus(x1.astype(np.float64), beta=beta, threshold=threshold,
+                               backend="numpy")
+        got = fastgd.softplus(x1, beta=beta, threshold=threshold, backend=backend)
+        assert_forward_contract(got, want, np.float32, f"softplus({x}, {beta}, {threshold})")
+        dy = np.ones_like(x1)
+        want = fastgd.softplus_backward(dy.astype(np.float64), x1.astype(np.float64),
+                                        beta=beta, threshold=threshold, backend="numpy")
+        got = fastgd.softplus_backward(dy, x1, beta=beta, threshold=threshold, backend=backend)
+        assert_backward_contract(got, want, dy, np.float32, f"softplus' at {x}")
+    # float64 1/3 times 3 is 1 - 2^-54 exactly, rounded onto 1.0: below the threshold
+    got = fastgd.softplus(np.array([1 / 3]), beta=3.0, threshold=1.0, backend=backend)[0]
+    assert got == pytest.approx(math.log1p(math.e) / 3, rel=1e-15)
+
+
+@pytest.mark.parametrize("beta", [3.0, 7.0, 13.0, 1000.0, 0.3, 1.7, 1e-3])
+def test_float32_softplus_tails_for_other_betas(beta):
+    """The rounding of beta·x, put back into the forward and (now) the backward too, and no
+    division by beta that arcp split in two roundings: the backward reached 11 ULP (beta 0.3,
+    1e-3, 1.7: not exact in float32, so it now computes in float64), the forward's deep tail
+    4.15 ULP (beta 13)."""
+    z = np.concatenate([np.linspace(-110, 30, 60001),
+                        np.random.default_rng(5).uniform(-110, 30, 20000)])
+    x = (z / beta).astype(np.float32)
+    dy = np.random.default_rng(6).uniform(0.5, 2, x.size).astype(np.float32)
+    want = fastgd.softplus(x.astype(np.float64), beta=beta, backend="numpy")
+    dwant = fastgd.softplus_backward(dy.astype(np.float64), x.astype(np.float64), beta=beta,
+                                     backend="numpy")
+    for backend in ("numba", "numpy"):
+        assert_forward_contract(fastgd.softplus(x, beta=beta, backend=backend), want,
+                                np.float32, f"softplus beta={beta} on {backend}")
+        got = fastgd.softplus_backward(dy, x, beta=beta, backend=backend)
+        assert_backward_contract(got, dwant, dy, np.float32,
+                                 f"softplus' beta={beta} on {backend}")
+
+
+def test_parameters_that_overflow_float32_are_refused():
+    """alpha=1e39 is finite in Python but inf in float32: elu of 0 was NaN (torch refuses
+    such a value as well); float64 data take it."""
+    x = np.array([0.0, -1e-10], np.float32)
+    for call, name in ((lambda: fastgd.elu(x, alpha=1e39), "elu alpha"),
+                       (lambda: fastgd.leaky_relu(x, negative_slope=-1e39), "negative_slope"),
+                       (lambda: fastgd.softplus_backward(x, x, threshold=1e40), "threshold"),
+                       (lambda: fastgd.prelu(x[None], 1e39), "prelu weight")):
+        with pytest.raises(ValueError, match=f"{name}=.* overflows float32"):
+            call()
+    wide = x.astype(np.float64)
+    np.testing.assert_allclose(fastgd.elu(wide, alpha=1e39), np.expm1(wide) * 1e39, rtol=1e-12)

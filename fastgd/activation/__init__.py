@@ -73,7 +73,7 @@ def _table():
           doc="x·sigmoid(x) (swish)."),
         A("softplus", m.softplus, m.softplus_backward, ref.softplus, ref.softplus_backward,
           params={"beta": 1.0, "threshold": 20.0}, check=_check_softplus,
-          wide=("forward",), narrow=("forward",),
+          wide=("forward", "backward"), narrow=("forward", "backward"),
           doc="log(1 + exp(beta·x))/beta; x where beta·x > threshold."),
         A("mish", m.mish, m.mish_backward, ref.mish, ref.mish_backward,
           wide=("forward", "backward"), narrow=("forward", "backward"),

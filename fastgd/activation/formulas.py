@@ -410,13 +410,38 @@ def log1p_unit(e):
 
 
 @scalar
+def div_by(a, b):
+    """a/b for a parameter b, rounded about once and the same in every lane: a·(1/b) with
+    1/b taken in W as hi + lo parts of the working type. (With ``arcp`` LLVM made a/b two
+    roundings, a·(1/b), in vector loops and left it a division elsewhere: an element's
+    last bit depended on its position in the array.)"""
+    r = W(1) / W(b)
+    r_hi = F(r)
+    return fma(a, r_hi, a * F(r - W(r_hi)))
+
+
+@scalar
+def scaled_input(x, beta):
+    """(z, z_lo) = beta·x as a rounded product and its exact remainder (0 where the product
+    is out of range: not inf - inf)."""
+    z = beta * x
+    return z, fma(beta, x, -z) if abs(z) < F(BIG) else F(0)
+
+
+@scalar
+def above(z, z_lo, threshold):
+    """The exact z + z_lo > threshold: only a z that rounded onto the threshold needs z_lo
+    (softplus's branch is that of the exact beta·x, as float64 math has it)."""
+    return z > threshold or (z == threshold and z_lo > F(0))
+
+
+@scalar
 def softplus_(x, beta, threshold):
     """(max(z, 0) + log1p(e))/beta, z = beta·x, e = exp(-|z|) (x itself for max(z, 0)/beta);
     x above the threshold. The rounding of z (z_lo, by fma) is put back into e, which
     amplifies it by |z| in the left tail; below -SHIFT the result is e^z/beta, scaled so
     that it keeps its digits where e^z is subnormal in float32."""
-    z = beta * x
-    z_lo = fma(beta, x, -z) if abs(z) < F(BIG) else F(0)  # not inf - inf
+    z, z_lo = scaled_input(x, beta)
     deep = z < F(-SHIFT)
     e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else -abs(z))  # one exp for both cases
     e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
@@ -424,9 +449,9 @@ def softplus_(x, beta, threshold):
     # the deep tail's product only in lanes near it (z < -SHIFT/2): elsewhere e·e^-SHIFT is
     # subnormal, and x86 takes a slow assist for a vector instruction with a subnormal result
     # in any lane
-    tail = times_const(e / beta if z < F(-0.5 * SHIFT) else F(0), EXP_NEG_SHIFT)
-    y = tail if deep else base + log1p_unit(e) / beta
-    return x if z > threshold else y
+    tail = times_const(div_by(e, beta) if z < F(-0.5 * SHIFT) else F(0), EXP_NEG_SHIFT)
+    y = tail if deep else base + div_by(log1p_unit(e), beta)
+    return x if above(z, z_lo, threshold) else y
 
 
 def softplus(x, beta, threshold):
@@ -434,8 +459,12 @@ def softplus(x, beta, threshold):
 
 
 def softplus_backward(dy, x, beta, threshold):
-    z = beta * x
-    return dy if z > threshold else dy * sigmoid(z)
+    """sigmoid(beta·x), with the rounding of beta·x put back to first order:
+    σ(z + z_lo) = σ(z) + σ(z)·σ(-z)·z_lo (in the left tail |z| amplifies it)."""
+    z, z_lo = scaled_input(x, beta)
+    s = sigmoid(z)
+    s = fma(s * (F(1) - s), z_lo, s)
+    return dy if above(z, z_lo, threshold) else dy * s
 
 
 def mish(x):
@@ -576,11 +605,11 @@ def log_softmax_row(x, y):
     and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
     so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t's terms
     are taken times ``TERM_SCALE`` (those subnormal in the working type kept few digits, and
-    a thousand of them made y_max 3.7 % off in float32), and summed in blocks of ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at
-    W's vector width), the blocks in W: accurate where the block loop vectorizes into
-    partial sums, so it only reads x (a store into y, which may be x, kept it scalar: 6.7
-    ULP in place). Lines along another axis, whose loops do not vectorize, compute in
-    float64 (``wide_lines``)."""
+    a thousand of them made y_max 3.7 % off in float32), and summed in blocks of
+    ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at W's vector width), the
+    blocks in W: accurate where the block loop vectorizes into partial sums, so it only
+    reads x (a store into y, which may be x, kept it scalar: 6.7 ULP in place). Lines along
+    another axis, whose loops do not vectorize, compute in float64 (``wide_lines``)."""
     m = row_max(x)
     t = W(0)
     k = W(0)

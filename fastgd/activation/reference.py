@@ -7,6 +7,7 @@ Limits at ±inf are taken with ``np.where`` after the arithmetic, under ``np.err
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -215,13 +216,22 @@ def gelu_tanh_backward(dy, x):
 def softplus(x, beta, threshold):
     z = beta * x
     stable = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z), no overflow
-    return np.where(z > threshold, x, stable / beta).astype(x.dtype)
+    return np.where(_above(z, x, beta, threshold), x, stable / beta).astype(x.dtype)
 
 
 @_quiet
 def softplus_backward(dy, x, beta, threshold):
     z = beta * x
-    return np.where(z > threshold, dy, dy * _sigmoid(z)).astype(x.dtype)
+    return np.where(_above(z, x, beta, threshold), dy, dy * _sigmoid(z)).astype(x.dtype)
+
+
+def _above(z, x, beta, threshold):
+    """Whether the exact beta·x exceeds the threshold; z = beta·x rounded decides it except
+    where it rounded onto the threshold, which exact rational arithmetic decides."""
+    out = np.asarray(z > threshold)
+    for i in np.flatnonzero(z == threshold):
+        out.flat[i] = Fraction(beta) * Fraction(float(x.flat[i])) > Fraction(threshold)
+    return out
 
 
 @_quiet

@@ -17,6 +17,16 @@ from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.backends import resolve, to_device
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _fits_float32(values: dict, op: str) -> None:
+    """Parameters that float32 data are computed with must be float32 numbers: alpha=1e39
+    became inf, and elu of 0 NaN (torch refuses such a value too)."""
+    for name, v in values.items():
+        if abs(v) > _FLOAT32_MAX:
+            raise ValueError(f"{op} {name}={v} overflows float32, the dtype of the data")
+
 
 class Activation:
     """One elementwise activation: ``forward(x)`` and ``backward(dy, x)``.
@@ -136,6 +146,8 @@ class Activation:
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
         written) or a new array; returns it."""
+        if dtype == np.float32 and scalars:
+            _fits_float32(dict(zip(self.params, scalars)), self.name)
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
             compute = self._compute(dtype, direction, be, scalars)
@@ -341,6 +353,8 @@ class PReLU(Activation):
         if not _arrays.is_number(weight):
             return _arrays.as_array(weight)
         dtype = _arrays.dtype_of(x)
+        if dtype == np.float32:
+            _fits_float32({"weight": float(weight)}, "prelu")
         slope = np.array(weight, dtype if dtype in _arrays.FLOAT_DTYPES else np.float64)
         return to_device(slope) if _arrays.is_device_array(x) else slope
 
