@@ -36,6 +36,9 @@ def pytest_addoption(parser):
                     help="small sizes only (2^10, 2^16, 2^20), fewer bandwidth-probe repeats")
     group.addoption("--fastgd-report", default="",
                     help="report folder (default reports/<machine>-<date>); 'none': no report")
+    group.addoption("--fastgd-deadline", default="0", type=float,
+                    help="seconds after the start past which the remaining benchmarks are "
+                         "skipped, so the results so far are saved and reported (0: none)")
 
 
 def _list(config, name) -> list[str]:
@@ -145,6 +148,14 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_runtest_setup(item):
+    """Past ``--fastgd-deadline`` every remaining benchmark is skipped: the session then ends
+    as usual, so pytest-benchmark saves what ran and the report is written from it."""
+    deadline = item.config.getoption("--fastgd-deadline")
+    if deadline > 0 and time.time() - item.config._fastgd_start > deadline:
+        pytest.skip(f"past --fastgd-deadline={deadline:g} s")
 
 
 def _params(items) -> list[dict]:

@@ -162,3 +162,23 @@ def test_info_without_probe(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGD_KERNEL_CACHE", "0")
     cli.main(["info", "--no-probe"])
     assert "kernel cache: off" in capsys.readouterr().out
+
+
+def test_the_deadline_skips_what_is_left():
+    """``--fastgd-deadline``: past it every remaining benchmark is skipped, so a sweep cut
+    short (a GPU machine lent for minutes) still ends as usual: its results saved, its
+    report written. A ``timeout`` kill saved nothing."""
+    import importlib
+    import time
+    from types import SimpleNamespace
+
+    conftest = importlib.import_module("benchmarks.conftest")
+    config = SimpleNamespace(_fastgd_start=time.time() - 10, getoption=lambda name: 5.0)
+    item = SimpleNamespace(config=config)
+    with pytest.raises(pytest.skip.Exception, match="past --fastgd-deadline=5 s"):
+        conftest.pytest_runtest_setup(item)
+    config._fastgd_start = time.time()
+    conftest.pytest_runtest_setup(item)  # before it: runs
+    config.getoption = lambda name: 0.0  # no deadline
+    config._fastgd_start = 0.0
+    conftest.pytest_runtest_setup(item)

@@ -11,15 +11,20 @@
 #   rows   softmax, log_softmax and cross-entropy rows with a block of threads per row against
 #          a thread per row (tools/perf_rows_cuda.py: the choice backends/cuda_rows made)
 #   bench  `pytest benchmarks` with the GPU columns (cuda, torch-cuda, cupy, cupy-kernel; sizes
-#          up to 2^28 on the GPU) and the report it writes, packed into report.tgz under $OUT
-#          (the tool brings back at most 8 files), with index.md beside it
+#          up to 2^28 on the GPU) and numba beside them (the CPU side of the crossover), the
+#          optimizers first, and the report it writes, packed into report.tgz under $OUT
+#          (the tool brings back at most 8 files), with index.md beside it. The sweep stops
+#          at --fastgd-deadline (300 s), so what ran is saved and reported even when the
+#          whole of it does not fit; `timeout` (SIGINT, so pytest still saves) backs it up
 #
 # With no stage it runs all three (about 9.5 minutes: only for a session with the time).
 # Unpack the report here with `tar xzf report.tgz -C reports/`, check it, commit it.
-# BENCH_ARGS adds pytest options to the bench stage (e.g. "--fastgd-ops=relu,gelu,adam").
+# BENCH_ARGS replaces the bench stage's pytest options (default: the backends above), e.g.
+# "--fastgd-ops=relu,gelu,adam" for every backend and peer.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+# numba-cuda warns at every launch of under 128 blocks (every small n): noise in the logs
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
 out=${OUT:-/tmp/fastgd-gpu}
 mkdir -p "$out"
 stages=${*:-tests rows bench}
@@ -46,7 +51,10 @@ for stage in $stages; do
       echo "== pytest benchmarks (the report goes to a new folder under reports/)"
       start=$(mktemp)
       # shellcheck disable=SC2086
-      timeout 330 python3 -m pytest benchmarks -q -p no:cacheprovider ${BENCH_ARGS:-} \
+      timeout -s INT -k 20 330 python3 -m pytest benchmarks/test_bandwidth.py \
+        benchmarks/test_optimizers.py benchmarks/test_activations.py -q -p no:cacheprovider \
+        --fastgd-deadline=300 \
+        ${BENCH_ARGS:---fastgd-backends=numba,cuda,torch-cuda,cupy,cupy-kernel} \
         > "$out/bench.log" 2>&1
       echo "rc=$?"; tail -25 "$out/bench.log"
       folder=$(find reports -mindepth 1 -maxdepth 1 -type d -newer "$start" | head -1)

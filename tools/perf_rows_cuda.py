@@ -41,7 +41,8 @@ def cases(x, dy, y, labels):
         "softmax fwd": (8, lambda: fastgd.softmax(x)),
         "softmax bwd(y)": (12, lambda: fastgd.softmax_backward(dy, y=y)),
         "log_softmax fwd": (8, lambda: fastgd.log_softmax(x)),
-        "cross_entropy": (8, lambda: ce.value_and_grad(x, labels)[1]),
+        # check=False: the label check (a copy to the host, min and max) would dominate
+        "cross_entropy": (8, lambda: ce.value_and_grad(x, labels, check=False)[1]),
     }
 
 

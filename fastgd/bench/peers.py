@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 CPU_PEERS = ("torch",)
 GPU_PEERS = ("torch-cuda", "cupy", "cupy-kernel")
 
@@ -161,6 +163,14 @@ def torch_tensor(a, device: str):
     """A torch tensor of NumPy array ``a``: shared memory on the CPU, a copy on the GPU."""
     t = torch().from_numpy(a)
     return t.cuda() if device == "gpu" else t
+
+
+def torch_empty(shape, dtype, device: str):
+    """An uninitialized output tensor on the device itself (a NumPy array copied there moved
+    1 GiB per case at 2^28)."""
+    t = torch()
+    return t.empty(shape, dtype=getattr(t, str(np.dtype(dtype))),
+                   device="cuda" if device == "gpu" else "cpu")
 
 
 def torch_to_host(t):
