@@ -205,6 +205,8 @@ def pytest_sessionfinish(session, exitstatus):
         index = report_writer.write([source], where or None)
     except report_writer.ReportError as e:
         config._fastgd_said = f"fastgd: no report written: {e} (the results: {source})"
+        if session.exitstatus == pytest.ExitCode.OK:  # a sweep without its report failed
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
     config._fastgd_said = f"fastgd report: {index}"
 

@@ -182,3 +182,30 @@ def test_the_deadline_skips_what_is_left():
     config.getoption = lambda name: 0.0  # no deadline
     config._fastgd_start = 0.0
     conftest.pytest_runtest_setup(item)
+
+
+def test_a_sweep_whose_report_cannot_be_written_fails(monkeypatch, tmp_path):
+    """`fastgd bench` exited 0 after 'no report written' (its --out passed the permission
+    check as root and failed at the end); the session now fails, and --out is probed by
+    writing into it before the sweep."""
+    import importlib
+    from types import SimpleNamespace
+
+    from fastgd.bench import report
+
+    conftest = importlib.import_module("benchmarks.conftest")
+
+    def refuse(sources, out):
+        raise report.ReportError("cannot write the report into /proc/x")
+
+    monkeypatch.setattr(conftest.report_writer, "write", refuse)
+    config = SimpleNamespace(getoption=lambda name: "", _fastgd_json={"benchmarks": []})
+    monkeypatch.setattr(conftest, "_saved_json", lambda config: None)
+    session = SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK)
+    conftest.pytest_sessionfinish(session, 0)
+    assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
+    assert config._fastgd_said.startswith("fastgd: no report written")
+    with pytest.raises(report.ReportError, match="cannot write there"):
+        report.check_out("/proc/fastgd-report")
+    report.check_out(tmp_path / "a" / "b")  # can be made: made, probed, removed again
+    assert not (tmp_path / "a").exists()

@@ -767,3 +767,17 @@ def test_the_reference_rounds_scalars_as_torch(name, options, dtype):
             opt.step({"w": g})
         results.append(p["w"])
     np.testing.assert_array_equal(results[1], results[0])
+
+
+def test_a_setting_the_optimizer_does_not_have_is_refused():
+    """``opt.momentum = 0.9`` on Adam, ``opt.betas`` on SGD, a typo such as
+    ``opt.learning_rate``: they were stored and did nothing."""
+    adam = fastgd.Adam([np.ones(3)], lr=1e-3, backend="numpy")
+    sgd = fastgd.SGD([np.ones(3)], lr=0.1, momentum=0.9, backend="numpy")
+    for opt, name, value in ((adam, "momentum", 0.9), (adam, "learning_rate", 0.5),
+                             (sgd, "betas", (0.9, 0.99))):
+        with pytest.raises(AttributeError, match=f"has no setting '{name}'.* it has .*lr"):
+            setattr(opt, name, value)
+        assert name not in vars(opt)
+    adam.betas, adam.lr, sgd.momentum = (0.8, 0.9), 0.01, 0.5  # its own: still taken
+    assert adam.betas == (0.8, 0.9) and adam.lr == 0.01 and sgd.momentum == 0.5

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -593,12 +593,25 @@ def write(sources, out=None) -> Path:
 
 
 def check_out(out) -> None:
-    """``ReportError`` unless a report can go into folder ``out`` (checked before a sweep)."""
+    """``ReportError`` unless a report can go into folder ``out`` (checked before a sweep):
+    the folder is made and a file written in it, then what the check made is removed
+    (permission bits alone pass for root: /proc/x was found only after the sweep)."""
     out = Path(out)
     for path in (out, *out.parents):
         if path.exists():
             if not path.is_dir():
                 raise ReportError(f"--out {out}: {path} exists and is not a folder")
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise ReportError(f"--out {out}: {path} is not writable")
-            return
+            break
+    made = []
+    try:
+        for path in reversed((out, *out.parents)):
+            if not path.exists():
+                path.mkdir()
+                made.append(path)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ReportError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    finally:
+        for path in reversed(made):
+            path.rmdir()

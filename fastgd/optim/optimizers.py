@@ -130,13 +130,23 @@ class Optimizer:
         self.skip_nonfinite = skip_nonfinite
         self._setup_params(params, backend)
         self._build(*self._variant())
+        self._built = True  # from here on, a name the optimizer does not have is refused
 
     def __setattr__(self, name, value):
-        """Hyperparameters are checked (:data:`_CHECKS`) whenever they are set. After
-        construction a change that would choose another rule or state (SGD's momentum from
+        """Hyperparameters are checked (:data:`_CHECKS`) whenever they are set, and after
+        construction a name the optimizer does not have is refused (``opt.momentum`` on Adam,
+        ``opt.learning_rate``: they were kept and did nothing). A change that would choose another rule or state (SGD's momentum from
         0.9 to 0, RMSprop's ``centered``, Adam's ``amsgrad``) is refused: the kernel and the
         state arrays were made for the first choice."""
-        check = None if name[0] == "_" else _CHECKS.get(name)  # private state: the hot path
+        if name[0] == "_":  # private state: the hot path
+            object.__setattr__(self, name, value)
+            return
+        if ("_built" in self.__dict__ and name not in self.__dict__
+                and not hasattr(type(self), name)):
+            settings = sorted({"lr", *(k for k in self.__dict__ if k in _CHECKS)})
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r} (a typo, or "
+                                 f"another optimizer's?); it has {', '.join(settings)}")
+        check = _CHECKS.get(name)
         if check is None:
             object.__setattr__(self, name, value)
             return
