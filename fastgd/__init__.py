@@ -66,7 +66,25 @@ def _expose(act):
         f"and the forward input x" + (" or its output y=." if act.takes_output else ".")
         + (" Returns (dx, dweight)." if weight else "")
     )
+    forward.__signature__ = _signature(["x"], act, takes_y=False)
+    backward.__signature__ = _signature(["dy", "x"], act, takes_y=act.takes_output)
     return forward, backward
+
+
+def _signature(arrays, act, takes_y):
+    """What ``help()`` and editors show: the real parameters, not ``(*args, **kwargs)``."""
+    from inspect import Parameter as P
+    from inspect import Signature
+
+    params = [P(a, P.POSITIONAL_OR_KEYWORD) for a in arrays]
+    if takes_y:  # x or y=
+        params[-1] = P("x", P.POSITIONAL_OR_KEYWORD, default=None)
+    if act.name == "prelu":
+        params.append(P("weight", P.POSITIONAL_OR_KEYWORD))
+    params += [P(k, P.POSITIONAL_OR_KEYWORD, default=v) for k, v in act.params.items()]
+    params += [P(k, P.KEYWORD_ONLY, default=None) for k in (["y"] if takes_y else [])
+               + ["out", "backend"]]
+    return Signature(params)
 
 
 for _act in activations.values():

@@ -11,6 +11,7 @@ learning-dynamics study, write its report).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
@@ -84,7 +85,7 @@ def _kernel_cache_line() -> str:
     from fastgd.backends import kernel_cache
 
     if not kernel_cache.enabled():
-        return "off (FASTGD_KERNEL_CACHE=0)"
+        return f"off (FASTGD_KERNEL_CACHE={os.environ.get('FASTGD_KERNEL_CACHE', '')})"
     folder = kernel_cache.folder()
     if folder.is_dir() and not kernel_cache.writable():
         return f"{folder} (not writable: kernels are compiled in each process)"
@@ -211,7 +212,9 @@ def cmd_study(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fastgd", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="fastgd", description=__doc__.split("\n\n")[0].replace(
+        "``", ""), epilog="examples:\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="versions, threads, CPU, GPU, measured bandwidth")
@@ -221,7 +224,8 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run the benchmarks (pytest benchmarks), then report")
     bench.add_argument("--quick", action="store_true",
                        help="sizes 2^10, 2^16, 2^20 and short timings (about 2 minutes)")
-    bench.add_argument("--ops", help="comma list of ops, e.g. gelu,adam (default all)")
+    bench.add_argument("--ops", help="comma list of ops, e.g. gelu,adam (default all; an "
+                       "unknown name lists the known ones)")
     bench.add_argument("--backends",
                        help="comma list of backends and peers, e.g. numba,cuda,torch")
     bench.add_argument("--sizes", help="e.g. 2^16..2^26, 2^16..2^26:2 or 1024,2^20 (up to "

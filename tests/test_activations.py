@@ -307,9 +307,10 @@ def test_backward_from_output(name, params, backend, dtype):
 @pytest.mark.parametrize(
     ("call", "match"),
     [
-        (lambda a: fastgd.gelu_backward(a, y=a), "not a function of its output"),
-        (lambda a: fastgd.silu_backward(a, y=a), "not a function of its output"),
-        (lambda a: fastgd.sigmoid_backward(a, a, y=a), "needs the forward input x or"),
+        (lambda a: fastgd.gelu_backward(a, y=a), "has no backward from the output"),
+        (lambda a: fastgd.silu_backward(a, y=a), "has no backward from the output"),
+        (lambda a: fastgd.sigmoid_backward(a, a, y=a), "x or its output y=, not both"),
+        (lambda a: fastgd.prelu(a, np.ones(2, a.dtype)), r"expected 1 \(x is 1-d"),
         (lambda a: fastgd.tanh_backward(a), "needs the forward input x or"),
         (lambda a: fastgd.leaky_relu_backward(a, y=a, negative_slope=-0.1), "negative_slope >= 0"),
         (lambda a: fastgd.elu_backward(a, y=a, alpha=-1.0), "alpha >= 0"),
@@ -815,3 +816,15 @@ def test_parameters_that_overflow_float32_are_refused():
             call()
     wide = x.astype(np.float64)
     np.testing.assert_allclose(fastgd.elu(wide, alpha=1e39), np.expm1(wide) * 1e39, rtol=1e-12)
+
+
+def test_module_functions_show_their_parameters():
+    """help(fastgd.gelu) showed (x, *args, **kwargs)."""
+    import inspect
+
+    assert str(inspect.signature(fastgd.softplus)) == (
+        "(x, beta=1.0, threshold=20.0, *, out=None, backend=None)")
+    assert str(inspect.signature(fastgd.sigmoid_backward)) == (
+        "(dy, x=None, *, y=None, out=None, backend=None)")
+    assert str(inspect.signature(fastgd.prelu_backward)) == (
+        "(dy, x, weight, *, out=None, backend=None)")

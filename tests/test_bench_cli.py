@@ -16,6 +16,12 @@ def test_report_writes_index(tmp_path, capsys):
     assert cli.main(["report", str(DATA / "bench_small.json"), "--out", str(tmp_path)]) == 0
     assert f"report written: {tmp_path / 'index.md'}" in capsys.readouterr().out
     assert (tmp_path / "throughput-relu.png").is_file()
+    # the folder stands alone: its JSON beside it (the source may be git-ignored .benchmarks/)
+    assert (tmp_path / "benchmarks.json").read_bytes() == (DATA / "bench_small.json").read_bytes()
+    index = tmp_path / "index.md"
+    assert "Source: `benchmarks.json` (beside this page; from" in index.read_text()
+    assert cli.main(["report", str(tmp_path / "benchmarks.json"), "--out", str(tmp_path)]) == 0
+    assert "Source: `benchmarks.json` (beside this page)\n" in index.read_text()
 
 
 @pytest.mark.parametrize("content, message", [

@@ -781,3 +781,11 @@ def test_a_setting_the_optimizer_does_not_have_is_refused():
         assert name not in vars(opt)
     adam.betas, adam.lr, sgd.momentum = (0.8, 0.9), 0.01, 0.5  # its own: still taken
     assert adam.betas == (0.8, 0.9) and adam.lr == 0.01 and sgd.momentum == 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_grad_norm_takes_one_array_as_torch_takes_one_tensor(backend):
+    """It iterated over the array's rows ('grads[0] is not an array: float64')."""
+    g = np.full((2, 2), 3.0)
+    assert fastgd.clip_grad_norm(g, 1.0, backend=backend) == pytest.approx(6.0)
+    np.testing.assert_allclose(g, 3.0 / (6.0 + 1e-6))

@@ -412,12 +412,12 @@ def log1p_unit(e):
 @scalar
 def div_by(a, b):
     """a/b for a parameter b, rounded about once and the same in every lane: a·(1/b) with
-    1/b taken in W as hi + lo parts of the working type. (With ``arcp`` LLVM made a/b two
-    roundings, a·(1/b), in vector loops and left it a division elsewhere: an element's
-    last bit depended on its position in the array.)"""
-    r = W(1) / W(b)
-    r_hi = F(r)
-    return fma(a, r_hi, a * F(r - W(r_hi)))
+    1/b as r + r·(1 - r·b), the reciprocal's error from an exact fma, all in the working type
+    (no float64 in a float32 GPU kernel). (With ``arcp`` LLVM made a/b two roundings,
+    a·(1/b), in vector loops and left it a division elsewhere: an element's last bit
+    depended on its position in the array.)"""
+    r = F(1) / b
+    return fma(a, r, a * (r * fma(-r, b, F(1))))
 
 
 @scalar

@@ -137,8 +137,8 @@ class Activation:
     def _from_output(self, values):
         """The direction name of the backward from y, once ``values`` allow it."""
         if "backward_from_output" not in self.math:
-            raise ValueError(f"{self.name}_backward needs the forward input x: its derivative "
-                             "is not a function of its output y=")
+            raise ValueError(f"{self.name}_backward needs the forward input x (it has no "
+                             "backward from the output y=)")
         if self._output_check:
             self._output_check(values)
         return "backward_from_output"
@@ -185,8 +185,11 @@ class Activation:
 
 def _saved(name, x, y):
     """``("x", x)`` or ``("y", y)``: what a backward was given, exactly one of the two."""
-    if (x is None) == (y is None):
+    if x is None and y is None:
         raise ValueError(f"{name}_backward needs the forward input x or its output y=")
+    if x is not None and y is not None:
+        raise ValueError(f"{name}_backward takes the forward input x or its output y=, not "
+                         f"both")
     return ("x", x) if y is None else ("y", y)
 
 
@@ -337,9 +340,9 @@ class PReLU(Activation):
         channels = shape[1] if len(shape) >= 2 else 1
         size = _arrays.size_of(weight)
         if size not in (1, channels):
-            raise ValueError(
-                f"prelu weight has {size} elements; expected 1 or {channels} (x.shape[1])"
-            )
+            where = f"1 or {channels} (x.shape[1])" if len(shape) >= 2 else (
+                f"1 (x is {len(shape)}-d: no channel axis)")
+            raise ValueError(f"prelu weight has {size} elements; expected {where}")
         if len(shape) < 2:
             return shape, (1, _arrays.size_of(x))
         rows = shape[0] * channels

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -457,8 +458,22 @@ def _plots(run_list: list[Run], out: Path, prefix: str) -> list[str]:
             for op in ops]
 
 
+def _keep_source(run: Run, out: Path) -> str:
+    """The run's JSON as ``benchmarks.json`` beside the report, so the folder stands alone
+    (pytest-benchmark saves under the git-ignored .benchmarks/); the Source line."""
+    kept = out / "benchmarks.json"
+    source = Path(run.source)
+    if source.is_file() and source.resolve() == kept.resolve():
+        return "`benchmarks.json` (beside this page)"
+    if source.is_file():
+        shutil.copyfile(source, kept)
+    else:
+        kept.write_text(json.dumps(run.data, indent=4))
+    return f"`benchmarks.json` (beside this page; from `{run.source}`)"
+
+
 def write_single(run: Run, out: Path) -> Path:
-    parts = [f"# fastgd benchmarks: {run.label}", f"Source: `{run.source}`",
+    parts = [f"# fastgd benchmarks: {run.label}", f"Source: {_keep_source(run, out)}",
              _machine_section([run]), _bandwidth_section([run])]
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "

@@ -78,11 +78,14 @@ def max_norm_value(name: str, value) -> float:
 
 
 def _flat_grads(grads, backend):
-    """(backend, list of flat grads) for a list/dict of arrays or a ParamBuffer."""
+    """(backend, list of flat grads) for a list/dict of arrays, one array (as torch takes one
+    tensor) or a ParamBuffer."""
     from fastgd.optim.buffer import ParamBuffer
 
     if isinstance(grads, ParamBuffer):
         return grads.backend, [grads.flat_grads]
+    if isinstance(grads, np.ndarray) or _arrays.is_device_array(grads):
+        grads = [grads]  # a list of its rows would be copies: nothing clipped in place
     arrays = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if not arrays:
         return resolve(backend), []
@@ -105,9 +108,9 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
     """Scale gradients in place so their global L2 norm is at most ``max_norm``, as
     ``torch.nn.utils.clip_grad_norm_``: ``coef = min(max_norm/(total + 1e-6), 1)``.
 
-    ``grads``: a list or dict of arrays, or a ParamBuffer (its gradient buffer). Returns the
-    total norm before clipping, a float (inf or NaN if a gradient is not finite; the
-    gradients are then multiplied by NaN or 0 as PyTorch does). As in PyTorch,
+    ``grads``: a list or dict of arrays, one array, or a ParamBuffer (its gradient buffer).
+    Returns the total norm before clipping, a float (inf or NaN if a gradient is not finite;
+    the gradients are then multiplied by NaN or 0 as PyTorch does). As in PyTorch,
     ``max_norm=inf`` only measures the norm, ``max_norm=0`` zeroes the gradients, and no
     gradients have norm 0.
     """

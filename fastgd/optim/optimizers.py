@@ -135,9 +135,10 @@ class Optimizer:
     def __setattr__(self, name, value):
         """Hyperparameters are checked (:data:`_CHECKS`) whenever they are set, and after
         construction a name the optimizer does not have is refused (``opt.momentum`` on Adam,
-        ``opt.learning_rate``: they were kept and did nothing). A change that would choose another rule or state (SGD's momentum from
-        0.9 to 0, RMSprop's ``centered``, Adam's ``amsgrad``) is refused: the kernel and the
-        state arrays were made for the first choice."""
+        ``opt.learning_rate``: they were kept and did nothing). A change that would choose
+        another rule or state (SGD's momentum from 0.9 to 0, RMSprop's ``centered``, Adam's
+        ``amsgrad``) is refused: the kernel and the state arrays were made for the first
+        choice."""
         if name[0] == "_":  # private state: the hot path
             object.__setattr__(self, name, value)
             return
