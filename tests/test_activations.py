@@ -731,7 +731,7 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.log_softmax_backward(x, y=x, axis="last"), "axis must be an int"),
         (lambda x: fastgd.prelu(x, np.ones(3)), "prelu weight has 3"),
         (lambda x: fastgd.softmax_backward(x), "needs the forward input"),
-        (lambda x: fastgd.softmax_backward(x, x, y=x), "needs the forward input"),
+        (lambda x: fastgd.softmax_backward(x, x, y=x), "not both"),
     ],
 )
 def test_invalid_parameters_raise_value_error(call, match):
@@ -828,3 +828,20 @@ def test_module_functions_show_their_parameters():
         "(dy, x=None, *, y=None, out=None, backend=None)")
     assert str(inspect.signature(fastgd.prelu_backward)) == (
         "(dy, x, weight, *, out=None, backend=None)")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_small_corners_of_the_rectifiers_and_rows(backend):
+    """A slope of 0 at x = -inf gives the limit 0 (0·inf was NaN, as it is in torch); a list
+    of prelu slopes takes x's dtype (float64 beside float32 x was a mixed dtype); a 0-d
+    softmax takes axis 0 or -1 only, as torch (any axis was accepted)."""
+    x = np.array([-np.inf, -1.0, np.nan, 2.0], np.float32)
+    np.testing.assert_array_equal(fastgd.leaky_relu(x, negative_slope=0.0, backend=backend),
+                                  [0, 0, np.nan, 2])
+    rows = np.array([[-np.inf, -4.0], [-2.0, 3.0]], np.float32)
+    got = fastgd.prelu(rows, [0.0, 0.5], backend=backend)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, [[0, -2], [0, 3]])
+    with pytest.raises(ValueError, match="axis 3 is out of range for an array of 0"):
+        fastgd.softmax(np.float32(1.0), axis=3, backend=backend)
+    assert fastgd.log_softmax(np.float32(1.0), axis=-1, backend=backend) == 0

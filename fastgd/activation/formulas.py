@@ -235,7 +235,8 @@ def relu_backward_from_output(dy, y):
 
 @scalar
 def leaky_relu(x, negative_slope):
-    return if_positive(x, x, negative_slope * x)
+    """x, or negative_slope·x: 0 at x = -inf for a slope of 0 (its limit; 0·inf is NaN)."""
+    return if_positive(x, x, negative_slope * x if negative_slope != F(0) else F(0))
 
 
 @scalar

@@ -108,7 +108,7 @@ def relu_backward_from_output(dy, y):
 
 @_quiet
 def leaky_relu(x, negative_slope):
-    return _pos(x, x, negative_slope * x)
+    return _pos(x, x, negative_slope * x if negative_slope else 0)
 
 
 @_quiet
@@ -130,7 +130,8 @@ def _channel_weight(weight, x):
 
 @_quiet
 def prelu(x, weight):
-    return _pos(x, x, _channel_weight(weight, x) * x)
+    w = _channel_weight(weight, x)
+    return _pos(x, x, np.where(w == 0, 0, w * x))  # a slope of 0 at -inf: 0, its limit
 
 
 @_quiet

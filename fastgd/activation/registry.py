@@ -350,15 +350,16 @@ class PReLU(Activation):
 
     @staticmethod
     def _weight(weight, x):
-        """``weight`` as an array; a number as one slope of x's dtype, on the GPU (the current
-        device) for device x (as a float64 array it was refused beside float32 x as a mixed
-        dtype)."""
-        if not _arrays.is_number(weight):
+        """``weight`` as an array; a number (or a list of them) as slopes of x's dtype, on the
+        GPU (the current device) for device x (as a float64 array it was refused beside
+        float32 x as a mixed dtype)."""
+        if not (_arrays.is_number(weight) or isinstance(weight, (list, tuple))):
             return _arrays.as_array(weight)
         dtype = _arrays.dtype_of(x)
+        values = np.asarray(weight, np.float64)
         if dtype == np.float32:
-            _fits_float32({"weight": float(weight)}, "prelu")
-        slope = np.array(weight, dtype if dtype in _arrays.FLOAT_DTYPES else np.float64)
+            _fits_float32({"weight": float(np.max(np.abs(values), initial=0))}, "prelu")
+        slope = values.astype(dtype if dtype in _arrays.FLOAT_DTYPES else np.float64)
         return to_device(slope) if _arrays.is_device_array(x) else slope
 
     def forward(self, x, weight, *, out=None, backend=None):
@@ -404,9 +405,9 @@ class PReLU(Activation):
 
 
 def _normalize_axis(axis, ndim):
-    if ndim == 0:
+    if ndim == 0 and axis in (-1, 0):  # a 0-d array is one row of one element, as in torch
         return 0
-    if not -ndim <= axis < ndim:
+    if not -max(ndim, 1) <= axis < max(ndim, 1):
         raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimension(s)")
     return axis % ndim
 
