@@ -104,6 +104,11 @@ class Activation:
         return tuple([float(v) for v in self.params.values()])
 
     def _compute(self, dtype, direction, be=None, scalars=()):
+        """The dtype the math runs in (float64 for float32 data where a tail needs it). Run
+        once per kernel plan and per NumPy call: the parameters' float32 range is checked
+        here, off the hot path of a call whose plan is known."""
+        if dtype == np.float32 and scalars:
+            _fits_float32(dict(zip(self.params, scalars)), self.name)
         if direction not in self.wide:
             return dtype
         exact = all(float(dtype.type(s)) == s for s in scalars)  # e.g. softplus beta=0.3
@@ -146,8 +151,6 @@ class Activation:
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
         written) or a new array; returns it."""
-        if dtype == np.float32 and scalars:
-            _fits_float32(dict(zip(self.params, scalars)), self.name)
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
             compute = self._compute(dtype, direction, be, scalars)
