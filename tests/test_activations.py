@@ -836,8 +836,11 @@ def test_small_corners_of_the_rectifiers_and_rows(backend):
     of prelu slopes takes x's dtype (float64 beside float32 x was a mixed dtype); a 0-d
     softmax takes axis 0 or -1 only, as torch (any axis was accepted)."""
     x = np.array([-np.inf, -1.0, np.nan, 2.0], np.float32)
-    np.testing.assert_array_equal(fastgd.leaky_relu(x, negative_slope=0.0, backend=backend),
-                                  [0, 0, np.nan, 2])
+    got = fastgd.leaky_relu(x, negative_slope=0.0, backend=backend)
+    np.testing.assert_array_equal(got, [0, 0, np.nan, 2])
+    assert np.signbit(got[:2]).all()  # -0, as 0·x for x < 0 (and torch's)
+    tiny = fastgd.leaky_relu(x, negative_slope=1e-46, backend=backend)  # 0 in float32
+    np.testing.assert_array_equal(tiny, [0, 0, np.nan, 2])
     rows = np.array([[-np.inf, -4.0], [-2.0, 3.0]], np.float32)
     got = fastgd.prelu(rows, [0.0, 0.5], backend=backend)
     assert got.dtype == np.float32
@@ -845,3 +848,45 @@ def test_small_corners_of_the_rectifiers_and_rows(backend):
     with pytest.raises(ValueError, match="axis 3 is out of range for an array of 0"):
         fastgd.softmax(np.float32(1.0), axis=3, backend=backend)
     assert fastgd.log_softmax(np.float32(1.0), axis=-1, backend=backend) == 0
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_softplus_with_a_beta_whose_reciprocal_overflows(backend):
+    """beta = 2^-128 is a float32 subnormal: 1/beta is inf in float32, and the division
+    a·(1/b) gave NaN (now computed in float64); the NumPy backend's cast of a result past
+    float32's range warned."""
+    import warnings
+
+    x = np.array([-1.0, 0.0, 1.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for beta, want in ((2.0**-128, math.log(2) * 2.0**128), (2.0**-130, math.inf)):
+            got = fastgd.softplus(x, beta=beta, backend=backend)
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+            np.testing.assert_allclose(fastgd.softplus_backward(x, x, beta=beta,
+                                                                backend=backend),
+                                       x * 0.5, rtol=1e-6)
+
+
+def test_softplus_threshold_ties_are_decided_exactly_and_fast():
+    """The NumPy backend decided beta·x == threshold ties with Fractions, one element at a
+    time (5.5 s for a million ties); now with the product's exact rounding error."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(8)
+    beta = 3.0
+    x = np.nextafter(1 / 3, rng.choice([0.0, 1.0], 4000)) * rng.choice([1.0, 2.0], 4000)
+    z = beta * x
+    ties = z == np.round(z)
+    assert ties.sum() > 1000
+    for threshold in (1.0, 2.0):
+        got = fastgd.softplus(x, beta=beta, threshold=threshold, backend="numpy")
+        want_linear = [Fraction(beta) * Fraction(v) > threshold for v in x]
+        np.testing.assert_array_equal(got == x, want_linear)
+
+
+@pytest.mark.parametrize("weight, dtype", [([True], "bool"), (["0.5"], "<U3"),
+                                           ([1 + 2j], "complex128")])
+def test_prelu_list_weights_of_no_number_are_named(weight, dtype):
+    with pytest.raises(TypeError, match=f"weight: {dtype}"):
+        fastgd.prelu(np.ones((2, 1), np.float32), weight)

@@ -447,3 +447,43 @@ def test_small_layer_settings_are_checked():
         nn.get_loss(nn.Loss("mse"), reduction="sum")
     with pytest.raises(TypeError, match="takes arrays, got the input as list"):
         nn.Linear(2, 1, backend="numba").forward([[1.0, 2.0]])
+
+
+def test_a_layer_of_the_users_own_may_change_the_width():
+    """Sequential's width check took an unknown layer for one that keeps the width."""
+    class Twice(nn.Layer):  # x -> [x, x]
+        def __init__(self):
+            super().__init__("numpy", np.float32, "twice")
+
+        def forward(self, x, train=True):
+            return np.concatenate([x, x], 1)
+
+        def backward(self, dy):
+            h = dy.shape[1] // 2
+            return dy[:, :h] + dy[:, h:]
+
+    s = nn.Sequential([nn.Linear(4, 8, backend="numpy", name="fc1"), Twice(),
+                       nn.Linear(16, 2, backend="numpy", name="fc2")])
+    assert s.forward(np.ones((3, 4), np.float32)).shape == (3, 2)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_probability_targets_for_cross_entropy(backend):
+    """The loss takes probabilities (soft labels); grad_norms refused them after its labels
+    were checked up front, and evaluate and train could not use them."""
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 4)).astype(np.float32)
+    labels = (x[:, 0] > 0.5).astype(np.int64)
+    soft = np.full((40, 2), 0.05, np.float32)
+    soft[np.arange(40), labels] = 0.95
+    model = nn.MLP([4, 8, 2], backend=backend)
+    assert set(nn.grad_norms(model, x, soft)) == {"fc1", "fc2"}
+    loss, acc = nn.evaluate(model, x, soft)
+    want = nn.cross_entropy(model.forward(x, train=False), soft)
+    assert loss == pytest.approx(want, rel=1e-6)
+    assert acc == nn.evaluate(model, x, labels)[1]  # the most likely class is the label
+    hist = nn.train(model, (x, soft), optimizer=fastgd.SGD(model.params, lr=0.5),
+                    mode="batch", epochs=3, progress=False)
+    assert hist.loss[-1] < hist.loss[0]
+    with pytest.raises(TypeError, match=r"integer labels or float32 probabilities \(40, 2\)"):
+        nn.grad_norms(model, x, labels.astype(np.float32))

@@ -750,7 +750,7 @@ def test_every_rule_equals_the_numpy_reference_bit_for_bit(name, dtype):
     ("Adam", dict(betas=(0.1, 0.34))), ("AdamW", dict(betas=(0.2, 0.995))),
     ("NAdam", dict(betas=(0.4, 0.34))), ("RAdam", dict(betas=(0.5 + 2**-30, 0.98))),
     ("Adamax", dict(betas=(0.2, 0.34))), ("RMSprop", dict(alpha=0.1, centered=True))])
-def test_the_reference_rounds_scalars_as_torch(name, options, dtype):
+def test_numba_equals_the_reference_where_torchs_scalar_rounding_matters(name, options, dtype):
     """Two host-side roundings where the NumPy reference and torch (and so the kernels)
     parted: √(1 − β2^t) as torch's ``**0.5``, which is not always ``math.sqrt``'s (Adam 25
     elements of 1000 differed with β2 = 0.34, float64), and a lerp weight ≥ 0.5 (β1 < 0.5,
@@ -789,3 +789,16 @@ def test_clip_grad_norm_takes_one_array_as_torch_takes_one_tensor(backend):
     g = np.full((2, 2), 3.0)
     assert fastgd.clip_grad_norm(g, 1.0, backend=backend) == pytest.approx(6.0)
     np.testing.assert_allclose(g, 3.0 / (6.0 + 1e-6))
+
+
+def test_a_subclass_may_add_attributes_of_its_own():
+    """The refusal of unknown settings is for fastgd's own optimizers: a subclass setting
+    self.tag after super().__init__ failed."""
+    class Tagged(fastgd.Adam):
+        def __init__(self, params, **kw):
+            super().__init__(params, **kw)
+            self.tag = "run-1"
+
+    opt = Tagged([np.ones(3)], lr=0.1, backend="numpy")
+    assert opt.tag == "run-1"
+    opt.step([np.ones(3)])

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import math
+
+from fastgd._arrays import is_number
 from fastgd._checks import finite
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
@@ -10,15 +13,21 @@ from fastgd.activation.registry import GELU, Activation, PReLU, RowActivation
 
 
 def _finite(*names):
-    """Each of ``names`` a finite number (NumPy scalars too)."""
+    """Each of ``names`` a finite number (NumPy scalars too), as :func:`_checks.finite` has
+    it (called only to raise: the check runs on every call with parameters)."""
     def check(values):
         for name in names:
-            finite(name, values[name])
+            v = values[name]
+            if not (is_number(v) and math.isfinite(v)):
+                finite(name, v)
     return check
 
 
+_softplus_finite = _finite("beta", "threshold")
+
+
 def _check_softplus(values):
-    _finite("beta", "threshold")(values)
+    _softplus_finite(values)
     if values["beta"] <= 0:
         raise ValueError(f"softplus beta must be > 0, got {values['beta']}")
     if values["threshold"] < 0:

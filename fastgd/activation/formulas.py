@@ -235,8 +235,10 @@ def relu_backward_from_output(dy, y):
 
 @scalar
 def leaky_relu(x, negative_slope):
-    """x, or negative_slope·x: 0 at x = -inf for a slope of 0 (its limit; 0·inf is NaN)."""
-    return if_positive(x, x, negative_slope * x if negative_slope != F(0) else F(0))
+    """x, or negative_slope·x; for a slope of 0 (or one that rounds to 0) -0 at x = -inf,
+    the limit of 0·x (0·inf is NaN)."""
+    t = negative_slope * x
+    return if_positive(x, x, t if t == t else negative_slope * F(-1))
 
 
 @scalar
@@ -418,7 +420,9 @@ def div_by(a, b):
     a·(1/b), in vector loops and left it a division elsewhere: an element's last bit
     depended on its position in the array.)"""
     r = F(1) / b
-    return fma(a, r, a * (r * fma(-r, b, F(1))))
+    if abs(r) < F(inf):
+        return fma(a, r, a * (r * fma(-r, b, F(1))))
+    return (a * (F(1) / (b * F(2.0**64)))) * F(2.0**64)  # 1/b overflows: b scaled up first
 
 
 @scalar

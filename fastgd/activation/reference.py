@@ -7,7 +7,6 @@ Limits at ±inf are taken with ``np.where`` after the arithmetic, under ``np.err
 """
 
 import math
-from fractions import Fraction
 
 import numpy as np
 
@@ -108,7 +107,13 @@ def relu_backward_from_output(dy, y):
 
 @_quiet
 def leaky_relu(x, negative_slope):
-    return _pos(x, x, negative_slope * x if negative_slope else 0)
+    return _pos(x, x, _slope_times(negative_slope, x))
+
+
+def _slope_times(slope, x):
+    """slope·x, with -0 (the limit of 0·x) where a slope of 0 meets x = -inf."""
+    t = slope * x
+    return np.where(np.isnan(t) & np.isinf(x), -0.0, t).astype(t.dtype)
 
 
 @_quiet
@@ -130,8 +135,7 @@ def _channel_weight(weight, x):
 
 @_quiet
 def prelu(x, weight):
-    w = _channel_weight(weight, x)
-    return _pos(x, x, np.where(w == 0, 0, w * x))  # a slope of 0 at -inf: 0, its limit
+    return _pos(x, x, _slope_times(_channel_weight(weight, x), x))
 
 
 @_quiet
@@ -228,11 +232,24 @@ def softplus_backward(dy, x, beta, threshold):
 
 def _above(z, x, beta, threshold):
     """Whether the exact beta·x exceeds the threshold; z = beta·x rounded decides it except
-    where it rounded onto the threshold, which exact rational arithmetic decides."""
+    where it rounded onto the threshold, where the sign of its rounding error decides."""
     out = np.asarray(z > threshold)
-    for i in np.flatnonzero(z == threshold):
-        out.flat[i] = Fraction(beta) * Fraction(float(x.flat[i])) > Fraction(threshold)
+    ties = np.asarray(z == threshold)
+    if ties.any():
+        out = out.copy()
+        out[ties] = _product_error(np.float64(beta), np.asarray(x, np.float64)[ties]) > 0
     return out
+
+
+def _product_error(a, b):
+    """a·b - fl(a·b) exactly (Dekker's product with Veltkamp's splitting, float64)."""
+    def split(v):
+        c = 134217729.0 * v  # 2^27 + 1
+        hi = c - (c - v)
+        return hi, v - hi
+    p = a * b
+    (ah, al), (bh, bl) = split(a), split(b)
+    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
 @_quiet

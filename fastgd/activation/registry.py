@@ -111,7 +111,10 @@ class Activation:
             _fits_float32(dict(zip(self.params, scalars)), self.name)
         if direction not in self.wide:
             return dtype
-        exact = all(float(dtype.type(s)) == s for s in scalars)  # e.g. softplus beta=0.3
+        # parameters exact in the working type (not softplus beta=0.3) and not subnormal
+        # there (1/beta would overflow)
+        tiny = float(np.finfo(dtype).tiny)
+        exact = all(float(dtype.type(s)) == s and (s == 0 or abs(s) >= tiny) for s in scalars)
         if direction in self.narrow and exact and getattr(be, "float32_math_ulp", 9) <= 1.5:
             return dtype
         return np.dtype(np.float64)
@@ -155,7 +158,8 @@ class Activation:
             out = _output(be, out, shape, dtype)
             compute = self._compute(dtype, direction, be, scalars)
             reference = self.math[direction][1]
-            out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
+            with np.errstate(over="ignore"):  # a float64 result past float32's range: inf
+                out[...] = reference(*(a.astype(compute, copy=False) for a in ins), *scalars)
             return out
         out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
         n = _arrays.size_of(flat)
@@ -356,7 +360,11 @@ class PReLU(Activation):
         """``weight`` as an array; a number (or a list of them) as slopes of x's dtype, on the
         GPU (the current device) for device x (as a float64 array it was refused beside
         float32 x as a mixed dtype)."""
-        if not (_arrays.is_number(weight) or isinstance(weight, (list, tuple))):
+        if isinstance(weight, (list, tuple)):
+            weight = np.asarray(weight)
+            if weight.dtype.kind not in "fiu":  # bools, strings, complex: named as such
+                return weight
+        elif not _arrays.is_number(weight):
             return _arrays.as_array(weight)
         dtype = _arrays.dtype_of(x)
         values = np.asarray(weight, np.float64)

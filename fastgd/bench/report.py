@@ -465,10 +465,10 @@ def _keep_source(run: Run, out: Path) -> str:
     source = Path(run.source)
     if source.is_file() and source.resolve() == kept.resolve():
         return "`benchmarks.json` (beside this page)"
-    if source.is_file():
-        shutil.copyfile(source, kept)
-    else:
-        kept.write_text(json.dumps(run.data, indent=4))
+    if not source.is_file():
+        kept.write_text(json.dumps(run.data, indent=4, default=str))
+        return "`benchmarks.json` (beside this page)"
+    shutil.copyfile(source, kept)
     return f"`benchmarks.json` (beside this page; from `{run.source}`)"
 
 
@@ -629,4 +629,7 @@ def check_out(out) -> None:
         raise ReportError(f"--out {out}: cannot write there ({e.strerror or e})") from None
     finally:
         for path in reversed(made):
-            path.rmdir()
+            try:
+                path.rmdir()
+            except OSError:  # another run's files in it by now: leave it
+                break

@@ -390,6 +390,8 @@ class Sequential(Layer):
                                  f"{width}")
             if w_out is not None:
                 width, source = w_out, layer.name
+            elif not isinstance(layer, Dropout):  # a layer of the user's: width unknown
+                width = None
         for layer in layers:
             for key, value in layer.params.items():
                 self.params[f"{layer.name}.{key}"] = value

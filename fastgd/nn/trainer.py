@@ -111,10 +111,13 @@ def _check_split(model, loss, x, y, what=None):
         raise ValueError(f"{xn} must have shape (N, {n_in or 'features'}) for this model, "
                          f"got {xs}")
     n_out = xs[1] if n_out is None else n_out
-    if loss.name == "cross_entropy":
+    probabilities = (loss.name == "cross_entropy" and _arrays.dtype_of(y).kind == "f"
+                     and len(ys) == 2)
+    if loss.name == "cross_entropy" and not probabilities:
         if not np.issubdtype(_arrays.dtype_of(y), np.integer):
-            raise TypeError(f"cross_entropy needs integer labels in {yn}, got "
-                            f"{_arrays.dtype_of(y)}")
+            raise TypeError(f"cross_entropy needs integer labels or {model.dtype} "
+                            f"probabilities ({xs[0]}, {n_out}) in {yn}, got "
+                            f"{_arrays.dtype_of(y)}{list(ys)}")
         if ys != xs[:1]:
             raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
                              f"got {ys}")
@@ -173,8 +176,8 @@ def accuracy(loss, out, y):
     if loss.name == "mse":
         return math.nan
     out, y = to_host(out), to_host(y)
-    if loss.name == "cross_entropy":
-        return float(np.mean(out.argmax(axis=1) == y))
+    if loss.name == "cross_entropy":  # labels, or probabilities: their most likely class
+        return float(np.mean(out.argmax(axis=1) == (y if y.ndim == 1 else y.argmax(axis=1))))
     return float(np.mean((out > 0) == (y > 0.5)))
 
 

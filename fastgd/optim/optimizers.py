@@ -143,7 +143,8 @@ class Optimizer:
             object.__setattr__(self, name, value)
             return
         if ("_built" in self.__dict__ and name not in self.__dict__
-                and not hasattr(type(self), name)):
+                and not hasattr(type(self), name) and type(self).__module__ == __name__):
+            # (a subclass of the user's may add attributes of its own)
             settings = sorted({"lr", *(k for k in self.__dict__ if k in _CHECKS)})
             raise AttributeError(f"{type(self).__name__} has no setting {name!r} (a typo, or "
                                  f"another optimizer's?); it has {', '.join(settings)}")
