@@ -356,3 +356,16 @@ def test_bce_of_infinite_logits_gives_the_limits(backend, dtype):
         x, t, backend=backend)
     np.testing.assert_array_equal(loss, [np.inf, 0, np.inf, 0, np.nan])
     np.testing.assert_array_equal(grad, [1, 0, -1, 0, np.nan])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_full_label_smoothing_beside_a_masked_label_logit(backend, dtype):
+    """ε = 1 and a -inf logit at the label: the label's own term has weight 0, and 0·inf was
+    NaN on numba (and CUDA); the loss is inf (the uniform target puts mass on that class)."""
+    x = np.array([[-np.inf, 1.0, 2.0], [0.5, 1.0, 2.0]], dtype)
+    loss = nn.get_loss("cross_entropy", "none", label_smoothing=1.0)
+    got = loss(x, np.array([0, 0]), backend=backend)
+    assert got[0] == np.inf
+    want = -np.mean(np.log(np.exp(x[1]) / np.exp(x[1]).sum()))  # the uniform target's loss
+    assert got[1] == pytest.approx(want, rel=1e-6)

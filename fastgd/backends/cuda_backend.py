@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from fastgd import config
-from fastgd._arrays import is_device_array, shape_of
+from fastgd._arrays import as_array, is_device_array, shape_of
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
 from fastgd.scalar import calls, specialize
@@ -225,10 +225,10 @@ def to_device(a):
     (``fastgd.to_device`` checks first that the backend can run)."""
     if is_device_array(a):
         return a
+    a = as_array(a)  # native byte order: a big-endian float32 from a file is copied
     cupy = _cupy()
     if cupy is not None:
         return cupy.asarray(a)
-    a = np.asarray(a)
     return _cuda().to_device(np.ascontiguousarray(a).reshape(a.shape))  # 0-d stays 0-d
 
 

@@ -251,7 +251,10 @@ def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
         q = off + (W(1) - eps if i == k else W(0))
         dx[i] = F(g * (exp(v - m) * r - q))
     smooth = off * lanes_sum(gap) if eps != W(0) else W(0)
-    return F(log(s) + smooth + (W(1) - eps) * (m - W(x[k])))
+    # the label's term only with weight: at ε = 1 a -inf label logit adds 0, not 0·inf (the
+    # other terms' sum is inf then: the loss is inf, as the math has it)
+    label_term = (W(1) - eps) * (m - W(x[k])) if eps != W(1) else W(0)
+    return F(log(s) + smooth + label_term)
 
 
 def cross_entropy_probs(x, t, dx, gscale, eps_hi, eps_lo):

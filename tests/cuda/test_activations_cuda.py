@@ -243,3 +243,13 @@ def test_prelu_backward_on_empty_inputs():
     dx, dw = fastgd.prelu_backward(dev(np.ones((0, 4, 2), f32)), dev(np.ones((0, 4, 2), f32)),
                                    dev(np.ones(4, f32)))
     assert dx.shape == (0, 4, 2) and (host(dw) == 0).all()
+
+
+def test_a_byte_swapped_host_array_goes_to_the_device_in_native_order():
+    """to_device took a '>f4' array as it was, and every op then refused it (the CPU
+    backends read such arrays through a native copy)."""
+    x = np.array([-1.0, 0.5, 2.0], ">f4")
+    d = dev(x)
+    assert np.dtype(d.dtype) == np.float32
+    np.testing.assert_allclose(host(fastgd.sigmoid(d)), fastgd.sigmoid(x, backend="numpy"),
+                               rtol=1e-6)
