@@ -71,7 +71,9 @@ def get_backend(name: str):
 
 @contextmanager
 def use_backend(name: str):
-    """Run the block with ``name`` as the default backend (per thread and async task)."""
+    """Run the block with ``name`` as the default backend (per thread and async task: a
+    ``ContextVar``). As with ``decimal.localcontext``, a block around a ``yield`` in a
+    generator leaks its backend to the generator's caller while the generator is paused."""
     _check_name(name)
     token = _ACTIVE.set(name)
     try:
