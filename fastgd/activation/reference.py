@@ -107,13 +107,7 @@ def relu_backward_from_output(dy, y):
 
 @_quiet
 def leaky_relu(x, negative_slope):
-    return _pos(x, x, _slope_times(negative_slope, x))
-
-
-def _slope_times(slope, x):
-    """slope·x, with -0 (the limit of 0·x) where a slope of 0 meets x = -inf."""
-    t = slope * x
-    return np.where(np.isnan(t) & np.isinf(x), -0.0, t).astype(t.dtype)
+    return _pos(x, x, negative_slope * x)
 
 
 @_quiet
@@ -135,7 +129,7 @@ def _channel_weight(weight, x):
 
 @_quiet
 def prelu(x, weight):
-    return _pos(x, x, _slope_times(_channel_weight(weight, x), x))
+    return _pos(x, x, _channel_weight(weight, x) * x)
 
 
 @_quiet

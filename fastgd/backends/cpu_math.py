@@ -267,10 +267,6 @@ def _build(ft, scalef=None):
 
         @_jit
         def exp_mul(hi, lo, m, m_lo):
-            # beyond the clamps the result is 0 or inf whatever lo (|lo| << |hi|): drop lo,
-            # or a TwoSum remainder of a huge hi (mul_exp: -1e10 - -200) moved the clamped hi
-            lo = zero if hi > exp_hi else lo
-            lo = zero if hi < mul_lo else lo
             hi = exp_hi if hi > exp_hi else hi
             hi = mul_lo if hi < mul_lo else hi  # 2**k stays a product of two normal factors
             t = (hi + lo) * log2e + shifter
@@ -453,7 +449,10 @@ def _build(ft, scalef=None):
         d = a - b
         bb = d - a
         d_lo = (a - (d - bb)) - (b + bb)
-        lo = zero if abs(d) == inf else d_lo + c  # no NaN from inf - inf: the limits
+        # lo only where exp_mul leaves d unclamped: beyond, the result is 0 or inf whatever
+        # lo, and the remainder of a huge d (-1e10 - -200: 200) added after the clamp moved
+        # it (softmax gave NaN beside finfo.min); no NaN from inf - inf either
+        lo = d_lo + c if abs(d) <= -mul_lo else zero
         return exp_mul_fast(d, lo, m, zero)
 
     @_jit
