@@ -369,3 +369,15 @@ def test_full_label_smoothing_beside_a_masked_label_logit(backend, dtype):
     assert got[0] == np.inf
     want = -np.mean(np.log(np.exp(x[1]) / np.exp(x[1]).sum()))  # the uniform target's loss
     assert got[1] == pytest.approx(want, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_smoothing_beside_logits_near_the_float64_limit(backend):
+    """Σ(max - x_i) over logits at finfo.min overflowed before its scaling by ε/C: inf
+    where the loss is 1.75e308 (finite); a real -inf logit still gives inf."""
+    f = np.finfo(np.float64).min
+    x = np.array([[f, f, f, -1.0], [-np.inf, 0, 1, 2]])
+    got = nn.get_loss("cross_entropy", "none", label_smoothing=0.1)(x, np.array([0, 1]),
+                                                                     backend=backend)
+    want = 0.9 * (-1.0 - f) + 0.1 / 4 * 3 * (-1.0 - f)  # log Σ e^(x - max) is 0 here
+    assert got[0] == pytest.approx(want, rel=1e-12) and got[1] == np.inf

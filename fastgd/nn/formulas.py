@@ -14,6 +14,8 @@ activation's formulas, so ``bias + activation`` is one fused kernel for every ac
 The NumPy backend does not use this file: it runs ``fastgd.nn.reference``.
 """
 
+from math import inf
+
 import numpy as np
 
 from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
@@ -250,7 +252,13 @@ def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
         gap += m - v
         q = off + (W(1) - eps if i == k else W(0))
         dx[i] = F(g * (exp(v - m) * r - q))
-    smooth = off * lanes_sum(gap) if eps != W(0) else W(0)
+    gap = lanes_sum(gap)
+    smooth = off * gap if eps != W(0) else W(0)
+    if eps != W(0) and gap == W(inf):  # float64 logits near finfo.min: the sum overflowed
+        scaled = W(0)  # before its scaling by ε/C; sum the scaled terms (inf only if one is)
+        for i in lanes(n):
+            scaled += off * (m - W(x[i]))
+        smooth = lanes_sum(scaled)
     # the label's term only with weight: at ε = 1 a -inf label logit adds 0, not 0·inf (the
     # other terms' sum is inf then: the loss is inf, as the math has it)
     label_term = (W(1) - eps) * (m - W(x[k])) if eps != W(1) else W(0)
