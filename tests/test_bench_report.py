@@ -163,3 +163,24 @@ def test_an_out_that_is_a_file_is_refused_before_writing(tmp_path):
         with pytest.raises(report.ReportError, match="exists and is not a folder"):
             report.write([SMALL], out)
     assert blocker.read_text() == "x"
+
+
+def test_summary_sets_ours_against_the_peer_and_names_the_commit(tmp_path):
+    """'Which should I use': the winner alone hid the margin; each of our backends is now set
+    against its peer on the same device (time ratio, > 1: ours faster), and the page names
+    the commit it measured."""
+    import copy
+
+    data = json.loads(SMALL.read_text())
+    numba = next(b for b in data["benchmarks"] if b["params"]["backend"] == "numba"
+                 and b["params"]["op"] == "relu" and b["params"]["n"] == 1 << 20)
+    torch = copy.deepcopy(numba)
+    torch["params"]["backend"] = torch["extra_info"]["backend"] = "torch"
+    torch["stats"] = {k: v * 1.5 if isinstance(v, float) else v
+                      for k, v in torch["stats"].items()}
+    data["benchmarks"].append(torch)
+    text = report.write([data], tmp_path).read_text()
+    assert "| × NumPy | numba × torch |" in text
+    assert "| relu | forward | float32 | 2^20 | cuda | 10 µs | 839 | 42 | 100.00 | 1.50 |" in text
+    assert "| relu | forward | float32 | 2^10 | numba | 2 µs | 4.1 | 4 | 5.00 | – |" in text
+    assert "| commit | f912578d5c |" in text

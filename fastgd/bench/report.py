@@ -82,6 +82,15 @@ class Run:
     def label(self) -> str:
         return f"{self.machine} {str(self.data.get('datetime', ''))[:16].replace('T', ' ')}"
 
+    @property
+    def commit(self) -> str:
+        """The git commit the run measured (pytest-benchmark's commit_info), or '–'."""
+        info = self.data.get("commit_info")
+        if not isinstance(info, dict) or not info.get("id"):
+            return "–"
+        return str(info["id"])[:10] + (" (with uncommitted changes)" if info.get("dirty")
+                                       else "")
+
     def roof(self, device: str) -> float | None:
         figures = self.facts.get("bandwidth", {}).get(device)
         if not figures:
@@ -199,8 +208,20 @@ def by_key(results) -> dict[tuple, dict[str, Result]]:
     return out
 
 
+#: (ours, its peer on the same device): the summary's "ours × peer" columns.
+PAIRS = (("numba", "torch"), ("cuda", "torch-cuda"))
+
+
+def peer_pairs(run: Run) -> list[tuple[str, str]]:
+    """The PAIRS whose peer ran in ``run``."""
+    ran = {r.backend for r in measured(run)}
+    return [(ours, peer) for ours, peer in PAIRS if peer in ran and ours in ran]
+
+
 def summary_rows(run: Run) -> list[list]:
-    """Best implementation per op, direction and size, with its speedup over NumPy."""
+    """Best implementation per op, direction and size, with its speedup over the NumPy
+    backend, and each of our backends against its peer (time ratio, > 1: ours faster)."""
+    pairs = peer_pairs(run)
     rows = []
     items = sorted(by_key(measured(run)).items(), key=lambda kv: (
         kv[0][0], _direction_key(kv[0][1]), kv[0][2:]))
@@ -211,7 +232,10 @@ def summary_rows(run: Run) -> list[list]:
         frac = best.gbps / roof if best.gbps and roof else None
         rows.append([op, direction, dtype, fmt_n(n), best.backend, fmt_time(best.time),
                      fmt(best.gbps, ".3g"), fmt(frac and 100 * frac, ".0f"),
-                     fmt(ref and ref.time / best.time, ".2f")])
+                     fmt(ref and ref.time / best.time, ".2f")]
+                    + [fmt(group[peer].time / group[ours].time
+                           if ours in group and peer in group else None, ".2f")
+                       for ours, peer in pairs])
     return rows
 
 
@@ -262,11 +286,16 @@ DIRECTION_ORDER = ("forward", "backward", "backward_y", "step")
 ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 
 
+#: ours in blues and greens, peers in warm colours, the NumPy reference grey
+FIXED_COLORS = {"numpy": "tab:gray", "numba": "tab:blue", "cuda": "tab:green",
+                "torch": "tab:orange", "torch-cuda": "tab:red", "cupy": "tab:purple",
+                "cupy-kernel": "tab:brown"}
+
+
 def _colors(backends) -> dict:
     cmap = _plt().get_cmap("tab10")
     extra = sorted(set(backends) - set(KNOWN))
-    order = list(KNOWN) + extra
-    return {b: cmap(order.index(b) % 10) for b in backends}
+    return {b: FIXED_COLORS.get(b) or cmap((7 + extra.index(b)) % 10) for b in backends}
 
 
 def _direction_key(direction: str):
@@ -276,6 +305,15 @@ def _direction_key(direction: str):
 def measured(run: Run) -> list[Result]:
     """The results of ops (the bandwidth probe's own rows left out: they are the roof)."""
     return [r for r in run.results if r.direction != "probe"]
+
+
+def _plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 times powers of ten, labelled 20 and 50 rather than 2×10^1."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
@@ -288,6 +326,8 @@ def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
     colors = _colors({r.backend for _, r in results})
     fig, axes = plt.subplots(1, len(directions), figsize=(6.5 * len(directions), 4.6),
                              squeeze=False)
+    values = [r.gbps for _, r in results]  # one y scale for every panel of the figure
+    log_y = bool(values) and max(values) / max(min(values), 1e-12) > 30
     for ax, direction in zip(axes[0], directions):
         lines = defaultdict(list)
         for i, r in results:
@@ -306,9 +346,9 @@ def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
                     ax.axhline(roof, color=ROOF_COLORS.get(device, "black"), ls=STYLES[i % 4],
                                lw=1.2, alpha=0.7,
                                label=tag if len(runs) == 1 else f"{tag} (run {i + 1})")
-        values = [p[1] for pts in lines.values() for p in pts]
-        if values and max(values) / max(min(values), 1e-12) > 30:
+        if log_y:
             ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis)
         else:  # a linear axis starts at 0, so heights compare as ratios
             ax.set_ylim(bottom=0)
         ax.set_xscale("log", base=2)
@@ -316,7 +356,7 @@ def plot_throughput(runs: list[Run], op: str, path: Path) -> Path:
         ax.set_ylabel("throughput (GB/s, best round)")
         ax.set_title(f"{op} {direction}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="best")  # where it hides the fewest points
     # fixed margins (in inches) instead of tight_layout, which measures every tick label and
     # took most of a report's time
     width = 6.5 * len(directions)
@@ -386,9 +426,12 @@ def speedups(run: Run) -> dict:
 
 
 def latencies(run: Run) -> dict:
-    """Time in µs at the smallest size, per op and backend."""
+    """Time in µs at the smallest size, per op and backend (ops whose smallest size is past
+    2^20, the many-tensor optimizer steps, are left out: they are no latency)."""
     def pick(groups):
         n = min(groups)
+        if n > 1 << 20:
+            return None, {}
         return n, {b: r.time * 1e6 for b, r in groups[n].items()}
     return _per_op(run, pick)
 
@@ -424,7 +467,7 @@ def _name(runs: list[Run], i: int) -> str:
 def _machine_section(runs: list[Run]) -> str:
     names = ["cpu", "cores", "gpu", "numba", "numba_threads", "threading_layer", "cpu_vectors",
              "numpy", "python", "fastgd"]
-    rows = []
+    rows = [["commit"] + [r.commit for r in runs]]
     for name in names:
         rows.append([name] + [fmt(r.facts.get(name), "", "–") for r in runs])
     peers = sorted({p for r in runs for p in r.facts.get("peers", {})})
@@ -478,12 +521,17 @@ def write_single(run: Run, out: Path) -> Path:
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
         "op must move / time; roof % = GB/s / the device's measured bandwidth (main memory: "
-        "arrays that fit in the caches, typically n ≤ 2^20, can exceed 100 %); speedup = "
-        "NumPy's time / best time. Optimizer rows named `[buffer of N]` / `[tensors of N]` "
+        "arrays that fit in the caches, typically n ≤ 2^20, can exceed 100 %); × NumPy = "
+        "the time of fastgd's NumPy backend (the plain-NumPy reference it is tested against, "
+        "not hand-tuned NumPy) / the best time, the best's own speedup; `numba × torch` "
+        "(and `cuda × torch-cuda`) = the peer's time / ours at the same size, > 1 where ours "
+        "is faster (best rounds: within about 5 % the two are a tie on a noisy machine). "
+        "Optimizer rows named `[buffer of N]` / `[tensors of N]` "
         "update N tensors of mixed sizes through one ParamBuffer / one launch per tensor."
         "\n\n"
         + table(["op", "direction", "dtype", "n", "best", "time", "GB/s", "roof %",
-                 "speedup over NumPy"], summary_rows(run)))
+                 "× NumPy"] + [f"{ours} × {peer}" for ours, peer in peer_pairs(run)],
+                summary_rows(run)))
     devices = {r.device for r in measured(run)}
     if {"cpu", "gpu"} <= devices:
         rows = [a + [b[-1]] for a, b in zip(crossover(run, False), crossover(run, True))]
@@ -502,7 +550,8 @@ def write_single(run: Run, out: Path) -> Path:
          "Latency at the smallest size", {}),
         ("compile.png", compile_times(run),
          "first-call time (s), all kernel variants: JIT compile, or load from the kernel cache",
-         "JIT compile time per kernel", {"log": False}),
+         "First call per kernel: JIT compile, or load from the kernel cache",
+         {"log": False}),
     ):
         if groups:
             _bars(groups, xlabel, title, out / name, **kw)
