@@ -260,3 +260,56 @@ def test_other_versions_unused_for_a_month_are_removed(tmp_path, monkeypatch):
     assert not old.exists() and recent.exists() and other.exists()
     assert not (root / "__pycache__").exists() and not (root / "k_0a1b.py").exists()
     kernel_cache.prune.cache_clear()
+
+
+CHUNKED = """
+import hashlib, json, numpy as np, fastgd
+r = np.random.default_rng(1)
+x = (r.standard_normal(70000) * 4).astype(np.float32)
+dy = r.standard_normal(70000).astype(np.float32)
+dx = fastgd.mish_backward(dy, x)  # chunked: the parallel loop around the serial kernel
+be = fastgd.get_backend("numba")
+hits = sum(sum(k.stats.cache_hits.values()) for k in be._kernels.values())
+print(json.dumps([hashlib.sha256(dx.tobytes()).hexdigest(), hits]))
+"""
+
+
+def test_a_loaded_chunked_loop_computes_the_bits_of_the_compiled_one(tmp_path):
+    """The chunked loop's machine code holds a re-optimized copy of its span (other last
+    bits of mish's backward, 614 of these 70000): loaded alone, it ran that copy where the
+    compiling process ran the span itself."""
+    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", CHUNKED], env=env,
+                                      capture_output=True, text=True, check=True)
+                       .stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert runs[1][0] == runs[0][0]
+    assert runs[0][1] == 0 and runs[1][1] == 2  # both kernels loaded, none compiled
+
+
+ONE_OP = """
+import hashlib, json, sys, numpy as np, fastgd
+r = np.random.default_rng(1)
+x = (r.standard_normal(70000) * 4).astype(np.float32)  # chunked: > 4096
+dy = r.standard_normal(70000).astype(np.float32)
+print(json.dumps({op: hashlib.sha256(getattr(fastgd, op)(dy, x).tobytes()).hexdigest()
+                  for op in sys.argv[1:]}))
+"""
+
+
+def test_kernels_compiled_in_different_processes_keep_apart(tmp_path):
+    """Every generated kernel was a function named `kernel` of one module, its symbol that
+    name plus a per-process counter: two processes could give two ops' kernels one symbol,
+    and a third that loaded both ran the first for both (with PYTHONHASHSEED=0 mish_backward
+    returned silu_backward's result). Each kernel is now named by its cache key."""
+    def run(*ops, cache=True):
+        env = {**os.environ, "PYTHONHASHSEED": "0", "FASTGD_CACHE_DIR": str(tmp_path),
+               **({} if cache else {"FASTGD_KERNEL_CACHE": "0"})}
+        done = subprocess.run([sys.executable, "-c", ONE_OP, *ops], env=env,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    want = run("silu_backward", "mish_backward", cache=False)
+    run("mish_backward")
+    run("silu_backward")
+    assert run("silu_backward", "mish_backward") == want
+    assert run("mish_backward", "silu_backward") == want

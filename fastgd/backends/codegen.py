@@ -21,6 +21,8 @@ op needs it.
 
 from __future__ import annotations
 
+import os
+
 from fastgd import config
 
 HEADERS = {
@@ -179,4 +181,9 @@ def build(source: str, namespace: dict, filename: str | None = None):
     glb = dict(namespace)
     glb.setdefault("__name__", __name__)  # an importable module: Numba's cache reloads it
     exec(compile(source, filename or "<fastgd-generated>", "exec"), glb)
-    return glb["kernel"]
+    kernel = glb["kernel"]
+    if filename:  # named by its key: a cached kernel keeps the symbol names of the process
+        # that compiled it (module, name, a per-process counter), where two kernels of one
+        # shape, both "kernel", could get one name, and a process loading both ran one twice
+        kernel.__name__ = kernel.__qualname__ = os.path.splitext(os.path.basename(filename))[0]
+    return kernel

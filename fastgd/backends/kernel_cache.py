@@ -230,10 +230,12 @@ def source_file(source: str, key: str) -> str | None:
     return str(path)
 
 
-def guard(kernel):
+def guard(kernel, callee=None):
     """``kernel`` (a Numba dispatcher of a :func:`source_file`) with a cache that no cache
-    file can break a call through (:func:`guarded_cache`)."""
+    file can break a call through (:func:`guarded_cache`). ``callee``: the kernel it calls
+    (a chunked loop's ``span``), loaded before it (see ``GuardedCache.load_overload``)."""
     kernel._cache = guarded_cache()(kernel.py_func)
+    kernel._cache.callee = callee
     return kernel
 
 
@@ -252,7 +254,22 @@ def guarded_cache():
     from numba.core.caching import FunctionCache
 
     class GuardedCache(FunctionCache):
+        callee = None
+
         def load_overload(self, sig, target_context):
+            # A kernel calling another (a chunked loop's span) holds a weak copy of the
+            # callee's machine code, re-optimized in the caller's module (fast-math
+            # reassociation: other last bits). Where compiled, its calls bind to the callee
+            # already loaded under that name; loaded alone, to that copy. So the callee comes
+            # first, and from the same compilation (its name is in the copy), or this
+            # kernel is compiled anew.
+            callee = None
+            if self.callee is not None:
+                try:
+                    self.callee.compile(sig)
+                    callee = self.callee.overloads[_args(sig)].fndesc.mangled_name
+                except Exception:  # noqa: BLE001 (another signature: compile anew)
+                    return None
             try:
                 cres = super().load_overload(sig, target_context)
             except Exception:  # noqa: BLE001 (whatever a broken file raises: compile anew)
@@ -261,6 +278,8 @@ def guarded_cache():
             if cres is not None and tuple(cres.signature.args) != _args(sig):
                 self._forget()
                 return None
+            if cres is not None and callee is not None and not _defines(cres.library, callee):
+                return None  # the callee was compiled again since: another name
             return cres
 
         def save_overload(self, sig, data):
@@ -274,6 +293,16 @@ def guarded_cache():
                 os.unlink(self._cache_file._index_path)
 
     return GuardedCache
+
+
+def _defines(library, name: str) -> bool:
+    """Whether a loaded ``library`` holds (a copy of) the function ``name`` (False where
+    Numba's internals cannot tell: the kernel is then compiled anew, never run wrong)."""
+    try:
+        fn = library._shared_module.get_function(name)
+    except Exception:  # noqa: BLE001 (NameError: not there; others: another Numba)
+        return False
+    return not fn.is_declaration
 
 
 def _args(sig) -> tuple:

@@ -97,7 +97,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
         )
         kernel = kernel_jit(codegen.build(source, namespace, path))
         if path is not None:  # cached beside its own source file
-            kernel_cache.guard(kernel)
+            kernel_cache.guard(kernel, span)
         kernel.fastgd_key = key  # for the kernels that call this one (kernel_cache.kernel_key)
         return kernel
 
