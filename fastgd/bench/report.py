@@ -80,7 +80,10 @@ class Run:
 
     @property
     def label(self) -> str:
-        return f"{self.machine} {str(self.data.get('datetime', ''))[:16].replace('T', ' ')}"
+        """Machine, time and commit: two runs of one VM type on one day told apart."""
+        when = str(self.data.get("datetime", ""))[:16].replace("T", " ")
+        commit = self.commit.split(" ")[0]
+        return f"{self.machine} {when}" + ("" if commit == "–" else f" @{commit[:7]}")
 
     @property
     def commit(self) -> str:
