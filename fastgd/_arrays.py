@@ -35,6 +35,12 @@ def is_device_array(a) -> bool:
     return cls.__name__ == "FakeCUDAArray" and "simulator" in cls.__module__
 
 
+def is_array(a) -> bool:
+    """A host (NumPy) or device array, not a list, scalar or other object: what is computed
+    in place or taken as is, where anything else would be a silent copy."""
+    return isinstance(a, np.ndarray) or is_device_array(a)
+
+
 def dtype_of(a) -> np.dtype:
     """The NumPy dtype of a host or device array (torch tensors included)."""
     if isinstance(a, np.ndarray):
@@ -185,7 +191,7 @@ def check_out(out, shape, dtype, backend, name="out"):
     if (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
             and out.flags.writeable and backend.owns(out)):
         return  # the common case first: a writable NumPy array of the right shape and dtype
-    if not (isinstance(out, np.ndarray) or is_device_array(out)):
+    if not is_array(out):
         raise ValueError(f"{name} must be an array, got {type(out).__name__}")
     if not backend.owns(out):
         where = "a device" if is_device_array(out) else "a host"

@@ -422,7 +422,9 @@ def div_by(a, b):
     r = F(1) / b
     if abs(r) < F(inf):
         return fma(a, r, a * (r * fma(-r, b, F(1))))
-    return (a * (F(1) / (b * F(2.0**64)))) * F(2.0**64)  # 1/b overflows: b scaled up first
+    # 1/b overflows: a float64 subnormal b (float32 ones compute in float64, see
+    # Activation._compute), where a/b overflows too for softplus's a; inf, not fma's NaN
+    return (a * (F(1) / (b * F(2.0**64)))) * F(2.0**64)
 
 
 @scalar

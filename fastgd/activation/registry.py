@@ -418,7 +418,7 @@ class PReLU(Activation):
 def _normalize_axis(axis, ndim):
     if ndim == 0 and axis in (-1, 0):  # a 0-d array is one row of one element, as in torch
         return 0
-    if not -max(ndim, 1) <= axis < max(ndim, 1):
+    if not -ndim <= axis < ndim:  # for 0-d: any other axis
         raise ValueError(f"axis {axis} is out of range for an array of {ndim} dimension(s)")
     return axis % ndim
 

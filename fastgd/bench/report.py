@@ -82,17 +82,23 @@ class Run:
     def label(self) -> str:
         """Machine, time and commit: two runs of one VM type on one day told apart."""
         when = str(self.data.get("datetime", ""))[:16].replace("T", " ")
-        commit = self.commit.split(" ")[0]
-        return f"{self.machine} {when}" + ("" if commit == "–" else f" @{commit[:7]}")
+        info = self._commit_info
+        return f"{self.machine} {when}" + (f" @{info['id'][:7]}" if info else "")
 
     @property
     def commit(self) -> str:
         """The git commit the run measured (pytest-benchmark's commit_info), or '–'."""
+        info = self._commit_info
+        if not info:
+            return "–"
+        return info["id"][:10] + (" (with uncommitted changes)" if info.get("dirty") else "")
+
+    @property
+    def _commit_info(self) -> dict | None:
         info = self.data.get("commit_info")
         if not isinstance(info, dict) or not info.get("id"):
-            return "–"
-        return str(info["id"])[:10] + (" (with uncommitted changes)" if info.get("dirty")
-                                       else "")
+            return None
+        return {**info, "id": str(info["id"])}
 
     def roof(self, device: str) -> float | None:
         figures = self.facts.get("bandwidth", {}).get(device)

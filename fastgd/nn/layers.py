@@ -89,7 +89,7 @@ class Layer:
     def _check_array(self, a, what):
         """``a`` on this layer's device, in its dtype; returns its shape."""
         label = self.name or type(self).__name__
-        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+        if not _arrays.is_array(a):
             hint = "np.asarray" + (" and fastgd.to_device" if self.be.name == "cuda" else "")
             raise TypeError(f"{label} takes arrays, got {what} as {type(a).__name__} "
                             f"(use {hint})")

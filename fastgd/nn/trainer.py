@@ -95,7 +95,7 @@ def _check_split(model, loss, x, y, what=None):
     be = model.be
     xn, yn = (f"x_{what}", f"y_{what}") if what else ("x", "y")
     for name, a in ((xn, x), (yn, y)):
-        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+        if not _arrays.is_array(a):
             raise TypeError(f"{name} must be an array (np.asarray for the {be.name} backend), "
                             f"got {type(a).__name__}")
         if not be.owns(a):
@@ -243,7 +243,7 @@ def grad_norms(model, x, y, loss="cross_entropy") -> dict:
     loss = mean_loss(loss)
     _check_split(model, loss, x, y)
     out = model.forward(x, train=True)
-    _, g = loss.value_and_grad(out, y, backend=model.be.name)
+    _, g = loss.value_and_grad(out, y, backend=model.be.name, check=False)  # checked above
     model.backward(g)
     xp = array_module(model.be)
     return {k.rsplit(".", 1)[0]: _norm(xp, v) for k, v in model.grads.items()
@@ -303,7 +303,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if optimizer is None or not callable(getattr(optimizer, "step", None)):
         raise TypeError("train needs an optimizer with a step(grads) method, e.g. "
                         "fastgd.Adam(model.params, lr=1e-3)")
-    count("epochs", epochs, 0), count("eval_samples", eval_samples)
+    count("epochs", epochs, 0)
+    count("eval_samples", eval_samples)
     if not (blas_threads in ("auto", None) or (_arrays.is_int(blas_threads)
                                                  and blas_threads >= 1)):
         raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, got "

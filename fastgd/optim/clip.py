@@ -84,13 +84,13 @@ def _flat_grads(grads, backend):
 
     if isinstance(grads, ParamBuffer):
         return grads.backend, [grads.flat_grads]
-    if isinstance(grads, np.ndarray) or _arrays.is_device_array(grads):
+    if _arrays.is_array(grads):
         grads = [grads]  # a list of its rows would be copies: nothing clipped in place
     arrays = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
     if not arrays:
         return resolve(backend), []
     for k, a in enumerate(arrays):  # clipped in place: a copy (of a list) would be lost
-        if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+        if not _arrays.is_array(a):
             raise TypeError(f"grads[{k}] is not an array: {type(a).__name__}")
     be = resolve(backend, *arrays)
     _arrays.check_float(**{f"grads[{k}]": a for k, a in enumerate(arrays)})

@@ -199,7 +199,7 @@ class Optimizer:
         if not arrays:
             raise ValueError("the optimizer got no parameters")
         for name, a in zip(names, arrays):
-            if not (isinstance(a, np.ndarray) or _arrays.is_device_array(a)):
+            if not _arrays.is_array(a):
                 raise TypeError(f"param {name!r} is not an array: {type(a).__name__}")
         for name, a in zip(names, arrays):  # each float; tensors may differ in dtype
             _arrays.check_float(**{f"param {name!r}": a})
