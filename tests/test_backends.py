@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -166,3 +167,20 @@ def test_get_backend_auto_is_refused():
 def test_to_host_passes_host_arrays_through():
     x = np.arange(3.0)
     assert fastgd.to_host(x) is x
+
+
+@pytest.mark.parametrize("env", [None, "numpy", "numba"])
+def test_the_fast_path_of_a_call_chooses_as_resolve_does(env, monkeypatch):
+    """Activation calls on plain NumPy arrays skip ``resolve`` (registry._fast_call): the
+    backend they run on must be the one it would choose, for every argument, context and
+    environment."""
+    from fastgd.backends import host_fast_path
+
+    monkeypatch.setattr(sys.modules["fastgd.backends"], "_ENV_BACKEND", env)
+    x = np.ones(3)
+    for context in (None, "auto", "numpy", "numba"):
+        with fastgd.use_backend(context) if context else contextlib.nullcontext():
+            for arg in (None, "auto", "numpy", "numba"):
+                chosen = resolve(arg, x)
+                fast = host_fast_path(arg)
+                assert fast is (chosen if chosen.name == "numba" else None), (arg, context)

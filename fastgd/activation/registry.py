@@ -15,9 +15,11 @@ import numpy as np
 from fastgd import _arrays
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
-from fastgd.backends import resolve, to_device
+from fastgd.backends import host_fast_path, resolve, to_device
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_may_share_memory = _arrays._may_share_memory
 
 
 def _fits_float32(values: dict, op: str) -> None:
@@ -102,7 +104,6 @@ class Activation:
     @functools.cached_property
     def _default_scalars(self):
         return tuple([float(v) for v in self.params.values()])
-
     def _compute(self, dtype, direction, be=None, scalars=()):
         """The dtype the math runs in (float64 for float32 data where a tail needs it). Run
         once per kernel plan and per NumPy call: the parameters' float32 range is checked
@@ -121,11 +122,13 @@ class Activation:
 
     # -- calls --------------------------------------------------------------------------------
     def forward(self, x, *args, out=None, backend=None, **kwargs):
+        op, scalars = self._variant(self.bind(args, kwargs))
+        y = op._fast("forward", (x,), out, backend, scalars)
+        if y is not None:
+            return y
         x = _arrays.as_array(x)
-        values = self.bind(args, kwargs)
         be = resolve(backend, x)
         dtype = _arrays.check_float(x=x)
-        op, scalars = self._variant(values)
         return op._run(be, "forward", (x,), out, _arrays.shape_of(x), scalars, dtype)
 
     def backward(self, dy, x=None, *args, y=None, out=None, backend=None, **kwargs):
@@ -136,6 +139,9 @@ class Activation:
         values = self.bind(args, kwargs)
         op, scalars = self._variant(values)
         direction = "backward" if y is None else op._from_output(values)
+        dx = op._fast(direction, (dy, saved), out, backend, scalars)
+        if dx is not None:
+            return dx
         dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
         be = resolve(backend, dy, saved)
         dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
@@ -150,6 +156,21 @@ class Activation:
         if self._output_check:
             self._output_check(values)
         return "backward_from_output"
+
+    def _fast(self, direction, ins, out, backend, scalars):
+        """:meth:`_run` for the common call (see :func:`_fast_call`), or None."""
+        call = _fast_call(backend, ins, out)
+        if call is None:
+            return None
+        be, out, alias = call
+        n = out.size
+        kernel, typed = self._plan(be, direction, len(ins), out.dtype, scalars,
+                                   be.loop_for(n, self.math[direction][0]), alias)
+        arrays = ins if alias is not None else (*ins, out)
+        if out.ndim != 1:  # the kernels index flat arrays
+            arrays = [a.ravel() for a in arrays]
+        kernel(*arrays, *typed)  # a Numba dispatcher (NumbaBackend.launcher): called directly
+        return out
 
     def _run(self, be, direction, ins, out, shape, scalars, dtype):
         """``direction`` of the math on ``ins`` into ``out`` (checked before anything is
@@ -188,6 +209,42 @@ class Activation:
                                    () if alias is None else (alias,))
             plan = self._plans[key] = (kernel, be.typed_scalars(scalars, compute))
         return plan
+
+
+def _fast_call(backend, ins, out):
+    """``(backend, out, alias)`` for the common call, checked with a fraction of the general
+    path's Python (a call on 2^10 elements is mostly Python): non-empty C-contiguous NumPy
+    arrays of one shape and dtype, float32 or float64 in native byte order, on the Numba
+    backend (named or auto), into a new array or an ``out`` of the same kind that is one of
+    ``ins`` (``alias``: its index; in place) or shares no memory with them. None for any
+    other call: the general path then runs it, and raises what is wrong."""
+    be = host_fast_path(backend)
+    x = ins[0]
+    if be is None or type(x) is not np.ndarray:
+        return None
+    dtype, shape = x.dtype, x.shape
+    if dtype is not _F32 and dtype is not _F64:  # native float32/64 are singletons
+        return None
+    for a in ins:
+        if (type(a) is not np.ndarray or a.dtype is not dtype or a.shape != shape
+                or not a.flags.c_contiguous):
+            return None
+    if not x.size:
+        return None
+    alias = None
+    if out is None:
+        return be, np.empty(shape, dtype), None
+    if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape:
+        return None
+    flags = out.flags
+    if not (flags.writeable and flags.c_contiguous):
+        return None
+    for k, a in enumerate(ins):
+        if a is out:
+            alias = k if alias is None else alias
+        elif not (flags.owndata and a.flags.owndata) and _may_share_memory(out, a):
+            return None  # (two arrays that own their memory never share it)
+    return be, out, alias
 
 
 def _saved(name, x, y):
@@ -274,8 +331,11 @@ class RowActivation(Activation):
             raise ValueError(f"{self.name} axis must be an int, got {values['axis']!r}")
 
     def forward(self, x, *args, out=None, backend=None, **kwargs):
-        x = _arrays.as_array(x)
         axis = self.bind(args, kwargs)["axis"]
+        y = self._fast(self.scalar_forward, "forward", (x,), out, backend, axis)
+        if y is not None:
+            return y
+        x = _arrays.as_array(x)
         be = resolve(backend, x)
         dtype = _arrays.check_float(x=x)
         shape = _arrays.shape_of(x)
@@ -291,6 +351,11 @@ class RowActivation(Activation):
         and a little less accurate in float32, the forward output ``y=``."""
         saved_name, saved = _saved(self.name, x, y)
         axis = self.bind(args, kwargs)["axis"]
+        fn = self.scalar_backward_from_input if y is None else self.scalar_backward
+        direction = "backward" if y is None else "backward_from_output"
+        dx = self._fast(fn, direction, (dy, saved), out, backend, axis)
+        if dx is not None:
+            return dx
         dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
         be = resolve(backend, dy, saved)
         dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
@@ -302,9 +367,25 @@ class RowActivation(Activation):
             y64 = self.reference_forward(saved64, axis) if y is None else saved64
             out[...] = self.reference_backward(dy64, y64, axis)
             return out
-        fn = self.scalar_backward_from_input if y is None else self.scalar_backward
-        direction = "backward" if y is None else "backward_from_output"
         return self._rows(be, fn, [dy, saved], out, shape, axis, dtype, direction)
+
+    def _fast(self, fn, direction, ins, out, backend, axis):
+        """:meth:`_rows` for the common call (see :func:`_fast_call`) along the last axis of
+        an array of one dimension or more, or None."""
+        call = _fast_call(backend, ins, out)
+        if call is None:
+            return None
+        be, out, _ = call
+        shape = out.shape
+        if not shape or (axis != -1 and axis != len(shape) - 1):
+            return None
+        arrays = (*ins, out)
+        if len(shape) != 2:  # rows of the last axis
+            arrays = [a.reshape(-1, shape[-1]) for a in arrays]
+        kernel = self._row_kernel(be, fn, len(arrays), out.dtype, direction, False,
+                                  be.rows_loop(fn, arrays[0], False))
+        kernel(*arrays)  # a Numba dispatcher (NumbaBackend.launcher): called directly
+        return out
 
     def _rows(self, be, fn, ins, out, shape, axis, dtype, direction):
         """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):

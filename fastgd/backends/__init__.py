@@ -108,6 +108,16 @@ def resolve(backend: str | None, *arrays):
     return chosen
 
 
+def host_fast_path(backend: str | None):
+    """The Numba backend where a call on plain NumPy arrays given ``backend`` runs on it
+    and it has been accepted before, else None: what ``resolve`` would pick, without its
+    checks (the caller has checked that its arrays are NumPy arrays)."""
+    name = backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
+    if name == "auto":
+        name = _auto_host()
+    return _READY.get(name) if name == "numba" else None
+
+
 def to_device(a):
     """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one;
     device arrays pass through. ``BackendUnavailable`` with the reason where the cuda backend
