@@ -35,6 +35,14 @@ def test_main_and_errors(tmp_path, capsys):
         studies.main(["nope"])
 
 
+def test_tiny_runs_write_beside_the_full_reports_not_over_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = studies.run_study("learning-rate", tiny=True)
+    assert result["out"] == os.path.join("reports", "studies-tiny", "learning-rate")
+    assert (tmp_path / result["out"] / "index.md").exists()
+    assert not (tmp_path / "reports" / "studies").exists()
+
+
 def test_cli_study_command_writes_the_report(tmp_path):
     from fastgd import cli
 

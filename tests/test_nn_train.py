@@ -80,6 +80,22 @@ def test_divergence_stops_training():
     assert hist.diverged and len(hist.epoch) == 1
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_divergence_stops_before_the_step_of_the_non_finite_loss(dtype):
+    """A learning rate far too large: the loss overflows, and training stops with the last
+    finite parameters, not after applying that batch's step (which made them inf/NaN)."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 2)).astype(dtype), rng.standard_normal((64, 1)).astype(dtype)
+    model = nn.MLP([2, 8, 1], activation="tanh", backend="numba", dtype=dtype, seed=0)
+    with np.errstate(all="ignore"):
+        hist = nn.train(model, (x, y), loss="mse", optimizer=fastgd.SGD(model.params, lr=1e3),
+                        batch_size=8, epochs=20, progress=False)
+    assert hist.diverged and not np.isfinite(hist.step_loss[-1])
+    assert all(np.isfinite(p).all() for p in model.params.values())
+    assert np.isfinite(model.forward(x)).all()
+    assert hist.steps == len(hist.step_loss) - 1  # the last loss's step was not taken
+
+
 def test_profile_and_progress(capsys):
     data = nn.datasets.spirals(n=90, dtype=np.float64)
     model = nn.MLP([2, 8, 3], backend="numba", dtype=np.float64)
@@ -109,6 +125,35 @@ def test_datasets_are_seeded_and_split(digits):
                                                           np.arange(40) % 2, 0.25)
     assert len(x_te) == 10 and sorted(np.r_[x_tr[:, 0], x_te[:, 0]]) == list(range(40))
     assert y_te.sum() == 5  # stratified
+
+
+@pytest.mark.parametrize("test_size", [0.1, 0.25, 0.6])
+def test_train_test_split_sizes_as_scikit_learn(test_size):
+    """ceil(test_size * N) test samples, however many classes: 20 classes of 4 rounded each
+    class on its own (0.4 of a sample: none at 0.1, 2 each at 0.6: 40 instead of 48)."""
+    split = nn.datasets.train_test_split
+    x, y = np.arange(80.0)[:, None], np.repeat(np.arange(20), 4)
+    x_tr, x_te, y_tr, y_te = split(x, y, test_size, seed=1)
+    n_test = int(np.ceil(test_size * 80))
+    assert len(x_te) == len(y_te) == n_test and len(x_tr) == 80 - n_test
+    assert sorted(np.r_[x_tr[:, 0], x_te[:, 0]]) == list(range(80))
+    assert np.array_equal(y[x_te[:, 0].astype(int)], y_te)
+    per_class = np.bincount(y_te, minlength=20)  # each class its share, give or take one
+    assert per_class.min() >= np.floor(test_size * 4) and per_class.max() <= np.ceil(
+        test_size * 4)
+
+
+def test_train_test_split_of_other_targets_and_small_sets():
+    split = nn.datasets.train_test_split
+    x = np.arange(40.0)[:, None]
+    for y in (np.linspace(0, 1, 40)[:, None], np.eye(4)[np.arange(40) % 4],
+              np.linspace(0, 1, 40)):  # regression values, probability rows
+        x_tr, x_te, y_tr, y_te = split(x, y, 0.25)
+        assert len(x_te) == len(y_te) == 10 and len(x_tr) == len(y_tr) == 30
+        np.testing.assert_array_equal(y[x_te[:, 0].astype(int)], y_te)
+    assert nn.datasets.spirals(n=6, classes=3).y_test.size == 2  # had none
+    with pytest.raises(ValueError, match="leaves none for training"):
+        split(np.zeros((1, 1)), np.zeros(1, int), 0.5)
 
 
 def test_digits_without_scikit_learn(monkeypatch):

@@ -10,6 +10,7 @@ Each returns a :class:`Dataset` with a train/test split (``test_size``, ``seed``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,19 +50,35 @@ class Dataset:
 
 
 def train_test_split(x, y, test_size=0.25, seed=0):
-    """``(x_train, x_test, y_train, y_test)``: a seeded random split, stratified by label so
-    each class keeps its share in both parts."""
+    """``(x_train, x_test, y_train, y_test)``: a seeded random split with ⌈test_size·N⌉ of
+    the N samples in the test part (as scikit-learn), at least one in each part. Class
+    labels (``y`` 1-D integers or bools) are stratified: each class gets its share of the
+    test part, the parts left over by rounding going to the classes with the largest
+    remainders. Other targets (regression values, probability rows) are split by a plain
+    permutation."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+    n = len(x)
+    if len(y) != n:
+        raise ValueError(f"x has {n} samples but y has {len(y)}")
+    n_test = math.ceil(test_size * n)
+    if n_test >= n:
+        raise ValueError(f"test_size={test_size} of {n} sample(s) leaves none for training")
     rng = np.random.default_rng(seed)
-    test = []
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        test.extend(members[: int(round(test_size * len(members)))])
-    is_test = np.zeros(len(y), bool)
+    if y.ndim == 1 and y.dtype.kind in "biu":
+        _, label, counts = np.unique(y, return_inverse=True, return_counts=True)
+        share = counts * (n_test / n)
+        per_class = np.floor(share).astype(np.int64)
+        left = n_test - int(per_class.sum())
+        # largest remainder first, ties in a seeded random order
+        order = np.lexsort((rng.random(len(counts)), per_class - share))
+        per_class[order[:left]] += 1
+        test = np.concatenate([rng.permutation(np.flatnonzero(label == c))[:k]
+                               for c, k in enumerate(per_class)])
+    else:
+        test = rng.permutation(n)[:n_test]
+    is_test = np.zeros(n, bool)
     is_test[test] = True
     train_idx = rng.permutation(np.flatnonzero(~is_test))
     test_idx = rng.permutation(np.flatnonzero(is_test))

@@ -291,7 +291,10 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     sample per step) or ``"minibatch"`` (``batch_size`` samples per step; the last batch of
     an epoch may be smaller, and is skipped when it is one sample and the model has batch
     norm). Samples are shuffled each epoch with ``seed``. Training stops
-    early (``history.diverged``) when the loss stops being finite. ``profile=True`` prints
+    early (``history.diverged``) when the loss stops being finite, before that batch's step:
+    the parameters are the last finite ones (batch norm's running statistics have seen the
+    batch). An optimizer with ``skip_nonfinite`` decides instead (it skips steps whose
+    gradients are not finite). ``profile=True`` prints
     where the training time went: matrix products, fused kernels, loss, optimizer step.
     ``blas_threads``: threads for the CPU matrix products (``"auto"``: one for small
     products, see :func:`_blas_limit`; ``None``: BLAS's default; needs threadpoolctl).
@@ -353,6 +356,13 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                     PROFILE.add("data", t0)
                 out = model.forward(xb, train=True)
                 value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
+                if (stop_on_divergence and not math.isfinite(value)
+                        and not getattr(optimizer, "skip_nonfinite", False)):
+                    hist.step_loss.append(value)  # the step it would have been, not taken
+                    hist.step_grad_norm.append(math.nan)
+                    losses.append(value)
+                    hist.diverged = True
+                    break
                 model.backward(grad)
                 norms = {}
                 if track_grad_norms:
@@ -375,7 +385,7 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 losses.append(value)
                 for key, v in norms.items():
                     sums[key] = sums.get(key, 0.0) + v
-                if not math.isfinite(value) and stop_on_divergence:
+                if not math.isfinite(value) and stop_on_divergence:  # skip_nonfinite let it
                     hist.diverged = True
                     break
             if not steps and stop_on_divergence and n:  # every step skipped: no progress
