@@ -802,3 +802,42 @@ def test_a_subclass_may_add_attributes_of_its_own():
     opt = Tagged([np.ones(3)], lr=0.1, backend="numpy")
     assert opt.tag == "run-1"
     opt.step([np.ones(3)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_measuring_the_norm_changes_nothing_also_where_it_is_inf(backend):
+    """max_grad_norm=inf (and clip_grad_norm's max_norm=inf) only measures: an inf gradient
+    element made every parameter NaN through a coefficient inf/inf."""
+    g = np.array([1, 1, 1, np.inf], np.float32)
+    p, q = {"w": np.ones(4, np.float32)}, {"w": np.ones(4, np.float32)}
+    info = fastgd.Adam(p, lr=0.1, max_grad_norm=math.inf, backend=backend).step({"w": g})
+    fastgd.Adam(q, lr=0.1, backend=backend).step({"w": g.copy()})
+    assert info.grad_norm == math.inf
+    np.testing.assert_array_equal(p["w"], q["w"])  # [0.9, 0.9, 0.9, nan]
+    strided = np.full((3, 3), 2.0)[:, 0]  # measured without being written: any layout
+    strided.flags.writeable = False
+    grads = [g.copy(), strided]  # and mixed dtypes
+    assert fastgd.clip_grad_norm(grads, math.inf, backend=backend) == math.inf
+    np.testing.assert_array_equal(grads[0], g)
+    grads[0] = np.full(3, 3.0, np.float32)
+    assert fastgd.clip_grad_norm(grads, math.inf, backend=backend) == pytest.approx(
+        math.sqrt(27 + 12), rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_clip_grad_norm_of_mixed_dtypes_as_torch(backend):
+    torch = pytest.importorskip("torch")
+    g = {"w": np.full(3, 3.0, np.float32), "b": np.full(2, 4.0)}
+    t = [torch.tensor(a).requires_grad_() for a in g.values()]
+    for a, tt in zip(g.values(), t):
+        tt.grad = torch.tensor(a.copy())
+    want = float(torch.nn.utils.clip_grad_norm_(t, 1.0))
+    assert fastgd.clip_grad_norm(g, 1.0, backend=backend) == pytest.approx(want, rel=1e-6)
+    for a, tt in zip(g.values(), t):
+        np.testing.assert_allclose(a, tt.grad.numpy(), rtol=1e-6)
+
+
+def test_adamax_has_no_decoupled_weight_decay_setting():
+    opt = fastgd.Adamax([np.ones(3)], lr=0.1, weight_decay=0.5)
+    with pytest.raises(AttributeError, match="has no setting 'decoupled_weight_decay'"):
+        opt.decoupled_weight_decay = True  # it was kept, and did nothing

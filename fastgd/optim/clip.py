@@ -77,9 +77,9 @@ def max_norm_value(name: str, value) -> float:
     return float(value)
 
 
-def _flat_grads(grads, backend):
+def _flat_grads(grads, backend, writes=True):
     """(backend, list of flat grads) for a list/dict of arrays, one array (as torch takes one
-    tensor) or a ParamBuffer."""
+    tensor) or a ParamBuffer; views to clip in place, or copies where nothing ``writes``."""
     from fastgd.optim.buffer import ParamBuffer
 
     if isinstance(grads, ParamBuffer):
@@ -93,9 +93,12 @@ def _flat_grads(grads, backend):
         if not _arrays.is_array(a):
             raise TypeError(f"grads[{k}] is not an array: {type(a).__name__}")
     be = resolve(backend, *arrays)
-    _arrays.check_float(**{f"grads[{k}]": a for k, a in enumerate(arrays)})
     flats = []
     for k, a in enumerate(arrays):
+        _arrays.check_float(**{f"grads[{k}]": a})  # each its own: dtypes may differ
+        if not writes:
+            flats.append(be.flat(a))
+            continue
         view = be.flat_view(a)
         if view is None or not _arrays.is_writable(a):
             raise ValueError(f"grads[{k}] must be C-contiguous and writable to be clipped in "
@@ -110,14 +113,16 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
 
     ``grads``: a list or dict of arrays, one array, or a ParamBuffer (its gradient buffer).
     Returns the total norm before clipping, a float (inf or NaN if a gradient is not finite;
-    the gradients are then multiplied by NaN or 0 as PyTorch does). As in PyTorch,
-    ``max_norm=inf`` only measures the norm, ``max_norm=0`` zeroes the gradients, and no
-    gradients have norm 0.
+    the gradients are then multiplied by NaN or 0 as PyTorch does). ``max_norm=inf`` only
+    measures the norm (PyTorch multiplies by inf/inf = NaN where the norm is inf), and reads
+    gradients of any layout; ``max_norm=0`` zeroes the gradients, and no gradients have
+    norm 0. Gradients may differ in dtype, as the optimizers' (and torch's) may.
     """
     max_norm = max_norm_value("max_norm", max_norm)
-    be, flats = _flat_grads(grads, backend)
+    measure_only = max_norm == math.inf
+    be, flats = _flat_grads(grads, backend, writes=not measure_only)
     total = global_norm(be, flats)
-    coef = max_norm / (total + 1e-6)
+    coef = 1.0 if measure_only else max_norm / (total + 1e-6)
     if coef > 1.0:
         coef = 1.0
     if coef != 1.0:

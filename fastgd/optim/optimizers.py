@@ -360,7 +360,7 @@ class Optimizer:
             norm = global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
             if self.skip_nonfinite and not math.isfinite(norm):
                 return StepInfo(lr, norm, True, self._step)
-            if self.max_grad_norm is not None:
+            if self.max_grad_norm is not None and self.max_grad_norm != math.inf:
                 coef = self.max_grad_norm / (norm + 1e-6)
                 if coef > 1.0:  # clamp(max=1); NaN stays NaN, as in PyTorch
                     coef = 1.0
@@ -629,10 +629,12 @@ class _AdamBase(Optimizer):
     decoupled_default = False
 
     def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, common):
+        """``decoupled_weight_decay`` None: the optimizer has no such setting (Adamax)."""
         self.betas = betas
         self.eps = eps
         self.weight_decay = weight_decay
-        self.decoupled_weight_decay = decoupled_weight_decay
+        if decoupled_weight_decay is not None:
+            self.decoupled_weight_decay = decoupled_weight_decay
         super().__init__(params, lr, **common)
 
     def _moments(self, lr):
@@ -785,7 +787,7 @@ class Adamax(_AdamBase):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  **common):
-        super().__init__(params, lr, betas, eps, weight_decay, False, common)
+        super().__init__(params, lr, betas, eps, weight_decay, None, common)
 
     def _variant(self):
         return rules.adamax, [("exp_avg", 0.0), ("exp_inf", 0.0)]
