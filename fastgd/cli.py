@@ -141,7 +141,9 @@ class Progress:
 
 def bench_args(args, folder: Path) -> list[str]:
     """The pytest command line for ``fastgd bench`` arguments."""
-    known = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
+    from fastgd.bench.activation_cases import DEVICE
+
+    known = tuple(DEVICE)  # every implementation a sweep knows, ours and the peers
     backends = _names(args.backends)
     unknown = [b for b in backends if b not in known]
     if unknown:

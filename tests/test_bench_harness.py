@@ -125,6 +125,20 @@ def test_backward_from_y_cases_pass_the_gate_on_every_cpu_implementation(op):
         harness.verify(case, result)
 
 
+@pytest.mark.parametrize("direction", ac.DIRECTIONS)
+def test_plain_numpy_peer_passes_the_gate_in_float32_for_every_op(direction):
+    """The plain-NumPy peer's expressions (written apart from the reference) are right, and
+    stay in float32 (a NumPy float64 scalar in one of them promoted its result)."""
+    pytest.importorskip("scipy")  # the exact GELU's erf
+    expected = {op for op in ac.ops() if ac.supports("numpy", op, direction)}
+    assert {op for op in ac.ops() if ac.supports("numpy-plain", op, direction)} == expected
+    for op in sorted(expected):
+        case = ac.make_case(op, direction, "numpy-plain", 1 << 12)
+        result = case.call()
+        assert result.dtype == np.float32, op
+        harness.verify(case, result)
+
+
 def test_large_cases_check_a_sample_of_rows(monkeypatch):
     monkeypatch.setattr(ac, "CHECK_ALL", 1 << 10)
     monkeypatch.setattr(ac, "CHECK_SAMPLE", 1 << 10)

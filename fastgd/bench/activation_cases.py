@@ -1,7 +1,8 @@
 """Benchmark cases for every activation, forward and backward, on every implementation.
 
 An implementation is one of our backends (``numpy``, ``numba``, ``cuda``) or a peer
-(``torch``, ``torch-cuda``, ``cupy``, ``cupy-kernel``, see :mod:`fastgd.bench.peers`).
+(``torch``, ``numpy-plain``, ``torch-cuda``, ``cupy``, ``cupy-kernel``, see
+:mod:`fastgd.bench.peers`).
 Each case computes into a preallocated output, and is checked against the NumPy backend
 (on a sample of rows above ``CHECK_ALL`` elements, so the reference stays cheap).
 
@@ -38,8 +39,8 @@ CHECK_SAMPLE = 1 << 16  # about this many elements are checked above CHECK_ALL
 DIRECTIONS = ("forward", "backward", "backward_y")
 QUICK_DIRECTIONS = ("forward", "backward")  # the 2-minute budget of ``fastgd bench --quick``
 OURS = ("numpy", "numba", "cuda")
-DEVICE = {"numpy": "cpu", "numba": "cpu", "torch": "cpu", "cuda": "gpu", "torch-cuda": "gpu",
-          "cupy": "gpu", "cupy-kernel": "gpu"}
+DEVICE = {"numpy": "cpu", "numba": "cpu", "cuda": "gpu", "torch": "cpu", "torch-cuda": "gpu",
+          "cupy": "gpu", "cupy-kernel": "gpu", "numpy-plain": "cpu"}
 ROW_OPS = ("softmax", "log_softmax")
 
 
@@ -218,6 +219,8 @@ def _build(op, direction, impl, host, out_shape, dtype):
             call = lambda: fn(t["dy"], t["x"], t.get("y"), o, t["w"])
         version = peers.torch().__version__
         return call, peers.torch_sync(device), peers.torch_to_host, None, version
+    if impl == "numpy-plain":
+        return peers.numpy_call(direction, op, host), None, np.asarray, None, np.__version__
     cp = peers.cupy()
     a = {k: cp.asarray(v) for k, v in host.items()}
     if impl == "cupy":

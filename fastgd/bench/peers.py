@@ -8,6 +8,11 @@
 * ``cupy``: the NumPy reference run on CuPy arrays (NumPy dispatches to CuPy through
   ``__array_ufunc__``/``__array_function__``): plain array expressions, one kernel each.
 * ``cupy-kernel``: a hand-written ``cupy.ElementwiseKernel`` for the common forward ops.
+* ``numpy-plain``: the NumPy expressions a user writes for each activation, in the data's
+  dtype (``1 / (1 + np.exp(-x))``, ``np.maximum(x, 0)``; exact GELU with SciPy's ``erf``
+  when SciPy is installed): the answer to "how much faster than my NumPy code?", where
+  our ``numpy`` backend is the float64 reference the kernels are tested against. (For the
+  optimizers our NumPy backend is plain NumPy in the data's dtype already.)
 
 Every name here is what the reports show; :func:`versions` gives each with its version.
 """
@@ -15,10 +20,11 @@ Every name here is what the reports show; :func:`versions` gives each with its v
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
-CPU_PEERS = ("torch",)
+CPU_PEERS = ("torch", "numpy-plain")
 GPU_PEERS = ("torch-cuda", "cupy", "cupy-kernel")
 
 SELU_ALPHA = 1.6732632423543772848170429916717
@@ -55,8 +61,9 @@ def available() -> list[str]:
     t = torch()
     if t is not None:
         names.append("torch")
-        if gpu_available() and t.cuda.is_available():
-            names.append("torch-cuda")
+    names.append("numpy-plain")
+    if t is not None and gpu_available() and t.cuda.is_available():
+        names.append("torch-cuda")
     if cupy() is not None:
         names += ["cupy", "cupy-kernel"]
     return names
@@ -66,7 +73,7 @@ def versions() -> dict[str, str]:
     """Each available peer with its version (for the report)."""
     out = {}
     for name in available():
-        module = torch() if name.startswith("torch") else cupy()
+        module = torch() if name.startswith("torch") else np if name == "numpy-plain" else cupy()
         out[name] = module.__version__
     return out
 
@@ -175,6 +182,125 @@ def torch_empty(shape, dtype, device: str):
 
 def torch_to_host(t):
     return t.detach().cpu().numpy()
+
+
+# -- plain NumPy: the expressions a user writes, in the data's dtype -------------------------
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softplus(x):
+    return np.where(x > 20, x, np.log1p(np.exp(x)))
+
+
+def _erf(x):
+    from scipy.special import erf  # ImportError without SciPy: no exact GELU peer
+
+    return erf(x)
+
+
+_GELU_C = math.sqrt(2 / math.pi)  # a Python float: NumPy's float64 scalars would promote
+_SQRT2, _SQRT_2PI = math.sqrt(2), math.sqrt(2 * math.pi)
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(_GELU_C * (x + 0.044715 * x**3)))
+
+
+def _gelu_tanh_backward(dy, x):
+    t = np.tanh(_GELU_C * (x + 0.044715 * x**3))
+    return dy * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x))
+
+
+def _mish_backward(dy, x):
+    t, s = np.tanh(_softplus(x)), _sigmoid(x)
+    return dy * (t + x * s * (1 - t * t))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _log_softmax(x):
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _channels(w):
+    return w[:, None]  # one slope per channel of (batch, channels, length)
+
+
+#: forward(x, w) -> y, in x's dtype (NumPy keeps float32: Python numbers are weak).
+NUMPY_FORWARD = {
+    "sigmoid": lambda x, w: _sigmoid(x),
+    "tanh": lambda x, w: np.tanh(x),
+    "relu": lambda x, w: np.maximum(x, 0),
+    "leaky_relu": lambda x, w: np.where(x > 0, x, 0.01 * x),
+    "prelu": lambda x, w: np.where(x > 0, x, _channels(w) * x),
+    "elu": lambda x, w: np.where(x > 0, x, np.expm1(x)),
+    "selu": lambda x, w: SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(x)),
+    "gelu": lambda x, w: 0.5 * x * (1 + _erf(x / _SQRT2)),
+    "gelu_tanh": lambda x, w: _gelu_tanh(x),
+    "silu": lambda x, w: x * _sigmoid(x),
+    "softplus": lambda x, w: _softplus(x),
+    "mish": lambda x, w: x * np.tanh(_softplus(x)),
+    "hardsigmoid": lambda x, w: np.clip(x / 6 + 0.5, 0, 1),
+    "hardswish": lambda x, w: x * np.clip(x / 6 + 0.5, 0, 1),
+    "softmax": lambda x, w: _softmax(x),
+    "log_softmax": lambda x, w: _log_softmax(x),
+}
+
+#: backward(dy, x, y, w) -> dx, y the forward output (softmax's and log_softmax's input).
+NUMPY_BACKWARD = {
+    "sigmoid": lambda dy, x, y, w: dy * _sigmoid(x) * (1 - _sigmoid(x)),
+    "tanh": lambda dy, x, y, w: dy * (1 - np.tanh(x) ** 2),
+    "relu": lambda dy, x, y, w: dy * (x > 0),
+    "leaky_relu": lambda dy, x, y, w: np.where(x > 0, dy, 0.01 * dy),
+    "prelu": lambda dy, x, y, w: np.where(x > 0, dy, _channels(w) * dy),
+    "elu": lambda dy, x, y, w: np.where(x > 0, dy, dy * np.exp(x)),
+    "selu": lambda dy, x, y, w: SELU_SCALE * np.where(x > 0, dy, SELU_ALPHA * dy * np.exp(x)),
+    "gelu": lambda dy, x, y, w: dy * (0.5 * (1 + _erf(x / _SQRT2))
+                                      + x * np.exp(-0.5 * x * x) / _SQRT_2PI),
+    "gelu_tanh": lambda dy, x, y, w: _gelu_tanh_backward(dy, x),
+    "silu": lambda dy, x, y, w: dy * _sigmoid(x) * (1 + x * (1 - _sigmoid(x))),
+    "softplus": lambda dy, x, y, w: np.where(x > 20, dy, dy * _sigmoid(x)),
+    "mish": lambda dy, x, y, w: _mish_backward(dy, x),
+    "hardsigmoid": lambda dy, x, y, w: np.where((x > -3) & (x < 3), dy / 6, 0),
+    "hardswish": lambda dy, x, y, w: np.where(x < -3, 0, np.where(x < 3, dy * (x / 3 + 0.5),
+                                                                    dy)),
+    "softmax": lambda dy, x, y, w: y * (dy - (dy * y).sum(axis=-1, keepdims=True)),
+    "log_softmax": lambda dy, x, y, w: dy - np.exp(y) * dy.sum(axis=-1, keepdims=True),
+}
+
+#: backward(dy, x, y, w) -> dx from the forward output y.
+NUMPY_BACKWARD_Y = {
+    "sigmoid": lambda dy, x, y, w: dy * y * (1 - y),
+    "tanh": lambda dy, x, y, w: dy * (1 - y * y),
+    "relu": lambda dy, x, y, w: dy * (y > 0),
+    "leaky_relu": lambda dy, x, y, w: np.where(y > 0, dy, 0.01 * dy),
+    "elu": lambda dy, x, y, w: np.where(y > 0, dy, dy * (y + 1)),
+    "selu": lambda dy, x, y, w: np.where(y > 0, SELU_SCALE * dy,
+                                         dy * (y + SELU_SCALE * SELU_ALPHA)),
+}
+
+
+def numpy_call(direction: str, op: str, a: dict):
+    """The plain-NumPy call of ``op`` in ``direction`` on host arrays ``a``, its floating
+    point warnings (exp overflowing to inf in a tail) silenced as a user would see them
+    once and move on."""
+    if direction == "forward":
+        fn = NUMPY_FORWARD[op]
+        compute = lambda: fn(a["x"], a["w"])  # noqa: E731
+    else:
+        fn = (NUMPY_BACKWARD_Y if direction == "backward_y" else NUMPY_BACKWARD)[op]
+        compute = lambda: fn(a["dy"], a["x"], a.get("y"), a["w"])  # noqa: E731
+
+    def call():
+        with np.errstate(all="ignore"):
+            return compute()
+
+    return call
 
 
 # -- CuPy ElementwiseKernel: hand-written CUDA for the common forward ops -----------------

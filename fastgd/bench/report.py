@@ -218,7 +218,7 @@ def by_key(results) -> dict[tuple, dict[str, Result]]:
 
 
 #: (ours, its peer on the same device): the summary's "ours × peer" columns.
-PAIRS = (("numba", "torch"), ("cuda", "torch-cuda"))
+PAIRS = (("numba", "torch"), ("numba", "numpy-plain"), ("cuda", "torch-cuda"))
 
 
 def peer_pairs(run: Run) -> list[tuple[str, str]]:
@@ -290,7 +290,8 @@ STYLES = ("-", "--", ":", "-.")
 
 
 #: Fixed colours so a backend looks the same in every plot.
-KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel")
+KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel",
+         "numpy-plain")
 DIRECTION_ORDER = ("forward", "backward", "backward_y", "step")
 ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 
@@ -298,7 +299,7 @@ ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 #: ours in blues and greens, peers in warm colours, the NumPy reference grey
 FIXED_COLORS = {"numpy": "tab:gray", "numba": "tab:blue", "cuda": "tab:green",
                 "torch": "tab:orange", "torch-cuda": "tab:red", "cupy": "tab:purple",
-                "cupy-kernel": "tab:brown"}
+                "cupy-kernel": "tab:brown", "numpy-plain": "tab:olive"}
 
 
 def _colors(backends) -> dict:
@@ -533,7 +534,8 @@ def write_single(run: Run, out: Path) -> Path:
         "arrays that fit in the caches, typically n ≤ 2^20, can exceed 100 %); × NumPy = "
         "the time of fastgd's NumPy backend (the plain-NumPy reference it is tested against, "
         "not hand-tuned NumPy) / the best time, the best's own speedup; `numba × torch` "
-        "(and `cuda × torch-cuda`) = the peer's time / ours at the same size, > 1 where ours "
+        "(`numba × numpy-plain`: the NumPy expressions a user writes, in float32; "
+        "`cuda × torch-cuda`) = the peer's time / ours at the same size, > 1 where ours "
         "is faster (best rounds: within about 5 % the two are a tie on a noisy machine). "
         "Optimizer rows named `[buffer of N]` / `[tensors of N]` "
         "update N tensors of mixed sizes through one ParamBuffer / one launch per tensor."
