@@ -85,7 +85,13 @@ def pytest_configure(config):
 def pytest_generate_tests(metafunc):
     if {"op", "direction", "backend", "n"} <= set(metafunc.fixturenames):
         config = metafunc.config
+        # only what was asked: finding what a peer supports calls it (and the numba
+        # forward for y: a compile that the forward's benchmark would then not measure)
+        ops = [o for o in _list(config, "--fastgd-ops") if o in activation_cases.ops()]
+        impls = _list(config, "--fastgd-backends")
+        asked_ops = bool(_list(config, "--fastgd-ops"))
         combos = activation_cases.params(
+            ops_=ops if asked_ops else None, impls=impls or None,
             sizes=config.fastgd_sizes, quick=config.getoption("--fastgd-quick"))
         metafunc.parametrize("op,direction,backend,n", combos,
                              ids=[f"{o}-{d}-{b}-{n}" for o, d, b, n in combos])
@@ -155,6 +161,7 @@ def pytest_runtest_setup(item):
     as usual, so pytest-benchmark saves what ran and the report is written from it."""
     deadline = item.config.getoption("--fastgd-deadline")
     if deadline > 0 and time.time() - item.config._fastgd_start > deadline:
+        item.config._fastgd_past_deadline = True
         pytest.skip(f"past --fastgd-deadline={deadline:g} s")
 
 
@@ -198,7 +205,12 @@ def pytest_sessionfinish(session, exitstatus):
     before this runs)."""
     config = session.config
     where = config.getoption("--fastgd-report")
-    if where == "none" or config._fastgd_json is None:
+    if where == "none":
+        return
+    if config._fastgd_json is None:  # nothing was saved: no benchmark ran
+        if getattr(config, "_fastgd_past_deadline", False):
+            config._fastgd_said = "fastgd: no report: no benchmark ran before the deadline"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
     source = _saved_json(config) or config._fastgd_json
     try:

@@ -215,3 +215,16 @@ def test_a_sweep_whose_report_cannot_be_written_fails(monkeypatch, tmp_path):
         report.check_out("/proc/fastgd-report")
     report.check_out(tmp_path / "a" / "b")  # can be made: made, probed, removed again
     assert not (tmp_path / "a").exists()
+
+
+def test_a_sweep_that_ran_nothing_before_its_deadline_fails(tmp_path):
+    """Every benchmark skipped by --fastgd-deadline: nothing saved, no report; the session
+    exited 0 without a word."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+         "--fastgd-ops=relu", "--fastgd-backends=numpy", "--fastgd-sizes=1024",
+         "--fastgd-deadline=0.000001", f"--fastgd-report={tmp_path / 'r'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "fastgd: no report: no benchmark ran before the deadline" in out

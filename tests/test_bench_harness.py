@@ -34,6 +34,47 @@ def test_gate_rejects_a_wrong_kernel_and_never_times_it():
     assert bench.calls == 0 and bench.extra_info == {}
 
 
+@pytest.mark.parametrize("n", [1 << 12, 1 << 16])
+def test_gate_rejects_an_activation_that_skips_its_last_elements(n, monkeypatch):
+    """The output starts as NaN: memory from np.empty could be the NumPy case's freed
+    result, right where a kernel with a remainder-loop bug wrote nothing."""
+    act = ac.activation("sigmoid")
+    harness.first_call(ac.make_case("sigmoid", "forward", "numpy", n))  # as a sweep runs
+    forward = act.forward
+
+    def skips_seven(x, out=None, backend=None):
+        if backend != "numba":  # the reference
+            return forward(x, out=out, backend=backend)
+        forward(x[:-7], out=out[:-7], backend=backend)
+        return out
+
+    case = ac.make_case("sigmoid", "forward", "numba", n)
+    monkeypatch.setattr(act, "forward", skips_seven)  # looked up when the case calls it
+    with pytest.raises(WrongResult, match="7 of"):
+        harness.verify(case, case.call())
+
+
+@pytest.mark.parametrize("op", ["sgd", "sgd_momentum", "adam"])
+def test_gate_rejects_an_optimizer_step_that_skips_elements(op):
+    """Checked by the change each parameter made: two SGD steps of lr 1e-3 move it by about
+    2e-5, within a tolerance relative to the parameter, so a missed element passed."""
+    from fastgd.bench import optimizer_cases as oc
+
+    case = oc.make_case(op, "numba", [4096], "tensor")
+    step = case.call
+
+    def skips_last(origin=case.origin.copy()):
+        arrays = list(step())
+        arrays[-1][-3:] = origin[-3:]  # as if never updated
+        return arrays
+
+    result = [skips_last() for _ in range(case.checked_calls)][-1]
+    with pytest.raises(WrongResult, match="3 of 4096"):
+        harness.verify(case, result)
+    right = oc.make_case(op, "numba", [4096], "tensor")
+    harness.verify(right, [right.call() for _ in range(right.checked_calls)][-1])
+
+
 def test_right_kernel_is_timed_and_recorded(monkeypatch):
     monkeypatch.setattr(fastgd.get_backend("numba"), "_kernels", {})  # so this call compiles
     bench = FakeBenchmark(best=1e-3)
@@ -193,3 +234,20 @@ def test_cupy_expression_peer_plumbing_on_numpy_arrays(direction):
                     call=ac._cupy_expression(op, direction, host),
                     expected=ac.reference(op, direction, host))
         harness.verify(case, case.call())
+
+
+def test_finding_the_cases_compiles_no_kernel_of_ours(monkeypatch):
+    """Which cases a peer supports is found by a trial call while the sweep is collected;
+    its y came from the Numba forward, compiled then, so the forward's benchmark measured no
+    compile."""
+    be = get_backend("numba")
+    compiled = []
+    compile_ = be.compile
+    monkeypatch.setattr(be, "compile", lambda *a, **k: compiled.append(a) or compile_(*a, **k))
+    monkeypatch.setattr(be, "_kernels", {})
+    monkeypatch.setattr(ac.activation("tanh"), "_plans", {})
+    ac.supports.cache_clear()
+    ac._forward_output.cache_clear()
+    combos = ac.params(["tanh"], ["numpy", "numpy-plain", "torch"])
+    assert ("tanh", "backward_y", "numpy-plain", 1 << 10) in combos
+    assert compiled == []

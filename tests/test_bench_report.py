@@ -121,6 +121,9 @@ def test_any_op_and_direction(tmp_path):
     ('{"benchmarks": [{"name": "x"}]}', "is not pytest-benchmark output"),
     ('{"benchmarks": [{"name": "x", "stats": {"min": 1}, "params": {"a": 1}}]}',
      "has no fastgd results"),
+    ('{"benchmarks": [{"name": "t", "stats": {"min": 0.0}, "params": '
+     '{"op": "relu", "backend": "numba", "n": 8}}]}', "'t' has a malformed field: its best "
+     "time is 0.0"),  # every figure divides by it (ZeroDivisionError)
 ])
 def test_bad_input(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -184,3 +187,25 @@ def test_summary_sets_ours_against_the_peer_and_names_the_commit(tmp_path):
     assert "| relu | forward | float32 | 2^20 | cuda | 10 µs | 839 | 42 | 100.00 | 1.50 |" in text
     assert "| relu | forward | float32 | 2^10 | numba | 2 µs | 4.1 | 4 | 5.00 | – |" in text
     assert "| commit | f912578d5c |" in text
+
+
+def test_a_run_outside_git_names_no_commit(tmp_path):
+    data = json.loads(SMALL.read_text())
+    data["commit_info"] = {"id": "unversioned", "dirty": False}  # pytest-benchmark's word
+    text = report.write([data], tmp_path).read_text()
+    assert "unversi" not in text and "| commit | – |" in text
+
+
+def test_a_report_written_over_another_removes_the_older_plots(tmp_path):
+    """Rewriting a folder left the plots the new report does not make (another op's)
+    beside it, linked from nowhere."""
+    data = json.loads(SMALL.read_text())
+    report.write([data], tmp_path)
+    old = {p.name for p in tmp_path.glob("*.png")}
+    assert "throughput-sigmoid.png" in old
+    (tmp_path / "mine.png").write_bytes(b"not the report's")
+    data["benchmarks"] = [b for b in data["benchmarks"] if b["params"]["op"] != "sigmoid"]
+    report.write([data], tmp_path)
+    new = {p.name for p in tmp_path.glob("*.png")}
+    assert "throughput-sigmoid.png" not in new and "throughput-relu.png" in new
+    assert "mine.png" in new  # not one of the report's: kept

@@ -101,9 +101,12 @@ def inputs(shape: tuple, dtype: str = "float32") -> dict:
 @functools.lru_cache(maxsize=2)
 def _forward_output(op, shape, dtype):
     """y = op(x), an input of the backwards from y (softmax-like and sigmoid/tanh peers compute
-    dx from it): by the Numba backend, within the accuracy contract and fast at 2^28, where
-    the NumPy backend took seconds per op."""
-    return activation(op).forward(inputs(shape, dtype)["x"], backend="numba")
+    dx from it): by the NumPy backend up to ``CHECK_ALL`` elements, above by the Numba one,
+    within the accuracy contract and fast at 2^28, where the NumPy backend took seconds per
+    op (not for small cases: a Numba compile there, while the sweep is collected, was
+    missing from the forward's first-call figure)."""
+    big = int(np.prod(shape)) > CHECK_ALL
+    return activation(op).forward(inputs(shape, dtype)["x"], backend="numba" if big else "numpy")
 
 
 def _host_arrays(op, direction, shape, dtype):
@@ -190,6 +193,13 @@ def _reference_call(op, direction, a):
     return lambda: act.reference_backward(a["dy"], a["x"], *params)
 
 
+def _unwritten(shape, dtype):
+    """An output array of NaN: memory from ``np.empty`` can be a freed array of the same
+    size holding the right answer (the NumPy case's), where a kernel that skipped elements
+    then passed the gate."""
+    return np.full(shape, np.nan, dtype)
+
+
 def _build(op, direction, impl, host, out_shape, dtype):
     """(call, sync, to_host, kernels, version) of one implementation on host arrays."""
     import fastgd
@@ -201,16 +211,20 @@ def _build(op, direction, impl, host, out_shape, dtype):
 
             a = {k: fastgd.to_device(v) for k, v in host.items()}
             out = be.empty(out_shape, dtype)
+            if hasattr(out, "fill"):  # CuPy: on the device (a host copy is 1 GiB at 2^28)
+                out.fill(np.nan)
+            else:  # a Numba device array (no CuPy)
+                out.copy_to_device(_unwritten(out_shape, dtype))
             sync, to_host = cuda.synchronize, fastgd.to_host
         else:
-            a, out, sync, to_host = host, np.empty(out_shape, dtype), None, np.asarray
+            a, out, sync, to_host = host, _unwritten(out_shape, dtype), None, np.asarray
         kernels = (lambda: len(be._kernels)) if hasattr(be, "_kernels") else None
         version = fastgd.__version__
         return _ours(op, direction, impl, a, out), sync, to_host, kernels, version
     if impl in ("torch", "torch-cuda"):
         device = DEVICE[impl]
         t = {k: peers.torch_tensor(v, device) for k, v in host.items()}
-        o = peers.torch_empty(out_shape, dtype, device)
+        o = peers.torch_unwritten(out_shape, dtype, device)
         if direction == "forward":
             fn = peers.TORCH_FORWARD[op]
             call = lambda: fn(t["x"], o, t["w"])

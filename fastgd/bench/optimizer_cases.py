@@ -1,7 +1,7 @@
 """Benchmark cases for one optimizer step, per rule, implementation and tensor layout.
 
-Each case's first step is checked against one step of the NumPy backend from the same start
-(a wrong step is never timed). Bytes that must move are the rule's own streams
+Each case's first two steps are checked against two steps of the NumPy backend from the same
+start, by the change each parameter made (a wrong step is never timed). Bytes that must move are the rule's own streams
 (``bytes_per_step``: Adam 28 B/element in float32, SGD-momentum 20, plain SGD 12). Peers:
 ``torch`` / ``torch-cuda`` (``torch.optim``, ``fused=True`` where PyTorch has a fused kernel).
 Layouts: ``tensor`` (tensors stepped one launch each), ``buffer`` (one ``ParamBuffer``, one
@@ -78,6 +78,7 @@ def make_case(op, impl, sizes, layout) -> Case:
     label = op if layout == "tensor" else f"{op} [{layout} of {len(sizes)}]"
     common = dict(op=label, direction="step", backend=impl, n=sum(sizes), bytes=nbytes,
                   expected=expected, checked_calls=CHECKED_STEPS, dtype="float32",
+                  origin=_concat(params.values(), np.asarray),
                   device=DEVICE[impl],
                   extra={"layout": layout, "tensors": len(sizes)})
     if impl.startswith("torch"):

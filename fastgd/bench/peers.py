@@ -172,12 +172,12 @@ def torch_tensor(a, device: str):
     return t.cuda() if device == "gpu" else t
 
 
-def torch_empty(shape, dtype, device: str):
-    """An uninitialized output tensor on the device itself (a NumPy array copied there moved
-    1 GiB per case at 2^28)."""
+def torch_unwritten(shape, dtype, device: str):
+    """An output tensor of NaN (see ``activation_cases._unwritten``), made on the device
+    itself (a NumPy array copied there moved 1 GiB per case at 2^28)."""
     t = torch()
-    return t.empty(shape, dtype=getattr(t, str(np.dtype(dtype))),
-                   device="cuda" if device == "gpu" else "cpu")
+    return t.full(shape, float("nan"), dtype=getattr(t, str(np.dtype(dtype))),
+                  device="cuda" if device == "gpu" else "cpu")
 
 
 def torch_to_host(t):

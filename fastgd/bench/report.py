@@ -96,7 +96,8 @@ class Run:
     @property
     def _commit_info(self) -> dict | None:
         info = self.data.get("commit_info")
-        if not isinstance(info, dict) or not info.get("id"):
+        # pytest-benchmark writes id "unversioned" outside a git checkout
+        if not isinstance(info, dict) or info.get("id") in (None, "", "unversioned"):
             return None
         return {**info, "id": str(info["id"])}
 
@@ -170,6 +171,8 @@ def _result(bench: dict) -> Result | None:
 
 def _typed_result(bench: dict, info: dict) -> Result:
     backend = str(info["backend"])
+    if not float(bench["stats"]["min"]) > 0:  # every figure divides by it
+        raise ValueError(f"its best time is {bench['stats']['min']!r}, not a time > 0")
     device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
                                     else "cpu")
     return Result(
@@ -662,9 +665,18 @@ def write(sources, out=None) -> Path:
     check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_plots_of(out / "index.md")
         return write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
     except OSError as e:
         raise ReportError(f"cannot write the report into {out}: {e.strerror or e}") from e
+
+
+def _remove_plots_of(index: Path) -> None:
+    """Remove the plots that an older report in the same folder links to: a report written
+    over it would leave those it does not make beside its own (another op's throughput)."""
+    if index.is_file():
+        for name in re.findall(r"\]\(([^)/\\]+\.png)\)", index.read_text(errors="replace")):
+            (index.parent / name).unlink(missing_ok=True)
 
 
 def check_out(out) -> None:
