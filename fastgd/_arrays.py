@@ -59,9 +59,14 @@ def shape_of(a) -> tuple:
 
 
 def as_array(a):
-    """Host arrays, scalars and lists become NumPy arrays in native byte order (a big-endian
-    float32 from a file is copied, as a non-contiguous input is); device arrays pass through."""
+    """Host arrays, scalars and lists become plain NumPy arrays in native byte order (a
+    big-endian float32 from a file is copied, as a non-contiguous input is; a subclass is
+    seen as a plain array: np.matrix's ``*`` is a matrix product, and NumPy functions on a
+    masked array refill its masked entries, in the NumPy backend's math); device arrays
+    pass through."""
     if isinstance(a, np.ndarray):
+        if type(a) is not np.ndarray:
+            a = a.view(np.ndarray)
         return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     return a if is_device_array(a) else as_array(np.asarray(a))
 

@@ -728,6 +728,8 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.gelu(x, approximate="fast"), "approximate"),
         (lambda x: fastgd.softmax(x, axis=2), "out of range"),
         (lambda x: fastgd.softmax(x, axis=1.0), "axis must be an int"),
+        (lambda x: fastgd.softmax(x, True), "axis must be an int, got True"),  # taken as 1
+        (lambda x: fastgd.softmax(x, np.True_), "axis must be an int, got np.True_"),
         (lambda x: fastgd.log_softmax_backward(x, y=x, axis="last"), "axis must be an int"),
         (lambda x: fastgd.prelu(x, np.ones(3)), "prelu weight has 3"),
         (lambda x: fastgd.softmax_backward(x), "needs the forward input"),
@@ -737,6 +739,41 @@ def test_shape_mismatch_in_backward():
 def test_invalid_parameters_raise_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("call", [
+    lambda x: fastgd.leaky_relu(x, 0.1, negative_slope=0.5),
+    lambda x: fastgd.gelu(x, "tanh", approximate="none"),
+    lambda x: fastgd.softmax(x, 0, axis=-1),
+    lambda x: fastgd.elu_backward(x, x, 2.0, alpha=1.0),
+])
+def test_a_parameter_given_twice_is_refused_as_python_refuses_it(call):
+    """The keyword silently won (leaky_relu ran with slope 0.5, not 0.1)."""
+    with pytest.raises(TypeError, match="got multiple values for"):
+        call(np.ones((2, 4)))
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+@pytest.mark.parametrize("name", ["gelu", "silu", "sigmoid", "softplus", "softmax", "prelu"])
+def test_ndarray_subclasses_are_computed_as_plain_arrays(name):
+    """The NumPy backend ran its reference on the subclass itself: np.matrix's * is a
+    matrix product (gelu of a 2x2 matrix was wrong, no error), masked-array functions refill
+    the masked entries (sigmoid(2) gave 1.0), their max has no keepdims (softmax raised)."""
+    act = fastgd.activations[name]
+    plain = np.array([[-1.0, 2.0], [-3.0, 4.0]])
+    args = (np.array([0.5, 0.25]),) if name == "prelu" else ()
+    want = act.forward(plain, *args, backend="numpy")
+    dy = np.array([[1.0, -2.0], [0.5, 3.0]])
+    want_dx = act.backward(dy, plain, *args, backend="numpy")
+    masked = np.ma.masked_array(plain, mask=[[0, 1], [0, 0]])  # computed as its data
+    for x in (np.asmatrix(plain), masked):
+        for backend in ("numpy", "numba"):
+            got = act.forward(x, *args, backend=backend)
+            assert type(got) is np.ndarray
+            np.testing.assert_allclose(got, want, rtol=1e-14)
+            got_dx = act.backward(np.asmatrix(dy), x, *args, backend=backend)
+            np.testing.assert_allclose(got_dx[0] if name == "prelu" else got_dx,
+                                       want_dx[0] if name == "prelu" else want_dx, rtol=1e-14)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

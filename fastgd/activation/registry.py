@@ -90,6 +90,9 @@ class Activation:
                 names = list(self.params)
                 raise ValueError(
                     f"{self.name} has no parameter(s) {sorted(unknown)}; it takes {names}")
+            twice = [k for k in list(self.params)[:len(args)] if k in kwargs]
+            if twice:  # as Python (and torch) refuse it: the keyword silently won
+                raise TypeError(f"{self.name} got multiple values for {', '.join(twice)}")
             values.update(kwargs)
         if self._check:
             self._check(values)
@@ -327,7 +330,7 @@ class RowActivation(Activation):
         self.wide_lines = wide_lines
 
     def _check_axis(self, values):
-        if not isinstance(values["axis"], (int, np.integer)):
+        if not _arrays.is_int(values["axis"]):  # bools too, as NumPy and torch
             raise ValueError(f"{self.name} axis must be an int, got {values['axis']!r}")
 
     def forward(self, x, *args, out=None, backend=None, **kwargs):
