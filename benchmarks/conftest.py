@@ -66,6 +66,7 @@ def pytest_configure(config):
             "an existing folder given as a bare argument moves pytest's rootdir, as in "
             "`--fastgd-report DIR`; write the options with '=', e.g. --fastgd-report=DIR")
     config._fastgd_start = time.time()
+    _RAN[0] = 0  # per session (pytest.main may run twice in one process)
     config._fastgd_json = None
     config.fastgd_sizes = _sizes(config)  # parsed once, for every suite
     where = config.getoption("--fastgd-report")
@@ -101,6 +102,17 @@ def pytest_collection_modifyitems(config, items):
     """Keep the items whose op/backend/n parameters were asked for; unknown ops fail."""
     ops, backends = set(_list(config, "--fastgd-ops")), set(_list(config, "--fastgd-backends"))
     sizes = set(config.fastgd_sizes or ())
+    # backends first: a backend missing here leaves no case of any op (collection makes
+    # only the cases asked for)
+    available = set(activation_cases.implementations()) | set(
+        optimizer_cases.implementations())
+    missing = backends - available
+    if missing and not backends & available:
+        raise pytest.UsageError(f"backend(s) {', '.join(sorted(missing))} not available here; "
+                                f"available: {', '.join(sorted(available))}")
+    if missing:
+        config.issue_config_time_warning(pytest.PytestConfigWarning(
+            f"backend(s) {', '.join(sorted(missing))} not available here: not run"), 2)
     # a suite with no case at the sizes asked holds pytest's NotSet placeholder instead
     seen = {p["op"] for p in _params(items) if isinstance(p.get("op"), str)}
     absent = ops - seen
@@ -114,14 +126,6 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError(
             f"no case of {', '.join(sorted(absent))} at the sizes asked on the backends here "
             f"(activations run up to 2^{cpu} on the CPU, 2^{gpu} on a GPU)")
-    available = {p["backend"] for p in _params(items) if "backend" in p}
-    missing = backends - available
-    if missing and not backends & available:
-        raise pytest.UsageError(f"backend(s) {', '.join(sorted(missing))} not available here; "
-                                f"available: {', '.join(sorted(available))}")
-    if missing:
-        config.issue_config_time_warning(pytest.PytestConfigWarning(
-            f"backend(s) {', '.join(sorted(missing))} not available here: not run"), 2)
     keep, drop = [], []
     for item in items:
         p = _params([item])[0]
@@ -165,6 +169,15 @@ def pytest_runtest_setup(item):
         pytest.skip(f"past --fastgd-deadline={deadline:g} s")
 
 
+def pytest_runtest_logreport(report):
+    """Count the benchmarks that ran (see the deadline check in pytest_sessionfinish)."""
+    if report.when == "call" and report.passed:
+        _RAN[0] += 1
+
+
+_RAN = [0]
+
+
 def _params(items) -> list[dict]:
     return [dict(getattr(getattr(i, "callspec", None), "params", {}) or {}) for i in items]
 
@@ -205,12 +218,11 @@ def pytest_sessionfinish(session, exitstatus):
     before this runs)."""
     config = session.config
     where = config.getoption("--fastgd-report")
-    if where == "none":
+    if getattr(config, "_fastgd_past_deadline", False) and not _RAN[0]:
+        config._fastgd_said = "fastgd: no report: no benchmark ran before the deadline"
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
         return
-    if config._fastgd_json is None:  # nothing was saved: no benchmark ran
-        if getattr(config, "_fastgd_past_deadline", False):
-            config._fastgd_said = "fastgd: no report: no benchmark ran before the deadline"
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if where == "none" or config._fastgd_json is None:
         return
     source = _saved_json(config) or config._fastgd_json
     try:

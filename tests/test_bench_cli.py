@@ -118,6 +118,7 @@ def test_bench_sizes_past_an_ops_limit_say_so(tmp_path):
     (["--ops", "lion", "--backends", "torch"], "no case of lion on torch at the sizes asked "
                                                "(PyTorch has no Lion)"),
     (["--ops", "copy"], "copy and inplace are the bandwidth probe"),
+    (["--ops", "relu", "--backends", "cupy"], "backend(s) cupy not available here"),
 ])
 def test_bench_op_and_backend_with_no_case_fail_clearly(tmp_path, args, message):
     """It ran the bandwidth probe alone and wrote an empty report."""
@@ -217,14 +218,21 @@ def test_a_sweep_whose_report_cannot_be_written_fails(monkeypatch, tmp_path):
     assert not (tmp_path / "a").exists()
 
 
-def test_a_sweep_that_ran_nothing_before_its_deadline_fails(tmp_path):
+@pytest.mark.parametrize("deadline, report, fails", [
+    ("0.000001", "r", True), ("0.000001", "none", True),  # nothing ran, report or not
+    ("1000", "none", False),
+])
+def test_a_sweep_that_ran_nothing_before_its_deadline_fails(tmp_path, deadline, report,
+                                                            fails):
     """Every benchmark skipped by --fastgd-deadline: nothing saved, no report; the session
-    exited 0 without a word."""
+    exited 0 without a word. (Counted by the benchmarks that ran, not by a saved JSON:
+    --benchmark-disable saves none.)"""
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
          "--fastgd-ops=relu", "--fastgd-backends=numpy", "--fastgd-sizes=1024",
-         "--fastgd-deadline=0.000001", f"--fastgd-report={tmp_path / 'r'}"],
+         "--benchmark-disable", f"--fastgd-deadline={deadline}",
+         f"--fastgd-report={report if report == 'none' else tmp_path / report}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out
-    assert "fastgd: no report: no benchmark ran before the deadline" in out
+    assert (proc.returncode != 0) == fails, out
+    assert ("fastgd: no report: no benchmark ran before the deadline" in out) == fails

@@ -121,9 +121,6 @@ def test_any_op_and_direction(tmp_path):
     ('{"benchmarks": [{"name": "x"}]}', "is not pytest-benchmark output"),
     ('{"benchmarks": [{"name": "x", "stats": {"min": 1}, "params": {"a": 1}}]}',
      "has no fastgd results"),
-    ('{"benchmarks": [{"name": "t", "stats": {"min": 0.0}, "params": '
-     '{"op": "relu", "backend": "numba", "n": 8}}]}', "'t' has a malformed field: its best "
-     "time is 0.0"),  # every figure divides by it (ZeroDivisionError)
 ])
 def test_bad_input(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -198,14 +195,32 @@ def test_a_run_outside_git_names_no_commit(tmp_path):
 
 def test_a_report_written_over_another_removes_the_older_plots(tmp_path):
     """Rewriting a folder left the plots the new report does not make (another op's)
-    beside it, linked from nowhere."""
+    beside it, linked from nowhere; files of the user's own stay, also where an index.md
+    of theirs links to them."""
     data = json.loads(SMALL.read_text())
     report.write([data], tmp_path)
-    old = {p.name for p in tmp_path.glob("*.png")}
-    assert "throughput-sigmoid.png" in old
+    assert "throughput-sigmoid.png" in {p.name for p in tmp_path.glob("*.png")}
     (tmp_path / "mine.png").write_bytes(b"not the report's")
     data["benchmarks"] = [b for b in data["benchmarks"] if b["params"]["op"] != "sigmoid"]
     report.write([data], tmp_path)
     new = {p.name for p in tmp_path.glob("*.png")}
     assert "throughput-sigmoid.png" not in new and "throughput-relu.png" in new
     assert "mine.png" in new  # not one of the report's: kept
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "index.md").write_text("# My project\n\n![a](latency.png) ![b](arch.png)\n")
+    for name in ("latency.png", "arch.png", "throughput-sigmoid.png"):
+        (docs / name).write_bytes(b"the user's")
+    report.write([data], docs)
+    assert (docs / "arch.png").read_bytes() == b"the user's"
+    assert (docs / "throughput-sigmoid.png").read_bytes() == b"the user's"
+
+
+def test_a_result_without_a_time_is_left_out_not_the_run(tmp_path):
+    """A best time of 0 (a coarse timer) divided every figure (ZeroDivisionError)."""
+    data = json.loads(SMALL.read_text())
+    for b in data["benchmarks"]:
+        if b["params"]["op"] == "sigmoid":
+            b["stats"]["min"] = 0.0
+    text = report.write([data], tmp_path).read_text()
+    assert "| relu | forward |" in text and "sigmoid" not in text.split("## Plots")[0]

@@ -152,6 +152,10 @@ def test_train_test_split_of_other_targets_and_small_sets():
         assert len(x_te) == len(y_te) == 10 and len(x_tr) == len(y_tr) == 30
         np.testing.assert_array_equal(y[x_te[:, 0].astype(int)], y_te)
     assert nn.datasets.spirals(n=6, classes=3).y_test.size == 2  # had none
+    for labels in (np.array(["cat"] * 36 + ["dog"] * 4), np.r_[np.zeros(36), np.ones(4)]):
+        for seed in range(6):  # class labels of any dtype: the minority class in each part
+            y_te = split(x, labels, 0.25, seed=seed)[3]
+            assert list(y_te).count(labels[-1]) == 1
     with pytest.raises(ValueError, match="leaves none for training"):
         split(np.zeros((1, 1)), np.zeros(1, int), 0.5)
 

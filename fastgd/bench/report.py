@@ -162,6 +162,8 @@ def _result(bench: dict) -> Result | None:
     info = {**params, **extra}
     if not all(k in info for k in ("op", "backend", "n")) or "min" not in bench["stats"]:
         return None
+    if isinstance(bench["stats"]["min"], (int, float)) and not bench["stats"]["min"] > 0:
+        return None  # no time to divide by: left out (a timer's zero, not the whole run)
     try:
         return _typed_result(bench, info)
     except (TypeError, ValueError) as e:
@@ -171,8 +173,6 @@ def _result(bench: dict) -> Result | None:
 
 def _typed_result(bench: dict, info: dict) -> Result:
     backend = str(info["backend"])
-    if not float(bench["stats"]["min"]) > 0:  # every figure divides by it
-        raise ValueError(f"its best time is {bench['stats']['min']!r}, not a time > 0")
     device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
                                     else "cpu")
     return Result(
@@ -665,18 +665,31 @@ def write(sources, out=None) -> Path:
     check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        _remove_plots_of(out / "index.md")
-        return write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
+        older = _plots_of(out / "index.md")
+        index = write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
+        for name in older - _plots_of(index):  # an older report's, not made again
+            (out / name).unlink(missing_ok=True)
+        return index
     except OSError as e:
         raise ReportError(f"cannot write the report into {out}: {e.strerror or e}") from e
 
 
-def _remove_plots_of(index: Path) -> None:
-    """Remove the plots that an older report in the same folder links to: a report written
-    over it would leave those it does not make beside its own (another op's throughput)."""
-    if index.is_file():
-        for name in re.findall(r"\]\(([^)/\\]+\.png)\)", index.read_text(errors="replace")):
-            (index.parent / name).unlink(missing_ok=True)
+#: The plots a report makes (see write_single, write_compare).
+_PLOT_NAME = re.compile(r"(compare-)?throughput-[\w.-]+\.png|speedup\.png|latency\.png|"
+                        r"compile\.png")
+
+
+def _plots_of(index: Path) -> set[str]:
+    """The plots a fastgd report ``index`` links to (none if it is not one: a folder of the
+    user's own keeps its files), so that a report written over it can remove those it does
+    not make again (another op's throughput would stay beside it)."""
+    if not index.is_file():
+        return set()
+    text = index.read_text(errors="replace")
+    if not text.startswith("# fastgd benchmarks"):
+        return set()
+    return {name for name in re.findall(r"\]\(([^)/\\]+)\)", text)
+            if _PLOT_NAME.fullmatch(name)}
 
 
 def check_out(out) -> None:
