@@ -180,7 +180,7 @@ def test_summary_sets_ours_against_the_peer_and_names_the_commit(tmp_path):
                       for k, v in torch["stats"].items()}
     data["benchmarks"].append(torch)
     text = report.write([data], tmp_path).read_text()
-    assert "| × NumPy | numba × torch |" in text
+    assert "| × numpy backend | numba × torch |" in text
     assert "| relu | forward | float32 | 2^20 | cuda | 10 µs | 839 | 42 | 100.00 | 1.50 |" in text
     assert "| relu | forward | float32 | 2^10 | numba | 2 µs | 4.1 | 4 | 5.00 | – |" in text
     assert "| commit | f912578d5c |" in text

@@ -299,7 +299,8 @@ class GELU(Activation):
 
     def __init__(self, exact: Activation, tanh_form: Activation):
         super().__init__("gelu", None, None, None, None, params={"approximate": "none"},
-                         check=_check_gelu, doc=exact.__doc__)
+                         check=_check_gelu,
+                         doc=f"{exact.__doc__} approximate='tanh': {tanh_form.__doc__}")
         self.forms = {"none": exact, "tanh": tanh_form}
 
     def _variant(self, values):

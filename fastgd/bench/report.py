@@ -533,10 +533,12 @@ def write_single(run: Run, out: Path) -> Path:
              _machine_section([run]), _bandwidth_section([run])]
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
-        "op must move / time; roof % = GB/s / the device's measured bandwidth (main memory: "
-        "arrays that fit in the caches, typically n ≤ 2^20, can exceed 100 %); × NumPy = "
-        "the time of fastgd's NumPy backend (the plain-NumPy reference it is tested against, "
-        "not hand-tuned NumPy) / the best time, the best's own speedup; `numba × torch` "
+        "op must move / time; roof % = GB/s / the device's measured bandwidth, the higher of "
+        "the copy and in-place probes (main memory: arrays that fit in the caches, typically "
+        "n ≤ 2^20, can exceed 100 %); × numpy backend = the time of fastgd's NumPy backend "
+        "(for the activations the float64 reference the kernels are tested against, not the "
+        "NumPy a user writes: see `numpy-plain`; for the optimizers plain NumPy in the data's "
+        "dtype) / the best time, the best's own speedup; `numba × torch` "
         "(`numba × numpy-plain`: the NumPy expressions a user writes, in float32; "
         "`cuda × torch-cuda`) = the peer's time / ours at the same size, > 1 where ours "
         "is faster (best rounds: within about 5 % the two are a tie on a noisy machine). "
@@ -544,7 +546,7 @@ def write_single(run: Run, out: Path) -> Path:
         "update N tensors of mixed sizes through one ParamBuffer / one launch per tensor."
         "\n\n"
         + table(["op", "direction", "dtype", "n", "best", "time", "GB/s", "roof %",
-                 "× NumPy"] + [f"{ours} × {peer}" for ours, peer in peer_pairs(run)],
+                 "× numpy backend"] + [f"{ours} × {peer}" for ours, peer in peer_pairs(run)],
                 summary_rows(run)))
     devices = {r.device for r in measured(run)}
     if {"cpu", "gpu"} <= devices:

@@ -287,6 +287,11 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
           track_grad_norms=True, blas_threads="auto") -> History:
     """Train ``model`` on ``data`` and return its :class:`History`.
 
+    ``data``: a :class:`fastgd.nn.datasets.Dataset`, ``(x_train, y_train, x_test,
+    y_test)``, or ``(x, y)`` (then no test loss or accuracy: those entries are NaN).
+    ``optimizer`` is required: one built on ``model.params``, e.g.
+    ``fastgd.Adam(model.params, lr=1e-3)``.
+
     ``mode``: ``"batch"`` (one step per epoch on the whole training set), ``"sgd"`` (one
     sample per step) or ``"minibatch"`` (``batch_size`` samples per step; the last batch of
     an epoch may be smaller, and is skipped when it is one sample and the model has batch

@@ -133,12 +133,12 @@ class Optimizer:
         self._built = True  # from here on, a name the optimizer does not have is refused
 
     def __setattr__(self, name, value):
-        """Hyperparameters are checked (:data:`_CHECKS`) whenever they are set, and after
-        construction a name the optimizer does not have is refused (``opt.momentum`` on Adam,
-        ``opt.learning_rate``: they were kept and did nothing). A change that would choose
-        another rule or state (SGD's momentum from 0.9 to 0, RMSprop's ``centered``, Adam's
-        ``amsgrad``) is refused: the kernel and the state arrays were made for the first
-        choice."""
+        """Hyperparameters are checked whenever they are set (``opt.lr = 3e-4`` takes effect
+        at the next step), and a name the optimizer does not have is refused with the list of
+        those it has (``opt.momentum`` on Adam, a typo such as ``opt.learning_rate``). A
+        change that would choose another rule or state (SGD's momentum from 0.9 to 0,
+        RMSprop's ``centered``, Adam's ``amsgrad``) is refused: the kernel and the state
+        arrays were made for the first choice; build a new optimizer for it."""
         if name[0] == "_":  # private state: the hot path
             object.__setattr__(self, name, value)
             return
@@ -629,7 +629,8 @@ class _AdamBase(Optimizer):
     decoupled_default = False
 
     def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, common):
-        """``decoupled_weight_decay`` None: the optimizer has no such setting (Adamax)."""
+        """``decoupled_weight_decay``: True for AdamW's decay, False for Adam's L2 term, and
+        None for a subclass without the setting (Adamax: setting it then raises)."""
         self.betas = betas
         self.eps = eps
         self.weight_decay = weight_decay
