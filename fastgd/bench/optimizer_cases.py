@@ -1,8 +1,9 @@
 """Benchmark cases for one optimizer step, per rule, implementation and tensor layout.
 
 Each case's first two steps are checked against two steps of the NumPy backend from the same
-start, by the change each parameter made (a wrong step is never timed). Bytes that must move are the rule's own streams
-(``bytes_per_step``: Adam 28 B/element in float32, SGD-momentum 20, plain SGD 12). Peers:
+start, by the change each parameter made (a wrong step is never timed). Bytes that must move
+are the rule's own streams (``bytes_per_step``: Adam 28 B/element in float32, SGD-momentum
+20, plain SGD 12). Peers:
 ``torch`` / ``torch-cuda`` (``torch.optim``, ``fused=True`` where PyTorch has a fused kernel).
 Layouts: ``tensor`` (tensors stepped one launch each), ``buffer`` (one ``ParamBuffer``, one
 launch).
