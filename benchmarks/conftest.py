@@ -67,6 +67,7 @@ def pytest_configure(config):
             "`--fastgd-report DIR`; write the options with '=', e.g. --fastgd-report=DIR")
     config._fastgd_start = time.time()
     _RAN[0] = 0  # per session (pytest.main may run twice in one process)
+    _ASKED.clear()
     config._fastgd_json = None
     config.fastgd_sizes = _sizes(config)  # parsed once, for every suite
     where = config.getoption("--fastgd-report")
@@ -137,6 +138,8 @@ def pytest_collection_modifyitems(config, items):
         if ok and not probe and "n" in p and p["n"] > activation_cases.MAX_N[device]:
             ok = False  # the activation cases are never made this big; the optimizers' are
         (keep if ok else drop).append(item)
+        if ok and not probe:
+            _ASKED.add(item.nodeid)
     cpu_max = activation_cases.MAX_N["cpu"]
     too_big = sorted(n for n in sizes if n > cpu_max)
     on_cpu = sorted(b for b in (backends or available) & available
@@ -170,12 +173,14 @@ def pytest_runtest_setup(item):
 
 
 def pytest_runtest_logreport(report):
-    """Count the benchmarks that ran (see the deadline check in pytest_sessionfinish)."""
-    if report.when == "call" and report.passed:
+    """Count the benchmarks asked for that ran, the bandwidth probe not among them (see the
+    deadline check in pytest_sessionfinish)."""
+    if report.when == "call" and report.passed and report.nodeid in _ASKED:
         _RAN[0] += 1
 
 
 _RAN = [0]
+_ASKED: set = set()  # node ids of the benchmarks asked for (not the probe)
 
 
 def _params(items) -> list[dict]:

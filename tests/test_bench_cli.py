@@ -236,3 +236,25 @@ def test_a_sweep_that_ran_nothing_before_its_deadline_fails(tmp_path, deadline, 
     out = proc.stdout + proc.stderr
     assert (proc.returncode != 0) == fails, out
     assert ("fastgd: no report: no benchmark ran before the deadline" in out) == fails
+
+
+def test_the_bandwidth_probe_alone_is_not_a_sweep_that_ran():
+    """The probe runs first and passed, so a session whose asked benchmarks the deadline
+    all skipped counted one benchmark that ran and exited 0 with an empty report."""
+    import importlib
+    from types import SimpleNamespace
+
+    conftest = importlib.import_module("benchmarks.conftest")
+    conftest._RAN[0] = 0
+    conftest._ASKED.clear()
+    conftest._ASKED.add("benchmarks/test_optimizers.py::test_optimizer[sgd]")
+    for nodeid in ("benchmarks/test_bandwidth.py::test_bandwidth[copy-cpu]",
+                   "benchmarks/test_optimizers.py::test_optimizer[sgd]"):
+        report = SimpleNamespace(when="call", passed=nodeid.endswith("cpu]"), nodeid=nodeid)
+        conftest.pytest_runtest_logreport(report)  # the probe passed, the sgd case skipped
+    config = SimpleNamespace(getoption=lambda name: "", _fastgd_json={"benchmarks": []},
+                             _fastgd_past_deadline=True)
+    session = SimpleNamespace(config=config, exitstatus=pytest.ExitCode.OK)
+    conftest.pytest_sessionfinish(session, 0)
+    assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
+    assert config._fastgd_said == "fastgd: no report: no benchmark ran before the deadline"

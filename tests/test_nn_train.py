@@ -152,6 +152,8 @@ def test_train_test_split_of_other_targets_and_small_sets():
         assert len(x_te) == len(y_te) == 10 and len(x_tr) == len(y_tr) == 30
         np.testing.assert_array_equal(y[x_te[:, 0].astype(int)], y_te)
     assert nn.datasets.spirals(n=6, classes=3).y_test.size == 2  # had none
+    mixed = np.array(["a", None, "b", "a"] * 10, dtype=object)  # unsortable: not stratified
+    assert [len(part) for part in split(x, mixed, 0.25)] == [30, 10, 30, 10]
     for labels in (np.array(["cat"] * 36 + ["dog"] * 4), np.r_[np.zeros(36), np.ones(4)]):
         for seed in range(6):  # class labels of any dtype: the minority class in each part
             y_te = split(x, labels, 0.25, seed=seed)[3]

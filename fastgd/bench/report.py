@@ -162,8 +162,6 @@ def _result(bench: dict) -> Result | None:
     info = {**params, **extra}
     if not all(k in info for k in ("op", "backend", "n")) or "min" not in bench["stats"]:
         return None
-    if isinstance(bench["stats"]["min"], (int, float)) and not bench["stats"]["min"] > 0:
-        return None  # no time to divide by: left out (a timer's zero, not the whole run)
     try:
         return _typed_result(bench, info)
     except (TypeError, ValueError) as e:
@@ -173,6 +171,9 @@ def _result(bench: dict) -> Result | None:
 
 def _typed_result(bench: dict, info: dict) -> Result:
     backend = str(info["backend"])
+    if not float(bench["stats"]["min"]) > 0:  # every figure divides by it; a dropped row
+        # would silently make a slower implementation the best
+        raise ValueError(f"its best time is {bench['stats']['min']!r}, not a time > 0")
     device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
                                     else "cpu")
     return Result(

@@ -53,7 +53,7 @@ def train_test_split(x, y, test_size=0.25, seed=0):
     """``(x_train, x_test, y_train, y_test)``: a seeded random split with ⌈test_size·N⌉ of
     the N samples in the test part (as scikit-learn), at least one in each part. Class
     labels (``y`` 1-D: integers, bools, strings, or floats that are all whole numbers, as
-    0./1. targets) are stratified: each class gets its share of the test part, the parts
+    0./1. targets; not objects of mixed types, which do not sort) are stratified: each class gets its share of the test part, the parts
     left over by rounding going to the classes with the largest remainders. Other targets
     (regression values, probability rows) are split by a plain permutation."""
     if not 0.0 < test_size < 1.0:
@@ -66,8 +66,9 @@ def train_test_split(x, y, test_size=0.25, seed=0):
     if n_test >= n:
         raise ValueError(f"test_size={test_size} of {n} sample(s) leaves none for training")
     rng = np.random.default_rng(seed)
-    if y.ndim == 1 and (y.dtype.kind in "biuUSO" or (
-            y.dtype.kind == "f" and np.array_equal(y, np.round(y)))):
+    if y.ndim == 1 and (y.dtype.kind in "biuUS" or (
+            y.dtype.kind == "f" and np.array_equal(y, np.round(y))) or (
+            y.dtype.kind == "O" and all(isinstance(v, str) for v in y))):
         _, label, counts = np.unique(y, return_inverse=True, return_counts=True)
         share = counts * (n_test / n)
         per_class = np.floor(share).astype(np.int64)

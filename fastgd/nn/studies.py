@@ -151,18 +151,9 @@ def vanishing(out, tiny=False):
             ax.grid(True, which="both", alpha=0.3)
     axes[0, 0].legend()
     img = _save(fig, out, "grad_norms.png")
-    failed = [f"{a}{' with batch norm' if b else ''} ({_fmt(r[2].test_accuracy[-1])})"
-              for (a, b), r in results.items()
-              if r[2].test_accuracy[-1] < 0.5 and (b or a != "sigmoid")]
     return dict(
         title="Vanishing gradients",
-        lesson=("Through a deep stack of sigmoids the gradient shrinks layer by layer on "
-                "its way back to the input (each sigmoid passes on at most 1/4 of it), so "
-                "the first layers barely learn. tanh, ReLU, leaky ReLU and GELU with a "
-                "matching initialization keep it flat, and batch norm rescues the sigmoid."
-                + (" Flat gradients at initialization are needed, not enough: at this "
-                   f"learning rate {', '.join(failed)} still ended below 50 % test accuracy."
-                   if failed else "")),
+        lesson=_vanishing_lesson(acts, results, epochs),
         setup=(f"MLP {sizes} (10 Linear layers) on digits ({len(data.y_train)} training "
                f"samples); He initialization for the ReLU family, Xavier for sigmoid/tanh; "
                f"SGD lr 0.05, momentum 0.9, mini-batch 64, {epochs} epochs. Gradient norms "
@@ -173,6 +164,32 @@ def vanishing(out, tiny=False):
         images=[img],
         numbers={f"{a}{'+bn' if b else ''}": r[0] for (a, b), r in results.items()},
     )
+
+
+def _vanishing_lesson(acts, results, epochs):
+    """The lesson, with what these runs showed: (activation, batch norm) -> (gradient norms
+    per layer at initialization, after training, History)."""
+    def ratio(key):  # first layer's gradient norm / last layer's, at initialization
+        before = results[key][0]
+        return before[0] / before[-1]
+
+    others = [a for a in acts if a != "sigmoid"]
+    text = ("Through a deep stack of sigmoids the gradient shrinks layer by layer on its way "
+            "back to the input (each sigmoid passes on at most 1/4 of it), so the first "
+            f"layers barely learn (first/last {_fmt(ratio(('sigmoid', False)))} here). "
+            f"{', '.join(others)} with a matching initialization "
+            f"{'keeps' if len(others) == 1 else 'keep'} it flat (first/last "
+            f"{', '.join(_fmt(ratio((a, False))) for a in others)}), and batch norm keeps the "
+            f"sigmoid's flat too ({_fmt(ratio(('sigmoid', True)))}).")
+    failed = [f"{a}{' with batch norm' if b else ''} "
+              f"({'diverged' if h.diverged else _fmt(h.test_accuracy[-1])})"
+              for (a, b), (_, _, h) in results.items()
+              if not h.test_accuracy[-1] >= 0.5 and (b or a != "sigmoid")]
+    if failed:
+        text += (" Flat gradients at initialization are needed, not enough: after "
+                 f"{epochs} epoch{'s' if epochs > 1 else ''} {', '.join(failed)} still "
+                 "stood below 50 % test accuracy.")
+    return text
 
 
 def gd_variants(out, tiny=False):
@@ -311,11 +328,20 @@ def learning_rate(out, tiny=False):
             a2.axvline(lr, color="red", ls="--", alpha=0.5)
     a1.legend(fontsize=8)
     img = _save(fig, out, "learning_rate.png")
+    def lrs_of(verdict):
+        return ", ".join(f"{row[0]:g}" for row in rows if row[4].startswith(verdict))
+
+    diverged, over = lrs_of("diverged"), lrs_of("overshoots")
+    here = (f"here lr {diverged} diverged" if diverged else
+            f"here no run diverged in {epochs} epoch{'s' if epochs > 1 else ''}")
+    if over:
+        here += f"; lr {over} ended with a loss above a uniform guess's"
     return dict(
-        title="Learning rate: too small, good, divergent",
+        title="Learning rate: too small, good, too large",
         lesson=("Too small a learning rate barely moves the loss in the same number of "
                 "steps; a good one drives it down fast; past a threshold each step "
-                "overshoots, the loss grows instead of shrinking and the run diverges."),
+                "overshoots the minimum, the loss stays high or grows, and the run can "
+                f"diverge ({here})."),
         setup=(f"MLP [64, 64, 10] tanh on digits, plain SGD, mini-batch 32, {epochs} epochs "
                f"per learning rate, same initialization."),
         sections=[("Measured", _table(
