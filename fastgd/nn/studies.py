@@ -9,7 +9,7 @@ Every run uses fixed seeds; ``all`` runs every study (about 30 s on a 2-core CPU
 * ``gd-variants`` — full-batch vs stochastic vs mini-batch gradient descent: loss against
   epochs and against wall time.
 * ``optimizers`` — SGD, momentum, Nesterov, RMSprop, Adam, AdamW and Lion on digits.
-* ``learning-rate`` — a learning-rate sweep: too small, good, divergent.
+* ``learning-rate`` — a learning-rate sweep: too small, good, too large.
 * ``clipping`` — an exploding setup trained with and without ``max_grad_norm``.
 * ``dead-relu`` — the fraction of dead ReLU units against the learning rate, relu vs
   leaky_relu.
@@ -288,7 +288,7 @@ def optimizers(out, tiny=False):
 
 
 def learning_rate(out, tiny=False):
-    """A learning-rate sweep: too small, good, divergent."""
+    """A learning-rate sweep: too small, good, too large."""
     data = _digits(tiny)
     epochs = 2 if tiny else 15
     lrs = [1e-3, 1e-2, 1e-1, 0.5, 2.0, 8.0]
