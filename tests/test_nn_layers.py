@@ -247,13 +247,23 @@ def test_layer_errors():
         nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])
 
 
-@pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6), (1100, 480)])
+@pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6), (1100, 480),
+                                   (1103, 480)])  # a prime row count: the chunks' remainder
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_column_sums_in_row_order_match_numpy(shape, dtype):
+    import numba
+
     from fastgd import get_backend
     from fastgd.nn._kernels import column_sums
 
     a = np.random.default_rng(2).standard_normal(shape).astype(dtype)
-    out = np.full(shape[1], np.nan, dtype)
-    column_sums(get_backend("numba"), a, out)  # serial, and parallel (> 2^19 elements)
-    np.testing.assert_allclose(out, a.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-12)
+    before = numba.get_num_threads()
+    try:
+        for threads in range(1, numba.config.NUMBA_NUM_THREADS + 1):  # one chunk per thread
+            numba.set_num_threads(threads)
+            out = np.full(shape[1], np.nan, dtype)
+            column_sums(get_backend("numba"), a, out)  # serial, and parallel (> 2^19 elements)
+            np.testing.assert_allclose(out, a.astype(np.float64).sum(axis=0), rtol=1e-6,
+                                       atol=1e-12, err_msg=f"{threads} threads")
+    finally:
+        numba.set_num_threads(before)

@@ -50,3 +50,33 @@ def test_cli_study_command_writes_the_report(tmp_path):
     assert cli.main(["study", "clipping", "--tiny", "--out", str(out)]) == 0
     assert (out / "index.md").read_text().strip()
     assert any(p.suffix == ".png" for p in out.iterdir())
+
+
+@pytest.mark.parametrize("name, columns", [
+    # column -> the History value it must show, for each run in the order it trained
+    ("optimizers", {1: lambda h: h.loss[0], 2: lambda h: h.loss[-1],
+                    3: lambda h: h.test_loss[-1], 4: lambda h: h.test_accuracy[-1]}),
+    ("learning-rate", {1: lambda h: h.loss[0], 2: lambda h: h.loss[-1],
+                       3: lambda h: h.test_accuracy[-1]}),
+    ("clipping", {3: lambda h: h.steps, 5: lambda h: h.loss[-1],
+                  6: lambda h: h.test_accuracy[-1]}),
+])
+def test_study_tables_show_their_runs_numbers(name, columns, tmp_path, monkeypatch):
+    """The tables against the runs themselves (a table showing the first epoch's loss as the
+    final one passed the tests that only looked for a table)."""
+    runs = []
+    train = studies._train
+
+    def recorded(*args, **kwargs):
+        runs.append(train(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(studies, "_train", recorded)
+    studies.run_study(name, str(tmp_path), tiny=True)
+    text = (tmp_path / "index.md").read_text().split("## Measured")[1]
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == len(runs) > 1
+    for row, h in zip(rows, runs):
+        cells = [c.strip(" |") for c in row]
+        for column, value in columns.items():
+            assert cells[column] == studies._fmt(value(h)), (name, cells[0], column)
