@@ -70,6 +70,7 @@ def _every_float32(lo, hi):
     ("mish", "forward", -104.5, -86.0, {}),
     ("softplus", "forward", -104.5, -86.0, {}),
     ("softplus", "forward", -52.5, -43.0, {"beta": 2.0}),
+    ("softplus", "forward", -104.5 / 13, -86.0 / 13, {"beta": 13.0}),  # beta·x rounded
     # softplus's polynomial log1p(e^-|z|) on both sides of 0, where its worst errors are
     ("softplus", "forward", -0.5, -0.4, {}),
     ("softplus", "forward", 0.005, 0.011, {}),
