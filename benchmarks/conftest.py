@@ -89,11 +89,10 @@ def pytest_generate_tests(metafunc):
         config = metafunc.config
         # only what was asked: finding what a peer supports calls it (and the numba
         # forward for y: a compile that the forward's benchmark would then not measure)
-        ops = [o for o in _list(config, "--fastgd-ops") if o in activation_cases.ops()]
-        impls = _list(config, "--fastgd-backends")
-        asked_ops = bool(_list(config, "--fastgd-ops"))
+        asked = _list(config, "--fastgd-ops")
+        ops = [o for o in asked if o in activation_cases.ops()] if asked else None
         combos = activation_cases.params(
-            ops_=ops if asked_ops else None, impls=impls or None,
+            ops_=ops, impls=_list(config, "--fastgd-backends") or None,
             sizes=config.fastgd_sizes, quick=config.getoption("--fastgd-quick"))
         metafunc.parametrize("op,direction,backend,n", combos,
                              ids=[f"{o}-{d}-{b}-{n}" for o, d, b, n in combos])

@@ -107,6 +107,7 @@ class Activation:
     @functools.cached_property
     def _default_scalars(self):
         return tuple([float(v) for v in self.params.values()])
+
     def _compute(self, dtype, direction, be=None, scalars=()):
         """The dtype the math runs in (float64 for float32 data where a tail needs it). Run
         once per kernel plan and per NumPy call: the parameters' float32 range is checked
@@ -234,7 +235,6 @@ def _fast_call(backend, ins, out):
             return None
     if not x.size:
         return None
-    alias = None
     if out is None:
         return be, np.empty(shape, dtype), None
     if type(out) is not np.ndarray or out.dtype is not dtype or out.shape != shape:
@@ -242,6 +242,7 @@ def _fast_call(backend, ins, out):
     flags = out.flags
     if not (flags.writeable and flags.c_contiguous):
         return None
+    alias = None
     for k, a in enumerate(ins):
         if a is out:
             alias = k if alias is None else alias

@@ -82,9 +82,14 @@ def use_backend(name: str):
         _ACTIVE.reset(token)
 
 
+def _asked(backend: str | None) -> str:
+    """The backend name a call asks for, by the order of choice above ("auto" included)."""
+    return backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
+
+
 def resolve(backend: str | None, *arrays):
     """The backend for one call on ``arrays``; ``TypeError`` if they live on another device."""
-    name = backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
+    name = _asked(backend)
     if name == "auto":
         for a in arrays:
             if type(a) is not np.ndarray:
@@ -112,7 +117,7 @@ def host_fast_path(backend: str | None):
     """The Numba backend where a call on plain NumPy arrays given ``backend`` runs on it
     and it has been accepted before, else None: what ``resolve`` would pick, without its
     checks (the caller has checked that its arrays are NumPy arrays)."""
-    name = backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
+    name = _asked(backend)
     if name == "auto":
         name = _auto_host()
     return _READY.get(name) if name == "numba" else None

@@ -53,9 +53,10 @@ def train_test_split(x, y, test_size=0.25, seed=0):
     """``(x_train, x_test, y_train, y_test)``: a seeded random split with ⌈test_size·N⌉ of
     the N samples in the test part (as scikit-learn), at least one in each part. Class
     labels (``y`` 1-D: integers, bools, strings, or floats that are all whole numbers, as
-    0./1. targets; not objects of mixed types, which do not sort) are stratified: each class gets its share of the test part, the parts
-    left over by rounding going to the classes with the largest remainders. Other targets
-    (regression values, probability rows) are split by a plain permutation."""
+    0./1. targets; not objects of mixed types, which do not sort) are stratified: each class
+    gets its share of the test part, the parts left over by rounding going to the classes
+    with the largest remainders. Other targets (regression values, probability rows) are
+    split by a plain permutation."""
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size}")
     x, y = np.asarray(x), np.asarray(y)

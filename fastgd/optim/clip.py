@@ -107,6 +107,16 @@ def _flat_grads(grads, backend, writes=True):
     return be, flats
 
 
+def clip_coefficient(max_norm: float, total: float) -> float:
+    """The factor that brings a global norm ``total`` down to ``max_norm``, as torch's
+    ``min(max_norm/(total + 1e-6), 1)`` (NaN stays NaN); 1 for ``max_norm=inf``, which only
+    measures (torch: inf/inf = NaN where the norm is inf)."""
+    if max_norm == math.inf:
+        return 1.0
+    coef = max_norm / (total + 1e-6)
+    return 1.0 if coef > 1.0 else coef
+
+
 def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
     """Scale gradients in place so their global L2 norm is at most ``max_norm``, as
     ``torch.nn.utils.clip_grad_norm_``: ``coef = min(max_norm/(total + 1e-6), 1)``.
@@ -119,12 +129,9 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
     norm 0. Gradients may differ in dtype, as the optimizers' (and torch's) may.
     """
     max_norm = max_norm_value("max_norm", max_norm)
-    measure_only = max_norm == math.inf
-    be, flats = _flat_grads(grads, backend, writes=not measure_only)
+    be, flats = _flat_grads(grads, backend, writes=max_norm != math.inf)
     total = global_norm(be, flats)
-    coef = 1.0 if measure_only else max_norm / (total + 1e-6)
-    if coef > 1.0:
-        coef = 1.0
+    coef = clip_coefficient(max_norm, total)
     if coef != 1.0:
         for g in flats:
             if be.name == "numpy":

@@ -29,7 +29,7 @@ from fastgd.optim import reference as ref
 from fastgd.optim import rules
 from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
-from fastgd.optim.clip import global_norm, max_norm_value
+from fastgd.optim.clip import clip_coefficient, global_norm, max_norm_value
 
 
 class StepInfo(NamedTuple):
@@ -360,11 +360,8 @@ class Optimizer:
             norm = global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
             if self.skip_nonfinite and not math.isfinite(norm):
                 return StepInfo(lr, norm, True, self._step)
-            if self.max_grad_norm is not None and self.max_grad_norm != math.inf:
-                coef = self.max_grad_norm / (norm + 1e-6)
-                if coef > 1.0:  # clamp(max=1); NaN stays NaN, as in PyTorch
-                    coef = 1.0
-                scale *= coef
+            if self.max_grad_norm is not None:
+                scale *= clip_coefficient(self.max_grad_norm, norm)
         if self.backend.name == "numpy":
             self._numpy_step(flats, lr, t, scale)
         else:
