@@ -146,10 +146,7 @@ class Activation:
         dx = op._fast(direction, (dy, saved), out, backend, scalars)
         if dx is not None:
             return dx
-        dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
-        be = resolve(backend, dy, saved)
-        dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
-        shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
+        be, dy, saved, dtype, shape = _backward_inputs(backend, dy, saved_name, saved)
         return op._run(be, direction, (dy, saved), out, shape, scalars, dtype)
 
     def _from_output(self, values):
@@ -261,6 +258,16 @@ def _saved(name, x, y):
     return ("x", x) if y is None else ("y", y)
 
 
+def _backward_inputs(backend, dy, saved_name, saved):
+    """(backend, dy, saved, dtype, shape) of a backward's inputs, checked: one float dtype,
+    one shape."""
+    dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
+    be = resolve(backend, dy, saved)
+    dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
+    shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
+    return be, dy, saved, dtype, shape
+
+
 def _output(be, out, shape, dtype):
     """The caller's ``out``, checked before anything is written, or a new array: where the
     whole result is computed before it is stored (the NumPy backend), nothing more."""
@@ -361,10 +368,7 @@ class RowActivation(Activation):
         dx = self._fast(fn, direction, (dy, saved), out, backend, axis)
         if dx is not None:
             return dx
-        dy, saved = _arrays.as_array(dy), _arrays.as_array(saved)
-        be = resolve(backend, dy, saved)
-        dtype = _arrays.check_float(dy=dy, **{saved_name: saved})
-        shape = _arrays.check_same_shape(dy=dy, **{saved_name: saved})
+        be, dy, saved, dtype, shape = _backward_inputs(backend, dy, saved_name, saved)
         axis = _normalize_axis(axis, len(shape))
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
