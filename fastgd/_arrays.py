@@ -29,8 +29,13 @@ def is_device_array(a) -> bool:
     """True for CuPy arrays, Numba device arrays, torch CUDA tensors and simulator arrays."""
     if type(a) is np.ndarray:  # the common case, first
         return False
-    if hasattr(a, "__cuda_array_interface__"):
-        return True
+    try:
+        if hasattr(a, "__cuda_array_interface__"):
+            return True
+    except RuntimeError as e:  # torch: a CUDA tensor that requires grad exports no interface
+        raise TypeError(f"{type(a).__name__} cannot share its memory through "
+                        f"__cuda_array_interface__: {e} (t.detach() shares t's memory: an "
+                        f"update of it updates t)") from None
     cls = type(a)
     return cls.__name__ == "FakeCUDAArray" and "simulator" in cls.__module__
 

@@ -184,3 +184,44 @@ def test_the_fast_path_of_a_call_chooses_as_resolve_does(env, monkeypatch):
                 chosen = resolve(arg, x)
                 fast = host_fast_path(arg)
                 assert fast is (chosen if chosen.name == "numba" else None), (arg, context)
+
+
+def test_a_torch_out_is_written_back_through_a_numba_view(monkeypatch):
+    """A scratch result (an ``out`` with no flat view, or overlapping an input) is copied into
+    a torch ``out`` through a Numba view of its memory: torch's ``__setitem__`` refuses a
+    CuPy or Numba value (TypeError after the kernel had run)."""
+    from types import SimpleNamespace
+
+    from fastgd.activation import registry
+    from fastgd.backends import cuda_backend
+
+    memory = np.zeros((2, 3), np.float32)
+
+    class Tensor:
+        __module__ = "torch"
+
+        def __setitem__(self, key, value):
+            raise TypeError("can't assign a CAI to a torch.FloatTensor")
+
+    fake = SimpleNamespace(as_cuda_array=lambda a: memory)  # the view: the tensor's memory
+    monkeypatch.setattr(cuda_backend, "_cuda", lambda: fake)
+    monkeypatch.setattr(registry._arrays, "shape_of", lambda a: (2, 3))
+    out = Tensor()
+    assert registry._write_back(out, np.arange(6, dtype=np.float32), scratch=True) is out
+    np.testing.assert_array_equal(memory, np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+def test_a_device_tensor_that_cannot_share_its_memory_is_named():
+    """torch raises RuntimeError, not AttributeError, for the array interface of a CUDA tensor
+    that requires grad: ``hasattr`` let it through every check with torch's words."""
+
+    class Parameter:
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires "
+                               "grad. If gradients aren't required, use var.detach()")
+
+    for call in (lambda: fastgd.relu(Parameter()), lambda: fastgd.Adam([Parameter()]),
+                 lambda: fastgd.clip_grad_norm([Parameter()], 1.0)):
+        with pytest.raises(TypeError, match="Parameter cannot share its memory.*detach"):
+            call()

@@ -41,7 +41,7 @@ for stage in $stages; do
     tests)
       echo "== CUDA tests on the GPU"
       FASTGD_CUDA_TESTS=1 timeout 180 python3 -m pytest tests/cuda -q --maxfail=25 \
-        -p no:cacheprovider > "$out/cuda-tests.log" 2>&1
+        --continue-on-collection-errors -p no:cacheprovider > "$out/cuda-tests.log" 2>&1
       echo "rc=$?"; tail -5 "$out/cuda-tests.log";;
     rows)
       echo "== row kernels: a block per row against a thread per row (tools/perf_rows_cuda.py)"

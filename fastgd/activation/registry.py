@@ -296,9 +296,15 @@ def _prepare_out(be, out, shape, dtype, ins):
 
 
 def _write_back(out, flat, scratch):
-    """``out``, with a scratch result copied into it (see :func:`_prepare_out`)."""
+    """``out``, with a scratch result copied into it (see :func:`_prepare_out`); a torch CUDA
+    tensor through a Numba view of its memory (torch refuses a CuPy or Numba value)."""
     if scratch:
-        out[...] = flat.reshape(_arrays.shape_of(out))
+        target = out
+        if type(out).__module__.split(".")[0] == "torch":
+            from fastgd.backends.cuda_backend import CudaBackend
+
+            target = CudaBackend.native(out)
+        target[...] = flat.reshape(_arrays.shape_of(out))
     return out
 
 

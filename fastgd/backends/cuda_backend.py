@@ -212,6 +212,9 @@ class CudaBackend(CompiledBackend):
             from fastgd.backends.cuda_rows import SHARED_BYTES
 
             tpb = config.ROW_THREADS
+            if tpb < 1 or tpb & (tpb - 1):
+                raise ValueError(f"config.ROW_THREADS must be a power of two (the rows' tree "
+                                 f"sums and maxima halve it), not {tpb}")
             launch = kernel[max(1, min(n, config.MAX_BLOCKS)), tpb, 0, SHARED_BYTES * tpb]
         else:
             tpb = config.THREADS_PER_BLOCK
@@ -221,15 +224,14 @@ class CudaBackend(CompiledBackend):
 
 
 def to_device(a):
-    """Copy a host array to the GPU: a CuPy array if CuPy is installed, else a Numba one
-    (``fastgd.to_device`` checks first that the backend can run)."""
+    """Copy a host array to the GPU, C-contiguous: a CuPy array if CuPy is installed, else a
+    Numba one (``fastgd.to_device`` checks first that the backend can run)."""
     if is_device_array(a):
         return a
     a = as_array(a)  # native byte order: a big-endian float32 from a file is copied
+    host = np.ascontiguousarray(a).reshape(a.shape)  # C order, as every kernel's (0-d stays 0-d)
     cupy = _cupy()
-    if cupy is not None:
-        return cupy.asarray(a)
-    return _cuda().to_device(np.ascontiguousarray(a).reshape(a.shape))  # 0-d stays 0-d
+    return _cuda().to_device(host) if cupy is None else cupy.asarray(host)
 
 
 def to_host(a):

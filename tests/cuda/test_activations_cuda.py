@@ -124,6 +124,33 @@ def test_softmax_family_with_a_block_per_row(name, length, dtype):
     assert_backward_contract(host(dx), ywant, dy, dtype, f"{name} from y, rows of {length}")
 
 
+@pytest.mark.parametrize("threads", [12, 0])
+def test_a_row_block_that_is_no_power_of_two_is_refused(threads, monkeypatch):
+    """The rows' tree sums and maxima halve the block: 12 threads would leave some partial
+    sums out of every row's."""
+    from fastgd import config
+
+    monkeypatch.setattr(config, "ROW_THREADS", threads)
+    x = dev(np.zeros((2, 16), np.float32))
+    with pytest.raises(ValueError, match="ROW_THREADS must be a power of two"):
+        fastgd.softmax(x)
+
+
+def test_to_device_gives_c_order_with_cupy_as_without(monkeypatch):
+    """CuPy kept a Fortran-ordered array's order (``cupy.asarray``), so that the optimizers
+    refused ``to_device(w.T)`` as a parameter only where CuPy was installed."""
+    from types import SimpleNamespace
+
+    from fastgd.backends import cuda_backend
+
+    given = []
+    fake = SimpleNamespace(asarray=lambda a: given.append(a) or a)
+    monkeypatch.setattr(cuda_backend, "_cupy", lambda: fake)
+    w = np.arange(6.0).reshape(2, 3).T
+    assert fastgd.to_device(w) is given[0] and given[0].flags.c_contiguous
+    np.testing.assert_array_equal(given[0], w)
+    assert fastgd.to_device(np.float32(2.5)).shape == ()
+
 def _plain_row_sum(x):
     s = 0.0
     for i in range(x.size):
