@@ -721,6 +721,10 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.sigmoid(x, 0.5), "takes 0 parameter"),
         (lambda x: fastgd.softplus(x, threshold=-1.0), "threshold"),
         (lambda x: fastgd.softplus(x, beta=0.0), "beta"),
+        # e^(beta·x)/beta of the left tail leaves the float range below ~1e-22: the kernels
+        # gave e^-800/beta at x = -inf
+        (lambda x: fastgd.softplus(x, beta=2.0**-100), "beta must be at least 1e-20"),
+        (lambda x: fastgd.softplus_backward(x, x, beta=1e-21), "beta must be at least"),
         (lambda x: fastgd.elu(x, alpha=float("nan")), "finite"),
         (lambda x: fastgd.elu(x, alpha=np.float32(np.inf)), "finite"),
         (lambda x: fastgd.leaky_relu(x, negative_slope=True), "slope must be a number, got True"),
@@ -886,22 +890,26 @@ def test_small_corners_of_the_rectifiers_and_rows(backend):
     assert fastgd.log_softmax(np.float32(1.0), axis=-1, backend=backend) == 0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_softplus_with_a_beta_whose_reciprocal_overflows(backend):
-    """beta = 2^-128 is a float32 subnormal: 1/beta is inf in float32, and the division
-    a·(1/b) gave NaN (now computed in float64); the NumPy backend's cast of a result past
-    float32's range warned."""
+def test_softplus_with_the_smallest_beta(backend, dtype):
+    """beta = 1e-20, the smallest taken (SOFTPLUS_MIN_BETA; below, the left tail's
+    e^(beta·x)/beta stops being 0 where e^(beta·x) underflows, and the kernels gave
+    e^-800/beta at x = -inf): ln2/beta + x/2 near 0, e^(beta·x)/beta in the left tail, 0 at
+    -inf, no warning (the NumPy backend's cast of a result past float32's range warned)."""
     import warnings
 
-    x = np.array([-1.0, 0.0, 1.0], np.float32)
+    beta = 1e-20
+    x = np.array([-np.inf, -8e22, -7e22, -1.0, 0.0, 1.0], dtype)
+    tail = math.exp(beta * float(x[2])) / beta  # 9.9e-285: 0 in float32
+    want = np.array([0.0, 0.0, tail] + [math.log(2) / beta] * 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for beta, want in ((2.0**-128, math.log(2) * 2.0**128), (2.0**-130, math.inf)):
-            got = fastgd.softplus(x, beta=beta, backend=backend)
-            np.testing.assert_allclose(got, want, rtol=1e-6)
-            np.testing.assert_allclose(fastgd.softplus_backward(x, x, beta=beta,
-                                                                backend=backend),
-                                       x * 0.5, rtol=1e-6)
+        got = fastgd.softplus(x, beta=beta, backend=backend)
+        np.testing.assert_allclose(got, want.astype(dtype), rtol=1e-6, atol=0)
+        dx = fastgd.softplus_backward(np.ones_like(x), x, beta=beta, backend=backend)
+        slope = np.array([0, 0, math.exp(beta * float(x[2])), 0.5, 0.5, 0.5])  # σ(beta·x)
+        np.testing.assert_allclose(dx, slope.astype(dtype), rtol=1e-6, atol=0)
 
 
 def test_softplus_threshold_ties_are_decided_exactly_and_fast():

@@ -26,10 +26,19 @@ def _finite(*names):
 _softplus_finite = _finite("beta", "threshold")
 
 
+#: The smallest softplus beta: below ~1e-22 the left tail's e^(beta·x)/beta is no longer 0
+#: where e^(beta·x) underflows (the kernels' exponent stops at -formulas.BIG: at x = -inf
+#: they gave e^-800/beta, not 0). Such a softplus is ln2/beta + x/2 to every digit anyway.
+SOFTPLUS_MIN_BETA = 1e-20
+
+
 def _check_softplus(values):
     _softplus_finite(values)
     if values["beta"] <= 0:
         raise ValueError(f"softplus beta must be > 0, got {values['beta']}")
+    if values["beta"] < SOFTPLUS_MIN_BETA:
+        raise ValueError(f"softplus beta must be at least {SOFTPLUS_MIN_BETA:g} (its left "
+                         f"tail e^(beta·x)/beta leaves the float range), got {values['beta']}")
     if values["threshold"] < 0:
         raise ValueError(f"softplus threshold must be >= 0, got {values['threshold']}")
 
