@@ -12,6 +12,7 @@ Row-wise ops (softmax, log_softmax) are written over one row.
 """
 
 import math
+from fractions import Fraction
 from math import inf
 
 from fastgd.scalar import (
@@ -38,6 +39,10 @@ GELU_TANH_A = 2 * SQRT_2_OVER_PI  # z = 2u = A·x + B·x³
 GELU_TANH_B = 2 * SQRT_2_OVER_PI * GELU_TANH_C
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
+# scale·alpha = SELU_SA + SELU_SA_LO exactly (the float64 product's rounding, 1 ULP of 1.76,
+# is 2e-13 of y + scale·alpha where it cancels to 1e-3)
+SELU_SA = SELU_SCALE * SELU_ALPHA
+SELU_SA_LO = float(Fraction(SELU_SCALE) * Fraction(SELU_ALPHA) - Fraction(SELU_SA))
 BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in float64 too
 # Tails: e^x = e^(x + SHIFT)·e^-SHIFT keeps e^(x + SHIFT) normal where e^x is subnormal in
 # float32; x + SHIFT is exact for x in [-2·SHIFT, -SHIFT/2], and the e^-SHIFT constants are
@@ -309,8 +314,8 @@ def selu_backward_from_output(dy, y):
     the working type: y + hi is exact where it cancels (y → -scale·alpha, as for elu), and
     dy·lo is added in the fma that multiplies it by dy (a plain sum would be reassociated
     into y + (hi + lo), and lo lost)."""
-    sa = SELU_SCALE * SELU_ALPHA
-    return if_positive(y, F(SELU_SCALE) * dy, fma(dy, y + F(sa), dy * F(sa - W(F(sa)))))
+    lo = F((SELU_SA - W(F(SELU_SA))) + SELU_SA_LO)
+    return if_positive(y, F(SELU_SCALE) * dy, fma(dy, y + F(SELU_SA), dy * lo))
 
 
 # -- smooth rectifiers ------------------------------------------------------------------

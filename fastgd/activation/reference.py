@@ -7,6 +7,7 @@ Limits at ±inf are taken with ``np.where`` after the arithmetic, under ``np.err
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -175,9 +176,14 @@ def selu_backward(dy, x):
     return SELU_SCALE * elu_backward(dy, x, SELU_ALPHA)
 
 
+# scale·alpha = _SA + _SA_LO exactly: y + _SA is exact where it cancels (y → -scale·alpha)
+_SA = SELU_SCALE * SELU_ALPHA
+_SA_LO = float(Fraction(SELU_SCALE) * Fraction(SELU_ALPHA) - Fraction(_SA))
+
+
 @_quiet
 def selu_backward_from_output(dy, y):
-    return _pos(y, SELU_SCALE * dy, dy * (y + SELU_SCALE * SELU_ALPHA))
+    return _pos(y, SELU_SCALE * dy, dy * ((y + _SA) + _SA_LO))
 
 
 @_quiet
