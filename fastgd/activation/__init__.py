@@ -107,7 +107,8 @@ def _table():
                       doc="exp(x - max) / Σ exp(x - max) along axis."),
         RowActivation("log_softmax", m.log_softmax_row, m.log_softmax_backward_row,
                       m.log_softmax_backward_row_from_input, ref.log_softmax,
-                      ref.log_softmax_backward, narrow=("forward",), wide_lines=("forward",),
+                      ref.log_softmax_backward, ref.log_softmax_backward_from_input,
+                      narrow=("forward",), wide_lines=("forward",),
                       doc="x - max - log Σ exp(x - max) along axis."),
     ]
     return {a.name: a for a in acts}

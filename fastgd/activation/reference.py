@@ -286,15 +286,25 @@ def hardswish_backward(dy, x):
     return np.where(x <= -3, 0, np.where(x >= 3, dy, mid)).astype(x.dtype)
 
 
+def _sum(a, axis):
+    """Σ along ``axis``, kept as a dimension of 1, pairwise: NumPy sums pairwise only along
+    the last axis; along another a running sum lost digits that dy - exp(y)·Σ amplifies
+    where it cancels (log_softmax's backward, float64: 1.3e-12 off along a line of 695)."""
+    if a.ndim <= 1 or axis in (-1, a.ndim - 1):
+        return np.sum(a, axis=axis, keepdims=True)
+    return np.expand_dims(np.sum(np.ascontiguousarray(np.moveaxis(a, axis, -1)), axis=-1),
+                          axis)
+
+
 @_quiet
 def softmax(x, axis):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return e / _sum(e, axis)
 
 
 @_quiet
 def softmax_backward(dy, y, axis):
-    return (dy - np.sum(dy * y, axis=axis, keepdims=True)) * y
+    return (dy - _sum(dy * y, axis)) * y
 
 
 @_quiet
@@ -303,11 +313,18 @@ def log_softmax(x, axis):
     sum): log(Σ) itself loses every digit where Σ is within rounding of 1."""
     shifted = x - np.max(x, axis=axis, keepdims=True, initial=-np.inf)
     at_max = shifted == 0
-    k = np.sum(at_max, axis=axis, keepdims=True)
-    t = np.sum(np.where(at_max, 0.0, np.exp(shifted)), axis=axis, keepdims=True)
+    k = _sum(at_max.astype(x.dtype), axis)
+    t = _sum(np.where(at_max, 0.0, np.exp(shifted)), axis)
     return shifted - np.log1p((k - 1) + t)
 
 
 @_quiet
 def log_softmax_backward(dy, y, axis):
-    return dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True)
+    return dy - np.exp(y) * _sum(dy, axis)
+
+
+@_quiet
+def log_softmax_backward_from_input(dy, x, axis):
+    """dy - softmax(x)·Σ dy: exp of a rounded log_softmax(x) is off by ~|y| ULP, which the
+    cancellation of dy - exp(y)·Σ amplifies."""
+    return dy - softmax(x, axis) * _sum(dy, axis)

@@ -334,14 +334,19 @@ class RowActivation(Activation):
     takes_output = True
 
     def __init__(self, name, row_forward, row_backward, row_backward_from_input, reference,
-                 reference_backward, narrow=(), wide_lines=(), doc=""):
+                 reference_backward, reference_backward_from_input=None, narrow=(),
+                 wide_lines=(), doc=""):
         """``wide_lines``: directions that compute in float64 along an axis other than the
-        last, where they are narrow along rows (their loops over a line do not vectorize)."""
+        last, where they are narrow along rows (their loops over a line do not vectorize).
+        ``reference_backward_from_input``: the NumPy backend's backward from x where the
+        reference forward's rounded y would lose digits (default: the backward of that y)."""
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
                          params={"axis": -1}, check=self._check_axis,
                          wide=("forward", "backward", "backward_from_output"), narrow=narrow,
                          doc=doc)
         self.scalar_backward_from_input = row_backward_from_input
+        self.reference_backward_from_input = reference_backward_from_input or (
+            lambda dy, x, axis: reference_backward(dy, reference(x, axis), axis))
         self.wide_lines = wide_lines
 
     def _check_axis(self, values):
@@ -379,8 +384,9 @@ class RowActivation(Activation):
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
             dy64, saved64 = (a.astype(np.float64, copy=False) for a in (dy, saved))
-            y64 = self.reference_forward(saved64, axis) if y is None else saved64
-            out[...] = self.reference_backward(dy64, y64, axis)
+            reference = self.reference_backward_from_input if y is None else (
+                self.reference_backward)
+            out[...] = reference(dy64, saved64, axis)
             return out
         return self._rows(be, fn, [dy, saved], out, shape, axis, dtype, direction)
 
