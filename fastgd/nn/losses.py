@@ -202,6 +202,10 @@ class Loss:
     def _elementwise(self, be, x, target, scale, dtype):
         shape = _arrays.shape_of(x)
         rows = shape[0] if shape else 1
+        if rows and math.prod(shape) // rows < 256:
+            # short rows ((N,) or (N, 1) targets: rows of one) as one row: the math is
+            # elementwise and the loss a total, and each row costs a loop and a float64 sum
+            rows = 1
         cols = math.prod(shape) // rows if rows else 0
         x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
         loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
