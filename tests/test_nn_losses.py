@@ -55,6 +55,22 @@ def test_loss_matches_torch(backend, reduction, name, target, kw):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape", [(30,), (30, 1), (3, 10)])
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits"])
+def test_elementwise_losses_of_short_rows_match_torch(backend, reduction, shape, name):
+    """(N,) and (N, 1) inputs (one logit per sample) run as one row on numba; the loss of
+    'none' keeps their shape."""
+    x, t = RNG.standard_normal(shape), RNG.random(shape)
+    go = RNG.standard_normal(shape) if reduction == "none" else 0.7
+    want_v, want_g = _torch(name, x, t, reduction, go)
+    value, grad = nn.get_loss(name, reduction).value_and_grad(x, t, go, backend=backend)
+    assert np.shape(value) == np.shape(want_v) and grad.shape == shape
+    np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,target,kw", CASES)
 def test_loss_backward_finite_differences(backend, name, target, kw):
     loss = nn.get_loss(name, "sum", **kw)
