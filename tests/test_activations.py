@@ -974,3 +974,43 @@ def test_log_softmax_backward_in_float64_where_it_cancels(backend, axis):
         got = got[:, 0] if axis == 0 else got[0]
         big = np.abs(want) >= 1e-3
         assert np.max(np.abs(got - want)[big] / np.abs(want[big])) < 1e-12
+
+
+@pytest.mark.parametrize("layout", ["F", "transposed 3-D"])
+def test_inputs_of_one_dense_layout_are_computed_in_place_of_memory(layout):
+    """Arrays of one dense layout other than C order (a transpose, a Fortran-ordered array)
+    run as flat views in memory order, as NumPy's ufuncs run them: same values bit for bit
+    as the C-ordered copy, the result in the inputs' layout, an ``out`` in that layout
+    written directly, in place too (the general path copied them: relu(a.T) took 12× relu(a),
+    out=a.T a scratch array and a copy back)."""
+    rng = np.random.default_rng(3)
+
+    def make():
+        if layout == "F":
+            return np.asfortranarray(rng.normal(0, 3, (67, 45)).astype(np.float32))
+        return rng.normal(0, 3, (5, 33, 41)).astype(np.float32).transpose(0, 2, 1)
+
+    x, dy = make(), make()
+    assert not x.flags.c_contiguous and x.strides == dy.strides
+    want = fastgd.gelu(np.ascontiguousarray(x))
+    got = fastgd.gelu(x)
+    np.testing.assert_array_equal(got, want)
+    assert got.strides == x.strides
+    dwant = fastgd.gelu_backward(np.ascontiguousarray(dy), np.ascontiguousarray(x))
+    np.testing.assert_array_equal(fastgd.gelu_backward(dy, x), dwant)
+    out = make()
+    assert fastgd.gelu_backward(dy, x, out=out) is out
+    np.testing.assert_array_equal(out, dwant)
+    inplace = x.copy(order="K")
+    assert fastgd.gelu(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, want)
+    # another layout among the inputs: the general path, same values
+    np.testing.assert_array_equal(fastgd.gelu_backward(np.ascontiguousarray(dy), x), dwant)
+
+
+def test_an_out_of_the_inputs_layout_that_overlaps_them_partly_gets_numpys_result():
+    base = np.asfortranarray(np.linspace(-3, 3, 60, dtype=np.float32).reshape(6, 10))
+    x, out = base[:, 1:], base[:, :-1]  # one layout, overlapping by all but a column
+    want = np.maximum(x, 0)
+    fastgd.relu(x, out=out)
+    np.testing.assert_array_equal(out, want)
