@@ -326,13 +326,14 @@ def test_backward_from_output_rejects(call, match):
 # -- softmax and log_softmax -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("shape", [(4, 6, 5), (3, 40, 50)])  # the second: lines as rows
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("axis", [-1, 0, 1])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_softmax_family(name, axis, backend, dtype):
+def test_softmax_family(name, axis, backend, dtype, shape):
     rng = np.random.default_rng(6)
-    x = (rng.normal(0, 5, (4, 6, 5)) + rng.choice([0, 900], (4, 6, 5))).astype(dtype)
+    x = (rng.normal(0, 5, shape) + rng.choice([0, 900], shape)).astype(dtype)
     dy = rng.normal(0, 1, x.shape).astype(dtype)
     act = fastgd.activations[name]
     y = act.forward(x, axis=axis, backend=backend)
@@ -468,6 +469,31 @@ def test_float32_softmax_family_in_place_and_along_other_axes(name, length):
     lines = np.ascontiguousarray(x.T)[:, None, :]  # (length, 1, 500): along axis 0
     y = act.forward(lines, axis=0, backend="numba")[:, 0, :].T
     assert_forward_contract(y, want, np.float32, f"{name} lines of {length} along axis 0")
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_lines_as_rows_in_place_and_into_a_strided_out(name, axis):
+    """Along an axis other than the last, arrays past PARALLEL_THRESHOLD elements run as
+    rows (swapped in and out, ``cpu_memory.swap_lines``): in place, into a strided ``out``,
+    from a strided input, both backwards."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(0, 4, (7, 90, 33)).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    act = fastgd.activations[name]
+    want = act.forward(x.astype(np.float64), axis=axis, backend="numpy")
+    in_place = x.copy()
+    assert act.forward(in_place, axis=axis, out=in_place) is in_place
+    assert_forward_contract(in_place, want, np.float32, f"{name} in place")
+    out = np.zeros((7, 90, 66), np.float32)[:, :, ::2]
+    act.forward(np.asfortranarray(x), axis=axis, out=out)
+    assert_forward_contract(out, want, np.float32, f"{name} strided out")
+    dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=axis,
+                         backend="numpy")
+    assert_backward_contract(act.backward(dy, x, axis=axis), dwant, dy, np.float32, name)
+    ywant = act.backward(dy.astype(np.float64), y=want, axis=axis, backend="numpy")
+    got = act.backward(dy, y=want.astype(np.float32), axis=axis)
+    np.testing.assert_allclose(got, ywant, rtol=1e-4, atol=1e-5)
 
 
 def test_softmax_special_rows():

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from fastgd import _arrays
+from fastgd import _arrays, config
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.backends import host_fast_path, resolve, to_device
@@ -460,10 +460,31 @@ class RowActivation(Activation):
             # along the last axis plain contiguous rows, else lines a[o, :, i]
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
-            kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
-                                      be.rows_loop(fn, arrays[0], inner != 1))
-            be.launch(kernel, outer * inner, arrays)
+            # (small arrays: the walk costs less than the swaps' threads and buffers)
+            if inner != 1 and size > config.PARALLEL_THRESHOLD and hasattr(be, "swap_lines"):
+                self._lines_as_rows(be, fn, arrays, dtype, direction)
+            else:
+                kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
+                                          be.rows_loop(fn, arrays[0], inner != 1))
+                be.launch(kernel, outer * inner, arrays)
         return _write_back(out, flat, scratch)
+
+    def _lines_as_rows(self, be, fn, arrays, dtype, direction):
+        """Lines ``a[o, :, i]`` of ``arrays`` (outer, length, inner; the last one written)
+        run as contiguous rows on a host backend: each input swapped into (outer, inner,
+        length) (``cpu_memory.swap_lines``), the rows kernel run on those, and its result
+        swapped back into the last array."""
+        outer, length, inner = arrays[0].shape
+        rows = []
+        for a in arrays[:-1]:
+            swapped = be.empty((outer, inner, length), dtype)
+            be.swap_lines(a, swapped)
+            rows.append(swapped.reshape(outer * inner, length))
+        result = be.empty((outer * inner, length), dtype)
+        kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, False,
+                                  be.rows_loop(fn, rows[0], False))
+        be.launch(kernel, outer * inner, [*rows, result])
+        be.swap_lines(result.reshape(outer, inner, length), arrays[-1])
 
     def _row_kernel(self, be, fn, n_arrays, dtype, direction, strided, loop):
         """The rows kernel for one call, found once per combination (see ``Activation._plan``)."""

@@ -33,7 +33,7 @@ only for arrays that would not stay in them anyway.
 from __future__ import annotations
 
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -151,3 +151,28 @@ def stream_out(buf, out, lo, hi):
         i += per
     for j in range(i, hi):
         out[j] = buf[j - lo]
+
+
+#: Side of the tiles :func:`swap_lines` copies: 32 float32 lines of 32 elements read and
+#: write whole cache lines (a line-by-line copy of a power-of-two width thrashes one cache
+#: set).
+SWAP_TILE = 32
+
+
+@njit(parallel=True, nogil=True, cache=False)
+def swap_lines(src, dst):
+    """``dst[o, i, l] = src[o, l, i]`` for ``src`` (outer, length, inner) and ``dst``
+    (outer, inner, length), tile by tile, the tiles spread over the threads: how the rows
+    kernels reach lines ``a[o, :, i]`` (an op along an axis other than the last) at the speed
+    of rows (a kernel walking each line at a stride of ``inner`` elements took a cache line
+    per element and did not vectorize: softmax along axis 0 ran 5-20x slower than along -1)."""
+    outer, length, inner = src.shape
+    tl = (length + SWAP_TILE - 1) // SWAP_TILE
+    ti = (inner + SWAP_TILE - 1) // SWAP_TILE
+    for t in prange(outer * tl * ti):
+        o = t // (tl * ti)
+        l0 = (t // ti) % tl * SWAP_TILE
+        i0 = t % ti * SWAP_TILE
+        for i in range(i0, min(i0 + SWAP_TILE, inner)):
+            for l in range(l0, min(l0 + SWAP_TILE, length)):
+                dst[o, i, l] = src[o, l, i]

@@ -103,6 +103,14 @@ class NumbaBackend(HostArrays, CompiledBackend):
 
     packs_scalars = True  # the dispatcher checks each argument: one array beats ten floats
 
+    @staticmethod
+    def swap_lines(src, dst):
+        """``dst[o, i, l] = src[o, l, i]``: lines of an axis other than the last as rows
+        (``cpu_memory.swap_lines``)."""
+        from fastgd.backends.cpu_memory import swap_lines
+
+        swap_lines(src, dst)
+
     def launch(self, kernel, n, args):
         kernel(*args)
 
