@@ -87,6 +87,32 @@ def test_batch_norm_matches_torch(backend):
                                ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_of_a_large_batch_matches_torch(dtype):
+    """Past PARALLEL_THRESHOLD elements the CPU runs the columns as rows (swapped in and
+    out): statistics, the input gradient and gamma's and beta's, with an activation."""
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((300, 20)) * 3 + 2).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    bn = nn.BatchNorm1d(20, "tanh", backend="numba", dtype=dtype)
+    bn.params["gamma"][...] = rng.uniform(0.5, 2, 20)
+    bn.params["beta"][...] = rng.uniform(-1, 1, 20)
+    ref = torch.nn.BatchNorm1d(20, dtype=torch.float64)
+    with torch.no_grad():
+        ref.weight[:] = torch.tensor(bn.params["gamma"], dtype=torch.float64)
+        ref.bias[:] = torch.tensor(bn.params["beta"], dtype=torch.float64)
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = torch.tanh(ref(xt))
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == np.float32 else {"rtol": 1e-10,
+                                                                        "atol": 1e-12}
+    np.testing.assert_allclose(bn.forward(x), yt.detach().numpy(), **tol)
+    np.testing.assert_allclose(bn.backward(dy), xt.grad.numpy(), **tol)
+    np.testing.assert_allclose(bn.grads["gamma"], ref.weight.grad.numpy(), **tol)
+    np.testing.assert_allclose(bn.grads["beta"], ref.bias.grad.numpy(), **tol)
+    np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), **tol)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_norm_cumulative_average_as_torch(backend):
     """momentum=None: running statistics average every batch so far, as torch's do."""
