@@ -236,7 +236,10 @@ def test_prelu_on_empty_inputs(backend):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
-@pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 6), (2, 3, 2, 2)])
+# (2000, 7), (700, 9, 1, 1): channels of one element past PARALLEL_THRESHOLD (a grid forward,
+# a row per channel backward on the CPU)
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (4, 3, 6), (2, 3, 2, 2), (2000, 7),
+                                   (700, 9, 1, 1)])
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_prelu(shape, per_channel, backend, dtype):
     rng = np.random.default_rng(5)

@@ -1,6 +1,6 @@
 """Kernel generation: turn an op's scalar (or row) function into a loop for a target.
 
-Two loop shapes cover every op:
+Three loop shapes cover every op:
 
 * **map** — ``out_k[i] = fn(in_0[i], ..., s_0, ...)[k]`` over flat arrays (activations,
   update rules: one fused pass over parameter, gradient and state).
@@ -8,6 +8,10 @@ Two loop shapes cover every op:
   2-D arrays (softmax, PReLU with one slope per channel, per-row sums); or, *strided*, over
   the lines ``a[o, :, i]`` of 3-D arrays ``(outer, length, inner)``, which is how an op
   runs along any axis without a transpose.
+* **grid** — ``out_k[r, j] = fn([i,] in_0[r, j], ..., v_0[j], ..., s_0, ...)[k]`` over 2-D
+  arrays with per-column vectors ``v`` (nn's bias and batch-norm math, PReLU of (N, C)),
+  optionally given the flat index ``i = r·cols + j``: a nested loop on the CPU (no integer
+  division), a grid-stride loop on CUDA.
 
 The loop body is the same text for every target; only the loop header differs: ``prange``
 (Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA: over threads, or
@@ -132,6 +136,34 @@ def _streaming(first, parallel_loop, setup, buffers, chunk) -> list:
         *["            " + line for line in chunk],
         "        fence()",
     ]
+
+
+def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
+    """Source of a grid kernel (see the module docstring)."""
+    ins, vecs = [f"in{k}" for k in range(n_in)], [f"v{k}" for k in range(n_vec)]
+    outs, scalars = [f"out{k}" for k in range(n_out)], [f"s{k}" for k in range(n_scalars)]
+    args = ", ".join(ins + vecs + outs + scalars)
+    loads = (["i"] if index else []) + [f"C({a}[r, j])" for a in ins]
+    call = "fn(" + ", ".join(loads + [f"C({v}[j])" for v in vecs] + scalars) + ")"
+    if n_out == 1:
+        body = [f"out0[r, j] = {call}"]
+    else:
+        body = [f"res = {call}"] + [f"{o}[r, j] = res[{k}]" for k, o in enumerate(outs)]
+    lines = [f"def kernel({args}):", "    cols = in0.shape[1]"]
+    if loop == "cuda":
+        lines += [
+            "    for i in range(cuda.grid(1), in0.shape[0] * cols, cuda.gridsize(1)):",
+            "        r = i // cols",
+            "        j = i - r * cols",
+        ]
+        pad = " " * 8
+    else:
+        rng = "prange" if loop == "parallel" else "range"
+        lines += [f"    for r in {rng}(in0.shape[0]):", "        for j in range(cols):"]
+        if index:
+            lines.append("            i = r * cols + j")
+        pad = " " * 12
+    return "\n".join(lines + [pad + b for b in body]) + "\n"
 
 
 def rows_source(

@@ -111,6 +111,29 @@ class CompiledBackend:
         """``kernel`` bound to its launch shape for ``n`` elements."""
         return lambda *args: self.launch(kernel, n, args)
 
+    def grid(self, fn, ins, vecs=(), outs=(), scalars=(), index=False, compute=None):
+        """Run grid function ``fn`` over 2-D arrays ``ins``/``outs`` of one shape, with
+        per-column vectors ``vecs``, computing in ``compute`` (default: the arrays' dtype).
+        Float scalars are cast to the compute dtype; integer scalars (NumPy integers) keep
+        their type."""
+        compute = np.dtype(ins[0].dtype if compute is None else compute)
+        rows, cols = ins[0].shape
+        n = rows * cols
+        if n == 0:
+            return
+        typed = tuple(s if isinstance(s, np.integer) else compute.type(s) for s in scalars)
+        loop = self.loop_for(n)
+        key = ("grid", len(ins), len(vecs), len(outs), len(typed), index)
+        kernel = self._kernel(
+            key,
+            lambda lp: codegen.grid_source(len(ins), len(vecs), len(outs), len(typed), lp,
+                                           index),
+            fn,
+            compute,
+            loop,
+        )
+        self.launch(kernel, n, (*ins, *vecs, *outs, *typed))
+
     def rows(self, fn, arrays, per_row=(), scalars=(), result=None, compute=None):
         """Run row function ``fn`` on each row of 2-D ``arrays`` (or each line ``a[o, :, i]``
         of 3-D ones); store its return value in ``result`` when given."""

@@ -1,13 +1,6 @@
-"""How ``fastgd.nn`` runs its math: activation binding, the grid loop, and launch helpers.
-
-The **grid** loop is ``fastgd.backends.codegen``'s map over a 2-D array ``(rows, cols)``,
-with per-column vectors (``v[j]``) and optionally the flat index ``i = r·cols + j``::
-
-    out_k[r, j] = fn([i,] C(in_0[r, j]), ..., C(v_0[j]), ..., s_0, ...)[k]
-
-A nested loop on the CPU (no integer division), a grid-stride loop on CUDA. Kernels are
-compiled and cached by the backend (``CompiledBackend._kernel``), like every other op.
-"""
+"""How ``fastgd.nn`` runs its math: activation binding, column sums and column functions.
+Elementwise math with per-column vectors runs on the backends' grid loop
+(``CompiledBackend.grid``)."""
 
 from __future__ import annotations
 
@@ -105,56 +98,6 @@ def bind(template, act: Act):
 
 
 # -- the grid loop --------------------------------------------------------------------------
-
-
-def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
-    """Source of a grid kernel (see the module docstring)."""
-    ins, vecs = [f"in{k}" for k in range(n_in)], [f"v{k}" for k in range(n_vec)]
-    outs, scalars = [f"out{k}" for k in range(n_out)], [f"s{k}" for k in range(n_scalars)]
-    args = ", ".join(ins + vecs + outs + scalars)
-    loads = (["i"] if index else []) + [f"C({a}[r, j])" for a in ins]
-    call = "fn(" + ", ".join(loads + [f"C({v}[j])" for v in vecs] + scalars) + ")"
-    if n_out == 1:
-        body = [f"out0[r, j] = {call}"]
-    else:
-        body = [f"res = {call}"] + [f"{o}[r, j] = res[{k}]" for k, o in enumerate(outs)]
-    lines = [f"def kernel({args}):", "    cols = in0.shape[1]"]
-    if loop == "cuda":
-        lines += [
-            "    for i in range(cuda.grid(1), in0.shape[0] * cols, cuda.gridsize(1)):",
-            "        r = i // cols",
-            "        j = i - r * cols",
-        ]
-        pad = " " * 8
-    else:
-        rng = "prange" if loop == "parallel" else "range"
-        lines += [f"    for r in {rng}(in0.shape[0]):", "        for j in range(cols):"]
-        if index:
-            lines.append("            i = r * cols + j")
-        pad = " " * 12
-    return "\n".join(lines + [pad + b for b in body]) + "\n"
-
-
-def run_grid(be, fn, ins, vecs=(), outs=(), scalars=(), index=False, compute=None):
-    """Run grid function ``fn`` over 2-D arrays ``ins``/``outs`` of one shape, with
-    per-column vectors ``vecs``, computing in ``compute`` (default: the arrays' dtype). Float
-    scalars are cast to the compute dtype; integer scalars (NumPy integers) keep their type."""
-    compute = np.dtype(ins[0].dtype if compute is None else compute)
-    rows, cols = ins[0].shape
-    n = rows * cols
-    if n == 0:
-        return
-    typed = tuple(s if isinstance(s, np.integer) else compute.type(s) for s in scalars)
-    loop = be.loop_for(n)
-    key = ("nn-grid", len(ins), len(vecs), len(outs), len(typed), index)
-    kernel = be._kernel(
-        key,
-        lambda lp: grid_source(len(ins), len(vecs), len(outs), len(typed), lp, index),
-        fn,
-        compute,
-        loop,
-    )
-    be.launch(kernel, n, (*ins, *vecs, *outs, *typed))
 
 
 def column_sums(be, a, out):

@@ -15,7 +15,7 @@ import numpy as np
 
 from fastgd.nn import formulas as fm
 from fastgd.nn import reference as ref
-from fastgd.nn._kernels import bind, column_sums, run_columns, run_grid
+from fastgd.nn._kernels import bind, column_sums, run_columns
 from fastgd.nn._profile import PROFILE
 
 
@@ -45,11 +45,11 @@ def bias_act(be, h, bias, act, z_out, y_out):
         if not identity:
             y_out[...] = act.reference(z)
     elif identity:
-        run_grid(be, fm.bias_add, [h], [bias], [y_out])
+        be.grid(fm.bias_add, [h], [bias], [y_out])
     elif bias is None:
-        run_grid(be, bind(fm.act_only, act), [h], outs=[y_out], scalars=act.scalars)
+        be.grid(bind(fm.act_only, act), [h], outs=[y_out], scalars=act.scalars)
     else:
-        run_grid(be, bind(fm.bias_act, act), [h], [bias], [z_out, y_out], act.scalars)
+        be.grid(bind(fm.bias_act, act), [h], [bias], [z_out, y_out], act.scalars)
     _done(t0)
     return z, y_out
 
@@ -70,7 +70,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
     elif identity:
         column_sums(be, dy, db_out)
     elif db_out is None or be.name != "cuda":  # the CPU sums dz in row order afterwards
-        run_grid(be, bind(fm.act_grad, act), [dy, z], outs=[dz_out], scalars=act.scalars)
+        be.grid(bind(fm.act_grad, act), [dy, z], outs=[dz_out], scalars=act.scalars)
         if db_out is not None:
             column_sums(be, dz_out, db_out)
     else:
@@ -100,7 +100,7 @@ def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
         z_out[...] = gamma * ((h - mean) * invstd) + beta
         y_out[...] = act.reference(z_out)
     else:
-        run_grid(be, bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
+        be.grid(bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
                  act.scalars)
     _done(t0)
     return z_out, y_out
@@ -133,7 +133,7 @@ def ema_(be, running, stat, momentum):
         running += momentum * stat
         return running
     r2 = running.reshape(1, -1)
-    run_grid(be, fm.ema, [r2, stat.reshape(1, -1)], outs=[r2], scalars=(momentum,))
+    be.grid(fm.ema, [r2, stat.reshape(1, -1)], outs=[r2], scalars=(momentum,))
     return running
 
 
@@ -142,7 +142,7 @@ def inv_std(be, var, eps, out):
     if be.name == "numpy":
         out[...] = 1 / np.sqrt(var + eps)
     else:
-        run_grid(be, fm.inv_std, [var.reshape(1, -1)], outs=[out.reshape(1, -1)],
+        be.grid(fm.inv_std, [var.reshape(1, -1)], outs=[out.reshape(1, -1)],
                  scalars=(eps,))
     return out
 
@@ -156,7 +156,7 @@ def dropout(be, x, p, seed, step, out):
     else:
         scalars = (np.uint64(ref.dropout_base(seed, step)),
                    np.uint64(ref.dropout_threshold(p)), 1.0 / (1.0 - p))
-        run_grid(be, fm.dropout, [x], outs=[out], scalars=scalars, index=True)
+        be.grid(fm.dropout, [x], outs=[out], scalars=scalars, index=True)
     _done(t0)
     return out
 
@@ -168,7 +168,7 @@ def dropout_mask(be, shape, p, seed, step, dtype=np.float32):
     if be.name == "numpy":
         ones[...] = 1
     else:
-        run_grid(be, fm.fill, [ones], outs=[ones], scalars=(1.0,))
+        be.grid(fm.fill, [ones], outs=[ones], scalars=(1.0,))
     return dropout(be, ones, p, seed, step, ones).reshape(shape)
 
 
@@ -178,6 +178,6 @@ def add(be, a, b, out):
     if be.name == "numpy":
         np.add(a, b, out=out)
     else:
-        run_grid(be, fm.add, [a, b], outs=[out])
+        be.grid(fm.add, [a, b], outs=[out])
     _done(t0)
     return out

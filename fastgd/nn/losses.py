@@ -24,7 +24,6 @@ from fastgd import _arrays
 from fastgd.backends import resolve, to_device, to_host
 from fastgd.nn import formulas as fm
 from fastgd.nn import reference as ref
-from fastgd.nn._kernels import run_grid
 from fastgd.nn._profile import PROFILE
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -213,9 +212,9 @@ class Loss:
         # prediction (float32 math: 457 ULP off); MSE's x - t rounds once
         fn, compute = (fm.mse, dtype) if self.name == "mse" else (fm.bce_with_logits, np.float64)
         factor = scale if isinstance(scale, float) else 1.0
-        run_grid(be, fn, [x2, t2], outs=[loss, grad], scalars=(factor,), compute=compute)
+        be.grid(fn, [x2, t2], outs=[loss, grad], scalars=(factor,), compute=compute)
         if not isinstance(scale, float):
-            run_grid(be, fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
+            be.grid(fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
         if self.reduction != "none":
             # summed in float64: a float32 sum of one long row (an image batch flattened)
             # lost 4 digits
