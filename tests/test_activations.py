@@ -1043,3 +1043,37 @@ def test_an_out_of_the_inputs_layout_that_overlaps_them_partly_gets_numpys_resul
     want = np.maximum(x, 0)
     fastgd.relu(x, out=out)
     np.testing.assert_array_equal(out, want)
+
+
+def test_float64_reference_in_the_deep_left_tails():
+    """The NumPy reference against mpmath (50 digits) where float64 intermediates leave the
+    normal range: GELU's erfc(-x/√2) lost digits below x = -3 and was 0 from -37.7 on, where
+    x·Φ(x) is a subnormal down to -38.6 (and its slope lost Φ); silu's and mish's x·σ(x)
+    with σ(x) subnormal (-0 at x = -745 for -1.8e-321); softplus's e^z/beta with e^z
+    subnormal and the result normal (beta = 1e-20). Relative 1e-14 for normal results, two
+    subnormal steps below."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    mp = lambda v: mpmath.mpf(float(v))  # noqa: E731
+    cases = [
+        ("gelu", {}, np.linspace(-38.6, -3.0, 400), lambda v: mp(v) * mpmath.ncdf(mp(v))),
+        ("silu", {}, np.linspace(-745.0, -690.0, 200),
+         lambda v: mp(v) / (1 + mpmath.exp(-mp(v)))),
+        ("mish", {}, np.linspace(-745.0, -690.0, 200),
+         lambda v: mp(v) * mpmath.tanh(mpmath.log1p(mpmath.exp(mp(v))))),
+        ("softplus", {"beta": 1e-20}, np.linspace(-7.5e22, -6.9e22, 200),
+         lambda v: mpmath.log1p(mpmath.exp(mp(v) * mp(1e-20))) / mp(1e-20)),
+    ]
+    for name, params, x, exact in cases:
+        want = np.array([float(exact(v)) for v in x])
+        got = fastgd.activations[name].forward(x, backend="numpy", **params)
+        normal = np.abs(want) >= np.finfo(np.float64).tiny
+        assert np.all(np.abs(got - want)[normal] <= 1e-14 * np.abs(want[normal])), name
+        assert np.all(np.abs(got - want)[~normal] <= 2 * 5e-324), name
+    x = np.linspace(-38.6, -3.0, 400)
+    want = np.array([float(mpmath.ncdf(mp(v)) + mp(v) * mpmath.npdf(mp(v))) for v in x])
+    got = fastgd.gelu_backward(np.ones_like(x), x, backend="numpy")
+    normal = np.abs(want) >= np.finfo(np.float64).tiny
+    assert np.all(np.abs(got - want)[normal] <= 1e-14 * np.abs(want[normal]))
+    assert np.all(np.abs(got - want)[~normal] <= 1e-310)

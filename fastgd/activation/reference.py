@@ -32,6 +32,43 @@ def _quiet(fn):
     return wrapped
 
 
+def _erfcx(x):
+    """SciPy's erfcx(x) = e^(x²)·erfc(x), or None without SciPy."""
+    try:
+        from scipy.special import erfcx
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return erfcx(x)
+
+
+def _exp_neg_half_square(x):
+    """e^(-x²/2) with x² = p + p_lo split exactly (Dekker): a rounded x² would come through
+    e^ amplified by x²/2 (1e-13 relative at x = -37)."""
+    p = x * x
+    e = np.exp(-0.5 * p)
+    far = np.asarray(p > 16)  # few elements: a cheap repair (one pass to find them)
+    if x.dtype == np.float64 and far.any():
+        v = np.asarray(x)[far]
+        e = np.asarray(e)  # np.exp's own array (or a 0-d one), changed in place
+        e[far] *= np.where(np.isfinite(v * v), 1 - 0.5 * _product_error(v, v), 1.0)
+    return e
+
+
+def _deep_tail(y, x, where, fn):
+    """``y`` with ``fn(x)`` recomputed in np.longdouble where ``where``, for float64: left
+    tails where e^x is subnormal in float64 and took the result's digits with it (silu's
+    x·σ(x) at x = -745 gave -0 for -1.8e-321). x86's long double has 15 exponent bits;
+    where long double is float64 this changes nothing."""
+    where = np.asarray(where)
+    if y.dtype != np.float64 or not where.any():
+        return y
+    v = np.asarray(x)[where]
+    y = np.asarray(y)  # the caller's new array (or a 0-d one), changed in place
+    y[where] = np.where(np.isfinite(v), fn(v.astype(np.longdouble)).astype(np.float64),
+                        y[where])  # ±inf: the limits y has
+    return y
+
+
 def _limit_times(x, gate):
     """x·gate with the limits at x = ±inf (x and 0) where inf·0 would give NaN."""
     y = x * gate
@@ -82,7 +119,8 @@ def tanh_backward_from_output(dy, y):
 
 @_quiet
 def silu(x):
-    return _limit_times(x, _sigmoid(x))
+    return _deep_tail(_limit_times(x, _sigmoid(x)), x, x < -700,
+                      lambda v: v * np.exp(v) / (1 + np.exp(v)))
 
 
 @_quiet
@@ -186,17 +224,40 @@ def selu_backward_from_output(dy, y):
     return _pos(y, SELU_SCALE * dy, dy * ((y + _SA) + _SA_LO))
 
 
+def _gelu_tail(x):
+    """Where float64 x < -3 (and SciPy is there): Φ(x) = erfcx(-x/√2)/2·e^(-x²/2), for
+    erfc(-x/√2) loses digits there and is 0 from x = -37.7 on, where gelu is a subnormal
+    down to -38.6 (and its slope Φ + x·φ then lost its Φ: 1/x² relative). Returns the mask
+    and, there, (x, erfcx(-x/√2)/2, e^(-x²/2), x finite), or None."""
+    tail = np.asarray(x < -3)
+    if x.dtype != np.float64 or not tail.any() or _erfcx(np.float64(1.0)) is None:
+        return None
+    v = np.asarray(x)[tail]
+    return tail, v, 0.5 * _erfcx(-v / np.sqrt(2)), _exp_neg_half_square(v), np.isfinite(v)
+
+
 @_quiet
 def gelu(x):
-    cdf = 0.5 * _erfc(-x / np.sqrt(2))
-    return _limit_times(x, cdf)
+    y = _limit_times(x, 0.5 * _erfc(-x / np.sqrt(2)))
+    deep = _gelu_tail(x)
+    if deep is not None:
+        tail, v, half_erfcx, e, finite = deep
+        y = np.asarray(y)  # _limit_times's new array, changed in place
+        y[tail] = np.where(finite, (v * half_erfcx) * e, y[tail])  # -inf: the limit
+    return y
 
 
 @_quiet
 def gelu_backward(dy, x):
     cdf = 0.5 * _erfc(-x / np.sqrt(2))
-    pdf = np.exp(-0.5 * x * x) / np.sqrt(2 * np.pi)
-    return dy * (cdf + np.where(np.isinf(x), 0, x * pdf))
+    pdf = _exp_neg_half_square(x) / np.sqrt(2 * np.pi)
+    slope = cdf + np.where(np.isinf(x), 0, x * pdf)
+    deep = _gelu_tail(x)
+    if deep is not None:
+        tail, v, half_erfcx, e, finite = deep
+        slope = np.asarray(slope)  # a new array, changed in place
+        slope[tail] = np.where(finite, (half_erfcx + v / np.sqrt(2 * np.pi)) * e, slope[tail])
+    return dy * slope
 
 
 _K = math.sqrt(2 / math.pi)
@@ -220,8 +281,16 @@ def gelu_tanh_backward(dy, x):
 @_quiet
 def softplus(x, beta, threshold):
     z = beta * x
-    stable = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))  # log(1 + e^z), no overflow
-    return np.where(_above(z, x, beta, threshold), x, stable / beta).astype(x.dtype)
+    e = np.exp(-np.abs(z))
+    far = np.asarray(z < -4)
+    if x.dtype == np.float64 and far.any():  # e^z with beta·x's rounding put back (e^z_lo)
+        v = np.asarray(x)[far]
+        e = np.asarray(e)  # np.exp's own array, changed in place
+        e[far] *= np.where(np.isfinite(v), 1 + _product_error(beta, v), 1.0)
+    stable = np.maximum(z, 0) + np.log1p(e)  # log(1 + e^z), no overflow
+    stable = _deep_tail(stable / beta, x, z < -700,  # e^z subnormal
+                        lambda v: np.exp(np.longdouble(beta) * v) / np.longdouble(beta))
+    return np.where(_above(z, x, beta, threshold), x, stable).astype(x.dtype)
 
 
 @_quiet
@@ -254,7 +323,8 @@ def _product_error(a, b):
 
 @_quiet
 def mish(x):
-    return _limit_times(x, np.tanh(softplus(x, 1.0, 20.0)))
+    return _deep_tail(_limit_times(x, np.tanh(softplus(x, 1.0, 20.0))), x, x < -700,
+                      lambda v: v * np.tanh(np.log1p(np.exp(v))))
 
 
 @_quiet
