@@ -981,13 +981,15 @@ def test_selu_backward_from_output_in_float64_where_it_cancels(backend):
     assert np.all(np.abs(got - want) <= np.spacing(np.abs(want))), backend
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
-def test_log_softmax_backward_in_float64_where_it_cancels(backend, axis):
+def test_log_softmax_backward_in_float64_where_it_cancels(backend, axis, order):
     """dx = dy - softmax(x)·Σ dy cancels to 1e-3 of dy where softmax(x)·Σ dy ≈ dy: the
     rounding of Σ e^(x - max) and of y = log_softmax(x) come through it amplified ~1000
     times. A running sum along a line of 695 (both backends) and the NumPy backend's exp of
-    a rounded y put dx 1.3e-12 and 1.4e-12 off (found against mpmath); against exact
+    a rounded y put dx 1.3e-12 and 1.4e-12 off (found against mpmath), and the reference
+    2.8e-12 along the rows of a Fortran-ordered array (NumPy's running sum); against exact
     values (mpmath, 40 digits) within the contract's 1e-12."""
     import mpmath
 
@@ -998,7 +1000,7 @@ def test_log_softmax_backward_in_float64_where_it_cancels(backend, axis):
         e = [mpmath.exp(mpmath.mpf(float(v)) - m) for v in x]
         total = mpmath.fsum(e)
         want = np.array([float(1 - v / total * len(x)) for v in e])
-        xs = np.stack([x, x], axis=1 - axis).copy()  # x along ``axis``
+        xs = np.stack([x, x], axis=1 - axis).copy(order=order)  # x along ``axis``
         got = fastgd.log_softmax_backward(np.ones_like(xs), xs, axis=axis, backend=backend)
         got = got[:, 0] if axis == 0 else got[0]
         big = np.abs(want) >= 1e-3

@@ -203,7 +203,13 @@ def test_a_torch_out_is_written_back_through_a_numba_view(monkeypatch):
         def __setitem__(self, key, value):
             raise TypeError("can't assign a CAI to a torch.FloatTensor")
 
-    fake = SimpleNamespace(as_cuda_array=lambda a: memory)  # the view: the tensor's memory
+    class NumbaView:  # as numba's DeviceNDArray: no Ellipsis index (numba#5170)
+        def __setitem__(self, key, value):
+            if key is Ellipsis:
+                raise TypeError("unsupported operand type(s) for +: 'ellipsis' and 'int'")
+            memory[key] = value
+
+    fake = SimpleNamespace(as_cuda_array=lambda a: NumbaView())  # a view of the memory
     monkeypatch.setattr(cuda_backend, "_cuda", lambda: fake)
     monkeypatch.setattr(registry._arrays, "shape_of", lambda a: (2, 3))
     out = Tensor()

@@ -841,3 +841,18 @@ def test_adamax_has_no_decoupled_weight_decay_setting():
     opt = fastgd.Adamax([np.ones(3)], lr=0.1, weight_decay=0.5)
     with pytest.raises(AttributeError, match="has no setting 'decoupled_weight_decay'"):
         opt.decoupled_weight_decay = True  # it was kept, and did nothing
+
+
+def test_gradient_norms_agree_across_the_small_array_threshold():
+    """Host arrays up to clip.SMALL elements are summed by NumPy, larger ones by a kernel:
+    both clamp at the float64 clip (NumPy had clamped float32 gradients at float32(clip),
+    4e-8 relative apart)."""
+    from fastgd.optim import clip
+
+    norms = []
+    for n in (clip.SMALL, clip.SMALL + 1):
+        for backend in ("numba", "numpy"):
+            opt = fastgd.SGD({"w": np.ones(n, np.float32)}, lr=0.1, clip_value=0.3,
+                             max_grad_norm=1e9, backend=backend)
+            norms.append(opt.step({"w": np.full(n, 0.5, np.float32)}).grad_norm / math.sqrt(n))
+    assert max(norms) - min(norms) <= 1e-12 and norms[0] == pytest.approx(0.3, rel=1e-12)

@@ -26,9 +26,10 @@ def _finite(*names):
 _softplus_finite = _finite("beta", "threshold")
 
 
-#: The smallest softplus beta: below ~1e-22 the left tail's e^(beta·x)/beta is no longer 0
-#: where e^(beta·x) underflows (the kernels' exponent stops at -formulas.BIG: at x = -inf
-#: they gave e^-800/beta, not 0). Such a softplus is ln2/beta + x/2 to every digit anyway.
+#: The smallest softplus beta: from ~1e-22 down the left tail's e^(beta·x)/beta is no longer
+#: 0 where e^(beta·x) underflows (the kernels' exponent stops at -formulas.BIG: at x = -inf
+#: they gave e^-800/beta, not 0, from beta = 1e-24), and it keeps normal values that the
+#: kernels' scaling does not. Such a softplus is ln2/beta + x/2 to every digit anyway.
 SOFTPLUS_MIN_BETA = 1e-20
 
 

@@ -39,8 +39,9 @@ GELU_TANH_A = 2 * SQRT_2_OVER_PI  # z = 2u = A·x + B·x³
 GELU_TANH_B = 2 * SQRT_2_OVER_PI * GELU_TANH_C
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
-# scale·alpha = SELU_SA + SELU_SA_LO exactly (the float64 product's rounding, 1 ULP of 1.76,
-# is 2e-13 of y + scale·alpha where it cancels to 1e-3)
+# scale·alpha of the float64 constants (those the forward multiplies by, as torch's) =
+# SELU_SA + SELU_SA_LO exactly: the product's rounding, 1 ULP of 1.76, is 2e-13 of
+# y + scale·alpha where it cancels to 1e-3
 SELU_SA = SELU_SCALE * SELU_ALPHA
 SELU_SA_LO = float(Fraction(SELU_SCALE) * Fraction(SELU_ALPHA) - Fraction(SELU_SA))
 BIG = 800.0  # |x| beyond which every smooth activation sits at its limit, in float64 too

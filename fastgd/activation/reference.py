@@ -358,9 +358,10 @@ def hardswish_backward(dy, x):
 
 def _sum(a, axis):
     """Σ along ``axis``, kept as a dimension of 1, pairwise: NumPy sums pairwise only along
-    the last axis; along another a running sum lost digits that dy - exp(y)·Σ amplifies
-    where it cancels (log_softmax's backward, float64: 1.3e-12 off along a line of 695)."""
-    if a.ndim <= 1 or axis in (-1, a.ndim - 1):
+    a contiguous axis (the last of a C-ordered array); elsewhere a running sum lost digits
+    that dy - exp(y)·Σ amplifies where it cancels (log_softmax's backward, float64: 1.3e-12
+    off along a line of 695, 2.8e-12 along the rows of a Fortran-ordered array)."""
+    if a.ndim <= 1 or (axis in (-1, a.ndim - 1) and a.flags.c_contiguous):
         return np.sum(a, axis=axis, keepdims=True)
     return np.expand_dims(np.sum(np.ascontiguousarray(np.moveaxis(a, axis, -1)), axis=-1),
                           axis)

@@ -339,14 +339,16 @@ def _prepare_out(be, out, shape, dtype, ins):
 
 def _write_back(out, flat, scratch):
     """``out``, with a scratch result copied into it (see :func:`_prepare_out`); a torch CUDA
-    tensor through a Numba view of its memory (torch refuses a CuPy or Numba value)."""
+    tensor through a Numba view of its memory (torch refuses a CuPy or Numba value), by
+    ``[:]``: a Numba device array cannot be indexed with ``...`` (numba#5170)."""
     if scratch:
-        target = out
+        value = flat.reshape(_arrays.shape_of(out))
         if type(out).__module__.split(".")[0] == "torch":
             from fastgd.backends.cuda_backend import CudaBackend
 
-            target = CudaBackend.native(out)
-        target[...] = flat.reshape(_arrays.shape_of(out))
+            CudaBackend.native(out)[:] = value  # a scratch out has a dimension at least
+        else:
+            out[...] = value
     return out
 
 
@@ -473,7 +475,8 @@ class RowActivation(Activation):
         """Lines ``a[o, :, i]`` of ``arrays`` (outer, length, inner; the last one written)
         run as contiguous rows on a host backend: each input swapped into (outer, inner,
         length) (``cpu_memory.swap_lines``), the rows kernel run on those, and its result
-        swapped back into the last array."""
+        swapped back into the last array. Costs a buffer of the arrays' size for each input
+        and the result (the strided walk needed none)."""
         outer, length, inner = arrays[0].shape
         rows = []
         for a in arrays[:-1]:

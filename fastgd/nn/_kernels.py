@@ -97,7 +97,7 @@ def bind(template, act: Act):
     return fn
 
 
-# -- the grid loop --------------------------------------------------------------------------
+# -- columns ------------------------------------------------------------------------------
 
 
 def column_sums(be, a, out):
@@ -105,7 +105,7 @@ def column_sums(be, a, out):
     threads read neighbouring columns), on the CPU in row order (contiguous, vectorized),
     one float64 partial row per thread, as a column walk strides through memory."""
     if be.name == "cuda":
-        run_columns(be, fm.row_sum, [a], result=out)
+        run_columns(be, fm.row_sum, [a], result=out, writes=())
         return
     kernel = _cpu_column_sums(a.size > config.COLUMN_SUMS_PARALLEL_THRESHOLD)
     kernel(a, out)
@@ -138,10 +138,11 @@ def _cpu_column_sums(parallel: bool):
     return _COLUMN_SUMS[parallel]
 
 
-def run_columns(be, fn, arrays, per_column=(), scalars=(), result=None, writes=()):
+def run_columns(be, fn, arrays, *, writes, per_column=(), scalars=(), result=None):
     """Run line function ``fn`` on each column of 2-D ``arrays`` (seen as ``(1, N, C)``;
     arrays of another length, e.g. ``(k, C)`` outputs, give lines of that length).
-    ``writes``: the indices of the arrays ``fn`` writes, each whole before reading it. On
+    ``writes`` (required: one left out would be lost on the CPU's swapped path only): the
+    indices of the arrays ``fn`` writes, each whole before reading it. On
     the CPU, past ``config.PARALLEL_THRESHOLD`` elements, the columns run as contiguous rows:
     the other arrays swapped in (``cpu_memory.swap_lines``), the written ones swapped back
     (a walk down each column took a cache line per element: BatchNorm1d's training step

@@ -200,11 +200,7 @@ class Loss:
 
     def _elementwise(self, be, x, target, scale, dtype):
         shape = _arrays.shape_of(x)
-        rows = shape[0] if shape else 1
-        if rows and math.prod(shape) // rows < 256:
-            # short rows ((N,) or (N, 1) targets: rows of one) as one row: the math is
-            # elementwise and the loss a total, and each row costs a loop and a float64 sum
-            rows = 1
+        rows = _rows_of_elementwise(shape)
         cols = math.prod(shape) // rows if rows else 0
         x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
         loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
@@ -225,6 +221,22 @@ class Loss:
 
     def _count(self, shape):
         return shape[0] if self.name == "cross_entropy" else math.prod(shape)
+
+
+def _rows_of_elementwise(shape) -> int:
+    """The rows an elementwise loss of ``shape`` runs as: its own rows, or for short rows
+    ((N,) or (N, 1) targets: rows of one, each a loop and a float64 sum) rows of a length
+    in [256, 4096] that divides the size (the math is elementwise, the loss a total, and
+    the rows run in parallel), else one row."""
+    rows = shape[0] if shape else 1
+    total = math.prod(shape)
+    if rows and total // rows < 256:
+        lengths = _ROW_LENGTHS[total % _ROW_LENGTHS == 0]
+        rows = total // int(lengths[0]) if lengths.size else 1
+    return rows
+
+
+_ROW_LENGTHS = np.arange(4096, 255, -1)
 
 
 LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits", "mse")

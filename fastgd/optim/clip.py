@@ -57,7 +57,7 @@ def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False,
         if clip != math.inf:
             if strict and not np.isfinite(g).all():
                 return math.inf if not np.isnan(g).any() else math.nan
-            g = np.clip(g, -clip, clip)
+            g = np.clip(g.astype(np.float64), -clip, clip)  # at the float64 clip, as kernels
         if scale != 1.0:  # in float64: 2^-600 is 0 in float32 (and inf·0 NaN)
             g = np.multiply(g, scale, dtype=np.float64)
         return float(np.einsum("i,i->", g, g, dtype=np.float64))
