@@ -613,6 +613,14 @@ def softmax_backward_row_from_input(dy, x, dx):
         dx[i] = (F(dy[i]) - s) * (exp(F(x[i]) - m) * r)
 
 
+@scalar
+def sum_block(b, n):
+    """(start, length) of block ``b`` of ``SUM_BLOCK`` elements of a row of ``n`` (the last
+    block: the rest, maybe none): the blocks a row sum adds before it adds their sums."""
+    start = b * SUM_BLOCK
+    return start, (SUM_BLOCK if start + SUM_BLOCK <= n else n - start)
+
+
 def log_softmax_row(x, y):
     """(x_i - max) - log Σ e^(x_i - max), with Σ = k + t: k elements equal to the max (1 each)
     and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
@@ -626,10 +634,8 @@ def log_softmax_row(x, y):
     m = row_max(x)
     t = W(0)
     k = W(0)
-    n_full = x.size // SUM_BLOCK
-    for b in range(n_full + 1):
-        start = b * SUM_BLOCK
-        length = SUM_BLOCK if b < n_full else x.size - start
+    for b in range(x.size // SUM_BLOCK + 1):
+        start, length = sum_block(b, x.size)
         tb = F(0)
         kb = F(0)
         for j in lanes(length):
@@ -665,10 +671,8 @@ def log_softmax_backward_row_from_input(dy, x, dx):
     m = row_max(x)
     z = F(0)
     s = F(0)
-    n_full = x.size // SUM_BLOCK
-    for b in range(n_full + 1):
-        start = b * SUM_BLOCK
-        length = SUM_BLOCK if b < n_full else x.size - start
+    for b in range(x.size // SUM_BLOCK + 1):
+        start, length = sum_block(b, x.size)
         zb = F(0)
         sb = F(0)
         for j in lanes(length):
