@@ -397,3 +397,25 @@ def test_smoothing_beside_logits_near_the_float64_limit(backend):
                                                                      backend=backend)
     want = 0.9 * (-1.0 - f) + 0.1 / 4 * 3 * (-1.0 - f)  # log Σ e^(x - max) is 0 here
     assert got[0] == pytest.approx(want, rel=1e-12) and got[1] == np.inf
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits"])
+def test_a_value_alone_computes_no_gradient(name, reduction):
+    """Loss.value (and the functions nn.mse, nn.binary_cross_entropy_with_logits, a Loss
+    called) compute the loss alone on numba: the same value as value_and_grad's, without
+    the gradient's array (value-only calls took twice the memory)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((512, 512)).astype(np.float32)
+    t = rng.random((512, 512)).astype(np.float32)
+    loss = nn.get_loss(name, reduction)
+    want = loss.value_and_grad(x, t, backend="numba")[0]
+    loss.value(x, t, backend="numba")  # compiled first
+    tracemalloc.start()
+    got = loss(x, t, backend="numba")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, want)
+    assert peak < 1.5 * x.nbytes  # the loss's own array, no gradient beside it

@@ -289,16 +289,27 @@ def cross_entropy_probs(x, t, dx, gscale, eps_hi, eps_lo):
     return F(gap + (sq * log(s) if sq != W(0) else W(0)))
 
 
-def bce_with_logits(x, t, gscale):
-    """Grid: ``(max(x, 0) - x·t + log1p(exp(-|x|)), gscale·(sigmoid(x) - t))``, the linear
-    part as x·(1 - t) or -x·t, 0 where that factor is 0: x = ±inf gives the loss's limit
-    (inf, or 0 where the target agrees), not inf - inf or inf·0."""
+@scalar
+def bce_with_logits_loss(x, t):
+    """Grid: ``max(x, 0) - x·t + log1p(exp(-|x|))``, the linear part as x·(1 - t) or -x·t,
+    0 where that factor is 0: x = ±inf gives the loss's limit (inf, or 0 where the target
+    agrees), not inf - inf or inf·0."""
     a = F(1) - t if x > F(0) else -t
-    loss = (F(0) if a == F(0) else x * a) + log1p(exp(-abs(x)))
-    return loss, gscale * (sigmoid(x) - t)
+    return (F(0) if a == F(0) else x * a) + log1p(exp(-abs(x)))
+
+
+def bce_with_logits(x, t, gscale):
+    """Grid: the loss and its gradient ``gscale·(sigmoid(x) - t)``."""
+    return bce_with_logits_loss(x, t), gscale * (sigmoid(x) - t)
+
+
+@scalar
+def mse_loss(x, t):
+    """Grid: ``(x - t)²``."""
+    d = x - t
+    return d * d
 
 
 def mse(x, t, gscale):
-    """Grid: ``((x - t)², gscale·2·(x - t))``."""
-    d = x - t
-    return d * d, gscale * F(2) * d
+    """Grid: the loss and its gradient ``gscale·2·(x - t)``."""
+    return mse_loss(x, t), gscale * F(2) * (x - t)

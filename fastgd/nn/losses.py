@@ -104,6 +104,18 @@ class Loss:
         """``(loss, d loss/d input)``; the loss a float (array for ``reduction="none"``).
         cross_entropy also takes one sample unbatched, as torch: logits ``(C,)`` with a 0-d
         label or ``(C,)`` probabilities."""
+        return self._evaluate(x, target, grad_output, backend, check, True)
+
+    def value(self, x, target, backend=None, check=True):
+        """The loss alone: mse and BCE then compute no gradient (its array doubled the
+        memory a value-only call took)."""
+        return self._evaluate(x, target, 1.0, backend, check, False)[0]
+
+    __call__ = value
+
+    def _evaluate(self, x, target, grad_output, backend, check, with_grad):
+        """``(loss, gradient or None)``: :meth:`value_and_grad`'s work, the gradient only
+        ``with_grad`` (cross-entropy's rows compute it anyway)."""
         x, target = _arrays.as_array(x), _arrays.as_array(target)
         if self.name == "cross_entropy" and len(_arrays.shape_of(x)) == 1:
             t_shape = _arrays.shape_of(target)
@@ -112,8 +124,8 @@ class Loss:
                                  f"takes a 0-d label or probabilities of the logits' shape, "
                                  f"got a target of shape {t_shape}")
             batch = (1, *t_shape)
-            loss, grad = self.value_and_grad(x.reshape(1, -1), target.reshape(batch),
-                                             grad_output, backend, check)
+            loss, grad = self._evaluate(x.reshape(1, -1), target.reshape(batch),
+                                        grad_output, backend, check, True)
             return (loss.reshape(()) if self.reduction == "none" else loss), grad.reshape(-1)
         be = resolve(backend, x, target)
         if check:
@@ -121,13 +133,10 @@ class Loss:
         t0 = PROFILE.clock() if PROFILE.on else 0.0
         x = be.contiguous(x)
         target = be.contiguous(target)
-        out = self._compute(be, x, target, grad_output)
+        out = self._compute(be, x, target, grad_output, with_grad)
         if PROFILE.on:
             PROFILE.add("loss", t0)
         return out
-
-    def __call__(self, x, target, backend=None):
-        return self.value_and_grad(x, target, backend=backend)[0]
 
     def _scale(self, shape, grad_output, be, dtype):
         """The gradient factor: per row (cross-entropy) or a scalar, and what reduces."""
@@ -147,7 +156,7 @@ class Loss:
                             f"it with {be.transfer_hint}")
         return go
 
-    def _compute(self, be, x, target, grad_output):
+    def _compute(self, be, x, target, grad_output, with_grad=True):
         shape = _arrays.shape_of(x)
         dtype = _arrays.dtype_of(x)
         scale = self._scale(shape, grad_output, be, dtype)
@@ -158,7 +167,7 @@ class Loss:
         elif self.name == "cross_entropy":
             loss, grad = self._cross_entropy(be, x, target, scale, dtype)
         else:
-            loss, grad = self._elementwise(be, x, target, scale, dtype)
+            loss, grad = self._elementwise(be, x, target, scale, dtype, with_grad)
         if self.reduction == "none":
             return loss, grad
         total = float(np.sum(to_host(loss), dtype=np.float64))
@@ -198,26 +207,35 @@ class Loss:
                 result=loss, compute=compute)
         return loss, grad
 
-    def _elementwise(self, be, x, target, scale, dtype):
+    def _elementwise(self, be, x, target, scale, dtype, with_grad=True):
         shape = _arrays.shape_of(x)
         rows = _rows_of_elementwise(shape)
         cols = math.prod(shape) // rows if rows else 0
         x2, t2 = x.reshape(rows, cols), target.reshape(rows, cols)
-        loss, grad = be.empty((rows, cols), dtype), be.empty((rows, cols), dtype)
+        loss = be.empty((rows, cols), dtype)
         # BCE in float64: its gradient sigmoid(x) - t cancels where the target is near the
         # prediction (float32 math: 457 ULP off); MSE's x - t rounds once
-        fn, compute = (fm.mse, dtype) if self.name == "mse" else (fm.bce_with_logits, np.float64)
-        factor = scale if isinstance(scale, float) else 1.0
-        be.grid(fn, [x2, t2], outs=[loss, grad], scalars=(factor,), compute=compute)
-        if not isinstance(scale, float):
-            be.grid(fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
+        mse = self.name == "mse"
+        compute = dtype if mse else np.float64
+        grad = None
+        if with_grad:
+            grad = be.empty((rows, cols), dtype)
+            factor = scale if isinstance(scale, float) else 1.0
+            be.grid(fm.mse if mse else fm.bce_with_logits, [x2, t2], outs=[loss, grad],
+                    scalars=(factor,), compute=compute)
+            if not isinstance(scale, float):
+                be.grid(fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
+            grad = grad.reshape(shape)
+        else:
+            be.grid(fm.mse_loss if mse else fm.bce_with_logits_loss, [x2, t2], outs=[loss],
+                    compute=compute)
         if self.reduction != "none":
             # summed in float64: a float32 sum of one long row (an image batch flattened)
             # lost 4 digits
             partial = be.empty((rows,), np.float64)
             be.rows(fm.row_sum, [loss], result=partial, compute=np.float64)
-            return partial, grad.reshape(shape)
-        return loss.reshape(shape), grad.reshape(shape)
+            return partial, grad
+        return loss.reshape(shape), grad
 
     def _count(self, shape):
         return shape[0] if self.name == "cross_entropy" else math.prod(shape)
@@ -254,7 +272,7 @@ def get_loss(name, reduction="mean", **options) -> Loss:
 def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, backend=None):
     """Cross-entropy of logits ``input`` (N, C) against labels (N,) or probabilities (N, C)."""
     loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing)
-    return loss.value_and_grad(input, target, backend=backend)[0]
+    return loss.value(input, target, backend=backend)
 
 
 def cross_entropy_backward(input, target, grad_output=1.0, reduction="mean",
@@ -267,7 +285,7 @@ def cross_entropy_backward(input, target, grad_output=1.0, reduction="mean",
 def binary_cross_entropy_with_logits(input, target, reduction="mean", backend=None):
     """``max(x, 0) - x·t + log(1 + exp(-|x|))`` elementwise, then reduced."""
     loss = Loss("binary_cross_entropy_with_logits", reduction)
-    return loss.value_and_grad(input, target, backend=backend)[0]
+    return loss.value(input, target, backend=backend)
 
 
 def binary_cross_entropy_with_logits_backward(input, target, grad_output=1.0,
@@ -279,7 +297,7 @@ def binary_cross_entropy_with_logits_backward(input, target, grad_output=1.0,
 
 def mse(input, target, reduction="mean", backend=None):
     """``(x - t)²`` elementwise, then reduced."""
-    return Loss("mse", reduction).value_and_grad(input, target, backend=backend)[0]
+    return Loss("mse", reduction).value(input, target, backend=backend)
 
 
 def mse_backward(input, target, grad_output=1.0, reduction="mean", backend=None):
