@@ -267,3 +267,16 @@ def test_model_state_dict_round_trip_on_cuda():
         np.testing.assert_array_equal(value, saved[key], err_msg=key)
     np.testing.assert_array_equal(host(other.forward(x, train=True)),
                                   host(model.forward(x, train=True)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits"])
+def test_a_loss_value_alone_on_cuda(name, reduction):
+    """Loss.value runs the loss formula alone (no gradient array) on the GPU too."""
+    rng = np.random.default_rng(8)
+    x, t = rng.standard_normal((8, 300)), rng.random((8, 300))
+    loss = nn.get_loss(name, reduction)
+    got = loss.value(dev(x), dev(t))
+    want = loss.value(x, t, backend="numpy")
+    np.testing.assert_allclose(host(got) if reduction == "none" else got, want, rtol=1e-12,
+                               atol=1e-15)
