@@ -279,6 +279,14 @@ def prelu_backward_row(dy, x, dx, slope):
     return lanes_sum(acc)
 
 
+def prelu_dweight_row(dy, x):
+    """One row's share of its channel's dweight (a row per channel: the whole of it)."""
+    acc = F(0)
+    for i in lanes(x.size):
+        acc += prelu_dweight(F(dy[i]), F(x[i]))
+    return lanes_sum(acc)
+
+
 def elu(x, alpha):
     return if_positive(x, x, alpha * expm1(x))
 

@@ -565,8 +565,8 @@ class PReLU(Activation):
     def _by_channel(be, rows, weight):
         """Whether x is (N, C) for the kernels (channels of one element: (N, C),
         (N, C, 1, 1)) with a slope per channel, on a host backend past PARALLEL_THRESHOLD
-        elements: the forward then runs as a grid with the slopes per column, the backward
-        as one row per channel over every sample (swapped in and out). A row per (sample,
+        elements: dx (and the forward) then run as a grid with the slopes per column, and
+        dweight as one row per channel over every sample (dy and x swapped). A row per (sample,
         channel) of one element cost a row call each: prelu on (4096, 1024) took 13x
         torch's time, its backward 1.6x."""
         return (rows[1] == 1 and _arrays.size_of(weight) > 1 and hasattr(be, "swap_lines")
@@ -594,14 +594,14 @@ class PReLU(Activation):
             return out, dw
         out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (dy, x, weight))
         if self._by_channel(be, rows, weight):
-            lines = (1, shape[0], rows[0] // shape[0])
-            dys, xs = (self._swapped(be, be.as_shape(a, lines)) for a in (dy, x))
-            dxs = be.empty(xs.shape, dtype)
-            dweight = be.empty(lines[2], np.float64)  # one row per channel: its whole sum
-            be.rows(m.prelu_backward_row, [dys, xs, dxs], per_row=[be.flat(weight)],
-                    result=dweight, compute=np.float64)
-            be.swap_lines(dxs.reshape(1, lines[2], lines[1]), be.as_shape(flat, lines))
+            columns = (shape[0], rows[0] // shape[0])
+            be.grid(m.leaky_relu_backward, [be.as_shape(a, columns) for a in (dy, x)],
+                    [be.flat(weight)], [be.as_shape(flat, columns)])
             _write_back(out, flat, scratch)
+            lines = (1, *columns)
+            dys, xs = (self._swapped(be, be.as_shape(a, lines)) for a in (dy, x))
+            dweight = be.empty(columns[1], np.float64)  # one row per channel: its whole sum
+            be.rows(m.prelu_dweight_row, [dys, xs], result=dweight, compute=np.float64)
             return out, dweight.astype(dtype).reshape(_arrays.shape_of(weight))
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
