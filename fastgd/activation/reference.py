@@ -230,10 +230,13 @@ def _gelu_tail(x):
     down to -38.6 (and its slope Φ + x·φ then lost its Φ: 1/x² relative). Returns the mask
     and, there, (x, erfcx(-x/√2)/2, e^(-x²/2), x finite), or None."""
     tail = np.asarray(x < -3)
-    if x.dtype != np.float64 or not tail.any() or _erfcx(np.float64(1.0)) is None:
+    if x.dtype != np.float64 or not tail.any():
         return None
     v = np.asarray(x)[tail]
-    return tail, v, 0.5 * _erfcx(-v / np.sqrt(2)), _exp_neg_half_square(v), np.isfinite(v)
+    erfcx = _erfcx(-v / np.sqrt(2))
+    if erfcx is None:
+        return None
+    return tail, v, 0.5 * erfcx, _exp_neg_half_square(v), np.isfinite(v)
 
 
 @_quiet

@@ -478,11 +478,7 @@ class RowActivation(Activation):
         swapped back into the last array. Costs a buffer of the arrays' size for each input
         and the result (the strided walk needed none)."""
         outer, length, inner = arrays[0].shape
-        rows = []
-        for a in arrays[:-1]:
-            swapped = be.empty((outer, inner, length), dtype)
-            be.swap_lines(a, swapped)
-            rows.append(swapped.reshape(outer * inner, length))
+        rows = [be.rows_of_lines(a).reshape(outer * inner, length) for a in arrays[:-1]]
         result = be.empty((outer * inner, length), dtype)
         kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, False,
                                   be.rows_loop(fn, rows[0], False))
@@ -572,13 +568,6 @@ class PReLU(Activation):
         return (rows[1] == 1 and _arrays.size_of(weight) > 1 and hasattr(be, "swap_lines")
                 and rows[0] > config.PARALLEL_THRESHOLD)
 
-    @staticmethod
-    def _swapped(be, a):
-        """(1, N, C) ``a`` as C rows of N (``cpu_memory.swap_lines``)."""
-        swapped = be.empty((1, a.shape[2], a.shape[1]), a.dtype)
-        be.swap_lines(a, swapped)
-        return swapped.reshape(a.shape[2], a.shape[1])
-
     def backward(self, dy, x, weight, *, out=None, backend=None):
         """``(dx, dweight)``; ``out`` (optional) receives dx."""
         dy, x = _arrays.as_array(dy), _arrays.as_array(x)
@@ -598,8 +587,8 @@ class PReLU(Activation):
             be.grid(m.leaky_relu_backward, [be.as_shape(a, columns) for a in (dy, x)],
                     [be.flat(weight)], [be.as_shape(flat, columns)])
             _write_back(out, flat, scratch)
-            lines = (1, *columns)
-            dys, xs = (self._swapped(be, be.as_shape(a, lines)) for a in (dy, x))
+            lines = (1, *columns)  # one line per channel: the rows of dy and x below
+            dys, xs = (be.rows_of_lines(be.as_shape(a, lines))[0] for a in (dy, x))
             dweight = be.empty(columns[1], np.float64)  # one row per channel: its whole sum
             be.rows(m.prelu_dweight_row, [dys, xs], result=dweight, compute=np.float64)
             return out, dweight.astype(dtype).reshape(_arrays.shape_of(weight))

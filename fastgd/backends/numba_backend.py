@@ -106,10 +106,17 @@ class NumbaBackend(HostArrays, CompiledBackend):
     @staticmethod
     def swap_lines(src, dst):
         """``dst[o, i, l] = src[o, l, i]``: lines of an axis other than the last as rows
-        (``cpu_memory.swap_lines``)."""
+        (``cpu_memory.swap_lines``), or rows back into lines."""
         from fastgd.backends.cpu_memory import swap_lines
 
         swap_lines(src, dst)
+
+    def rows_of_lines(self, a):
+        """A new (outer, inner, length) array whose rows are the lines ``a[o, :, i]`` of
+        ``a`` (outer, length, inner)."""
+        rows = np.empty((a.shape[0], a.shape[2], a.shape[1]), a.dtype)
+        self.swap_lines(a, rows)
+        return rows
 
     def launch(self, kernel, n, args):
         kernel(*args)

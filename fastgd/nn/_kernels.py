@@ -152,12 +152,8 @@ def run_columns(be, fn, arrays, *, writes, per_column=(), scalars=(), result=Non
         be.rows(fn, lines, per_row=per_column, scalars=scalars, result=result,
                 compute=arrays[0].dtype)
         return
-    rows = []
-    for k, a in enumerate(lines):
-        swapped = be.empty((1, a.shape[2], a.shape[1]), a.dtype)
-        if k not in writes:
-            be.swap_lines(a, swapped)
-        rows.append(swapped)
+    rows = [be.empty((1, a.shape[2], a.shape[1]), a.dtype) if k in writes
+            else be.rows_of_lines(a) for k, a in enumerate(lines)]
     be.rows(fn, [r[0] for r in rows], per_row=per_column, scalars=scalars, result=result,
             compute=arrays[0].dtype)
     for k in writes:

@@ -101,7 +101,7 @@ def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
         y_out[...] = act.reference(z_out)
     else:
         be.grid(bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
-                 act.scalars)
+                act.scalars)
     _done(t0)
     return z_out, y_out
 
@@ -143,7 +143,7 @@ def inv_std(be, var, eps, out):
         out[...] = 1 / np.sqrt(var + eps)
     else:
         be.grid(fm.inv_std, [var.reshape(1, -1)], outs=[out.reshape(1, -1)],
-                 scalars=(eps,))
+                scalars=(eps,))
     return out
 
 
