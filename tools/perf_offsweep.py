@@ -10,24 +10,14 @@ fresh memory are part of the time, and vary from process to process.
 """
 
 import argparse
-import time
 
 import numba
 import numpy as np
 import torch
+from perf_act import best  # (tools/ is on sys.path when this script runs)
 
 import fastgd
 from fastgd import nn
-
-
-def best(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * min(times)
 
 
 def cases(rng):
@@ -93,7 +83,8 @@ def main():
           f"ms, best of {args.reps}")
     print(f"{'case':55s} {'fastgd':>8s} {'torch':>8s}")
     for name, ours, theirs in cases(np.random.default_rng(0)):
-        print(f"{name:55s} {best(ours, args.reps):8.2f} {best(theirs, args.reps):8.2f}")
+        ms = [1e3 * best(fn, args.reps) for fn in (ours, theirs)]
+        print(f"{name:55s} {ms[0]:8.2f} {ms[1]:8.2f}")
 
 
 if __name__ == "__main__":
