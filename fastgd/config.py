@@ -24,6 +24,12 @@ FASTMATH_IN_ORDER = frozenset()
 #: and SGD with momentum.
 PARALLEL_THRESHOLD = 1 << 12
 CHEAP_PARALLEL_THRESHOLD = 1 << 15
+#: Lines along an axis other than the last run in blocks of columns side by side of about
+#: this many elements (backends/columns.py): a block's arrays stay in L2 between the row
+#: function's passes over it.
+COLUMN_BLOCK = 1 << 14
+#: ... when the lines lie at least this many elements apart (fewer: they run as rows).
+COLUMN_MIN_INNER = 16
 #: The bias gradient's column sums (fastgd.nn) run serially up to this many elements: their
 #: parallel kernel also allocates and reduces one partial row per thread. 2-core SPR VM,
 #: float32, serial vs parallel: 1.0 vs 5.4 us at 64x128, 4.8 vs 13.9 at 512x128, 64-88 vs

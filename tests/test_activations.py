@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgd
+from fastgd.scalar import lanes, lanes_sum, scalar
 from tests.helpers import (
     assert_backward_contract,
     assert_forward_contract,
@@ -476,19 +477,22 @@ def test_float32_softmax_family_in_place_and_along_other_axes(name, length):
 
 @pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-def test_lines_as_rows_in_place_and_into_a_strided_out(name, axis):
-    """Along an axis other than the last, arrays past PARALLEL_THRESHOLD elements run as
-    rows (swapped in and out, ``cpu_memory.swap_lines``): in place, into a strided ``out``,
-    from a strided input, both backwards."""
+@pytest.mark.parametrize("shape", [(7, 90, 33), (60, 90, 8)])
+def test_lines_in_place_and_into_a_strided_out(name, axis, shape):
+    """Along an axis other than the last, lines run in blocks of columns side by side
+    (``backends.columns``), or, fewer than COLUMN_MIN_INNER elements apart and past
+    PARALLEL_THRESHOLD elements (the second shape along axis 1), as rows swapped in and out
+    (``cpu_memory.swap_lines``): in place, into a strided ``out``, from a strided input,
+    both backwards."""
     rng = np.random.default_rng(9)
-    x = rng.normal(0, 4, (7, 90, 33)).astype(np.float32)
+    x = rng.normal(0, 4, shape).astype(np.float32)
     dy = rng.normal(0, 1, x.shape).astype(np.float32)
     act = fastgd.activations[name]
     want = act.forward(x.astype(np.float64), axis=axis, backend="numpy")
     in_place = x.copy()
     assert act.forward(in_place, axis=axis, out=in_place) is in_place
     assert_forward_contract(in_place, want, np.float32, f"{name} in place")
-    out = np.zeros((7, 90, 66), np.float32)[:, :, ::2]
+    out = np.zeros((*shape[:2], 2 * shape[2]), np.float32)[:, :, ::2]
     act.forward(np.asfortranarray(x), axis=axis, out=out)
     assert_forward_contract(out, want, np.float32, f"{name} strided out")
     dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=axis,
@@ -497,6 +501,92 @@ def test_lines_as_rows_in_place_and_into_a_strided_out(name, axis):
     ywant = act.backward(dy.astype(np.float64), y=want, axis=axis, backend="numpy")
     got = act.backward(dy, y=want.astype(np.float32), axis=axis)
     np.testing.assert_allclose(got, ywant, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
+    """Lines along axis 1, 53 apart: blocks of columns (``backends.columns``), the last one
+    partial, serial (small) and parallel; special lines (a NaN, +inf, all -inf, two equal
+    maxima, a range of 1e4) keep their values, every direction within the contract."""
+    from fastgd.backends.numba_backend import NumbaBackend
+
+    blocks = []
+    columns = NumbaBackend.columns
+    monkeypatch.setattr(NumbaBackend, "columns",
+                        lambda be, *args: blocks.append(1) or columns(be, *args))
+    act = fastgd.activations[name]
+    rng = np.random.default_rng(3)
+    for shape in [(2, 37, 53), (9, 37, 53)]:
+        x = rng.normal(0, 6, shape)
+        x[0, 5, 0] = np.nan
+        x[1, 9, 3] = np.inf
+        x[0, :, 7] = -np.inf
+        x[1, 2:4, 11] = 40.0
+        x[0, :, 20] = np.linspace(-5e3, 5e3, shape[1])
+        x = x.astype(dtype)
+        dy = rng.normal(0, 1, shape).astype(dtype)
+        want = act.forward(x.astype(np.float64), axis=1, backend="numpy")
+        y = act.forward(x, axis=1, backend="numba")
+        assert_forward_contract(y, want, dtype, f"{name} lines of {shape}")
+        assert np.isnan(y[0, :, 0]).all() and np.isnan(y[0, :, 7]).all()
+        dwant = act.backward(dy.astype(np.float64), x.astype(np.float64), axis=1,
+                             backend="numpy")
+        dx = act.backward(dy, x, axis=1, backend="numba")
+        assert_backward_contract(dx, dwant, dy, dtype, f"{name} backward, {shape}")
+        ok = np.isfinite(want).all(axis=1)  # lines the backward from y can take
+        ywant = act.backward(dy.astype(np.float64), y=want, axis=1, backend="numpy")
+        got = act.backward(dy, y=want.astype(dtype), axis=1, backend="numba")
+        np.testing.assert_allclose(np.moveaxis(got, 1, -1)[ok], np.moveaxis(ywant, 1, -1)[ok],
+                                   rtol=1e-4 if dtype == np.float32 else 1e-9,
+                                   atol=1e-5 if dtype == np.float32 else 1e-12)
+    assert len(blocks) == 6
+
+
+@scalar
+def _total(x):
+    s = 0.0
+    for i in lanes(x.size):
+        s += x[i]
+    return lanes_sum(s)
+
+
+def _centered(x, y):
+    t = _total(x)
+    m = t / x.size
+    n = x.size  # the same for every column
+    for i in lanes(n):
+        y[i] = x[i] - m
+
+
+def _branching(x, y):
+    for i in lanes(x.size):
+        if x[i] > 0:
+            y[i] = 1.0
+
+
+def _loop_name_after(x, y):
+    for i in lanes(x.size):
+        v = x[i]
+    y[0] = v
+
+
+def test_row_functions_as_column_functions():
+    """``backends.columns`` rewrites a row function into one over columns: each column
+    gets the row function's result, helpers that loop over lanes inlined; what it cannot
+    rewrite raises."""
+    from fastgd.backends.columns import columns
+
+    x = np.arange(24.0).reshape(4, 6) ** 2
+    y = np.zeros_like(x)
+    fn = columns(_centered)
+    assert "_total(" not in fn.fastgd_source  # inlined
+    fn(x, y, 1, 5)
+    np.testing.assert_array_equal(y[:, 1:5], x[:, 1:5] - x[:, 1:5].mean(axis=0))
+    assert (y[:, [0, 5]] == 0).all()
+    for f in (_branching, _loop_name_after):
+        with pytest.raises(NotImplementedError):
+            columns(f)
 
 
 def test_softmax_special_rows():

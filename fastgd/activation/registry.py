@@ -462,8 +462,11 @@ class RowActivation(Activation):
             # along the last axis plain contiguous rows, else lines a[o, :, i]
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
+            if (inner >= config.COLUMN_MIN_INNER and hasattr(be, "columns")
+                    and all(a.flags.c_contiguous for a in arrays)):
+                be.columns(fn, arrays, self._line_compute(be, dtype, direction))
             # (small arrays: the walk costs less than the swaps' threads and buffers)
-            if inner != 1 and size > config.PARALLEL_THRESHOLD and hasattr(be, "swap_lines"):
+            elif inner != 1 and size > config.PARALLEL_THRESHOLD and hasattr(be, "swap_lines"):
                 self._lines_as_rows(be, fn, arrays, dtype, direction)
             else:
                 kernel = self._row_kernel(be, fn, len(arrays), dtype, direction, inner != 1,
@@ -485,14 +488,19 @@ class RowActivation(Activation):
         be.launch(kernel, outer * inner, [*rows, result])
         be.swap_lines(result.reshape(outer, inner, length), arrays[-1])
 
+    def _line_compute(self, be, dtype, direction):
+        """The compute dtype along an axis other than the last: float64 for ``wide_lines``."""
+        if direction in self.wide_lines:
+            return np.dtype(np.float64)
+        return self._compute(dtype, direction, be)
+
     def _row_kernel(self, be, fn, n_arrays, dtype, direction, strided, loop):
         """The rows kernel for one call, found once per combination (see ``Activation._plan``)."""
         key = (be.name, fn, dtype, strided, loop)
         kernel = self._plans.get(key)
         if kernel is None:
-            compute = self._compute(dtype, direction, be)
-            if strided and direction in self.wide_lines:
-                compute = np.dtype(np.float64)
+            compute = (self._line_compute(be, dtype, direction) if strided
+                       else self._compute(dtype, direction, be))
             kernel = self._plans[key] = be.rows_kernel(fn, n_arrays, 0, 0, False, strided,
                                                        compute, loop, writes_last=True)
         return kernel

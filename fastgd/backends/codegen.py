@@ -1,6 +1,6 @@
 """Kernel generation: turn an op's scalar (or row) function into a loop for a target.
 
-Three loop shapes cover every op:
+Four loop shapes cover every op:
 
 * **map** — ``out_k[i] = fn(in_0[i], ..., s_0, ...)[k]`` over flat arrays (activations,
   update rules: one fused pass over parameter, gradient and state).
@@ -8,6 +8,9 @@ Three loop shapes cover every op:
   2-D arrays (softmax, PReLU with one slope per channel, per-row sums); or, *strided*, over
   the lines ``a[o, :, i]`` of 3-D arrays ``(outer, length, inner)``, which is how an op
   runs along any axis without a transpose.
+* **columns** — a row function run on blocks of lines ``a[o, :, j]`` side by side (an axis
+  other than the last): rewritten so that each element loop runs across the block's columns
+  (``backends.columns``), which vectorizes where a walk along one strided line does not.
 * **grid** — ``out_k[r, j] = fn([i,] in_0[r, j], ..., v_0[j], ..., s_0, ...)[k]`` over 2-D
   arrays with per-column vectors ``v`` (nn's bias and batch-norm math, PReLU of (N, C)),
   optionally given the flat index ``i = r·cols + j``: a nested loop on the CPU (no integer
@@ -164,6 +167,23 @@ def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
             lines.append("            i = r * cols + j")
         pad = " " * 12
     return "\n".join(lines + [pad + b for b in body]) + "\n"
+
+
+def columns_source(n_arrays: int, loop: str) -> str:
+    """Source of a ``columns`` kernel: ``fn`` (a row function rewritten by
+    ``backends.columns``) on blocks of ``width`` columns of the planes ``a[o]`` of 3-D
+    C-contiguous arrays (outer, length, inner), the blocks spread over the threads."""
+    arrays = _names("a", n_arrays)
+    header = HEADERS[loop].format(i="t", n="a0.shape[0] * blocks")
+    return "\n".join([
+        f"def kernel({', '.join(arrays)}, width):",
+        "    inner = a0.shape[2]",
+        "    blocks = (inner + width - 1) // width",
+        f"    {header}",
+        "        o = t // blocks",
+        "        j0 = (t - o * blocks) * width",
+        f"        fn({', '.join(f'{a}[o]' for a in arrays)}, j0, min(j0 + width, inner))",
+    ]) + "\n"
 
 
 def rows_source(

@@ -1,0 +1,295 @@
+"""Row functions as column functions: one row function's math on many lines side by side.
+
+A row function (``formulas.softmax_row``...) walks one line of its arrays: scalar statements,
+and loops ``for i in lanes(n)`` over the line's elements. Along an axis other than the last,
+the lines ``a[o, :, j]`` of consecutive j lie side by side in memory: a loop along one of
+them walks with a stride and does not vectorize. :func:`columns` rewrites the row function
+into one that runs the columns ``j0 <= j < j1`` of a plane ``a[o]`` (length, inner) at once:
+
+* each element loop gets an inner loop over the columns (contiguous: it vectorizes), on
+  row views ``a[i, j0:j1]`` taken before it;
+* each scalar that depends on the data becomes an array of one value per column, and each
+  statement that sets one a loop over the columns;
+* a helper that loops over ``lanes`` is inlined; ``lanes_sum``/``lanes_max`` are the value
+  itself (one thread per line).
+
+Every column sees the row function's operations in the row function's order. What the
+rewrite takes: assignments and augmented assignments to names, element stores ``a[k] = v``,
+``for`` over ``lanes(...)`` or over a ``range`` the same for every column, and calls; anything
+else raises ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import textwrap
+
+import numpy as np
+
+K, J0, J1, WIDTH = "_k", "_j0", "_j1", "_width"  # column in the block, the block, its width
+
+
+def _is_lanes_loop(node) -> bool:
+    return (isinstance(node, ast.For) and isinstance(node.iter, ast.Call)
+            and isinstance(node.iter.func, ast.Name) and node.iter.func.id == "lanes")
+
+
+def _function(fn) -> ast.FunctionDef:
+    """``fn``'s definition, its docstring dropped."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn))).body[0]
+    body = tree.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    tree.body = body
+    tree.decorator_list = []
+    return tree
+
+
+def _loops_over_lanes(fn) -> bool:
+    return callable(fn) and getattr(fn, "_fastgd_scalar", False) and any(
+        _is_lanes_loop(node) for node in ast.walk(_function(fn)))
+
+
+class _Rename(ast.NodeTransformer):
+    def __init__(self, names: dict):
+        self.names = names
+
+    def visit_Name(self, node):
+        new = self.names.get(node.id)
+        if new is None:
+            return node
+        return ast.copy_location(ast.Name(new, node.ctx), node)
+
+
+def _inline(body: list, glb: dict, count: list) -> list:
+    """``body`` with each ``name = helper(arrays...)`` of a helper that loops over lanes
+    replaced by the helper's statements (its locals renamed), its ``return v`` as
+    ``name = v``."""
+    out = []
+    for stmt in body:
+        if isinstance(stmt, ast.For):
+            stmt.body = _inline(stmt.body, glb, count)
+        call = stmt.value if isinstance(stmt, ast.Assign) else None
+        helper = (glb.get(call.func.id) if isinstance(call, ast.Call)
+                  and isinstance(call.func, ast.Name) else None)
+        if helper is None or not _loops_over_lanes(helper):
+            for node in ast.walk(stmt):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                        and _loops_over_lanes(glb.get(node.func.id))):
+                    raise NotImplementedError(
+                        f"{node.func.id}() loops over lanes: call it as `name = "
+                        f"{node.func.id}(...)`")
+            out.append(stmt)
+            continue
+        tree = _function(helper)
+        *steps, ret = tree.body
+        if not isinstance(ret, ast.Return) or any(
+                isinstance(n, ast.Return) for s in steps for n in ast.walk(s)):
+            raise NotImplementedError(f"{helper.__name__} must end in its only return")
+        count[0] += 1
+        local = {n.id for s in steps for n in ast.walk(s)
+                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        names = {p.arg: a.id for p, a in zip(tree.args.args, call.args)}
+        names.update({v: f"_{helper.__name__}{count[0]}_{v}" for v in local})
+        rename = _Rename(names)
+        renamed = [rename.visit(s) for s in steps]
+        out += _inline([*renamed, ast.Assign(stmt.targets, rename.visit(ret.value))], glb, count)
+    return out
+
+
+def _stored(nodes) -> set:
+    return {n.id for s in nodes for n in ast.walk(s)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+
+
+def _loaded(node) -> set:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _reads_elements(node, arrays) -> bool:
+    return any(isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name)
+               and n.value.id in arrays for n in ast.walk(node))
+
+
+def _varying(body: list, arrays: set) -> set:
+    """The names outside element loops whose value differs between columns: those also set
+    in an element loop, and those set from data or from other such names."""
+    inside, outside, sets = set(), set(), []
+
+    def walk(stmts):
+        for s in stmts:
+            if _is_lanes_loop(s):
+                inside.update(_stored(s.body))
+            elif isinstance(s, ast.For):
+                walk(s.body)
+            elif isinstance(s, (ast.Assign, ast.AugAssign)):
+                targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+                names = _stored(targets)
+                outside.update(names)
+                sets.append((names, s.value))
+            else:
+                raise NotImplementedError(f"a row function statement: {ast.unparse(s)}")
+
+    def loads_outside(stmts):
+        return {n for s in stmts if not _is_lanes_loop(s)
+                for n in (loads_outside(s.body) | _loaded(s.iter) if isinstance(s, ast.For)
+                          else _loaded(s))}
+
+    walk(body)
+    used_after = loads_outside(body)
+    if (inside - outside) & used_after:  # a loop's own name read after it: which column's?
+        raise NotImplementedError(f"{sorted((inside - outside) & used_after)} set in an "
+                                  "element loop only and read outside it")
+    varying = inside & outside
+    changed = True
+    while changed:
+        changed = False
+        for names, value in sets:
+            if not names <= varying and (_loaded(value) & varying
+                                         or _reads_elements(value, arrays)):
+                varying |= names
+                changed = True
+    return varying
+
+
+class _Columns(ast.NodeTransformer):
+    """Rewrites an expression for column ``K`` of the block: data-dependent names as
+    ``name[K]``, elements ``a[k]`` as ``view[K]`` (``views`` maps ``(a, k)`` to the name of the
+    row view taken before the column loop), ``a.size`` as the line length,
+    ``lanes_sum(v)``/``lanes_max(v)`` as ``v``."""
+
+    def __init__(self, arrays, varying, views=None):
+        self.arrays, self.varying, self.views = arrays, varying, views
+
+    def visit_Name(self, node):
+        if node.id in self.varying:
+            return ast.Subscript(ast.Name(node.id, ast.Load()), ast.Name(K, ast.Load()), node.ctx)
+        return node
+
+    def visit_Attribute(self, node):
+        if (isinstance(node.value, ast.Name) and node.value.id in self.arrays
+                and node.attr == "size"):
+            return ast.parse(f"{node.value.id}.shape[0]", mode="eval").body
+        return self.generic_visit(node)
+
+    def visit_Subscript(self, node):
+        if isinstance(node.value, ast.Name) and node.value.id in self.arrays:
+            if self.views is None:
+                raise NotImplementedError("an element read outside an element loop")
+            index = ast.unparse(node.slice)
+            view = self.views.setdefault((node.value.id, index),
+                                         f"_{node.value.id}{len(self.views)}")
+            return ast.Subscript(ast.Name(view, ast.Load()), ast.Name(K, ast.Load()), node.ctx)
+        return self.generic_visit(node)
+
+    def visit_Call(self, node):
+        if isinstance(node.func, ast.Name) and node.func.id in ("lanes_sum", "lanes_max"):
+            return self.visit(node.args[0])
+        return self.generic_visit(node)
+
+
+def _over_columns(stmts: list, lines_first=()) -> list:
+    """``stmts`` in a loop over the block's columns, after ``lines_first``."""
+    loop = ast.parse(f"for {K} in range({WIDTH}):\n    pass").body[0]
+    loop.body = stmts
+    return [*lines_first, loop]
+
+
+class _Rewrite:
+    def __init__(self, arrays: set, varying: set):
+        self.arrays, self.varying, self.made = arrays, varying, set()
+
+    def uniform(self, node):
+        """An expression the same for every column (only ``a.size`` rewritten)."""
+        if _loaded(node) & self.varying or _reads_elements(node, self.arrays):
+            raise NotImplementedError(f"{ast.unparse(node)} differs between columns")
+        return _Columns(self.arrays, set()).visit(node)
+
+    def block(self, stmts: list) -> list:
+        out = []
+        for s in stmts:
+            if _is_lanes_loop(s):
+                out += self.element_loop(s)
+            elif isinstance(s, ast.For):
+                s.iter = self.uniform(s.iter)
+                s.body = self.block(s.body)
+                out.append(s)
+            else:
+                out += self.scalar(s)
+        return out
+
+    def scalar(self, s) -> list:
+        """An assignment outside element loops: as is where its names are the same for every
+        column, else a loop over the columns, the first one into a new array made from
+        column 0's value (which gives the array its type)."""
+        targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+        names = _stored(targets)
+        if not names & self.varying:
+            s.value = self.uniform(s.value)
+            return [s]
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+            raise NotImplementedError(f"set one data-dependent name at a time: {ast.unparse(s)}")
+        name = targets[0].id
+        value = ast.unparse(_Columns(self.arrays, self.varying).visit(s.value))
+        out = []
+        if name in self.made and value == f"{name}[{K}]" and isinstance(s, ast.Assign):
+            return []  # v = lanes_sum(v)
+        if name not in self.made:
+            if isinstance(s, ast.AugAssign):
+                raise NotImplementedError(f"{name} is updated before it is set")
+            self.made.add(name)
+            first = value.replace(f"[{K}]", "[0]")
+            out.append(ast.parse(f"{name} = np.full({WIDTH}, {first})").body[0])
+            if first == value:  # the same for every column: set
+                return out
+        op = "=" if isinstance(s, ast.Assign) else ast.unparse(
+            ast.AugAssign(ast.Name("v"), s.op, ast.Constant(0))).split()[1]
+        return out + _over_columns(ast.parse(f"{name}[{K}] {op} {value}").body)
+
+    def element_loop(self, loop) -> list:
+        """``for i in lanes(n)`` as ``for i in range(n)`` around a loop over the columns, the
+        row views of the elements it reads and writes taken before that."""
+        views = {}
+        rewrite = _Columns(self.arrays, self.varying, views)
+        body = []
+        for s in loop.body:
+            if not isinstance(s, (ast.Assign, ast.AugAssign)):
+                raise NotImplementedError(f"in an element loop: {ast.unparse(s)}")
+            body.append(rewrite.visit(s))
+        local = _stored(loop.body) - self.varying
+        for array, index in views:  # taken once per element: its own names only
+            if _loaded(ast.parse(index, mode="eval")) & (local | self.varying):
+                raise NotImplementedError(f"{array}[{index}]: an index that differs by column")
+        lines = [ast.parse(f"{view} = {array}[{index}, {J0}:{J1}]").body[0]
+                 for (array, index), view in views.items()]
+        n = self.uniform(loop.iter.args[0])
+        outer = ast.For(loop.target, ast.Call(ast.Name("range", ast.Load()), [n], []),
+                        _over_columns(body, lines), [])
+        return [outer]
+
+
+@functools.cache
+def columns(fn):
+    """``fn(a, b, ...)``, a row function, as ``fn_columns(a, b, ..., j0, j1)`` over columns
+    ``j0:j1`` of 2-D C-contiguous planes (length, inner): what ``fn`` does to one line
+    ``a[:, j]``, for every j in the block (see the module docstring)."""
+    tree = _function(fn)
+    arrays = {a.arg for a in tree.args.args}
+    body = _inline(tree.body, fn.__globals__, [0])
+    rewrite = _Rewrite(arrays, _varying(body, arrays))
+    new_body = [ast.parse(f"{WIDTH} = {J1} - {J0}").body[0], *rewrite.block(body)]
+    args = ", ".join([a.arg for a in tree.args.args] + [J0, J1])
+    definition = ast.parse(f"def {fn.__name__}_columns({args}):\n    pass")
+    definition.body[0].body = new_body
+    source = ast.unparse(ast.fix_missing_locations(definition))
+    glb = dict(fn.__globals__, np=np)
+    exec(compile(source, f"<{fn.__module__}.{fn.__name__} columns>", "exec"), glb)
+    new = glb[f"{fn.__name__}_columns"]
+    new.__module__ = fn.__module__
+    new.__doc__ = f"{fn.__name__} on columns j0:j1 (fastgd.backends.columns).\n\n{source}"
+    new.fastgd_source = source
+    if hasattr(fn, "in_order"):
+        new.in_order = fn.in_order
+    return new
