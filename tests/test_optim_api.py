@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -856,3 +857,83 @@ def test_gradient_norms_agree_across_the_small_array_threshold():
                              max_grad_norm=1e9, backend=backend)
             norms.append(opt.step({"w": np.full(n, 0.5, np.float32)}).grad_norm / math.sqrt(n))
     assert max(norms) - min(norms) <= 1e-12 and norms[0] == pytest.approx(0.3, rel=1e-12)
+
+
+# -- inputs found by the optimizer audit ------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_np_matrix_gradients_update_every_param(backend):
+    """An np.matrix gradient (its reshape(-1) is (1, n)) updates its param like an array;
+    the second tensor's update had failed after the first was written."""
+    got = [np.ones((2, 3)), np.ones((2, 3))]
+    want = [np.ones((2, 3)), np.ones((2, 3))]
+    grads = [np.full((2, 3), 0.5), np.arange(6.0).reshape(2, 3)]
+    with warnings.catch_warnings():  # numpy's PendingDeprecationWarning for np.matrix
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        fastgd.Adam(got, lr=0.1, backend=backend).step([grads[0], np.asmatrix(grads[1])])
+    fastgd.Adam(want, lr=0.1, backend=backend).step(grads)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["AdamW", "Lion", "NAdam", "RAdam"])
+def test_a_gradient_that_is_the_param_itself(name, backend):
+    """The gradient of |p|²/2 is p: step([p]) reads it before the decoupled weight decay
+    writes p, as torch (the NumPy backend read the decayed p)."""
+    kwargs = {"weight_decay": 0.5}
+    if name in ("NAdam", "RAdam"):
+        kwargs["decoupled_weight_decay"] = True
+    p = np.array([1.0, -2.0, 3.0])
+    q = p.copy()
+    a = OPTIMIZERS[name]([p], lr=0.1, backend=backend, **kwargs)
+    b = OPTIMIZERS[name]([q], lr=0.1, backend=backend, **kwargs)
+    for _ in range(3):
+        a.step([p])
+        b.step([q.copy()])
+    np.testing.assert_array_equal(p, q)
+    for key in a.state[0]:
+        np.testing.assert_array_equal(a.state[0][key], b.state[0][key])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_scalars_beyond_the_params_dtype(backend):
+    """An lr that overflows float32 is refused before anything is written (torch refuses it;
+    it wrote -inf); a clip_value beyond float32 is no clip there, without a cast warning
+    (under warnings-as-errors the float64 tensor was updated, the float32 one not)."""
+    c = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="beyond the range of the float32 params"):
+        fastgd.SGD([c], lr=1e39, backend=backend).step([np.ones(3, np.float32)])
+    assert (c == 1).all()
+    a, b = np.ones(3), np.ones(3, np.float32)
+    opt = fastgd.SGD([a, b], lr=0.1, clip_value=1e39, backend=backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt.step([np.full(3, 2.0), np.full(3, np.inf, np.float32)])
+    np.testing.assert_array_equal(a, 0.8)
+    assert (b == -np.inf).all() and opt.step_count == 1  # the inf gradient, unclipped
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_load_state_dict_of_its_own_state_swapped(backend):
+    opt = fastgd.SGD({"a": np.ones(3), "b": np.ones(3)}, lr=0.1, momentum=0.9, backend=backend)
+    opt.step({"a": np.full(3, 1.0), "b": np.full(3, 2.0)})
+    opt.load_state_dict({"optimizer": "SGD", "step": 1,
+                         "state/a/momentum_buffer": opt.state["b"]["momentum_buffer"],
+                         "state/b/momentum_buffer": opt.state["a"]["momentum_buffer"]})
+    assert (opt.state["a"]["momentum_buffer"] == 2).all()
+    assert (opt.state["b"]["momentum_buffer"] == 1).all()
+
+
+def test_a_schedule_that_overflows_and_clip_errors_that_name_the_key():
+    p = np.ones(3)
+    opt = fastgd.SGD([p], lr=fastgd.schedules.exponential(1.0, gamma=10.0))
+    for _ in range(3):
+        opt.step([np.zeros(3)])
+    opt._step = 400
+    with pytest.raises(ValueError, match="overflowed at step 400"):
+        opt.step([np.ones(3)])
+    assert (p == 1).all()
+    with pytest.raises(ValueError, match=r"grads\['b'\] must be C-contiguous"):
+        fastgd.clip_grad_norm({"w": np.ones(3), "b": np.ones((3, 2))[:, 0]}, 1.0)

@@ -92,21 +92,23 @@ def _flat_grads(grads, backend, writes=True):
     if _arrays.is_array(grads):
         grads = [grads]  # a list of its rows would be copies: nothing clipped in place
     arrays = list(grads.values()) if isinstance(grads, Mapping) else list(grads)
+    keys = list(grads) if isinstance(grads, Mapping) else range(len(arrays))
+    labels = [f"grads[{k!r}]" for k in keys]  # a dict's names, a list's positions
     if not arrays:
         return resolve(backend), []
-    for k, a in enumerate(arrays):  # clipped in place: a copy (of a list) would be lost
+    for label, a in zip(labels, arrays):  # clipped in place: a copy (of a list) would be lost
         if not _arrays.is_array(a):
-            raise TypeError(f"grads[{k}] is not an array: {type(a).__name__}")
+            raise TypeError(f"{label} is not an array: {type(a).__name__}")
     be = resolve(backend, *arrays)
     flats = []
-    for k, a in enumerate(arrays):
-        _arrays.check_float(**{f"grads[{k}]": a})  # each its own: dtypes may differ
+    for label, a in zip(labels, arrays):
+        _arrays.check_float(**{label: a})  # each its own: dtypes may differ
         if not writes:
             flats.append(be.flat(a))
             continue
         view = be.flat_view(a)
         if view is None or not _arrays.is_writable(a):
-            raise ValueError(f"grads[{k}] must be C-contiguous and writable to be clipped in "
+            raise ValueError(f"{label} must be C-contiguous and writable to be clipped in "
                              f"place")
         flats.append(view)
     return be, flats

@@ -252,6 +252,9 @@ class Optimizer:
                 s.launch = be.map_launcher(rule, 2 + len(spec), 1 + len(spec), n_args,
                                            s.dtype, s.n, aliases=in_place)
             self._slots.append(s)
+        # each dtype once, with its largest value where a float64 scalar may overflow it
+        self._step_dtypes = tuple((d, float(np.finfo(d).max) if d.itemsize < 8 else None)
+                                  for d in dict.fromkeys(s.dtype for s in self._slots))
         # the state as the user sees it: per parameter name, shaped like the parameter, in
         # read-only mappings (an array put in place of a view would be left out of every
         # step, of state_dict and of load_state_dict)
@@ -267,7 +270,11 @@ class Optimizer:
     def _lr_at(self, s: int) -> float:
         if self._lr_fn is None:
             return self._lr
-        lr = self._lr_fn(s)
+        try:
+            lr = self._lr_fn(s)
+        except OverflowError:  # math.pow's, in a schedule that grows (gamma > 1)
+            raise ValueError(f"the lr schedule overflowed at step {s}; it must be finite "
+                             "and >= 0") from None
         try:
             if isinstance(lr, (bool, np.bool_)):
                 raise TypeError
@@ -281,6 +288,26 @@ class Optimizer:
 
     def _kernel_scalars(self, lr, t, scale):
         return (self._clip, scale, *self._scalars(lr, t))
+
+    def _typed_scalars(self, scalars, lr) -> dict:
+        """A step's kernel scalars in each of the params' dtypes (the kernels' arguments; the
+        NumPy backend's steps cast them alike). A clip beyond a dtype's range is inf there (the
+        same clip); any other scalar beyond it is refused, as torch refuses an lr that
+        overflows float32, where it would have written inf into the params."""
+        typed = {}
+        for dtype, top in self._step_dtypes:
+            if top is not None:
+                rest = scalars[1:]
+                if rest and (max(rest) > top or min(rest) < -top):
+                    big = next(v for v in rest if abs(v) > top)
+                    raise ValueError(
+                        f"this step's lr or hyperparameters give {big:g}, beyond the range of "
+                        f"the {dtype} params (max {top:g}); lr was {lr:g}")
+                if top < abs(scalars[0]) < math.inf:
+                    scalars = (math.inf, *scalars[1:])
+            if self.backend.name != "numpy":
+                typed[dtype] = self.backend.typed_scalars(scalars, dtype)
+        return typed
 
     def _grads(self, grads):
         """Flat gradients, one per slot, after checking them all against the params."""
@@ -310,13 +337,17 @@ class Optimizer:
             arrays = grads
         be = self.backend
         on_host = be.name != "cuda"
+        host_flats = []
         for name, shape, dtype, g in zip(names, self._shapes, self._dtypes, arrays):
             if on_host:
-                if not isinstance(g, np.ndarray):
-                    what = ("a device array" if _arrays.is_device_array(g)
-                            else f"not an array ({type(g).__name__})")
-                    raise ValueError(f"grad {name!r} is {what}; the params are host arrays")
+                if type(g) is not np.ndarray:
+                    if not isinstance(g, np.ndarray):
+                        what = ("a device array" if _arrays.is_device_array(g)
+                                else f"not an array ({type(g).__name__})")
+                        raise ValueError(f"grad {name!r} is {what}; the params are host arrays")
+                    g = np.asarray(g)  # a subclass: np.matrix's reshape(-1) is (1, n)
                 gshape, gdtype = g.shape, g.dtype
+                host_flats.append(g.reshape(-1))
             else:
                 if not be.owns(g):
                     raise ValueError(f"grad {name!r} is not a device array; the params are "
@@ -327,8 +358,8 @@ class Optimizer:
             if gdtype != dtype:
                 raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}")
         # device grads flat: a view, a copy, or (non-contiguous, without CuPy) the error, for
-        # every grad before a buffer's are written; host grads as they are (copy_into and the
-        # return below flatten them)
+        # every grad before a buffer's are written; host grads as they are (copy_into
+        # flattens them; the return below gives the check's host_flats)
         flats = [be.flat(g) for g in arrays] if be.name == "cuda" else arrays
         if self._buffer is not None:
             views, storage = self._buffer.grads, self._buffer.flat_grads
@@ -345,7 +376,7 @@ class Optimizer:
             for name, flat in staged:
                 copy_into(be, be.flat_view(views[name]), flat)
             return [storage]
-        return flats if be.name == "cuda" else [g.reshape(-1) for g in arrays]
+        return flats if be.name == "cuda" else host_flats
 
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and
@@ -362,16 +393,13 @@ class Optimizer:
                 return StepInfo(lr, norm, True, self._step)
             if self.max_grad_norm is not None:
                 scale *= clip_coefficient(self.max_grad_norm, norm)
+        scalars = self._kernel_scalars(lr, t, scale)
+        typed = self._typed_scalars(scalars, lr)  # every dtype's, before anything is written
         if self.backend.name == "numpy":
             self._numpy_step(flats, lr, t, scale)
         else:
-            scalars = self._kernel_scalars(lr, t, scale)
-            typed = {}
             for s, g in zip(self._slots, flats):
-                args = typed.get(s.dtype)
-                if args is None:  # once per dtype, however many tensors
-                    args = typed[s.dtype] = self.backend.typed_scalars(scalars, s.dtype)
-                s.launch(s.p, g, *s.tail, *args)
+                s.launch(s.p, g, *s.tail, *typed[s.dtype])
         self._step = t
         self._advance()
         return StepInfo(lr, norm, False, t)
@@ -381,6 +409,8 @@ class Optimizer:
         an inf - inf is the result torch's step (and the kernels') gives too."""
         with np.errstate(all="ignore"):
             for s, g in zip(self._slots, flats):
+                if _arrays.share_memory(g, s.p):  # the gradient of |p|²/2 is p: read before
+                    g = np.copyto(s.gprep, g) or s.gprep  # decoupled decay writes p
                 if self._clip != math.inf:
                     g = np.clip(g, -self._clip, self._clip, out=s.gprep)
                 if scale != 1.0:
@@ -474,6 +504,10 @@ class Optimizer:
         for k in d:
             if k not in expected:
                 raise ValueError(f"state_dict has unexpected entry {k!r}")
+        live = [st for s in self._slots for st in s.state.values()]
+        if _arrays.first_overlap([*live, *values.values()]) is not None:
+            values = {k: np.array(v) for k, v in values.items()}  # this optimizer's own
+            # state (its state_dict, keys swapped): read before any is written
         extra = {}
         for k in self._extra_state():
             if f"extra/{k}" not in d:
