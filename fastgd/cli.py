@@ -11,6 +11,7 @@ learning-dynamics study, write its report).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -150,6 +151,9 @@ def bench_args(args, folder: Path) -> list[str]:
     unknown = [b for b in backends if b not in known]
     if unknown:
         raise CLIError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    for flag, value in (("--ops", args.ops), ("--backends", args.backends)):
+        if value is not None and not _names(value):  # "" or ",": not the whole sweep
+            raise CLIError(f"{flag} names nothing; leave it out for all")
     out = [str(folder), "-q", "-p", "no:cacheprovider", "--benchmark-quiet"]
     if args.ops:
         out.append(f"--fastgd-ops={','.join(_names(args.ops))}")
@@ -164,7 +168,7 @@ def bench_args(args, folder: Path) -> list[str]:
             raise CLIError(f"--min-rounds must be at least 1, got {args.min_rounds}")
         out.append(f"--benchmark-min-rounds={args.min_rounds}")
     if args.max_time is not None:
-        if not args.max_time > 0:
+        if not 0 < args.max_time < math.inf:
             raise CLIError(f"--max-time must be a number of seconds > 0, got {args.max_time}")
         out.append(f"--benchmark-max-time={args.max_time}")
     if args.out:
@@ -211,6 +215,8 @@ def cmd_report(args) -> int:
 def cmd_study(args) -> int:
     from fastgd.nn import studies
 
+    if args.out:
+        _check_out(args.out)  # a clear message, not os.makedirs' traceback
     argv = [args.name] + (["--out", args.out] if args.out else []) + (["--tiny"] * args.tiny)
     return studies.main(argv)
 

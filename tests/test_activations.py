@@ -837,7 +837,6 @@ def test_shape_mismatch_in_backward():
     ("call", "match"),
     [
         (lambda x: fastgd.leaky_relu(x, slope=0.1), "no parameter"),
-        (lambda x: fastgd.sigmoid(x, 0.5), "takes 0 parameter"),
         (lambda x: fastgd.softplus(x, threshold=-1.0), "threshold"),
         (lambda x: fastgd.softplus(x, beta=0.0), "beta"),
         # e^(beta·x)/beta of the left tail leaves the float range below ~1e-22: the kernels
@@ -873,6 +872,17 @@ def test_invalid_parameters_raise_value_error(call, match):
 def test_a_parameter_given_twice_is_refused_as_python_refuses_it(call):
     """The keyword silently won (leaky_relu ran with slope 0.5, not 0.1)."""
     with pytest.raises(TypeError, match="got multiple values for"):
+        call(np.ones((2, 4)))
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda x: fastgd.sigmoid(x, 0.5), "takes 0 parameter"),  # was a ValueError
+    (lambda x: fastgd.elu(x, 1.0, 2.0), "takes 1 parameter"),
+    (lambda x: fastgd.prelu(x), "prelu needs its slopes"),  # named PReLU.forward()
+    (lambda x: fastgd.prelu_backward(x, x), "prelu needs its slopes"),
+])
+def test_arguments_python_would_refuse_raise_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
         call(np.ones((2, 4)))
 
 

@@ -61,6 +61,9 @@ def test_bench_bad_sizes(capsys, sizes, message):
 @pytest.mark.parametrize("args, message", [
     (["--min-rounds", "0"], "--min-rounds must be at least 1"),
     (["--max-time", "-1"], "--max-time must be a number of seconds > 0"),
+    (["--max-time", "inf"], "--max-time must be a number of seconds > 0"),  # every one failed
+    (["--backends", ","], "--backends names nothing"),  # ran the whole sweep
+    (["--backends", " "], "--backends names nothing"),
     (["--out", "{file}"], "exists and is not a folder"),
     (["--out", "{file}/sub"], "exists and is not a folder"),
 ])
@@ -69,6 +72,15 @@ def test_bench_bad_options_fail_before_the_sweep(capsys, tmp_path, args, message
     args = [a.format(file=tmp_path / "file") for a in args]
     assert cli.main(["bench", "--ops", "relu", *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_empty_ops_and_a_study_with_a_bad_out(capsys, tmp_path):
+    assert cli.main(["bench", "--ops", ","]) == 2
+    assert "--ops names nothing; leave it out for all" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):  # os.makedirs' traceback
+        assert cli.main(["study", "vanishing", "--tiny", "--out", str(out)]) == 2
+        assert "exists and is not a folder" in capsys.readouterr().err
 
 
 def test_parse_sizes():

@@ -216,6 +216,23 @@ def test_a_report_written_over_another_removes_the_older_plots(tmp_path):
     assert (docs / "throughput-sigmoid.png").read_bytes() == b"the user's"
 
 
+@pytest.mark.parametrize("where, bad", [
+    ("compile_s", "x"), ("compile_s", [1]),
+    ("bandwidth", []), ("bandwidth", {"cpu": {"copy": "x"}}), ("bandwidth", {"cpu": 3}),
+])
+def test_malformed_fields_are_named_before_anything_is_written(tmp_path, where, bad):
+    """They raised TypeError, AttributeError or a format error after the JSON copy and the
+    plots were written, leaving a folder without index.md."""
+    data = json.loads(SMALL.read_text())
+    if where == "compile_s":
+        data["benchmarks"][0]["extra_info"]["compile_s"] = bad
+    else:
+        data["machine_info"].setdefault("fastgd", {})["bandwidth"] = bad
+    with pytest.raises(report.ReportError, match="has a malformed field"):
+        report.write([data], tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_result_without_a_time_is_named_as_malformed(tmp_path):
     """A best time of 0 divided every figure (ZeroDivisionError); left out, it would make a
     slower implementation the best without a word."""

@@ -293,3 +293,10 @@ def test_column_sums_in_row_order_match_numpy(shape, dtype):
                                        atol=1e-12, err_msg=f"{threads} threads")
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sizes", [(2.5, 3), (True, 3), ("4", 3), (4, 0)])
+def test_linear_sizes_must_be_ints(sizes):
+    """Linear took int() of its sizes: 2.5 gave 2 rows, True 1, '4' 4 (MLP refused them)."""
+    with pytest.raises(ValueError, match="Linear (in|out)_features must be an int >= 1"):
+        nn.Linear(*sizes)

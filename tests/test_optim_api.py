@@ -937,3 +937,9 @@ def test_a_schedule_that_overflows_and_clip_errors_that_name_the_key():
     assert (p == 1).all()
     with pytest.raises(ValueError, match=r"grads\['b'\] must be C-contiguous"):
         fastgd.clip_grad_norm({"w": np.ones(3), "b": np.ones((3, 2))[:, 0]}, 1.0)
+
+
+def test_a_byte_swapped_gradient_is_named_so():
+    opt = fastgd.SGD([np.ones(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match=r"has dtype >f4, expected float32 \(byte-swapped"):
+        opt.step([np.ones(3, ">f4")])

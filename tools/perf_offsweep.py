@@ -24,6 +24,7 @@ def cases(rng):
     a = rng.standard_normal((2000, 2000)).astype(np.float32)
     s = rng.standard_normal((256, 4096)).astype(np.float32)
     r = rng.standard_normal((64, 10, 4096)).astype(np.float32)
+    c = rng.standard_normal((32, 64, 56, 56)).astype(np.float32)  # an image batch's channels
     h = rng.standard_normal((4096, 256)).astype(np.float32)
     p = rng.standard_normal((4096, 1024)).astype(np.float32)
     w = rng.uniform(0.1, 0.3, 1024).astype(np.float32)
@@ -31,7 +32,7 @@ def cases(rng):
     t = (rng.random(65536) > 0.5).astype(np.float32)
     grads = [rng.standard_normal(int(n)).astype(np.float32)
              for n in rng.integers(16, 4096, 200)]
-    at, st, rt, pt, wt = map(torch.from_numpy, (a, s, r, p, w))
+    at, st, rt, ct, pt, wt = map(torch.from_numpy, (a, s, r, c, p, w))
     zt, tt = torch.from_numpy(z), torch.from_numpy(t)
     gt = [torch.from_numpy(g) for g in grads]
 
@@ -59,6 +60,8 @@ def cases(rng):
          lambda: torch.softmax(st, 0)),
         ("log_softmax along axis 1 of (64, 10, 4096)", lambda: fastgd.log_softmax(r, axis=1),
          lambda: torch.log_softmax(rt, 1)),
+        ("softmax along the channels of (32, 64, 56, 56)", lambda: fastgd.softmax(c, axis=1),
+         lambda: torch.softmax(ct, 1)),
         ("BatchNorm1d forward + backward, 4096x256",
          lambda: (bn.forward(h), bn.backward(h)), torch_bn),
         ("prelu forward, (4096, 1024)", lambda: fastgd.prelu(p, w),

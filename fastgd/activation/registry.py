@@ -81,7 +81,7 @@ class Activation:
             return self.params
         if len(args) > len(self.params):
             names = list(self.params)
-            raise ValueError(f"{self.name} takes {len(names)} parameter(s) {names}, got {args}")
+            raise TypeError(f"{self.name} takes {len(names)} parameter(s) {names}, got {args}")
         values = dict(self.params)
         values.update(zip(self.params, args))
         if kwargs:
@@ -506,6 +506,12 @@ class RowActivation(Activation):
         return kernel
 
 
+def _needs_weight(weight):
+    if weight is None:
+        raise TypeError("prelu needs its slopes: prelu(x, weight), weight one slope or one "
+                        "per channel (axis 1)")
+
+
 class PReLU(Activation):
     """PReLU: leaky_relu with a learned slope, one for all or one per channel (axis 1)."""
 
@@ -545,7 +551,8 @@ class PReLU(Activation):
         slope = values.astype(dtype if dtype in _arrays.FLOAT_DTYPES else np.float64)
         return to_device(slope) if _arrays.is_device_array(x) else slope
 
-    def forward(self, x, weight, *, out=None, backend=None):
+    def forward(self, x, weight=None, *, out=None, backend=None):
+        _needs_weight(weight)
         x = _arrays.as_array(x)
         weight = self._weight(weight, x)
         be = resolve(backend, x, weight)
@@ -576,8 +583,9 @@ class PReLU(Activation):
         return (rows[1] == 1 and _arrays.size_of(weight) > 1 and hasattr(be, "swap_lines")
                 and rows[0] > config.PARALLEL_THRESHOLD)
 
-    def backward(self, dy, x, weight, *, out=None, backend=None):
+    def backward(self, dy, x, weight=None, *, out=None, backend=None):
         """``(dx, dweight)``; ``out`` (optional) receives dx."""
+        _needs_weight(weight)
         dy, x = _arrays.as_array(dy), _arrays.as_array(x)
         weight = self._weight(weight, x)
         be = resolve(backend, dy, x, weight)

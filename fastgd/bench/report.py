@@ -145,12 +145,30 @@ def parse(data, source: str = "<data>") -> Run:
             f"list whose entries have 'stats' (found {keys})"
         )
     results = [r for r in (_result(b) for b in benches) if r is not None]
+    _check_bandwidth(data, source)
     if not results:
         raise ReportError(
             f"{source} has no fastgd results: no benchmark carries op, backend and n in its "
             "extra_info or parameters"
         )
     return Run(source, data, results)
+
+
+def _check_bandwidth(data: dict, source: str) -> None:
+    """``machine_info.fastgd.bandwidth`` (the probe's figures, which the report reads) must
+    be ``{device: {name: GB/s}}`` where present."""
+    facts = (data.get("machine_info") or {}).get("fastgd") if isinstance(
+        data.get("machine_info"), dict) else None
+    if not isinstance(facts, dict) or "bandwidth" not in facts:
+        return
+    bandwidth = facts["bandwidth"]
+    if not (isinstance(bandwidth, dict) and all(
+            isinstance(figures, dict) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                for v in figures.values())
+            for figures in bandwidth.values())):
+        raise ReportError(f"{source} has a malformed field: machine_info.fastgd.bandwidth "
+                          "must be an object of devices, each an object of numbers (GB/s)")
 
 
 def _result(bench: dict) -> Result | None:
@@ -182,7 +200,8 @@ def _typed_result(bench: dict, info: dict) -> Result:
         bytes=int(info["bytes"]) if info.get("bytes") else None,
         time=float(bench["stats"]["min"]),
         median=float(bench["stats"].get("median", bench["stats"]["min"])),
-        compile_s=info.get("compile_s"), version=str(info.get("version", "")),
+        compile_s=None if info.get("compile_s") is None else float(info["compile_s"]),
+        version=str(info.get("version", "")),
     )
 
 

@@ -206,9 +206,8 @@ class Linear(Layer):
                  seed=0, rng=None, input_grad=True, name="linear"):
         super().__init__(backend, dtype, name)
         self.xp = array_module(self.be)
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        if self.in_features < 1 or self.out_features < 1:
-            raise ValueError(f"Linear sizes must be >= 1, got ({in_features}, {out_features})")
+        self.in_features = count("Linear in_features", in_features)  # 2.5 became 2
+        self.out_features = count("Linear out_features", out_features)
         self.act = get_activation(activation, **(activation_params or {}))
         self.input_grad = input_grad
         rng = rng if rng is not None else np.random.default_rng(seed)

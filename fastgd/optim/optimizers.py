@@ -356,7 +356,10 @@ class Optimizer:
             if gshape != shape:
                 raise ValueError(f"grad {name!r} has shape {gshape}, expected {shape}")
             if gdtype != dtype:
-                raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}")
+                swapped = (gdtype.newbyteorder() == dtype) if on_host else False
+                raise ValueError(f"grad {name!r} has dtype {gdtype}, expected {dtype}" + (
+                    " (byte-swapped: pass g.astype(g.dtype.newbyteorder('='))" if swapped
+                    else ""))
         # device grads flat: a view, a copy, or (non-contiguous, without CuPy) the error, for
         # every grad before a buffer's are written; host grads as they are (copy_into
         # flattens them; the return below gives the check's host_flats)
