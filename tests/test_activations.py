@@ -480,7 +480,7 @@ def test_float32_softmax_family_in_place_and_along_other_axes(name, length):
 @pytest.mark.parametrize("shape", [(7, 90, 33), (60, 90, 8)])
 def test_lines_in_place_and_into_a_strided_out(name, axis, shape):
     """Along an axis other than the last, lines run in blocks of columns side by side
-    (``backends.columns``), or, fewer than COLUMN_MIN_INNER elements apart and past
+    (``backends.columns``), or, less than COLUMN_MIN_BYTES apart and past
     PARALLEL_THRESHOLD elements (the second shape along axis 1), as rows swapped in and out
     (``cpu_memory.swap_lines``): in place, into a strided ``out``, from a strided input,
     both backwards."""
@@ -506,7 +506,7 @@ def test_lines_in_place_and_into_a_strided_out(name, axis, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
-    """Lines along axis 1, 53 apart: blocks of columns (``backends.columns``), the last one
+    """Lines along axis 1, 70 apart: blocks of columns (``backends.columns``), the last one
     partial, serial (small) and parallel; special lines (a NaN, +inf, all -inf, two equal
     maxima, a range of 1e4) keep their values, every direction within the contract."""
     from fastgd.backends.numba_backend import NumbaBackend
@@ -517,7 +517,7 @@ def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
                         lambda be, *args: blocks.append(1) or columns(be, *args))
     act = fastgd.activations[name]
     rng = np.random.default_rng(3)
-    for shape in [(2, 37, 53), (9, 37, 53)]:
+    for shape in [(2, 37, 70), (9, 37, 70)]:
         x = rng.normal(0, 6, shape)
         x[0, 5, 0] = np.nan
         x[1, 9, 3] = np.inf

@@ -87,17 +87,20 @@ def test_batch_norm_matches_torch(backend):
                                ref(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("features", [20, 70])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_batch_norm_of_a_large_batch_matches_torch(dtype):
-    """Past PARALLEL_THRESHOLD elements the CPU runs the columns as rows (swapped in and
-    out): statistics, the input gradient and gamma's and beta's, with an activation."""
+def test_batch_norm_of_a_large_batch_matches_torch(dtype, features):
+    """The CPU runs 70 columns in blocks side by side (``backends.columns``) and, past
+    PARALLEL_THRESHOLD elements, 20 float32 or float64 ones (less than COLUMN_MIN_BYTES
+    apart) as rows, swapped in and out: statistics, the input gradient and gamma's and
+    beta's, with an activation."""
     rng = np.random.default_rng(12)
-    x = (rng.standard_normal((300, 20)) * 3 + 2).astype(dtype)
+    x = (rng.standard_normal((300, features)) * 3 + 2).astype(dtype)
     dy = rng.standard_normal(x.shape).astype(dtype)
-    bn = nn.BatchNorm1d(20, "tanh", backend="numba", dtype=dtype)
-    bn.params["gamma"][...] = rng.uniform(0.5, 2, 20)
-    bn.params["beta"][...] = rng.uniform(-1, 1, 20)
-    ref = torch.nn.BatchNorm1d(20, dtype=torch.float64)
+    bn = nn.BatchNorm1d(features, "tanh", backend="numba", dtype=dtype)
+    bn.params["gamma"][...] = rng.uniform(0.5, 2, features)
+    bn.params["beta"][...] = rng.uniform(-1, 1, features)
+    ref = torch.nn.BatchNorm1d(features, dtype=torch.float64)
     with torch.no_grad():
         ref.weight[:] = torch.tensor(bn.params["gamma"], dtype=torch.float64)
         ref.bias[:] = torch.tensor(bn.params["beta"], dtype=torch.float64)
@@ -111,6 +114,26 @@ def test_batch_norm_of_a_large_batch_matches_torch(dtype):
     np.testing.assert_allclose(bn.grads["gamma"], ref.weight.grad.numpy(), **tol)
     np.testing.assert_allclose(bn.grads["beta"], ref.bias.grad.numpy(), **tol)
     np.testing.assert_allclose(bn.running_var, ref.running_var.numpy(), **tol)
+
+
+@pytest.mark.parametrize("features", [8, 64])
+def test_batch_norm_sums_a_long_batch_in_float64(features):
+    """The statistics and gamma's and beta's gradients sum in float64, as torch's CPU kernel:
+    a float32 sum down 2^18 rows of mean 10 put the variance 8e-5 off."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((1 << 18, features)) * 3 + 10).astype(np.float32)
+    bn = nn.BatchNorm1d(features, backend="numba")
+    y = bn.forward(x)
+    bn.backward(x)
+    x64 = x.astype(np.float64)
+    n = x.shape[0]
+    var = x64.var(axis=0)
+    np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * var * n / (n - 1), rtol=1e-7)
+    np.testing.assert_allclose(bn.running_mean, 0.1 * x64.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(bn.grads["beta"], x64.sum(axis=0), rtol=1e-6)
+    xhat = (x64 - x64.mean(axis=0)) / np.sqrt(var + 1e-5)
+    np.testing.assert_allclose(bn.grads["gamma"], (x64 * xhat).sum(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(y, xhat, atol=2e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -462,8 +462,7 @@ class RowActivation(Activation):
             # along the last axis plain contiguous rows, else lines a[o, :, i]
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
-            if (inner >= config.COLUMN_MIN_INNER and hasattr(be, "columns")
-                    and all(a.flags.c_contiguous for a in arrays)):
+            if inner != 1 and hasattr(be, "columns") and be.fits_columns(arrays):
                 be.columns(fn, arrays, self._line_compute(be, dtype, direction))
             # (small arrays: the walk costs less than the swaps' threads and buffers)
             elif inner != 1 and size > config.PARALLEL_THRESHOLD and hasattr(be, "swap_lines"):

@@ -113,9 +113,10 @@ def _reads_elements(node, arrays) -> bool:
                and n.value.id in arrays for n in ast.walk(node))
 
 
-def _varying(body: list, arrays: set) -> set:
-    """The names outside element loops whose value differs between columns: those also set
-    in an element loop, and those set from data or from other such names."""
+def _varying(body: list, arrays: set, given: set) -> set:
+    """The names outside element loops whose value differs between columns: ``given`` (the
+    per-line parameters), those also set in an element loop, and those set from data or from
+    other such names."""
     inside, outside, sets = set(), set(), []
 
     def walk(stmts):
@@ -142,7 +143,7 @@ def _varying(body: list, arrays: set) -> set:
     if (inside - outside) & used_after:  # a loop's own name read after it: which column's?
         raise NotImplementedError(f"{sorted((inside - outside) & used_after)} set in an "
                                   "element loop only and read outside it")
-    varying = inside & outside
+    varying = (inside & outside) | given
     changed = True
     while changed:
         changed = False
@@ -221,22 +222,29 @@ class _Rewrite:
         return out
 
     def scalar(self, s) -> list:
-        """An assignment outside element loops: as is where its names are the same for every
-        column, else a loop over the columns, the first one into a new array made from
-        column 0's value (which gives the array its type)."""
+        """An assignment outside element loops: as is where it is the same for every column,
+        else a loop over the columns (after the row views of the elements it reads or
+        writes), the first one of a name into a new array made from column 0's value (which
+        gives the array its type)."""
         targets = s.targets if isinstance(s, ast.Assign) else [s.target]
-        names = _stored(targets)
-        if not names & self.varying:
+        element = any(isinstance(t, ast.Subscript) for t in targets)
+        if not (_stored(targets) & self.varying or element
+                or _reads_elements(s.value, self.arrays)):
             s.value = self.uniform(s.value)
             return [s]
-        if len(targets) != 1 or not isinstance(targets[0], ast.Name):
-            raise NotImplementedError(f"set one data-dependent name at a time: {ast.unparse(s)}")
-        name = targets[0].id
-        value = ast.unparse(_Columns(self.arrays, self.varying).visit(s.value))
-        out = []
-        if name in self.made and value == f"{name}[{K}]" and isinstance(s, ast.Assign):
+        if len(targets) != 1 or not isinstance(targets[0], (ast.Name, ast.Subscript)):
+            raise NotImplementedError(f"set one data-dependent value at a time: {ast.unparse(s)}")
+        views = {}
+        rewrite = _Columns(self.arrays, self.varying, views)
+        value = ast.unparse(rewrite.visit(s.value))
+        target = ast.unparse(rewrite.visit(targets[0]))
+        out = self.views(views, set())
+        name = targets[0].id if isinstance(targets[0], ast.Name) else None
+        if name is not None and name not in self.varying:
+            raise NotImplementedError(f"{name} is set from the data but not varying")
+        if name in self.made and value == target and isinstance(s, ast.Assign):
             return []  # v = lanes_sum(v)
-        if name not in self.made:
+        if name is not None and name not in self.made:
             if isinstance(s, ast.AugAssign):
                 raise NotImplementedError(f"{name} is updated before it is set")
             self.made.add(name)
@@ -246,7 +254,16 @@ class _Rewrite:
                 return out
         op = "=" if isinstance(s, ast.Assign) else ast.unparse(
             ast.AugAssign(ast.Name("v"), s.op, ast.Constant(0))).split()[1]
-        return out + _over_columns(ast.parse(f"{name}[{K}] {op} {value}").body)
+        return out + _over_columns(ast.parse(f"{target} {op} {value}").body)
+
+    def views(self, views: dict, local: set) -> list:
+        """``view = a[index, j0:j1]`` for each element ``a[index]`` a statement reads or
+        writes, its index checked to be the same for every column."""
+        for array, index in views:
+            if _loaded(ast.parse(index, mode="eval")) & (local | self.varying):
+                raise NotImplementedError(f"{array}[{index}]: an index that differs by column")
+        return [ast.parse(f"{view} = {array}[{index}, {J0}:{J1}]").body[0]
+                for (array, index), view in views.items()]
 
     def element_loop(self, loop) -> list:
         """``for i in lanes(n)`` as ``for i in range(n)`` around a loop over the columns, the
@@ -258,12 +275,7 @@ class _Rewrite:
             if not isinstance(s, (ast.Assign, ast.AugAssign)):
                 raise NotImplementedError(f"in an element loop: {ast.unparse(s)}")
             body.append(rewrite.visit(s))
-        local = _stored(loop.body) - self.varying
-        for array, index in views:  # taken once per element: its own names only
-            if _loaded(ast.parse(index, mode="eval")) & (local | self.varying):
-                raise NotImplementedError(f"{array}[{index}]: an index that differs by column")
-        lines = [ast.parse(f"{view} = {array}[{index}, {J0}:{J1}]").body[0]
-                 for (array, index), view in views.items()]
+        lines = self.views(views, _stored(loop.body) - self.varying)
         n = self.uniform(loop.iter.args[0])
         outer = ast.For(loop.target, ast.Call(ast.Name("range", ast.Load()), [n], []),
                         _over_columns(body, lines), [])
@@ -271,18 +283,29 @@ class _Rewrite:
 
 
 @functools.cache
-def columns(fn):
-    """``fn(a, b, ...)``, a row function, as ``fn_columns(a, b, ..., j0, j1)`` over columns
-    ``j0:j1`` of 2-D C-contiguous planes (length, inner): what ``fn`` does to one line
-    ``a[:, j]``, for every j in the block (see the module docstring)."""
+def columns(fn, n_arrays=None, n_per_line=0):
+    """``fn(a..., p..., s...)``, a row function of ``n_arrays`` arrays (default: all its
+    parameters), ``n_per_line`` values per line and scalars, as
+    ``fn_columns(a..., p..., s..., j0, j1)`` over the columns ``j0:j1`` of 2-D C-contiguous
+    planes ``a`` (length, inner), with ``p`` the vectors of one value per column (cast to
+    ``F`` as a rows kernel casts them): what ``fn`` does to one line ``a[:, j]``, for every
+    j of the block (see the module docstring)."""
     tree = _function(fn)
-    arrays = {a.arg for a in tree.args.args}
+    params = [a.arg for a in tree.args.args]
+    n_arrays = len(params) if n_arrays is None else n_arrays
+    arrays, per_line = params[:n_arrays], params[n_arrays:n_arrays + n_per_line]
     body = _inline(tree.body, fn.__globals__, [0])
-    rewrite = _Rewrite(arrays, _varying(body, arrays))
-    new_body = [ast.parse(f"{WIDTH} = {J1} - {J0}").body[0], *rewrite.block(body)]
-    args = ", ".join([a.arg for a in tree.args.args] + [J0, J1])
+    rewrite = _Rewrite(set(arrays), _varying(body, set(arrays), set(per_line)))
+    rewrite.made.update(per_line)
+    first = [ast.parse(f"{WIDTH} = {J1} - {J0}").body[0]]
+    for p in per_line:  # the column's value, as the rows kernel's C(p[r])
+        first += ast.parse(f"{p} = np.full({WIDTH}, F(_{p}[{J0}]))\n"
+                           f"for {K} in range({WIDTH}):\n"
+                           f"    {p}[{K}] = F(_{p}[{J0} + {K}])").body
+    args = ", ".join([*arrays, *(f"_{p}" for p in per_line), *params[n_arrays + n_per_line:],
+                      J0, J1])
     definition = ast.parse(f"def {fn.__name__}_columns({args}):\n    pass")
-    definition.body[0].body = new_body
+    definition.body[0].body = first + rewrite.block(body)
     source = ast.unparse(ast.fix_missing_locations(definition))
     glb = dict(fn.__globals__, np=np)
     exec(compile(source, f"<{fn.__module__}.{fn.__name__} columns>", "exec"), glb)

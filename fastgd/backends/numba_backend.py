@@ -118,28 +118,38 @@ class NumbaBackend(HostArrays, CompiledBackend):
         self.swap_lines(a, rows)
         return rows
 
-    def columns(self, fn, arrays, compute):
+    @staticmethod
+    def fits_columns(arrays) -> bool:
+        """Whether :meth:`columns` suits 3-D ``arrays``: C-contiguous, their lines
+        ``config.COLUMN_MIN_BYTES`` apart or more."""
+        return (arrays[0].shape[2] * arrays[0].itemsize >= config.COLUMN_MIN_BYTES
+                and all(a.flags.c_contiguous for a in arrays))
+
+    def columns(self, fn, arrays, compute, per_line=(), scalars=()):
         """Run row function ``fn`` on the lines ``a[o, :, j]`` of 3-D C-contiguous
-        ``arrays`` (outer, length, inner) in blocks of columns side by side
-        (``backends.columns``): blocks of about ``config.COLUMN_BLOCK`` elements, whole
-        cache lines wide, and at least two per thread where the arrays allow."""
+        ``arrays`` (outer, length, inner; lengths may differ) in blocks of columns side by
+        side (``backends.columns``), with ``per_line`` vectors of one value per column and
+        ``scalars``, computing in ``compute``: blocks of about ``config.COLUMN_BLOCK``
+        elements and ``config.COLUMN_MIN_BYTES`` wide or more, whole cache lines, at least
+        two per thread where the arrays allow."""
         from fastgd.backends.columns import columns
 
         outer, length, inner = arrays[0].shape
         size = outer * length * inner
-        line = max(1, 64 // arrays[0].itemsize)
-        width = max(config.COLUMN_BLOCK // max(length, 1), line)
+        itemsize = arrays[0].itemsize
+        width = max(config.COLUMN_BLOCK // max(length, 1), config.COLUMN_MIN_BYTES // itemsize)
         if size > config.PARALLEL_THRESHOLD:  # enough blocks for the threads
             from numba import get_num_threads
 
             width = min(width, -(-inner * outer // (2 * get_num_threads())))
+        line = max(1, 64 // itemsize)
         width = min(-(-max(width, line) // line) * line, inner)
-        column_fn = columns(fn)
+        compute = np.dtype(compute)
         loop = "serial" if size <= config.PARALLEL_THRESHOLD else "parallel"
-        kernel = self._kernel(("columns", len(arrays)),
-                              lambda lp: codegen.columns_source(len(arrays), lp),
-                              column_fn, np.dtype(compute), loop)
-        kernel(*arrays, width)
+        n = (len(arrays), len(per_line), len(scalars))
+        kernel = self._kernel(("columns", *n), lambda lp: codegen.columns_source(*n, lp),
+                              columns(fn, n[0], n[1]), compute, loop)
+        kernel(*arrays, *per_line, *(compute.type(s) for s in scalars), width)
 
     def launch(self, kernel, n, args):
         kernel(*args)

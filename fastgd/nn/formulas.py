@@ -115,20 +115,23 @@ def mul(a, b):
 
 def bn_stats(h, stats, eps):
     """Line (one feature over the batch): ``stats = (mean, 1/sqrt(var + eps), var·n/(n-1))``,
-    the biased variance normalizing, the unbiased one feeding the running estimate (torch)."""
+    the biased variance normalizing, the unbiased one feeding the running estimate (torch).
+    Both sums in the wide type W, as torch's CPU kernel (a float32 sum down a line of 2^18,
+    mean 10, put the variance 8e-5 off)."""
     n = h.size
-    m = F(0)
+    total = W(0)
     for i in lanes(n):
-        m += F(h[i])
-    m = lanes_sum(m) / F(n)
-    v = F(0)
+        total += W(h[i])
+    mw = lanes_sum(total) / W(n)
+    m = F(mw)
+    v = W(0)
     for i in lanes(n):
         d = F(h[i]) - m
-        v += d * d
+        v += W(d * d)
     v = lanes_sum(v)
-    stats[0] = m
-    stats[1] = F(1) / sqrt(v / F(n) + eps)
-    stats[2] = v / F(n - 1) if n > 1 else v
+    stats[0] = mw
+    stats[1] = W(1) / sqrt(v / W(n) + W(eps))
+    stats[2] = v / W(n - 1) if n > 1 else v
 
 
 def bn_act(h, mean, invstd, gamma, beta, p0, p1):
@@ -142,37 +145,39 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
 
     With ``du = act'(z)·dy`` and ``xhat = (h - mean)·invstd``:
     ``dx = gamma·invstd/n · (n·du - Σdu - xhat·Σ du·xhat)``; ``grads = (Σ du·xhat, Σ du)``
-    are the gamma and beta gradients.
+    are the gamma and beta gradients, summed in the wide type W (torch's CPU kernel too).
     """
     n = dy.size
-    s_du = F(0)
-    s_dux = F(0)
+    s_du = W(0)
+    s_dux = W(0)
     for i in lanes(n):
         du = act_b(F(dy[i]), F(z[i]), p0, p1)
         dx[i] = du
-        s_du += du
-        s_dux += du * ((F(h[i]) - mean) * invstd)
+        s_du += W(du)
+        s_dux += W(du * ((F(h[i]) - mean) * invstd))
     s_du = lanes_sum(s_du)
     s_dux = lanes_sum(s_dux)
     grads[0] = s_dux
     grads[1] = s_du
+    su = F(s_du)
+    sux = F(s_dux)
     k = gamma * invstd / F(n)
     for i in lanes(n):  # dx[i] is this thread's own, from the loop above
         xhat = (F(h[i]) - mean) * invstd
-        dx[i] = k * (F(n) * F(dx[i]) - s_du - xhat * s_dux)
+        dx[i] = k * (F(n) * F(dx[i]) - su - xhat * sux)
 
 
 def bn_backward_eval(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     """Line (one feature): :func:`bn_backward` after an eval-mode forward, which normalized
     with the running estimates: constants, so ``dx = gamma·invstd·du``; ``grads`` as there."""
-    s_du = F(0)
-    s_dux = F(0)
+    s_du = W(0)
+    s_dux = W(0)
     k = gamma * invstd
     for i in lanes(dy.size):
         du = act_b(F(dy[i]), F(z[i]), p0, p1)
         dx[i] = k * du
-        s_du += du
-        s_dux += du * ((F(h[i]) - mean) * invstd)
+        s_du += W(du)
+        s_dux += W(du * ((F(h[i]) - mean) * invstd))
     grads[0] = lanes_sum(s_dux)
     grads[1] = lanes_sum(s_du)
 
