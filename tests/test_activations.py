@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgd
-from fastgd.scalar import lanes, lanes_sum, scalar
+from fastgd.scalar import F, lanes, lanes_sum, scalar
 from tests.helpers import (
     assert_backward_contract,
     assert_forward_contract,
@@ -506,8 +506,8 @@ def test_lines_in_place_and_into_a_strided_out(name, axis, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
-    """Lines along axis 1, 70 apart: blocks of columns (``backends.columns``), the last one
-    partial, serial (small) and parallel; special lines (a NaN, +inf, all -inf, two equal
+    """Lines along axis 1, 100 and 70 apart: blocks of columns (``backends.columns``), the
+    last one partial, serial (small) and parallel; special lines (a NaN, +inf, all -inf, two equal
     maxima, a range of 1e4) keep their values, every direction within the contract."""
     from fastgd.backends.numba_backend import NumbaBackend
 
@@ -517,12 +517,12 @@ def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
                         lambda be, *args: blocks.append(1) or columns(be, *args))
     act = fastgd.activations[name]
     rng = np.random.default_rng(3)
-    for shape in [(2, 37, 70), (9, 37, 70)]:
+    for shape in [(1, 37, 100), (9, 37, 70)]:
         x = rng.normal(0, 6, shape)
         x[0, 5, 0] = np.nan
-        x[1, 9, 3] = np.inf
+        x[-1, 9, 3] = np.inf
         x[0, :, 7] = -np.inf
-        x[1, 2:4, 11] = 40.0
+        x[-1, 2:4, 11] = 40.0
         x[0, :, 20] = np.linspace(-5e3, 5e3, shape[1])
         x = x.astype(dtype)
         dy = rng.normal(0, 1, shape).astype(dtype)
@@ -545,7 +545,7 @@ def test_lines_in_blocks_of_columns(name, dtype, monkeypatch):
 
 @scalar
 def _total(x):
-    s = 0.0
+    s = F(0)
     for i in lanes(x.size):
         s += x[i]
     return lanes_sum(s)
@@ -571,6 +571,54 @@ def _loop_name_after(x, y):
     y[0] = v
 
 
+def _loop_name_in_a_later_loop(x, y):
+    for i in lanes(x.size):
+        last = x[i]
+    for i in lanes(x.size):
+        y[i] = last
+
+
+def _untyped_sum(x, y):
+    s = 0
+    for i in lanes(x.size):
+        s += x[i]
+    for i in lanes(x.size):
+        y[i] = s
+
+
+def _lanes_of_two(x, y):
+    for i in lanes(1, x.size):
+        y[i] = x[i]
+
+
+@scalar
+def _first(x):
+    return x[0]
+
+
+def _line_passed_whole(x, y):
+    f = _first(x)
+    for i in lanes(x.size):
+        y[i] = f
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_float64_backwards_down_long_lines_of_columns(name):
+    """Lines of 4000 along axis 0, side by side (``backends.columns``): a column's sums add
+    one element after the other, so they add blocks of 64 first (one running float64 sum
+    put dx from x 3.9e-12 off down 5000, where dy - Σ cancels)."""
+    rng = np.random.default_rng(4000)
+    x = rng.normal(0, 8, (4000, 160))
+    dy = rng.normal(0, 1, x.shape)
+    act = fastgd.activations[name]
+    y = act.forward(x, axis=0, backend="numpy")
+    for got, want in [
+        (act.backward(dy, x, axis=0), act.backward(dy, x, axis=0, backend="numpy")),
+        (act.backward(dy, y=y, axis=0), act.backward(dy, y=y, axis=0, backend="numpy")),
+    ]:
+        assert_backward_contract(got, want, dy, np.float64, f"{name} down 4000")
+
+
 def test_row_functions_as_column_functions():
     """``backends.columns`` rewrites a row function into one over columns: each column
     gets the row function's result, helpers that loop over lanes inlined; what it cannot
@@ -584,9 +632,24 @@ def test_row_functions_as_column_functions():
     fn(x, y, 1, 5)
     np.testing.assert_array_equal(y[:, 1:5], x[:, 1:5] - x[:, 1:5].mean(axis=0))
     assert (y[:, [0, 5]] == 0).all()
-    for f in (_branching, _loop_name_after):
+    # each computed something else, silently: the last column's value for every column,
+    # an int64 sum, the lines from 0, row 0 of the plane
+    for f in (_branching, _loop_name_after, _loop_name_in_a_later_loop, _untyped_sum,
+              _lanes_of_two, _line_passed_whole):
         with pytest.raises(NotImplementedError):
             columns(f)
+
+
+def test_lines_that_are_few_and_long_run_as_rows():
+    """Blocks of COLUMN_MIN_BYTES, two a thread at least: fewer run the lines as rows
+    (softmax down 2^20 rows of 64 float32 took 241 ms in 4 blocks, 195 as rows)."""
+    from fastgd.backends.numba_backend import NumbaBackend
+
+    fits = NumbaBackend.fits_columns
+    assert not fits([np.empty((1, 1 << 16, 64), np.float32)])
+    assert fits([np.empty((1, 4096, 256), np.float32)])
+    assert fits([np.empty((1, 3, 64), np.float32)])  # small: serial, one block
+    assert not fits([np.empty((1, 4096, 256), np.float32), np.empty((256, 4096)).T[None]])
 
 
 def test_softmax_special_rows():

@@ -913,6 +913,11 @@ def test_scalars_beyond_the_params_dtype(backend):
         opt.step([np.full(3, 2.0), np.full(3, np.inf, np.float32)])
     np.testing.assert_array_equal(a, 0.8)
     assert (b == -np.inf).all() and opt.step_count == 1  # the inf gradient, unclipped
+    # a float64 param after a float32 one keeps the clip (the float32's inf was taken for all)
+    params = {"a32": np.zeros(4, np.float32), "b64": np.zeros(4)}
+    opt = fastgd.SGD(params, lr=1.0, clip_value=1e39, backend=backend)
+    opt.step({"a32": np.ones(4, np.float32), "b64": np.full(4, 1e300)})
+    assert (params["b64"] == -1e39).all() and (params["a32"] == -1).all()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -381,7 +381,7 @@ class RowActivation(Activation):
                  reference_backward, reference_backward_from_input=None, narrow=(),
                  wide_lines=(), doc=""):
         """``wide_lines``: directions that compute in float64 along an axis other than the
-        last, where they are narrow along rows (their loops over a line do not vectorize).
+        last, where they are narrow along rows (their sums along a line do not vectorize).
         ``reference_backward_from_input``: the NumPy backend's backward from x where the
         reference forward's rounded y would lose digits (default: the backward of that y)."""
         super().__init__(name, row_forward, row_backward, reference, reference_backward,

@@ -15,8 +15,12 @@ into one that runs the columns ``j0 <= j < j1`` of a plane ``a[o]`` (length, inn
 
 Every column sees the row function's operations in the row function's order. What the
 rewrite takes: assignments and augmented assignments to names, element stores ``a[k] = v``,
-``for`` over ``lanes(...)`` or over a ``range`` the same for every column, and calls; anything
-else raises ``NotImplementedError``.
+``for`` over ``lanes(n)`` or over a ``range`` the same for every column, and calls given
+elements (a line passed whole must go to a helper that loops over lanes); anything else
+raises ``NotImplementedError``, as do a name an element loop sets and another part reads,
+and a data-dependent name first set to a bare number. Such a name keeps the type of its
+first value (``s = W(0)`` for a wide sum), where Numba would widen a scalar to the types it
+is given later.
 """
 
 from __future__ import annotations
@@ -29,6 +33,10 @@ import textwrap
 import numpy as np
 
 K, J0, J1, WIDTH = "_k", "_j0", "_j1", "_width"  # column in the block, the block, its width
+#: A column's sums add this many elements into a partial sum before they add that into
+#: theirs: a row's sums run in the lanes of a vector loop, a column's one element after the
+#: other (float64 softmax backward down 5000 rows: 3.9e-12 off in one running sum).
+SUM_BLOCK = 64
 
 
 def _is_lanes_loop(node) -> bool:
@@ -84,6 +92,12 @@ def _inline(body: list, glb: dict, count: list) -> list:
             out.append(stmt)
             continue
         tree = _function(helper)
+        differ = [n for n in _loaded(tree) if n in helper.__globals__
+                  and glb.get(n, None) is not helper.__globals__[n]]
+        if differ:  # its statements run with the caller's globals
+            raise NotImplementedError(f"{helper.__name__} reads {sorted(differ)}, which "
+                                      f"{'differ' if len(differ) > 1 else 'differs'} in the "
+                                      "caller's module")
         *steps, ret = tree.body
         if not isinstance(ret, ast.Return) or any(
                 isinstance(n, ast.Return) for s in steps for n in ast.walk(s)):
@@ -113,6 +127,26 @@ def _reads_elements(node, arrays) -> bool:
                and n.value.id in arrays for n in ast.walk(node))
 
 
+def _own_names_read_elsewhere(body: list, loop, own: set) -> set:
+    """The names of ``own`` (set in element loop ``loop`` only) read outside it, other
+    element loops' reads of the names they set themselves not counted."""
+    read = set()
+
+    def visit(node, local):
+        if node is loop:
+            return
+        if _is_lanes_loop(node):
+            local = local | _stored(node.body)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local:
+            read.add(node.id)
+        for child in ast.iter_child_nodes(node):
+            visit(child, local)
+
+    for s in body:
+        visit(s, set())
+    return read & own
+
+
 def _varying(body: list, arrays: set, given: set) -> set:
     """The names outside element loops whose value differs between columns: ``given`` (the
     per-line parameters), those also set in an element loop, and those set from data or from
@@ -133,16 +167,12 @@ def _varying(body: list, arrays: set, given: set) -> set:
             else:
                 raise NotImplementedError(f"a row function statement: {ast.unparse(s)}")
 
-    def loads_outside(stmts):
-        return {n for s in stmts if not _is_lanes_loop(s)
-                for n in (loads_outside(s.body) | _loaded(s.iter) if isinstance(s, ast.For)
-                          else _loaded(s))}
-
     walk(body)
-    used_after = loads_outside(body)
-    if (inside - outside) & used_after:  # a loop's own name read after it: which column's?
-        raise NotImplementedError(f"{sorted((inside - outside) & used_after)} set in an "
-                                  "element loop only and read outside it")
+    for loop in (n for s in body for n in ast.walk(s) if _is_lanes_loop(n)):
+        read = _own_names_read_elsewhere(body, loop, _stored(loop.body) - outside)
+        if read:  # which column's value would that be?
+            raise NotImplementedError(f"{sorted(read)}: set in an element loop only and read "
+                                      "outside it")
     varying = (inside & outside) | given
     changed = True
     while changed:
@@ -167,6 +197,9 @@ class _Columns(ast.NodeTransformer):
     def visit_Name(self, node):
         if node.id in self.varying:
             return ast.Subscript(ast.Name(node.id, ast.Load()), ast.Name(K, ast.Load()), node.ctx)
+        if node.id in self.arrays:  # not an element, not its .size: a call given the line
+            raise NotImplementedError(f"{node.id} passed whole: a helper that reads a line "
+                                      "must loop over lanes (and is inlined)")
         return node
 
     def visit_Attribute(self, node):
@@ -179,7 +212,7 @@ class _Columns(ast.NodeTransformer):
         if isinstance(node.value, ast.Name) and node.value.id in self.arrays:
             if self.views is None:
                 raise NotImplementedError("an element read outside an element loop")
-            index = ast.unparse(node.slice)
+            index = ast.unparse(_Columns(self.arrays, set()).visit(node.slice))  # a.size
             view = self.views.setdefault((node.value.id, index),
                                          f"_{node.value.id}{len(self.views)}")
             return ast.Subscript(ast.Name(view, ast.Load()), ast.Name(K, ast.Load()), node.ctx)
@@ -201,6 +234,9 @@ def _over_columns(stmts: list, lines_first=()) -> list:
 class _Rewrite:
     def __init__(self, arrays: set, varying: set):
         self.arrays, self.varying, self.made = arrays, varying, set()
+        # in a loop over blocks: the names it sets, the arrays made before it, and those
+        # made in it
+        self.loop_names, self.hoisted, self.made_in_loop = None, [], set()
 
     def uniform(self, node):
         """An expression the same for every column (only ``a.size`` rewritten)."""
@@ -215,7 +251,13 @@ class _Rewrite:
                 out += self.element_loop(s)
             elif isinstance(s, ast.For):
                 s.iter = self.uniform(s.iter)
+                outermost = self.loop_names is None
+                if outermost:
+                    self.loop_names = _stored([s])
                 s.body = self.block(s.body)
+                if outermost:  # arrays first set in it made once, before it
+                    out += self.hoisted
+                    self.loop_names, self.hoisted, self.made_in_loop = None, [], set()
                 out.append(s)
             else:
                 out += self.scalar(s)
@@ -247,11 +289,21 @@ class _Rewrite:
         if name is not None and name not in self.made:
             if isinstance(s, ast.AugAssign):
                 raise NotImplementedError(f"{name} is updated before it is set")
+            if isinstance(s.value, ast.Constant):  # its array would take the constant's type
+                raise NotImplementedError(f"{ast.unparse(s)}: give {name} its type, e.g. "
+                                          f"{name} = F({ast.unparse(s.value)})")
             self.made.add(name)
             first = value.replace(f"[{K}]", "[0]")
-            out.append(ast.parse(f"{name} = np.full({WIDTH}, {first})").body[0])
-            if first == value:  # the same for every column: set
-                return out
+            make = ast.parse(f"{name} = np.full({WIDTH}, {first})").body[0]
+            if (self.loop_names is not None and first == value
+                    and not _loaded(s.value) & self.loop_names):
+                self.hoisted.append(make)  # set again below, each time round
+            else:
+                out.append(make)
+                if self.loop_names is not None:
+                    self.made_in_loop.add(name)
+                if first == value:  # the same for every column: set
+                    return out
         op = "=" if isinstance(s, ast.Assign) else ast.unparse(
             ast.AugAssign(ast.Name("v"), s.op, ast.Constant(0))).split()[1]
         return out + _over_columns(ast.parse(f"{target} {op} {value}").body)
@@ -267,20 +319,45 @@ class _Rewrite:
 
     def element_loop(self, loop) -> list:
         """``for i in lanes(n)`` as ``for i in range(n)`` around a loop over the columns, the
-        row views of the elements it reads and writes taken before that."""
-        views = {}
-        rewrite = _Columns(self.arrays, self.varying, views)
-        body = []
+        row views of the elements it reads and writes taken before that. Its sums ``s += v``
+        (``s`` read nowhere else in it) add blocks of :data:`SUM_BLOCK` elements first."""
+        if len(loop.iter.args) != 1 or loop.iter.keywords:
+            raise NotImplementedError(f"{ast.unparse(loop.iter)}: lanes takes one length")
         for s in loop.body:
             if not isinstance(s, (ast.Assign, ast.AugAssign)):
                 raise NotImplementedError(f"in an element loop: {ast.unparse(s)}")
-            body.append(rewrite.visit(s))
+        read = {n for s in loop.body for n in _loaded(s.value)}
+        sums = {s.target.id: f"_part_{s.target.id}" for s in loop.body
+                if isinstance(s, ast.AugAssign) and isinstance(s.op, ast.Add)
+                and isinstance(s.target, ast.Name) and s.target.id in self.varying
+                and s.target.id not in read}
+        views = {}
+        rewrite = _Columns(self.arrays, self.varying | set(sums.values()), views)
+        body = [rewrite.visit(_Rename(sums).visit(s)) for s in loop.body]
         lines = self.views(views, _stored(loop.body) - self.varying)
-        n = self.uniform(loop.iter.args[0])
-        outer = ast.For(loop.target, ast.Call(ast.Name("range", ast.Load()), [n], []),
-                        _over_columns(body, lines), [])
-        return [outer]
-
+        n = ast.unparse(self.uniform(loop.iter.args[0]))
+        i = ast.unparse(loop.target)
+        if not sums:
+            outer = ast.parse(f"for {i} in range({n}):\n    pass").body[0]
+            outer.body = _over_columns(body, lines)
+            return [outer]
+        # each sum: blocks into a partial sum, the partial sums into it
+        make = [ast.parse(f"{part} = np.zeros_like({name})").body[0]
+                for name, part in sums.items()]
+        if self.loop_names is not None and not set(sums) & self.made_in_loop:
+            self.hoisted += make  # once, before the loop around
+            make = []
+        text = [f"for _b in range(0, {n}, {SUM_BLOCK}):"]
+        text += [f"    for {K} in range({WIDTH}):\n        {part}[{K}] = 0"
+                 for part in sums.values()]
+        text += [f"    for {i} in range(_b, min(_b + {SUM_BLOCK}, {n})):", "        pass"]
+        text += [f"    for {K} in range({WIDTH}):\n        {name}[{K}] += {part}[{K}]"
+                 for name, part in sums.items()]
+        blocks = ast.parse("\n".join(text)).body[0]
+        inner = next(s for s in blocks.body if isinstance(s, ast.For)
+                     and ast.unparse(s.target) == i)
+        inner.body = _over_columns(body, lines)
+        return [*make, blocks]
 
 @functools.cache
 def columns(fn, n_arrays=None, n_per_line=0):

@@ -296,6 +296,7 @@ class Optimizer:
         overflows float32, where it would have written inf into the params."""
         typed = {}
         for dtype, top in self._step_dtypes:
+            values = scalars  # this dtype's: a float64 after a float32 keeps its clip
             if top is not None:
                 rest = scalars[1:]
                 if rest and (max(rest) > top or min(rest) < -top):
@@ -304,9 +305,9 @@ class Optimizer:
                         f"this step's lr or hyperparameters give {big:g}, beyond the range of "
                         f"the {dtype} params (max {top:g}); lr was {lr:g}")
                 if top < abs(scalars[0]) < math.inf:
-                    scalars = (math.inf, *scalars[1:])
+                    values = (math.inf, *rest)
             if self.backend.name != "numpy":
-                typed[dtype] = self.backend.typed_scalars(scalars, dtype)
+                typed[dtype] = self.backend.typed_scalars(values, dtype)
         return typed
 
     def _grads(self, grads):
