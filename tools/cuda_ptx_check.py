@@ -123,7 +123,9 @@ def run_everything(be):
         for name, target, kw in (("cross_entropy", labels, {"label_smoothing": 0.1}),
                                  ("cross_entropy", probs, {}), ("mse", probs, {}),
                                  ("binary_cross_entropy_with_logits", probs, {})):
-            nn.get_loss(name, "mean", **kw).value_and_grad(wide, target, backend="cuda")
+            loss = nn.get_loss(name, "mean", **kw)
+            loss.value_and_grad(wide, target, backend="cuda")
+            loss.value(wide, target, backend="cuda")  # the loss alone: kernels of its own
         F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
         F.add(be, x, x, np.empty_like(x))
 

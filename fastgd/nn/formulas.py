@@ -257,11 +257,29 @@ def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
         gap += m - v
         q = off + (W(1) - eps if i == k else W(0))
         dx[i] = F(g * (exp(v - m) * r - q))
-    gap = lanes_sum(gap)
+    return label_loss(x, k, m, s, lanes_sum(gap), eps, off)
+
+
+def cross_entropy_labels_loss(x, label, eps_hi, eps_lo):
+    """Row: :func:`cross_entropy_labels`' loss alone, without its gradient (one exponential
+    per element instead of two: the loss's value for evaluation)."""
+    n = x.size
+    m, s = exp_sum(x)
+    eps = W(eps_hi) + W(eps_lo)
+    gap = W(0)
+    for i in lanes(n):
+        gap += m - W(x[i])
+    return label_loss(x, int(label), m, s, lanes_sum(gap), eps, eps / W(n))
+
+
+@scalar
+def label_loss(x, k, m, s, gap, eps, off):
+    """The loss of a row against label ``k`` from :func:`exp_sum`'s (m, s) and
+    gap = Σ (m - x_i), with smoothing ε = ``eps`` and off = ε/C."""
     smooth = off * gap if eps != W(0) else W(0)
     if eps != W(0) and gap == W(inf):  # float64 logits near finfo.min: the sum overflowed
         scaled = W(0)  # before its scaling by ε/C; sum the scaled terms (inf only if one is)
-        for i in lanes(n):
+        for i in lanes(x.size):
             scaled += off * (m - W(x[i]))
         smooth = lanes_sum(scaled)
     # the label's term only with weight: at ε = 1 a -inf label logit adds 0, not 0·inf (the
@@ -278,20 +296,33 @@ def cross_entropy_probs(x, t, dx, gscale, eps_hi, eps_lo):
     m, s = exp_sum(x)
     eps = W(eps_hi) + W(eps_lo)
     off = eps / W(n) if n > 0 else W(0)
-    sq = W(0)
-    gap = W(0)
-    for i in lanes(n):
-        q = (W(1) - eps) * W(t[i]) + off
-        sq += q
-        gap += q * (m - W(x[i]))
-    sq = lanes_sum(sq)
-    gap = lanes_sum(gap)
+    sq, gap = probs_sums(x, t, m, eps, off)
     rs = sq / s
     g = W(gscale)
     for i in lanes(n):
         q = (W(1) - eps) * W(t[i]) + off
         dx[i] = F(g * (exp(W(x[i]) - m) * rs - q))
     return F(gap + (sq * log(s) if sq != W(0) else W(0)))
+
+
+def cross_entropy_probs_loss(x, t, eps_hi, eps_lo):
+    """Row: :func:`cross_entropy_probs`' loss alone, without its gradient."""
+    m, s = exp_sum(x)
+    eps = W(eps_hi) + W(eps_lo)
+    sq, gap = probs_sums(x, t, m, eps, eps / W(x.size) if x.size > 0 else W(0))
+    return F(gap + (sq * log(s) if sq != W(0) else W(0)))
+
+
+@scalar
+def probs_sums(x, t, m, eps, off):
+    """(Σ q_i, Σ q_i·(m - x_i)) of :func:`cross_entropy_probs`, q = (1 - ε)·t + ε/C."""
+    sq = W(0)
+    gap = W(0)
+    for i in lanes(x.size):
+        q = (W(1) - eps) * W(t[i]) + off
+        sq += q
+        gap += q * (m - W(x[i]))
+    return lanes_sum(sq), lanes_sum(gap)
 
 
 @scalar

@@ -107,15 +107,15 @@ class Loss:
         return self._evaluate(x, target, grad_output, backend, check, True)
 
     def value(self, x, target, backend=None, check=True):
-        """The loss alone: mse and BCE then compute no gradient (its array doubled the
-        memory a value-only call took)."""
+        """The loss alone, no gradient computed (its array doubled the memory a value-only
+        call took; cross-entropy's, one exponential more per element)."""
         return self._evaluate(x, target, 1.0, backend, check, False)[0]
 
     __call__ = value
 
     def _evaluate(self, x, target, grad_output, backend, check, with_grad):
         """``(loss, gradient or None)``: :meth:`value_and_grad`'s work, the gradient only
-        ``with_grad`` (cross-entropy's rows compute it anyway)."""
+        ``with_grad``."""
         x, target = _arrays.as_array(x), _arrays.as_array(target)
         if self.name == "cross_entropy" and len(_arrays.shape_of(x)) == 1:
             t_shape = _arrays.shape_of(target)
@@ -125,8 +125,9 @@ class Loss:
                                  f"got a target of shape {t_shape}")
             batch = (1, *t_shape)
             loss, grad = self._evaluate(x.reshape(1, -1), target.reshape(batch),
-                                        grad_output, backend, check, True)
-            return (loss.reshape(()) if self.reduction == "none" else loss), grad.reshape(-1)
+                                        grad_output, backend, check, with_grad)
+            return ((loss.reshape(()) if self.reduction == "none" else loss),
+                    None if grad is None else grad.reshape(-1))
         be = resolve(backend, x, target)
         if check:
             self.check(x, target, be)
@@ -165,7 +166,7 @@ class Loss:
             grad = (grad * (scale[:, None] if self.name == "cross_entropy"
                             and not isinstance(scale, float) else scale)).astype(dtype)
         elif self.name == "cross_entropy":
-            loss, grad = self._cross_entropy(be, x, target, scale, dtype)
+            loss, grad = self._cross_entropy(be, x, target, scale, dtype, with_grad)
         else:
             loss, grad = self._elementwise(be, x, target, scale, dtype, with_grad)
         if self.reduction == "none":
@@ -191,18 +192,24 @@ class Loss:
             loss, grad = ref.binary_cross_entropy_with_logits(x, target)
         return loss.astype(dtype), grad
 
-    def _cross_entropy(self, be, x, target, scale, dtype):
+    def _cross_entropy(self, be, x, target, scale, dtype, with_grad=True):
+        """Rows of logits: the loss of each, and ``with_grad`` the gradient (without it, one
+        exponential per element instead of two)."""
         n = _arrays.shape_of(x)[0]
-        grad = be.empty(_arrays.shape_of(x), dtype)
+        grad = be.empty(_arrays.shape_of(x), dtype) if with_grad else None
         loss = be.empty((n,), dtype)
         gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
         if _is_integer(target):
             # labels reach the row function in the compute type: exact in float32 up to 2^24
             compute = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
-            fn, arrays, per_row = fm.cross_entropy_labels, [x, grad], [target, gscale]
+            fn, arrays, per_row = ((fm.cross_entropy_labels, [x, grad], [target, gscale])
+                                   if with_grad else
+                                   (fm.cross_entropy_labels_loss, [x], [target]))
         else:
             compute = dtype
-            fn, arrays, per_row = fm.cross_entropy_probs, [x, target, grad], [gscale]
+            fn, arrays, per_row = ((fm.cross_entropy_probs, [x, target, grad], [gscale])
+                                   if with_grad else
+                                   (fm.cross_entropy_probs_loss, [x, target], []))
         be.rows(fn, arrays, per_row=per_row, scalars=_parts(self.smoothing, compute),
                 result=loss, compute=compute)
         return loss, grad

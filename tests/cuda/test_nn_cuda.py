@@ -270,12 +270,19 @@ def test_model_state_dict_round_trip_on_cuda():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("name", ["mse", "binary_cross_entropy_with_logits"])
-def test_a_loss_value_alone_on_cuda(name, reduction):
+@pytest.mark.parametrize(("name", "kw"), [
+    ("mse", {}), ("binary_cross_entropy_with_logits", {}), ("cross_entropy", {}),
+    ("cross_entropy", {"label_smoothing": 0.1}),
+])
+def test_a_loss_value_alone_on_cuda(name, kw, reduction):
     """Loss.value runs the loss formula alone (no gradient array) on the GPU too."""
     rng = np.random.default_rng(8)
     x, t = rng.standard_normal((8, 300)), rng.random((8, 300))
-    loss = nn.get_loss(name, reduction)
+    if kw:
+        t = rng.integers(0, 300, 8)
+    elif name == "cross_entropy":
+        t /= t.sum(axis=1, keepdims=True)
+    loss = nn.get_loss(name, reduction, **kw)
     got = loss.value(dev(x), dev(t))
     want = loss.value(x, t, backend="numpy")
     np.testing.assert_allclose(host(got) if reduction == "none" else got, want, rtol=1e-12,
