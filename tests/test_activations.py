@@ -591,6 +591,32 @@ def _lanes_of_two(x, y):
         y[i] = x[i]
 
 
+def _later_read_first(x, y):
+    for i in lanes(x.size):
+        v = x[i]
+    for i in lanes(x.size):
+        y[i] = v  # the previous element's: read before this loop sets it
+        v = x[i]
+
+
+def _decaying_sum(x, y):
+    s = F(0)
+    for i in lanes(x.size):
+        s *= F(0.5)
+        s += x[i]
+    for i in lanes(x.size):
+        y[i] = s
+
+
+def _sum_set_again(x, y):
+    s = F(0)
+    for i in lanes(x.size):
+        s = F(0)
+        s += x[i]
+    for i in lanes(x.size):
+        y[i] = s
+
+
 @scalar
 def _first(x):
     return x[0]
@@ -635,9 +661,30 @@ def test_row_functions_as_column_functions():
     # each computed something else, silently: the last column's value for every column,
     # an int64 sum, the lines from 0, row 0 of the plane
     for f in (_branching, _loop_name_after, _loop_name_in_a_later_loop, _untyped_sum,
-              _lanes_of_two, _line_passed_whole):
+              _lanes_of_two, _line_passed_whole, _later_read_first):
         with pytest.raises(NotImplementedError):
             columns(f)
+    # a sum set another way in its loop too is not blocked: past one block of 64 it had
+    # added a block's partial value where the row function replaces or scales it
+    x = np.arange(130.0 * 3).reshape(130, 3)
+    for f in (_decaying_sum, _sum_set_again, _centered):
+        got, want = np.zeros_like(x), np.zeros_like(x)
+        columns(f)(x, got, 0, 3)
+        for j in range(3):
+            f(x[:, j].copy(), line := np.zeros(130))
+            want[:, j] = line
+        np.testing.assert_array_equal(got, want, err_msg=f.__name__)
+
+
+def test_float32_log_softmax_along_another_axis_as_rows_computes_in_float64():
+    """Too few blocks of columns for the threads: the lines are swapped into rows, whose
+    float32 log_softmax reached 4.7 ULP on lines of 63 (``wide_lines`` was not applied)."""
+    act = fastgd.activations["log_softmax"]
+    x = np.random.default_rng(5).normal(0, 5, (20, 2, 63, 100)).astype(np.float32)
+    for k in range(20):
+        want = act.forward(x[k].astype(np.float64), axis=1, backend="numpy")
+        assert_forward_contract(act.forward(x[k], axis=1, backend="numba"), want, np.float32,
+                                f"log_softmax of sample {k} along axis 1")
 
 
 def test_lines_that_are_few_and_long_run_as_rows():

@@ -135,8 +135,12 @@ def _own_names_read_elsewhere(body: list, loop, own: set) -> set:
     def visit(node, local):
         if node is loop:
             return
-        if _is_lanes_loop(node):
-            local = local | _stored(node.body)
+        if _is_lanes_loop(node):  # its names are its own once it has set them
+            local = set(local)
+            for s in node.body:
+                visit(s, local)
+                local |= _stored([s])
+            return
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local:
             read.add(node.id)
         for child in ast.iter_child_nodes(node):
@@ -320,17 +324,21 @@ class _Rewrite:
     def element_loop(self, loop) -> list:
         """``for i in lanes(n)`` as ``for i in range(n)`` around a loop over the columns, the
         row views of the elements it reads and writes taken before that. Its sums ``s += v``
-        (``s`` read nowhere else in it) add blocks of :data:`SUM_BLOCK` elements first."""
+        (``s`` read and set nowhere else in it) add blocks of :data:`SUM_BLOCK` elements
+        first."""
         if len(loop.iter.args) != 1 or loop.iter.keywords:
             raise NotImplementedError(f"{ast.unparse(loop.iter)}: lanes takes one length")
         for s in loop.body:
             if not isinstance(s, (ast.Assign, ast.AugAssign)):
                 raise NotImplementedError(f"in an element loop: {ast.unparse(s)}")
         read = {n for s in loop.body for n in _loaded(s.value)}
+        other = {n for s in loop.body if not (isinstance(s, ast.AugAssign)
+                                              and isinstance(s.op, ast.Add))
+                 for n in _stored([s])}  # set another way than by += in this loop
         sums = {s.target.id: f"_part_{s.target.id}" for s in loop.body
                 if isinstance(s, ast.AugAssign) and isinstance(s.op, ast.Add)
                 and isinstance(s.target, ast.Name) and s.target.id in self.varying
-                and s.target.id not in read}
+                and s.target.id not in read | other}
         views = {}
         rewrite = _Columns(self.arrays, self.varying | set(sums.values()), views)
         body = [rewrite.visit(_Rename(sums).visit(s)) for s in loop.body]
