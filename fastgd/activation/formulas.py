@@ -638,7 +638,8 @@ def log_softmax_row(x, y):
     ``SUM_BLOCK`` in the working type (a loop that mixes in W runs at W's vector width), the
     blocks in W: accurate where the block loop vectorizes into partial sums, so it only
     reads x (a store into y, which may be x, kept it scalar: 6.7 ULP in place). Lines along
-    another axis, whose loops do not vectorize, compute in float64 (``wide_lines``)."""
+    another axis, walked one by one or swapped into rows, compute in float64
+    (``wide_lines``); side by side (``backends.columns``) their sums add blocks in float64."""
     m = row_max(x)
     t = W(0)
     k = W(0)

@@ -381,8 +381,9 @@ class RowActivation(Activation):
                  reference_backward, reference_backward_from_input=None, narrow=(),
                  wide_lines=(), doc=""):
         """``wide_lines``: directions that compute in float64 along an axis other than the
-        last, where they are narrow along rows (their sums along a line do not vectorize;
-        swapped into rows, lines of 63 reached 4.7 ULP in float32 log_softmax).
+        last (walked one by one, or swapped into rows: lines of 63 reached 4.7 ULP in
+        float32 log_softmax), where they are narrow along rows; side by side their sums
+        add blocks in float64 (``backends.columns``).
         ``reference_backward_from_input``: the NumPy backend's backward from x where the
         reference forward's rounded y would lose digits (default: the backward of that y)."""
         super().__init__(name, row_forward, row_backward, reference, reference_backward,
@@ -464,7 +465,8 @@ class RowActivation(Activation):
             lines = (outer, length) if inner == 1 else (outer, length, inner)
             arrays = [be.as_shape(a, lines) for a in [*ins, flat if scratch else out]]
             if inner != 1 and hasattr(be, "columns") and be.fits_columns(arrays):
-                be.columns(fn, arrays, self._line_compute(be, dtype, direction))
+                # (their sums add blocks in float64: no wide_lines)
+                be.columns(fn, arrays, self._compute(dtype, direction, be))
             # (small arrays: the walk costs less than the swaps' threads and buffers)
             elif inner != 1 and size > config.PARALLEL_THRESHOLD and hasattr(be, "swap_lines"):
                 self._lines_as_rows(be, fn, arrays, dtype, direction)

@@ -13,7 +13,8 @@ into one that runs the columns ``j0 <= j < j1`` of a plane ``a[o]`` (length, inn
 * a helper that loops over ``lanes`` is inlined; ``lanes_sum``/``lanes_max`` are the value
   itself (one thread per line).
 
-Every column sees the row function's operations in the row function's order. What the
+Every column sees the row function's operations in the row function's order, but for its
+sums, which add blocks in float64 first (:data:`SUM_BLOCK`). What the
 rewrite takes: assignments and augmented assignments to names, element stores ``a[k] = v``,
 ``for`` over ``lanes(n)`` or over a ``range`` the same for every column, and calls given
 elements (a line passed whole must go to a helper that loops over lanes); anything else
@@ -33,9 +34,10 @@ import textwrap
 import numpy as np
 
 K, J0, J1, WIDTH = "_k", "_j0", "_j1", "_width"  # column in the block, the block, its width
-#: A column's sums add this many elements into a partial sum before they add that into
-#: theirs: a row's sums run in the lanes of a vector loop, a column's one element after the
-#: other (float64 softmax backward down 5000 rows: 3.9e-12 off in one running sum).
+#: A column's sums add this many elements into a float64 partial sum before they add that
+#: into theirs: a row's sums run in the lanes of a vector loop, a column's one element after
+#: the other (float64 softmax backward down 5000 rows: 3.9e-12 off in one running sum; a
+#: float32 sum, log_softmax's, is rounded once a block).
 SUM_BLOCK = 64
 
 
@@ -324,8 +326,8 @@ class _Rewrite:
     def element_loop(self, loop) -> list:
         """``for i in lanes(n)`` as ``for i in range(n)`` around a loop over the columns, the
         row views of the elements it reads and writes taken before that. Its sums ``s += v``
-        (``s`` read and set nowhere else in it) add blocks of :data:`SUM_BLOCK` elements
-        first."""
+        (``s`` read and set nowhere else in it) add blocks of :data:`SUM_BLOCK` elements in
+        float64 first."""
         if len(loop.iter.args) != 1 or loop.iter.keywords:
             raise NotImplementedError(f"{ast.unparse(loop.iter)}: lanes takes one length")
         for s in loop.body:
@@ -350,7 +352,7 @@ class _Rewrite:
             outer.body = _over_columns(body, lines)
             return [outer]
         # each sum: blocks into a partial sum, the partial sums into it
-        make = [ast.parse(f"{part} = np.zeros_like({name})").body[0]
+        make = [ast.parse(f"{part} = np.zeros({WIDTH}, np.float64)").body[0]
                 for name, part in sums.items()]
         if self.loop_names is not None and not set(sums) & self.made_in_loop:
             self.hoisted += make  # once, before the loop around
