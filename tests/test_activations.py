@@ -268,6 +268,24 @@ def test_prelu(shape, per_channel, backend, dtype):
     assert dw.shape == w.shape and dw.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(4096, 256), (300, 70), (20, 64), (5000, 8)])
+def test_prelu_dweight_of_channels_side_by_side(shape, dtype):
+    """prelu of (N, C) sums each channel's dweight down its column: side by side in blocks
+    (``backends.columns``, the row function's return value into a result per column), or,
+    8 channels, as rows swapped in; against a float64 sum."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 2, shape).astype(dtype)
+    dy = rng.normal(0, 1, shape).astype(dtype)
+    w = rng.uniform(0.05, 0.5, shape[1]).astype(dtype)
+    dx, dw = fastgd.prelu_backward(dy, x, w, backend="numba")
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    want = np.where(x64 > 0, 0.0, dy64 * x64).sum(axis=0)
+    np.testing.assert_allclose(dw, want, rtol=1e-6 if dtype == np.float32 else 1e-12,
+                               atol=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_array_equal(dx, np.where(x > 0, dy, (w * dy64).astype(dtype)))
+
+
 # -- backward from the forward output ----------------------------------------------------
 
 FROM_OUTPUT = [(n, p) for n, p in ELEMENTWISE if fastgd.activations[n].takes_output]
@@ -652,6 +670,9 @@ def test_row_functions_as_column_functions():
     from fastgd.backends.columns import columns
 
     x = np.arange(24.0).reshape(4, 6) ** 2
+    sums = np.zeros(6)
+    columns(_total)(x, sums, 2, 6)  # a row function's return value, per column
+    np.testing.assert_array_equal(sums, [0, 0, *x[:, 2:].sum(axis=0)])
     y = np.zeros_like(x)
     fn = columns(_centered)
     assert "_total(" not in fn.fastgd_source  # inlined

@@ -169,17 +169,19 @@ def grid_source(n_in, n_vec, n_out, n_scalars, loop, index):
     return "\n".join(lines + [pad + b for b in body]) + "\n"
 
 
-def columns_source(n_arrays: int, n_per_line: int, n_scalars: int, loop: str) -> str:
+def columns_source(n_arrays: int, n_per_line: int, n_scalars: int, loop: str,
+                   returns: bool = False) -> str:
     """Source of a ``columns`` kernel: ``fn`` (a row function rewritten by
     ``backends.columns``) on blocks of ``width`` columns of the planes ``a[o]`` of 3-D
     C-contiguous arrays (outer, length, inner), the blocks spread over the threads; the
-    vectors ``p`` (one value per column) and scalars ``s`` passed on whole."""
+    vectors ``p`` (one value per column) and scalars ``s`` passed on whole; ``returns``:
+    the value of each line into ``res[o, j]``."""
     arrays = _names("a", n_arrays)
     rest = _names("p", n_per_line) + _names("s", n_scalars)
     header = HEADERS[loop].format(i="t", n="a0.shape[0] * blocks")
-    planes = ", ".join([f"{a}[o]" for a in arrays] + rest)
+    planes = ", ".join([f"{a}[o]" for a in arrays] + rest + (["res[o]"] if returns else []))
     return "\n".join([
-        f"def kernel({', '.join(arrays + rest)}, width):",
+        f"def kernel({', '.join(arrays + rest + (['res'] if returns else []))}, width):",
         "    inner = a0.shape[2]",
         "    blocks = (inner + width - 1) // width",
         f"    {header}",

@@ -34,6 +34,7 @@ import textwrap
 import numpy as np
 
 K, J0, J1, WIDTH = "_k", "_j0", "_j1", "_width"  # column in the block, the block, its width
+RESULT = "_returned"  # what a row function returns, per column
 #: A column's sums add this many elements into a float64 partial sum before they add that
 #: into theirs: a row's sums run in the lanes of a vector loop, a column's one element after
 #: the other (float64 softmax backward down 5000 rows: 3.9e-12 off in one running sum; a
@@ -373,15 +374,19 @@ class _Rewrite:
 def columns(fn, n_arrays=None, n_per_line=0):
     """``fn(a..., p..., s...)``, a row function of ``n_arrays`` arrays (default: all its
     parameters), ``n_per_line`` values per line and scalars, as
-    ``fn_columns(a..., p..., s..., j0, j1)`` over the columns ``j0:j1`` of 2-D C-contiguous
-    planes ``a`` (length, inner), with ``p`` the vectors of one value per column (cast to
-    ``F`` as a rows kernel casts them): what ``fn`` does to one line ``a[:, j]``, for every
-    j of the block (see the module docstring)."""
+    ``fn_columns(a..., p..., s..., [res,] j0, j1)`` over the columns ``j0:j1`` of 2-D
+    C-contiguous planes ``a`` (length, inner), with ``p`` the vectors of one value per column
+    (cast to ``F`` as a rows kernel casts them): what ``fn`` does to one line ``a[:, j]``, for
+    every j of the block (see the module docstring); a value ``fn`` returns (its last
+    statement) goes into ``res[j]``."""
     tree = _function(fn)
     params = [a.arg for a in tree.args.args]
     n_arrays = len(params) if n_arrays is None else n_arrays
     arrays, per_line = params[:n_arrays], params[n_arrays:n_arrays + n_per_line]
     body = _inline(tree.body, fn.__globals__, [0])
+    returns = bool(body) and isinstance(body[-1], ast.Return)
+    if returns:  # a value per line: set as a name, then stored into the result's columns
+        body[-1] = ast.Assign([ast.Name(RESULT, ast.Store())], body[-1].value)
     rewrite = _Rewrite(set(arrays), _varying(body, set(arrays), set(per_line)))
     rewrite.made.update(per_line)
     first = [ast.parse(f"{WIDTH} = {J1} - {J0}").body[0]]
@@ -390,9 +395,14 @@ def columns(fn, n_arrays=None, n_per_line=0):
                            f"for {K} in range({WIDTH}):\n"
                            f"    {p}[{K}] = F(_{p}[{J0} + {K}])").body
     args = ", ".join([*arrays, *(f"_{p}" for p in per_line), *params[n_arrays + n_per_line:],
-                      J0, J1])
+                      *(["_res"] if returns else []), J0, J1])
     definition = ast.parse(f"def {fn.__name__}_columns({args}):\n    pass")
-    definition.body[0].body = first + rewrite.block(body)
+    last = []
+    if returns:
+        value = f"{RESULT}[{K}]" if RESULT in rewrite.varying else RESULT
+        last = ast.parse(f"_res_view = _res[{J0}:{J1}]\n"
+                         f"for {K} in range({WIDTH}):\n    _res_view[{K}] = {value}").body
+    definition.body[0].body = first + rewrite.block(body) + last
     source = ast.unparse(ast.fix_missing_locations(definition))
     glb = dict(fn.__globals__, np=np)
     exec(compile(source, f"<{fn.__module__}.{fn.__name__} columns>", "exec"), glb)

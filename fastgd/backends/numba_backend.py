@@ -134,11 +134,12 @@ class NumbaBackend(HostArrays, CompiledBackend):
             enough = blocks >= 1
         return enough and all(x.flags.c_contiguous for x in arrays)
 
-    def columns(self, fn, arrays, compute, per_line=(), scalars=()):
+    def columns(self, fn, arrays, compute, per_line=(), scalars=(), result=None):
         """Run row function ``fn`` on the lines ``a[o, :, j]`` of 3-D C-contiguous
         ``arrays`` (outer, length, inner; lengths may differ) in blocks of columns side by
         side (``backends.columns``), with ``per_line`` vectors of one value per column and
-        ``scalars``, computing in ``compute``: blocks of about ``config.COLUMN_BLOCK``
+        ``scalars``, computing in ``compute``, the value ``fn`` returns for each line into
+        ``result`` (outer·inner values, C order): blocks of about ``config.COLUMN_BLOCK``
         elements and ``config.COLUMN_MIN_BYTES`` wide or more, whole cache lines, at least
         two per thread where the arrays allow."""
         from fastgd.backends.columns import columns
@@ -157,9 +158,12 @@ class NumbaBackend(HostArrays, CompiledBackend):
         compute = np.dtype(compute)
         loop = "serial" if size <= config.PARALLEL_THRESHOLD else "parallel"
         n = (len(arrays), len(per_line), len(scalars))
-        kernel = self._kernel(("columns", *n), lambda lp: codegen.columns_source(*n, lp),
+        returns = result is not None
+        kernel = self._kernel(("columns", *n, returns),
+                              lambda lp: codegen.columns_source(*n, lp, returns),
                               columns(fn, n[0], n[1]), compute, loop)
-        kernel(*arrays, *per_line, *(compute.type(s) for s in scalars), width)
+        res = (result.reshape(outer, inner),) if returns else ()
+        kernel(*arrays, *per_line, *(compute.type(s) for s in scalars), *res, width)
 
     def launch(self, kernel, n, args):
         kernel(*args)
