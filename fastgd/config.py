@@ -30,10 +30,11 @@ CHEAP_PARALLEL_THRESHOLD = 1 << 15
 #: block of 16 float32 columns took a cache line per row, a page every few rows (BatchNorm1d's
 #: backward of 4096x256: 1.67 ms against 0.76 for 64 columns; softmax along axis 0 of
 #: 256x4096, blocks of 2^12, 2^14, 2^16 elements: 1.07, 0.55, 0.48 ms; 2-core SPR VM).
+#: Lines closer together, or too few for two blocks a thread, run as rows instead (swapped
+#: in and out): BatchNorm1d of 65536x32 float32, two blocks of 16 columns, took 5.8 ms, as
+#: rows 5.3.
 COLUMN_BLOCK = 1 << 16
 COLUMN_MIN_BYTES = 256
-#: Lines closer together than COLUMN_MIN_BYTES run as rows instead (swapped in and out):
-#: BatchNorm1d of 65536x32 float32, two blocks of 16 columns, took 5.8 ms, as rows 5.3.
 #: The bias gradient's column sums (fastgd.nn) run serially up to this many elements: their
 #: parallel kernel also allocates and reduces one partial row per thread. 2-core SPR VM,
 #: float32, serial vs parallel: 1.0 vs 5.4 us at 64x128, 4.8 vs 13.9 at 512x128, 64-88 vs

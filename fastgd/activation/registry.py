@@ -582,9 +582,9 @@ class PReLU(Activation):
         """Whether x is (N, C) for the kernels (channels of one element: (N, C),
         (N, C, 1, 1)) with a slope per channel, on a host backend past PARALLEL_THRESHOLD
         elements: dx (and the forward) then run as a grid with the slopes per column, and
-        dweight as one row per channel over every sample (dy and x swapped). A row per (sample,
-        channel) of one element cost a row call each: prelu on (4096, 1024) took 13x
-        torch's time, its backward 1.6x."""
+        dweight as one sum per channel down its column (side by side, or as rows with dy and
+        x swapped). A row per (sample, channel) of one element cost a row call each: prelu
+        on (4096, 1024) took 13x torch's time, its backward 1.6x."""
         return (rows[1] == 1 and _arrays.size_of(weight) > 1 and hasattr(be, "swap_lines")
                 and rows[0] > config.PARALLEL_THRESHOLD)
 

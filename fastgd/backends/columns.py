@@ -59,8 +59,12 @@ def _function(fn) -> ast.FunctionDef:
 
 
 def _loops_over_lanes(fn) -> bool:
-    return callable(fn) and getattr(fn, "_fastgd_scalar", False) and any(
-        _is_lanes_loop(node) for node in ast.walk(_function(fn)))
+    return getattr(fn, "_fastgd_scalar", False) is True and _has_lanes_loop(fn)
+
+
+@functools.cache  # asked of every call in a row function: its source parsed once
+def _has_lanes_loop(fn) -> bool:
+    return any(_is_lanes_loop(node) for node in ast.walk(_function(fn)))
 
 
 class _Rename(ast.NodeTransformer):
@@ -106,10 +110,8 @@ def _inline(body: list, glb: dict, count: list) -> list:
                 isinstance(n, ast.Return) for s in steps for n in ast.walk(s)):
             raise NotImplementedError(f"{helper.__name__} must end in its only return")
         count[0] += 1
-        local = {n.id for s in steps for n in ast.walk(s)
-                 if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         names = {p.arg: a.id for p, a in zip(tree.args.args, call.args)}
-        names.update({v: f"_{helper.__name__}{count[0]}_{v}" for v in local})
+        names.update({v: f"_{helper.__name__}{count[0]}_{v}" for v in _stored(steps)})
         rename = _Rename(names)
         renamed = [rename.visit(s) for s in steps]
         out += _inline([*renamed, ast.Assign(stmt.targets, rename.visit(ret.value))], glb, count)
@@ -369,6 +371,7 @@ class _Rewrite:
                      and ast.unparse(s.target) == i)
         inner.body = _over_columns(body, lines)
         return [*make, blocks]
+
 
 @functools.cache
 def columns(fn, n_arrays=None, n_per_line=0):

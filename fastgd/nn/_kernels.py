@@ -144,7 +144,7 @@ def run_columns(be, fn, arrays, *, writes, per_column=(), scalars=(), result=Non
     ``writes`` (required: one left out would be lost on the CPU's swapped path only): the
     indices of the arrays ``fn`` writes, each whole before reading it. On the CPU the
     columns run in blocks side by side (``backends.columns``: BatchNorm1d's forward and
-    backward of 4096x256 2.9 -> 1.5 ms, torch 1.2), or, closer together than
+    backward of 4096x256 2.9 -> 1.7-1.9 ms, torch 1.2-1.3), or, closer together than
     ``config.COLUMN_MIN_BYTES`` and past ``config.PARALLEL_THRESHOLD`` elements, as
     contiguous rows: the other arrays swapped in (``cpu_memory.swap_lines``), the written
     ones swapped back (a walk down each column took a cache line per element)."""
