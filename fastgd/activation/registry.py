@@ -608,13 +608,9 @@ class PReLU(Activation):
             be.grid(m.leaky_relu_backward, [be.as_shape(a, columns) for a in (dy, x)],
                     [be.flat(weight)], [be.as_shape(flat, columns)])
             _write_back(out, flat, scratch)
-            lines = [be.as_shape(a, (1, *columns)) for a in (dy, x)]  # a line per channel
-            dweight = be.empty(columns[1], np.float64)  # each channel's whole sum
-            if hasattr(be, "columns") and be.fits_columns(lines):  # side by side
-                be.columns(m.prelu_dweight_row, lines, np.float64, result=dweight)
-            else:  # as rows: the lines swapped into them
-                dys, xs = (be.rows_of_lines(a)[0] for a in lines)
-                be.rows(m.prelu_dweight_row, [dys, xs], result=dweight, compute=np.float64)
+            dweight = be.empty(columns[1], np.float64)  # each channel's sum down its column
+            be.run_columns(m.prelu_dweight_row, [be.as_shape(a, columns) for a in (dy, x)],
+                           writes=(), result=dweight, compute=np.float64)
             return out, dweight.astype(dtype).reshape(_arrays.shape_of(weight))
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,

@@ -1,6 +1,6 @@
-"""How ``fastgd.nn`` runs its math: activation binding, column sums and column functions.
-Elementwise math with per-column vectors runs on the backends' grid loop
-(``CompiledBackend.grid``)."""
+"""How ``fastgd.nn`` runs its math: activation binding and column sums. Elementwise math
+with per-column vectors runs on the backends' grid loop (``CompiledBackend.grid``), line
+functions down the columns on ``CompiledBackend.run_columns``."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def column_sums(be, a, out):
     threads read neighbouring columns), on the CPU in row order (contiguous, vectorized),
     one float64 partial row per thread, as a column walk strides through memory."""
     if be.name == "cuda":
-        run_columns(be, fm.row_sum, [a], result=out, writes=())
+        be.run_columns(fm.row_sum, [a], result=out, writes=())
         return
     kernel = _cpu_column_sums(a.size > config.COLUMN_SUMS_PARALLEL_THRESHOLD)
     kernel(a, out)
@@ -136,32 +136,3 @@ def _cpu_column_sums(parallel: bool):
 
         _COLUMN_SUMS[parallel] = kernel
     return _COLUMN_SUMS[parallel]
-
-
-def run_columns(be, fn, arrays, *, writes, per_column=(), scalars=(), result=None):
-    """Run line function ``fn`` on each column of 2-D ``arrays`` (seen as ``(1, N, C)``;
-    arrays of another length, e.g. ``(k, C)`` outputs, give lines of that length).
-    ``writes`` (required: one left out would be lost on the CPU's swapped path only): the
-    indices of the arrays ``fn`` writes, each whole before reading it. On the CPU the
-    columns run in blocks side by side (``backends.columns``: BatchNorm1d's forward and
-    backward of 4096x256 2.9 -> 1.7-1.9 ms, torch 1.2-1.3), or, closer together than
-    ``config.COLUMN_MIN_BYTES`` and past ``config.PARALLEL_THRESHOLD`` elements, as
-    contiguous rows: the other arrays swapped in (``cpu_memory.swap_lines``), the written
-    ones swapped back (a walk down each column took a cache line per element)."""
-    lines = [a.reshape((1,) + tuple(a.shape)) for a in arrays]
-    if (hasattr(be, "columns") and result is None and be.fits_columns(lines)
-            and all(p.size == arrays[0].shape[1] for p in per_column)):
-        be.columns(fn, lines, arrays[0].dtype, per_column, scalars)  # side by side
-        return
-    if not (hasattr(be, "swap_lines") and arrays[0].size > config.PARALLEL_THRESHOLD):
-        be.rows(fn, lines, per_row=per_column, scalars=scalars, result=result,
-                compute=arrays[0].dtype)
-        return
-    rows = [be.empty((1, a.shape[2], a.shape[1]), a.dtype) if k in writes
-            else be.rows_of_lines(a) for k, a in enumerate(lines)]
-    be.rows(fn, [r[0] for r in rows], per_row=per_column, scalars=scalars, result=result,
-            compute=arrays[0].dtype)
-    for k in writes:
-        be.swap_lines(rows[k], lines[k])
-
-

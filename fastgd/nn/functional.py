@@ -15,7 +15,7 @@ import numpy as np
 
 from fastgd.nn import formulas as fm
 from fastgd.nn import reference as ref
-from fastgd.nn._kernels import bind, column_sums, run_columns
+from fastgd.nn._kernels import bind, column_sums
 from fastgd.nn._profile import PROFILE
 
 
@@ -74,7 +74,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
         if db_out is not None:
             column_sums(be, dz_out, db_out)
     else:
-        run_columns(be, bind(fm.act_grad_colsum, act), [dy, z, dz_out],
+        be.run_columns(bind(fm.act_grad_colsum, act), [dy, z, dz_out],
                     scalars=act.scalars, result=db_out, writes=(2,))
     _done(t0)
     return dz
@@ -88,7 +88,7 @@ def batch_norm_stats(be, h, eps, stats_out):
         for k, v in enumerate(ref.batch_norm_stats(h, eps)):
             stats_out[k] = v
     else:
-        run_columns(be, fm.bn_stats, [h, stats_out], scalars=(eps,), writes=(1,))
+        be.run_columns(fm.bn_stats, [h, stats_out], scalars=(eps,), writes=(1,))
     _done(t0)
     return stats_out
 
@@ -120,7 +120,7 @@ def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_ou
         grads_out[0], grads_out[1] = dgamma, dbeta
     else:
         line = fm.bn_backward if train else fm.bn_backward_eval
-        run_columns(be, bind(line, act), [dy, z, h, dx_out, grads_out],
+        be.run_columns(bind(line, act), [dy, z, h, dx_out, grads_out],
                     per_column=[mean, invstd, gamma], scalars=act.scalars, writes=(3, 4))
     _done(t0)
     return dx_out, grads_out
