@@ -1284,6 +1284,70 @@ def test_inputs_of_one_dense_layout_are_computed_in_place_of_memory(layout):
     np.testing.assert_array_equal(fastgd.gelu_backward(np.ascontiguousarray(dy), x), dwant)
 
 
+STRIDED_VIEWS = {  # index of a (40, 3, 70) array: views whose axes merge into two
+    "column slice": np.s_[:, :, :50],
+    "step": np.s_[:, :, ::2],
+    "rows of steps back": np.s_[::2, 1, ::-3],
+    "3-D, rows merged": np.s_[:, :, 10:60],
+    "short 1-D": np.s_[3, 1, ::3],
+}
+
+
+@pytest.mark.parametrize("view", list(STRIDED_VIEWS))
+@pytest.mark.parametrize(("name", "params", "dtype"),
+                         [(n, p, np.float32) for n, p in ELEMENTWISE]
+                         + [("gelu", {}, np.float64), ("softplus", {}, np.float64)])
+def test_strided_views_are_computed_where_they_lie(name, params, dtype, view):
+    """Views that are not dense (a column slice, a step) whose axes merge into two run as
+    2-D grids over the views themselves: the C-ordered copy's values bit for bit, from x
+    and from y, into a new C-ordered array, into a strided ``out`` and in place, the memory
+    around the view untouched (the general path copied each input first)."""
+    act = fastgd.activations[name]
+    rng = np.random.default_rng(5)
+    base = rng.normal(0, 4, (40, 3, 70)).astype(dtype)
+    index = STRIDED_VIEWS[view]
+    x, dy = base[index], rng.normal(0, 1, base.shape).astype(dtype)[index]
+    c = np.ascontiguousarray
+    want, dwant = act.forward(c(x), **params), act.backward(c(dy), c(x), **params)
+    got = act.forward(x, **params)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(act.backward(dy, x, **params), dwant)
+    if act.takes_output and params.get("negative_slope", 0) >= 0:
+        y = np.zeros(base.shape, dtype)
+        y[index] = want
+        np.testing.assert_array_equal(act.backward(dy, y=y[index], **params),
+                                      act.backward(c(dy), y=c(want), **params))
+    holder = np.full(base.shape, 7, dtype)
+    out = holder[index]
+    assert act.backward(dy, x, out=out, **params) is out
+    np.testing.assert_array_equal(out, dwant)
+    outside = np.ones(base.shape, bool)
+    outside[index] = False
+    assert np.all(holder[outside] == 7)
+    inside = base.copy()
+    assert act.forward(inside[index], out=inside[index], **params) is not None
+    np.testing.assert_array_equal(inside[index], want)
+    np.testing.assert_array_equal(inside[outside], base[outside])
+
+
+def test_a_strided_view_is_not_copied():
+    """The peak memory of sigmoid on a column slice and of its backward is the result."""
+    import tracemalloc
+
+    base = np.random.default_rng(1).normal(0, 1, (2048, 512)).astype(np.float32)
+    x = base[:, :256]
+    fastgd.sigmoid(x), fastgd.sigmoid_backward(x, x)  # compiled first
+    tracemalloc.start()
+    try:
+        fastgd.sigmoid(x)
+        fastgd.sigmoid_backward(x, x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.25 * x.nbytes
+
+
 def test_an_out_of_the_inputs_layout_that_overlaps_them_partly_gets_numpys_result():
     base = np.asfortranarray(np.linspace(-3, 3, 60, dtype=np.float32).reshape(6, 10))
     x, out = base[:, 1:], base[:, :-1]  # one layout, overlapping by all but a column

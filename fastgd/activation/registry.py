@@ -185,6 +185,13 @@ class Activation:
             return out
         views = _memory_order_views(be, ins, out, shape, dtype)
         if views is None:
+            grid = _grid_views(be, ins, out, shape, dtype)
+            if grid is not None:  # strided NumPy arrays, computed where they lie
+                out, arrays, out2 = grid
+                compute = self._compute(dtype, direction, be, scalars)
+                be.grid(self.math[direction][0], arrays, outs=(out2,), scalars=scalars,
+                        compute=compute)
+                return out
             out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
             arrays = [be.flat(a) for a in ins]
         else:
@@ -277,6 +284,41 @@ def _memory_order_views(be, ins, out, shape, dtype):
         if partial:
             return None
     return out, [a.ravel("K") for a in ins], out.ravel("K"), alias
+
+
+def _grid_views(be, ins, out, shape, dtype):
+    """``(out, ins, out)`` as 2-D views (rows, columns) of any strides, for NumPy arrays
+    that are not all C-contiguous (a column slice ``x[:, :k]``, a step ``x[:, ::2]``, an
+    ``out`` that is such a view), with ``out`` made in C order where not given; or None
+    where the axes do not merge into two in every array, ``out`` overlaps an input other
+    than element for element, or the backend runs no ``grid`` kernels on host arrays. The
+    general path copies such arrays to C order first: relu of ``x[:, :1024]`` of a
+    4096x2048 float32 took 3.6x as long as its loop over the view."""
+    if (getattr(be, "xp", None) is not np or not hasattr(be, "grid")
+            or any(type(a) is not np.ndarray for a in ins)
+            or (out is not None and type(out) is not np.ndarray)):
+        return None
+    if out is None:
+        out = np.empty(shape, dtype)
+    else:
+        _arrays.check_out(out, shape, dtype, be)
+        if _arrays.out_overlap(out, ins)[1]:
+            return None
+    arrays = [*ins, out]
+    dims = [(n, [a.strides[k] for a in arrays]) for k, n in enumerate(shape) if n != 1]
+    merged = []
+    for n, strides in dims:  # merge an axis into the one before where every array allows
+        if merged and all(s0 == s * n for s0, s in zip(merged[-1][1], strides)):
+            merged[-1] = (merged[-1][0] * n, strides)
+        else:
+            merged.append((n, strides))
+    if len(merged) > 2 or (len(merged) < 2 and out.size > config.PARALLEL_THRESHOLD):
+        return None  # (one long strided line would run on one thread)
+    merged = [(1, [0] * len(arrays))] * (2 - len(merged)) + merged
+    views = [np.lib.stride_tricks.as_strided(
+        a, (merged[0][0], merged[1][0]), (merged[0][1][k], merged[1][1][k]))
+        for k, a in enumerate(arrays)]
+    return out, views[:-1], views[-1]
 
 
 def _dense(a) -> bool:

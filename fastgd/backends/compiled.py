@@ -123,7 +123,7 @@ class CompiledBackend:
         if n == 0:
             return
         typed = tuple(s if isinstance(s, np.integer) else compute.type(s) for s in scalars)
-        loop = self.loop_for(n)
+        loop = self.loop_for(n, fn)  # cheap math serial further, as a map's
         key = ("grid", len(ins), len(vecs), len(outs), len(typed), index)
         kernel = self._kernel(
             key,
