@@ -323,3 +323,85 @@ def test_linear_sizes_must_be_ints(sizes):
     """Linear took int() of its sizes: 2.5 gave 2 rows, True 1, '4' 4 (MLP refused them)."""
     with pytest.raises(ValueError, match="Linear (in|out)_features must be an int >= 1"):
         nn.Linear(*sizes)
+
+
+def _one_step(model, x, y):
+    """A training forward and backward: the loss and a copy of every gradient."""
+    out = model.forward(x, train=True)
+    loss, g = nn.get_loss("cross_entropy").value_and_grad(out, y)
+    model.backward(g)
+    return loss, {k: v.copy() for k, v in model.grads.items()}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_model_trains_as_the_original(backend, how):
+    """``copy.deepcopy`` (a best model kept aside) and ``pickle`` of an MLP with batch norm,
+    dropout and residual blocks: its own arrays with the same values, the same loss and
+    gradients on the next step (dropout's seed and step, batch norm's running statistics
+    copied), its grads the arrays its layers write (batch norm's are views of one block),
+    and no last forward to run a backward from."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 4)).astype(np.float32), rng.integers(0, 3, 16)
+    model = nn.MLP([4, 8, 8, 3], "gelu", batch_norm=True, dropout=0.2, residual=True,
+                   backend=backend)
+    _one_step(model, x, y)
+    twin = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    assert twin.be is model.be
+    for key, value in model.params.items():
+        assert twin.params[key] is not value
+        np.testing.assert_array_equal(twin.params[key], value)
+    with pytest.raises(RuntimeError, match="needs a forward first"):
+        twin.backward(np.zeros((16, 3), np.float32))
+    want = _one_step(model, x, y)
+    got = _one_step(twin, x, y)
+    assert got[0] == want[0]
+    for key, g in want[1].items():
+        np.testing.assert_array_equal(got[1][key], g, err_msg=key)
+    for name, layer, key in twin._state():
+        if key in layer.grads:
+            assert twin.grads[name] is layer.grads[key], name
+    bn = next(m for m in twin.modules() if isinstance(m, nn.BatchNorm1d))
+    assert np.shares_memory(bn.grads["gamma"], bn._grad_block)
+
+
+def test_calling_a_model_needs_the_mode():
+    """``model(x)`` names its mode: an eval default had trained without batch statistics or
+    dropout, in silence; torch's modules keep a mode, these layers do not."""
+    model = nn.MLP([4, 8, 3], batch_norm=True, dropout=0.5, backend="numba")
+    x = np.random.default_rng(1).standard_normal((8, 4)).astype(np.float32)
+    with pytest.raises(TypeError, match="needs train=True .* or train=False"):
+        model(x)
+    np.testing.assert_array_equal(model(x, train=False), model.predict(x))
+    model(x, train=True)
+    assert model.layers[1].num_batches_tracked == 1 and model.layers[2].step == 1
+
+
+def test_dropout_layers_draw_independent_masks_unless_seeded():
+    """Two Dropout layers without a seed drop different elements (one default seed gave
+    every layer of a hand-built model the same mask); a seed, or the state_dict, gives the
+    same masks again."""
+    x = np.ones((64, 100), np.float32)
+    a, b = nn.Dropout(0.5), nn.Dropout(0.5)
+    mask_a = a.forward(x).copy() == 0
+    assert 0.3 < np.mean(mask_a != (b.forward(x) == 0)) < 0.7  # independent: half differ
+    c = nn.Dropout(0.5)
+    c.load_state_dict({"seed": np.int64(a.seed), "step": np.int64(0)})
+    np.testing.assert_array_equal(c.forward(x) == 0, mask_a)
+    np.testing.assert_array_equal(nn.Dropout(0.5, seed=3).forward(x),
+                                  nn.Dropout(0.5, seed=3).forward(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlp_input_gradient_on_request(backend):
+    """``MLP(input_grad=True)``: backward returns dL/dx (finite differences); the default
+    skips that product and returns None."""
+    model = nn.MLP([3, 5, 2], "tanh", backend=backend, dtype=np.float64, seed=4,
+                   input_grad=True)
+    _check_gradients(model, np.random.default_rng(2).standard_normal((6, 3)))
+    plain = nn.MLP([3, 5, 2], backend=backend, dtype=np.float64)
+    plain.forward(np.ones((2, 3)))
+    assert plain.backward(np.ones((2, 2))) is None

@@ -429,3 +429,26 @@ def test_a_value_alone_computes_no_gradient(name, target, kw, reduction):
     np.testing.assert_allclose(got, loss.value(x, t, backend="numpy"), rtol=1e-6)
     # the loss's own array (one per element, or per row for cross-entropy), no gradient
     assert peak < (0.5 if name == "cross_entropy" else 1.5) * x.nbytes
+
+
+@pytest.mark.parametrize("label_dtype", [np.float32, np.float64])
+def test_float_class_labels_get_the_hint_whatever_their_dtype(label_dtype):
+    """Float labels of shape (N,) are named as labels that must be integers, float64 ones
+    too (they got "mixed dtypes" before the hint)."""
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match="class labels must be integers"):
+        nn.cross_entropy(x, np.array([0.0, 2.0], label_dtype))
+
+
+def test_numpy_backend_loss_past_float32_is_inf_without_a_warning():
+    """A float32 loss past float32's range is inf on the NumPy backend as on the kernels,
+    without the cast's RuntimeWarning (a diverging run printed it every step)."""
+    import warnings
+
+    x = np.array([[1e38, -1e38, 0.0]], np.float32)
+    for backend in ("numpy", "numba"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            loss, grad = nn.get_loss("mse").value_and_grad(x, np.zeros_like(x),
+                                                           backend=backend)
+        assert loss == np.inf and np.isfinite(grad).all(), backend

@@ -538,3 +538,16 @@ def test_probability_targets_for_cross_entropy(backend):
     assert hist.loss[-1] < hist.loss[0]
     with pytest.raises(TypeError, match=r"integer labels or float32 probabilities \(40, 2\)"):
         nn.grad_norms(model, x, labels.astype(np.float32))
+
+
+def test_grad_norms_leaves_the_models_buffers_as_they_were():
+    """A probe of the gradient norms between epochs runs a training forward: batch norm's
+    running statistics and the dropout layers' steps (their next masks) are put back."""
+    data = nn.datasets.digits()
+    model = nn.MLP([64, 16, 10], batch_norm=True, dropout=0.3, backend="numba")
+    before = model.state_dict()
+    norms = nn.grad_norms(model, data.x_train[:64], data.y_train[:64])
+    assert set(norms) == {"fc1", "fc2"} and all(v > 0 for v in norms.values())
+    after = model.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)

@@ -46,6 +46,11 @@ class Act:
     def __repr__(self):
         return f"Act({self.name!r}, {self.values})"
 
+    def __reduce__(self):
+        """Copied and pickled by name and values: the same scalar functions come back (the
+        kernels are cached by them)."""
+        return _activation_of, (self.name, self.values)
+
 
 #: Activations a layer can fuse (elementwise ones; prelu/softmax are not layer activations).
 ACTIVATION_NAMES = ("identity",) + tuple(
@@ -82,6 +87,10 @@ def get_activation(name, **params) -> Act:
     n_params = sum(1 for k in values if k != "approximate")
     fns = _scalar_fns((name, variant), op, n_params)
     return Act(name, variant, values, fns, (op.reference_forward, op.reference_backward))
+
+
+def _activation_of(name, values) -> Act:
+    return get_activation(name, **values)
 
 
 _BOUND: dict = {}

@@ -16,6 +16,8 @@ built on ``model.params`` updates them in place from ``model.grads``.
 
 from __future__ import annotations
 
+import secrets
+
 import numpy as np
 
 from fastgd import _arrays
@@ -125,8 +127,32 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
-    def __call__(self, x, train=False):
+    def __call__(self, x, train=None):
+        """``forward(x, train)``, the mode named on every call: these layers keep no
+        ``.train()``/``.eval()`` state as torch's modules do, and a default either way
+        would be wrong half the time (an eval default had trained without batch
+        statistics or dropout, in silence)."""
+        if train is None:
+            raise TypeError(f"{self.name or type(self).__name__}(x) needs train=True (a "
+                            f"training forward, which backward follows) or train=False "
+                            f"(eval; predict(x) returns a copy)")
         return self.forward(x, train)
+
+    # -- copies ----------------------------------------------------------------------------
+    #: what a forward leaves for its backward: not copied or pickled (a copy needs a forward
+    #: of its own before a backward)
+    _FORWARD_STATE = ("_x", "_mean", "_invstd", "_train", "_active")
+
+    def __getstate__(self):
+        """``copy.deepcopy(model)`` (a best model kept aside) and ``pickle`` (a model sent to
+        another process): the backend by name, without workspaces or the last forward."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._FORWARD_STATE}
+        state.update(be=self.be.name, _work={}, preact=None, _out_shape=None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.be = get_backend(state["be"])
 
     # -- state ---------------------------------------------------------------------------
     def buffers(self) -> dict:
@@ -205,7 +231,7 @@ class Linear(Layer):
                  activation_params=None, backend="auto", dtype=np.float32, init="auto",
                  seed=0, rng=None, input_grad=True, name="linear"):
         super().__init__(backend, dtype, name)
-        self.xp = array_module(self.be)
+        array_module(self.be)  # CuPy's absence named now, not at the first forward
         self.in_features = count("Linear in_features", in_features)  # 2.5 became 2
         self.out_features = count("Linear out_features", out_features)
         self.act = get_activation(activation, **(activation_params or {}))
@@ -219,6 +245,10 @@ class Linear(Layer):
                  if init == "torch" else np.zeros(self.out_features))
             self.params["bias"] = self._array(b)
             self.grads["bias"] = self.be.empty(b.shape, self.dtype)
+
+    @property
+    def xp(self):
+        return array_module(self.be)
 
     def forward(self, x, train=True):
         self.check_input(x, self.in_features)
@@ -284,6 +314,10 @@ class BatchNorm1d(Layer):
         self.running_mean = self._array(np.zeros(c))
         self.running_var = self._array(np.ones(c))
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.grads = {"gamma": self._grad_block[0], "beta": self._grad_block[1]}  # views again
+
     def buffers(self):
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
@@ -333,11 +367,16 @@ def dropout_probability(p) -> float:
 class Dropout(Layer):
     """Zero each element with probability ``p`` in training and scale the rest by
     1/(1 - p); identity in eval. The mask of call ``step`` is a hash of
-    ``(seed, step, index)``, recomputed in the backward instead of stored."""
+    ``(seed, step, index)``, recomputed in the backward instead of stored. ``seed=None``
+    draws one at random, so that two layers' masks are independent (with one seed they
+    are the same mask); ``state_dict`` keeps it."""
 
-    def __init__(self, p=0.5, *, seed=0, backend="auto", dtype=np.float32, name="dropout"):
+    def __init__(self, p=0.5, *, seed=None, backend="auto", dtype=np.float32,
+                 name="dropout"):
         super().__init__(backend, dtype, name)
         self.p = dropout_probability(p)
+        if seed is None:
+            seed = secrets.randbits(63)
         self.seed, self.step = count("dropout seed", seed, 0), 0
         self._active = False
 
@@ -391,10 +430,19 @@ class Sequential(Layer):
                 width, source = w_out, layer.name
             elif not isinstance(layer, Dropout):  # a layer of the user's: width unknown
                 width = None
-        for layer in layers:
+        self._gather()
+
+    def _gather(self):
+        """``params``/``grads``: the layers' own arrays, under ``"NAME.param"``."""
+        self.params, self.grads = {}, {}
+        for layer in self.layers:
             for key, value in layer.params.items():
                 self.params[f"{layer.name}.{key}"] = value
                 self.grads[f"{layer.name}.{key}"] = layer.grads[key]
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._gather()  # the layers' arrays, not copies (batch norm's grads are views)
 
     def forward(self, x, train=True):
         for layer in self.layers:
@@ -467,7 +515,9 @@ class MLP(Sequential):
     ``Linear (no bias) → BatchNorm1d → activation`` (the activation fused into the batch
     norm kernels), then ``Dropout`` when ``dropout > 0``, wrapped in a :class:`Residual`
     when ``residual`` and the block keeps its width. The last layer is linear (logits).
-    Parameters are named ``fc1.weight``, ``fc1.bias``, ``bn1.gamma``...
+    Parameters are named ``fc1.weight``, ``fc1.bias``, ``bn1.gamma``... ``backward``
+    returns the gradient of the input only with ``input_grad=True`` (saliency, adversarial
+    examples); without it, None, and the first layer skips that product.
 
     >>> model = MLP([64, 128, 10], activation="gelu", backend="numpy")
     >>> list(model.params)
@@ -476,7 +526,7 @@ class MLP(Sequential):
 
     def __init__(self, sizes, activation="relu", *, batch_norm=False, dropout=0.0,
                  residual=False, activation_params=None, backend="auto", dtype=np.float32,
-                 init="auto", seed=0):
+                 init="auto", seed=0, input_grad=False):
         sizes = list(sizes)
         if not all(_arrays.is_int(s) for s in sizes):
             raise ValueError(f"MLP sizes must be ints, got {sizes}")  # 32.7 became 32
@@ -504,7 +554,7 @@ class MLP(Sequential):
         k = len(sizes) - 1
         blocks.append(Linear(sizes[-2], sizes[-1], init=init, rng=rng, name=f"fc{k}", **common))
         if isinstance(blocks[0], Linear):
-            blocks[0].input_grad = False  # nobody needs the gradient of the data
+            blocks[0].input_grad = bool(input_grad)
         super().__init__(blocks, name="mlp")
         self.sizes, self.activation = sizes, act
 

@@ -90,8 +90,9 @@ class Loss:
                 return
         if _is_integer(target) and self.name != "cross_entropy":
             raise TypeError(f"{self.name} needs float targets, got {_arrays.dtype_of(target)}")
-        _arrays.check_float(input=x, target=target)
-        if t_shape != x_shape:
+        if t_shape == x_shape:
+            _arrays.check_float(input=x, target=target)
+        else:  # the shapes first: float64 labels got "mixed dtypes", without the hint
             hint = ""
             if self.name == "cross_entropy" and t_shape == x_shape[:1]:
                 hint = ("; class labels must be integers (float targets are probabilities "
@@ -163,8 +164,9 @@ class Loss:
         scale = self._scale(shape, grad_output, be, dtype)
         if be.name == "numpy":
             loss, grad = self._numpy(x, target)
-            grad = (grad * (scale[:, None] if self.name == "cross_entropy"
-                            and not isinstance(scale, float) else scale)).astype(dtype)
+            with np.errstate(over="ignore"):  # past float32's range: inf, as the kernels
+                grad = (grad * (scale[:, None] if self.name == "cross_entropy"
+                                and not isinstance(scale, float) else scale)).astype(dtype)
         elif self.name == "cross_entropy":
             loss, grad = self._cross_entropy(be, x, target, scale, dtype, with_grad)
         else:
@@ -190,7 +192,8 @@ class Loss:
             loss, grad = ref.mse(x, target)
         else:
             loss, grad = ref.binary_cross_entropy_with_logits(x, target)
-        return loss.astype(dtype), grad
+        with np.errstate(over="ignore"):  # a loss past float32's range: inf, as the kernels
+            return loss.astype(dtype), grad
 
     def _cross_entropy(self, be, x, target, scale, dtype, with_grad=True):
         """Rows of logits: the loss of each, and ``with_grad`` the gradient (without it, one

@@ -238,13 +238,18 @@ def _norm(xp, g) -> float:
 
 def grad_norms(model, x, y, loss="cross_entropy") -> dict:
     """Per-layer weight-gradient L2 norms ``{"fc1": ...}`` of one forward/backward on
-    ``(x, y)`` in training mode (it updates batch-norm running statistics; the data are
-    checked first)."""
+    ``(x, y)`` in training mode (the data are checked first). The model's buffers are
+    left as they were: a probe between epochs had moved batch norm's running statistics
+    and the dropout layers' steps (their next masks)."""
     loss = mean_loss(loss)
     _check_split(model, loss, x, y)
-    out = model.forward(x, train=True)
-    _, g = loss.value_and_grad(out, y, backend=model.be.name, check=False)  # checked above
-    model.backward(g)
+    state = model.state_dict()
+    try:
+        out = model.forward(x, train=True)
+        _, g = loss.value_and_grad(out, y, backend=model.be.name, check=False)  # checked
+        model.backward(g)
+    finally:
+        model.load_state_dict(state)
     xp = array_module(model.be)
     return {k.rsplit(".", 1)[0]: _norm(xp, v) for k, v in model.grads.items()
             if k.endswith("weight")}
