@@ -436,6 +436,42 @@ def test_softmax_family_beside_huge_negative_entries(name, dtype):
                                     f"{name} on {backend}")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_float32_prelu_dweight_sums_down_long_channels_in_float64(backend):
+    """dweight of (5000, 8, 1, 1) float32 within 2e-7 of the float64 sum (relative to the
+    largest) on every backend (the NumPy backend summed in float32: 8.7e-7)."""
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5000, 8, 1, 1)) * 3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    want = np.where(x > 0, 0, x.astype(np.float64) * dy).sum(axis=(0, 2, 3))
+    _, dw = fastgd.prelu_backward(dy, x, np.full(8, 0.25, np.float32), backend=backend)
+    assert dw.dtype == np.float32
+    assert np.abs(dw - want).max() <= 2e-7 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_float32_elu_backward_with_an_alpha_that_lifts_subnormal_exponentials(backend):
+    """alpha·e^x with e^x subnormal in float32 and alpha past 2^64 (3e38: the product
+    ~1.7e-3 at x = -95): computed in float64 (86 ULP off in float32); alpha 1.5 there
+    stays float32."""
+    x = np.linspace(-104, -86, 2001).astype(np.float32)
+    dy = np.ones_like(x)
+    for alpha in (3e38, 1e30):
+        want = reference("elu", x, {"alpha": float(np.float32(alpha))}, dy)
+        got = fastgd.elu_backward(dy, x, alpha=alpha, backend=backend)
+        assert_backward_contract(got, want, dy, np.float32, f"alpha={alpha}")
+
+
+@pytest.mark.parametrize("length", [31, 52, 63])
+def test_float32_log_softmax_rows_within_the_contract(length):
+    """Rows of 30-100 of scale 10 (a user's audit): the terms of log Σ summed in float32 put
+    y_max 6.3 ULP off (rows of 52), 4.9 (rows of 31); summed in float64, 1.4."""
+    x = (np.random.default_rng(0).standard_normal((20000, length)) * 10).astype(np.float32)
+    want = fastgd.log_softmax(x.astype(np.float64), backend="numpy")
+    assert_forward_contract(fastgd.log_softmax(x, backend="numba"), want, np.float32,
+                            f"rows of {length}")
+
+
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 def test_float32_log_softmax_sums_terms_below_the_normal_range(backend):
     """Σ e^(x_i - max) of terms that are subnormal in float32 (e^-100.75: 4 bits left each):
@@ -1284,27 +1320,31 @@ def test_inputs_of_one_dense_layout_are_computed_in_place_of_memory(layout):
     np.testing.assert_array_equal(fastgd.gelu_backward(np.ascontiguousarray(dy), x), dwant)
 
 
-STRIDED_VIEWS = {  # index of a (40, 3, 70) array: views whose axes merge into two
-    "column slice": np.s_[:, :, :50],
+STRIDED_VIEWS = {  # index of a (40, 3, 150) array: views that are not dense
+    "column slice": np.s_[:, :, :100],
+    "rows back, a column slice": np.s_[::-2, 1, 5:140],
+    "3-D, rows merged": np.s_[:, :, 10:140],
     "step": np.s_[:, :, ::2],
-    "rows of steps back": np.s_[::2, 1, ::-3],
-    "3-D, rows merged": np.s_[:, :, 10:60],
-    "short 1-D": np.s_[3, 1, ::3],
+    "rows of steps back": np.s_[::2, 1, ::-2],
+    "1-D step": np.s_[3, 1, ::3],
+    "short rows (copied)": np.s_[:, :, :10],
 }
 
 
 @pytest.mark.parametrize("view", list(STRIDED_VIEWS))
-@pytest.mark.parametrize(("name", "params", "dtype"),
-                         [(n, p, np.float32) for n, p in ELEMENTWISE]
-                         + [("gelu", {}, np.float64), ("softplus", {}, np.float64)])
+@pytest.mark.parametrize(("name", "params", "dtype"), [  # the loop is the same for all ops
+    ("relu", {}, np.float32), ("leaky_relu", {"negative_slope": 0.2}, np.float32),
+    ("sigmoid", {}, np.float32), ("softplus", {"beta": 2.0, "threshold": 10.0}, np.float32),
+    ("gelu", {}, np.float64), ("elu", {"alpha": 1.5}, np.float64)])
 def test_strided_views_are_computed_where_they_lie(name, params, dtype, view):
-    """Views that are not dense (a column slice, a step) whose axes merge into two run as
-    2-D grids over the views themselves: the C-ordered copy's values bit for bit, from x
-    and from y, into a new C-ordered array, into a strided ``out`` and in place, the memory
-    around the view untouched (the general path copied each input first)."""
+    """Views that are not dense, whose axes merge into rows and columns (a column slice, a
+    step), run over those rows where they lie (``map_rows``; strided rows copied piece by
+    piece through a buffer), short rows are copied first; either way the C-ordered copy's
+    values bit for bit, from x and from y, into a new C-ordered array, into a strided
+    ``out`` and in place, the memory around the view untouched."""
     act = fastgd.activations[name]
     rng = np.random.default_rng(5)
-    base = rng.normal(0, 4, (40, 3, 70)).astype(dtype)
+    base = rng.normal(0, 4, (40, 3, 150)).astype(dtype)
     index = STRIDED_VIEWS[view]
     x, dy = base[index], rng.normal(0, 1, base.shape).astype(dtype)[index]
     c = np.ascontiguousarray
@@ -1331,12 +1371,14 @@ def test_strided_views_are_computed_where_they_lie(name, params, dtype, view):
     np.testing.assert_array_equal(inside[outside], base[outside])
 
 
-def test_a_strided_view_is_not_copied():
-    """The peak memory of sigmoid on a column slice and of its backward is the result."""
+@pytest.mark.parametrize("index", [np.s_[:, :256], np.s_[:, ::2]], ids=["slice", "step"])
+def test_a_strided_view_is_not_copied(index):
+    """The peak memory of sigmoid on a column slice or a step, and of its backward, is the
+    result's (the buffers of strided rows are a few KiB a thread)."""
     import tracemalloc
 
     base = np.random.default_rng(1).normal(0, 1, (2048, 512)).astype(np.float32)
-    x = base[:, :256]
+    x = base[index]
     fastgd.sigmoid(x), fastgd.sigmoid_backward(x, x)  # compiled first
     tracemalloc.start()
     try:
@@ -1346,6 +1388,10 @@ def test_a_strided_view_is_not_copied():
     finally:
         tracemalloc.stop()
     assert peak < 1.25 * x.nbytes
+    long = np.random.default_rng(2).normal(0, 3, (2, 40001)).astype(np.float32)[:, 1:]
+    for name in ("relu", "gelu"):  # rows of 40,000 in pieces of 13,334, in parallel
+        np.testing.assert_array_equal(fastgd.activations[name].forward(long),
+                                      fastgd.activations[name].forward(long.copy()))
 
 
 def test_an_out_of_the_inputs_layout_that_overlaps_them_partly_gets_numpys_result():

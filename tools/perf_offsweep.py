@@ -54,8 +54,16 @@ def cases(rng):
     def torch_bce():
         torch.nn.functional.binary_cross_entropy_with_logits(zg, tt).backward()
 
+    wide = rng.standard_normal((4096, 2048)).astype(np.float32)
+    half, half_t = wide[:, :1024], torch.from_numpy(wide)[:, :1024]
     return [
         ("relu(a.T), 2000x2000", lambda: fastgd.relu(a.T), lambda: torch.relu(at.T)),
+        ("relu(x[:, :1024]), x 4096x2048", lambda: fastgd.relu(half),
+         lambda: torch.relu(half_t)),
+        ("sigmoid(x[:, :1024]), x 4096x2048", lambda: fastgd.sigmoid(half),
+         lambda: torch.sigmoid(half_t)),
+        ("relu(x[:, ::2]), x 4096x2048", lambda: fastgd.relu(wide[:, ::2]),
+         lambda: torch.relu(torch.from_numpy(wide)[:, ::2])),
         ("softmax along axis 0, 256x4096", lambda: fastgd.softmax(s, axis=0),
          lambda: torch.softmax(st, 0)),
         ("log_softmax along axis 1 of (64, 10, 4096)", lambda: fastgd.log_softmax(r, axis=1),

@@ -116,10 +116,12 @@ class Activation:
             _fits_float32(dict(zip(self.params, scalars)), self.name)
         if direction not in self.wide:
             return dtype
-        # parameters exact in the working type (not softplus beta=0.3) and not subnormal
-        # there (1/beta would overflow)
+        # parameters exact in the working type (not softplus beta=0.3), not subnormal there
+        # (1/beta would overflow), nor past 2^64, which scales a float32 e^x gone subnormal
+        # back into the normal range (elu's backward with alpha=3e38 was 86 ULP off)
         tiny = float(np.finfo(dtype).tiny)
-        exact = all(float(dtype.type(s)) == s and (s == 0 or abs(s) >= tiny) for s in scalars)
+        exact = all(float(dtype.type(s)) == s and (s == 0 or tiny <= abs(s) <= 2.0**64)
+                    for s in scalars)
         if direction in self.narrow and exact and getattr(be, "float32_math_ulp", 9) <= 1.5:
             return dtype
         return np.dtype(np.float64)
@@ -185,12 +187,13 @@ class Activation:
             return out
         views = _memory_order_views(be, ins, out, shape, dtype)
         if views is None:
-            grid = _grid_views(be, ins, out, shape, dtype)
-            if grid is not None:  # strided NumPy arrays, computed where they lie
-                out, arrays, out2 = grid
-                compute = self._compute(dtype, direction, be, scalars)
-                be.grid(self.math[direction][0], arrays, outs=(out2,), scalars=scalars,
-                        compute=compute)
+            rows = _row_views(be, ins, out, shape, dtype)
+            if rows is not None:  # rows of NumPy views (a column slice), where they lie
+                out, arrays, alias = rows
+                loop = be.loop_for(out.size, self.math[direction][0])
+                kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop,
+                                           alias, rows=True)
+                be.launch(kernel, out.size, (*arrays, *typed))
                 return out
             out, flat, scratch, alias = _prepare_out(be, out, shape, dtype, ins)
             arrays = [be.flat(a) for a in ins]
@@ -209,17 +212,19 @@ class Activation:
             be.launch(kernel, n, (*arrays, *typed))
         return _write_back(out, flat, scratch)
 
-    def _plan(self, be, direction, n_in, dtype, scalars, loop, alias):
+    def _plan(self, be, direction, n_in, dtype, scalars, loop, alias, rows=False):
         """The kernel and its typed scalars for one call, found once per combination (a call
         on a small array is mostly Python work). A zero scalar keys by its repr: -0.0 == 0.0
-        but the sign can reach the result (leaky_relu's slope)."""
+        but the sign can reach the result (leaky_relu's slope). ``rows``: the kernel over
+        2-D arrays of contiguous rows (:func:`_row_views`)."""
         key = (be.name, direction, dtype, scalars if all(scalars) else repr(scalars), loop,
-               alias)
+               alias, rows)
         plan = self._plans.get(key)
         if plan is None:
             compute = self._compute(dtype, direction, be, scalars)
-            kernel = be.map_kernel(self.math[direction][0], n_in, 1, len(scalars), compute, loop,
-                                   () if alias is None else (alias,))
+            make = be.map_rows_kernel if rows else be.map_kernel
+            kernel = make(self.math[direction][0], n_in, 1, len(scalars), compute, loop,
+                          () if alias is None else (alias,))
             plan = self._plans[key] = (kernel, be.typed_scalars(scalars, compute))
         return plan
 
@@ -286,39 +291,49 @@ def _memory_order_views(be, ins, out, shape, dtype):
     return out, [a.ravel("K") for a in ins], out.ravel("K"), alias
 
 
-def _grid_views(be, ins, out, shape, dtype):
-    """``(out, ins, out)`` as 2-D views (rows, columns) of any strides, for NumPy arrays
-    that are not all C-contiguous (a column slice ``x[:, :k]``, a step ``x[:, ::2]``, an
-    ``out`` that is such a view), with ``out`` made in C order where not given; or None
-    where the axes do not merge into two in every array, ``out`` overlaps an input other
-    than element for element, or the backend runs no ``grid`` kernels on host arrays. The
-    general path copies such arrays to C order first: relu of ``x[:, :1024]`` of a
-    4096x2048 float32 took 3.6x as long as its loop over the view."""
-    if (getattr(be, "xp", None) is not np or not hasattr(be, "grid")
-            or any(type(a) is not np.ndarray for a in ins)
+#: Rows shorter than this (x[:, :5] of a tall x) are copied to C order instead.
+MIN_ROW = 64
+
+
+def _row_views(be, ins, out, shape, dtype):
+    """``(out, arrays, alias)`` for NumPy arrays not all C-contiguous whose axes merge into
+    two, rows and columns, in every array (a column slice ``x[:, :k]``, a step
+    ``x[:, ::2]``, an ``out`` that is one): ``out`` made in C order where not given, and
+    ``arrays`` the 2-D views a ``map_rows`` kernel takes, the inputs', then ``out``'s
+    (which replaces the input it is element for element, ``alias``); or None where the
+    axes do not merge so, the rows are short (``MIN_ROW``), ``out`` overlaps an input
+    otherwise, or the backend has no such kernels. The general path copies such inputs to
+    C order first: relu of ``x[:, :1024]`` of a 4096x2048 float32 took 4x as long as over
+    the rows, of ``x[:, ::2]`` 6x."""
+    if (not hasattr(be, "map_rows_kernel") or any(type(a) is not np.ndarray for a in ins)
             or (out is not None and type(out) is not np.ndarray)):
         return None
+    alias = None
     if out is None:
         out = np.empty(shape, dtype)
     else:
         _arrays.check_out(out, shape, dtype, be)
-        if _arrays.out_overlap(out, ins)[1]:
+        alias, partial = _arrays.out_overlap(out, ins)
+        if partial:
             return None
     arrays = [*ins, out]
-    dims = [(n, [a.strides[k] for a in arrays]) for k, n in enumerate(shape) if n != 1]
-    merged = []
-    for n, strides in dims:  # merge an axis into the one before where every array allows
+    merged = []  # (length, strides of every array): an axis merged into the one before it
+    for n, strides in ((n, [a.strides[k] for a in arrays]) for k, n in enumerate(shape)
+                       if n != 1):
         if merged and all(s0 == s * n for s0, s in zip(merged[-1][1], strides)):
             merged[-1] = (merged[-1][0] * n, strides)
         else:
             merged.append((n, strides))
-    if len(merged) > 2 or (len(merged) < 2 and out.size > config.PARALLEL_THRESHOLD):
-        return None  # (one long strided line would run on one thread)
-    merged = [(1, [0] * len(arrays))] * (2 - len(merged)) + merged
-    views = [np.lib.stride_tricks.as_strided(
-        a, (merged[0][0], merged[1][0]), (merged[0][1][k], merged[1][1][k]))
-        for k, a in enumerate(arrays)]
-    return out, views[:-1], views[-1]
+    if not merged or len(merged) > 2:
+        return None
+    (rows, row_strides), (cols, col_strides) = ([(1, [0] * len(arrays))] + merged)[-2:]
+    if cols < MIN_ROW and rows > 1:
+        return None  # a call per row of a few elements costs more than the copy
+    views = [np.lib.stride_tricks.as_strided(a, (rows, cols), strides)
+             for a, strides in zip(arrays, zip(row_strides, col_strides))]
+    if alias is not None:  # out's own view: the input may be a read-only view of it
+        views[alias] = views.pop()
+    return out, views, alias
 
 
 def _dense(a) -> bool:

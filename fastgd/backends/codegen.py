@@ -74,6 +74,41 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     return "\n".join([f"def kernel({args}):", *unpack, *body]) + "\n"
 
 
+def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False,
+                    aliases: tuple = ()) -> str:
+    """A ``map`` over 2-D arrays of any strides (a column slice ``x[:, :k]``, a step
+    ``x[:, ::2]``): the serial ``map`` kernel (``span``) on each row, or on pieces of
+    ``config.CACHED_CHUNK[1]`` elements of a long one, as C-contiguous arrays: views where
+    an array's rows are contiguous, else its elements copied into a buffer of the task's
+    (``cpu_memory.piece``/``place``/``put``); tasks of ``config.TASK_CHUNKS`` pieces.
+    Arguments as :func:`map_source`'s."""
+    ins, scalars = _names("in", n_in), _names("s", n_scalars)
+    aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
+    own = [f"out{k}" for k, a in enumerate(aliases) if a is None]
+    written = own + [ins[a] for a in aliases if a is not None]
+    arrays = ins + own
+    rest = ["sv"] if packed else scalars
+    chunk, tasks = config.CACHED_CHUNK[1], config.TASK_CHUNKS
+    views = [f"            v{a} = {'place' if a in own else 'piece'}({a}, r, lo, hi, b{a})"
+             for a in arrays]
+    return "\n".join([
+        f"def kernel({', '.join(arrays + rest)}):",
+        "    cols = in0.shape[1]",
+        f"    per = max(1, (cols + {chunk - 1}) // {chunk})",
+        "    size = (cols + per - 1) // per",
+        "    n = in0.shape[0] * per",
+        "    " + HEADERS[loop].format(i="t", n=f"(n + {tasks - 1}) // {tasks}"),
+        *[f"        b{a} = scratch({a}, size)" for a in arrays],
+        f"        for u in range(t * {tasks}, min(n, (t + 1) * {tasks})):",
+        "            r = u // per",
+        "            lo = (u - r * per) * size",
+        "            hi = min(lo + size, cols)",
+        *views,
+        f"            span({', '.join([f'v{a}' for a in arrays] + rest)})",
+        *[f"            put({a}, r, lo, hi, b{a})" for a in written],
+    ]) + "\n"
+
+
 def _chunked(ins, arrays, rest) -> str:
     """A parallel ``map`` as the serial kernel (``span``) on chunks of the arrays, the chunks
     spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:

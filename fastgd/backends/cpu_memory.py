@@ -32,6 +32,7 @@ only for arrays that would not stay in them anyway.
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -120,6 +121,75 @@ def _address(typingctx, arr):
         return builder.ptrtoint(ary.data, ir.IntType(64))
 
     return types.int64(arr), codegen
+
+
+@intrinsic
+def row(typingctx, arr, r):
+    """Row ``r`` of a 2-D array whose rows are contiguous (``arr.strides[1]`` is its
+    itemsize: a column slice ``x[:, :k]``), as a C-contiguous 1-D view: Numba types such a
+    row as of any layout, and a loop over it then stays scalar (relu's NaN-aware selects
+    became branches: 15x slower)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(r, types.Integer)):
+        return None
+    retty = types.Array(arr.dtype, 1, "C")  # one type with a scratch buffer's (:func:`piece`)
+
+    def codegen(context, builder, sig, args):
+        from numba.core.imputils import impl_ret_borrowed
+        from numba.np.arrayobj import populate_array
+
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = context.cast(builder, args[1], sig.args[1], types.intp)
+        zero = context.get_constant(types.intp, 0)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index, zero],
+                                       wraparound=False)
+        cols = cgutils.unpack_tuple(builder, ary.shape, 2)[1]
+        itemsize = context.get_constant(types.intp,
+                                        context.get_abi_sizeof(context.get_data_type(
+                                            aryty.dtype)))
+        view = context.make_array(retty)(context, builder)
+        populate_array(view, data=ptr, shape=[cols], strides=[itemsize], itemsize=itemsize,
+                       meminfo=ary.meminfo, parent=ary.parent)
+        return impl_ret_borrowed(context, builder, retty, view._getvalue())
+
+    return retty(arr, r), codegen
+
+
+@njit(inline="always")
+def piece(a, r, lo, hi, buf):
+    """``a[r, lo:hi]`` of a 2-D array as a C-contiguous 1-D array: a view (:func:`row`) where
+    ``a``'s rows are contiguous, else its elements copied into ``buf`` (a step
+    ``x[:, ::2]``, whose loop over the strided row stayed scalar)."""
+    if a.strides[1] == a.itemsize:
+        return row(a, r)[lo:hi]
+    b = buf[:hi - lo]
+    for j in range(lo, hi):
+        b[j - lo] = a[r, j]
+    return b
+
+
+@njit(inline="always")
+def place(a, r, lo, hi, buf):
+    """Where ``a[r, lo:hi]`` is computed: a view of it where ``a``'s rows are contiguous,
+    else ``buf``, which :func:`put` then copies into it."""
+    if a.strides[1] == a.itemsize:
+        return row(a, r)[lo:hi]
+    return buf[:hi - lo]
+
+
+@njit(inline="always")
+def put(a, r, lo, hi, buf):
+    """``a[r, lo:hi] = buf[:hi - lo]`` where :func:`place` gave ``buf``."""
+    if a.strides[1] != a.itemsize:
+        for j in range(lo, hi):
+            a[r, j] = buf[j - lo]
+
+
+@njit(inline="always")
+def scratch(a, size):
+    """The buffer :func:`piece` and :func:`place` use for ``a``: none where its rows are
+    contiguous."""
+    return np.empty(size if a.strides[1] != a.itemsize else 0, a.dtype)
 
 
 @njit
