@@ -308,6 +308,8 @@ def _row_views(be, ins, out, shape, dtype):
     if (not hasattr(be, "map_rows_kernel") or any(type(a) is not np.ndarray for a in ins)
             or (out is not None and type(out) is not np.ndarray)):
         return None
+    if all(a.flags.c_contiguous for a in ins) and (out is None or out.flags.c_contiguous):
+        return None  # the flat map's
     alias = None
     if out is None:
         out = np.empty(shape, dtype)
