@@ -405,3 +405,37 @@ def test_mlp_input_gradient_on_request(backend):
     plain = nn.MLP([3, 5, 2], backend=backend, dtype=np.float64)
     plain.forward(np.ones((2, 3)))
     assert plain.backward(np.ones((2, 2))) is None
+
+
+def test_copies_keep_what_a_subclass_adds():
+    """A Sequential subclass's own parameters survive a copy (the layers' arrays are linked
+    again, nothing else rebuilt), and a custom layer keeps an attribute named as a built-in
+    layer's forward state."""
+    import copy
+
+    class Scaled(nn.Sequential):
+        def __init__(self, layers):
+            super().__init__(layers, name="scaled")
+            self.params["scale"] = np.full(1, 2.0, np.float32)
+            self.grads["scale"] = np.zeros(1, np.float32)
+
+    class Keeps(nn.Layer):
+        def __init__(self):
+            super().__init__(backend="numpy")
+            self._x = np.arange(3.0)  # lasting data under a name Linear's forward uses
+
+    twin = copy.deepcopy(Scaled([nn.Linear(4, 3, name="a", backend="numpy")]))
+    assert list(twin.params) == ["a.weight", "a.bias", "scale"]
+    assert twin.params["a.weight"] is twin.layers[0].params["weight"]
+    assert twin.params["scale"][0] == 2.0 and "scale" in twin.grads
+    np.testing.assert_array_equal(copy.deepcopy(Keeps())._x, np.arange(3.0))
+
+
+def test_mlp_without_input_grad_returns_none_with_a_residual_first_block_too():
+    x = np.ones((8, 6), np.float32)
+    model = nn.MLP([6, 6, 3], residual=True, dropout=0.2, seed=None, backend="numba")
+    model.forward(x, train=True)
+    assert model.backward(np.ones((8, 3), np.float32)) is None
+    model.input_grad = True
+    model.forward(x, train=True)
+    assert model.backward(np.ones((8, 3), np.float32)).shape == (8, 6)

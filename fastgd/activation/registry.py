@@ -118,7 +118,9 @@ class Activation:
             return dtype
         # parameters exact in the working type (not softplus beta=0.3), not subnormal there
         # (1/beta would overflow), nor past 2^64, which scales a float32 e^x gone subnormal
-        # back into the normal range (elu's backward with alpha=3e38 was 86 ULP off)
+        # (x < -87.3) back up to where the contract holds |dx| >= 1e-3·|dy| to 8 ULP (elu's
+        # backward with alpha=3e38 was 86 ULP off); below 2^64 such an alpha·e^x stays under
+        # 2e-19, held only to 1e-6·|dy| (alpha = 100 there: 88 ULP, as torch's)
         tiny = float(np.finfo(dtype).tiny)
         exact = all(float(dtype.type(s)) == s and (s == 0 or tiny <= abs(s) <= 2.0**64)
                     for s in scalars)

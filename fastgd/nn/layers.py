@@ -139,9 +139,9 @@ class Layer:
         return self.forward(x, train)
 
     # -- copies ----------------------------------------------------------------------------
-    #: what a forward leaves for its backward: not copied or pickled (a copy needs a forward
-    #: of its own before a backward)
-    _FORWARD_STATE = ("_x", "_mean", "_invstd", "_train", "_active")
+    #: what a forward of this class leaves for its backward besides ``preact``: not copied or
+    #: pickled (a copy needs a forward of its own before a backward)
+    _FORWARD_STATE = ()
 
     def __getstate__(self):
         """``copy.deepcopy(model)`` (a best model kept aside) and ``pickle`` (a model sent to
@@ -227,6 +227,8 @@ def init_weight(rng, fan_in, fan_out, init, activation):
 class Linear(Layer):
     """``y = act(x @ weight + bias)`` with ``weight`` of shape ``(in, out)``."""
 
+    _FORWARD_STATE = ("_x",)
+
     def __init__(self, in_features, out_features, activation="identity", bias=True, *,
                  activation_params=None, backend="auto", dtype=np.float32, init="auto",
                  seed=0, rng=None, input_grad=True, name="linear"):
@@ -292,6 +294,8 @@ class BatchNorm1d(Layer):
     ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, as torch does
     (``momentum=None``: the cumulative average of every batch so far, torch's too); eval
     uses the running estimates."""
+
+    _FORWARD_STATE = ("_x", "_mean", "_invstd", "_train")
 
     def __init__(self, num_features, activation="identity", *, momentum=0.1, eps=1e-5,
                  activation_params=None, backend="auto", dtype=np.float32, name="batchnorm"):
@@ -371,6 +375,8 @@ class Dropout(Layer):
     draws one at random, so that two layers' masks are independent (with one seed they
     are the same mask); ``state_dict`` keeps it."""
 
+    _FORWARD_STATE = ("_active",)
+
     def __init__(self, p=0.5, *, seed=None, backend="auto", dtype=np.float32,
                  name="dropout"):
         super().__init__(backend, dtype, name)
@@ -433,8 +439,8 @@ class Sequential(Layer):
         self._gather()
 
     def _gather(self):
-        """``params``/``grads``: the layers' own arrays, under ``"NAME.param"``."""
-        self.params, self.grads = {}, {}
+        """``params``/``grads``: the layers' own arrays, under ``"NAME.param"`` (entries a
+        subclass added of its own are kept)."""
         for layer in self.layers:
             for key, value in layer.params.items():
                 self.params[f"{layer.name}.{key}"] = value
@@ -517,7 +523,7 @@ class MLP(Sequential):
     when ``residual`` and the block keeps its width. The last layer is linear (logits).
     Parameters are named ``fc1.weight``, ``fc1.bias``, ``bn1.gamma``... ``backward``
     returns the gradient of the input only with ``input_grad=True`` (saliency, adversarial
-    examples); without it, None, and the first layer skips that product.
+    examples); without it, None, and a first Linear layer skips that product.
 
     >>> model = MLP([64, 128, 10], activation="gelu", backend="numpy")
     >>> list(model.params)
@@ -546,21 +552,27 @@ class MLP(Sequential):
             else:
                 block = [Linear(a, b, act, init=init, rng=rng, name=f"fc{k}", **common)]
             if dropout:
-                block.append(Dropout(dropout, seed=seed * 1000 + k, name=f"drop{k}", **common))
+                drop_seed = None if seed is None else seed * 1000 + k  # None: at random
+                block.append(Dropout(dropout, seed=drop_seed, name=f"drop{k}", **common))
             if residual and a == b:
                 blocks.append(Residual(block, name=f"res{k}"))
             else:
                 blocks.extend(block)
         k = len(sizes) - 1
         blocks.append(Linear(sizes[-2], sizes[-1], init=init, rng=rng, name=f"fc{k}", **common))
+        self.input_grad = bool(input_grad)
         if isinstance(blocks[0], Linear):
-            blocks[0].input_grad = bool(input_grad)
+            blocks[0].input_grad = self.input_grad  # the product skipped too
         super().__init__(blocks, name="mlp")
         self.sizes, self.activation = sizes, act
 
     def forward(self, x, train=True):
         self.check_input(x, self.sizes[0])
         return super().forward(x, train)
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        return dx if self.input_grad else None  # (a residual first block computes it)
 
     def predict(self, x):
         """Eval-mode output as a new array (not a reused buffer)."""
