@@ -400,16 +400,17 @@ def _prepare_out(be, out, shape, dtype, ins):
 
 def _write_back(out, flat, scratch):
     """``out``, with a scratch result copied into it (see :func:`_prepare_out`); a torch CUDA
-    tensor through a Numba view of its memory (torch refuses a CuPy or Numba value), by
-    ``[:]``: a Numba device array cannot be indexed with ``...`` (numba#5170)."""
+    tensor through a Numba view of its memory (torch refuses a CuPy or Numba value); by
+    ``[:]`` (a scratch ``out`` has a dimension at least): a Numba device array cannot be
+    indexed with ``...`` (numba#5170; the simulator's arrays can)."""
     if scratch:
         value = flat.reshape(_arrays.shape_of(out))
         if type(out).__module__.split(".")[0] == "torch":
             from fastgd.backends.cuda_backend import CudaBackend
 
-            CudaBackend.native(out)[:] = value  # a scratch out has a dimension at least
+            CudaBackend.native(out)[:] = value
         else:
-            out[...] = value
+            out[:] = value
     return out
 
 

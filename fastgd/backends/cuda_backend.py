@@ -212,9 +212,11 @@ class CudaBackend(CompiledBackend):
             from fastgd.backends.cuda_rows import SHARED_BYTES
 
             tpb = config.ROW_THREADS
-            if tpb < 1 or tpb & (tpb - 1):
+            if tpb < 1 or tpb & (tpb - 1) or tpb > 256:
                 raise ValueError(f"config.ROW_THREADS must be a power of two (the rows' tree "
-                                 f"sums and maxima halve it), not {tpb}")
+                                 f"sums and maxima halve it) up to 256 (the cross-entropy "
+                                 f"rows take 96 registers a thread: 1024 threads would "
+                                 f"pass a block's 64K), not {tpb}")
             launch = kernel[max(1, min(n, config.MAX_BLOCKS)), tpb, 0, SHARED_BYTES * tpb]
         else:
             tpb = config.THREADS_PER_BLOCK

@@ -110,11 +110,12 @@ def bind(template, act: Act):
 
 
 def column_sums(be, a, out):
-    """``out[j] = Σ_r a[r, j]`` for a 2-D ``a``: on CUDA one thread per column (neighbouring
-    threads read neighbouring columns), on the CPU in row order (contiguous, vectorized),
-    one float64 partial row per thread, as a column walk strides through memory."""
+    """``out[j] = Σ_r a[r, j]`` for a 2-D ``a``, summed in float64: on CUDA one thread per
+    column (neighbouring threads read neighbouring columns), on the CPU in row order
+    (contiguous, vectorized), one float64 partial row per thread, as a column walk strides
+    through memory."""
     if be.name == "cuda":
-        be.run_columns(fm.row_sum, [a], result=out, writes=())
+        be.run_columns(fm.row_sum, [a], result=out, writes=(), compute=np.float64)
         return
     kernel = _cpu_column_sums(a.size > config.COLUMN_SUMS_PARALLEL_THRESHOLD)
     kernel(a, out)
