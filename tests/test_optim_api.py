@@ -203,6 +203,23 @@ def test_sum_of_squares_sizes(backend):
                 clamped, rel=1e-12)
 
 
+def test_the_norm_of_many_tensors_reads_its_partial_sums_back_once(monkeypatch):
+    """Every kernel's partial sums go into one array, read back once (on a GPU each read
+    is a copy and a wait for the device: one a tensor before), with the host's small
+    tensors summed beside them; the norm is the float64 norm of them all."""
+    from fastgd.backends import get_backend
+    from fastgd.optim import clip
+
+    reads = []
+    monkeypatch.setattr(clip, "to_host", lambda a: reads.append(a) or a)
+    rng = np.random.default_rng(4)
+    grads = [rng.standard_normal(n).astype(np.float32)
+             for n in (20_000, 5 * clip.CHUNK + 7, 100, 40_000, 0)]
+    want = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+    assert clip.global_norm(get_backend("numba"), grads) == pytest.approx(want, rel=1e-12)
+    assert len(reads) == 1 and reads[0].size == 5 + 6 + 10  # rows and tails of the three
+
+
 def test_clip_grad_norm_errors_and_paths():
     for bad in (-1.0, math.nan, True, "1"):
         with pytest.raises(ValueError, match="max_norm must be a number >= 0"):

@@ -32,47 +32,60 @@ def global_norm(be, flats, clip: float = math.inf, strict: bool = False) -> floa
     where :func:`sum_of_squares` says an element is; finite where every element is, also
     where the squares overflow (float64 gradients from ~1e154: a second pass at
     :data:`RESCALE`; torch's norm is inf there, and skip_nonfinite skipped the step)."""
-    total = sum(sum_of_squares(be, g, clip, strict) for g in flats)
+    total = sum_of_squares(be, flats, clip, strict)
     if total == math.inf:
-        scaled = sum(sum_of_squares(be, g, clip, strict, RESCALE) for g in flats)
+        scaled = sum_of_squares(be, flats, clip, strict, RESCALE)
         if scaled < math.inf:
             return math.sqrt(scaled) / RESCALE
     return math.sqrt(total)
 
 
-def sum_of_squares(be, g, clip: float = math.inf, strict: bool = False,
+def sum_of_squares(be, flats, clip: float = math.inf, strict: bool = False,
                    scale: float = 1.0) -> float:
-    """Σ (scale·min(max(g, −clip), clip))² over a flat array ``g`` of backend ``be``, in
-    float64.
+    """Σ (scale·min(max(g, −clip), clip))² over a flat array, or flat arrays ``flats``, of
+    backend ``be``, in float64.
 
-    One pass over ``g``. The result is NaN where an element is NaN, inf where one is ±inf
-    and not clamped (or where the sum overflows float64), and with ``strict`` not finite
-    where one is ±inf before the clamp: how ``skip_nonfinite`` sees an inf that
+    One pass over each ``g``; the kernels' partial sums, one per row of ``CHUNK``, go into
+    one array, read back once (on a GPU one copy to the host, a wait for the device,
+    instead of one a tensor). The result is NaN where an element is NaN, inf where one is
+    ±inf and not clamped (or where the sum overflows float64), and with ``strict`` not
+    finite where one is ±inf before the clamp: how ``skip_nonfinite`` sees an inf that
     ``clip_value`` hides.
     """
-    n = g.size
-    if n == 0:
-        return 0.0
-    if be.name == "numpy" or (n <= SMALL and type(g) is np.ndarray):
-        if clip != math.inf:
-            if strict and not np.isfinite(g).all():
-                return math.inf if not np.isnan(g).any() else math.nan
-            g = np.clip(g.astype(np.float64), -clip, clip)  # at the float64 clip, as kernels
-        if scale != 1.0:  # in float64: 2^-600 is 0 in float32 (and inf·0 NaN)
-            g = np.multiply(g, scale, dtype=np.float64)
-        return float(np.einsum("i,i->", g, g, dtype=np.float64))
-    length = min(n, CHUNK)
-    rows = n // length
-    main = g[: rows * length].reshape(rows, length)  # contiguous rows
-    tail = g[rows * length:].reshape(1, n - rows * length)
     total = 0.0
-    for part in (main, tail):
-        if part.size:
-            partial = be.empty(part.shape[0], np.float64)
+    parts = []  # rows of the arrays the kernels sum
+    for g in [flats] if _arrays.is_array(flats) else flats:
+        n = g.size
+        if n == 0:
+            continue
+        if be.name == "numpy" or (n <= SMALL and type(g) is np.ndarray):
+            total += _host_sum_of_squares(g, clip, strict, scale)
+            continue
+        length = min(n, CHUNK)
+        rows = n // length
+        parts.append(g[: rows * length].reshape(rows, length))  # contiguous rows
+        if n > rows * length:
+            parts.append(g[rows * length:].reshape(1, n - rows * length))
+    if parts:
+        partial = be.empty(sum(p.shape[0] for p in parts), np.float64)
+        start = 0
+        for part in parts:
             be.rows(rules.sumsq_row, [part], scalars=(clip, float(strict), scale),
-                    result=partial, compute=np.float64)
-            total += float(np.sum(to_host(partial)))
+                    result=partial[start:start + part.shape[0]], compute=np.float64)
+            start += part.shape[0]
+        total += float(np.sum(to_host(partial)))
     return total
+
+
+def _host_sum_of_squares(g, clip, strict, scale) -> float:
+    """:func:`sum_of_squares` of one host array, by NumPy."""
+    if clip != math.inf:
+        if strict and not np.isfinite(g).all():
+            return math.inf if not np.isnan(g).any() else math.nan
+        g = np.clip(g.astype(np.float64), -clip, clip)  # at the float64 clip, as kernels
+    if scale != 1.0:  # in float64: 2^-600 is 0 in float32 (and inf·0 NaN)
+        g = np.multiply(g, scale, dtype=np.float64)
+    return float(np.einsum("i,i->", g, g, dtype=np.float64))
 
 
 def max_norm_value(name: str, value) -> float:
