@@ -1328,6 +1328,7 @@ STRIDED_VIEWS = {  # index of a (40, 3, 150) array: views that are not dense
     "rows of steps back": np.s_[::2, 1, ::-2],
     "1-D step": np.s_[3, 1, ::3],
     "short rows (copied)": np.s_[:, :, :10],
+    "rows of 16": np.s_[:, 2, 3:19],
 }
 
 
