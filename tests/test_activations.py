@@ -1327,8 +1327,9 @@ STRIDED_VIEWS = {  # index of a (40, 3, 150) array: views that are not dense
     "step": np.s_[:, :, ::2],
     "rows of steps back": np.s_[::2, 1, ::-2],
     "1-D step": np.s_[3, 1, ::3],
-    "short rows (copied)": np.s_[:, :, :10],
+    "short rows, in bands": np.s_[:, :, :10],
     "rows of 16": np.s_[:, 2, 3:19],
+    "3-D, rows apart (copied)": np.s_[::2, :, :100],
 }
 
 
@@ -1339,10 +1340,10 @@ STRIDED_VIEWS = {  # index of a (40, 3, 150) array: views that are not dense
     ("gelu", {}, np.float64), ("elu", {"alpha": 1.5}, np.float64)])
 def test_strided_views_are_computed_where_they_lie(name, params, dtype, view):
     """Views that are not dense, whose axes merge into rows and columns (a column slice, a
-    step), run over those rows where they lie (``map_rows``; strided rows copied piece by
-    piece through a buffer), short rows are copied first; either way the C-ordered copy's
-    values bit for bit, from x and from y, into a new C-ordered array, into a strided
-    ``out`` and in place, the memory around the view untouched."""
+    step), run over those rows where they lie (``map_rows``; strided rows, and bands of
+    short ones, copied piece by piece through a buffer); others are copied first. Either
+    way the C-ordered copy's values bit for bit, from x and from y, into a new C-ordered
+    array, into a strided ``out`` and in place, the memory around the view untouched."""
     act = fastgd.activations[name]
     rng = np.random.default_rng(5)
     base = rng.normal(0, 4, (40, 3, 150)).astype(dtype)
@@ -1372,13 +1373,16 @@ def test_strided_views_are_computed_where_they_lie(name, params, dtype, view):
     np.testing.assert_array_equal(inside[outside], base[outside])
 
 
-@pytest.mark.parametrize("index", [np.s_[:, :256], np.s_[:, ::2]], ids=["slice", "step"])
-def test_a_strided_view_is_not_copied(index):
-    """The peak memory of sigmoid on a column slice or a step, and of its backward, is the
-    result's (the buffers of strided rows are a few KiB a thread)."""
+@pytest.mark.parametrize(("shape", "index"), [((2048, 512), np.s_[:, :256]),
+                                              ((2048, 512), np.s_[:, ::2]),
+                                              ((1 << 16, 8), np.s_[:, :4])],
+                         ids=["slice", "step", "narrow"])
+def test_a_strided_view_is_not_copied(shape, index):
+    """The peak memory of sigmoid on a column slice, a step or a narrow slice, and of its
+    backward, is the result's (the buffers of strided rows are 64 KiB a task)."""
     import tracemalloc
 
-    base = np.random.default_rng(1).normal(0, 1, (2048, 512)).astype(np.float32)
+    base = np.random.default_rng(1).normal(0, 1, shape).astype(np.float32)
     x = base[index]
     fastgd.sigmoid(x), fastgd.sigmoid_backward(x, x)  # compiled first
     tracemalloc.start()

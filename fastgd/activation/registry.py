@@ -293,22 +293,15 @@ def _memory_order_views(be, ins, out, shape, dtype):
     return out, [a.ravel("K") for a in ins], out.ravel("K"), alias
 
 
-#: Rows shorter than this (x[:, :5] of a tall x) are copied to C order instead: a call per
-#: row of a few elements cost more than the copy (relu of x[:, :4], 2^22 elements, 17 ms
-#: against 7.5; of x[:, :16] 1.8 against 3.0; 2026-12-06).
-MIN_ROW = 16
-
-
 def _row_views(be, ins, out, shape, dtype):
     """``(out, arrays, alias)`` for NumPy arrays not all C-contiguous whose axes merge into
     two, rows and columns, in every array (a column slice ``x[:, :k]``, a step
     ``x[:, ::2]``, an ``out`` that is one): ``out`` made in C order where not given, and
     ``arrays`` the 2-D views a ``map_rows`` kernel takes, the inputs', then ``out``'s
     (which replaces the input it is element for element, ``alias``); or None where the
-    axes do not merge so, the rows are short (``MIN_ROW``), ``out`` overlaps an input
-    otherwise, or the backend has no such kernels. The general path copies such inputs to
-    C order first: relu of ``x[:, :1024]`` of a 4096x2048 float32 took 4x as long as over
-    the rows, of ``x[:, ::2]`` 6x."""
+    axes do not merge so, ``out`` overlaps an input otherwise, or the backend has no such
+    kernels. The general path copies such inputs to C order first: relu of ``x[:, :1024]``
+    of a 4096x2048 float32 took 4x as long as over the rows, of ``x[:, ::2]`` 6x."""
     if (not hasattr(be, "map_rows_kernel") or any(type(a) is not np.ndarray for a in ins)
             or (out is not None and type(out) is not np.ndarray)):
         return None
@@ -333,8 +326,6 @@ def _row_views(be, ins, out, shape, dtype):
     if not merged or len(merged) > 2:
         return None
     (rows, row_strides), (cols, col_strides) = ([(1, [0] * len(arrays))] + merged)[-2:]
-    if cols < MIN_ROW and rows > 1:
-        return None  # a call per row of a few elements costs more than the copy
     views = [np.lib.stride_tricks.as_strided(a, (rows, cols), strides)
              for a, strides in zip(arrays, zip(row_strides, col_strides))]
     if alias is not None:  # out's own view: the input may be a read-only view of it

@@ -77,9 +77,10 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
 def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False,
                     aliases: tuple = ()) -> str:
     """A ``map`` over 2-D arrays of any strides (a column slice ``x[:, :k]``, a step
-    ``x[:, ::2]``): the serial ``map`` kernel (``span``) on each row, or on pieces of
-    ``config.CACHED_CHUNK[1]`` elements of a long one, as C-contiguous arrays: views where
-    an array's rows are contiguous, else its elements copied into a buffer of the task's
+    ``x[:, ::2]``): the serial ``map`` kernel (``span``) on pieces: each row, or a part of
+    ``config.CACHED_CHUNK[1]`` elements of a long one, or bands of rows shorter than
+    ``config.SHORT_ROW`` of about as many elements, as C-contiguous arrays: views where a
+    piece's elements are contiguous, else copied into a buffer of the task's
     (``cpu_memory.piece``/``place``/``put``); tasks of ``config.TASK_CHUNKS`` pieces.
     Arguments as :func:`map_source`'s."""
     ins, scalars = _names("in", n_in), _names("s", n_scalars)
@@ -89,23 +90,27 @@ def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bo
     arrays = ins + own
     rest = ["sv"] if packed else scalars
     chunk, tasks = config.CACHED_CHUNK[1], config.TASK_CHUNKS
-    views = [f"            v{a} = {'place' if a in own else 'piece'}({a}, r, lo, hi, b{a})"
+    where = "r0, r1, lo, hi"
+    views = [f"            v{a} = {'place' if a in own else 'piece'}({a}, {where}, b{a})"
              for a in arrays]
     return "\n".join([
         f"def kernel({', '.join(arrays + rest)}):",
-        "    cols = in0.shape[1]",
-        f"    per = max(1, (cols + {chunk - 1}) // {chunk})",
+        "    rows, cols = in0.shape",
+        f"    per = max(1, (cols + {chunk - 1}) // {chunk})  # pieces of a long row",
         "    size = (cols + per - 1) // per",
-        "    n = in0.shape[0] * per",
+        f"    band = max(1, {chunk} // cols) if cols < {config.SHORT_ROW} else 1  # rows a piece",
+        "    n = (rows + band - 1) // band * per",
         "    " + HEADERS[loop].format(i="t", n=f"(n + {tasks - 1}) // {tasks}"),
-        *[f"        b{a} = scratch({a}, size)" for a in arrays],
+        *[f"        b{a} = scratch({a}, band * size)" for a in arrays],
         f"        for u in range(t * {tasks}, min(n, (t + 1) * {tasks})):",
-        "            r = u // per",
-        "            lo = (u - r * per) * size",
+        "            q = u // per",
+        "            r0 = q * band",
+        "            r1 = min(r0 + band, rows)",
+        "            lo = (u - q * per) * size",
         "            hi = min(lo + size, cols)",
         *views,
         f"            span({', '.join([f'v{a}' for a in arrays] + rest)})",
-        *[f"            put({a}, r, lo, hi, b{a})" for a in written],
+        *[f"            put({a}, {where}, b{a})" for a in written],
     ]) + "\n"
 
 

@@ -124,12 +124,13 @@ def _address(typingctx, arr):
 
 
 @intrinsic
-def row(typingctx, arr, r):
-    """Row ``r`` of a 2-D array whose rows are contiguous (``arr.strides[1]`` is its
-    itemsize: a column slice ``x[:, :k]``), as a C-contiguous 1-D view: Numba types such a
-    row as of any layout, and a loop over it then stays scalar (relu's NaN-aware selects
-    became branches: 15x slower)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(r, types.Integer)):
+def run(typingctx, arr, r, j, count):
+    """The ``count`` elements of a 2-D array from ``arr[r, j]`` on, as a C-contiguous 1-D
+    view, where they are contiguous in memory (a row of a column slice ``x[:, :k]``, or rows
+    that are each other's neighbours): Numba types a view's row as of any layout, and a loop
+    over it stayed scalar (relu's NaN-aware selects became branches: 15x slower)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2
+            and all(isinstance(t, types.Integer) for t in (r, j, count))):
         return None
     retty = types.Array(arr.dtype, 1, "C")  # one type with a scratch buffer's (:func:`piece`)
 
@@ -139,57 +140,69 @@ def row(typingctx, arr, r):
 
         aryty = sig.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        index = context.cast(builder, args[1], sig.args[1], types.intp)
-        zero = context.get_constant(types.intp, 0)
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index, zero],
+        r_, j_, n_ = (context.cast(builder, v, t, types.intp)
+                      for v, t in zip(args[1:], sig.args[1:]))
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [r_, j_],
                                        wraparound=False)
-        cols = cgutils.unpack_tuple(builder, ary.shape, 2)[1]
         itemsize = context.get_constant(types.intp,
                                         context.get_abi_sizeof(context.get_data_type(
                                             aryty.dtype)))
         view = context.make_array(retty)(context, builder)
-        populate_array(view, data=ptr, shape=[cols], strides=[itemsize], itemsize=itemsize,
+        populate_array(view, data=ptr, shape=[n_], strides=[itemsize], itemsize=itemsize,
                        meminfo=ary.meminfo, parent=ary.parent)
         return impl_ret_borrowed(context, builder, retty, view._getvalue())
 
-    return retty(arr, r), codegen
+    return retty(arr, r, j, count), codegen
 
 
 @njit(inline="always")
-def piece(a, r, lo, hi, buf):
-    """``a[r, lo:hi]`` of a 2-D array as a C-contiguous 1-D array: a view (:func:`row`) where
-    ``a``'s rows are contiguous, else its elements copied into ``buf`` (a step
-    ``x[:, ::2]``, whose loop over the strided row stayed scalar)."""
-    if a.strides[1] == a.itemsize:
-        return row(a, r)[lo:hi]
-    b = buf[:hi - lo]
-    for j in range(lo, hi):
-        b[j - lo] = a[r, j]
+def _contiguous(a, rows):
+    """Whether ``rows`` whole rows of ``a`` (or one row's part, ``rows == 1``) lie
+    contiguously in memory."""
+    return a.strides[1] == a.itemsize and (rows == 1 or a.strides[0] == a.shape[1] * a.itemsize)
+
+
+@njit(inline="always")
+def piece(a, r0, r1, lo, hi, buf):
+    """``a[r0:r1, lo:hi]`` of a 2-D array (one row's part, or whole rows) as a C-contiguous
+    1-D array: a view (:func:`run`) where those elements are contiguous, else copied into
+    ``buf`` (a step ``x[:, ::2]``, rows of a narrow slice ``x[:, :4]``)."""
+    if _contiguous(a, r1 - r0):
+        return run(a, r0, lo, (r1 - r0 - 1) * a.shape[1] + hi - lo)
+    b = buf[:(r1 - r0) * (hi - lo)]
+    k = 0
+    for r in range(r0, r1):
+        for j in range(lo, hi):
+            b[k] = a[r, j]
+            k += 1
     return b
 
 
 @njit(inline="always")
-def place(a, r, lo, hi, buf):
-    """Where ``a[r, lo:hi]`` is computed: a view of it where ``a``'s rows are contiguous,
-    else ``buf``, which :func:`put` then copies into it."""
-    if a.strides[1] == a.itemsize:
-        return row(a, r)[lo:hi]
-    return buf[:hi - lo]
+def place(a, r0, r1, lo, hi, buf):
+    """Where ``a[r0:r1, lo:hi]`` is computed: a view of it where it is contiguous, else
+    ``buf``, which :func:`put` then copies into it."""
+    if _contiguous(a, r1 - r0):
+        return run(a, r0, lo, (r1 - r0 - 1) * a.shape[1] + hi - lo)
+    return buf[:(r1 - r0) * (hi - lo)]
 
 
 @njit(inline="always")
-def put(a, r, lo, hi, buf):
-    """``a[r, lo:hi] = buf[:hi - lo]`` where :func:`place` gave ``buf``."""
-    if a.strides[1] != a.itemsize:
-        for j in range(lo, hi):
-            a[r, j] = buf[j - lo]
+def put(a, r0, r1, lo, hi, buf):
+    """``a[r0:r1, lo:hi] = buf`` (row by row) where :func:`place` gave ``buf``."""
+    if not _contiguous(a, r1 - r0):
+        k = 0
+        for r in range(r0, r1):
+            for j in range(lo, hi):
+                a[r, j] = buf[k]
+                k += 1
 
 
 @njit(inline="always")
 def scratch(a, size):
     """The buffer :func:`piece` and :func:`place` use for ``a``: none where its rows are
-    contiguous."""
-    return np.empty(size if a.strides[1] != a.itemsize else 0, a.dtype)
+    contiguous and each other's neighbours."""
+    return np.empty(0 if _contiguous(a, 2) else size, a.dtype)
 
 
 @njit
