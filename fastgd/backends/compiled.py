@@ -69,9 +69,7 @@ class CompiledBackend:
         left out (see ``codegen.map_source``). Hot paths that run the same kernel again and
         again (an optimizer's ``step``, an activation call) look it up once and keep it."""
         packed = self.packs_scalars and n_scalars > 0
-        aliases = tuple(aliases)
-        while aliases and aliases[-1] is None:  # one key per kernel: (0, None) is (0,)
-            aliases = aliases[:-1]
+        aliases = self.alias_key(aliases)
         span = None
         if loop == "parallel":
             loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases))
@@ -85,6 +83,15 @@ class CompiledBackend:
             loop,
             span,
         )
+
+    @staticmethod
+    def alias_key(aliases) -> tuple:
+        """``aliases`` (see :meth:`map_kernel`) without trailing Nones: one key per kernel,
+        (0, None) is (0,)."""
+        aliases = tuple(aliases)
+        while aliases and aliases[-1] is None:
+            aliases = aliases[:-1]
+        return aliases
 
     def parallel_map(self, fn, writes_own: bool) -> str:
         """The loop of a parallel ``map`` of ``fn`` (``codegen.map_source``): ``"parallel"``,

@@ -75,7 +75,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
             column_sums(be, dz_out, db_out)
     else:
         be.run_columns(bind(fm.act_grad_colsum, act), [dy, z, dz_out],
-                    scalars=act.scalars, result=db_out, writes=(2,))
+                       scalars=act.scalars, result=db_out, writes=(2,))
     _done(t0)
     return dz
 
@@ -121,7 +121,7 @@ def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_ou
     else:
         line = fm.bn_backward if train else fm.bn_backward_eval
         be.run_columns(bind(line, act), [dy, z, h, dx_out, grads_out],
-                    per_column=[mean, invstd, gamma], scalars=act.scalars, writes=(3, 4))
+                       per_column=[mean, invstd, gamma], scalars=act.scalars, writes=(3, 4))
     _done(t0)
     return dx_out, grads_out
 

@@ -199,9 +199,11 @@ class Loss:
         """Rows of logits: the loss of each, and ``with_grad`` the gradient (without it, one
         exponential per element instead of two)."""
         n = _arrays.shape_of(x)[0]
-        grad = be.empty(_arrays.shape_of(x), dtype) if with_grad else None
         loss = be.empty((n,), dtype)
-        gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
+        grad = gscale = None
+        if with_grad:  # the scale as an array only for it (on a GPU, a copy to the device)
+            grad = be.empty(_arrays.shape_of(x), dtype)
+            gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
         if _is_integer(target):
             # labels reach the row function in the compute type: exact in float32 up to 2^24
             compute = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
