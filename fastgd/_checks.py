@@ -37,6 +37,16 @@ def nonnegative(name, value) -> float:
     return value
 
 
+def in_range(name, value, lo, hi, *, lo_open=False, hi_open=False) -> float:
+    """A number in ``[lo, hi]``, or with an end open (``lo_open``: ``(lo, hi]``)."""
+    value = number(name, value)
+    if not ((lo < value if lo_open else lo <= value)
+            and (value < hi if hi_open else value <= hi)):
+        raise ValueError(f"{name} must be in {'(' if lo_open else '['}{lo}, "
+                         f"{hi}{')' if hi_open else ']'}, got {value}")
+    return value
+
+
 def count(name, value, minimum=1) -> int:
     if not (is_int(value) and value >= minimum):
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

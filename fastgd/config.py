@@ -1,4 +1,7 @@
-"""Every tunable in one place. Tests shrink the CUDA launch sizes so the simulator is fast."""
+"""The kernels' tunables: loop thresholds, chunk sizes, launch sizes. Tests shrink the CUDA
+launch sizes so the simulator is fast. (Two settings live where they act: the vector width,
+``FASTGD_VECTOR_512`` in backends/cpu_target.py, read before Numba's first compile, and the
+benchmark harness's ``SLOW_S``.)"""
 
 import os
 
@@ -12,9 +15,6 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: RMSprop differed from the NumPy reference in a third of the elements after 5 steps (now
 #: none). The rules are memory-bound: no measurable cost (tools/perf_optim.py).
 FASTMATH_IN_ORDER = frozenset()
-
-#: Vector width on AVX-512 CPUs: 512-bit unless FASTGD_VECTOR_512=0 is in the environment
-#: (read when fastgd is imported, before Numba's first compile: backends/cpu_target.py).
 
 #: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost,
 #: ~2 us); math without transcendental functions or sqrt (relu, backwards from y, SGD) up to
@@ -55,6 +55,8 @@ PREFETCH_AHEAD_BYTES = 4096
 #: STORE_CHUNK_BYTES at a time into a per-thread buffer (in L1), streamed out with
 #: non-temporal stores (backends/cpu_memory.py, measured there).
 STORE_CHUNK_BYTES = 16384
+#: Chunks (or a strided view's pieces) one parallel task runs in turn, with the buffers it
+#: allocates once and the fence it ends with (codegen._streaming, codegen.map_rows_source).
 TASK_CHUNKS = 16
 #: A map over the rows of a strided view (codegen.map_rows_source) runs rows shorter than
 #: this in bands of CACHED_CHUNK[1] elements copied through a buffer, longer ones one by one

@@ -159,6 +159,13 @@ def calls(fn, names: tuple) -> bool:
         calls(helper, names) for helper in _helpers(fn).values())
 
 
+def with_globals(fn, glb: dict):
+    """``fn`` rebuilt over the globals ``glb``: the same code, defaults and closure."""
+    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__qualname__, new.__doc__ = fn.__qualname__, fn.__doc__
+    return new
+
+
 def specialize(fn, bindings: dict, jit, _memo: dict | None = None):
     """Return ``fn`` rebuilt with ``bindings`` for the names in :data:`NAMES`.
 
@@ -177,8 +184,6 @@ def specialize(fn, bindings: dict, jit, _memo: dict | None = None):
     for name, helper in _helpers(fn).items():
         if name not in bindings:  # a bound name is the backend's, not the helper
             glb[name] = jit(specialize(helper, bindings, jit, memo))
-    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__qualname__ = fn.__qualname__
-    new.__doc__ = fn.__doc__
+    new = with_globals(fn, glb)
     memo[fn] = new
     return new

@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
+_ULP_PARAMS = {np.dtype(np.float32): (24, -125), np.dtype(np.float64): (53, -1021)}
+
 
 def ulp_error(actual, expected, dtype):
-    """Distance from ``actual`` to the float64 ``expected`` in ULPs of ``dtype``.
+    """|actual - expected| in ULPs of ``dtype`` at the expected value (subnormal spacing
+    below the normal range); ``expected`` is float64, or np.longdouble for float64 results.
 
-    NaN against NaN and equal infinities count as 0; NaN against a number counts as inf.
+    NaN against NaN and equal infinities count as 0, NaN against a number as inf; an
+    expected value past ``dtype``'s range counts as infinite, so ``inf`` there is 0 ULP.
     """
     dtype = np.dtype(dtype)
-    actual = np.asarray(actual, np.float64)
-    expected = np.asarray(expected, np.float64)
-    info = np.finfo(dtype)
-    with np.errstate(all="ignore"):
-        rounded = expected.astype(dtype).astype(np.float64)
-        mag = np.maximum(np.abs(rounded), float(info.smallest_normal))
-        ulp = np.spacing(mag.astype(dtype)).astype(np.float64)
-        err = np.abs(actual - expected) / ulp
-    both_nan = np.isnan(actual) & np.isnan(expected)
-    same = (actual == expected) | (actual == rounded)  # equal infinities, overflow to inf
-    err = np.where(both_nan | same, 0.0, err)
+    digits, emin = _ULP_PARAMS[dtype]
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    wide = np.longdouble if expected.dtype == np.longdouble else np.float64
+    expected = expected.astype(wide)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = expected.astype(dtype)  # overflow -> inf
+        expected = np.where(np.isinf(rounded) & np.isfinite(expected),
+                            rounded.astype(wide), expected)
+        ulp = np.ldexp(np.ones_like(expected),
+                       np.maximum(np.frexp(expected)[1], emin) - digits)
+        err = (np.abs(actual.astype(wide) - expected) / ulp).astype(np.float64)
+    same = (np.isnan(actual) & np.isnan(expected)) | (actual.astype(wide) == expected)
+    err = np.where(same, 0.0, err)
     return np.where(np.isnan(err), np.inf, err)
 
 

@@ -15,7 +15,7 @@ import pytest
 from numba import njit
 
 from fastgd.backends import cpu_math as cm
-from tests.ulp import ulp_error
+from tests.helpers import ulp_error
 
 FM = {"nsz", "arcp", "contract", "afn", "reassoc"}
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]

@@ -152,6 +152,9 @@ def test_batch_norm_cumulative_average_as_torch(backend):
     for bad in (1.5, "0.1", True):
         with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\] or None"):
             nn.BatchNorm1d(3, momentum=bad, backend=backend)
+    for bad in (0.0, float("inf"), float("nan"), "1e-5"):
+        with pytest.raises(ValueError, match="eps must be a"):
+            nn.BatchNorm1d(3, eps=bad, backend=backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -63,6 +63,35 @@ def test_modes_and_dead_relu(mode, steps):
     assert nn.dead_fraction(model) >= 4 / 16
 
 
+def test_history_holds_the_mean_gradient_norms_and_the_dead_units():
+    """Each epoch's grad_norms is the mean over its steps of every gradient's L2 norm, as an
+    optimizer sees them; dead_relu is the fraction of hidden units whose eval-mode input is
+    <= 0 for every training sample evaluated, computed here from the weights."""
+    data = nn.datasets.two_moons(n=60, seed=1, dtype=np.float64)
+    model = nn.MLP([2, 16, 2], activation="relu", backend="numba", dtype=np.float64, seed=3)
+    model.params["fc1.weight"][:, :5] = 0.0
+    model.params["fc1.bias"][:5] = -1.0  # five units that never fire
+
+    class Recorder:  # lr 0: the parameters stay put, each batch gives other gradients
+        lr = 0.0
+        seen = []
+
+        def step(self, grads):
+            self.seen.append({k: np.linalg.norm(g) for k, g in grads.items()})
+
+    hist = nn.train(model, data, optimizer=Recorder(), mode="minibatch", batch_size=16,
+                    epochs=1, eval_samples=50, progress=False)
+    assert len(Recorder.seen) == -(-len(data.x_train) // 16) >= 3
+    for key in model.params:
+        want = np.mean([s[key] for s in Recorder.seen])
+        np.testing.assert_allclose(hist.grad_norms[0][key], want, rtol=1e-12, err_msg=key)
+    assert len({s["fc1.weight"] for s in Recorder.seen}) == len(Recorder.seen)  # all differ
+    z = data.x_train[:50] @ model.params["fc1.weight"] + model.params["fc1.bias"]
+    dead = np.mean(z.max(axis=0) <= 0)
+    assert 5 / 16 <= dead < 1
+    assert hist.dead_relu[0] == dead
+
+
 def test_divergence_stops_training():
     data = nn.datasets.xor(n=64, dtype=np.float64)
     model = nn.MLP([2, 8, 2], activation="relu", backend="numba", dtype=np.float64)

@@ -90,6 +90,7 @@ BAD = [
     (lambda: schedules.warmup_cosine(0.1, warmup=10, total=10), "warmup .10. must be less"),
     (lambda: schedules.warmup_linear(0.1, warmup=-1, total=10), "warmup must be an int >= 0"),
     (lambda: schedules.one_cycle(0.1, 10, pct_start=1.0), r"pct_start must be in \(0, 1\)"),
+    (lambda: schedules.one_cycle(0.1, 10, pct_start="0.3"), "pct_start must be a number"),
     (lambda: schedules.one_cycle(0.1, 10, anneal="exp"), "anneal must be 'cos' or 'linear'"),
     (lambda: schedules.one_cycle(0.1, 2), "one_cycle needs pct_start"),
 ]

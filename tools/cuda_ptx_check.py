@@ -52,6 +52,10 @@ class PtxCheck(HostArrays, CudaBackend):
         # (a negative "sum of squares" once made the clipping step's sqrt fail, at random)
         return np.zeros(shape, dtype)
 
+    # the device's own state initialisation and copies (HostArrays' come first otherwise)
+    full = CudaBackend.full
+    copy_into = CudaBackend.copy_into
+
     def status(self):
         return "ok (PTX check: kernels are compiled, not run)"
 

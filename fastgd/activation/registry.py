@@ -579,7 +579,7 @@ class PReLU(Activation):
         super().__init__("prelu", m.prelu_row, m.prelu_backward_row, ref.prelu,
                          ref.prelu_backward, doc=doc)
 
-    def _rows(self, x, weight):
+    def _row_shape(self, x, weight):
         """x's shape and its (rows, row length) view, one row per (sample, channel)."""
         shape = _arrays.shape_of(x)
         channels = shape[1] if len(shape) >= 2 else 1
@@ -617,7 +617,7 @@ class PReLU(Activation):
         weight = self._weight(weight, x)
         be = resolve(backend, x, weight)
         dtype = _arrays.check_float(x=x, weight=weight)
-        shape, rows = self._rows(x, weight)
+        shape, rows = self._row_shape(x, weight)
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
             out[...] = ref.prelu(x, weight)
@@ -651,7 +651,7 @@ class PReLU(Activation):
         be = resolve(backend, dy, x, weight)
         dtype = _arrays.check_float(dy=dy, x=x, weight=weight)
         _arrays.check_same_shape(dy=dy, x=x)
-        shape, rows = self._rows(x, weight)
+        shape, rows = self._row_shape(x, weight)
         if be.name == "numpy":
             out = _output(be, out, shape, dtype)
             dx, dw = ref.prelu_backward(dy, x, weight)
@@ -690,8 +690,6 @@ def _normalize_axis(axis, ndim):
 
 def _lines_shape(shape, axis):
     """``shape`` as (outer, length along axis, inner)."""
-    if len(shape) == 2:
-        return (shape[0], shape[1], 1) if axis else (1, shape[0], shape[1])
     if not shape:
         return (1, 1, 1)
     return (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))

@@ -93,10 +93,10 @@ def resolve(backend: str | None, *arrays):
     if name == "auto":
         for a in arrays:
             if type(a) is not np.ndarray:
-                name = "cuda" if any(map(is_device_array, arrays)) else _auto_host()
+                name = "cuda" if any(map(is_device_array, arrays)) else auto_host()
                 break
         else:  # plain NumPy arrays, the common case: the host backend, nothing to check
-            return _ready(_auto_host())
+            return _ready(auto_host())
     try:
         chosen = _ready(name)
     except (ValueError, BackendUnavailable) as e:
@@ -119,7 +119,7 @@ def host_fast_path(backend: str | None):
     checks (the caller has checked that its arrays are NumPy arrays)."""
     name = _asked(backend)
     if name == "auto":
-        name = _auto_host()
+        name = auto_host()
     return _READY.get(name) if name == "numba" else None
 
 
@@ -132,7 +132,7 @@ def to_device(a):
 
 
 @functools.cache
-def _auto_host() -> str:
+def auto_host() -> str:
     """What auto picks for host arrays: Numba's CPU kernels where Numba can run."""
     return "numba" if _status("numba").startswith("ok") else "numpy"
 

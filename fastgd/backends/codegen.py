@@ -1,6 +1,6 @@
 """Kernel generation: turn an op's scalar (or row) function into a loop for a target.
 
-Four loop shapes cover every op:
+Five loop shapes cover every op:
 
 * **map** — ``out_k[i] = fn(in_0[i], ..., s_0, ...)[k]`` over flat arrays (activations,
   update rules: one fused pass over parameter, gradient and state).
@@ -15,6 +15,9 @@ Four loop shapes cover every op:
   arrays with per-column vectors ``v`` (nn's bias and batch-norm math, PReLU of (N, C)),
   optionally given the flat index ``i = r·cols + j``: a nested loop on the CPU (no integer
   division), a grid-stride loop on CUDA.
+* **map_rows** — the serial map kernel run on pieces of 2-D views of any strides (Numba
+  CPU: a column slice ``x[:, :k]``, a step ``x[:, ::2]``): a row, part of a long row, or a
+  band of short rows gathered into a buffer (``cpu_memory``).
 
 The loop body is the same text for every target; only the loop header differs: ``prange``
 (Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA: over threads, or

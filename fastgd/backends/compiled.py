@@ -12,8 +12,11 @@ from fastgd.scalar import specialize
 class CompiledBackend:
     """A backend that compiles an op's scalar function into a loop (see ``codegen``).
 
-    Subclasses provide ``jit`` (whole kernels), ``device_jit`` (scalar helpers), ``loops``
-    (loop headers by size), ``bindings(compute_dtype)``, ``launch`` and the array helpers.
+    Subclasses provide ``bindings`` (what op math's names mean there), ``loop_for`` (the
+    loop for a size), ``compile``, ``launch`` and the array helpers. The Numba CPU backend
+    adds ``columns``/``fits_columns``, ``swap_lines``, ``rows_of_lines`` and
+    ``map_rows_kernel``, for lines along other axes and strided views; callers ask for
+    them with ``hasattr``.
     """
 
     name = "compiled"

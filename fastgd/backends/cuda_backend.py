@@ -90,6 +90,16 @@ def device_name(device) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
+def _fill(x, value):
+    """``x ← value``: :meth:`CudaBackend.full`'s math."""
+    return value
+
+
+def _copy(x):
+    """``y ← x``: :meth:`CudaBackend.copy_into`'s math."""
+    return x
+
+
 class CudaBackend(CompiledBackend):
     """Grid-stride CUDA kernels generated from the same scalar math as the CPU loops."""
 
@@ -121,6 +131,21 @@ class CudaBackend(CompiledBackend):
         if cupy is not None:
             return cupy.empty(shape, dtype)
         return _cuda().device_array(shape, dtype)
+
+    def full(self, n: int, dtype, value: float = 0.0):
+        """A flat device array of ``n`` elements set to ``value``, by a kernel (no CuPy
+        needed)."""
+        dtype = np.dtype(dtype)
+        a = self.empty(n, dtype)
+        self.map(_fill, [a], [a], scalars=(value,), compute=dtype)
+        return a
+
+    def copy_into(self, dst, src) -> None:
+        """Copy ``src`` (a host array or a device array, of the same size) into the flat
+        device array ``dst``, by a kernel (no CuPy needed)."""
+        if isinstance(src, np.ndarray):
+            src = to_device(np.ascontiguousarray(src))
+        self.map(_copy, [self.flat(src)], [dst], compute=np.dtype(dst.dtype))
 
     def _is_contiguous(self, a) -> bool:
         cai = getattr(a, "__cuda_array_interface__", None)

@@ -17,15 +17,13 @@ COMPUTE_BOUND = (*TRANSCENDENTAL, "sqrt")
 
 
 def cpu_math_bindings() -> dict:
-    """Vectorizable transcendental functions (``cpu_math``), else ``math`` (scalar libm)."""
-    try:
-        from fastgd.backends import cpu_math
-    except ImportError:
-        cpu_math = None
+    """Vectorizable transcendental functions (``cpu_math``), and ``math``'s sqrt and
+    isfinite; ``lanes`` and its reductions keep :mod:`fastgd.scalar`'s plain versions."""
+    from fastgd.backends import cpu_math  # imports numba and llvmlite: on first use
+
     funcs = {n: getattr(cpu_math, n, None) or getattr(math, n, None)
              for n in NAMES if n not in ("F", "W")}
-    funcs = {n: f for n, f in funcs.items() if f is not None}  # no fma without cpu_math
-    return funcs
+    return {n: f for n, f in funcs.items() if f is not None}
 
 
 class NumbaBackend(HostArrays, CompiledBackend):

@@ -17,6 +17,14 @@ class HostArrays:
     def empty(self, shape, dtype):
         return np.empty(shape, dtype)
 
+    def full(self, n: int, dtype, value: float = 0.0):
+        """A flat array of ``n`` elements set to ``value``."""
+        return np.full(n, value, dtype)
+
+    def copy_into(self, dst, src) -> None:
+        """Copy ``src`` (a host array of the same size) into the flat array ``dst``."""
+        dst[...] = np.asarray(src).reshape(-1)
+
     def contiguous(self, a):
         """``a`` C-contiguous, of its own shape (np.ascontiguousarray makes 0-d arrays 1-d)."""
         return a if a.flags.c_contiguous else np.ascontiguousarray(a)

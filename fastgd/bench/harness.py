@@ -30,12 +30,6 @@ import numpy as np
 SLOW_S = 0.1
 SLOW_ROUNDS = 2
 
-#: ``extra_info`` keys written by :func:`record`, read by the report writer.
-INFO_KEYS = (
-    "op", "direction", "backend", "device", "dtype", "n", "bytes", "gbps", "elements_per_s",
-    "roof_fraction", "compile_s", "first_call_s", "version",
-)
-
 
 class WrongResult(AssertionError):
     """An implementation's result does not match the NumPy reference: it is not timed."""

@@ -24,9 +24,6 @@ import math
 
 import numpy as np
 
-CPU_PEERS = ("torch", "numpy-plain")
-GPU_PEERS = ("torch-cuda", "cupy", "cupy-kernel")
-
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 

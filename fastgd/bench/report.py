@@ -21,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastgd.bench import bandwidth
+
 GPU_BACKENDS = ("cuda", "torch-cuda", "cupy", "cupy-kernel")
 REFERENCE = "numpy"
 
@@ -102,11 +104,7 @@ class Run:
         return {**info, "id": str(info["id"])}
 
     def roof(self, device: str) -> float | None:
-        figures = self.facts.get("bandwidth", {}).get(device)
-        if not figures:
-            return None
-        values = [v for k, v in figures.items() if k not in ("n", "h2d", "d2h")]
-        return max(values) if values else None
+        return bandwidth.roof(self.facts.get("bandwidth", {}).get(device))
 
     def transfer_gbps(self) -> float | None:
         gpu = self.facts.get("bandwidth", {}).get("gpu") or {}
@@ -161,12 +159,12 @@ def _check_bandwidth(data: dict, source: str) -> None:
         data.get("machine_info"), dict) else None
     if not isinstance(facts, dict) or "bandwidth" not in facts:
         return
-    bandwidth = facts["bandwidth"]
-    if not (isinstance(bandwidth, dict) and all(
+    devices = facts["bandwidth"]
+    if not (isinstance(devices, dict) and all(
             isinstance(figures, dict) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool)
                 for v in figures.values())
-            for figures in bandwidth.values())):
+            for figures in devices.values())):
         raise ReportError(f"{source} has a malformed field: machine_info.fastgd.bandwidth "
                           "must be an object of devices, each an object of numbers (GB/s)")
 
@@ -312,14 +310,12 @@ def _plt():
 STYLES = ("-", "--", ":", "-.")
 
 
-#: Fixed colours so a backend looks the same in every plot.
-KNOWN = ("numpy", "numba", "cuda", "torch", "torch-cuda", "cupy", "cupy-kernel",
-         "numpy-plain")
 DIRECTION_ORDER = ("forward", "backward", "backward_y", "step")
 ROOF_COLORS = {"cpu": "dimgray", "gpu": "darkred"}
 
 
-#: ours in blues and greens, peers in warm colours, the NumPy reference grey
+#: Fixed colours so a backend looks the same in every plot: ours in blues and greens, peers
+#: in warm colours, the NumPy reference grey
 FIXED_COLORS = {"numpy": "tab:gray", "numba": "tab:blue", "cuda": "tab:green",
                 "torch": "tab:orange", "torch-cuda": "tab:red", "cupy": "tab:purple",
                 "cupy-kernel": "tab:brown", "numpy-plain": "tab:olive"}
@@ -327,7 +323,7 @@ FIXED_COLORS = {"numpy": "tab:gray", "numba": "tab:blue", "cuda": "tab:green",
 
 def _colors(backends) -> dict:
     cmap = _plt().get_cmap("tab10")
-    extra = sorted(set(backends) - set(KNOWN))
+    extra = sorted(set(backends) - set(FIXED_COLORS))
     return {b: FIXED_COLORS.get(b) or cmap((7 + extra.index(b)) % 10) for b in backends}
 
 

@@ -4,24 +4,18 @@ functions down the columns on ``CompiledBackend.run_columns``."""
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 
 from fastgd import config
 from fastgd.activation import activations
 from fastgd.nn import formulas as fm
+from fastgd.scalar import scalar, with_globals
 
 
 def clone(fn, **globals_):
     """A copy of scalar function ``fn`` with some globals replaced, marked as a scalar
     helper (so :func:`fastgd.scalar.specialize` follows calls to it)."""
-    glb = dict(fn.__globals__)
-    glb.update(globals_)
-    new = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__, fn.__closure__)
-    new.__qualname__, new.__doc__ = fn.__qualname__, fn.__doc__
-    new._fastgd_scalar = True
-    return new
+    return scalar(with_globals(fn, {**fn.__globals__, **globals_}))
 
 
 class Act:

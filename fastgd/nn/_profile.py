@@ -39,6 +39,15 @@ class Profiler:
         self.totals[section] += self.clock() - t0
         self.calls[section] += 1
 
+    def mark(self) -> float:
+        """Where a section starts: the time when profiling (0 when off, at no cost)."""
+        return self.clock() if self.on else 0.0
+
+    def done(self, section: str, t0: float) -> None:
+        """Count the time since ``t0`` (a :meth:`mark`) to ``section`` when profiling."""
+        if self.on:
+            self.add(section, t0)
+
     def table(self, total: float) -> str:
         """A text table of each section's time and share of ``total`` seconds."""
         rows = [f"{'section':<16}{'seconds':>10}{'share':>8}{'calls':>8}"]

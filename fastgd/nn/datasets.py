@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fastgd._checks import in_range
 from fastgd.backends import to_device
 
 
@@ -57,8 +58,7 @@ def train_test_split(x, y, test_size=0.25, seed=0):
     gets its share of the test part, the parts left over by rounding going to the classes
     with the largest remainders. Other targets (regression values, probability rows) are
     split by a plain permutation."""
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
+    test_size = in_range("test_size", test_size, 0, 1, lo_open=True, hi_open=True)
     x, y = np.asarray(x), np.asarray(y)
     n = len(x)
     if len(y) != n:

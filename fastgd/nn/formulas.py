@@ -101,11 +101,6 @@ def add(a, b):
     return a + b
 
 
-def fill(a, value):
-    """Grid: ``value`` everywhere."""
-    return value
-
-
 def mul(a, b):
     """Grid: ``a·b``."""
     return a * b

@@ -19,15 +19,6 @@ from fastgd.nn._kernels import bind, column_sums
 from fastgd.nn._profile import PROFILE
 
 
-def _start():
-    return PROFILE.clock() if PROFILE.on else 0.0
-
-
-def _done(t0, section="fused kernels"):
-    if PROFILE.on:
-        PROFILE.add(section, t0)
-
-
 def bias_act(be, h, bias, act, z_out, y_out):
     """``z = h + bias`` (one bias per column, or none), ``y = act(z)``; returns ``(z, y)``.
 
@@ -35,7 +26,7 @@ def bias_act(be, h, bias, act, z_out, y_out):
     identity = act.name == "identity"
     if identity and bias is None:
         return h, h
-    t0 = _start()
+    t0 = PROFILE.mark()
     z = z_out if bias is not None else h
     if identity:
         z = y_out
@@ -50,7 +41,7 @@ def bias_act(be, h, bias, act, z_out, y_out):
         be.grid(bind(fm.act_only, act), [h], outs=[y_out], scalars=act.scalars)
     else:
         be.grid(bind(fm.bias_act, act), [h], [bias], [z_out, y_out], act.scalars)
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return z, y_out
 
 
@@ -60,7 +51,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
     identity = act.name == "identity"
     if identity and db_out is None:
         return dy
-    t0 = _start()
+    t0 = PROFILE.mark()
     dz = dy if identity else dz_out
     if be.name == "numpy":
         if not identity:
@@ -76,33 +67,33 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
     else:
         be.run_columns(bind(fm.act_grad_colsum, act), [dy, z, dz_out],
                        scalars=act.scalars, result=db_out, writes=(2,))
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return dz
 
 
 def batch_norm_stats(be, h, eps, stats_out):
     """Per column of ``h``: ``stats_out[0] = mean``, ``[1] = 1/sqrt(var + eps)``,
     ``[2] = unbiased var`` (for the running estimate)."""
-    t0 = _start()
+    t0 = PROFILE.mark()
     if be.name == "numpy":
         for k, v in enumerate(ref.batch_norm_stats(h, eps)):
             stats_out[k] = v
     else:
         be.run_columns(fm.bn_stats, [h, stats_out], scalars=(eps,), writes=(1,))
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return stats_out
 
 
 def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
     """``z = gamma·(h - mean)·invstd + beta``, ``y = act(z)``; returns ``(z, y)``."""
-    t0 = _start()
+    t0 = PROFILE.mark()
     if be.name == "numpy":
         z_out[...] = gamma * ((h - mean) * invstd) + beta
         y_out[...] = act.reference(z_out)
     else:
         be.grid(bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
                 act.scalars)
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return z_out, y_out
 
 
@@ -112,7 +103,7 @@ def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_ou
     ``[1]`` receive the gamma and beta gradients. ``train``: whether the forward normalized
     with the batch's statistics (which then depend on every input) or, in eval, with the
     running ones (constants)."""
-    t0 = _start()
+    t0 = PROFILE.mark()
     if be.name == "numpy":
         du = act.reference_backward(dy, z)
         dx, dgamma, dbeta = ref.batch_norm_backward(du, h, mean, invstd, gamma, train)
@@ -122,7 +113,7 @@ def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_ou
         line = fm.bn_backward if train else fm.bn_backward_eval
         be.run_columns(bind(line, act), [dy, z, h, dx_out, grads_out],
                        per_column=[mean, invstd, gamma], scalars=act.scalars, writes=(3, 4))
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return dx_out, grads_out
 
 
@@ -150,34 +141,30 @@ def inv_std(be, var, eps, out):
 def dropout(be, x, p, seed, step, out):
     """``x·mask/(1 - p)`` with the mask a hash of ``(seed, step, flat index)``: the same
     on every backend. The backward is this function applied to the upstream gradient."""
-    t0 = _start()
+    t0 = PROFILE.mark()
     if be.name == "numpy":
         out[...] = ref.dropout(x, p, seed, step)
     else:
         scalars = (np.uint64(ref.dropout_base(seed, step)),
                    np.uint64(ref.dropout_threshold(p)), 1.0 / (1.0 - p))
         be.grid(fm.dropout, [x], outs=[out], scalars=scalars, index=True)
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return out
 
 
 def dropout_mask(be, shape, p, seed, step, dtype=np.float32):
     """The dropout multiplier (0 or 1/(1 - p)) for an array of ``shape``, on ``be``."""
     rows = shape[0] if len(shape) > 1 else 1
-    ones = be.empty((rows, math.prod(shape) // max(rows, 1)), dtype)
-    if be.name == "numpy":
-        ones[...] = 1
-    else:
-        be.grid(fm.fill, [ones], outs=[ones], scalars=(1.0,))
+    ones = be.full(math.prod(shape), dtype, 1.0).reshape(rows, math.prod(shape) // max(rows, 1))
     return dropout(be, ones, p, seed, step, ones).reshape(shape)
 
 
 def add(be, a, b, out):
     """``a + b`` elementwise."""
-    t0 = _start()
+    t0 = PROFILE.mark()
     if be.name == "numpy":
         np.add(a, b, out=out)
     else:
         be.grid(fm.add, [a, b], outs=[out])
-    _done(t0)
+    PROFILE.done("fused kernels", t0)
     return out

@@ -21,12 +21,11 @@ import secrets
 import numpy as np
 
 from fastgd import _arrays
-from fastgd._checks import count
-from fastgd.backends import get_backend, to_device, to_host
+from fastgd._checks import count, in_range, positive
+from fastgd.backends import auto_host, get_backend, to_device, to_host
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
 from fastgd.nn._profile import PROFILE
-from fastgd.optim._device import copy_into
 
 #: Activations whose default initialization is He (Kaiming) normal; others get Xavier.
 HE_INIT = {"relu", "leaky_relu", "elu", "selu", "gelu", "silu", "mish", "hardswish",
@@ -36,15 +35,7 @@ INITS = ("auto", "he", "xavier", "torch")
 
 def backend_of(name):
     """The backend object for a layer: ``auto`` is numba when Numba works, else numpy."""
-    if name in (None, "auto"):
-        name = "numba" if _numba_ok() else "numpy"
-    return get_backend(name)
-
-
-def _numba_ok():
-    from fastgd.backends import backends
-
-    return backends()["numba"].startswith("ok")
+    return get_backend(auto_host() if name in (None, "auto") else name)
 
 
 def array_module(be):
@@ -202,7 +193,7 @@ class Layer:
             if isinstance(now, int):
                 setattr(layer, key, int(values[name]))
             else:
-                copy_into(layer.be, layer.be.flat_view(now), values[name])
+                layer.be.copy_into(layer.be.flat_view(now), values[name])
 
 
 def init_weight(rng, fan_in, fan_out, init, activation):
@@ -258,10 +249,9 @@ class Linear(Layer):
         n = _arrays.shape_of(x)[0]
         shape = (n, self.out_features)
         h = self._ws("h", shape)
-        t0 = PROFILE.clock() if PROFILE.on else 0.0
+        t0 = PROFILE.mark()
         self.xp.matmul(x, self.params["weight"], out=h)
-        if PROFILE.on:
-            PROFILE.add("matmul", t0)
+        PROFILE.done("matmul", t0)
         z, y = F.bias_act(self.be, h, self.params.get("bias"), self.act,
                           self._ws("z", shape), self._ws("y", shape))
         self._x, self.preact, self._out_shape = x, z, shape
@@ -272,14 +262,13 @@ class Linear(Layer):
         n = _arrays.shape_of(dy)[0]
         dz = F.act_backward(self.be, dy, self.preact, self.act,
                             self._ws("dz", (n, self.out_features)), self.grads.get("bias"))
-        t0 = PROFILE.clock() if PROFILE.on else 0.0
+        t0 = PROFILE.mark()
         self.xp.matmul(self._x.T, dz, out=self.grads["weight"])
         dx = None
         if self.input_grad:
             dx = self._ws("dx", (n, self.in_features))
             self.xp.matmul(dz, self.params["weight"].T, out=dx)
-        if PROFILE.on:
-            PROFILE.add("matmul", t0)
+        PROFILE.done("matmul", t0)
         return dx
 
 
@@ -304,10 +293,8 @@ class BatchNorm1d(Layer):
         if momentum is not None and not (_arrays.is_number(momentum) and 0 <= momentum <= 1):
             raise ValueError(f"momentum must be in [0, 1] or None (a cumulative average), "
                              f"got {momentum!r}")
-        if not (_arrays.is_number(eps) and eps > 0):
-            raise ValueError(f"eps must be > 0, got {eps!r}")
         self.momentum = None if momentum is None else float(momentum)
-        self.eps = float(eps)
+        self.eps = positive("eps", eps)
         self.num_batches_tracked = 0
         self.act = get_activation(activation, **(activation_params or {}))
         c = self.num_features
@@ -363,9 +350,7 @@ class BatchNorm1d(Layer):
 
 
 def dropout_probability(p) -> float:
-    if not (_arrays.is_number(p) and 0.0 <= p < 1.0):
-        raise ValueError(f"dropout probability must be in [0, 1), got {p!r}")
-    return float(p)
+    return in_range("dropout probability", p, 0, 1, hi_open=True)
 
 
 class Dropout(Layer):

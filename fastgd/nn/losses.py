@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from fastgd import _arrays
+from fastgd._checks import in_range
 from fastgd.backends import resolve, to_device, to_host
 from fastgd.nn import formulas as fm
 from fastgd.nn import reference as ref
@@ -29,7 +30,8 @@ from fastgd.nn._profile import PROFILE
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def _host_array(be, values, dtype):
+def _array_on(be, values, dtype):
+    """``values`` as a flat array of ``dtype`` on ``be``'s device."""
     a = np.ascontiguousarray(np.asarray(values, dtype=dtype).reshape(-1))
     return to_device(a) if be.name == "cuda" else a
 
@@ -56,17 +58,15 @@ class Loss:
         unknown = set(options) - allowed
         if unknown:
             raise ValueError(f"{name} has no option(s) {sorted(unknown)}")
-        smoothing = options.get("label_smoothing", 0.0)
-        if not (_arrays.is_number(smoothing) and 0.0 <= smoothing <= 1.0):
-            raise ValueError(f"label_smoothing must be in [0, 1], got {smoothing!r}")
-        self.name, self.reduction, self.smoothing = name, reduction, float(smoothing)
+        smoothing = in_range("label_smoothing", options.get("label_smoothing", 0.0), 0, 1)
+        self.name, self.reduction, self.smoothing = name, reduction, smoothing
         self.classification = name != "mse"
 
     def __repr__(self):
         return f"Loss({self.name!r}, reduction={self.reduction!r})"
 
     # -- checks ---------------------------------------------------------------------------------
-    def check(self, x, target, be, labels_range=True):
+    def check(self, x, target):
         """Shapes, dtypes and label range; raises before anything is computed."""
         x_shape, t_shape = _arrays.shape_of(x), _arrays.shape_of(target)
         if self.name == "cross_entropy":
@@ -80,7 +80,7 @@ class Loss:
                         f"cross_entropy labels must have shape {x_shape[:1]} for logits "
                         f"{x_shape}, got {t_shape}"
                     )
-                if labels_range and x_shape[0]:
+                if x_shape[0]:
                     host = to_host(target)
                     lo, hi = int(host.min()), int(host.max())
                     if lo < 0 or hi >= x_shape[1]:
@@ -108,8 +108,9 @@ class Loss:
         return self._evaluate(x, target, grad_output, backend, check, True)
 
     def value(self, x, target, backend=None, check=True):
-        """The loss alone, no gradient computed (its array doubled the memory a value-only
-        call took; cross-entropy's, one exponential more per element)."""
+        """The loss alone. The kernels compute no gradient for it (its array doubled the
+        memory a value-only call took; cross-entropy's, one exponential more per element);
+        the NumPy backend's textbook formulas compute one and drop it."""
         return self._evaluate(x, target, 1.0, backend, check, False)[0]
 
     __call__ = value
@@ -131,16 +132,15 @@ class Loss:
                     None if grad is None else grad.reshape(-1))
         be = resolve(backend, x, target)
         if check:
-            self.check(x, target, be)
-        t0 = PROFILE.clock() if PROFILE.on else 0.0
+            self.check(x, target)
+        t0 = PROFILE.mark()
         x = be.contiguous(x)
         target = be.contiguous(target)
         out = self._compute(be, x, target, grad_output, with_grad)
-        if PROFILE.on:
-            PROFILE.add("loss", t0)
+        PROFILE.done("loss", t0)
         return out
 
-    def _scale(self, shape, grad_output, be, dtype):
+    def _scale(self, shape, grad_output, be):
         """The gradient factor: per row (cross-entropy) or a scalar, and what reduces."""
         go = grad_output if isinstance(grad_output, float) else _arrays.as_array(grad_output)
         if isinstance(go, float) or _arrays.shape_of(go) == ():  # one number, host or device
@@ -161,12 +161,15 @@ class Loss:
     def _compute(self, be, x, target, grad_output, with_grad=True):
         shape = _arrays.shape_of(x)
         dtype = _arrays.dtype_of(x)
-        scale = self._scale(shape, grad_output, be, dtype)
-        if be.name == "numpy":
+        scale = self._scale(shape, grad_output, be)
+        if be.name == "numpy":  # the textbook formulas compute both
             loss, grad = self._numpy(x, target)
-            with np.errstate(over="ignore"):  # past float32's range: inf, as the kernels
-                grad = (grad * (scale[:, None] if self.name == "cross_entropy"
-                                and not isinstance(scale, float) else scale)).astype(dtype)
+            if with_grad:
+                rows = self.name == "cross_entropy" and not isinstance(scale, float)
+                with np.errstate(over="ignore"):  # past float32's range: inf, as the kernels
+                    grad = (grad * (scale[:, None] if rows else scale)).astype(dtype)
+            else:
+                grad = None
         elif self.name == "cross_entropy":
             loss, grad = self._cross_entropy(be, x, target, scale, dtype, with_grad)
         else:
@@ -203,7 +206,7 @@ class Loss:
         grad = gscale = None
         if with_grad:  # the scale as an array only for it (on a GPU, a copy to the device)
             grad = be.empty(_arrays.shape_of(x), dtype)
-            gscale = _host_array(be, [scale], dtype) if isinstance(scale, float) else scale
+            gscale = _array_on(be, [scale], dtype) if isinstance(scale, float) else scale
         if _is_integer(target):
             # labels reach the row function in the compute type: exact in float32 up to 2^24
             compute = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)

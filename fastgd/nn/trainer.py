@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,14 +62,6 @@ class History:
     skipped_steps: int = 0
     diverged: bool = False
     profile: dict | None = None
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def layer_grad_norms(self, epoch=-1) -> dict:
-        """Per-layer weight-gradient norms of one epoch: ``{"fc1": ..., "fc2": ...}``."""
-        norms = self.grad_norms[epoch]
-        return {k.rsplit(".", 1)[0]: v for k, v in norms.items() if k.endswith("weight")}
 
     def __repr__(self):
         if not self.epoch:
@@ -173,7 +165,7 @@ def _batch_size(mode, batch_size, n):
 
 def accuracy(loss, out, y):
     """Classification accuracy of outputs ``out`` (NaN for regression losses)."""
-    if loss.name == "mse":
+    if not loss.classification:
         return math.nan
     out, y = to_host(out), to_host(y)
     if loss.name == "cross_entropy":  # labels, or probabilities: their most likely class
@@ -344,74 +336,69 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if profile:
         PROFILE.start(be.name)
     n_eval = min(n, eval_samples)
-    limit = _blas_limit(blas_threads, model, bs)
     try:
-        limit.__enter__()
-        for epoch in range(1, epochs + 1):
-            t_epoch = time.perf_counter()
-            order = None if mode == "batch" else rng.permutation(n)
-            sums, steps, losses = {}, 0, []
-            lr = math.nan
-            for start in range(0, n, bs):
-                t0 = PROFILE.clock() if PROFILE.on else 0.0
-                if order is None:
-                    xb, yb = x_tr, y_tr
-                else:
-                    idx = order[start:start + bs]
-                    if has_bn and len(idx) < 2:
-                        continue  # batch norm cannot train on one sample
-                    idx = xp.asarray(idx)
-                    xb, yb = x_tr[idx], y_tr[idx]
-                if PROFILE.on:
-                    PROFILE.add("data", t0)
-                out = model.forward(xb, train=True)
-                value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
-                if (stop_on_divergence and not math.isfinite(value)
-                        and not getattr(optimizer, "skip_nonfinite", False)):
-                    hist.step_loss.append(value)  # the step it would have been, not taken
-                    hist.step_grad_norm.append(math.nan)
+        with _blas_limit(blas_threads, model, bs):
+            for epoch in range(1, epochs + 1):
+                t_epoch = time.perf_counter()
+                order = None if mode == "batch" else rng.permutation(n)
+                sums, steps, losses = {}, 0, []
+                lr = math.nan
+                for start in range(0, n, bs):
+                    t0 = PROFILE.mark()
+                    if order is None:
+                        xb, yb = x_tr, y_tr
+                    else:
+                        idx = order[start:start + bs]
+                        if has_bn and len(idx) < 2:
+                            continue  # batch norm cannot train on one sample
+                        idx = xp.asarray(idx)
+                        xb, yb = x_tr[idx], y_tr[idx]
+                    PROFILE.done("data", t0)
+                    out = model.forward(xb, train=True)
+                    value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
+                    if (stop_on_divergence and not math.isfinite(value)
+                            and not getattr(optimizer, "skip_nonfinite", False)):
+                        hist.step_loss.append(value)  # the step it would have been, not taken
+                        hist.step_grad_norm.append(math.nan)
+                        losses.append(value)
+                        hist.diverged = True
+                        break
+                    model.backward(grad)
+                    norms = {}
+                    if track_grad_norms:
+                        t0 = PROFILE.mark()
+                        norms = {key: _norm(xp, g) for key, g in model.grads.items()}
+                        PROFILE.done("grad norms", t0)
+                    t0 = PROFILE.mark()
+                    info = optimizer.step(model.grads)
+                    PROFILE.done("optimizer step", t0)
+                    lr = float(getattr(info, "lr", getattr(optimizer, "lr", math.nan)))
+                    norm = getattr(info, "grad_norm", None)
+                    hist.step_grad_norm.append(math.nan if norm is None else float(norm))
+                    hist.step_loss.append(value)  # every step's, skipped or not
+                    if getattr(info, "skipped", False):  # skip_nonfinite left the model as it was
+                        hist.skipped_steps += 1
+                        continue
+                    steps += 1
                     losses.append(value)
+                    for key, v in norms.items():
+                        sums[key] = sums.get(key, 0.0) + v
+                    if not math.isfinite(value) and stop_on_divergence:  # skip_nonfinite let it
+                        hist.diverged = True
+                        break
+                if not steps and stop_on_divergence:  # every step skipped: no progress
                     hist.diverged = True
+                hist.time.append(time.perf_counter() - t_epoch)
+                hist.steps += steps
+                hist.epoch.append(epoch)
+                hist.loss.append(float(np.mean(losses)) if losses else math.nan)
+                hist.grad_norms.append({k: v / max(steps, 1) for k, v in sums.items()})
+                hist.lr.append(lr)
+                _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval)
+                _report(bar, hist)
+                if hist.diverged:
                     break
-                model.backward(grad)
-                norms = {}
-                if track_grad_norms:
-                    t0 = PROFILE.clock() if PROFILE.on else 0.0
-                    norms = {key: _norm(xp, g) for key, g in model.grads.items()}
-                    if PROFILE.on:
-                        PROFILE.add("grad norms", t0)
-                t0 = PROFILE.clock() if PROFILE.on else 0.0
-                info = optimizer.step(model.grads)
-                if PROFILE.on:
-                    PROFILE.add("optimizer step", t0)
-                lr = float(getattr(info, "lr", getattr(optimizer, "lr", math.nan)))
-                norm = getattr(info, "grad_norm", None)
-                hist.step_grad_norm.append(math.nan if norm is None else float(norm))
-                hist.step_loss.append(value)  # every step's, skipped or not
-                if getattr(info, "skipped", False):  # skip_nonfinite left the model as it was
-                    hist.skipped_steps += 1
-                    continue
-                steps += 1
-                losses.append(value)
-                for key, v in norms.items():
-                    sums[key] = sums.get(key, 0.0) + v
-                if not math.isfinite(value) and stop_on_divergence:  # skip_nonfinite let it
-                    hist.diverged = True
-                    break
-            if not steps and stop_on_divergence and n:  # every step skipped: no progress
-                hist.diverged = True
-            hist.time.append(time.perf_counter() - t_epoch)
-            hist.steps += steps
-            hist.epoch.append(epoch)
-            hist.loss.append(float(np.mean(losses)) if losses else math.nan)
-            hist.grad_norms.append({k: v / max(steps, 1) for k, v in sums.items()})
-            hist.lr.append(lr)
-            _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval)
-            _report(bar, hist)
-            if hist.diverged:
-                break
     finally:
-        limit.__exit__(None, None, None)
         if profile:
             PROFILE.stop()
         if bar is not None and not isinstance(bar, str):

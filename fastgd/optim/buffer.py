@@ -9,7 +9,6 @@ import numpy as np
 
 from fastgd._arrays import FLOAT_DTYPES, is_int
 from fastgd.backends import resolve
-from fastgd.optim._device import full
 
 
 class ParamBuffer:
@@ -43,8 +42,8 @@ class ParamBuffer:
             self.offsets[name] = offset
             offset += math.prod(self.shapes[name])
         self.size = offset
-        self.flat_params = full(self.backend, self.size, self.dtype)
-        self.flat_grads = full(self.backend, self.size, self.dtype)
+        self.flat_params = self.backend.full(self.size, self.dtype)
+        self.flat_grads = self.backend.full(self.size, self.dtype)
         self.params = MappingProxyType(self.views(self.flat_params))
         self.grads = MappingProxyType(self.views(self.flat_grads))
 

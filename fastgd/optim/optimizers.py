@@ -23,11 +23,10 @@ from typing import NamedTuple
 import numpy as np
 
 from fastgd import _arrays
-from fastgd._checks import finite, nonnegative, number, positive
+from fastgd._checks import finite, in_range, nonnegative, positive
 from fastgd.backends import resolve, to_host
 from fastgd.optim import reference as ref
 from fastgd.optim import rules
-from fastgd.optim._device import copy_into, full, host_copy
 from fastgd.optim.buffer import ParamBuffer
 from fastgd.optim.clip import clip_coefficient, global_norm, max_norm_value
 
@@ -58,17 +57,11 @@ def _distinct_names(names: list) -> list:
 
 
 def _unit(name, value):
-    value = number(name, value)
-    if not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
-    return value
+    return in_range(name, value, 0, 1, hi_open=True)
 
 
 def _fraction(name, value):
-    value = number(name, value)
-    if not 0 <= value <= 1:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
+    return in_range(name, value, 0, 1)
 
 
 def _betas(name, betas):
@@ -240,7 +233,7 @@ class Optimizer:
         for p, dtype in flats:
             s = _Slot()
             s.p, s.n, s.dtype = p, p.size, np.dtype(dtype)
-            s.state = {key: full(be, s.n, dtype, init) for key, init in spec}
+            s.state = {key: be.full(s.n, dtype, init) for key, init in spec}
             states = tuple(s.state.values())
             s.tail = states  # the launch: p, g, *states (written back in place), *scalars
             s.launch = None
@@ -374,11 +367,11 @@ class Optimizer:
                 if _arrays.share_memory(flat, storage):
                     # another tensor's gradient in the buffer: read before any is written
                     copy = be.empty(_arrays.size_of(flat), self._buffer.dtype)
-                    copy_into(be, copy, flat)
+                    be.copy_into(copy, flat)
                     flat = copy
                 staged.append((name, flat))
             for name, flat in staged:
-                copy_into(be, be.flat_view(views[name]), flat)
+                be.copy_into(be.flat_view(views[name]), flat)
             return [storage]
         return flats if be.name == "cuda" else host_flats
 
@@ -479,7 +472,7 @@ class Optimizer:
             d[f"extra/{k}"] = np.array(v, np.float64)
         for name in self._names:
             for key, a in self.state[name].items():
-                d[f"state/{name}/{key}"] = host_copy(a)
+                d[f"state/{name}/{key}"] = np.array(to_host(a), copy=True)  # not live state
         return d
 
     def load_state_dict(self, d) -> None:
@@ -524,7 +517,7 @@ class Optimizer:
         be = self.backend
         for name in self._names:
             for key, _ in self._spec:
-                copy_into(be, be.flat_view(self.state[name][key]),
+                be.copy_into(be.flat_view(self.state[name][key]),
                           values[f"state/{name}/{key}"])
         self._step = int(step)
         self._load_extra(extra)
@@ -661,16 +654,13 @@ class RMSprop(Optimizer):
 class _AdamBase(Optimizer):
     """Betas, eps, weight decay (coupled or decoupled) shared by the Adam family."""
 
-    decoupled_default = False
-
-    def __init__(self, params, lr, betas, eps, weight_decay, decoupled_weight_decay, common):
-        """``decoupled_weight_decay``: True for AdamW's decay, False for Adam's L2 term, and
-        None for a subclass without the setting (Adamax: setting it then raises)."""
+    def __init__(self, params, lr, betas, eps, weight_decay, common):
+        """A subclass with coupled or decoupled decay sets ``decoupled_weight_decay``
+        first (True for AdamW's decay, False for Adam's L2 term); Adamax has no such
+        setting, and setting it raises."""
         self.betas = betas
         self.eps = eps
         self.weight_decay = weight_decay
-        if decoupled_weight_decay is not None:
-            self.decoupled_weight_decay = decoupled_weight_decay
         super().__init__(params, lr, **common)
 
     def _moments(self, lr):
@@ -689,11 +679,10 @@ class Adam(_AdamBase):
     """ + _COMMON
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, decoupled_weight_decay=None, **common):
+                 amsgrad=False, decoupled_weight_decay=False, **common):
         self.amsgrad = amsgrad
-        if decoupled_weight_decay is None:
-            decoupled_weight_decay = self.decoupled_default
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+        self.decoupled_weight_decay = decoupled_weight_decay
+        super().__init__(params, lr, betas, eps, weight_decay, common)
 
     def _variant(self):
         spec = [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
@@ -720,8 +709,6 @@ class AdamW(Adam):
     decoupled weight decay ``p ← p·(1 − lr·wd)`` applied before the update.
     """ + _COMMON
 
-    decoupled_default = True
-
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, **common):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, True, **common)
@@ -740,7 +727,8 @@ class NAdam(_AdamBase):
         self.momentum_decay = momentum_decay
         self.mu_product = 1.0
         self._next_product = 1.0
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+        self.decoupled_weight_decay = decoupled_weight_decay
+        super().__init__(params, lr, betas, eps, weight_decay, common)
 
     def _variant(self):
         return rules.nadam, [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
@@ -789,7 +777,8 @@ class RAdam(_AdamBase):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  decoupled_weight_decay=False, **common):
-        super().__init__(params, lr, betas, eps, weight_decay, decoupled_weight_decay, common)
+        self.decoupled_weight_decay = decoupled_weight_decay
+        super().__init__(params, lr, betas, eps, weight_decay, common)
 
     def _variant(self):
         return rules.radam, [("exp_avg", 0.0), ("exp_avg_sq", 0.0)]
@@ -823,7 +812,7 @@ class Adamax(_AdamBase):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  **common):
-        super().__init__(params, lr, betas, eps, weight_decay, None, common)
+        super().__init__(params, lr, betas, eps, weight_decay, common)
 
     def _variant(self):
         return rules.adamax, [("exp_avg", 0.0), ("exp_inf", 0.0)]

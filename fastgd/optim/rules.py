@@ -103,16 +103,6 @@ def sumsq_row(g, clip, strict, scale):
     return lanes_sum(acc)
 
 
-def fill(x, value):
-    """``x ← value`` (state initialisation on any backend)."""
-    return value
-
-
-def copy(x):
-    """``y ← x`` (copies between device arrays without CuPy)."""
-    return x
-
-
 # -- SGD --------------------------------------------------------------------------------
 
 
@@ -192,16 +182,23 @@ def rmsprop_centered_momentum(p, g, v, ga, buf, clip, scale, wd, alpha, oma, eps
 # -- Adam family ------------------------------------------------------------------------
 
 
+@scalar
+def adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2):
+    """Where every Adam-like rule starts: the gradient in, ``p ← decay·p`` (AdamW's
+    ``1 − lr·wd``, else 1), Adam's L2 term, then ``m ← lerp(m, g, 1 − β1)`` and
+    ``v ← β2·v + (1 − β2)·g²``. Returns ``(p, g, m, v)``."""
+    g = grad_in(g, clip, scale)
+    p = decay * p
+    g = l2(g, p, wd)
+    return p, g, lerp(m, g, w1), ema_sq(v, g, beta2, omb2)
+
+
 @in_order
 def adam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt, step_size, eps):
     """Adam / AdamW: ``p ← decay·p`` (AdamW's ``1 − lr·wd``, else 1); ``m ← lerp(m, g, 1 − β1)``;
     ``v ← β2·v + (1 − β2)·g²``; ``p ← p − (step_size·m)/(√v/√bc2 + eps)``,
     ``step_size = lr/bc1``."""
-    g = grad_in(g, clip, scale)
-    p = decay * p
-    g = l2(g, p, wd)
-    m = lerp(m, g, w1)
-    v = ema_sq(v, g, beta2, omb2)
+    p, g, m, v = adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2)
     return p - (step_size * m) / (sqrt(v) / bc2_sqrt + eps), m, v
 
 
@@ -209,11 +206,7 @@ def adam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt, step_siz
 def adam_amsgrad(p, g, m, v, vmax, clip, scale, wd, decay, w1, beta2, omb2, bc2_sqrt,
                  step_size, eps):
     """Adam / AdamW with AMSGrad: the denominator uses ``vmax ← max(vmax, v)``."""
-    g = grad_in(g, clip, scale)
-    p = decay * p
-    g = l2(g, p, wd)
-    m = lerp(m, g, w1)
-    v = ema_sq(v, g, beta2, omb2)
+    p, g, m, v = adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2)
     vmax = maximum(vmax, v)
     return p - (step_size * m) / (sqrt(vmax) / bc2_sqrt + eps), m, v, vmax
 
@@ -222,11 +215,7 @@ def adam_amsgrad(p, g, m, v, vmax, clip, scale, wd, decay, w1, beta2, omb2, bc2_
 def nadam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2, eps, coef_g, coef_m):
     """NAdam: ``denom = √(v/bc2) + eps``; ``p ← p + (coef_g·g)/denom + (coef_m·m)/denom`` with
     ``coef_g = −lr·(1 − μ_t)/(1 − Πμ)``, ``coef_m = −lr·μ_{t+1}/(1 − Πμ·μ_{t+1})``."""
-    g = grad_in(g, clip, scale)
-    p = decay * p
-    g = l2(g, p, wd)
-    m = lerp(m, g, w1)
-    v = ema_sq(v, g, beta2, omb2)
+    p, g, m, v = adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2)
     denom = sqrt(v / bc2) + eps
     p = p + (coef_g * g) / denom
     return p + (coef_m * m) / denom, m, v
@@ -237,11 +226,7 @@ def radam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc1, lr, bc2_sqrt
           rectify):
     """RAdam: ``p ← p − ((m/bc1)·lr)·(√bc2/(√v + eps))·r`` once the variance is tractable
     (``rectify == 1``, ρ_t > 5), else ``p ← p − (m/bc1)·lr``."""
-    g = grad_in(g, clip, scale)
-    p = decay * p
-    g = l2(g, p, wd)
-    m = lerp(m, g, w1)
-    v = ema_sq(v, g, beta2, omb2)
+    p, g, m, v = adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2)
     step = (m / bc1) * lr
     if rectify != F(0):
         step = (step * (bc2_sqrt / (sqrt(v) + eps))) * rect

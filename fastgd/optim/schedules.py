@@ -15,7 +15,7 @@ import bisect
 import math
 
 from fastgd._arrays import is_number
-from fastgd._checks import count, positive
+from fastgd._checks import count, in_range, positive
 
 __all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
            "warmup_linear", "one_cycle"]
@@ -117,8 +117,7 @@ def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: flo
     ``total − 1``; ``anneal`` is ``"cos"`` or ``"linear"``."""
     max_lr = positive("max_lr", max_lr)
     total = count("total", total)
-    if not 0 < pct_start < 1:
-        raise ValueError(f"pct_start must be in (0, 1), got {pct_start!r}")
+    pct_start = in_range("pct_start", pct_start, 0, 1, lo_open=True, hi_open=True)
     div_factor = positive("div_factor", div_factor)
     final_div_factor = positive("final_div_factor", final_div_factor)
     if anneal not in ("cos", "linear"):

@@ -1,6 +1,6 @@
 """Python-side cost of ``step()`` on a small tensor (the kernel itself is ~1 µs at n=1000).
 
-Usage: python scripts/step_overhead.py [n] [backend]
+Usage: python tools/step_overhead.py [n] [backend]
 """
 
 import sys

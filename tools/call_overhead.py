@@ -1,6 +1,6 @@
 """Python-side cost of one activation call on a small array, beside PyTorch's in the same run.
 
-Usage: python scripts/call_overhead.py [n]
+Usage: python tools/call_overhead.py [n]
 """
 
 import sys
