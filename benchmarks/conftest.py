@@ -66,6 +66,7 @@ def pytest_configure(config):
             "an existing folder given as a bare argument moves pytest's rootdir, as in "
             "`--fastgd-report DIR`; write the options with '=', e.g. --fastgd-report=DIR")
     config._fastgd_start = time.time()
+    config._fastgd_load = machine.load_average()  # before the sweep adds its own
     _RAN[0] = 0  # per session (pytest.main may run twice in one process)
     _ASKED.clear()
     config._fastgd_json = None
@@ -200,7 +201,7 @@ def probe_n() -> int:
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     figures = bandwidth.measure(quick=config.getoption("--fastgd-quick"))
-    machine_info["fastgd"] = machine.facts(figures)
+    machine_info["fastgd"] = machine.facts(figures, getattr(config, "_fastgd_load", None))
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
@@ -239,9 +240,10 @@ def pytest_sessionfinish(session, exitstatus):
     config._fastgd_said = f"fastgd report: {index}"
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
-    """Where the report went, after the session's output (``fastgd bench``'s progress bar
-    is closed by then)."""
+    """Where the report went, as the last line, after pytest-benchmark's tables
+    (``fastgd bench``'s progress bar is closed by then)."""
     line = getattr(config, "_fastgd_said", None)
     if line:
         terminalreporter.write_line(line)

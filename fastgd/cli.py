@@ -18,6 +18,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from fastgd import config
+
 MAX_EXPONENT = 28
 
 
@@ -125,7 +127,8 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=self.total, unit="bench", desc="fastgd bench",
-                            file=sys.stderr, dynamic_ncols=True)
+                            file=sys.stderr, dynamic_ncols=True,
+                            disable=None)  # None: none where stderr is no terminal (logs)
 
     def pytest_runtest_logreport(self, report):
         if self.bar is not None and report.when == "teardown":
@@ -144,13 +147,21 @@ class Progress:
 
 def bench_args(args, folder: Path) -> list[str]:
     """The pytest command line for ``fastgd bench`` arguments."""
-    from fastgd.bench.activation_cases import DEVICE
+    from fastgd.bench import activation_cases, optimizer_cases
 
-    known = tuple(DEVICE)  # every implementation a sweep knows, ours and the peers
+    known = tuple(activation_cases.DEVICE)  # every implementation a sweep knows, and peers
     backends = _names(args.backends)
     unknown = [b for b in backends if b not in known]
     if unknown:
         raise CLIError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    known_ops = sorted({*activation_cases.ops(), *optimizer_cases.OPS})
+    ops = _names(args.ops or "")
+    if {"copy", "inplace"} & set(ops):
+        raise CLIError("copy and inplace are the bandwidth probe, run with every sweep; "
+                       "--ops names the ops to hold against it")
+    unknown = [o for o in ops if o not in known_ops]
+    if unknown:
+        raise CLIError(f"unknown op(s) {', '.join(unknown)}; known: {', '.join(known_ops)}")
     for flag, value in (("--ops", args.ops), ("--backends", args.backends)):
         if value is not None and not _names(value):  # "" or ",": not the whole sweep
             raise CLIError(f"{flag} names nothing; leave it out for all")
@@ -159,10 +170,12 @@ def bench_args(args, folder: Path) -> list[str]:
         out.append(f"--fastgd-ops={','.join(_names(args.ops))}")
     if backends:
         out.append(f"--fastgd-backends={','.join(backends)}")
-    if args.sizes:
+    if args.sizes is not None:  # "" is no sizes, not the whole sweep
         out.append(f"--fastgd-sizes={','.join(map(str, parse_sizes(args.sizes)))}")
     if args.quick:
-        out += ["--fastgd-quick", "--benchmark-max-time=0.01", "--benchmark-min-rounds=2"]
+        # 5 rounds at least: pytest-benchmark sizes the rounds from a calibration, which a
+        # busy moment can make 2, both stalled (a 7 µs kernel timed at 5 ms)
+        out += ["--fastgd-quick", "--benchmark-max-time=0.01", "--benchmark-min-rounds=5"]
     if args.min_rounds is not None:
         if args.min_rounds < 1:
             raise CLIError(f"--min-rounds must be at least 1, got {args.min_rounds}")
@@ -268,7 +281,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except CLIError as e:
+    except (CLIError, config.SettingError) as e:
         print(f"fastgd {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -80,14 +80,19 @@ LINES_PER_THREAD = 1 << 14
 _YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
+class SettingError(ValueError):
+    """An environment variable of fastgd's with a value it cannot take (the message says
+    which, and what it takes); the CLI prints it without a traceback."""
+
+
 def env_flag(name: str, default: bool = True) -> bool:
     """A yes/no environment variable: 1/0, true/false, yes/no, on/off in any case (unset or
-    empty: ``default``); ``ValueError`` naming it for anything else, which was silently
-    taken as yes."""
+    empty: ``default``); :class:`SettingError` naming it for anything else, which was
+    silently taken as yes."""
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default
     if value not in _YES | _NO:
-        raise ValueError(f"{name}={os.environ[name]!r}: write 1 or 0 (true/false, yes/no, "
+        raise SettingError(f"{name}={os.environ[name]!r}: write 1 or 0 (true/false, yes/no, "
                          "on/off)")
     return value in _YES

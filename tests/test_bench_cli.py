@@ -52,6 +52,7 @@ def test_bench_unknown_backend(capsys):
     ("2^20..2^10", "bad size range"),
     ("2^0..2^10000000", "between 1 and 2^28"),  # refused before the range is built (60 GB)
     ("2^99999999", "between 1 and 2^28"),
+    ("", "no sizes given"),  # ran the whole sweep
 ])
 def test_bench_bad_sizes(capsys, sizes, message):
     assert cli.main(["bench", "--sizes", sizes]) == 2
@@ -100,18 +101,24 @@ def test_bench_args():
         assert flag in argv
 
 
-def test_bench_unknown_op_fails_clearly(tmp_path):
+def test_bench_unknown_op_fails_before_the_sweep(capsys):
+    assert cli.main(["bench", "--ops", "relu,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "fastgd bench: error: unknown op(s) nope; known: " in err
+    assert all(f"{op}," in err for op in ("elu", "gelu", "adam", "sgd_momentum"))
+
+
+def test_pytest_benchmarks_unknown_op_fails_clearly(tmp_path):
     """Runs collection only (nothing is timed): unknown ops are named with the known ones."""
     proc = subprocess.run(
-        [sys.executable, "-m", "fastgd.cli", "bench", "--quick", "--ops", "relu,nope",
-         "--backends", "numpy", "--out", str(tmp_path / "r")],
+        [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+         "--fastgd-ops=relu,nope", "--fastgd-backends=numpy", "--fastgd-quick",
+         f"--fastgd-report={tmp_path / 'r'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+    assert proc.returncode == 4  # pytest's usage error
     out = proc.stdout + proc.stderr
     assert "unknown op(s) nope; known: " in out
-    assert all(f"{op}," in out for op in ("copy", "elu", "gelu", "adam", "sgd_momentum"))
-    # nothing ran: no empty progress bar, no pytest-benchmark warning before the error
-    assert "fastgd bench:" not in out and "Not saving anything" not in out
+    assert all(f"{op}," in out for op in ("elu", "gelu", "adam", "sgd_momentum"))
 
 
 def test_bench_sizes_past_an_ops_limit_say_so(tmp_path):
@@ -181,6 +188,10 @@ def test_info_without_probe(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGD_KERNEL_CACHE", "0")
     cli.main(["info", "--no-probe"])
     assert "kernel cache: off" in capsys.readouterr().out
+    monkeypatch.setenv("FASTGD_KERNEL_CACHE", "maybe")  # an error, not a traceback
+    assert cli.main(["info", "--no-probe"]) == 2
+    assert ("fastgd info: error: FASTGD_KERNEL_CACHE='maybe': write 1 or 0"
+            in capsys.readouterr().err)
 
 
 def test_the_deadline_skips_what_is_left():

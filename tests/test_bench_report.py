@@ -34,8 +34,8 @@ def test_summary_table_has_the_right_numbers(single):
     assert "| relu | forward | float32 | 2^10 | numba | 2 µs | 4.1 | 4 | 5.00 |" in text
     assert "| relu | forward | float32 | 2^20 | cuda | 10 µs | 839 | 42 | 100.00 |" in text
     assert "| sigmoid | backward | float32 | 2^20 | numba | 200 µs | 62.9 | 63 | 20.00 |" in text
-    assert "| CPU | 100.0 | 80.0 | 100.0 | – | – |" in text
-    assert "| GPU | 2000.0 | 1800.0 | 2000.0 | 20.0 | 25.0 |" in text
+    assert "| CPU | 2^25 | 100.0 | 80.0 | 100.0 | – | – |" in text
+    assert "| GPU | 2^26 | 2000.0 | 1800.0 | 2000.0 | 20.0 | 25.0 |" in text
     assert "| cpu | Fixture CPU 9000 |" in text and "| peer torch | 2.0.0 |" in text
 
 
@@ -241,3 +241,26 @@ def test_a_result_without_a_time_is_named_as_malformed(tmp_path):
         data["benchmarks"][0]["stats"]["min"] = bad
         with pytest.raises(report.ReportError, match="has a malformed field"):
             report.write([data], tmp_path)
+
+
+def test_a_busy_machine_is_named_at_the_top(tmp_path, single):
+    """A quick sweep beside another program reported a 7 µs kernel at 5 ms (both of its
+    rounds stalled) and named the wrong best: the report says when it was taken on a shared
+    machine, from the load when the sweep started or from unsteady rounds."""
+    assert "this machine was busy" not in single.read_text()  # the fixture: steady rounds
+    data = json.loads(SMALL.read_text())
+    data["machine_info"]["fastgd"].update(load_at_start=1.7, cores=2)
+    text = report.write([data], tmp_path / "load").read_text()
+    assert "this machine was busy" in text and "load average was 1.7 on 2 cores" in text
+    assert text.index("busy") < text.index("## Machine")
+    assert "| load_at_start | 1.7 |" in text
+    data = json.loads(SMALL.read_text())
+    benches = data["benchmarks"]
+    for k in range(9):  # unsteady rows: a median 3× the best
+        b = json.loads(json.dumps(benches[0]))
+        b["extra_info"]["n"] = 1 << (30 + k)  # distinct results
+        b["stats"]["median"] = 3 * b["stats"]["min"]
+        benches.append(b)
+    text = report.write([data], tmp_path / "unsteady").read_text()
+    assert f"9 of {len(benches)} results have a median more than 2×" in text
+    assert text.count(" † |") == 9

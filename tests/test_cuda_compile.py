@@ -4,8 +4,8 @@ and the float32 elementwise activations have no float64 arithmetic in it.
 The simulator suite (tests/cuda) runs the kernels as Python and cannot see what only the
 device compiler rejects: this once let every kernel that uses ``fma`` fail on a GPU
 (``cuda.fma`` is not callable as a bare global). tools/cuda_ptx_check.py swaps the backend
-registry, so it runs in its own process; NVVM and NVRTC come with the dev extra
-(numba-cuda[cu13])."""
+registry, so it runs in its own process; NVVM and NVRTC come with the ptx extra
+(numba-cuda[cu13]), or the cuda and cuda13 extras on a GPU machine."""
 
 import os
 import re

@@ -194,7 +194,7 @@ def test_train_test_split_of_other_targets_and_small_sets():
 def test_digits_without_scikit_learn(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
-    with pytest.raises(ImportError, match=r"pip install 'fastgd\[examples\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[examples\]'"):
         nn.datasets.digits()
 
 

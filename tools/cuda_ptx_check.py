@@ -9,7 +9,7 @@ optimizer's step (every option combination of the tests), nn's fused kernels and
 softmax's and the losses' block-per-row kernels (rows of config.ROW_THREADS), float32
 and float64, through the public API. Nothing runs: the kernels are only compiled.
 
-Needs NVVM and NVRTC (the dev extra's numba-cuda[cu13] wheels, or a CUDA toolkit) but no
+Needs NVVM and NVRTC (the ptx extra's numba-cuda[cu13] wheels, the cuda extras', or a CUDA toolkit) but no
 driver; tests/test_cuda_compile.py runs it:
 
     PYTHONPATH=. python tools/cuda_ptx_check.py

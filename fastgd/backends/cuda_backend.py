@@ -33,7 +33,8 @@ def _cuda():
     try:
         from numba import cuda
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the cuda backend needs numba-cuda: pip install 'fastgd[cuda]'") from e
+        raise ImportError("the cuda backend needs numba-cuda: pip install -e '.[cuda]' in "
+                          "fastgd's folder") from e
     return cuda
 
 
@@ -177,7 +178,8 @@ class CudaBackend(CompiledBackend):
         if cupy is not None:
             return cupy.ascontiguousarray(cupy.asarray(a))
         raise ValueError(
-            "non-contiguous device arrays need CuPy to be copied: pip install 'fastgd[cuda]'"
+            "non-contiguous device arrays need CuPy to be copied: pip install -e '.[cuda]' in "
+            "fastgd's folder"
         )
 
     def flat(self, a):

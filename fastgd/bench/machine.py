@@ -45,8 +45,17 @@ def gpu_name() -> str | None:
     return device_name(cuda.get_current_device())
 
 
-def facts(bandwidth: dict | None = None) -> dict:
-    """Everything a report needs about this machine; ``bandwidth`` from the probe."""
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), where the system gives one."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def facts(bandwidth: dict | None = None, load: float | None = None) -> dict:
+    """Everything a report needs about this machine; ``bandwidth`` from the probe, ``load``
+    the load average when the sweep started (other programs sharing the cores)."""
     import numpy
 
     import fastgd
@@ -65,4 +74,6 @@ def facts(bandwidth: dict | None = None) -> dict:
     }
     if bandwidth is not None:
         out["bandwidth"] = bandwidth
+    if load is not None:
+        out["load_at_start"] = load
     return out

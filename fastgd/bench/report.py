@@ -262,9 +262,9 @@ def summary_rows(run: Run) -> list[list]:
         frac = best.gbps / roof if best.gbps and roof else None
         rows.append([op, direction, dtype, fmt_n(n), best.backend, fmt_time(best.time),
                      fmt(best.gbps, ".3g"), fmt(frac and 100 * frac, ".0f"),
-                     fmt(ref and ref.time / best.time, ".2f")]
-                    + [fmt(group[peer].time / group[ours].time
-                           if ours in group and peer in group else None, ".2f")
+                     fmt_ratio(ref and ref.time / best.time)]
+                    + [fmt_ratio(group[peer].time / group[ours].time
+                                 if ours in group and peer in group else None)
                        for ours, peer in pairs])
     return rows
 
@@ -455,11 +455,11 @@ def speedups(run: Run) -> dict:
 
 
 def latencies(run: Run) -> dict:
-    """Time in µs at the smallest size, per op and backend (ops whose smallest size is past
-    2^20, the many-tensor optimizer steps, are left out: they are no latency)."""
+    """Time in µs at the smallest size, per op and backend (ops whose smallest size is 2^20
+    or more, the many-tensor optimizer steps, are left out: they are no latency)."""
     def pick(groups):
         n = min(groups)
-        if n > 1 << 20:
+        if n >= 1 << 20:
             return None, {}
         return n, {b: r.time * 1e6 for b, r in groups[n].items()}
     return _per_op(run, pick)
@@ -494,8 +494,8 @@ def _name(runs: list[Run], i: int) -> str:
 
 
 def _machine_section(runs: list[Run]) -> str:
-    names = ["cpu", "cores", "gpu", "numba", "numba_threads", "threading_layer", "cpu_vectors",
-             "numpy", "python", "fastgd"]
+    names = ["cpu", "cores", "load_at_start", "gpu", "numba", "numba_threads",
+             "threading_layer", "cpu_vectors", "numpy", "python", "fastgd"]
     rows = [["commit"] + [r.commit for r in runs]]
     for name in names:
         rows.append([name] + [fmt(r.facts.get(name), "", "–") for r in runs])
@@ -512,16 +512,20 @@ def _bandwidth_section(runs: list[Run]) -> str:
         for device, figures in sorted(run.facts.get("bandwidth", {}).items()):
             rows.append([_name(runs, i) if len(runs) > 1 else device.upper(),
                          *([device.upper()] if len(runs) > 1 else []),
+                         fmt_n(figures["n"]) if figures.get("n") else "–",
                          fmt(figures.get("copy"), ".1f"), fmt(figures.get("inplace"), ".1f"),
                          fmt(run.roof(device), ".1f"), fmt(figures.get("h2d"), ".1f"),
                          fmt(figures.get("d2h"), ".1f")])
     if not rows:
         return "## Memory bandwidth\n\nNo bandwidth probe in this run: no roof to compare with."
     head = (["run", "device"] if len(runs) > 1 else ["device"]) + [
-        "copy GB/s", "in-place GB/s", "roof GB/s", "host→device GB/s", "device→host GB/s"]
-    return ("## Memory bandwidth (the roof)\n\nStream-like probe in the same run: copy "
-            "(b = a) and in-place (a = a·s), each moving 2 bytes per byte of array; the roof "
-            "is the higher.\n\n" + table(head, rows))
+        "n (float32)", "copy GB/s", "in-place GB/s", "roof GB/s", "host→device GB/s",
+        "device→host GB/s"]
+    return ("## Memory bandwidth (the roof)\n\nStream-like probe in the same run, over arrays "
+            "of n float32 in main memory: copy (b = a) and in-place (a = a·s), each counted "
+            "as moving 2 bytes per byte of array; the roof is the higher. Ops on arrays that "
+            "fit in the caches can run above it (roof % over 100), the probe's own rows "
+            "under All results too.\n\n" + table(head, rows))
 
 
 def _plots(run_list: list[Run], out: Path, prefix: str) -> list[str]:
@@ -544,9 +548,39 @@ def _keep_source(run: Run, out: Path) -> str:
     return f"`benchmarks.json` (beside this page; from `{run.source}`)"
 
 
+#: A result is unsteady where its median round took more than this times its best.
+UNSTEADY = 2.0
+
+
+def unsteady(run: Run) -> list[Result]:
+    return [r for r in run.results if r.median > UNSTEADY * r.time]
+
+
+def steadiness_note(run: Run) -> str:
+    """A warning where the machine was shared: a high load average when the sweep started,
+    or more unsteady results than a quiet machine gives (1-7 of ~600 on the 2-core VMs
+    of reports/). Another program taking a core stalls every parallel call that waits for
+    it (a 7 µs kernel took 5 ms): the best round of a few is then no measure."""
+    notes = []
+    load, cores = run.facts.get("load_at_start"), run.facts.get("cores")
+    if load is not None and cores and load >= cores / 2:
+        notes.append(f"the load average was {load:.1f} on {cores} cores when the sweep "
+                     f"started: other programs were running")
+    shaky = unsteady(run)
+    if len(shaky) > max(8, len(run.results) // 50):
+        notes.append(f"{len(shaky)} of {len(run.results)} results have a median more than "
+                     f"{UNSTEADY:g}× their best round (marked † under All results)")
+    if not notes:
+        return ""
+    return ("**Warning: this machine was busy during the sweep** — " + "; ".join(notes)
+            + ". Timings taken beside other programs are slow at random, ratios to peers "
+              "included: rerun on a quiet machine before trusting them.")
+
+
 def write_single(run: Run, out: Path) -> Path:
     parts = [f"# fastgd benchmarks: {run.label}", f"Source: {_keep_source(run, out)}",
-             _machine_section([run]), _bandwidth_section([run])]
+             steadiness_note(run), _machine_section([run]), _bandwidth_section([run])]
+    parts = [p for p in parts if p]
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
         "op must move / time; roof % = GB/s / the device's measured bandwidth, the higher of "
@@ -600,13 +634,16 @@ def _all_results(runs: list[Run]) -> str:
             roof = run.roof(r.device)
             rows.append(([i + 1] if len(runs) > 1 else []) + [
                 r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time),
-                fmt_time(r.median), fmt(r.gbps, ".3g"),
+                fmt_time(r.median) + (" †" if r.median > UNSTEADY * r.time else ""),
+                fmt(r.gbps, ".3g"),
                 fmt(r.gbps and roof and 100 * r.gbps / roof, ".0f"),
                 fmt(r.compile_s, ".2f")])
     head = (["run"] if len(runs) > 1 else []) + [
         "op", "direction", "dtype", "n", "backend", "best", "median", "GB/s", "roof %",
         "compile s"]
     return ("## All results\n\n<details><summary>every benchmark</summary>\n\n"
+            f"† : the median round took more than {UNSTEADY:g}× the best (unsteady: the "
+            "machine was busy, or the call is short enough for the timer's jitter)\n\n"
             + table(head, rows) + "\n\n</details>")
 
 

@@ -47,7 +47,7 @@ def array_module(be):
     except ImportError as e:
         raise ImportError(
             "layers on the cuda backend need CuPy for the matrix product (cuBLAS): "
-            "pip install 'fastgd[cuda]'"
+            "pip install -e '.[cuda]' in fastgd's folder"
         ) from e
     return cupy
 
