@@ -242,8 +242,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter, config):
-    """Where the report went, as the last line, after pytest-benchmark's tables
-    (``fastgd bench``'s progress bar is closed by then)."""
+    """Where the report went, after pytest-benchmark's tables (``fastgd bench``'s progress
+    bar is closed by then)."""
     line = getattr(config, "_fastgd_said", None)
     if line:
         terminalreporter.write_line(line)

@@ -1,7 +1,9 @@
 """The kernels' tunables: loop thresholds, chunk sizes, launch sizes. Tests shrink the CUDA
-launch sizes so the simulator is fast. (Two settings live where they act: the vector width,
-``FASTGD_VECTOR_512`` in backends/cpu_target.py, read before Numba's first compile, and the
-benchmark harness's ``SLOW_S``.)"""
+launch sizes so the simulator is fast. Settings that live where they act: the environment's
+``FASTGD_VECTOR_512`` (backends/cpu_target.py, read before Numba's first compile),
+``FASTGD_KERNEL_CACHE`` and ``FASTGD_CACHE_DIR`` (backends/kernel_cache.py) and
+``FASTGD_BACKEND`` (backends/__init__.py); the benchmark harness's ``SLOW_S``, the gradient
+norm's row length ``optim/clip.CHUNK`` and the trainer's BLAS threshold."""
 
 import os
 
@@ -82,7 +84,7 @@ _YES, _NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 class SettingError(ValueError):
     """An environment variable of fastgd's with a value it cannot take (the message says
-    which, and what it takes); the CLI prints it without a traceback."""
+    which, and what it takes); ``fastgd`` commands print it as an error line."""
 
 
 def env_flag(name: str, default: bool = True) -> bool:
@@ -94,5 +96,5 @@ def env_flag(name: str, default: bool = True) -> bool:
         return default
     if value not in _YES | _NO:
         raise SettingError(f"{name}={os.environ[name]!r}: write 1 or 0 (true/false, yes/no, "
-                         "on/off)")
+                           "on/off)")
     return value in _YES

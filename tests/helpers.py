@@ -24,8 +24,8 @@ def ulp_error(actual, expected, dtype):
         rounded = expected.astype(dtype)  # overflow -> inf
         expected = np.where(np.isinf(rounded) & np.isfinite(expected),
                             rounded.astype(wide), expected)
-        ulp = np.ldexp(np.ones_like(expected),
-                       np.maximum(np.frexp(expected)[1], emin) - digits)
+        exponent = np.where(expected == 0, emin, np.frexp(expected)[1])  # frexp(0): 0
+        ulp = np.ldexp(np.ones_like(expected), np.maximum(exponent, emin) - digits)
         err = (np.abs(actual.astype(wide) - expected) / ulp).astype(np.float64)
     same = (np.isnan(actual) & np.isnan(expected)) | (actual.astype(wide) == expected)
     err = np.where(same, 0.0, err)

@@ -176,6 +176,7 @@ def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
 def test_info_without_probe(capsys, tmp_path, monkeypatch):
     from fastgd.backends import kernel_cache
 
+    monkeypatch.delenv("FASTGD_KERNEL_CACHE", raising=False)
     monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
     here = kernel_cache.folder()
     here.mkdir(parents=True)
@@ -192,6 +193,8 @@ def test_info_without_probe(capsys, tmp_path, monkeypatch):
     assert cli.main(["info", "--no-probe"]) == 2
     assert ("fastgd info: error: FASTGD_KERNEL_CACHE='maybe': write 1 or 0"
             in capsys.readouterr().err)
+    assert cli.main(["bench", "--ops", "relu"]) == 2  # before the sweep
+    assert "fastgd bench: error: FASTGD_KERNEL_CACHE='maybe'" in capsys.readouterr().err
 
 
 def test_the_deadline_skips_what_is_left():

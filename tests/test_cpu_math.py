@@ -223,6 +223,10 @@ def test_ulp_error_helper():
     np.testing.assert_allclose(err[:5], [1, 0, 0, 0, 0])
     assert err[5] == pytest.approx(1e-46 / 2.0**-149)
     assert ulp_error(np.array([np.nan]), np.array([1.0]), np.float64)[0] == np.inf
+    # at an exact 0 the unit is the smallest subnormal: 1e-7 is far off, not 1.7 ULP
+    assert ulp_error(np.float32([1e-7, 0.0, -0.0]), np.zeros(3), np.float32).tolist() == [
+        pytest.approx(1e-7 / 2.0**-149), 0, 0]
+    assert ulp_error(np.array([2.0**-1074]), np.zeros(1), np.float64)[0] == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -9,7 +9,7 @@ optimizer's step (every option combination of the tests), nn's fused kernels and
 softmax's and the losses' block-per-row kernels (rows of config.ROW_THREADS), float32
 and float64, through the public API. Nothing runs: the kernels are only compiled.
 
-Needs NVVM and NVRTC (the ptx extra's numba-cuda[cu13] wheels, the cuda extras', or a CUDA toolkit) but no
+Needs NVVM and NVRTC (the ptx or cuda extras' numba-cuda wheels, or a CUDA toolkit) but no
 driver; tests/test_cuda_compile.py runs it:
 
     PYTHONPATH=. python tools/cuda_ptx_check.py
@@ -28,6 +28,7 @@ from numba.cuda import dispatcher as cuda_dispatcher
 
 import fastgd
 from fastgd import config, nn
+from fastgd.backends import cuda_backend
 from fastgd.backends.cuda_backend import CudaBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.nn import functional as F
@@ -98,6 +99,8 @@ def run_everything(be):
         for name, options in CONFIGS:  # every update rule and option combination
             buf = fastgd.ParamBuffer({"w": (4, 5), "b": (3,)}, dtype, backend="cuda")
             getattr(fastgd, name)(buf, **options).step()
+        opt = fastgd.Adam({"w": np.zeros(6, dtype)}, backend="cuda")
+        opt.load_state_dict(opt.state_dict())  # the state copied back in (copy_into)
         # nn's fused kernels; a batch of 2 * ROW_THREADS runs its column lines a block each
         tall = rng.normal(0, 3, (2 * config.ROW_THREADS, 16)).astype(dtype)
         for h, name in itertools.product((x, tall), ("relu", "gelu", "tanh", "identity")):
@@ -143,6 +146,7 @@ def main():
     backends._STATUS.pop("cuda", None)
     backends._READY.pop("cuda", None)
     losses.to_device = np.asarray  # the loss's scale stays a host array, as PtxCheck's are
+    cuda_backend.to_device = np.asarray  # copy_into's host source, likewise
     run_everything(check)
     print(f"{len(check.compiled)} CUDA kernels compiled to PTX for sm_{CC[0]}{CC[1]}")
     # float32 data computed in float64 runs at half the float32 rate or less on a GPU:

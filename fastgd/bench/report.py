@@ -506,13 +506,20 @@ def _machine_section(runs: list[Run]) -> str:
     return "## Machine\n\n" + table(header, rows)
 
 
+def _probe_n(n) -> str:
+    """The probe's array size as 2^k where it is a power of two (any number a JSON holds)."""
+    if not n:
+        return "–"
+    return fmt_n(int(n)) if float(n).is_integer() else fmt(n)
+
+
 def _bandwidth_section(runs: list[Run]) -> str:
     rows = []
     for i, run in enumerate(runs):
         for device, figures in sorted(run.facts.get("bandwidth", {}).items()):
             rows.append([_name(runs, i) if len(runs) > 1 else device.upper(),
                          *([device.upper()] if len(runs) > 1 else []),
-                         fmt_n(figures["n"]) if figures.get("n") else "–",
+                         _probe_n(figures.get("n")),
                          fmt(figures.get("copy"), ".1f"), fmt(figures.get("inplace"), ".1f"),
                          fmt(run.roof(device), ".1f"), fmt(figures.get("h2d"), ".1f"),
                          fmt(figures.get("d2h"), ".1f")])
@@ -564,15 +571,16 @@ def steadiness_note(run: Run) -> str:
     notes = []
     load, cores = run.facts.get("load_at_start"), run.facts.get("cores")
     if load is not None and cores and load >= cores / 2:
-        notes.append(f"the load average was {load:.1f} on {cores} cores when the sweep "
-                     f"started: other programs were running")
+        notes.append(f"the load average over the minute before the sweep was {load:.1f} on "
+                     f"{cores} cores (other programs running, or a job that had just ended)")
     shaky = unsteady(run)
     if len(shaky) > max(8, len(run.results) // 50):
         notes.append(f"{len(shaky)} of {len(run.results)} results have a median more than "
                      f"{UNSTEADY:g}× their best round (marked † under All results)")
     if not notes:
         return ""
-    return ("**Warning: this machine was busy during the sweep** — " + "; ".join(notes)
+    return ("**Warning: this machine may have been busy during the sweep** — "
+            + "; ".join(notes)
             + ". Timings taken beside other programs are slow at random, ratios to peers "
               "included: rerun on a quiet machine before trusting them.")
 
@@ -675,6 +683,8 @@ def write_compare(runs: list[Run], out: Path) -> Path:
     parts = ["# fastgd benchmarks compared",
              "Runs:\n\n" + "\n".join(f"{i + 1}. {r.label} — `{r.source}`"
                                      for i, r in enumerate(runs)),
+             *(f"Run {i + 1}: {note}" for i, r in enumerate(runs)
+               if (note := steadiness_note(r))),
              _machine_section(runs), _bandwidth_section(runs)]
     found = ratios(runs)
     geo = []

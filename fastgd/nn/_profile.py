@@ -40,7 +40,8 @@ class Profiler:
         self.calls[section] += 1
 
     def mark(self) -> float:
-        """Where a section starts: the time when profiling (0 when off, at no cost)."""
+        """Where a section starts: the time when profiling (0 when off: one attribute test,
+        ~0.1 µs a mark/done pair)."""
         return self.clock() if self.on else 0.0
 
     def done(self, section: str, t0: float) -> None:

@@ -518,7 +518,7 @@ class Optimizer:
         for name in self._names:
             for key, _ in self._spec:
                 be.copy_into(be.flat_view(self.state[name][key]),
-                          values[f"state/{name}/{key}"])
+                             values[f"state/{name}/{key}"])
         self._step = int(step)
         self._load_extra(extra)
 
