@@ -1443,3 +1443,50 @@ def test_float64_reference_in_the_deep_left_tails():
     normal = np.abs(want) >= np.finfo(np.float64).tiny
     assert np.all(np.abs(got - want)[normal] <= 1e-14 * np.abs(want[normal]))
     assert np.all(np.abs(got - want)[~normal] <= 1e-310)
+
+
+# -- layouts the Numba backend computes where they lie (registry._memory_order_views) ----
+
+
+def test_fortran_out_partly_overlapping_its_input_is_computed_from_a_copy():
+    buf = np.asfortranarray(np.random.default_rng(0).standard_normal((4, 6)))
+    x, out = buf[:, :5], buf[:, 1:]
+    want = np.maximum(x, 0)
+    np.testing.assert_array_equal(fastgd.relu(x, out=out, backend="numba"), want)
+
+
+def test_backward_pairs_elements_of_inputs_in_different_layouts():
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((5, 7)), np.asfortranarray(rng.standard_normal((5, 7)))
+    np.testing.assert_array_equal(fastgd.relu_backward(dy, x, backend="numba"),
+                                  fastgd.relu_backward(dy, x, backend="numpy"))
+    np.testing.assert_allclose(fastgd.tanh_backward(dy, x, backend="numba"),
+                               fastgd.tanh_backward(dy, x, backend="numpy"), rtol=1e-13)
+
+
+def test_an_out_with_negative_strides_is_written():
+    x = np.asfortranarray(np.random.default_rng(0).standard_normal((6, 5)))[::-1]
+    out = np.zeros((6, 5), order="F")[::-1]
+    fastgd.tanh(x, out=out, backend="numba")
+    np.testing.assert_allclose(out, np.tanh(x), rtol=1e-12)
+
+
+def test_prelu_per_channel_of_4d_input_past_the_parallel_threshold():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((128, 64, 2, 2)).astype(np.float32)
+    w = rng.uniform(0.1, 0.5, 64).astype(np.float32)
+    np.testing.assert_array_equal(fastgd.prelu(x, w, backend="numba"),
+                                  fastgd.prelu(x, w, backend="numpy"))
+    dx, dw = fastgd.prelu_backward(np.ones_like(x), x, w, backend="numba")
+    dx0, dw0 = fastgd.prelu_backward(np.ones_like(x), x, w, backend="numpy")
+    np.testing.assert_array_equal(dx, dx0)
+    np.testing.assert_allclose(dw, dw0, rtol=1e-5)
+
+
+def test_a_negative_zero_slope_is_not_served_the_kernel_plan_of_plus_zero():
+    x = np.array([-1.0, -2.0, 3.0])
+    fastgd.leaky_relu(x, 0.0, backend="numba")
+    got = fastgd.leaky_relu(x, -0.0, backend="numba")
+    want = fastgd.leaky_relu(x, -0.0, backend="numpy")
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+    assert not np.signbit(got).any()  # −0·(−1) = +0, where 0·(−1) = −0

@@ -266,3 +266,45 @@ def test_a_busy_machine_is_named_at_the_top(tmp_path, single):
     assert text.count(" † |") == 9
     compared = report.write([SMALL, data], tmp_path / "compare").read_text()
     assert "Run 2: **Warning" in compared and "Run 1: **Warning" not in compared
+
+
+def _run(results, bandwidth=None):
+    """A parsed run of forward float32 results ``(op, backend, device, n, seconds, extra)``,
+    8 bytes an element."""
+    benches = [{"name": f"{op}-{backend}-{n}", "stats": {"min": t, "median": t},
+                "extra_info": {"op": op, "direction": "forward", "backend": backend,
+                               "device": device, "dtype": "float32", "n": n, "bytes": 8 * n,
+                               **extra}}
+               for op, backend, device, n, t, extra in results]
+    info = {"fastgd": {"bandwidth": bandwidth}} if bandwidth else {}
+    return report.parse({"benchmarks": benches, "machine_info": info})
+
+
+def test_crossover_is_the_size_from_which_the_gpu_stays_faster():
+    run = _run([("relu", "numba", "cpu", 2**10, 1e-6, {}),
+                ("relu", "cuda", "gpu", 2**10, 5e-7, {}),
+                ("relu", "numba", "cpu", 2**15, 1e-6, {}),
+                ("relu", "cuda", "gpu", 2**15, 2e-6, {}),  # it loses here again
+                ("relu", "numba", "cpu", 2**20, 1e-4, {}),
+                ("relu", "cuda", "gpu", 2**20, 1e-5, {})])
+    assert report.crossover(run, False) == [["relu", "forward", "float32", "2^20"]]
+
+
+def test_crossover_with_transfers_counts_bytes_over_gb_per_s():
+    # 8 MiB over 1000 GB/s is 8.4 µs: the GPU's 10 + 8.4 µs still beats the CPU's 100
+    run = _run([("relu", "numba", "cpu", 2**20, 1e-4, {}),
+                ("relu", "cuda", "gpu", 2**20, 1e-5, {})],
+               bandwidth={"gpu": {"h2d": 1000.0, "d2h": 1000.0}})
+    assert report.crossover(run, True) == [["relu", "forward", "float32", "2^20"]]
+
+
+def test_the_plots_values():
+    """speedup.png, latency.png and compile.png: their numbers, not only their sizes."""
+    run = _run([("relu", "numpy", "cpu", 2**10, 1e-5, {"compile_s": 0.5}),
+                ("relu", "numba", "cpu", 2**10, 2e-6, {"compile_s": 1.0}),
+                ("relu", "numpy", "cpu", 2**20, 1e-3, {}),
+                ("relu", "numba", "cpu", 2**20, 1e-4, {"compile_s": 2.0})])
+    assert report.speedups(run) == {"relu forward (n=2^20)": {"numba": pytest.approx(10.0)}}
+    assert report.latencies(run) == {"relu forward (n=2^10)": {
+        "numpy": pytest.approx(10.0), "numba": pytest.approx(2.0)}}
+    assert report.compile_times(run) == {"relu forward": {"numpy": 0.5, "numba": 3.0}}

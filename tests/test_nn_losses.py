@@ -452,3 +452,18 @@ def test_numpy_backend_loss_past_float32_is_inf_without_a_warning():
             loss, grad = nn.get_loss("mse").value_and_grad(x, np.zeros_like(x),
                                                            backend=backend)
         assert loss == np.inf and np.isfinite(grad).all(), backend
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_probability_targets_whose_rows_do_not_sum_to_one_as_torch(backend):
+    """torch's gradient is softmax·Σq − q: the Σq factor matters where a row's targets do
+    not sum to 1 (no test had such targets)."""
+    x = np.array([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]])
+    t = np.array([[0.5, 0.25, 0.0], [2.0, 0.0, 1.0]])
+    xt = torch.tensor(x, requires_grad=True)
+    value = torch.nn.functional.cross_entropy(xt, torch.tensor(t), label_smoothing=0.1)
+    value.backward()
+    assert nn.cross_entropy(x, t, label_smoothing=0.1, backend=backend) == pytest.approx(
+        value.item(), rel=1e-12)
+    got = nn.cross_entropy_backward(x, t, label_smoothing=0.1, backend=backend)
+    np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-12)

@@ -580,3 +580,38 @@ def test_grad_norms_leaves_the_models_buffers_as_they_were():
     after = model.state_dict()
     for key, value in before.items():
         np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
+def test_minibatch_order_follows_the_seed():
+    data = nn.datasets.xor(n=64, dtype=np.float64)
+    losses = []
+    for seed in (0, 1):
+        model = nn.MLP([2, 8, 2], backend="numpy", dtype=np.float64, seed=0)
+        losses.append(nn.train(model, data, optimizer=fastgd.SGD(model.params, lr=0.1),
+                               mode="minibatch", batch_size=8, epochs=1, seed=seed,
+                               progress=False).step_loss)
+    assert losses[0] != losses[1]  # the same model, batches drawn in another order
+
+
+def test_the_epochs_evaluation_runs_in_eval_mode():
+    """It must leave batch norm's running statistics and the dropout masks' step alone, and
+    measure the training accuracy as evaluate does (no dropout)."""
+    data = nn.datasets.xor(n=64, dtype=np.float64)
+    model = nn.MLP([2, 8, 2], batch_norm=True, dropout=0.5, backend="numpy",
+                   dtype=np.float64, seed=0)
+    hist = nn.train(model, (data.x_train, data.y_train),
+                    optimizer=fastgd.SGD(model.params, lr=0.1), mode="minibatch",
+                    batch_size=16, epochs=1, progress=False)
+    steps = -(-len(data.x_train) // 16)
+    state = model.state_dict()
+    assert state["bn1.num_batches_tracked"] == state["drop1.step"] == steps
+    assert hist.train_accuracy[-1] == pytest.approx(nn.evaluate(model, data.x_train,
+                                                                data.y_train)[1])
+
+
+def test_binary_accuracy_thresholds_the_logits_at_zero():
+    from fastgd.nn.trainer import accuracy
+
+    loss = nn.get_loss("binary_cross_entropy_with_logits")
+    out, y = np.array([[0.3], [-0.3], [2.0]]), np.array([[1.0], [0.0], [1.0]])
+    assert accuracy(loss, out, y) == 1.0

@@ -965,3 +965,24 @@ def test_a_byte_swapped_gradient_is_named_so():
     opt = fastgd.SGD([np.ones(3, np.float32)], lr=0.1)
     with pytest.raises(ValueError, match=r"has dtype >f4, expected float32 \(byte-swapped"):
         opt.step([np.ones(3, ">f4")])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_skipped_step_reports_a_nan_gradient_norm_as_nan(backend):
+    """With clip_value the NaN could be clamped away before the norm: skip_nonfinite's
+    report must still say NaN, not inf (a log searched for NaN missed it)."""
+    p, g = np.zeros(10, np.float32), np.ones(10, np.float32)
+    g[3] = np.nan
+    info = fastgd.SGD([p], lr=0.1, skip_nonfinite=True, clip_value=1.0,
+                      backend=backend).step([g])
+    assert info.skipped and math.isnan(info.grad_norm)
+    np.testing.assert_array_equal(p, 0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_clip_grad_norm_refuses_a_read_only_grad_before_writing_any(backend):
+    a, b = np.full(100, 3.0, np.float32), np.full(100, 3.0, np.float32)
+    b.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        fastgd.clip_grad_norm([a, b], 1.0, backend=backend)
+    np.testing.assert_array_equal(a, 3.0)  # the first grad was not clipped either

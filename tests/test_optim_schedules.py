@@ -109,3 +109,11 @@ def test_any_callable_is_a_schedule():
     opt = fastgd.SGD(p, lr=lambda s: 0.5 * math.exp(-s))
     infos = [opt.step({"w": np.ones(1)}) for _ in range(3)]
     assert [i.lr for i in infos] == pytest.approx([0.5, 0.5 / math.e, 0.5 / math.e**2])
+
+
+def test_schedules_hold_their_last_value_past_total():
+    """cosine(…)(50) == 0 at min_lr 0 passed with the clamp gone too: cos(5π) = −1."""
+    cosine = schedules.cosine(1.0, 10, min_lr=0.1)
+    assert [cosine(s) for s in (10, 15, 25)] == pytest.approx([0.1] * 3, rel=1e-12)
+    cycle = schedules.one_cycle(0.1, 50)
+    assert [cycle(s) for s in (49, 60, 75)] == pytest.approx([0.1 / 25 / 1e4] * 3, rel=1e-12)
