@@ -284,3 +284,30 @@ def test_the_bandwidth_probe_alone_is_not_a_sweep_that_ran():
     conftest.pytest_sessionfinish(session, 0)
     assert session.exitstatus == pytest.ExitCode.TESTS_FAILED
     assert config._fastgd_said == "fastgd: no report: no benchmark ran before the deadline"
+
+
+def test_a_size_range_with_step_zero_is_a_command_line_error():
+    """``--sizes 2^10..2^12:0`` is the user's mistake: a CLIError (``fastgd: error: ...``,
+    exit status 2), not range()'s ValueError as a traceback."""
+    with pytest.raises(cli.CLIError, match="bad size range"):
+        cli.parse_sizes("2^10..2^12:0")
+    with pytest.raises(cli.CLIError, match="bad size range"):
+        cli.parse_sizes("2^12..2^10")
+
+
+def test_bench_max_time_zero_is_refused_before_the_sweep(tmp_path):
+    """``--max-time 0`` is no number of seconds > 0: refused with the others (-1, inf),
+    before a pytest command line for the sweep is built."""
+    args = cli.parser().parse_args(["bench", "--ops", "relu", "--max-time", "0"])
+    with pytest.raises(cli.CLIError, match="--max-time must be a number of seconds > 0"):
+        cli.bench_args(args, tmp_path)
+    args = cli.parser().parse_args(["bench", "--ops", "relu", "--max-time", "0.5"])
+    assert any("0.5" in a for a in cli.bench_args(args, tmp_path))
+
+
+@pytest.mark.parametrize("text", ["0", "0,1024", "00"])
+def test_a_size_of_zero_elements_is_refused(text):
+    """Sizes run from 1 element: ``--sizes 0`` is refused, as 2^30 is, not benchmarked."""
+    with pytest.raises(cli.CLIError, match="between 1 and 2"):
+        cli.parse_sizes(text)
+    assert cli.parse_sizes("1,2^0") == [1]

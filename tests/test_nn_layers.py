@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from fastgd import nn
+from fastgd.nn import functional as F
+from fastgd.nn._kernels import get_activation
 from tests.helpers import central_difference
 
 BACKENDS = ["numpy", "numba"]
@@ -90,10 +92,10 @@ def test_batch_norm_matches_torch(backend):
 @pytest.mark.parametrize("features", [20, 70])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_batch_norm_of_a_large_batch_matches_torch(dtype, features):
-    """The CPU runs 70 columns in blocks side by side (``backends.columns``) and, past
-    PARALLEL_THRESHOLD elements, 20 float32 or float64 ones (less than COLUMN_MIN_BYTES
-    apart) as rows, swapped in and out: statistics, the input gradient and gamma's and
-    beta's, with an activation."""
+    """Past PARALLEL_THRESHOLD elements the CPU runs the columns as rows, swapped in and out
+    (20 features: less than COLUMN_MIN_BYTES apart; 70: too few blocks to give every thread
+    two): statistics, the input gradient and gamma's and beta's, with an activation. The
+    side-by-side path (``backends.columns``) has its own test below."""
     rng = np.random.default_rng(12)
     x = (rng.standard_normal((300, features)) * 3 + 2).astype(dtype)
     dy = rng.standard_normal(x.shape).astype(dtype)
@@ -442,3 +444,53 @@ def test_mlp_without_input_grad_returns_none_with_a_residual_first_block_too():
     model.input_grad = True
     model.forward(x, train=True)
     assert model.backward(np.ones((8, 3), np.float32)).shape == (8, 6)
+
+
+def _bn_backward_on(backend, dy, z, h, mean, invstd, gamma, act, train):
+    dx = np.empty_like(h)
+    grads = np.empty((2, h.shape[1]), h.dtype)
+    F.batch_norm_backward(nn.layers.backend_of(backend), dy, z, h, mean, invstd, gamma, act, dx,
+                          grads, train)
+    return dx, grads
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_backward_side_by_side_uses_each_columns_own_statistics(train):
+    """16 rows of 128 float64 features (2048 elements, under PARALLEL_THRESHOLD, 1024 bytes
+    wide): the CPU runs the columns in blocks side by side (``backends.columns``), where
+    mean, invstd and gamma are one value per column: each column must get its own."""
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((16, 128)) * 3 + 1
+    dy = rng.standard_normal(h.shape)
+    mean, var = h.mean(axis=0), h.var(axis=0)
+    invstd = 1 / np.sqrt(var + 1e-5)
+    gamma = rng.uniform(0.5, 2, 128)
+    act = get_activation("tanh")
+    z = gamma * (h - mean) * invstd + 0.1
+    be = nn.layers.backend_of("numba")
+    assert be.fits_columns([h.reshape(1, *h.shape)])  # the path under test
+    got = _bn_backward_on("numba", dy, z, h, mean, invstd, gamma, act, train)
+    want = _bn_backward_on("numpy", dy, z, h, mean, invstd, gamma, act, train)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+
+
+def test_fused_kernels_of_two_variants_of_one_activation_keep_apart():
+    """gelu and gelu(approximate="tanh") share a name: the fused bias+activation kernels
+    (``_kernels.bind``, memoized) must be told apart by variant, or whichever variant a
+    process binds first serves the other too (up to 5e-4 off: both are plausible values, so a
+    gradient check of one layer against its own forward cannot see it)."""
+    rng = np.random.default_rng(2)
+    h = rng.standard_normal((8, 16)) * 2
+    bias = rng.standard_normal(16)
+    be = nn.layers.backend_of("numba")
+    for values in ({}, {"approximate": "tanh"}, {}):
+        act = get_activation("gelu", **values)
+        z, y = np.empty_like(h), np.empty_like(h)
+        F.bias_act(be, h, bias, act, z, y)
+        np.testing.assert_allclose(y, act.reference(h + bias), rtol=1e-12, atol=1e-14,
+                                   err_msg=str(values))
+        dz, db = np.empty_like(h), np.empty(16)
+        F.act_backward(be, y, h + bias, act, dz, db)
+        np.testing.assert_allclose(dz, act.reference_backward(y, h + bias), rtol=1e-12,
+                                   atol=1e-14, err_msg=str(values))

@@ -615,3 +615,18 @@ def test_binary_accuracy_thresholds_the_logits_at_zero():
     loss = nn.get_loss("binary_cross_entropy_with_logits")
     out, y = np.array([[0.3], [-0.3], [2.0]]), np.array([[1.0], [0.0], [1.0]])
     assert accuracy(loss, out, y) == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stratified_split_gives_the_rounding_leftovers_to_the_largest_remainders(seed):
+    """Classes of 5, 3 and 2 samples, test_size 0.25: 3 test samples, shares 1.25, 0.75 and
+    0.5; one each after flooring goes to class 0, the 2 left over to the largest remainders
+    (classes 1 and 2): one test sample per class, whatever the seed."""
+    from fastgd.nn.datasets import train_test_split
+
+    y = np.array([0] * 5 + [1] * 3 + [2] * 2)
+    x = np.arange(10.0).reshape(10, 1)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, seed=seed)
+    assert np.bincount(y_te, minlength=3).tolist() == [1, 1, 1]
+    assert np.bincount(y_tr, minlength=3).tolist() == [4, 2, 1]
+    np.testing.assert_array_equal(y[x_te[:, 0].astype(int)], y_te)  # pairs kept
