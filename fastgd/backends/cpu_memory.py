@@ -163,12 +163,18 @@ def _contiguous(a, rows):
 
 
 @njit(inline="always")
+def _view(a, r0, r1, lo, hi):
+    """``a[r0:r1, lo:hi]`` as a C-contiguous 1-D view, where :func:`_contiguous` says so."""
+    return run(a, r0, lo, (r1 - r0 - 1) * a.shape[1] + hi - lo)
+
+
+@njit(inline="always")
 def piece(a, r0, r1, lo, hi, buf):
     """``a[r0:r1, lo:hi]`` of a 2-D array (one row's part, or whole rows) as a C-contiguous
     1-D array: a view (:func:`run`) where those elements are contiguous, else copied into
     ``buf`` (a step ``x[:, ::2]``, rows of a narrow slice ``x[:, :4]``)."""
     if _contiguous(a, r1 - r0):
-        return run(a, r0, lo, (r1 - r0 - 1) * a.shape[1] + hi - lo)
+        return _view(a, r0, r1, lo, hi)
     b = buf[:(r1 - r0) * (hi - lo)]
     k = 0
     for r in range(r0, r1):
@@ -183,7 +189,7 @@ def place(a, r0, r1, lo, hi, buf):
     """Where ``a[r0:r1, lo:hi]`` is computed: a view of it where it is contiguous, else
     ``buf``, which :func:`put` then copies into it."""
     if _contiguous(a, r1 - r0):
-        return run(a, r0, lo, (r1 - r0 - 1) * a.shape[1] + hi - lo)
+        return _view(a, r0, r1, lo, hi)
     return buf[:(r1 - r0) * (hi - lo)]
 
 

@@ -53,6 +53,11 @@ class Result:
     def key(self) -> tuple:
         return (self.op, self.direction, self.dtype, self.n)
 
+    @property
+    def unsteady(self) -> bool:
+        """Its median round took more than ``UNSTEADY`` times its best."""
+        return self.median > UNSTEADY * self.time
+
 
 @dataclass
 class Run:
@@ -559,10 +564,6 @@ def _keep_source(run: Run, out: Path) -> str:
 UNSTEADY = 2.0
 
 
-def unsteady(run: Run) -> list[Result]:
-    return [r for r in run.results if r.median > UNSTEADY * r.time]
-
-
 def steadiness_note(run: Run) -> str:
     """A warning where the machine was shared: a high load average when the sweep started,
     or more unsteady results than a quiet machine gives (1-7 of ~600 on the 2-core VMs
@@ -573,7 +574,7 @@ def steadiness_note(run: Run) -> str:
     if load is not None and cores and load >= cores / 2:
         notes.append(f"the load average over the minute before the sweep was {load:.1f} on "
                      f"{cores} cores (other programs running, or a job that had just ended)")
-    shaky = unsteady(run)
+    shaky = [r for r in run.results if r.unsteady]
     if len(shaky) > max(8, len(run.results) // 50):
         notes.append(f"{len(shaky)} of {len(run.results)} results have a median more than "
                      f"{UNSTEADY:g}× their best round (marked † under All results)")
@@ -642,7 +643,7 @@ def _all_results(runs: list[Run]) -> str:
             roof = run.roof(r.device)
             rows.append(([i + 1] if len(runs) > 1 else []) + [
                 r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time),
-                fmt_time(r.median) + (" †" if r.median > UNSTEADY * r.time else ""),
+                fmt_time(r.median) + (" †" if r.unsteady else ""),
                 fmt(r.gbps, ".3g"),
                 fmt(r.gbps and roof and 100 * r.gbps / roof, ".0f"),
                 fmt(r.compile_s, ".2f")])

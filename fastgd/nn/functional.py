@@ -18,6 +18,9 @@ from fastgd.nn import reference as ref
 from fastgd.nn._kernels import bind, column_sums
 from fastgd.nn._profile import PROFILE
 
+#: The profiler's section for every kernel of this module
+FUSED = "fused kernels"
+
 
 def bias_act(be, h, bias, act, z_out, y_out):
     """``z = h + bias`` (one bias per column, or none), ``y = act(z)``; returns ``(z, y)``.
@@ -41,7 +44,7 @@ def bias_act(be, h, bias, act, z_out, y_out):
         be.grid(bind(fm.act_only, act), [h], outs=[y_out], scalars=act.scalars)
     else:
         be.grid(bind(fm.bias_act, act), [h], [bias], [z_out, y_out], act.scalars)
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return z, y_out
 
 
@@ -67,7 +70,7 @@ def act_backward(be, dy, z, act, dz_out, db_out=None):
     else:
         be.run_columns(bind(fm.act_grad_colsum, act), [dy, z, dz_out],
                        scalars=act.scalars, result=db_out, writes=(2,))
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return dz
 
 
@@ -80,7 +83,7 @@ def batch_norm_stats(be, h, eps, stats_out):
             stats_out[k] = v
     else:
         be.run_columns(fm.bn_stats, [h, stats_out], scalars=(eps,), writes=(1,))
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return stats_out
 
 
@@ -93,7 +96,7 @@ def batch_norm_act(be, h, mean, invstd, gamma, beta, act, z_out, y_out):
     else:
         be.grid(bind(fm.bn_act, act), [h], [mean, invstd, gamma, beta], [z_out, y_out],
                 act.scalars)
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return z_out, y_out
 
 
@@ -113,7 +116,7 @@ def batch_norm_backward(be, dy, z, h, mean, invstd, gamma, act, dx_out, grads_ou
         line = fm.bn_backward if train else fm.bn_backward_eval
         be.run_columns(bind(line, act), [dy, z, h, dx_out, grads_out],
                        per_column=[mean, invstd, gamma], scalars=act.scalars, writes=(3, 4))
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return dx_out, grads_out
 
 
@@ -148,7 +151,7 @@ def dropout(be, x, p, seed, step, out):
         scalars = (np.uint64(ref.dropout_base(seed, step)),
                    np.uint64(ref.dropout_threshold(p)), 1.0 / (1.0 - p))
         be.grid(fm.dropout, [x], outs=[out], scalars=scalars, index=True)
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return out
 
 
@@ -166,5 +169,5 @@ def add(be, a, b, out):
         np.add(a, b, out=out)
     else:
         be.grid(fm.add, [a, b], outs=[out])
-    PROFILE.done("fused kernels", t0)
+    PROFILE.done(FUSED, t0)
     return out
