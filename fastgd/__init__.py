@@ -37,6 +37,7 @@ from fastgd.optim import (
     RAdam,
     RMSprop,
     clip_grad_norm,
+    clip_grad_value,
     schedules,
 )
 
@@ -110,6 +111,7 @@ __all__ = [
     "Lion",
     "ParamBuffer",
     "clip_grad_norm",
+    "clip_grad_value",
     "schedules",
     *(n for a in activations for n in (a, f"{a}_backward")),
 ]

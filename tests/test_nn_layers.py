@@ -494,3 +494,19 @@ def test_fused_kernels_of_two_variants_of_one_activation_keep_apart():
         F.act_backward(be, y, h + bias, act, dz, db)
         np.testing.assert_allclose(dz, act.reference_backward(y, h + bias), rtol=1e-12,
                                    atol=1e-14, err_msg=str(values))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_before_any_backward_leaves_the_weights(backend):
+    """The gradients start as zeros, not uninitialized memory: torch skips a parameter
+    with no ``.grad``; ours had moved weights by 1e20 or made them NaN."""
+    import fastgd
+
+    garbage = [np.full(n, np.nan) for n in (48, 24, 16, 8, 3) for _ in range(4)]
+    del garbage  # freed memory that empty arrays would be handed
+    model = nn.MLP([6, 8, 3], batch_norm=True, backend=backend, seed=1)
+    before = {k: v.copy() for k, v in model.params.items()}
+    assert all(not np.any(g) for g in model.grads.values())
+    fastgd.SGD(model.params, lr=0.1).step(model.grads)
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)

@@ -456,7 +456,9 @@ def test_model_load_state_dict_checks_everything_first():
     good = model.state_dict()
     assert good["bn1.num_batches_tracked"] == 0 and good["drop1.step"] == 0
     for change, match in (({"fc1.weight": np.zeros((3, 4), np.float32)},
-                           "float32\\[3, 4\\], expected float32\\[4, 3\\]"),
+                           "float32\\[3, 4\\], expected float32\\[4, 3\\] \\(Linear weights "
+                           "are \\(in, out\\): torch's \\(out, in\\) need .T\\)"),
+                          ({"bn1.gamma": np.zeros((1, 3), np.float32)}, r"\[3\]$"),
                           ({"fc1.weight": np.zeros((4, 3))}, "float64"),
                           ({"bn1.num_batches_tracked": np.array(-1)}, "must be an int >= 0"),
                           ({"bn9.gamma": np.ones(3, np.float32)}, "which this model does not")):

@@ -177,6 +177,52 @@ def test_clip_grad_norm_matches_torch(backend):
         1.0, rel=1e-5)
 
 
+def _torch_params(grads):
+    """Torch tensors whose ``.grad`` are copies of ``grads``."""
+    params = [torch.zeros(g.shape, dtype=torch.from_numpy(g).dtype) for g in grads]
+    for t, g in zip(params, grads):
+        t.grad = torch.from_numpy(g.copy())
+    return params
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply")  # NaN coefficient
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inf_norm_clipping_and_clip_grad_value_match_torch(backend, dtype):
+    """``norm_type=inf`` (the largest |g|) and ``clip_grad_value`` as torch's, on small host
+    arrays (NumPy's path), kernel rows with tails, and a NaN or ±inf anywhere."""
+    rng = np.random.default_rng(7)
+    sizes = (5, 3 * 4096 + 17, 20_000)
+    for poison in (None, np.nan, np.inf, -np.inf):
+        grads = [(rng.standard_normal(n) * 3).astype(dtype) for n in sizes]
+        if poison is not None:
+            grads[1][4100] = poison
+        for max_norm in (0.5, 100.0, math.inf):
+            mine = [g.copy() for g in grads]
+            total = fastgd.clip_grad_norm(mine, max_norm, norm_type=math.inf, backend=backend)
+            tt = _torch_params(grads)
+            want = torch.nn.utils.clip_grad_norm_(tt, max_norm, norm_type=math.inf)
+            np.testing.assert_equal(total, float(want))
+            if max_norm != math.inf:  # torch: inf/inf = NaN for an infinite norm
+                for a, t in zip(mine, tt):
+                    np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-6 if dtype ==
+                                               np.float32 else 1e-15)
+        for clip_value in (0.0, 0.7, 1e39, math.inf):
+            mine = [g.copy() for g in grads]
+            assert fastgd.clip_grad_value(mine, clip_value, backend=backend) is None
+            tt = _torch_params(grads)
+            if clip_value < float(np.finfo(dtype).max):  # torch refuses one beyond: no clip here
+                torch.nn.utils.clip_grad_value_(tt, clip_value)
+            for a, t in zip(mine, tt):
+                np.testing.assert_array_equal(a, t.grad.numpy())
+    with pytest.raises(ValueError, match="norm_type must be 2 or inf"):
+        fastgd.clip_grad_norm([np.ones(3)], 1.0, norm_type=1)
+    for bad in (-1.0, math.nan, "1"):
+        with pytest.raises(ValueError, match="clip_value must be a number >= 0"):
+            fastgd.clip_grad_value([np.ones(3)], bad)
+    assert fastgd.clip_grad_norm([], 1.0, norm_type=math.inf) == 0.0  # as torch
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sum_of_squares_sizes(backend):
     """The reduction covers every element: chunk boundaries, tails, parallel sizes."""

@@ -16,6 +16,7 @@ built on ``model.params`` updates them in place from ``model.grads``.
 
 from __future__ import annotations
 
+import math
 import secrets
 
 import numpy as np
@@ -71,6 +72,12 @@ class Layer:
         """A parameter array on this layer's backend from host values."""
         host = np.ascontiguousarray(host, dtype=self.dtype)
         return to_device(host) if self.be.name == "cuda" else host
+
+    def _zeros(self, shape):
+        """A gradient array of zeros on this layer's backend: a step before the first
+        backward changes nothing (torch skips parameters without a ``.grad``), where
+        uninitialized memory had moved weights by 1e20 or made them NaN."""
+        return self.be.full(math.prod(shape), self.dtype, 0.0).reshape(shape)
 
     def _ws(self, key, shape):
         """A reusable output buffer (same key and shape: the same array)."""
@@ -186,8 +193,11 @@ class Layer:
                     raise ValueError(f"state_dict {name!r} must be an int >= 0, got "
                                      f"{new!r}")
             elif new.shape != _arrays.shape_of(now) or new.dtype != _arrays.dtype_of(now):
+                shape = _arrays.shape_of(now)
+                hint = (" (Linear weights are (in, out): torch's (out, in) need .T)"
+                        if isinstance(layer, Linear) and new.shape == shape[::-1] else "")
                 raise ValueError(f"state_dict {name!r} is {new.dtype}{list(new.shape)}, "
-                                 f"expected {_arrays.dtype_of(now)}{list(_arrays.shape_of(now))}")
+                                 f"expected {_arrays.dtype_of(now)}{list(shape)}{hint}")
         for name, layer, key in items:
             now = _value(layer, key)
             if isinstance(now, int):
@@ -232,12 +242,12 @@ class Linear(Layer):
         rng = rng if rng is not None else np.random.default_rng(seed)
         w = init_weight(rng, self.in_features, self.out_features, init, self.act.name)
         self.params["weight"] = self._array(w)
-        self.grads["weight"] = self.be.empty(w.shape, self.dtype)
+        self.grads["weight"] = self._zeros(w.shape)
         if bias:
             b = (rng.uniform(-1, 1, self.out_features) / np.sqrt(self.in_features)
                  if init == "torch" else np.zeros(self.out_features))
             self.params["bias"] = self._array(b)
-            self.grads["bias"] = self.be.empty(b.shape, self.dtype)
+            self.grads["bias"] = self._zeros(b.shape)
 
     @property
     def xp(self):
@@ -300,7 +310,7 @@ class BatchNorm1d(Layer):
         c = self.num_features
         self.params["gamma"] = self._array(np.ones(c))
         self.params["beta"] = self._array(np.zeros(c))
-        self._grad_block = self.be.empty((2, c), self.dtype)  # one kernel writes both
+        self._grad_block = self._zeros((2, c))  # one kernel writes both
         self.grads["gamma"], self.grads["beta"] = self._grad_block[0], self._grad_block[1]
         self.running_mean = self._array(np.zeros(c))
         self.running_var = self._array(np.ones(c))

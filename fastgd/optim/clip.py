@@ -45,36 +45,52 @@ def sum_of_squares(be, flats, clip: float = math.inf, strict: bool = False,
     """Σ (scale·min(max(g, −clip), clip))² over a flat array, or flat arrays ``flats``, of
     backend ``be``, in float64.
 
-    One pass over each ``g``; the kernels' partial sums, one per row of ``CHUNK``, go into
-    one array, read back once (on a GPU one copy to the host, a wait for the device,
-    instead of one a tensor). The result is NaN where an element is NaN, inf where one is
-    ±inf and not clamped (or where the sum overflows float64), and with ``strict`` not
-    finite where one is ±inf before the clamp: how ``skip_nonfinite`` sees an inf that
-    ``clip_value`` hides.
+    One pass over each ``g`` (:func:`_row_values`). The result is NaN where an element is
+    NaN, inf where one is ±inf and not clamped (or where the sum overflows float64), and
+    with ``strict`` not finite where one is ±inf before the clamp: how ``skip_nonfinite``
+    sees an inf that ``clip_value`` hides.
     """
-    total = 0.0
-    parts = []  # rows of the arrays the kernels sum
+    host, rows = _row_values(be, flats, rules.sumsq_row, (clip, float(strict), scale),
+                             lambda g: _host_sum_of_squares(g, clip, strict, scale))
+    return sum(host) + (float(np.sum(rows)) if rows is not None else 0.0)
+
+
+def max_abs(be, flats) -> float:
+    """The largest |g| over flat arrays ``flats`` (the inf-norm), NaN where an element is
+    NaN, 0 for none; one pass, as :func:`sum_of_squares`."""
+    host, rows = _row_values(be, flats, rules.maxabs_row, (),
+                             lambda g: float(np.max(np.abs(g))))
+    values = host + ([] if rows is None else [float(np.max(rows))])
+    return float(np.max(values)) if values else 0.0
+
+
+def _row_values(be, flats, row_fn, scalars, host_fn):
+    """``(host values, device values)``: ``host_fn`` of each small host array (by NumPy),
+    and ``row_fn`` of each row of ``CHUNK`` elements of the others, their values in one
+    host array (one copy from a GPU, one wait for the device, instead of one a tensor) or
+    None; empty arrays are left out."""
+    host, parts = [], []  # rows of the arrays the kernels reduce
     for g in [flats] if _arrays.is_array(flats) else flats:
         n = g.size
         if n == 0:
             continue
         if be.name == "numpy" or (n <= SMALL and type(g) is np.ndarray):
-            total += _host_sum_of_squares(g, clip, strict, scale)
+            host.append(host_fn(g))
             continue
         length = min(n, CHUNK)
         rows = n // length
         parts.append(g[: rows * length].reshape(rows, length))  # contiguous rows
         if n > rows * length:
             parts.append(g[rows * length:].reshape(1, n - rows * length))
-    if parts:
-        partial = be.empty(sum(p.shape[0] for p in parts), np.float64)
-        start = 0
-        for part in parts:
-            be.rows(rules.sumsq_row, [part], scalars=(clip, float(strict), scale),
-                    result=partial[start:start + part.shape[0]], compute=np.float64)
-            start += part.shape[0]
-        total += float(np.sum(to_host(partial)))
-    return total
+    if not parts:
+        return host, None
+    partial = be.empty(sum(p.shape[0] for p in parts), np.float64)
+    start = 0
+    for part in parts:
+        be.rows(row_fn, [part], scalars=scalars, result=partial[start:start + part.shape[0]],
+                compute=np.float64)
+        start += part.shape[0]
+    return host, to_host(partial)
 
 
 def _host_sum_of_squares(g, clip, strict, scale) -> float:
@@ -137,20 +153,24 @@ def clip_coefficient(max_norm: float, total: float) -> float:
     return 1.0 if coef > 1.0 else coef
 
 
-def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
-    """Scale gradients in place so their global L2 norm is at most ``max_norm``, as
+def clip_grad_norm(grads, max_norm: float, norm_type: float = 2.0, *, backend=None) -> float:
+    """Scale gradients in place so their global norm is at most ``max_norm``, as
     ``torch.nn.utils.clip_grad_norm_``: ``coef = min(max_norm/(total + 1e-6), 1)``.
 
     ``grads``: a list or dict of arrays, one array, or a ParamBuffer (its gradient buffer).
-    Returns the total norm before clipping, a float (inf or NaN if a gradient is not finite;
-    the gradients are then multiplied by NaN or 0 as PyTorch does). ``max_norm=inf`` only
-    measures the norm (PyTorch multiplies by inf/inf = NaN where the norm is inf), and reads
-    gradients of any layout; ``max_norm=0`` zeroes the gradients, and no gradients have
-    norm 0. Gradients may differ in dtype, as the optimizers' (and torch's) may.
+    ``norm_type``: 2 (L2, the default) or ``inf`` (the largest |g|). Returns the total norm
+    before clipping, a float (inf or NaN if a gradient is not finite; the gradients are
+    then multiplied by NaN or 0 as PyTorch does). ``max_norm=inf`` only measures the norm
+    (PyTorch multiplies by inf/inf = NaN where the norm is inf), and reads gradients of any
+    layout; ``max_norm=0`` zeroes the gradients, and no gradients have norm 0. Gradients
+    may differ in dtype, as the optimizers' (and torch's) may.
     """
     max_norm = max_norm_value("max_norm", max_norm)
+    if not (_arrays.is_number(norm_type) and float(norm_type) in (2.0, math.inf)):
+        raise ValueError(f"norm_type must be 2 or inf (math.inf, float('inf')), got "
+                         f"{norm_type!r}")
     be, flats = _flat_grads(grads, backend, writes=max_norm != math.inf)
-    total = global_norm(be, flats)
+    total = global_norm(be, flats) if norm_type == 2 else max_abs(be, flats)
     coef = clip_coefficient(max_norm, total)
     if coef != 1.0:
         for g in flats:
@@ -159,3 +179,20 @@ def clip_grad_norm(grads, max_norm: float, *, backend=None) -> float:
             elif g.size:
                 be.map(rules.scale, [g], [g], scalars=(coef,))
     return total
+
+
+def clip_grad_value(grads, clip_value: float, *, backend=None) -> None:
+    """Clamp gradients in place to ``[-clip_value, clip_value]``, as
+    ``torch.nn.utils.clip_grad_value_`` (NaN stays NaN; ``inf`` changes nothing, nor does a
+    value beyond a gradient's float range, which torch refuses). ``grads`` as
+    :func:`clip_grad_norm` takes them."""
+    if not (_arrays.is_number(clip_value) and clip_value >= 0):
+        raise ValueError(f"clip_value must be a number >= 0, got {clip_value!r}")
+    be, flats = _flat_grads(grads, backend)
+    for g in flats:
+        if clip_value > float(np.finfo(g.dtype).max):
+            continue
+        if be.name == "numpy":
+            np.clip(g, -clip_value, clip_value, out=g)
+        elif g.size:
+            be.map(rules.clamp, [g], [g], scalars=(float(clip_value),))

@@ -20,9 +20,9 @@ Every rule starts with :func:`grad_in`: the gradient clamped to ``±clip`` (``cl
 maximizing; ``1`` otherwise). Weight decay is skipped when ``wd == 0``, as in PyTorch.
 """
 
-from math import inf
+from math import inf, nan
 
-from fastgd.scalar import F, in_order, lanes, lanes_sum, scalar, sqrt
+from fastgd.scalar import F, fmax, in_order, lanes, lanes_max, lanes_sum, scalar, sqrt
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -101,6 +101,19 @@ def sumsq_row(g, clip, strict, scale):
         if strict != F(0) and not abs(v) < F(inf):
             acc += F(inf)
     return lanes_sum(acc)
+
+
+@scalar
+def maxabs_row(g):
+    """The largest |g| of one row, NaN if an element is NaN (``fmax`` alone ignores one)."""
+    m = F(0)
+    nans = F(0)
+    for i in lanes(g.size):
+        v = abs(F(g[i]))
+        m = fmax(m, v)
+        nans += F(0) if v == v else F(1)
+    m = lanes_max(m)
+    return m if lanes_sum(nans) == F(0) else F(nan)
 
 
 # -- SGD --------------------------------------------------------------------------------
@@ -257,3 +270,8 @@ def lion(p, g, m, clip, scale, decay, lr, beta1, omb1, beta2, omb2):
 def scale(x, c):
     """``x ← c·x`` (clip_grad_norm's in-place rescale)."""
     return c * x
+
+
+def clamp(x, c):
+    """``x ← min(max(x, −c), c)``, NaN kept (clip_grad_value)."""
+    return grad_in(x, c, F(1))

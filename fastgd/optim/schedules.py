@@ -114,7 +114,8 @@ def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: flo
               final_div_factor: float = 1e4, anneal: str = "cos") -> Schedule:
     """``OneCycleLR`` (two phases): from ``max_lr/div_factor`` up to ``max_lr`` over the first
     ``pct_start·total`` steps, then down to ``max_lr/div_factor/final_div_factor`` at step
-    ``total − 1``; ``anneal`` is ``"cos"`` or ``"linear"``."""
+    ``total − 1``; ``anneal`` is ``"cos"`` or ``"linear"``. The learning rate only, as
+    ``OneCycleLR(..., cycle_momentum=False)``: momentum and betas are not cycled."""
     max_lr = positive("max_lr", max_lr)
     total = count("total", total)
     pct_start = in_range("pct_start", pct_start, 0, 1, lo_open=True, hi_open=True)

@@ -131,6 +131,24 @@ def test_clip_grad_norm_on_cuda():
         np.testing.assert_allclose(host(a), g * (0.5 / (want + 1e-6)), rtol=1e-14)
 
 
+def test_inf_norm_and_clip_grad_value_on_cuda():
+    """The largest |g| on the rows kernel (a block's threads share a row), NaN kept; the
+    clamp in place."""
+    rng = np.random.default_rng(5)
+    grads = [rng.standard_normal(n) * 3 for n in (5, 300, 1)]
+    d = [dev(g) for g in grads]
+    want = max(float(np.max(np.abs(g))) for g in grads)
+    assert fastgd.clip_grad_norm(d, 0.5, norm_type=math.inf) == want
+    for a, g in zip(d, grads):
+        np.testing.assert_allclose(host(a), g * (0.5 / (want + 1e-6)), rtol=1e-14)
+    grads[1][123] = np.nan
+    d = [dev(g.astype(np.float32)) for g in grads]
+    assert math.isnan(fastgd.clip_grad_norm(d, math.inf, norm_type=math.inf))
+    fastgd.clip_grad_value(d, 0.1)
+    for a, g in zip(d, grads):
+        np.testing.assert_array_equal(host(a), np.clip(g.astype(np.float32), -0.1, 0.1))
+
+
 def test_huge_float64_gradients_and_device_state_values_on_cuda():
     """The norm's rescaled second pass (squares of 1e200 overflow) on the rows kernel; a
     state dict holding device arrays loads (values are read through to_host)."""
