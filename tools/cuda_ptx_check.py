@@ -5,7 +5,7 @@ device compiler rejects (a typing error in device code, a math function the devi
 This swaps the cuda backend for one that takes host arrays and, instead of launching each
 kernel, compiles it for compute capability 9.0 (H100/H200) with the argument types of the
 launch; then it calls every activation (forward, backward, backward from y=), every
-optimizer's step (every option combination of the tests), nn's fused kernels and losses,
+optimizer's step (every option combination of the tests), gradient clipping, nn's fused kernels and losses,
 softmax's and the losses' block-per-row kernels (rows of config.ROW_THREADS), float32
 and float64, through the public API. Nothing runs: the kernels are only compiled.
 
@@ -17,6 +17,7 @@ driver; tests/test_cuda_compile.py runs it:
 
 import importlib
 import itertools
+import math
 import re
 import sys
 from types import SimpleNamespace
@@ -99,6 +100,10 @@ def run_everything(be):
         for name, options in CONFIGS:  # every update rule and option combination
             buf = fastgd.ParamBuffer({"w": (4, 5), "b": (3,)}, dtype, backend="cuda")
             getattr(fastgd, name)(buf, **options).step()
+        grads = [rng.normal(0, 3, 20_000).astype(dtype)]  # beyond clip.SMALL: kernels
+        for norm_type in (2.0, math.inf):
+            fastgd.clip_grad_norm(grads, 0.0, norm_type=norm_type, backend="cuda")
+        fastgd.clip_grad_value(grads, 0.5, backend="cuda")
         opt = fastgd.Adam({"w": np.zeros(6, dtype)}, backend="cuda")
         opt.load_state_dict(opt.state_dict())  # the state copied back in (copy_into)
         # nn's fused kernels; a batch of 2 * ROW_THREADS runs its column lines a block each
