@@ -95,6 +95,25 @@ def test_compile_time_only_when_a_kernel_was_compiled():
     assert "compile_s" not in info and info["first_call_s"] > 0
 
 
+def test_a_new_signature_of_a_kernel_counts_as_a_compile():
+    """A kernel compiled again for other argument types adds no kernel, only a signature:
+    its first call's time is compile time too."""
+    from types import SimpleNamespace
+
+    import numba
+
+    from fastgd.bench.activation_cases import _compiled
+
+    kernel = numba.njit(lambda a: a[0])
+    be = SimpleNamespace(_kernels={"k": kernel})
+    assert _compiled(be) == 1
+    kernel(np.ones(2, np.float32))
+    kernel(np.ones(2, np.float32))
+    assert _compiled(be) == 2
+    kernel(np.ones(2, np.float64))
+    assert _compiled(be) == 3
+
+
 def test_slow_calls_get_few_rounds(monkeypatch):
     monkeypatch.setattr(harness, "SLOW_S", 0.0)
     bench = FakeBenchmark()

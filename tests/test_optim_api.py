@@ -51,6 +51,22 @@ def test_param_buffer_equals_per_tensor(name, backend):
                                        atol=1e-15)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_buffer_assign_checks_every_name_and_shape_first(backend):
+    buf = fastgd.ParamBuffer({"w": (2, 3), "b": 3}, dtype=np.float32, backend=backend)
+    w = np.arange(6.0).reshape(2, 3)  # float64 values: converted
+    buf.assign(params={"w": w, "b": [1.0, 2.0, 3.0]}, grads={"b": np.full(3, 0.5)})
+    np.testing.assert_array_equal(buf.params["w"], w)
+    np.testing.assert_array_equal(buf.flat_params, [0, 1, 2, 3, 4, 5, 1, 2, 3])
+    np.testing.assert_array_equal(buf.flat_grads, [0] * 6 + [0.5] * 3)
+    for bad, match in (({"params": {"b": np.zeros(3), "x": np.zeros(1)}}, "has no 'x'"),
+                       ({"params": {"b": np.zeros(3)}, "grads": {"w": np.zeros((3, 2))}},
+                        r"grads\['w'\] has shape \(3, 2\), expected \(2, 3\)")):
+        with pytest.raises(ValueError, match=match):
+            buf.assign(**bad)
+        np.testing.assert_array_equal(buf.params["b"], [1, 2, 3])  # nothing written
+
+
 def test_param_buffer_one_launch_and_views():
     buf = fastgd.ParamBuffer({"w": (3, 4), "b": 4, "s": ()}, dtype=np.float32)
     assert buf.size == 17 and buf.flat_params.dtype == np.float32

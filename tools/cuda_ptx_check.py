@@ -5,9 +5,10 @@ device compiler rejects (a typing error in device code, a math function the devi
 This swaps the cuda backend for one that takes host arrays and, instead of launching each
 kernel, compiles it for compute capability 9.0 (H100/H200) with the argument types of the
 launch; then it calls every activation (forward, backward, backward from y=), every
-optimizer's step (every option combination of the tests), gradient clipping, nn's fused kernels and losses,
-softmax's and the losses' block-per-row kernels (rows of config.ROW_THREADS), float32
-and float64, through the public API. Nothing runs: the kernels are only compiled.
+optimizer's step (every option combination of the tests), gradient clipping, nn's fused
+kernels and losses, softmax's and the losses' block-per-row kernels (rows of
+config.ROW_THREADS), float32 and float64, through the public API. Nothing runs: the
+kernels are only compiled.
 
 Needs NVVM and NVRTC (the ptx or cuda extras' numba-cuda wheels, or a CUDA toolkit) but no
 driver; tests/test_cuda_compile.py runs it:

@@ -7,7 +7,8 @@
 #   tools/gpu_check.sh bench        # call 2, at once (the machine stays warm 30 s): timeout_s=360
 #
 #   tests  the CUDA tests for real (FASTGD_CUDA_TESTS=1: tests/cuda on the GPU, not the
-#          simulator; up to 25 failures are collected, so one call shows what a device breaks)
+#          simulator; a process per file, up to 25 failures each, so that one call shows
+#          what a device breaks; their logs end to end in cuda-tests.log)
 #   rows   softmax, log_softmax and cross-entropy rows with a block of threads per row against
 #          a thread per row (tools/perf_rows_cuda.py: the choice backends/cuda_rows made)
 #   bench  `pytest benchmarks` with the GPU columns (cuda, torch-cuda, cupy, cupy-kernel; sizes
@@ -39,10 +40,22 @@ python3 -m fastgd.cli info 2>&1 | tee -a "$out/machine.txt"
 for stage in $stages; do
   case $stage in
     tests)
-      echo "== CUDA tests on the GPU"
-      FASTGD_CUDA_TESTS=1 timeout 180 python3 -m pytest tests/cuda -q --maxfail=25 \
-        --continue-on-collection-errors -p no:cacheprovider > "$out/cuda-tests.log" 2>&1
-      echo "rc=$?"; tail -5 "$out/cuda-tests.log";;
+      # compiling the kernels (one process: ~60 s of NVVM for the PTX check's 225 alone) is
+      # most of their time: the four files run at once, on four of the machine's cores;
+      # SIGINT, so that pytest still prints what failed
+      echo "== CUDA tests on the GPU, a process per file"
+      logs=$(mktemp -d)
+      pids=()
+      for f in tests/cuda/test_*.py; do
+        FASTGD_CUDA_TESTS=1 timeout -s INT -k 15 190 python3 -m pytest "$f" -q --maxfail=25 \
+          -p no:cacheprovider > "$logs/$(basename "$f" .py).log" 2>&1 &
+        pids+=($!)
+      done
+      for pid in "${pids[@]}"; do wait "$pid"; echo "rc=$?"; done
+      for log in "$logs"/*.log; do
+        echo "== $(basename "$log")"; cat "$log"
+      done > "$out/cuda-tests.log"
+      for log in "$logs"/*.log; do echo "-- $(basename "$log")"; tail -3 "$log"; done;;
     rows)
       echo "== row kernels: a block per row against a thread per row (tools/perf_rows_cuda.py)"
       timeout 50 python3 tools/perf_rows_cuda.py --n 24 > "$out/rows.txt" 2>&1

@@ -191,6 +191,12 @@ def _unwritten(shape, dtype):
     return np.full(shape, np.nan, dtype)
 
 
+def _compiled(be) -> int:
+    """How many kernels, and compiled signatures of them, ``be`` holds: a first call that
+    adds either compiled (a float64 call of a float32 kernel adds a signature only)."""
+    return sum(1 + len(getattr(k, "overloads", ())) for k in be._kernels.values())
+
+
 def _build(op, direction, impl, host, out_shape, dtype):
     """(call, sync, to_host, kernels, version) of one implementation on host arrays."""
     import fastgd
@@ -209,7 +215,7 @@ def _build(op, direction, impl, host, out_shape, dtype):
             sync, to_host = cuda.synchronize, fastgd.to_host
         else:
             a, out, sync, to_host = host, _unwritten(out_shape, dtype), None, np.asarray
-        kernels = (lambda: len(be._kernels)) if hasattr(be, "_kernels") else None
+        kernels = (lambda: _compiled(be)) if hasattr(be, "_kernels") else None
         version = fastgd.__version__
         return _ours(op, direction, impl, a, out), sync, to_host, kernels, version
     if impl in ("torch", "torch-cuda"):

@@ -100,9 +100,7 @@ def make_case(op, impl, sizes, layout) -> Case:
     if layout == "buffer":
         buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, np.float32,
                                  backend=impl)
-        for k in params:
-            buf.params[k][...] = dev(params[k])
-            buf.grads[k][...] = dev(grads[k])
+        buf.assign(params=params, grads=grads)
         opt = cls(buf, **options)
         call = lambda: (opt.step(), [buf.flat_params])[1]
     else:

@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fastgd._arrays import FLOAT_DTYPES, is_int
+from fastgd._arrays import FLOAT_DTYPES, is_array, is_int, shape_of
 from fastgd.backends import resolve
 
 
@@ -15,10 +15,12 @@ class ParamBuffer:
     """Named parameters laid end to end in one flat buffer, their gradients in another.
 
     ``params[name]`` and ``grads[name]`` are views (of the given shapes) into
-    ``flat_params`` and ``flat_grads``; write into them in place (``buf.params["w"][...] =
-    init``): the mappings are read-only, since an array put in place of a view would be
-    left out of every step. An optimizer built on a ParamBuffer updates every tensor with
-    one kernel launch per step, whatever the number of tensors. Both buffers start at zero.
+    ``flat_params`` and ``flat_grads``; write into them in place, with :meth:`assign` on
+    any backend (``buf.params["w"][...] = init`` on the CPU only: CuPy refuses a NumPy
+    array there): the mappings are read-only, since an array put in place of a view would
+    be left out of every step. An optimizer built on a ParamBuffer updates every tensor
+    with one kernel launch per step, whatever the number of tensors. Both buffers start at
+    zero.
 
     >>> buf = ParamBuffer({"w": (784, 256), "b": (256,)}, dtype=np.float32)
     >>> buf.params["w"].shape, buf.size
@@ -53,6 +55,25 @@ class ParamBuffer:
             name: flat[self.offsets[name]:self.offsets[name] + math.prod(shape)].reshape(shape)
             for name, shape in self.shapes.items()
         }
+
+    def assign(self, params=None, grads=None) -> None:
+        """Copy named arrays, host or device, each of its tensor's shape, into ``params``
+        and ``grads`` (converted to the buffer's dtype); every name and shape is checked
+        before anything is written."""
+        pairs = []
+        for label, values, views in (("params", params, self.params),
+                                     ("grads", grads, self.grads)):
+            for name, value in (values or {}).items():
+                value = value if is_array(value) else np.asarray(value)
+                if name not in views:
+                    raise ValueError(f"ParamBuffer has no {name!r}; it holds "
+                                     f"{list(self.shapes)}")
+                if tuple(shape_of(value)) != self.shapes[name]:
+                    raise ValueError(f"{label}[{name!r}] has shape {tuple(shape_of(value))}, "
+                                     f"expected {self.shapes[name]}")
+                pairs.append((views[name], value))
+        for view, value in pairs:
+            self.backend.copy_into(self.backend.flat_view(view), value)
 
     def __repr__(self):
         return (f"<ParamBuffer {len(self.shapes)} tensors, {self.size} x {self.dtype} "

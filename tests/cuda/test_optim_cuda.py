@@ -24,13 +24,11 @@ SMALL = {"w": (4, 5), "b": (3,)}
 
 def buffer_run(name, options, params, grad_seq, dtype=np.float64):
     buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, dtype, backend="cuda")
-    for k, v in params.items():
-        buf.params[k][...] = v.astype(dtype)
+    buf.assign(params={k: v.astype(dtype) for k, v in params.items()})  # host values
     opt = getattr(fastgd, name)(buf, **options)
     assert opt.backend.name == "cuda"
     for grads in grad_seq:
-        for k, v in grads.items():
-            buf.grads[k][...] = v.astype(dtype)
+        buf.assign(grads={k: dev(v.astype(dtype)) for k, v in grads.items()})  # device ones
         info = opt.step()
         assert not info.skipped
     return {k: host(v) for k, v in buf.params.items()}, opt
@@ -102,8 +100,7 @@ def test_skip_nonfinite_and_clipping_on_cuda():
     params, grad_seq = make_problem(4)
     buf = fastgd.ParamBuffer({k: v.shape for k, v in params.items()}, np.float64,
                              backend="cuda")
-    for k, v in params.items():
-        buf.params[k][...] = v
+    buf.assign(params=params)
     opt = fastgd.AdamW(buf, lr=0.01, max_grad_norm=1.0, skip_nonfinite=True)
     infos = [opt.step({k: dev(v) for k, v in g.items()}) for g in grad_seq[:2]]
     want_norm = math.sqrt(sum(float(np.sum(v**2)) for v in grad_seq[1].values()))
