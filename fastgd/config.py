@@ -37,6 +37,10 @@ CHEAP_PARALLEL_THRESHOLD = 1 << 15
 #: rows 5.3.
 COLUMN_BLOCK = 1 << 16
 COLUMN_MIN_BYTES = 256
+#: Lines of a row function whose loops can share their rows among threads run that way, all
+#: columns at once, from this many rows on (backends/numba_backend.splits_rows); shorter ones
+#: in blocks (prelu's weight gradient of (64, 1024) float32: 37 us in blocks, 46 split).
+SPLIT_ROWS_MIN = 256
 #: The bias gradient's column sums (fastgd.nn) run serially up to this many elements: their
 #: parallel kernel also allocates and reduces one partial row per thread. 2-core SPR VM,
 #: float32, serial vs parallel: 1.0 vs 5.4 us at 64x128, 4.8 vs 13.9 at 512x128, 64-88 vs

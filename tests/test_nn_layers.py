@@ -510,3 +510,47 @@ def test_a_step_before_any_backward_leaves_the_weights(backend):
     fastgd.SGD(model.params, lr=0.1).step(model.grads)
     for key, value in model.params.items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+@pytest.mark.parametrize("shape", [(5, 1000), (4099, 3), (1000, 77)])
+@pytest.mark.parametrize("train", [True, False])
+def test_batch_norm_with_rows_split_among_threads_matches_numpy(shape, train, monkeypatch):
+    """Past PARALLEL_THRESHOLD the CPU runs batch norm's lines all at once, each loop's rows
+    shared by the threads (``columns(..., split_rows=True)``): fewer rows than parts of the
+    sums (SPLIT_ROWS_MIN lowered), parts of one row, odd widths; statistics, input and
+    parameter gradients against the NumPy backend."""
+    from fastgd import config
+    from fastgd.backends.numba_backend import splits_rows
+    from fastgd.nn import formulas as fm
+    from fastgd.nn._kernels import bind
+
+    monkeypatch.setattr(config, "SPLIT_ROWS_MIN", 1)
+    monkeypatch.setattr(nn.layers.backend_of("numba"), "_kernels", {})
+    rng = np.random.default_rng(11)
+    h = rng.standard_normal(shape) * 3 + 1
+    dy = rng.standard_normal(shape)
+    act = get_activation("tanh")
+    be = nn.layers.backend_of("numba")
+    assert splits_rows(bind(fm.bn_backward, act), 5, 3) and splits_rows(fm.bn_stats, 2, 0)
+    assert be.fits_columns([h.reshape(1, *shape)], fm.bn_stats)
+    stats = {b: F.batch_norm_stats(nn.layers.backend_of(b), h, 1e-5, np.empty((3, shape[1])))
+             for b in BACKENDS}
+    np.testing.assert_allclose(stats["numba"], stats["numpy"], rtol=1e-12)
+    mean, invstd = stats["numpy"][0], stats["numpy"][1]
+    gamma = rng.uniform(0.5, 2, shape[1])
+    z = gamma * (h - mean) * invstd + 0.1
+    got = _bn_backward_on("numba", dy, z, h, mean, invstd, gamma, act, train)
+    want = _bn_backward_on("numpy", dy, z, h, mean, invstd, gamma, act, train)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-10, atol=1e-12)
+    assert sum(key[3] == "split_rows" for key in be._kernels) == 2  # stats and backward
+
+
+def test_a_running_maximum_does_not_split_its_rows():
+    """A loop whose rows depend on the row before (softmax's maximum) keeps its columns in
+    blocks: split among threads, its rows would race."""
+    from fastgd.activation import formulas as af
+    from fastgd.backends.numba_backend import splits_rows
+
+    assert not splits_rows(af.row_max, 1, 0)
+    assert not splits_rows(af.softmax_row, 2, 0)

@@ -40,6 +40,7 @@ HEADERS = {
     "serial": "for {i} in range({n}):",
     "cuda": "for {i} in range(cuda.grid(1), {n}, cuda.gridsize(1)):",
     "cuda_rows": "for {i} in range(cuda.blockIdx.x, {n}, cuda.gridDim.x):",  # block per row
+    "split_rows": "for {i} in range({n}):",  # the function called splits its loops' rows
 }
 
 

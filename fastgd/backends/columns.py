@@ -13,6 +13,12 @@ into one that runs the columns ``j0 <= j < j1`` of a plane ``a[o]`` (length, inn
 * a helper that loops over ``lanes`` is inlined; ``lanes_sum``/``lanes_max`` are the value
   itself (one thread per line).
 
+With ``split_rows`` the function runs all the columns of a plane at once, and each element
+loop's rows are shared by the threads (``prange``): a loop's sums add each thread's part in
+float64 rows of their own (:func:`split_chunks`), added into the sums after the loop. A loop
+whose rows depend on the row before (a running maximum: a name it sets other than by
+``+=``) cannot split: ``NotImplementedError``.
+
 Every column sees the row function's operations in the row function's order, but for its
 sums, which add blocks in float64 first (:data:`SUM_BLOCK`). What the
 rewrite takes: assignments and augmented assignments to names, element stores ``a[k] = v``,
@@ -241,8 +247,9 @@ def _over_columns(stmts: list, lines_first=()) -> list:
 
 
 class _Rewrite:
-    def __init__(self, arrays: set, varying: set):
+    def __init__(self, arrays: set, varying: set, split_rows: bool = False):
         self.arrays, self.varying, self.made = arrays, varying, set()
+        self.split_rows = split_rows  # each element loop's rows split among the threads
         # in a loop over blocks: the names it sets, the arrays made before it, and those
         # made in it
         self.loop_names, self.hoisted, self.made_in_loop = None, [], set()
@@ -259,6 +266,9 @@ class _Rewrite:
             if _is_lanes_loop(s):
                 out += self.element_loop(s)
             elif isinstance(s, ast.For):
+                if self.split_rows:
+                    raise NotImplementedError("a loop around element loops: split_rows "
+                                              "splits the element loops themselves")
                 s.iter = self.uniform(s.iter)
                 outermost = self.loop_names is None
                 if outermost:
@@ -344,12 +354,17 @@ class _Rewrite:
                 if isinstance(s, ast.AugAssign) and isinstance(s.op, ast.Add)
                 and isinstance(s.target, ast.Name) and s.target.id in self.varying
                 and s.target.id not in read | other}
+        carried = (_stored(loop.body) & self.varying) - set(sums)
+        if self.split_rows and carried:  # a running maximum...: each row needs the one before
+            raise NotImplementedError(f"{sorted(carried)} carried from row to row")
         views = {}
         rewrite = _Columns(self.arrays, self.varying | set(sums.values()), views)
         body = [rewrite.visit(_Rename(sums).visit(s)) for s in loop.body]
         lines = self.views(views, _stored(loop.body) - self.varying)
         n = ast.unparse(self.uniform(loop.iter.args[0]))
         i = ast.unparse(loop.target)
+        if self.split_rows:
+            return self.split_loop(body, lines, sums, i, n)
         if not sums:
             outer = ast.parse(f"for {i} in range({n}):\n    pass").body[0]
             outer.body = _over_columns(body, lines)
@@ -372,9 +387,50 @@ class _Rewrite:
         inner.body = _over_columns(body, lines)
         return [*make, blocks]
 
+    @staticmethod
+    def split_loop(body, lines, sums, i, n) -> list:
+        """An element loop whose rows the threads share (``prange``), for the whole block of
+        columns: each thread's sums add blocks of :data:`SUM_BLOCK` rows in float64 into a
+        float64 row of its own, and these rows into the sums after the loop."""
+        if not sums:
+            outer = ast.parse(f"for {i} in prange({n}):\n    pass").body[0]
+            outer.body = _over_columns(body, lines)
+            return [outer]
+        chunks = split_chunks()
+        text = [f"_rows_{name} = np.zeros(({chunks}, {WIDTH}), np.float64)" for name in sums]
+        text += [f"for _t in prange({chunks}):",
+                 f"    _lo, _hi = _t * {n} // {chunks}, (_t + 1) * {n} // {chunks}"]
+        text += [f"    {part} = np.zeros({WIDTH}, np.float64)" for part in sums.values()]
+        text += [f"    for _b in range(_lo, _hi, {SUM_BLOCK}):"]
+        text += [f"        for {K} in range({WIDTH}):\n            {part}[{K}] = 0"
+                 for part in sums.values()]
+        text += [f"        for {i} in range(_b, min(_b + {SUM_BLOCK}, _hi)):", "            pass"]
+        text += [f"        for {K} in range({WIDTH}):\n"
+                 f"            _rows_{name}[_t, {K}] += {part}[{K}]"
+                 for name, part in sums.items()]
+        text += [f"for _t in range({chunks}):"]
+        text += [f"    for {K} in range({WIDTH}):\n        {name}[{K}] += _rows_{name}[_t, {K}]"
+                 for name in sums]
+        code = ast.parse("\n".join(text)).body
+        split = next(s for s in code if isinstance(s, ast.For) and ast.unparse(s.target) == "_t")
+        blocks = next(s for s in split.body if isinstance(s, ast.For))
+        inner = next(s for s in blocks.body if isinstance(s, ast.For)
+                     and ast.unparse(s.target) == i)
+        inner.body = _over_columns(body, lines)
+        return code
+
+
+def split_chunks() -> int:
+    """How many parts the rows of a split loop's sums come in: four for each of the threads
+    Numba may start, a number written into the kernel's source (so its cache key holds it;
+    ``numba.get_num_threads()`` in a kernel kept it from the disk cache)."""
+    import numba
+
+    return 4 * numba.config.NUMBA_NUM_THREADS
+
 
 @functools.cache
-def columns(fn, n_arrays=None, n_per_line=0):
+def columns(fn, n_arrays=None, n_per_line=0, split_rows=False):
     """``fn(a..., p..., s...)``, a row function of ``n_arrays`` arrays (default: all its
     parameters), ``n_per_line`` values per line and scalars, as
     ``fn_columns(a..., p..., s..., [res,] j0, j1)`` over the columns ``j0:j1`` of 2-D
@@ -390,7 +446,7 @@ def columns(fn, n_arrays=None, n_per_line=0):
     returns = bool(body) and isinstance(body[-1], ast.Return)
     if returns:  # a value per line: set as a name, then stored into the result's columns
         body[-1] = ast.Assign([ast.Name(RESULT, ast.Store())], body[-1].value)
-    rewrite = _Rewrite(set(arrays), _varying(body, set(arrays), set(per_line)))
+    rewrite = _Rewrite(set(arrays), _varying(body, set(arrays), set(per_line)), split_rows)
     rewrite.made.update(per_line)
     first = [ast.parse(f"{WIDTH} = {J1} - {J0}").body[0]]
     for p in per_line:  # the column's value, as the rows kernel's C(p[r])
@@ -408,6 +464,10 @@ def columns(fn, n_arrays=None, n_per_line=0):
     definition.body[0].body = first + rewrite.block(body) + last
     source = ast.unparse(ast.fix_missing_locations(definition))
     glb = dict(fn.__globals__, np=np)
+    if split_rows:
+        import numba
+
+        glb.update(prange=numba.prange)
     exec(compile(source, f"<{fn.__module__}.{fn.__name__} columns>", "exec"), glb)
     new = glb[f"{fn.__name__}_columns"]
     new.__module__ = fn.__module__

@@ -152,15 +152,15 @@ class CompiledBackend:
         computing in ``compute`` (default: the arrays' dtype), its value per column into
         ``result`` when given. ``writes`` (required: one left out would be lost on the
         CPU's swapped path only): the indices of the arrays ``fn`` writes, each whole before
-        reading it. On the CPU the columns run in blocks side by side (``columns``:
-        BatchNorm1d's forward and backward of 4096x256 2.9 -> 1.7-1.9 ms, torch 1.2-1.3),
-        or, closer together than ``config.COLUMN_MIN_BYTES`` (or too few) and past
-        ``config.PARALLEL_THRESHOLD`` elements, as contiguous rows: the other arrays swapped
-        in (``swap_lines``), the written ones swapped back (a walk down each column took a
-        cache line per element). Elsewhere, one line each."""
+        reading it. On the CPU the columns run side by side (``columns``: BatchNorm1d's
+        forward and backward of 4096x256 2.9 -> 1.7-1.9 ms in blocks, 1.0 all at once with
+        each loop's rows split among the threads, torch 1.2-1.3), or where neither suits,
+        past ``config.PARALLEL_THRESHOLD`` elements, as contiguous rows: the other arrays
+        swapped in (``swap_lines``), the written ones swapped back (a walk down each column
+        took a cache line per element). Elsewhere, one line each."""
         compute = arrays[0].dtype if compute is None else compute
         lines = [a.reshape((1,) + tuple(a.shape)) for a in arrays]
-        if (hasattr(self, "columns") and self.fits_columns(lines)
+        if (hasattr(self, "columns") and self.fits_columns(lines, fn, len(per_column))
                 and all(p.size == arrays[0].shape[1] for p in per_column)):
             self.columns(fn, lines, compute, per_column, scalars, result)  # side by side
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -89,7 +90,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
                                       calls=getattr(span, "fastgd_key", ""))
         path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
-            parallel=loop in ("parallel", "chunked", "streamed"),
+            parallel=loop in ("parallel", "chunked", "streamed", "split_rows"),
             fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
@@ -132,20 +133,24 @@ class NumbaBackend(HostArrays, CompiledBackend):
         return rows
 
     @staticmethod
-    def fits_columns(arrays) -> bool:
-        """Whether :meth:`columns` suits 3-D ``arrays``: C-contiguous, with blocks of
-        ``config.COLUMN_MIN_BYTES`` for every thread twice where they are big enough for
-        threads (a few long lines run in parallel as rows: softmax down 2^20 rows of 64
-        float32 took 241 ms in 4 blocks, 195 as rows)."""
+    def fits_columns(arrays, fn=None, n_per_line=0) -> bool:
+        """Whether :meth:`columns` suits 3-D ``arrays``: C-contiguous, and past
+        ``config.PARALLEL_THRESHOLD`` elements either one plane whose lines ``fn`` can
+        split (:func:`splits_rows`), ``config.SPLIT_ROWS_MIN`` rows long or more, or blocks
+        of ``config.COLUMN_MIN_BYTES`` for every thread twice (a few long lines run in
+        parallel as rows: softmax down 2^20 rows of 64 float32 took 241 ms in 4 blocks, 195
+        as rows)."""
         a = arrays[0]
+        if not all(x.flags.c_contiguous for x in arrays):
+            return False
         blocks = a.shape[0] * (a.shape[2] * a.itemsize // config.COLUMN_MIN_BYTES)
-        if a.size > config.PARALLEL_THRESHOLD:
-            from numba import get_num_threads
+        if a.size <= config.PARALLEL_THRESHOLD:
+            return blocks >= 1
+        if fn is not None and _split(arrays, fn, n_per_line):
+            return True
+        from numba import get_num_threads
 
-            enough = blocks >= 2 * get_num_threads()
-        else:
-            enough = blocks >= 1
-        return enough and all(x.flags.c_contiguous for x in arrays)
+        return blocks >= 2 * get_num_threads()
 
     def columns(self, fn, arrays, compute, per_line=(), scalars=(), result=None):
         """Run row function ``fn`` on the lines ``a[o, :, j]`` of 3-D C-contiguous
@@ -154,7 +159,8 @@ class NumbaBackend(HostArrays, CompiledBackend):
         ``scalars``, computing in ``compute``, the value ``fn`` returns for each line into
         ``result`` (outer·inner values, C order): blocks of about ``config.COLUMN_BLOCK``
         elements and ``config.COLUMN_MIN_BYTES`` wide or more, whole cache lines, at least
-        two per thread where the arrays allow."""
+        two per thread where the arrays allow; or, where :func:`_split`, in one block, the
+        rows of each of its loops shared by the threads."""
         from fastgd.backends.columns import columns
 
         outer, length, inner = arrays[0].shape
@@ -172,9 +178,12 @@ class NumbaBackend(HostArrays, CompiledBackend):
         loop = "serial" if size <= config.PARALLEL_THRESHOLD else "parallel"
         n = (len(arrays), len(per_line), len(scalars))
         returns = result is not None
+        split = _split(arrays, fn, len(per_line))
+        if split:  # one block, each of its loops' rows shared by the threads
+            loop, width = "split_rows", inner
         kernel = self._kernel(("columns", *n, returns),
                               lambda lp: codegen.columns_source(*n, lp, returns),
-                              columns(fn, n[0], n[1]), compute, loop)
+                              columns(fn, n[0], n[1], split), compute, loop)
         res = (result.reshape(outer, inner),) if returns else ()
         kernel(*arrays, *per_line, *(compute.type(s) for s in scalars), *res, width)
 
@@ -184,3 +193,29 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def launcher(self, kernel, n):
         return kernel  # a Numba dispatcher is called directly: no wrapper on the hot path
 
+
+def _split(arrays, fn, n_per_line) -> bool:
+    """Whether :meth:`NumbaBackend.columns` runs ``fn`` on 3-D ``arrays`` with its rows
+    split (:func:`splits_rows`): one plane, past ``config.PARALLEL_THRESHOLD`` elements and
+    ``config.SPLIT_ROWS_MIN`` rows."""
+    a = arrays[0]
+    return (a.size > config.PARALLEL_THRESHOLD and a.shape[0] == 1
+            and a.shape[1] >= config.SPLIT_ROWS_MIN
+            and splits_rows(fn, len(arrays), n_per_line))
+
+
+@functools.cache
+def splits_rows(fn, n_arrays, n_per_line) -> bool:
+    """Whether row function ``fn`` runs on a plane's columns all at once with the rows of
+    each of its loops shared by the threads (``columns(..., split_rows=True)``: no row's
+    value depends on the row before, as a running maximum's does). BatchNorm1d's forward
+    and backward of 4096x256 float32 took 1.7-1.8 ms in blocks of 64 columns, 1.0 so
+    (PyTorch 1.2), of 16384x256 8.0-8.3 ms, 4.0-4.2 (PyTorch 5.1-5.5): a block's loops paid
+    for each row's views and checks, 64 columns at a time (2-core SPR VM)."""
+    from fastgd.backends.columns import columns
+
+    try:
+        columns(fn, n_arrays, n_per_line, True)
+    except NotImplementedError:
+        return False
+    return True
