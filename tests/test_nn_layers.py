@@ -554,3 +554,37 @@ def test_a_running_maximum_does_not_split_its_rows():
 
     assert not splits_rows(af.row_max, 1, 0)
     assert not splits_rows(af.softmax_row, 2, 0)
+
+
+def _row_function(body):
+    """A row function of one array ``x`` and an output ``out`` from ``body``'s lines, in
+    fastgd.activation.formulas' globals (F, W, lanes...), its source where the rewrite
+    reads it (linecache)."""
+    import linecache
+
+    from fastgd.activation import formulas as af
+    from fastgd.scalar import scalar
+
+    source = "def row(x, out):\n" + "".join(f"    {line}\n" for line in body)
+    name = f"<row function {len(linecache.cache)}>"
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+    scope = dict(vars(af))
+    exec(compile(source, name, "exec"), scope)
+    return scalar(scope["row"])
+
+
+@pytest.mark.parametrize("body", [
+    ["p = W(1)", "for i in lanes(x.size):", "    p *= W(x[i])", "out[0] = p"],
+    ["d = W(0)", "for i in lanes(x.size):", "    d -= W(x[i])", "out[0] = d"],
+    ["s = W(0)", "for i in lanes(x.size):", "    s = s + W(x[i])", "out[0] = s"],
+    ["for i in lanes(x.size):", "    out[0] += x[i]"],
+])
+def test_only_sums_and_rows_own_elements_split(body):
+    """A product, a difference, a sum written out, or a store into one element by every
+    row: each needs the row before, or races: their columns stay in blocks."""
+    from fastgd.backends.numba_backend import splits_rows
+
+    assert not splits_rows(_row_function(body), 2, 0)
+    assert splits_rows(_row_function(["s = W(0)", "for i in lanes(x.size):",
+                                      "    s += W(x[i])", "    out[i] = x[i]", "out[0] = s"]),
+                       2, 0)

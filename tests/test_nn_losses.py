@@ -13,6 +13,11 @@ X = RNG.standard_normal((6, 5))
 LABELS = RNG.integers(0, 5, 6)
 PROBS = RNG.dirichlet(np.ones(5), 6)
 FLOAT_T = RNG.random((6, 5))
+P = RNG.uniform(0.02, 0.98, (6, 5))  # binary_cross_entropy's input: probabilities
+
+
+def _input(name):
+    return P if name == "binary_cross_entropy" else X
 
 
 def _torch(name, x, t, reduction, go, **kw):
@@ -22,6 +27,8 @@ def _torch(name, x, t, reduction, go, **kw):
         "mse": torch.nn.functional.mse_loss,
         "binary_cross_entropy_with_logits":
             torch.nn.functional.binary_cross_entropy_with_logits,
+        "binary_cross_entropy": torch.nn.functional.binary_cross_entropy,
+        "nll_loss": torch.nn.functional.nll_loss,
     }[name]
     out = fn(xt, torch.tensor(t), reduction=reduction, **kw)
     out.backward(torch.as_tensor(go, dtype=torch.float64))
@@ -35,7 +42,10 @@ CASES = [
     ("cross_entropy", PROBS, {"label_smoothing": 0.1}),
     ("mse", FLOAT_T, {}),
     ("binary_cross_entropy_with_logits", FLOAT_T, {}),
+    ("binary_cross_entropy", FLOAT_T, {}),
+    ("nll_loss", LABELS, {}),
 ]
+ROWWISE = ("cross_entropy", "nll_loss")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -43,13 +53,14 @@ CASES = [
 @pytest.mark.parametrize("name,target,kw", CASES)
 def test_loss_matches_torch(backend, reduction, name, target, kw):
     if reduction == "none":
-        shape = (6,) if name == "cross_entropy" else (6, 5)
+        shape = (6,) if name in ROWWISE else (6, 5)
         go = RNG.standard_normal(shape)
     else:
         go = 1.7
-    want_v, want_g = _torch(name, X, target, reduction, go, **kw)
+    x = _input(name)
+    want_v, want_g = _torch(name, x, target, reduction, go, **kw)
     loss = nn.get_loss(name, reduction, **kw)
-    value, grad = loss.value_and_grad(X, target, go, backend=backend)
+    value, grad = loss.value_and_grad(x, target, go, backend=backend)
     np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
 
@@ -74,8 +85,8 @@ def test_elementwise_losses_of_short_rows_match_torch(backend, reduction, shape,
 @pytest.mark.parametrize("name,target,kw", CASES)
 def test_loss_backward_finite_differences(backend, name, target, kw):
     loss = nn.get_loss(name, "sum", **kw)
-    _, grad = loss.value_and_grad(X, target, backend=backend)
-    fd = central_difference(lambda x: loss(x, target, backend=backend), X.copy())
+    _, grad = loss.value_and_grad(_input(name), target, backend=backend)
+    fd = central_difference(lambda x: loss(x, target, backend=backend), _input(name).copy())
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-8)
 
 
@@ -120,7 +131,7 @@ def test_cross_entropy_with_masked_logits_matches_torch(backend, dtype, target, 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("name,target,kw", CASES)
 def test_mean_of_an_empty_batch_is_nan_as_in_torch(backend, name, target, kw):
-    x, t = X[:0], target[:0]
+    x, t = _input(name)[:0], target[:0]
     value, grad = nn.get_loss(name, **kw).value_and_grad(x, t, backend=backend)
     assert np.isnan(value) and np.isnan(_torch(name, x, t, "mean", 1.0, **kw)[0])
     assert grad.shape == x.shape
@@ -467,3 +478,73 @@ def test_probability_targets_whose_rows_do_not_sum_to_one_as_torch(backend):
         value.item(), rel=1e-12)
     got = nn.cross_entropy_backward(x, t, label_smoothing=0.1, backend=backend)
     np.testing.assert_allclose(got, xt.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_cross_entropy_at_the_ends_as_torch(backend, dtype):
+    """Probabilities 0 and 1 (each log clamped at -100), next to them, and targets at and
+    between the ends: torch's values and gradients (its denominator's floor is a float32
+    1e-12, in float64 too)."""
+    p = np.array([0.0, 1.0, 1e-30, 1e-7, 1 - 1e-7, 0.5, 1.0, 0.0, 0.25])
+    t = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.3, 0.2, 0.9, 0.25])
+    p, t = p.astype(dtype), t.astype(dtype)
+    pt = torch.tensor(p, requires_grad=True)
+    want = torch.nn.functional.binary_cross_entropy(pt, torch.tensor(t), reduction="none")
+    want.backward(torch.ones_like(want))
+    value, grad = nn.get_loss("binary_cross_entropy", "none").value_and_grad(
+        p, t, np.ones_like(p), backend=backend)
+    assert value.dtype == grad.dtype == dtype
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(value, want.detach().numpy(), rtol=rtol)
+    np.testing.assert_allclose(grad, pt.grad.numpy(), rtol=rtol)
+    for bad in (np.array([0.5, 1.5]), np.array([-0.1, 0.5]), np.array([np.nan, 0.5])):
+        with pytest.raises(ValueError, match="probabilities in \\[0, 1\\].*with_logits"):
+            nn.binary_cross_entropy(bad, np.zeros(2), backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_of_log_softmax_is_cross_entropy(backend, reduction):
+    """The lesson in two steps: nll_loss of log_softmax's output is cross_entropy of the
+    logits, and their gradients chain (log_softmax's backward from its output)."""
+    import fastgd
+
+    logp = fastgd.log_softmax(X, backend=backend)
+    value, dlogp = nn.get_loss("nll_loss", reduction).value_and_grad(logp, LABELS,
+                                                                      backend=backend)
+    dx = fastgd.log_softmax_backward(dlogp, y=logp, backend=backend)
+    want_v, want_g = nn.get_loss("cross_entropy", reduction).value_and_grad(X, LABELS,
+                                                                            backend=backend)
+    np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12)
+    np.testing.assert_allclose(dx, want_g, rtol=1e-10, atol=1e-15)
+    one, g1 = nn.get_loss("nll_loss", reduction).value_and_grad(logp[2], LABELS[2],
+                                                                  backend=backend)
+    lt = torch.tensor(logp[2], requires_grad=True)
+    w = torch.nn.functional.nll_loss(lt, torch.tensor(LABELS[2]), reduction=reduction)
+    w.backward()
+    np.testing.assert_allclose(np.asarray(one), w.detach().numpy(), rtol=1e-15)
+    np.testing.assert_array_equal(g1, lt.grad.numpy())
+
+
+def test_nll_loss_errors():
+    with pytest.raises(TypeError, match="nll_loss needs integer class labels, got float64 "
+                                        "\\(probability targets: cross_entropy\\)"):
+        nn.nll_loss(X, PROBS)
+    with pytest.raises(ValueError, match="labels must be in \\[0, 5\\)"):
+        nn.nll_loss(X, LABELS + 1)
+    with pytest.raises(ValueError, match="nll_loss labels must have shape \\(6,\\) for "
+                                         "log-probabilities"):
+        nn.nll_loss(X, LABELS[:4])
+    with pytest.raises(ValueError, match="nll_loss of one sample, log-probabilities \\(5,\\), "
+                                         "takes a 0-d label, got"):
+        nn.nll_loss(X[0], LABELS[:2])
+
+
+def test_accuracy_thresholds_probabilities_at_one_half():
+    from fastgd.nn.trainer import accuracy
+
+    out, y = np.array([[0.6], [0.4], [-0.2]]), np.array([[1.0], [1.0], [0.0]])
+    assert accuracy(nn.get_loss("binary_cross_entropy"), out, y) == pytest.approx(2 / 3)
+    assert accuracy(nn.get_loss("binary_cross_entropy_with_logits"), out, y) == 1.0
+    assert accuracy(nn.get_loss("nll_loss"), X, X.argmax(axis=1)) == 1.0

@@ -87,3 +87,16 @@ def test_study_tables_show_their_runs_numbers(name, columns, tmp_path, monkeypat
         cells = [c.strip(" |") for c in row]
         for column, value in columns.items():
             assert cells[column] == studies._fmt(value(h)), (name, cells[0], column)
+
+
+def test_vanishing_takes_the_median_over_seeds_and_counts_divergence():
+    """The vanishing study's accuracy over its seeds: the median and range of the runs that
+    did not diverge (NaN), and how many did."""
+    import math
+
+    assert studies._over_seeds([0.9, 0.5, 0.8]) == (0.8, "0.5–0.9", 0)
+    median, spread, diverged = studies._over_seeds([math.nan, 0.7, 0.6])
+    assert median == pytest.approx(0.65) and spread == "0.6–0.7, 1 of 3 diverged"
+    assert diverged == 1
+    median, spread, diverged = studies._over_seeds([math.nan] * 3)
+    assert math.isnan(median) and spread == "3 of 3 diverged" and diverged == 3

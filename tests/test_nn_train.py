@@ -466,6 +466,11 @@ def test_model_load_state_dict_checks_everything_first():
         with pytest.raises(ValueError, match=match):
             model.load_state_dict(bad)
         assert not (model.params["fc2.bias"] == 5.0).any()
+    square = nn.Linear(4, 4, backend="numpy")
+    for key in ("weight", "bias"):  # a dtype alone: no transposing hint
+        bad = {**square.state_dict(), key: square.params[key].astype(np.float64)}
+        with pytest.raises(ValueError, match=r"expected float32\[[\d, ]+\]$"):
+            square.load_state_dict(bad)
     bad = dict(good)
     del bad["drop1.step"]
     with pytest.raises(ValueError, match="has no 'drop1.step'"):

@@ -65,6 +65,13 @@ def test_param_buffer_assign_checks_every_name_and_shape_first(backend):
         with pytest.raises(ValueError, match=match):
             buf.assign(**bad)
         np.testing.assert_array_equal(buf.params["b"], [1, 2, 3])  # nothing written
+    for bad, error in ((np.array(["x", "y", "z"]), ValueError), (np.ones(3) * 1j, TypeError)):
+        with pytest.raises(error):  # converted before anything is written
+            buf.assign(params={"w": np.zeros((2, 3))}, grads={"b": bad})
+        np.testing.assert_array_equal(buf.params["w"], w)
+    scalar = fastgd.ParamBuffer({"s": ()}, dtype=np.float64, backend=backend)
+    scalar.assign(params={"s": 2.5})
+    assert scalar.params["s"] == 2.5 and scalar.params["s"].shape == ()
 
 
 def test_param_buffer_one_launch_and_views():
@@ -206,13 +213,15 @@ def _torch_params(grads):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_inf_norm_clipping_and_clip_grad_value_match_torch(backend, dtype):
     """``norm_type=inf`` (the largest |g|) and ``clip_grad_value`` as torch's, on small host
-    arrays (NumPy's path), kernel rows with tails, and a NaN or ±inf anywhere."""
+    arrays (NumPy's path: up to clip.SMALL elements), kernel rows with tails, and a NaN or
+    ±inf in either."""
     rng = np.random.default_rng(7)
     sizes = (5, 3 * 4096 + 17, 20_000)
-    for poison in (None, np.nan, np.inf, -np.inf):
+    for at, poison in [(None, None)] + [(at, v) for at in ((1, 4100), (2, 17_000))
+                                        for v in (np.nan, np.inf, -np.inf)]:
         grads = [(rng.standard_normal(n) * 3).astype(dtype) for n in sizes]
         if poison is not None:
-            grads[1][4100] = poison
+            grads[at[0]][at[1]] = poison
         for max_norm in (0.5, 100.0, math.inf):
             mine = [g.copy() for g in grads]
             total = fastgd.clip_grad_norm(mine, max_norm, norm_type=math.inf, backend=backend)

@@ -135,7 +135,9 @@ def run_everything(be):
         labels = np.array([0, 1, 2, 3])
         for name, target, kw in (("cross_entropy", labels, {"label_smoothing": 0.1}),
                                  ("cross_entropy", probs, {}), ("mse", probs, {}),
-                                 ("binary_cross_entropy_with_logits", probs, {})):
+                                 ("binary_cross_entropy_with_logits", probs, {}),
+                                 ("binary_cross_entropy", probs, {}),
+                                 ("nll_loss", labels, {})):
             loss = nn.get_loss(name, "mean", **kw)
             loss.value_and_grad(wide, target, backend="cuda")
             loss.value(wide, target, backend="cuda")  # the loss alone: kernels of its own

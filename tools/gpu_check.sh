@@ -27,6 +27,7 @@ cd "$(dirname "$0")/.."
 # numba-cuda warns at every launch of under 128 blocks (every small n): noise in the logs
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
 out=${OUT:-/tmp/fastgd-gpu}
+failed=0  # the exit status: 1 if a stage's command failed
 mkdir -p "$out"
 stages=${*:-tests rows bench}
 for stage in $stages; do
@@ -45,13 +46,16 @@ for stage in $stages; do
       # SIGINT, so that pytest still prints what failed
       echo "== CUDA tests on the GPU, a process per file"
       logs=$(mktemp -d)
-      pids=()
+      pids=() names=()
       for f in tests/cuda/test_*.py; do
         FASTGD_CUDA_TESTS=1 timeout -s INT -k 15 190 python3 -m pytest "$f" -q --maxfail=25 \
           -p no:cacheprovider > "$logs/$(basename "$f" .py).log" 2>&1 &
-        pids+=($!)
+        pids+=($!) names+=("$(basename "$f")")
       done
-      for pid in "${pids[@]}"; do wait "$pid"; echo "rc=$?"; done
+      for k in "${!pids[@]}"; do
+        wait "${pids[$k]}"; rc=$?
+        echo "rc=$rc ${names[$k]}"; [ "$rc" -eq 0 ] || failed=1
+      done
       for log in "$logs"/*.log; do
         echo "== $(basename "$log")"; cat "$log"
       done > "$out/cuda-tests.log"
@@ -59,7 +63,7 @@ for stage in $stages; do
     rows)
       echo "== row kernels: a block per row against a thread per row (tools/perf_rows_cuda.py)"
       timeout 50 python3 tools/perf_rows_cuda.py --n 24 > "$out/rows.txt" 2>&1
-      echo "rc=$?"; cat "$out/rows.txt";;
+      rc=$?; echo "rc=$rc"; [ "$rc" -eq 0 ] || failed=1; cat "$out/rows.txt";;
     bench)
       echo "== pytest benchmarks (the report goes to a new folder under reports/)"
       start=$(mktemp)
@@ -69,7 +73,7 @@ for stage in $stages; do
         --fastgd-deadline=300 \
         ${BENCH_ARGS:---fastgd-backends=numba,cuda,torch-cuda,cupy,cupy-kernel} \
         > "$out/bench.log" 2>&1
-      echo "rc=$?"; tail -25 "$out/bench.log"
+      rc=$?; echo "rc=$rc"; [ "$rc" -eq 0 ] || failed=1; tail -25 "$out/bench.log"
       folder=$(find reports -mindepth 1 -maxdepth 1 -type d -newer "$start" | head -1)
       if [ -n "$folder" ]; then
         tar czf "$out/report.tgz" -C reports "$(basename "$folder")"
@@ -77,3 +81,4 @@ for stage in $stages; do
       fi;;
   esac
 done
+exit $failed

@@ -357,6 +357,13 @@ class _Rewrite:
         carried = (_stored(loop.body) & self.varying) - set(sums)
         if self.split_rows and carried:  # a running maximum...: each row needs the one before
             raise NotImplementedError(f"{sorted(carried)} carried from row to row")
+        if self.split_rows:  # an element other than the row's, written by every row: a race
+            i_name = ast.unparse(loop.target)
+            for s in loop.body:
+                targets = s.targets if isinstance(s, ast.Assign) else [s.target]
+                for t in targets:
+                    if isinstance(t, ast.Subscript) and ast.unparse(t.slice) != i_name:
+                        raise NotImplementedError(f"{ast.unparse(t)} written by every row")
         views = {}
         rewrite = _Columns(self.arrays, self.varying | set(sums.values()), views)
         body = [rewrite.visit(_Rename(sums).visit(s)) for s in loop.body]

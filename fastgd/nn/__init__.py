@@ -43,6 +43,8 @@ from fastgd.nn.layers import (
 from fastgd.nn.losses import (
     LOSSES,
     Loss,
+    binary_cross_entropy,
+    binary_cross_entropy_backward,
     binary_cross_entropy_with_logits,
     binary_cross_entropy_with_logits_backward,
     cross_entropy,
@@ -50,13 +52,16 @@ from fastgd.nn.losses import (
     get_loss,
     mse,
     mse_backward,
+    nll_loss,
+    nll_loss_backward,
 )
 from fastgd.nn.trainer import History, dead_fraction, evaluate, grad_norms, train
 
 __all__ = [
     "ACTIVATION_NAMES", "LOSSES", "MLP", "BatchNorm1d", "Dropout", "History", "Layer",
-    "Linear", "Loss", "Residual", "Sequential", "binary_cross_entropy_with_logits",
+    "Linear", "Loss", "Residual", "Sequential", "binary_cross_entropy",
+    "binary_cross_entropy_backward", "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_backward", "cross_entropy", "cross_entropy_backward",
     "datasets", "dead_fraction", "evaluate", "functional", "get_activation", "get_loss",
-    "grad_norms", "mse", "mse_backward", "train",
+    "grad_norms", "mse", "mse_backward", "nll_loss", "nll_loss_backward", "train",
 ]

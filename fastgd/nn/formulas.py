@@ -19,7 +19,7 @@ from math import inf
 import numpy as np
 
 from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
-from fastgd.scalar import F, W, exp, lanes, lanes_sum, log, log1p, scalar, sqrt
+from fastgd.scalar import F, W, exp, in_order, lanes, lanes_sum, log, log1p, scalar, sqrt
 
 # -- activation slots (identity until bound) ----------------------------------------------
 
@@ -333,6 +333,44 @@ def bce_with_logits_loss(x, t):
 def bce_with_logits(x, t, gscale):
     """Grid: the loss and its gradient ``gscale·(sigmoid(x) - t)``."""
     return bce_with_logits_loss(x, t), gscale * (sigmoid(x) - t)
+
+
+@in_order
+@scalar
+def bce_loss(p, t):
+    """Grid: ``-(t·log p + (1 - t)·log(1 - p))`` of a probability ``p``, each log clamped at
+    -100 as torch's (p = 0 or 1 gives 100, not inf; NaN stays NaN). In order: reassociated,
+    as lq + t·(lp − lq), it lost the digits of a small log (2e-9 of -log(1 - 1e-7))."""
+    lp = log(p)
+    lq = log1p(-p)
+    lp = F(-100) if lp < F(-100) else lp
+    lq = F(-100) if lq < F(-100) else lq
+    return -(t * lp + (F(1) - t) * lq)
+
+
+#: torch's floor of BCE's gradient denominator: the float32 1e-12, in float64 too
+BCE_EPS = float(np.float32(1e-12))
+
+
+@in_order
+def bce(p, t, gscale):
+    """Grid: the loss and its gradient ``gscale·(p - t)/max(p·(1 - p), BCE_EPS)`` (torch's)."""
+    d = p * (F(1) - p)
+    return bce_loss(p, t), gscale * (p - t) / (F(BCE_EPS) if d < F(BCE_EPS) else d)
+
+
+def nll_labels(x, dx, label, gscale):
+    """Row: the negative log-likelihood of log-probabilities ``x`` at class ``label``,
+    ``-x[label]``; ``dx = -gscale`` there and 0 elsewhere."""
+    k = int(label)
+    for i in lanes(x.size):
+        dx[i] = F(-gscale) if i == k else F(0)
+    return -F(x[k])
+
+
+def nll_labels_loss(x, label):
+    """Row: :func:`nll_labels`' loss alone."""
+    return -F(x[int(label)])
 
 
 @scalar

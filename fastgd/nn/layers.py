@@ -194,8 +194,10 @@ class Layer:
                                      f"{new!r}")
             elif new.shape != _arrays.shape_of(now) or new.dtype != _arrays.dtype_of(now):
                 shape = _arrays.shape_of(now)
+                transposed = new.shape != shape and new.shape == shape[::-1]
                 hint = (" (Linear weights are (in, out): torch's (out, in) need .T)"
-                        if isinstance(layer, Linear) and new.shape == shape[::-1] else "")
+                        if isinstance(layer, Linear) and key == "weight" and transposed
+                        else "")
                 raise ValueError(f"state_dict {name!r} is {new.dtype}{list(new.shape)}, "
                                  f"expected {_arrays.dtype_of(now)}{list(shape)}{hint}")
         for name, layer, key in items:

@@ -3,7 +3,11 @@
 * :func:`cross_entropy` — from logits ``(N, C)``, one fused stable pass per row
   (log-softmax + NLL + gradient); integer labels ``(N,)`` or probability targets
   ``(N, C)``; ``label_smoothing``.
+* :func:`nll_loss` — of log-probabilities ``(N, C)`` (``log_softmax``'s output) at integer
+  labels: cross-entropy in two steps, as a lesson takes it.
 * :func:`binary_cross_entropy_with_logits` — elementwise, stable for any logit.
+* :func:`binary_cross_entropy` — of probabilities (a sigmoid's output), its logs clamped at
+  -100 as torch's.
 * :func:`mse` — mean squared error.
 
 Reductions ``"mean"`` (the default; cross-entropy averages over the batch, the elementwise
@@ -61,6 +65,7 @@ class Loss:
         smoothing = in_range("label_smoothing", options.get("label_smoothing", 0.0), 0, 1)
         self.name, self.reduction, self.smoothing = name, reduction, smoothing
         self.classification = name != "mse"
+        self.rowwise = name in ROWWISE  # a loss per row of (N, C) input
 
     def __repr__(self):
         return f"Loss({self.name!r}, reduction={self.reduction!r})"
@@ -69,15 +74,20 @@ class Loss:
     def check(self, x, target):
         """Shapes, dtypes and label range; raises before anything is computed."""
         x_shape, t_shape = _arrays.shape_of(x), _arrays.shape_of(target)
-        if self.name == "cross_entropy":
+        if self.rowwise:
             _arrays.check_float(input=x)
+            what = "logits" if self.name == "cross_entropy" else "log-probabilities"
             if len(x_shape) != 2:
-                raise ValueError(f"cross_entropy input must be (N, C) logits (or (C,) for one "
+                raise ValueError(f"{self.name} input must be (N, C) {what} (or (C,) for one "
                                  f"sample), got {x_shape}")
+            if self.name == "nll_loss" and not _is_integer(target):
+                raise TypeError(f"nll_loss needs integer class labels, got "
+                                f"{_arrays.dtype_of(target)} (probability targets: "
+                                f"cross_entropy)")
             if _is_integer(target):
                 if t_shape != x_shape[:1]:
                     raise ValueError(
-                        f"cross_entropy labels must have shape {x_shape[:1]} for logits "
+                        f"{self.name} labels must have shape {x_shape[:1]} for {what} "
                         f"{x_shape}, got {t_shape}"
                     )
                 if x_shape[0]:
@@ -92,6 +102,12 @@ class Loss:
             raise TypeError(f"{self.name} needs float targets, got {_arrays.dtype_of(target)}")
         if t_shape == x_shape:
             _arrays.check_float(input=x, target=target)
+            if self.name == "binary_cross_entropy" and type(x) is np.ndarray and x.size:
+                lo, hi = float(np.min(x)), float(np.max(x))  # NaN fails too, as in torch
+                if not (0 <= lo and hi <= 1):
+                    raise ValueError(f"binary_cross_entropy takes probabilities in [0, 1], "
+                                     f"got values in [{lo}, {hi}] (logits: "
+                                     f"binary_cross_entropy_with_logits)")
         else:  # the shapes first: float64 labels got "mixed dtypes", without the hint
             hint = ""
             if self.name == "cross_entropy" and t_shape == x_shape[:1]:
@@ -119,12 +135,14 @@ class Loss:
         """``(loss, gradient or None)``: :meth:`value_and_grad`'s work, the gradient only
         ``with_grad``."""
         x, target = _arrays.as_array(x), _arrays.as_array(target)
-        if self.name == "cross_entropy" and len(_arrays.shape_of(x)) == 1:
+        if self.rowwise and len(_arrays.shape_of(x)) == 1:
             t_shape = _arrays.shape_of(target)
             if t_shape != (() if _is_integer(target) else _arrays.shape_of(x)):
-                raise ValueError(f"cross_entropy of one sample, logits {_arrays.shape_of(x)}, "
-                                 f"takes a 0-d label or probabilities of the logits' shape, "
-                                 f"got a target of shape {t_shape}")
+                ce = self.name == "cross_entropy"
+                what = "logits" if ce else "log-probabilities"
+                takes = "a 0-d label" + (" or probabilities of the logits' shape" if ce else "")
+                raise ValueError(f"{self.name} of one sample, {what} {_arrays.shape_of(x)}, "
+                                 f"takes {takes}, got a target of shape {t_shape}")
             batch = (1, *t_shape)
             loss, grad = self._evaluate(x.reshape(1, -1), target.reshape(batch),
                                         grad_output, backend, check, with_grad)
@@ -149,7 +167,7 @@ class Loss:
         if self.reduction != "none":
             raise ValueError(f"grad_output of reduction={self.reduction!r} is one number (the "
                              f"loss is), got shape {_arrays.shape_of(go)}")
-        expected = shape[:1] if self.name == "cross_entropy" else shape
+        expected = shape[:1] if self.rowwise else shape
         if _arrays.shape_of(go) != tuple(expected):
             raise ValueError(f"grad_output must have shape {tuple(expected)} for "
                              f"reduction='none', got {_arrays.shape_of(go)}")
@@ -165,13 +183,15 @@ class Loss:
         if be.name == "numpy":  # the textbook formulas compute both
             loss, grad = self._numpy(x, target)
             if with_grad:
-                rows = self.name == "cross_entropy" and not isinstance(scale, float)
+                rows = self.rowwise and not isinstance(scale, float)
                 with np.errstate(over="ignore"):  # past float32's range: inf, as the kernels
                     grad = (grad * (scale[:, None] if rows else scale)).astype(dtype)
             else:
                 grad = None
         elif self.name == "cross_entropy":
             loss, grad = self._cross_entropy(be, x, target, scale, dtype, with_grad)
+        elif self.name == "nll_loss":
+            loss, grad = self._nll(be, x, target, scale, dtype, with_grad)
         else:
             loss, grad = self._elementwise(be, x, target, scale, dtype, with_grad)
         if self.reduction == "none":
@@ -191,8 +211,12 @@ class Loss:
             target = np.asarray(target, np.float64)
         if self.name == "cross_entropy":
             loss, grad = ref.cross_entropy(x, target, self.smoothing)
+        elif self.name == "nll_loss":
+            loss, grad = ref.nll(x, target)
         elif self.name == "mse":
             loss, grad = ref.mse(x, target)
+        elif self.name == "binary_cross_entropy":
+            loss, grad = ref.binary_cross_entropy(x, target)
         else:
             loss, grad = ref.binary_cross_entropy_with_logits(x, target)
         with np.errstate(over="ignore"):  # a loss past float32's range: inf, as the kernels
@@ -222,6 +246,20 @@ class Loss:
                 result=loss, compute=compute)
         return loss, grad
 
+    def _nll(self, be, x, target, scale, dtype, with_grad=True):
+        """Rows of log-probabilities: the loss of each, and ``with_grad`` the gradient."""
+        n = _arrays.shape_of(x)[0]
+        loss = be.empty((n,), dtype)
+        compute = dtype if _arrays.shape_of(x)[1] <= 1 << 24 else np.dtype(np.float64)
+        if with_grad:
+            grad = be.empty(_arrays.shape_of(x), dtype)
+            gscale = _array_on(be, [scale], dtype) if isinstance(scale, float) else scale
+            be.rows(fm.nll_labels, [x, grad], per_row=[target, gscale], result=loss,
+                    compute=compute)
+            return loss, grad
+        be.rows(fm.nll_labels_loss, [x], per_row=[target], result=loss, compute=compute)
+        return loss, None
+
     def _elementwise(self, be, x, target, scale, dtype, with_grad=True):
         shape = _arrays.shape_of(x)
         rows = _rows_of_elementwise(shape)
@@ -230,20 +268,18 @@ class Loss:
         loss = be.empty((rows, cols), dtype)
         # BCE in float64: its gradient sigmoid(x) - t cancels where the target is near the
         # prediction (float32 math: 457 ULP off); MSE's x - t rounds once
-        mse = self.name == "mse"
-        compute = dtype if mse else np.float64
+        fused, alone = ELEMENTWISE[self.name]
+        compute = dtype if self.name == "mse" else np.float64
         grad = None
         if with_grad:
             grad = be.empty((rows, cols), dtype)
             factor = scale if isinstance(scale, float) else 1.0
-            be.grid(fm.mse if mse else fm.bce_with_logits, [x2, t2], outs=[loss, grad],
-                    scalars=(factor,), compute=compute)
+            be.grid(fused, [x2, t2], outs=[loss, grad], scalars=(factor,), compute=compute)
             if not isinstance(scale, float):
                 be.grid(fm.mul, [grad, be.contiguous(scale).reshape(rows, cols)], outs=[grad])
             grad = grad.reshape(shape)
         else:
-            be.grid(fm.mse_loss if mse else fm.bce_with_logits_loss, [x2, t2], outs=[loss],
-                    compute=compute)
+            be.grid(alone, [x2, t2], outs=[loss], compute=compute)
         if self.reduction != "none":
             # summed in float64: a float32 sum of one long row (an image batch flattened)
             # lost 4 digits
@@ -253,7 +289,7 @@ class Loss:
         return loss.reshape(shape), grad
 
     def _count(self, shape):
-        return shape[0] if self.name == "cross_entropy" else math.prod(shape)
+        return shape[0] if self.rowwise else math.prod(shape)
 
 
 def _rows_of_elementwise(shape) -> int:
@@ -272,7 +308,13 @@ def _rows_of_elementwise(shape) -> int:
 _ROW_LENGTHS = np.arange(4096, 255, -1)
 
 
-LOSSES = ("cross_entropy", "binary_cross_entropy_with_logits", "mse")
+LOSSES = ("cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
+          "binary_cross_entropy", "mse")
+ROWWISE = ("cross_entropy", "nll_loss")
+#: elementwise loss -> (its loss and gradient, its loss alone): grid functions
+ELEMENTWISE = {"mse": (fm.mse, fm.mse_loss),
+               "binary_cross_entropy_with_logits": (fm.bce_with_logits, fm.bce_with_logits_loss),
+               "binary_cross_entropy": (fm.bce, fm.bce_loss)}
 
 
 def get_loss(name, reduction="mean", **options) -> Loss:
@@ -307,6 +349,32 @@ def binary_cross_entropy_with_logits_backward(input, target, grad_output=1.0,
                                               reduction="mean", backend=None):
     """``(sigmoid(x) - t)·grad_output`` (divided by the element count for ``mean``)."""
     loss = Loss("binary_cross_entropy_with_logits", reduction)
+    return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
+
+
+def nll_loss(input, target, reduction="mean", backend=None):
+    """``-input[i, target[i]]`` of log-probabilities ``input`` (N, C), then reduced (the mean
+    over the batch)."""
+    return Loss("nll_loss", reduction).value(input, target, backend=backend)
+
+
+def nll_loss_backward(input, target, grad_output=1.0, reduction="mean", backend=None):
+    """``-grad_output`` at each row's label, 0 elsewhere (divided by N for ``mean``)."""
+    loss = Loss("nll_loss", reduction)
+    return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
+
+
+def binary_cross_entropy(input, target, reduction="mean", backend=None):
+    """``-(t·log p + (1 - t)·log(1 - p))`` of probabilities ``input`` in [0, 1], each log
+    clamped at -100 (torch's), elementwise, then reduced."""
+    return Loss("binary_cross_entropy", reduction).value(input, target, backend=backend)
+
+
+def binary_cross_entropy_backward(input, target, grad_output=1.0, reduction="mean",
+                                  backend=None):
+    """``(p - t)/max(p·(1 - p), 1e-12)·grad_output`` (divided by the element count for
+    ``mean``)."""
+    loss = Loss("binary_cross_entropy", reduction)
     return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
 
 

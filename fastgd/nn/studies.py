@@ -139,10 +139,10 @@ def vanishing(out, tiny=False):
                 if seed == SEED:
                     before, first = norms, hist
                     after = list(grad_norms(model, xb, yb).values())
-            results[(act, bn)] = (before, after, first, float(np.median(accuracy)))
+            median, spread, diverged = _over_seeds(accuracy)
+            results[(act, bn)] = (before, after, first, median, diverged)
             rows.append([act, "yes" if bn else "no", before[0], before[-1],
-                         before[0] / before[-1], after[0], float(np.median(accuracy)),
-                         f"{_fmt(min(accuracy), 3)}–{_fmt(max(accuracy), 3)}"])
+                         before[0] / before[-1], after[0], median, spread])
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
     layers = np.arange(1, depth + 1)
@@ -176,10 +176,23 @@ def vanishing(out, tiny=False):
     )
 
 
+def _over_seeds(accuracy):
+    """(median, "min–max", how many diverged) of the seeds' test accuracies, a diverged
+    run's NaN left out of the median and the range (NaN: every run diverged)."""
+    acc = np.asarray(accuracy, dtype=float)
+    diverged = int(np.isnan(acc).sum())
+    if diverged == acc.size:
+        return math.nan, f"{diverged} of {acc.size} diverged", diverged
+    spread = f"{_fmt(float(np.nanmin(acc)), 3)}–{_fmt(float(np.nanmax(acc)), 3)}"
+    if diverged:
+        spread += f", {diverged} of {acc.size} diverged"
+    return float(np.nanmedian(acc)), spread, diverged
+
+
 def _vanishing_lesson(acts, results, epochs):
     """The lesson, with what these runs showed: (activation, batch norm) -> (gradient norms
     per layer at initialization, after training, History of the first seed, median test
-    accuracy over the seeds)."""
+    accuracy over the seeds that did not diverge, how many diverged)."""
     def ratio(key):  # first layer's gradient norm / last layer's, at initialization
         before = results[key][0]
         return before[0] / before[-1]
@@ -195,8 +208,8 @@ def _vanishing_lesson(acts, results, epochs):
             f"sigmoid's flat too ({_fmt(ratio(('sigmoid', True)))}; median test accuracy "
             f"{_fmt(results[('sigmoid', True)][3], 3)}).")
     failed = [f"{a}{' with batch norm' if b else ''} "
-              f"({'diverged' if h.diverged else _fmt(median)})"
-              for (a, b), (_, _, h, median) in results.items()
+              f"({'diverged' if median != median else _fmt(median)})"
+              for (a, b), (_, _, _, median, _) in results.items()
               if not median >= 0.5 and (b or a != "sigmoid")]
     if failed:
         text += (" Flat gradients at initialization are needed, not enough: after "

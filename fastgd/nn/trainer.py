@@ -105,10 +105,11 @@ def _check_split(model, loss, x, y, what=None):
     n_out = xs[1] if n_out is None else n_out
     probabilities = (loss.name == "cross_entropy" and _arrays.dtype_of(y).kind == "f"
                      and len(ys) == 2)
-    if loss.name == "cross_entropy" and not probabilities:
+    if loss.rowwise and not probabilities:
         if not np.issubdtype(_arrays.dtype_of(y), np.integer):
-            raise TypeError(f"cross_entropy needs integer labels or {model.dtype} "
-                            f"probabilities ({xs[0]}, {n_out}) in {yn}, got "
+            also = f" or {model.dtype} probabilities ({xs[0]}, {n_out})" if (
+                loss.name == "cross_entropy") else ""
+            raise TypeError(f"{loss.name} needs integer labels{also} in {yn}, got "
                             f"{_arrays.dtype_of(y)}{list(ys)}")
         if ys != xs[:1]:
             raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
@@ -168,9 +169,10 @@ def accuracy(loss, out, y):
     if not loss.classification:
         return math.nan
     out, y = to_host(out), to_host(y)
-    if loss.name == "cross_entropy":  # labels, or probabilities: their most likely class
+    if loss.rowwise:  # labels, or probabilities: their most likely class
         return float(np.mean(out.argmax(axis=1) == (y if y.ndim == 1 else y.argmax(axis=1))))
-    return float(np.mean((out > 0) == (y > 0.5)))
+    threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0  # else logits
+    return float(np.mean((out > threshold) == (y > 0.5)))
 
 
 def mean_loss(loss, **options) -> Loss:

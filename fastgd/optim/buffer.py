@@ -7,7 +7,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fastgd._arrays import FLOAT_DTYPES, is_array, is_int, shape_of
+from fastgd._arrays import FLOAT_DTYPES, dtype_of, is_device_array, is_int, shape_of
 from fastgd.backends import resolve
 
 
@@ -64,7 +64,13 @@ class ParamBuffer:
         for label, values, views in (("params", params, self.params),
                                      ("grads", grads, self.grads)):
             for name, value in (values or {}).items():
-                value = value if is_array(value) else np.asarray(value)
+                if not is_device_array(value):  # converted now: a failure writes nothing
+                    if np.asarray(value).dtype.kind == "c":
+                        raise TypeError(f"{label}[{name!r}] is complex")
+                    value = np.asarray(value, dtype=self.dtype)
+                elif dtype_of(value) not in FLOAT_DTYPES:
+                    raise TypeError(f"{label}[{name!r}] is {dtype_of(value)}; fastgd works "
+                                    f"on float32 and float64 arrays")
                 if name not in views:
                     raise ValueError(f"ParamBuffer has no {name!r}; it holds "
                                      f"{list(self.shapes)}")
