@@ -139,8 +139,9 @@ def run_everything(be):
                                  ("binary_cross_entropy", probs, {}),
                                  ("nll_loss", labels, {})):
             loss = nn.get_loss(name, "mean", **kw)
-            loss.value_and_grad(wide, target, backend="cuda")
-            loss.value(wide, target, backend="cuda")  # the loss alone: kernels of its own
+            given = probs if name == "binary_cross_entropy" else wide  # its input: in [0, 1]
+            loss.value_and_grad(given, target, backend="cuda")
+            loss.value(given, target, backend="cuda")  # the loss alone: kernels of its own
         F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
         F.add(be, x, x, np.empty_like(x))
 
