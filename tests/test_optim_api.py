@@ -291,6 +291,28 @@ def test_the_norm_of_many_tensors_reads_its_partial_sums_back_once(monkeypatch):
     assert len(reads) == 1 and reads[0].size == 5 + 6 + 10  # rows and tails of the three
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_host_gradients_are_reduced_together(backend):
+    """Small host arrays of both dtypes are summed as one (one NumPy call): the same norm
+    as tensor by tensor, NaN or inf wherever one is, clamped and strict as each alone."""
+    from fastgd.backends import get_backend
+    from fastgd.optim.clip import max_abs, sum_of_squares
+
+    be = get_backend(backend)
+    rng = np.random.default_rng(5)
+    grads = [(rng.standard_normal(n) * 2).astype(np.float32 if n % 2 else np.float64)
+             for n in (3, 16, 1000, 4096, 77)]
+    each = sum(float(np.sum(np.clip(g.astype(np.float64), -1.5, 1.5) ** 2)) for g in grads)
+    assert sum_of_squares(be, grads, 1.5) == pytest.approx(each, rel=1e-13)
+    assert max_abs(be, grads) == max(float(np.max(np.abs(g))) for g in grads)
+    grads[3][7] = -np.inf
+    assert sum_of_squares(be, grads) == math.inf
+    assert sum_of_squares(be, grads, 1.5) < math.inf
+    assert sum_of_squares(be, grads, 1.5, strict=True) == math.inf
+    grads[1][0] = np.nan
+    assert math.isnan(sum_of_squares(be, grads)) and math.isnan(max_abs(be, grads))
+
+
 def test_clip_grad_norm_errors_and_paths():
     for bad in (-1.0, math.nan, True, "1"):
         with pytest.raises(ValueError, match="max_norm must be a number >= 0"):

@@ -65,16 +65,20 @@ def max_abs(be, flats) -> float:
 
 
 def _row_values(be, flats, row_fn, scalars, host_fn):
-    """``(host values, device values)``: ``host_fn`` of each small host array (by NumPy),
-    and ``row_fn`` of each row of ``CHUNK`` elements of the others, their values in one
-    host array (one copy from a GPU, one wait for the device, instead of one a tensor) or
-    None; empty arrays are left out."""
-    host, parts = [], []  # rows of the arrays the kernels reduce
+    """``(host values, device values)``: ``host_fn`` of the small host arrays laid end to
+    end (one NumPy call for them all: one a tensor cost 200 small tensors 0.66 ms) and of
+    each larger one on the numpy backend, and ``row_fn`` of each row of ``CHUNK`` elements
+    of the others, their values in one host array (one copy from a GPU, one wait for the
+    device, instead of one a tensor) or None; empty arrays are left out."""
+    host, small, parts = [], [], []  # parts: rows of the arrays the kernels reduce
     for g in [flats] if _arrays.is_array(flats) else flats:
         n = g.size
         if n == 0:
             continue
-        if be.name == "numpy" or (n <= SMALL and type(g) is np.ndarray):
+        if n <= SMALL and type(g) is np.ndarray:
+            small.append(g)
+            continue
+        if be.name == "numpy":
             host.append(host_fn(g))
             continue
         length = min(n, CHUNK)
@@ -82,6 +86,8 @@ def _row_values(be, flats, row_fn, scalars, host_fn):
         parts.append(g[: rows * length].reshape(rows, length))  # contiguous rows
         if n > rows * length:
             parts.append(g[rows * length:].reshape(1, n - rows * length))
+    if small:
+        host.append(host_fn(small[0] if len(small) == 1 else np.concatenate(small)))
     if not parts:
         return host, None
     partial = be.empty(sum(p.shape[0] for p in parts), np.float64)
