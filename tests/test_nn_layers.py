@@ -588,3 +588,34 @@ def test_only_sums_and_rows_own_elements_split(body):
     assert splits_rows(_row_function(["s = W(0)", "for i in lanes(x.size):",
                                       "    s += W(x[i])", "    out[i] = x[i]", "out[0] = s"]),
                        2, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("affine,track", [(False, True), (True, False), (False, False)])
+def test_batch_norm_options_match_torch(backend, affine, track):
+    """affine=False (no gamma, beta) and track_running_stats=False (no running estimates:
+    eval normalizes with the batch's statistics, and its backward is training's), forward,
+    backward and buffers over two training steps and an eval step, as torch's."""
+    rng = np.random.default_rng(4)
+    bn = nn.BatchNorm1d(5, affine=affine, track_running_stats=track, backend=backend,
+                        dtype=np.float64)
+    tbn = torch.nn.BatchNorm1d(5, affine=affine, track_running_stats=track).double()
+    assert sorted(bn.params) == (["beta", "gamma"] if affine else [])
+    assert sorted(bn.state_dict()) == sorted(
+        {"weight": "gamma", "bias": "beta"}.get(k, k) for k in tbn.state_dict())
+    for train in (True, True, False):
+        x = rng.standard_normal((8, 5)) * 2 + 1
+        dy = rng.standard_normal((8, 5))
+        tbn.train(train)
+        xt = torch.tensor(x, requires_grad=True)
+        want = tbn(xt)
+        want.backward(torch.tensor(dy))
+        np.testing.assert_allclose(bn.forward(x, train=train), want.detach().numpy(),
+                                   rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(bn.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+        if affine:
+            np.testing.assert_allclose(bn.grads["gamma"], tbn.weight.grad.numpy(), rtol=1e-10)
+            tbn.weight.grad = tbn.bias.grad = None
+        if track:
+            np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=1e-12)
+            assert bn.num_batches_tracked == int(tbn.num_batches_tracked)

@@ -294,12 +294,15 @@ class BatchNorm1d(Layer):
     Training normalizes with the batch's mean and biased variance and updates
     ``running_mean``/``running_var`` (unbiased variance) with ``momentum``, as torch does
     (``momentum=None``: the cumulative average of every batch so far, torch's too); eval
-    uses the running estimates."""
+    uses the running estimates. As torch's options: ``affine=False`` has no gamma and beta
+    (1 and 0), ``track_running_stats=False`` no running estimates (eval normalizes with the
+    batch's statistics too)."""
 
-    _FORWARD_STATE = ("_x", "_mean", "_invstd", "_train")
+    _FORWARD_STATE = ("_x", "_mean", "_invstd", "_batch")
 
     def __init__(self, num_features, activation="identity", *, momentum=0.1, eps=1e-5,
-                 activation_params=None, backend="auto", dtype=np.float32, name="batchnorm"):
+                 affine=True, track_running_stats=True, activation_params=None,
+                 backend="auto", dtype=np.float32, name="batchnorm"):
         super().__init__(backend, dtype, name)
         self.num_features = count("num_features", num_features)
         if momentum is not None and not (_arrays.is_number(momentum) and 0 <= momentum <= 1):
@@ -307,57 +310,70 @@ class BatchNorm1d(Layer):
                              f"got {momentum!r}")
         self.momentum = None if momentum is None else float(momentum)
         self.eps = positive("eps", eps)
+        self.affine, self.track_running_stats = bool(affine), bool(track_running_stats)
         self.num_batches_tracked = 0
         self.act = get_activation(activation, **(activation_params or {}))
         c = self.num_features
-        self.params["gamma"] = self._array(np.ones(c))
-        self.params["beta"] = self._array(np.zeros(c))
+        self._scale_shift = (self._array(np.ones(c)), self._array(np.zeros(c)))
         self._grad_block = self._zeros((2, c))  # one kernel writes both
-        self.grads["gamma"], self.grads["beta"] = self._grad_block[0], self._grad_block[1]
-        self.running_mean = self._array(np.zeros(c))
-        self.running_var = self._array(np.ones(c))
+        if self.affine:
+            self.params["gamma"], self.params["beta"] = self._scale_shift
+            self.grads["gamma"], self.grads["beta"] = self._grad_block[0], self._grad_block[1]
+        self.running_mean = self._array(np.zeros(c)) if self.track_running_stats else None
+        self.running_var = self._array(np.ones(c)) if self.track_running_stats else None
 
     def __setstate__(self, state):
         super().__setstate__(state)
-        self.grads = {"gamma": self._grad_block[0], "beta": self._grad_block[1]}  # views again
+        if self.affine:  # views again
+            self.grads = {"gamma": self._grad_block[0], "beta": self._grad_block[1]}
 
     def buffers(self):
+        if not self.track_running_stats:
+            return {}
         return {"running_mean": self.running_mean, "running_var": self.running_var,
                 "num_batches_tracked": self.num_batches_tracked}
+
+    def _gamma_beta(self):
+        """The parameters (their arrays now: a load or a user may have put others in
+        place), or without ``affine`` the constants 1 and 0."""
+        return (self.params["gamma"], self.params["beta"]) if self.affine else self._scale_shift
 
     def forward(self, x, train=True):
         self.check_input(x, self.num_features)
         x = self.be.contiguous(x)
         n, c = _arrays.shape_of(x)
-        if train:
-            if n < 2:
+        batch = train or not self.track_running_stats  # normalized by the batch's statistics
+        if batch:
+            if train and n < 2:
                 raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
             stats = self._ws("stats", (3, c))
             F.batch_norm_stats(self.be, x, self.eps, stats)
             mean, invstd = stats[0], stats[1]
-            self.num_batches_tracked += 1
-            momentum = (1.0 / self.num_batches_tracked if self.momentum is None
-                        else self.momentum)
-            F.ema_(self.be, self.running_mean, mean, momentum)
-            F.ema_(self.be, self.running_var, stats[2], momentum)
+            if train and self.track_running_stats:
+                self.num_batches_tracked += 1
+                momentum = (1.0 / self.num_batches_tracked if self.momentum is None
+                            else self.momentum)
+                F.ema_(self.be, self.running_mean, mean, momentum)
+                F.ema_(self.be, self.running_var, stats[2], momentum)
         else:
             mean = self.running_mean
             invstd = F.inv_std(self.be, self.running_var, self.eps, self._ws("invstd", (c,)))
-        z, y = F.batch_norm_act(self.be, x, mean, invstd, self.params["gamma"],
-                                self.params["beta"], self.act, self._ws("z", (n, c)),
-                                self._ws("y", (n, c)))
+        gamma, beta = self._gamma_beta()
+        z, y = F.batch_norm_act(self.be, x, mean, invstd, gamma, beta, self.act,
+                                self._ws("z", (n, c)), self._ws("y", (n, c)))
         self._x, self._mean, self._invstd, self.preact = x, mean, invstd, z
-        self._out_shape, self._train = (n, c), train
+        self._out_shape, self._batch = (n, c), batch
         return y
 
     def backward(self, dy):
-        """In training the batch's statistics depend on every input; after an eval forward
-        the running ones are constants, and ``dx = gamma·invstd·act'(z)·dy``."""
+        """The batch's statistics depend on every input (training, or any forward without
+        running estimates); after an eval forward the running ones are constants, and
+        ``dx = gamma·invstd·act'(z)·dy``."""
         self.check_grad(dy)
         dx = self._ws("dx", self._out_shape)
         F.batch_norm_backward(self.be, dy, self.preact, self._x, self._mean, self._invstd,
-                              self.params["gamma"], self.act, dx, self._grad_block,
-                              self._train)
+                              self._gamma_beta()[0], self.act, dx, self._grad_block,
+                              self._batch)
         return dx
 
 

@@ -311,3 +311,18 @@ def test_float32_bias_gradient_sums_in_float64(act, monkeypatch):
                    db)
     want = dy.astype(np.float64).sum(axis=0)
     np.testing.assert_allclose(host(db), want, rtol=2e-7)
+
+
+@pytest.mark.parametrize("affine,track", [(False, True), (True, False)])
+def test_batch_norm_options_on_cuda(affine, track):
+    """affine=False and track_running_stats=False on the device, against the numpy backend
+    (a training step, then eval)."""
+    x = RNG.standard_normal((8, 4)) * 2 + 1
+    dy = RNG.standard_normal((8, 4))
+    layers = [nn.BatchNorm1d(4, "tanh", affine=affine, track_running_stats=track,
+                             backend=b, dtype=np.float64) for b in ("cuda", "numpy")]
+    for train in (True, False):
+        got = [host(layers[0].forward(dev(x), train=train)), host(layers[0].backward(dev(dy)))]
+        want = [layers[1].forward(x, train=train), layers[1].backward(dy)]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
