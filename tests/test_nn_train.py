@@ -637,3 +637,24 @@ def test_stratified_split_gives_the_rounding_leftovers_to_the_largest_remainders
     assert np.bincount(y_te, minlength=3).tolist() == [1, 1, 1]
     assert np.bincount(y_tr, minlength=3).tolist() == [4, 2, 1]
     np.testing.assert_array_equal(y[x_te[:, 0].astype(int)], y_te)  # pairs kept
+
+
+def test_a_sigmoid_output_with_binary_cross_entropy_trains_as_logits_with_the_fused_loss():
+    """The lesson's two forms of a binary classifier: a sigmoid output layer trained on
+    binary_cross_entropy, and logits on binary_cross_entropy_with_logits, step for step
+    the same (float64), accuracy thresholded at 0.5 and at 0 respectively."""
+    d = nn.datasets.two_moons()
+    column = lambda a: a.astype(np.float64).reshape(-1, 1)  # noqa: E731
+    data = nn.datasets.Dataset("moons", d.x_train.astype(np.float64), column(d.y_train),
+                               d.x_test.astype(np.float64), column(d.y_test), 2)
+    runs = []
+    for loss, last in (("binary_cross_entropy", "sigmoid"),
+                       ("binary_cross_entropy_with_logits", "identity")):
+        model = nn.Sequential([
+            nn.Linear(2, 16, "tanh", seed=1, name="fc1", dtype=np.float64),
+            nn.Linear(16, 1, last, seed=2, name="fc2", dtype=np.float64)])
+        opt = fastgd.Adam(model.params, lr=0.02)
+        runs.append(nn.train(model, data, loss=loss, optimizer=opt, epochs=8, batch_size=32,
+                             progress=False))
+    np.testing.assert_allclose(runs[0].loss, runs[1].loss, rtol=1e-9)
+    assert runs[0].test_accuracy == runs[1].test_accuracy and runs[0].test_accuracy[-1] > 0.8
