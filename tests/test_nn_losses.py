@@ -548,3 +548,47 @@ def test_accuracy_thresholds_probabilities_at_one_half():
     assert accuracy(nn.get_loss("binary_cross_entropy"), out, y) == pytest.approx(2 / 3)
     assert accuracy(nn.get_loss("binary_cross_entropy_with_logits"), out, y) == 1.0
     assert accuracy(nn.get_loss("nll_loss"), X, X.argmax(axis=1)) == 1.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_binary_cross_entropy_edges_found_by_review(backend):
+    """A 0-d input; targets outside [0, 1] or NaN refused, as torch refuses them; the
+    gradient divided before it is scaled (torch's order: a subnormal p − t scaled by 1/N
+    first went to 0); an unbatched nll_loss given a float label says it needs an int."""
+    value, grad = nn.get_loss("binary_cross_entropy").value_and_grad(
+        np.array(0.3), np.array(1.0), backend=backend)
+    assert value == pytest.approx(1.2039728043259361, rel=1e-15)
+    assert grad.shape == () and float(grad) == pytest.approx(-1 / 0.3, rel=1e-15)
+    for t in (np.array([1.5]), np.array([-0.1]), np.array([np.nan])):
+        with pytest.raises(ValueError, match="binary_cross_entropy takes targets in \\[0, 1\\]"):
+            nn.binary_cross_entropy(np.array([0.5]), t, backend=backend)
+    p, t = np.array([5e-324] + [0.5] * 12), np.zeros(13)
+    pt = torch.tensor(p, requires_grad=True)
+    torch.nn.functional.binary_cross_entropy(pt, torch.tensor(t)).backward()
+    got = nn.binary_cross_entropy_backward(p, t, backend=backend)
+    assert got[0] == pt.grad[0].item() > 0
+    with pytest.raises(TypeError, match="nll_loss needs an integer class label, got float64"):
+        nn.nll_loss(np.log(np.full(5, 0.2)), np.array(2.0), backend=backend)
+
+
+def test_training_on_binary_cross_entropy_checks_outputs_and_targets():
+    """A model whose outputs are not probabilities (no sigmoid layer) is told so at its first
+    step and in evaluate, not trained into NaN; targets outside [0, 1] before any step."""
+    import fastgd
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (rng.uniform(size=(64, 1)) > 0.5).astype(np.float32)
+    model = nn.MLP([4, 8, 1], backend="numba")
+    before = {k: v.copy() for k, v in model.params.items()}
+    opt = fastgd.SGD(model.params, lr=0.1)
+    with pytest.raises(ValueError, match="takes probabilities in \\[0, 1\\].*with_logits"):
+        nn.train(model, (x, y), loss="binary_cross_entropy", optimizer=opt, epochs=1,
+                 progress=False)
+    for k, v in model.params.items():
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="takes probabilities"):
+        nn.evaluate(model, x, y, loss="binary_cross_entropy")
+    with pytest.raises(ValueError, match="takes targets \\(y_train\\) in \\[0, 1\\]"):
+        nn.train(model, (x, 2 * y), loss="binary_cross_entropy", optimizer=opt, epochs=1,
+                 progress=False)

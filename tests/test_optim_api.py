@@ -311,6 +311,7 @@ def test_small_host_gradients_are_reduced_together(backend):
     assert sum_of_squares(be, grads, 1.5, strict=True) == math.inf
     grads[1][0] = np.nan
     assert math.isnan(sum_of_squares(be, grads)) and math.isnan(max_abs(be, grads))
+    assert max_abs(be, [np.array(3.0), np.array(-4.0), np.ones((2, 3))]) == 4.0  # any shape
 
 
 def test_clip_grad_norm_errors_and_paths():

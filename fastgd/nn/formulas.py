@@ -354,9 +354,10 @@ BCE_EPS = float(np.float32(1e-12))
 
 @in_order
 def bce(p, t, gscale):
-    """Grid: the loss and its gradient ``gscale·(p - t)/max(p·(1 - p), BCE_EPS)`` (torch's)."""
+    """Grid: the loss and its gradient ``(p - t)/max(p·(1 - p), BCE_EPS)·gscale``, torch's
+    order (scaled first, a subnormal p - t went to 0 before the division)."""
     d = p * (F(1) - p)
-    return bce_loss(p, t), gscale * (p - t) / (F(BCE_EPS) if d < F(BCE_EPS) else d)
+    return bce_loss(p, t), (p - t) / (F(BCE_EPS) if d < F(BCE_EPS) else d) * gscale
 
 
 def nll_labels(x, dx, label, gscale):

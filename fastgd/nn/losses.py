@@ -46,6 +46,16 @@ def _parts(value: float, dtype) -> tuple:
     return hi, float(value) - float(hi)
 
 
+def check_probabilities(a, what, hint=""):
+    """Host values in [0, 1] (NaN fails, as in torch), checked in one pass; device arrays
+    are not read back for it."""
+    if type(a) is np.ndarray and a.size:
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if not (0 <= lo and hi <= 1):
+            raise ValueError(f"binary_cross_entropy takes {what} in [0, 1], got values in "
+                             f"[{lo}, {hi}]{hint}")
+
+
 def _is_integer(a):
     return _arrays.dtype_of(a).kind in "iu"  # np.issubdtype costs ~1.5 us a call
 
@@ -66,6 +76,9 @@ class Loss:
         self.name, self.reduction, self.smoothing = name, reduction, smoothing
         self.classification = name != "mse"
         self.rowwise = name in ROWWISE  # a loss per row of (N, C) input
+        # binary_cross_entropy's input must be probabilities: the trainer checks each batch's
+        # (a model without a sigmoid output had "diverged", NaN, without saying why)
+        self.checks_outputs = name == "binary_cross_entropy"
 
     def __repr__(self):
         return f"Loss({self.name!r}, reduction={self.reduction!r})"
@@ -102,12 +115,10 @@ class Loss:
             raise TypeError(f"{self.name} needs float targets, got {_arrays.dtype_of(target)}")
         if t_shape == x_shape:
             _arrays.check_float(input=x, target=target)
-            if self.name == "binary_cross_entropy" and type(x) is np.ndarray and x.size:
-                lo, hi = float(np.min(x)), float(np.max(x))  # NaN fails too, as in torch
-                if not (0 <= lo and hi <= 1):
-                    raise ValueError(f"binary_cross_entropy takes probabilities in [0, 1], "
-                                     f"got values in [{lo}, {hi}] (logits: "
-                                     f"binary_cross_entropy_with_logits)")
+            if self.name == "binary_cross_entropy":
+                check_probabilities(x, "probabilities", " (logits: "
+                                     "binary_cross_entropy_with_logits)")
+                check_probabilities(target, "targets")
         else:  # the shapes first: float64 labels got "mixed dtypes", without the hint
             hint = ""
             if self.name == "cross_entropy" and t_shape == x_shape[:1]:
@@ -136,6 +147,9 @@ class Loss:
         ``with_grad``."""
         x, target = _arrays.as_array(x), _arrays.as_array(target)
         if self.rowwise and len(_arrays.shape_of(x)) == 1:
+            if self.name == "nll_loss" and not _is_integer(target):
+                raise TypeError(f"nll_loss needs an integer class label, got "
+                                f"{_arrays.dtype_of(target)}")
             t_shape = _arrays.shape_of(target)
             if t_shape != (() if _is_integer(target) else _arrays.shape_of(x)):
                 ce = self.name == "cross_entropy"

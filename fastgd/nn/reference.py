@@ -119,9 +119,8 @@ def binary_cross_entropy(p, t):
     """Of probabilities ``p``, the logs clamped at -100 as torch's; the gradient's
     denominator p·(1 - p) at torch's 1e-12 at least (a float32 1e-12: 1 - 4e-9 of it)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        lp = np.maximum(np.log(p), -100.0, where=~np.isnan(p), out=np.log(p))
-        lq = np.log1p(-p)
-        lq = np.maximum(lq, -100.0, where=~np.isnan(lq), out=lq)
+        lp = np.maximum(np.log(p), -100.0)  # NaN stays NaN
+        lq = np.maximum(np.log1p(-p), -100.0)
     return -(t * lp + (1 - t) * lq), (p - t) / np.maximum(p * (1 - p), float(np.float32(1e-12)))
 
 

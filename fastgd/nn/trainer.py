@@ -24,7 +24,7 @@ from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
 from fastgd.nn.layers import array_module, widths
-from fastgd.nn.losses import Loss, get_loss
+from fastgd.nn.losses import Loss, check_probabilities, get_loss
 
 MODES = ("batch", "sgd", "minibatch")
 
@@ -124,6 +124,8 @@ def _check_split(model, loss, x, y, what=None):
                             f"{_arrays.dtype_of(y)}")
         if ys != (xs[0], n_out):
             raise ValueError(f"{yn} must have shape ({xs[0]}, {n_out}), got {ys}")
+        if loss.name == "binary_cross_entropy":
+            check_probabilities(to_host(y), f"targets ({yn})")
 
 
 def _check_optimizer(model, optimizer):
@@ -205,7 +207,7 @@ def _evaluate(model, x, y, loss, chunk=4096):
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
         out = model.forward(xb, train=False)
-        value = loss.value(out, yb, backend=model.be.name, check=False)
+        value = loss.value(out, yb, backend=model.be.name, check=loss.checks_outputs)
         m = _arrays.shape_of(xb)[0]
         total += value * m
         correct += accuracy(loss, out, yb) * m
@@ -240,7 +242,8 @@ def grad_norms(model, x, y, loss="cross_entropy") -> dict:
     state = model.state_dict()
     try:
         out = model.forward(x, train=True)
-        _, g = loss.value_and_grad(out, y, backend=model.be.name, check=False)  # checked
+        _, g = loss.value_and_grad(out, y, backend=model.be.name,  # data checked above
+                                   check=loss.checks_outputs)
         model.backward(g)
     finally:
         model.load_state_dict(state)
@@ -357,7 +360,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                         xb, yb = x_tr[idx], y_tr[idx]
                     PROFILE.done("data", t0)
                     out = model.forward(xb, train=True)
-                    value, grad = loss.value_and_grad(out, yb, backend=be.name, check=False)
+                    value, grad = loss.value_and_grad(out, yb, backend=be.name,
+                                                      check=loss.checks_outputs)
                     if (stop_on_divergence and not math.isfinite(value)
                             and not getattr(optimizer, "skip_nonfinite", False)):
                         hist.step_loss.append(value)  # the step it would have been, not taken

@@ -87,7 +87,8 @@ def _row_values(be, flats, row_fn, scalars, host_fn):
         if n > rows * length:
             parts.append(g[rows * length:].reshape(1, n - rows * length))
     if small:
-        host.append(host_fn(small[0] if len(small) == 1 else np.concatenate(small)))
+        host.append(host_fn(small[0] if len(small) == 1
+                            else np.concatenate([g.reshape(-1) for g in small])))
     if not parts:
         return host, None
     partial = be.empty(sum(p.shape[0] for p in parts), np.float64)
