@@ -592,3 +592,47 @@ def test_training_on_binary_cross_entropy_checks_outputs_and_targets():
     with pytest.raises(ValueError, match="takes targets \\(y_train\\) in \\[0, 1\\]"):
         nn.train(model, (x, 2 * y), loss="binary_cross_entropy", optimizer=opt, epochs=1,
                  progress=False)
+
+
+WEIGHT = RNG.uniform(0.2, 3.0, 5)
+IGNORED = np.where(np.arange(6) % 3 == 1, -100, LABELS)  # rows 1 and 4 ignored
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("name,kw", [
+    ("cross_entropy", {"weight": WEIGHT}),
+    ("cross_entropy", {"ignore_index": -100}),
+    ("cross_entropy", {"weight": WEIGHT, "ignore_index": -100}),
+    ("cross_entropy", {"ignore_index": -100, "label_smoothing": 0.2}),
+    ("nll_loss", {"weight": WEIGHT, "ignore_index": -100}),
+])
+def test_class_weights_and_ignored_labels_as_torch(backend, reduction, name, kw):
+    """Each row's loss times its class's weight (0 for an ignored label), the mean over the
+    weights' sum, per-row grad_output for 'none': torch's values and gradients."""
+    labels = IGNORED if "ignore_index" in kw else LABELS
+    go = RNG.standard_normal(6) if reduction == "none" else 1.3
+    tkw = {k: torch.tensor(v) if k == "weight" else v for k, v in kw.items()}
+    want_v, want_g = _torch(name, X, labels, reduction, go, **tkw)
+    value, grad = nn.get_loss(name, reduction, **kw).value_and_grad(X, labels, go,
+                                                                    backend=backend)
+    np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-14)
+
+
+def test_class_weight_and_ignore_index_errors():
+    every = np.full(6, -100)
+    value, grad = nn.get_loss("cross_entropy", ignore_index=-100).value_and_grad(X, every)
+    assert np.isnan(value) and not grad.any()  # torch: NaN, zero gradient
+    for kw, match in (({"weight": np.ones(4)}, "weight has 4 classes, the input 5"),
+                      ({"weight": np.ones((5, 1))}, "one weight per class"),
+                      ({"ignore_index": 1.5}, "ignore_index must be an int"),
+                      ({"weight": WEIGHT, "label_smoothing": 0.1}, "not supported")):
+        with pytest.raises(ValueError, match=match):
+            nn.get_loss("cross_entropy", **kw).value(X, LABELS)
+    with pytest.raises(ValueError, match="take class labels, not probability targets"):
+        nn.get_loss("cross_entropy", weight=WEIGHT).value(X, PROBS)
+    with pytest.raises(ValueError, match="labels must be in \\[0, 5\\)"):  # -100 not ignored
+        nn.cross_entropy(X, IGNORED)
+    with pytest.raises(ValueError, match="has no option"):
+        nn.get_loss("mse", weight=WEIGHT)

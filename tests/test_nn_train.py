@@ -658,3 +658,29 @@ def test_a_sigmoid_output_with_binary_cross_entropy_trains_as_logits_with_the_fu
                              progress=False))
     np.testing.assert_allclose(runs[0].loss, runs[1].loss, rtol=1e-9)
     assert runs[0].test_accuracy == runs[1].test_accuracy and runs[0].test_accuracy[-1] > 0.8
+
+
+def test_training_with_class_weights_and_ignored_labels():
+    """A Loss with weight and ignore_index trains (labels of -100 pass the data check and
+    count for nothing, in the loss as in the accuracy); the first step's gradient is the
+    weighted mean's, as torch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 6))
+    y = rng.integers(0, 3, 40)
+    y[::5] = -100
+    w = np.array([1.0, 2.5, 0.5])
+    loss = nn.get_loss("cross_entropy", weight=w, ignore_index=-100)
+    model = nn.MLP([6, 8, 3], backend="numba", dtype=np.float64, seed=4)
+    out = model.forward(x, train=True)
+    _, g = loss.value_and_grad(out, y)
+    xt = torch.tensor(out, requires_grad=True)
+    torch.nn.functional.cross_entropy(xt, torch.tensor(y), weight=torch.tensor(w),
+                                      ignore_index=-100).backward()
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
+    h = nn.train(model, (x, y), loss=loss, optimizer=fastgd.SGD(model.params, lr=0.1),
+                 mode="batch", epochs=3, progress=False)
+    assert np.isfinite(h.loss).all() and h.loss[-1] < h.loss[0]
+    kept = y != -100
+    want = float(np.mean(model.predict(x)[kept].argmax(axis=1) == y[kept]))
+    assert nn.evaluate(model, x, y, loss=loss)[1] == want

@@ -56,6 +56,25 @@ def check_probabilities(a, what, hint=""):
                              f"[{lo}, {hi}]{hint}")
 
 
+def _times(be, a, b):
+    """``a *= b`` for 1-D arrays of one backend."""
+    if be.name == "numpy":
+        a *= b
+    elif a.size:
+        be.grid(fm.mul, [a.reshape(1, -1), b.reshape(1, -1)], outs=[a.reshape(1, -1)])
+
+
+def _class_weights(weight):
+    """A loss's ``weight`` option: a host float64 vector of one weight per class, or None."""
+    if weight is None:
+        return None
+    w = np.asarray(to_host(weight) if _arrays.is_device_array(weight) else weight,
+                   dtype=np.float64)
+    if w.ndim != 1:
+        raise ValueError(f"weight must be one weight per class (C,), got shape {w.shape}")
+    return w
+
+
 def _is_integer(a):
     return _arrays.dtype_of(a).kind in "iu"  # np.issubdtype costs ~1.5 us a call
 
@@ -68,12 +87,22 @@ class Loss:
             raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        allowed = {"label_smoothing"} if name == "cross_entropy" else set()
+        allowed = {"cross_entropy": {"label_smoothing", "weight", "ignore_index"},
+                   "nll_loss": {"weight", "ignore_index"}}.get(name, set())
         unknown = set(options) - allowed
         if unknown:
             raise ValueError(f"{name} has no option(s) {sorted(unknown)}")
         smoothing = in_range("label_smoothing", options.get("label_smoothing", 0.0), 0, 1)
         self.name, self.reduction, self.smoothing = name, reduction, smoothing
+        self.weight = _class_weights(options.get("weight"))
+        self.ignore_index = options.get("ignore_index")
+        if self.ignore_index is not None and not _arrays.is_int(self.ignore_index):
+            raise ValueError(f"ignore_index must be an int, got {self.ignore_index!r}")
+        if self.weight is not None and smoothing:
+            raise ValueError("cross_entropy's weight with label_smoothing is not supported "
+                             "(torch weights the smoothing term per class too)")
+        # class weights or an ignored label: the loss of each row weighted (:meth:`_weighted`)
+        self.weighted = self.weight is not None or self.ignore_index is not None
         self.classification = name != "mse"
         self.rowwise = name in ROWWISE  # a loss per row of (N, C) input
         # binary_cross_entropy's input must be probabilities: the trainer checks each batch's
@@ -103,8 +132,13 @@ class Loss:
                         f"{self.name} labels must have shape {x_shape[:1]} for {what} "
                         f"{x_shape}, got {t_shape}"
                     )
-                if x_shape[0]:
-                    host = to_host(target)
+                if self.weight is not None and self.weight.size != x_shape[1]:
+                    raise ValueError(f"weight has {self.weight.size} classes, the input "
+                                     f"{x_shape[1]}")
+                host = to_host(target)
+                if self.ignore_index is not None:
+                    host = host[host != self.ignore_index]
+                if host.size:
                     lo, hi = int(host.min()), int(host.max())
                     if lo < 0 or hi >= x_shape[1]:
                         raise ValueError(
@@ -165,10 +199,16 @@ class Loss:
         be = resolve(backend, x, target)
         if check:
             self.check(x, target)
+        if self.weighted and not _is_integer(target):
+            raise ValueError(f"{self.name}'s weight and ignore_index take class labels, not "
+                             f"probability targets")
         t0 = PROFILE.mark()
         x = be.contiguous(x)
         target = be.contiguous(target)
-        out = self._compute(be, x, target, grad_output, with_grad)
+        if self.weighted:
+            out = self._weighted(be, x, target, grad_output, with_grad)
+        else:
+            out = self._compute(be, x, target, grad_output, with_grad)
         PROFILE.done("loss", t0)
         return out
 
@@ -189,6 +229,39 @@ class Loss:
             raise TypeError(f"grad_output is on another device than the loss's input; copy "
                             f"it with {be.transfer_hint}")
         return go
+
+    def _weighted(self, be, x, target, grad_output, with_grad):
+        """The loss of row i times w_i = weight[label_i] (1 without weights; 0 where the label
+        is ``ignore_index``), as torch's: the mean divides by Σ w_i. Computed as the
+        unweighted per-row loss with a per-row gradient scale (the ignored rows' labels
+        read as class 0), then weighted on the host (the loss's total) or by a kernel
+        (``reduction="none"``)."""
+        labels = to_host(target).astype(np.int64)
+        ignored = (labels == self.ignore_index if self.ignore_index is not None
+                   else np.zeros(labels.shape, bool))
+        safe = np.where(ignored, 0, labels)
+        w = (self.weight[safe] if self.weight is not None
+             else np.ones(labels.shape)) * ~ignored
+        total = float(np.sum(w))
+        denominator = total if self.reduction == "mean" else 1.0
+        go = grad_output if isinstance(grad_output, float) else _arrays.as_array(grad_output)
+        rows = w / denominator if denominator else np.zeros_like(w)
+        if isinstance(go, float) or _arrays.shape_of(go) == ():
+            factor = float(to_host(go)) if _arrays.is_device_array(go) else float(go)
+            scale = _array_on(be, rows * factor, _arrays.dtype_of(x))
+        else:
+            self._scale(_arrays.shape_of(x), go, be)  # its checks
+            scale = _array_on(be, rows, _arrays.dtype_of(x))
+            _times(be, scale, be.contiguous(go))
+        plain = Loss(self.name, "none",
+                     **({"label_smoothing": self.smoothing} if self.smoothing else {}))
+        safe_labels = to_device(safe) if be.name == "cuda" else safe
+        loss, grad = plain._compute(be, x, safe_labels, scale, with_grad)
+        if self.reduction == "none":
+            _times(be, loss, _array_on(be, w, _arrays.dtype_of(x)))
+            return loss, grad
+        value = float(np.sum(to_host(loss).astype(np.float64) * w))
+        return (value / total if total else math.nan) if self.reduction == "mean" else value, grad
 
     def _compute(self, be, x, target, grad_output, with_grad=True):
         shape = _arrays.shape_of(x)
@@ -340,16 +413,22 @@ def get_loss(name, reduction="mean", **options) -> Loss:
     return Loss(name, reduction, **options)
 
 
-def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, backend=None):
-    """Cross-entropy of logits ``input`` (N, C) against labels (N,) or probabilities (N, C)."""
-    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing)
+def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, weight=None,
+                  ignore_index=None, backend=None):
+    """Cross-entropy of logits ``input`` (N, C) against labels (N,) or probabilities (N, C);
+    with labels, ``weight`` (one per class: the mean is over the rows' weights) and
+    ``ignore_index`` (rows of that label count for nothing) as torch's (off by default:
+    a label of torch's default, -100, is refused)."""
+    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing, weight=weight,
+                ignore_index=ignore_index)
     return loss.value(input, target, backend=backend)
 
 
 def cross_entropy_backward(input, target, grad_output=1.0, reduction="mean",
-                           label_smoothing=0.0, backend=None):
+                           label_smoothing=0.0, weight=None, ignore_index=None, backend=None):
     """d cross_entropy / d input, times ``grad_output`` (per row for ``reduction='none'``)."""
-    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing)
+    loss = Loss("cross_entropy", reduction, label_smoothing=label_smoothing, weight=weight,
+                ignore_index=ignore_index)
     return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
 
 
@@ -366,15 +445,17 @@ def binary_cross_entropy_with_logits_backward(input, target, grad_output=1.0,
     return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
 
 
-def nll_loss(input, target, reduction="mean", backend=None):
+def nll_loss(input, target, reduction="mean", weight=None, ignore_index=None, backend=None):
     """``-input[i, target[i]]`` of log-probabilities ``input`` (N, C), then reduced (the mean
-    over the batch)."""
-    return Loss("nll_loss", reduction).value(input, target, backend=backend)
+    over the batch); ``weight`` and ``ignore_index`` as :func:`cross_entropy`'s."""
+    loss = Loss("nll_loss", reduction, weight=weight, ignore_index=ignore_index)
+    return loss.value(input, target, backend=backend)
 
 
-def nll_loss_backward(input, target, grad_output=1.0, reduction="mean", backend=None):
+def nll_loss_backward(input, target, grad_output=1.0, reduction="mean", weight=None,
+                      ignore_index=None, backend=None):
     """``-grad_output`` at each row's label, 0 elsewhere (divided by N for ``mean``)."""
-    loss = Loss("nll_loss", reduction)
+    loss = Loss("nll_loss", reduction, weight=weight, ignore_index=ignore_index)
     return loss.value_and_grad(input, target, grad_output, backend=backend)[1]
 
 

@@ -115,6 +115,8 @@ def _check_split(model, loss, x, y, what=None):
             raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
                              f"got {ys}")
         host = to_host(y)
+        if loss.ignore_index is not None:
+            host = host[host != loss.ignore_index]
         if host.size and (host.min() < 0 or host.max() >= n_out):
             raise ValueError(f"labels in {yn} must be in [0, {n_out}) for a model with "
                              f"{n_out} outputs, got values in [{host.min()}, {host.max()}]")
@@ -172,6 +174,11 @@ def accuracy(loss, out, y):
         return math.nan
     out, y = to_host(out), to_host(y)
     if loss.rowwise:  # labels, or probabilities: their most likely class
+        if y.ndim == 1 and loss.ignore_index is not None:  # of the rows not ignored
+            kept = y != loss.ignore_index
+            out, y = out[kept], y[kept]
+            if not y.size:
+                return math.nan
         return float(np.mean(out.argmax(axis=1) == (y if y.ndim == 1 else y.argmax(axis=1))))
     threshold = 0.5 if loss.name == "binary_cross_entropy" else 0.0  # else logits
     return float(np.mean((out > threshold) == (y > 0.5)))

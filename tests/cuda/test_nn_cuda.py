@@ -328,3 +328,18 @@ def test_batch_norm_options_on_cuda(affine, track):
         want = [layers[1].forward(x, train=train), layers[1].backward(dy)]
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", ["cross_entropy", "nll_loss"])
+def test_class_weights_and_ignored_labels_on_cuda(name, reduction):
+    """Per-row gradient scales and the 'none' loss's weights multiplied on the device."""
+    x = RNG.standard_normal((5, 4))
+    labels = np.array([0, -100, 3, 2, -100])
+    go = RNG.standard_normal(5) if reduction == "none" else 1.0
+    loss = nn.get_loss(name, reduction, weight=np.array([1.0, 2.0, 0.5, 3.0]),
+                       ignore_index=-100)
+    v, g = loss.value_and_grad(dev(x), dev(labels), dev(go) if reduction == "none" else go)
+    vr, gr = loss.value_and_grad(x, labels, go, backend="numpy")
+    np.testing.assert_allclose(host(v) if reduction == "none" else v, vr, rtol=1e-12)
+    np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
