@@ -2,7 +2,7 @@
 
 * :func:`cross_entropy` — from logits ``(N, C)``, one fused stable pass per row
   (log-softmax + NLL + gradient); integer labels ``(N,)`` or probability targets
-  ``(N, C)``; ``label_smoothing``.
+  ``(N, C)``; ``label_smoothing``; with labels, class ``weight`` and ``ignore_index``.
 * :func:`nll_loss` — of log-probabilities ``(N, C)`` (``log_softmax``'s output) at integer
   labels: cross-entropy in two steps, as a lesson takes it.
 * :func:`binary_cross_entropy_with_logits` — elementwise, stable for any logit.
