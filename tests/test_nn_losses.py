@@ -636,3 +636,32 @@ def test_class_weight_and_ignore_index_errors():
         nn.cross_entropy(X, IGNORED)
     with pytest.raises(ValueError, match="has no option"):
         nn.get_loss("mse", weight=WEIGHT)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_weighted_losses_at_their_edges_as_torch(backend):
+    """An ignored row whose loss is inf (a -inf logit at class 0, the class it is read as)
+    adds 0, as a NaN weight of a class no kept row has; kept rows of total weight 0 give
+    NaN gradients (torch's 0/0)."""
+    x = np.array([[0.0, 1.0, 2.0], [-np.inf, 0.0, 1.0], [0.5, 0.2, 0.1]])
+    y = np.array([1, -100, 2])
+    for name, kw in (("cross_entropy", {"ignore_index": -100}),
+                     ("cross_entropy", {"ignore_index": -100,
+                                        "weight": np.array([np.nan, 2.0, 0.5])}),
+                     ("nll_loss", {"ignore_index": -100})):
+        for reduction in ("mean", "none"):
+            tkw = {k: torch.tensor(v) if k == "weight" else v for k, v in kw.items()}
+            want_v, want_g = _torch(name, x, y, reduction, 1.0 if reduction == "mean"
+                                    else np.ones(3), **tkw)
+            value, grad = nn.get_loss(name, reduction, **kw).value_and_grad(
+                x, y, 1.0 if reduction == "mean" else np.ones(3), backend=backend)
+            np.testing.assert_allclose(np.asarray(value), want_v, rtol=1e-12)
+            np.testing.assert_allclose(grad, want_g, rtol=1e-12, atol=1e-15)
+    zero = nn.get_loss("nll_loss", weight=np.zeros(3))
+    value, grad = zero.value_and_grad(x[[0, 2]], y[[0, 2]], backend=backend)
+    assert np.isnan(value) and np.isnan(grad[0, 1]) and np.isnan(grad[1, 2])
+    for bad in ([1.0, None, 2.0], ["a", "b", "c"], np.ones(3) * 1j):
+        with pytest.raises(ValueError, match="weight must be one real number per class"):
+            nn.get_loss("cross_entropy", weight=bad)
+    w = torch.ones(3, requires_grad=True)
+    assert nn.get_loss("cross_entropy", weight=w).weight.tolist() == [1.0, 1.0, 1.0]

@@ -684,3 +684,31 @@ def test_training_with_class_weights_and_ignored_labels():
     kept = y != -100
     want = float(np.mean(model.predict(x)[kept].argmax(axis=1) == y[kept]))
     assert nn.evaluate(model, x, y, loss=loss)[1] == want
+
+
+def test_weighted_evaluation_and_training_count_weights_not_rows():
+    """evaluate over chunks gives one batch's weighted mean (a chunk all ignored adds
+    nothing); a batch with every label ignored is skipped, not taken for divergence; a
+    weight of another length than the model's outputs is refused before any step."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 5))
+    y = rng.integers(0, 3, 40)
+    y[:10] = -100
+    y[25:33] = -100
+    loss = nn.get_loss("cross_entropy", weight=np.array([1.0, 5.0, 0.2]), ignore_index=-100)
+    model = nn.MLP([5, 6, 3], backend="numba", dtype=np.float64, seed=1)
+    out = model.predict(x)
+    kept = y != -100
+    want = (loss.value(out, y), float(np.mean(out[kept].argmax(axis=1) == y[kept])))
+    for chunk in (10, 7, 4096):
+        np.testing.assert_allclose(nn.evaluate(model, x, y, loss=loss, chunk=chunk), want,
+                                   rtol=1e-12)
+    h = nn.train(model, (x, y), loss=loss, optimizer=fastgd.SGD(model.params, lr=0.05),
+                 mode="sgd", epochs=1, progress=False)
+    assert not h.diverged and h.steps == int(kept.sum())
+    short = nn.get_loss("cross_entropy", weight=np.ones(2))
+    before = {k: v.copy() for k, v in model.params.items()}
+    with pytest.raises(ValueError, match="the loss's weight has 2 classes, the model 3"):
+        nn.train(model, (x, np.abs(y) % 3), loss=short, optimizer=fastgd.SGD(model.params),
+                 epochs=1, progress=False)
+    assert all(np.array_equal(v, before[k]) for k, v in model.params.items())

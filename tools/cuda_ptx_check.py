@@ -137,11 +137,14 @@ def run_everything(be):
                                  ("cross_entropy", probs, {}), ("mse", probs, {}),
                                  ("binary_cross_entropy_with_logits", probs, {}),
                                  ("binary_cross_entropy", probs, {}),
-                                 ("nll_loss", labels, {})):
-            loss = nn.get_loss(name, "mean", **kw)
-            given = probs if name == "binary_cross_entropy" else wide  # its input: in [0, 1]
-            loss.value_and_grad(given, target, backend="cuda")
-            loss.value(given, target, backend="cuda")  # the loss alone: kernels of its own
+                                 ("nll_loss", labels, {}),
+                                 ("nll_loss", labels, {"weight": np.ones(wide.shape[1]),
+                                                       "ignore_index": 1})):
+            reductions = ("mean", "none") if "weight" in kw else ("mean",)  # none: weigh
+            for loss in (nn.get_loss(name, r, **kw) for r in reductions):
+                given = probs if name == "binary_cross_entropy" else wide  # in [0, 1]
+                loss.value_and_grad(given, target, backend="cuda")
+                loss.value(given, target, backend="cuda")  # the loss alone: its own kernels
         F.dropout(be, x, 0.5, 1, 0, np.empty_like(x))
         F.add(be, x, x, np.empty_like(x))
 

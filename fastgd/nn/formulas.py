@@ -106,6 +106,12 @@ def mul(a, b):
     return a * b
 
 
+def weigh(x, w, kept):
+    """Grid, two values per column: ``x·w`` where ``kept``, else 0 (a weighted loss's
+    ignored row adds 0, also where its loss is inf or NaN)."""
+    return x * w if kept != F(0) else F(0)
+
+
 # -- BatchNorm1d ----------------------------------------------------------------------------
 
 

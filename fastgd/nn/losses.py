@@ -68,8 +68,16 @@ def _class_weights(weight):
     """A loss's ``weight`` option: a host float64 vector of one weight per class, or None."""
     if weight is None:
         return None
-    w = np.asarray(to_host(weight) if _arrays.is_device_array(weight) else weight,
-                   dtype=np.float64)
+    if hasattr(weight, "detach"):  # a torch tensor, which may require grad
+        weight = weight.detach().cpu().numpy()
+    host = to_host(weight) if _arrays.is_device_array(weight) else weight
+    try:
+        w = np.asarray(host)
+        if w.dtype.kind not in "iuf":  # None, strings, complex...
+            raise TypeError
+        w = w.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"weight must be one real number per class, got {weight!r}") from None
     if w.ndim != 1:
         raise ValueError(f"weight must be one weight per class (C,), got shape {w.shape}")
     return w
@@ -236,16 +244,12 @@ class Loss:
         unweighted per-row loss with a per-row gradient scale (the ignored rows' labels
         read as class 0), then weighted on the host (the loss's total) or by a kernel
         (``reduction="none"``)."""
-        labels = to_host(target).astype(np.int64)
-        ignored = (labels == self.ignore_index if self.ignore_index is not None
-                   else np.zeros(labels.shape, bool))
-        safe = np.where(ignored, 0, labels)
-        w = (self.weight[safe] if self.weight is not None
-             else np.ones(labels.shape)) * ~ignored
+        w, ignored, safe = self.row_weights(target)
         total = float(np.sum(w))
         denominator = total if self.reduction == "mean" else 1.0
         go = grad_output if isinstance(grad_output, float) else _arrays.as_array(grad_output)
-        rows = w / denominator if denominator else np.zeros_like(w)
+        with np.errstate(divide="ignore", invalid="ignore"):  # kept rows of weight 0: NaN
+            rows = np.where(ignored, 0.0, w / denominator)  # (torch's), ignored ones 0
         if isinstance(go, float) or _arrays.shape_of(go) == ():
             factor = float(to_host(go)) if _arrays.is_device_array(go) else float(go)
             scale = _array_on(be, rows * factor, _arrays.dtype_of(x))
@@ -257,11 +261,31 @@ class Loss:
                      **({"label_smoothing": self.smoothing} if self.smoothing else {}))
         safe_labels = to_device(safe) if be.name == "cuda" else safe
         loss, grad = plain._compute(be, x, safe_labels, scale, with_grad)
+        # an ignored row adds 0 even where its loss is inf or NaN (its logits' -inf), as in
+        # torch; a kept row of weight 0 and loss inf adds 0·inf = NaN, as in torch
         if self.reduction == "none":
-            _times(be, loss, _array_on(be, w, _arrays.dtype_of(x)))
+            if be.name == "numpy":
+                with np.errstate(invalid="ignore"):
+                    loss[...] = np.where(ignored, 0, loss * w)
+            elif loss.size:
+                vectors = [_array_on(be, v, _arrays.dtype_of(x)) for v in (w, ~ignored)]
+                be.grid(fm.weigh, [loss.reshape(1, -1)], [v for v in vectors],
+                        outs=[loss.reshape(1, -1)])
             return loss, grad
-        value = float(np.sum(to_host(loss).astype(np.float64) * w))
+        with np.errstate(invalid="ignore"):
+            value = float(np.sum(np.where(ignored, 0, to_host(loss).astype(np.float64) * w)))
         return (value / total if total else math.nan) if self.reduction == "mean" else value, grad
+
+    def row_weights(self, target):
+        """``(w, ignored, labels)`` on the host for integer labels ``target``: each row's
+        weight (its class's, 1 without weights, 0 where ignored), whether it is ignored,
+        and the labels with the ignored ones read as class 0."""
+        labels = to_host(target).astype(np.int64)
+        ignored = (labels == self.ignore_index if self.ignore_index is not None
+                   else np.zeros(labels.shape, bool))
+        safe = np.where(ignored, 0, labels)
+        w = self.weight[safe] if self.weight is not None else np.ones(labels.shape)
+        return np.where(ignored, 0.0, w), ignored, safe
 
     def _compute(self, be, x, target, grad_output, with_grad=True):
         shape = _arrays.shape_of(x)

@@ -114,6 +114,9 @@ def _check_split(model, loss, x, y, what=None):
         if ys != xs[:1]:
             raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
                              f"got {ys}")
+        if loss.weight is not None and loss.weight.size != n_out:
+            raise ValueError(f"the loss's weight has {loss.weight.size} classes, the model "
+                             f"{n_out} outputs")
         host = to_host(y)
         if loss.ignore_index is not None:
             host = host[host != loss.ignore_index]
@@ -207,18 +210,24 @@ def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
 
 
 def _evaluate(model, x, y, loss, chunk=4096):
+    """The mean loss and accuracy over ``chunk``-row pieces, each piece counted by its rows,
+    or with class weights or an ignored label by its rows' weights (the loss) and its rows
+    not ignored (the accuracy), as one batch's mean would count them."""
     n = _arrays.shape_of(x)[0]
-    if n == 0:
-        return math.nan, math.nan
-    total, correct = 0.0, 0.0
+    total = correct = weights = kept = 0.0
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
         out = model.forward(xb, train=False)
         value = loss.value(out, yb, backend=model.be.name, check=loss.checks_outputs)
-        m = _arrays.shape_of(xb)[0]
-        total += value * m
-        correct += accuracy(loss, out, yb) * m
-    return total / n, correct / n
+        m = w = _arrays.shape_of(xb)[0]
+        if loss.weighted:
+            row_w, ignored, _ = loss.row_weights(yb)
+            w, m = float(np.sum(row_w)), int(np.sum(~ignored))
+        if w:
+            total, weights = total + value * w, weights + w
+        if m:
+            correct, kept = correct + accuracy(loss, out, yb) * m, kept + m
+    return (total / weights if weights else math.nan), (correct / kept if kept else math.nan)
 
 
 def dead_fraction(model) -> float:
@@ -366,6 +375,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                         idx = xp.asarray(idx)
                         xb, yb = x_tr[idx], y_tr[idx]
                     PROFILE.done("data", t0)
+                    if loss.weighted and not np.any(loss.row_weights(yb)[0]):
+                        continue  # no weight (every label ignored): no loss to step on
                     out = model.forward(xb, train=True)
                     value, grad = loss.value_and_grad(out, yb, backend=be.name,
                                                       check=loss.checks_outputs)
