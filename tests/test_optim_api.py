@@ -312,6 +312,13 @@ def test_small_host_gradients_are_reduced_together(backend):
     grads[1][0] = np.nan
     assert math.isnan(sum_of_squares(be, grads)) and math.isnan(max_abs(be, grads))
     assert max_abs(be, [np.array(3.0), np.array(-4.0), np.ones((2, 3))]) == 4.0  # any shape
+    many = [(rng.standard_normal(4000) * 2).astype(np.float32) for _ in range(10)]
+    many[6][123] = np.inf  # past clip.SMALL in all: one array into the kernel (numba)
+    each = sum(float(np.sum(np.clip(g.astype(np.float64), -1.5, 1.5) ** 2)) for g in many)
+    assert sum_of_squares(be, many, 1.5) == pytest.approx(each, rel=1e-13)
+    assert sum_of_squares(be, many, 1.5, strict=True) == math.inf == max_abs(be, many)
+    many[2][5] = np.nan
+    assert math.isnan(max_abs(be, many)) and math.isnan(sum_of_squares(be, many))
 
 
 def test_clip_grad_norm_errors_and_paths():
