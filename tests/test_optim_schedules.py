@@ -117,3 +117,43 @@ def test_schedules_hold_their_last_value_past_total():
     assert [cosine(s) for s in (10, 15, 25)] == pytest.approx([0.1] * 3, rel=1e-12)
     cycle = schedules.one_cycle(0.1, 50)
     assert [cycle(s) for s in (49, 60, 75)] == pytest.approx([0.1 / 25 / 1e4] * 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"mode": "max", "factor": 0.5, "patience": 2, "cooldown": 1},
+    {"threshold_mode": "abs", "threshold": 0.05, "patience": 1, "min_lr": 0.004},
+    {"mode": "max", "threshold_mode": "abs", "patience": 0, "factor": 0.3, "eps": 1e-3},
+])
+def test_reduce_lr_on_plateau_follows_torch(options):
+    """The learning rate after each of 60 epochs' metrics (improving, flat, noisy, NaN),
+    against torch.optim.lr_scheduler.ReduceLROnPlateau with the same arguments."""
+    torch = pytest.importorskip("torch")
+    import fastgd
+
+    rng = np.random.default_rng(3)
+    metrics = np.concatenate([np.linspace(1, 0.5, 10), np.full(15, 0.5),
+                              0.5 + rng.normal(0, 0.02, 25), [math.nan] * 3, np.full(7, 0.4)])
+    if options.get("mode") == "max":
+        metrics = -metrics
+    opt = fastgd.SGD({"w": np.zeros(3)}, lr=0.1)
+    plateau = schedules.ReduceLROnPlateau(opt, **options)
+    topt = torch.optim.SGD([torch.zeros(3, requires_grad=True)], lr=0.1)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **options)
+    for m in metrics:
+        tsched.step(float(m))
+        assert plateau.step(m) == topt.param_groups[0]["lr"] == opt.lr
+    assert opt.lr < 0.1
+
+
+def test_reduce_lr_on_plateau_refuses_what_it_cannot_follow():
+    import fastgd
+
+    scheduled = fastgd.SGD({"w": np.zeros(3)}, lr=schedules.exponential(0.1, 0.9))
+    with pytest.raises(TypeError, match="lr is a number, not a schedule"):
+        schedules.ReduceLROnPlateau(scheduled)
+    opt = fastgd.SGD({"w": np.zeros(3)}, lr=0.1)
+    for bad, match in (({"mode": "up"}, "mode must be"), ({"factor": 1.0}, "factor"),
+                       ({"patience": -1}, "patience"), ({"threshold_mode": "x"}, "rel")):
+        with pytest.raises(ValueError, match=match):
+            schedules.ReduceLROnPlateau(opt, **bad)

@@ -7,6 +7,9 @@ PyTorch's schedulers (``StepLR``, ``MultiStepLR``, ``ExponentialLR``,
 ``CosineAnnealingLR``, ``OneCycleLR``)::
 
     opt = fastgd.AdamW(params, lr=fastgd.schedules.warmup_cosine(3e-4, warmup=100, total=10_000))
+
+A schedule that follows a measured metric instead of the step count is an object that sets
+the optimizer's ``lr``: :class:`ReduceLROnPlateau`, called once an epoch with the metric.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from fastgd._arrays import is_number
 from fastgd._checks import count, in_range, positive
 
 __all__ = ["constant", "step", "multistep", "exponential", "cosine", "warmup_cosine",
-           "warmup_linear", "one_cycle"]
+           "warmup_linear", "one_cycle", "ReduceLROnPlateau"]
 
 
 def _min_lr(min_lr, lr):
@@ -142,3 +145,68 @@ def one_cycle(max_lr: float, total: int, pct_start: float = 0.3, div_factor: flo
         return mix(max_lr, final, (s - up_end) / (down_end - up_end))
 
     return Schedule(fn, f"one_cycle({max_lr}, total={total}, pct_start={pct_start})")
+
+
+class ReduceLROnPlateau:
+    """Multiply the optimizer's learning rate by ``factor`` (not below ``min_lr``) once a
+    metric has not improved for more than ``patience`` calls of :meth:`step`, then wait
+    ``cooldown`` calls: torch's ``ReduceLROnPlateau``, its arguments and arithmetic (an
+    improvement beats the best by ``threshold``, relative or absolute; a reduction smaller
+    than ``eps`` is skipped; a NaN metric is no improvement)::
+
+        plateau = fastgd.schedules.ReduceLROnPlateau(opt, patience=3)
+        for epoch in ...:
+            ...train an epoch...
+            plateau.step(validation_loss)
+
+    The optimizer's ``lr`` must be a number (a schedule of the step count would overrule
+    it)."""
+
+    def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
+                 threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        if getattr(optimizer, "_lr_fn", None) is not None or not hasattr(optimizer, "lr"):
+            raise TypeError("ReduceLROnPlateau sets the optimizer's lr: give it an optimizer "
+                            "whose lr is a number, not a schedule")
+        self.optimizer = optimizer
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.factor = in_range("factor", factor, 0, 1, hi_open=True)
+        self.patience = count("patience", patience, minimum=0)
+        self.threshold = in_range("threshold", threshold, 0, math.inf)
+        self.cooldown = count("cooldown", cooldown, minimum=0)
+        self.min_lr = in_range("min_lr", min_lr, 0, math.inf)
+        self.eps = in_range("eps", eps, 0, math.inf)
+        self.best = math.inf if mode == "min" else -math.inf
+        self.num_bad_epochs = self.cooldown_counter = self.last_epoch = 0
+
+    def _better(self, a: float) -> bool:
+        rel = self.threshold_mode == "rel"
+        if self.mode == "min":
+            return a < (self.best * (1.0 - self.threshold) if rel else self.best - self.threshold)
+        return a > (self.best * (self.threshold + 1.0) if rel else self.best + self.threshold)
+
+    def step(self, metric) -> float:
+        """Record one epoch's ``metric``; returns the learning rate from now on."""
+        current = float(metric)
+        self.last_epoch += 1
+        if self._better(current):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0  # bad epochs in the cooldown do not count
+        if self.num_bad_epochs > self.patience:
+            old = float(self.optimizer.lr)
+            new = max(old * self.factor, self.min_lr)
+            if old - new > self.eps:
+                self.optimizer.lr = new
+            self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
+        return float(self.optimizer.lr)
+
+    def __repr__(self):
+        return (f"ReduceLROnPlateau(mode={self.mode!r}, factor={self.factor}, "
+                f"patience={self.patience}, best={self.best})")
