@@ -712,3 +712,27 @@ def test_weighted_evaluation_and_training_count_weights_not_rows():
         nn.train(model, (x, np.abs(y) % 3), loss=short, optimizer=fastgd.SGD(model.params),
                  epochs=1, progress=False)
     assert all(np.array_equal(v, before[k]) for k, v in model.params.items())
+
+
+def test_training_steps_a_plateau_scheduler_with_each_epochs_loss():
+    """plateau= is stepped after each epoch with the test loss (the training loss without a
+    test set): the learning rates the history records are the scheduler's."""
+    data = nn.datasets.digits()
+    model = nn.MLP([64, 16, 10], backend="numba", seed=3)
+    opt = fastgd.SGD(model.params, lr=0.5)
+    plateau = fastgd.schedules.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    seen = []
+    step = plateau.step
+    plateau.step = lambda metric: (seen.append(metric), step(metric))[1]
+    h = nn.train(model, data, optimizer=opt, epochs=6, progress=False, plateau=plateau)
+    assert seen == h.test_loss
+    want, lr = [], 0.5
+    best = np.inf
+    for loss in h.test_loss[:-1]:  # patience 0: every epoch without a new best halves
+        want.append(lr)
+        lr = lr if loss < best * (1 - 1e-4) else lr * 0.5
+        best = min(best, loss)
+    assert h.lr[:len(want)] == want and min(h.lr) < 0.5
+    with pytest.raises(ValueError, match="built on this optimizer"):
+        nn.train(model, data, optimizer=fastgd.SGD(model.params, lr=0.1), epochs=1,
+                 progress=False, plateau=plateau)

@@ -302,7 +302,7 @@ def _progress(enabled, epochs):
 def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch",
           batch_size=32, epochs=10, seed=0, progress=True, profile=False,
           label_smoothing=0.0, eval_samples=2048, stop_on_divergence=True,
-          track_grad_norms=True, blas_threads="auto") -> History:
+          track_grad_norms=True, blas_threads="auto", plateau=None) -> History:
     """Train ``model`` on ``data`` and return its :class:`History`.
 
     ``data``: a :class:`fastgd.nn.datasets.Dataset`, ``(x_train, y_train, x_test,
@@ -321,6 +321,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     where the training time went: matrix products, fused kernels, loss, optimizer step.
     ``blas_threads``: threads for the CPU matrix products (``"auto"``: one for small
     products, see :func:`_blas_limit`; ``None``: BLAS's default; needs threadpoolctl).
+    ``plateau``: a :class:`fastgd.schedules.ReduceLROnPlateau` on ``optimizer``, stepped
+    after each epoch with its test loss (its training loss without a test set).
 
     Everything is checked before the first step: an unknown loss or mode, a bad batch size,
     labels out of range or of the wrong shape, data on another device or of another dtype.
@@ -336,6 +338,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
         raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, got "
                          f"{blas_threads!r}")
     _check_optimizer(model, optimizer)
+    if plateau is not None and getattr(plateau, "optimizer", None) is not optimizer:
+        raise ValueError("plateau must be a ReduceLROnPlateau built on this optimizer")
     x_tr, y_tr, x_te, y_te = _unpack(data)
     _check_split(model, loss, x_tr, y_tr, "train")
     if x_te is not None:
@@ -419,6 +423,8 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                 hist.grad_norms.append({k: v / max(steps, 1) for k, v in sums.items()})
                 hist.lr.append(lr)
                 _evaluate_epoch(model, loss, hist, x_tr, y_tr, x_te, y_te, n_eval)
+                if plateau is not None and not hist.diverged:
+                    plateau.step(hist.test_loss[-1] if x_te is not None else hist.loss[-1])
                 _report(bar, hist)
                 if hist.diverged:
                     break
