@@ -1087,3 +1087,82 @@ def test_clip_grad_norm_refuses_a_read_only_grad_before_writing_any(backend):
     with pytest.raises(ValueError, match="writable"):
         fastgd.clip_grad_norm([a, b], 1.0, backend=backend)
     np.testing.assert_array_equal(a, 3.0)  # the first grad was not clipped either
+
+
+# -- parameter groups ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_groups_match_torch_param_groups(backend):
+    """Weight decay on one group only, another learning rate on the other, and an lr
+    changed on one group mid-run: torch's param groups step for step (float64)."""
+    rng = np.random.default_rng(9)
+    w, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    p = {"w": w.copy(), "b": b.copy()}
+    opt = fastgd.Groups(fastgd.AdamW({"w": p["w"]}, lr=0.01, weight_decay=0.1, backend=backend),
+                        fastgd.AdamW({"b": p["b"]}, lr=0.05, weight_decay=0.0, backend=backend))
+    assert list(opt.params) == ["w", "b"] and opt.lr == 0.01
+    tw, tb = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    topt = torch.optim.AdamW([{"params": [tw], "weight_decay": 0.1, "lr": 0.01},
+                              {"params": [tb], "weight_decay": 0.0, "lr": 0.05}])
+    for k in range(12):
+        if k == 6:
+            opt.optimizers[1].lr = topt.param_groups[1]["lr"] = 0.2
+        gw, gb = rng.standard_normal((4, 3)), rng.standard_normal(3)
+        info = opt.step({"b": gb, "w": gw})
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        topt.step()
+        assert info.step == k + 1 and not info.skipped
+    np.testing.assert_allclose(p["w"], tw.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(p["b"], tb.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_groups_skip_together_and_restore_together():
+    """A non-finite gradient in one group skips every group (skip_nonfinite in any); a
+    state_dict round-trips, and one a group refuses leaves every group as it was."""
+    p = {"w": np.ones(3), "b": np.ones(2)}
+    opt = fastgd.Groups([fastgd.SGD({"w": p["w"]}, lr=0.1, skip_nonfinite=True),
+                         fastgd.SGD({"b": p["b"]}, lr=0.1, momentum=0.9)])
+    info = opt.step({"w": np.ones(3), "b": np.array([1.0, np.inf])})
+    assert info.skipped and info.step == 0
+    np.testing.assert_array_equal(p["w"], 1.0)
+    np.testing.assert_array_equal(p["b"], 1.0)  # the group without the guard: not stepped
+    info = opt.step({"w": np.ones(3), "b": np.ones(2)})
+    assert not info.skipped and info.step == 1 and info.grad_norm is None
+    np.testing.assert_allclose(p["w"], 0.9)
+    saved = opt.state_dict()
+    assert sorted(saved) == ["group0/optimizer", "group0/step", "group1/optimizer",
+                             "group1/state/b/momentum_buffer", "group1/step"]
+    opt.step({"w": np.ones(3), "b": np.ones(2)})
+    bad = {**saved, "group1/step": np.array(-1)}
+    with pytest.raises(ValueError, match="step must be an integer"):
+        opt.load_state_dict(bad)
+    assert opt.optimizers[0].step_count == 2  # group 0 loaded, then put back
+    opt.load_state_dict(saved)
+    assert [o.step_count for o in opt.optimizers] == [1, 1]
+    for bad, error, match in (({"w": np.ones(3)}, ValueError, "missing \\['b'\\]"),
+                              ([np.ones(3)], TypeError, "dict of gradients")):
+        with pytest.raises(error, match=match):
+            opt.step(bad)
+    with pytest.raises(ValueError, match="'w' is in two groups"):
+        fastgd.Groups(fastgd.SGD({"w": p["w"]}), fastgd.SGD({"w": p["w"]}))
+    with pytest.raises(TypeError, match="group 0 is not an optimizer"):
+        fastgd.Groups(fastgd.SGD([p["w"]]))
+
+
+def test_groups_train_a_model_and_follow_a_plateau():
+    """nn.train takes Groups (decay on the weights only) and a ReduceLROnPlateau on it
+    reduces each group's learning rate, as torch's reduces each param group's."""
+    from fastgd import nn
+
+    model = nn.MLP([64, 16, 10], batch_norm=True, backend="numba", seed=2)
+    decay = {k: v for k, v in model.params.items() if k.endswith("weight")}
+    rest = {k: v for k, v in model.params.items() if k not in decay}
+    opt = fastgd.Groups(fastgd.SGD(decay, lr=0.4, weight_decay=1e-3),
+                        fastgd.SGD(rest, lr=0.2))
+    plateau = fastgd.schedules.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    h = nn.train(model, nn.datasets.digits(), optimizer=opt, epochs=5, progress=False,
+                 plateau=plateau)
+    assert h.test_accuracy[-1] > 0.8
+    ratio = opt.optimizers[0].lr / opt.optimizers[1].lr
+    assert ratio == 2.0 and opt.lr < 0.4  # both halved together

@@ -3,6 +3,7 @@
 from fastgd.optim import schedules
 from fastgd.optim.buffer import ParamBuffer
 from fastgd.optim.clip import clip_grad_norm, clip_grad_value
+from fastgd.optim.groups import Groups
 from fastgd.optim.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -19,5 +20,5 @@ from fastgd.optim.optimizers import (
 )
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam", "RAdam", "Adamax", "Lion",
-           "Optimizer", "StepInfo", "OPTIMIZERS", "ParamBuffer", "clip_grad_norm",
+           "Groups", "Optimizer", "StepInfo", "OPTIMIZERS", "ParamBuffer", "clip_grad_norm",
            "clip_grad_value", "schedules"]

@@ -168,7 +168,10 @@ class ReduceLROnPlateau:
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if threshold_mode not in ("rel", "abs"):
             raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        if getattr(optimizer, "_lr_fn", None) is not None or not hasattr(optimizer, "lr"):
+        # each group's learning rate of fastgd.Groups, as torch's reduces each param group's
+        self._targets = tuple(getattr(optimizer, "optimizers", (optimizer,)))
+        if any(getattr(t, "_lr_fn", None) is not None or not hasattr(t, "lr")
+               for t in self._targets):
             raise TypeError("ReduceLROnPlateau sets the optimizer's lr: give it an optimizer "
                             "whose lr is a number, not a schedule")
         self.optimizer = optimizer
@@ -200,10 +203,11 @@ class ReduceLROnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0  # bad epochs in the cooldown do not count
         if self.num_bad_epochs > self.patience:
-            old = float(self.optimizer.lr)
-            new = max(old * self.factor, self.min_lr)
-            if old - new > self.eps:
-                self.optimizer.lr = new
+            for target in self._targets:
+                old = float(target.lr)
+                new = max(old * self.factor, self.min_lr)
+                if old - new > self.eps:
+                    target.lr = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         return float(self.optimizer.lr)
 

@@ -214,3 +214,18 @@ def test_cuda_errors():
     with pytest.raises(ValueError, match="params 'a' and 'b' share memory"):
         fastgd.SGD({"a": w[:6], "b": w[4:]})
     fastgd.SGD({"a": w[:5], "b": w[5:]})
+
+
+def test_groups_on_cuda_skip_together():
+    """fastgd.Groups on device arrays: a step as each group's own, and an inf gradient in
+    one group skipping both (its finiteness read by the device's norm kernel)."""
+    p = {"w": dev(np.ones(300)), "b": dev(np.ones(5))}
+    opt = fastgd.Groups(fastgd.SGD({"w": p["w"]}, lr=0.1, skip_nonfinite=True),
+                        fastgd.SGD({"b": p["b"]}, lr=0.5))
+    bad = np.ones(300)
+    bad[200] = np.inf
+    assert opt.step({"w": dev(bad), "b": dev(np.ones(5))}).skipped
+    np.testing.assert_array_equal(host(p["b"]), 1.0)
+    assert not opt.step({"w": dev(np.ones(300)), "b": dev(np.ones(5))}).skipped
+    np.testing.assert_allclose(host(p["w"]), 0.9)
+    np.testing.assert_allclose(host(p["b"]), 0.5)

@@ -1,0 +1,121 @@
+"""Parameter groups: several optimizers, each with hyperparameters of its own, as one."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from fastgd.optim.clip import sum_of_squares
+from fastgd.optim.optimizers import StepInfo
+
+
+class Groups:
+    """torch's parameter groups, each group an optimizer built on params of its own (e.g.
+    AdamW with weight decay on the weights, another without on the biases and batch norm's
+    parameters), stepped as one from one dict of gradients::
+
+        decay = {k: v for k, v in model.params.items() if k.endswith("weight")}
+        rest = {k: v for k, v in model.params.items() if k not in decay}
+        opt = fastgd.Groups(fastgd.AdamW(decay, lr=1e-3, weight_decay=0.01),
+                            fastgd.AdamW(rest, lr=1e-3, weight_decay=0.0))
+        nn.train(model, data, optimizer=opt)
+
+    ``params`` holds every group's; ``lr`` is the first group's (each group's own ``lr`` can
+    be set); a step returns the first group's learning rate and step count and the norm of
+    every group's gradients together (where each group measured its own). With
+    ``skip_nonfinite`` in any group, a gradient that is not finite in any group skips every
+    group: nothing half-updated."""
+
+    def __init__(self, *optimizers):
+        if len(optimizers) == 1 and isinstance(optimizers[0], (list, tuple)):
+            optimizers = tuple(optimizers[0])
+        if not optimizers:
+            raise ValueError("Groups needs one optimizer or more")
+        union = {}
+        for i, opt in enumerate(optimizers):
+            params = getattr(opt, "params", None)
+            if not isinstance(params, Mapping) or not callable(getattr(opt, "step", None)):
+                raise TypeError(f"group {i} is not an optimizer built on a dict of params or "
+                                f"a ParamBuffer: {opt!r}")
+            for name, p in params.items():
+                if name in union:
+                    raise ValueError(f"param {name!r} is in two groups")
+                union[name] = p
+        self.optimizers = optimizers
+        self.params = MappingProxyType(union)
+
+    def __repr__(self):
+        return f"Groups({', '.join(map(repr, self.optimizers))})"
+
+    @property
+    def lr(self) -> float:
+        """The first group's learning rate (set each group's on the group)."""
+        return self.optimizers[0].lr
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        return any(getattr(o, "skip_nonfinite", False) for o in self.optimizers)
+
+    @property
+    def step_count(self) -> int:
+        return self.optimizers[0].step_count
+
+    def step(self, grads=None) -> StepInfo:
+        """Step every group with its gradients from ``grads`` (a dict named as ``params``;
+        None where every group is built on a ParamBuffer, which holds its own)."""
+        if grads is None:
+            parts = [None] * len(self.optimizers)
+        else:
+            if not isinstance(grads, Mapping):
+                raise TypeError(f"Groups.step takes a dict of gradients named as the params, "
+                                f"got {type(grads).__name__}")
+            missing = [k for k in self.params if k not in grads]
+            extra = [k for k in grads if k not in self.params]
+            if missing or extra:
+                raise ValueError(f"grads must name every param of the groups: missing "
+                                 f"{missing}, unknown {extra}")
+            parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
+            if self.skip_nonfinite and not self._finite(parts):
+                return StepInfo(self.lr, math.inf, True, self.step_count)
+        infos = [o.step(part) for o, part in zip(self.optimizers, parts)]
+        norms = [i.grad_norm for i in infos]
+        norm = (math.sqrt(sum(n * n for n in norms)) if all(n is not None for n in norms)
+                else None)
+        return StepInfo(infos[0].lr, norm, any(i.skipped for i in infos), infos[0].step)
+
+    def _finite(self, parts) -> bool:
+        """Whether every gradient of every group is finite (one pass over them)."""
+        for opt, part in zip(self.optimizers, parts):
+            be = opt.backend
+            flats = [be.flat(g) for g in part.values()]
+            if not math.isfinite(sum_of_squares(be, flats, strict=True)):
+                return False
+        return True
+
+    def state_dict(self) -> dict:
+        """Every group's ``state_dict``, its keys under ``group<i>/``."""
+        return {f"group{i}/{k}": v for i, o in enumerate(self.optimizers)
+                for k, v in o.state_dict().items()}
+
+    def load_state_dict(self, d) -> None:
+        """Restore a :meth:`state_dict`: every group's, or none of them (a group that
+        refuses its part puts the groups loaded before it back)."""
+        parts = [{} for _ in self.optimizers]
+        for key, value in dict(d).items():
+            head, _, rest = key.partition("/")
+            i = int(head[5:]) if head.startswith("group") and head[5:].isdigit() else -1
+            if not (0 <= i < len(parts) and rest):
+                raise ValueError(f"state_dict key {key!r} is not 'group<i>/...' of one of "
+                                 f"{len(parts)} groups")
+            parts[i][rest] = value
+        before = [o.state_dict() for o in self.optimizers]
+        done = []
+        try:
+            for opt, part in zip(self.optimizers, parts):
+                opt.load_state_dict(part)
+                done.append(opt)
+        except Exception:
+            for opt, state in zip(done, before):
+                opt.load_state_dict(state)
+            raise
