@@ -279,8 +279,8 @@ def test_layer_errors():
         nn.Linear(2, 3, "softmax")
     with pytest.raises(ValueError, match="leaky_relu has no parameter"):
         nn.Linear(2, 3, "leaky_relu", activation_params={"slope": 0.1})
-    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
-        nn.Dropout(1.0)
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\]"):
+        nn.Dropout(1.5)
     with pytest.raises(ValueError, match="unknown init 'lecun'"):
         nn.Linear(2, 3, init="lecun")
     with pytest.raises(ValueError, match="residual block res maps width 3 to 4"):
@@ -619,3 +619,15 @@ def test_batch_norm_options_match_torch(backend, affine, track):
         if track:
             np.testing.assert_allclose(bn.running_var, tbn.running_var.numpy(), rtol=1e-12)
             assert bn.num_batches_tracked == int(tbn.num_batches_tracked)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dropout_of_everything_as_torch(backend):
+    """p = 1 drops every element, x·0 as torch (NaN for ±inf and NaN), gradient 0."""
+    x = np.array([[np.inf, 1.0, np.nan, -2.0]])
+    drop = nn.Dropout(1.0, seed=3, backend=backend, dtype=np.float64)
+    xt = torch.tensor(x, requires_grad=True)
+    want = torch.nn.functional.dropout(xt, p=1.0, training=True)
+    want.backward(torch.ones_like(want))
+    np.testing.assert_array_equal(drop.forward(x, train=True), want.detach().numpy())
+    np.testing.assert_array_equal(drop.backward(np.ones_like(x)), xt.grad.numpy())

@@ -528,8 +528,8 @@ def test_sequential_widths_are_checked_when_built():
 def test_small_layer_settings_are_checked():
     with pytest.raises(ValueError, match="num_features must be an int >= 1"):
         nn.BatchNorm1d(0)
-    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
-        nn.MLP([2, 3], dropout=1.0)  # no hidden layer, so no Dropout to check it
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\]"):
+        nn.MLP([2, 3], dropout=1.5)  # no hidden layer, so no Dropout to check it
     with pytest.raises(ValueError, match="go with a loss name"):
         nn.get_loss(nn.Loss("mse"), reduction="sum")
     with pytest.raises(TypeError, match="takes arrays, got the input as list"):

@@ -149,7 +149,7 @@ def dropout(be, x, p, seed, step, out):
         out[...] = ref.dropout(x, p, seed, step)
     else:
         scalars = (np.uint64(ref.dropout_base(seed, step)),
-                   np.uint64(ref.dropout_threshold(p)), 1.0 / (1.0 - p))
+                   np.uint64(ref.dropout_threshold(p)), ref.dropout_scale(p))
         be.grid(fm.dropout, [x], outs=[out], scalars=scalars, index=True)
     PROFILE.done(FUSED, t0)
     return out

@@ -378,7 +378,7 @@ class BatchNorm1d(Layer):
 
 
 def dropout_probability(p) -> float:
-    return in_range("dropout probability", p, 0, 1, hi_open=True)
+    return in_range("dropout probability", p, 0, 1)  # 1: every element dropped, as torch
 
 
 class Dropout(Layer):

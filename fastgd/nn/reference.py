@@ -60,6 +60,12 @@ def dropout_threshold(p: float) -> int:
     return int(round(p * (1 << 24)))
 
 
+def dropout_scale(p: float) -> float:
+    """What a kept element is multiplied by: 1/(1 - p); none is kept at p = 1 (torch's
+    x·0 there: NaN for an inf, as here)."""
+    return 1.0 / (1.0 - p) if p < 1 else 0.0
+
+
 def dropout_keep(size, p, seed, step):
     """The boolean keep-mask of ``size`` elements (flat, C order)."""
     with np.errstate(over="ignore"):
@@ -70,7 +76,9 @@ def dropout_keep(size, p, seed, step):
 
 def dropout(x, p, seed, step):
     keep = dropout_keep(x.size, p, seed, step).reshape(x.shape)
-    return (x * np.where(keep, x.dtype.type(1 / (1 - p)), x.dtype.type(0))).astype(x.dtype)
+    with np.errstate(invalid="ignore"):  # a dropped inf: inf·0 = NaN, as in torch
+        return (x * np.where(keep, x.dtype.type(dropout_scale(p)), x.dtype.type(0))
+                ).astype(x.dtype)
 
 
 # -- losses ---------------------------------------------------------------------------------
