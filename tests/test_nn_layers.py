@@ -631,3 +631,18 @@ def test_dropout_of_everything_as_torch(backend):
     want.backward(torch.ones_like(want))
     np.testing.assert_array_equal(drop.forward(x, train=True), want.detach().numpy())
     np.testing.assert_array_equal(drop.backward(np.ones_like(x)), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_layer_predicts_a_copy_of_its_eval_output(backend):
+    """predict is every layer's (it was MLP's only): the eval forward's values, in an array
+    of its own that the next forward does not overwrite."""
+    x = np.random.default_rng(2).standard_normal((5, 8))
+    for model in (nn.Sequential([nn.Linear(8, 4, "tanh", name="fc", backend=backend,
+                                           dtype=np.float64)]),
+                  nn.BatchNorm1d(8, backend=backend, dtype=np.float64),
+                  nn.MLP([8, 6, 3], backend=backend, dtype=np.float64)):
+        got = model.predict(x)
+        want = model.forward(x, train=False).copy()
+        model.forward(x * 2, train=False)
+        np.testing.assert_array_equal(got, want)

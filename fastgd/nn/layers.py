@@ -125,6 +125,13 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def predict(self, x):
+        """The eval-mode output as a new array (a forward's is a buffer the next reuses)."""
+        out = self.forward(x, train=False)
+        copy = self.be.empty(_arrays.shape_of(out), self.dtype)
+        self.be.copy_into(self.be.flat_view(copy), out)
+        return copy
+
     def __call__(self, x, train=None):
         """``forward(x, train)``, the mode named on every call: these layers keep no
         ``.train()``/``.eval()`` state as torch's modules do, and a default either way
@@ -586,9 +593,5 @@ class MLP(Sequential):
     def backward(self, dy):
         dx = super().backward(dy)
         return dx if self.input_grad else None  # (a residual first block computes it)
-
-    def predict(self, x):
-        """Eval-mode output as a new array (not a reused buffer)."""
-        return self.forward(x, train=False).copy()
 
 
