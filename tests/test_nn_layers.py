@@ -646,3 +646,16 @@ def test_every_layer_predicts_a_copy_of_its_eval_output(backend):
         want = model.forward(x, train=False).copy()
         model.forward(x * 2, train=False)
         np.testing.assert_array_equal(got, want)
+
+
+def test_dropout_backward_uses_the_forwards_mask_and_p_is_checked_when_set():
+    """A p changed between forward and backward: the backward's mask is the forward's (as
+    torch's saved mask); p is checked whenever it is set."""
+    drop = nn.Dropout(1.0, seed=0, backend="numba", dtype=np.float64)
+    drop.forward(np.ones((2, 4)), train=True)
+    drop.p = 0.5
+    np.testing.assert_array_equal(drop.backward(np.ones((2, 4))), 0.0)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="dropout probability"):
+            drop.p = bad
+    assert drop.p == 0.5

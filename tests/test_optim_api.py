@@ -1166,3 +1166,35 @@ def test_groups_train_a_model_and_follow_a_plateau():
     assert h.test_accuracy[-1] > 0.8
     ratio = opt.optimizers[0].lr / opt.optimizers[1].lr
     assert ratio == 2.0 and opt.lr < 0.4  # both halved together
+
+
+def test_groups_edges_found_by_review():
+    """step() without grads checks every ParamBuffer group's gradients before any steps;
+    float64 gradients of 1e200 are finite (their norm rescaled, the groups' combined by
+    hypot); Groups do not nest; a state_dict missing a group or with an aliased group key
+    is refused before anything is written."""
+    a = fastgd.ParamBuffer({"w": 3}, np.float64)
+    b = fastgd.ParamBuffer({"v": 2}, np.float64)
+    a.assign(params={"w": np.ones(3)}, grads={"w": np.ones(3)})
+    b.assign(params={"v": np.ones(2)}, grads={"v": [np.nan, 1.0]})
+    opt = fastgd.Groups(fastgd.SGD(a, lr=0.1), fastgd.SGD(b, lr=0.1, skip_nonfinite=True))
+    info = opt.step()
+    assert info.skipped and np.isnan(info.grad_norm)
+    np.testing.assert_array_equal(a.flat_params, 1.0)  # the other group not stepped either
+    mixed = fastgd.Groups(fastgd.SGD(a, lr=0.1), fastgd.SGD({"u": np.ones(2)}, lr=0.1))
+    with pytest.raises(ValueError, match="groups \\[1\\] are not"):
+        mixed.step()
+    np.testing.assert_array_equal(a.flat_params, 1.0)
+    big = fastgd.Groups(fastgd.SGD({"w": np.ones(4)}, lr=1e-300, skip_nonfinite=True),
+                        fastgd.SGD({"x": np.ones(1)}, lr=1.0, skip_nonfinite=True))
+    info = big.step({"w": np.full(4, 1e200), "x": np.full(1, 3e200)})
+    assert not info.skipped and info.grad_norm == pytest.approx(math.hypot(2e200, 3e200))
+    with pytest.raises(TypeError, match="group 0 is a Groups"):
+        fastgd.Groups(big)
+    saved = big.state_dict()
+    for bad, match in (({k: v for k, v in saved.items() if k.startswith("group0")},
+                        "nothing for groups \\[1\\]"),
+                       ({**saved, "group01/step": np.array(3)}, "not 'group<i>/...'")):
+        with pytest.raises(ValueError, match=match):
+            big.load_state_dict(bad)
+    assert [o.step_count for o in big.optimizers] == [1, 1]

@@ -395,16 +395,25 @@ class Dropout(Layer):
     draws one at random, so that two layers' masks are independent (with one seed they
     are the same mask); ``state_dict`` keeps it."""
 
-    _FORWARD_STATE = ("_active",)
+    _FORWARD_STATE = ("_active", "_p_used")
 
     def __init__(self, p=0.5, *, seed=None, backend="auto", dtype=np.float32,
                  name="dropout"):
         super().__init__(backend, dtype, name)
-        self.p = dropout_probability(p)
+        self.p = p
         if seed is None:
             seed = secrets.randbits(63)
         self.seed, self.step = count("dropout seed", seed, 0), 0
         self._active = False
+
+    @property
+    def p(self) -> float:
+        return self._p
+
+    @p.setter
+    def p(self, value):
+        """Checked when set, also after construction (1.5 had dropped everything)."""
+        self._p = dropout_probability(value)
 
     def buffers(self):
         return {"seed": self.seed, "step": self.step}  # what the next mask is drawn from
@@ -416,6 +425,7 @@ class Dropout(Layer):
         if not self._active:
             return x
         self.step += 1
+        self._p_used = self.p  # the backward's mask is the forward's, whatever p is by then
         return F.dropout(self.be, self.be.contiguous(x), self.p, self.seed, self.step,
                          self._ws("y", self._out_shape))
 
@@ -423,7 +433,7 @@ class Dropout(Layer):
         self.check_grad(dy)
         if not self._active:
             return dy
-        return F.dropout(self.be, self.be.contiguous(dy), self.p, self.seed, self.step,
+        return F.dropout(self.be, self.be.contiguous(dy), self._p_used, self.seed, self.step,
                          self._ws("dx", self._out_shape))
 
 

@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from fastgd.optim.clip import sum_of_squares
+from fastgd import _arrays
+from fastgd.optim.clip import global_norm
 from fastgd.optim.optimizers import StepInfo
 
 
@@ -35,6 +36,8 @@ class Groups:
         union = {}
         for i, opt in enumerate(optimizers):
             params = getattr(opt, "params", None)
+            if isinstance(opt, Groups):
+                raise TypeError(f"group {i} is a Groups: list its optimizers instead")
             if not isinstance(params, Mapping) or not callable(getattr(opt, "step", None)):
                 raise TypeError(f"group {i} is not an optimizer built on a dict of params or "
                                 f"a ParamBuffer: {opt!r}")
@@ -64,8 +67,14 @@ class Groups:
     def step(self, grads=None) -> StepInfo:
         """Step every group with its gradients from ``grads`` (a dict named as ``params``;
         None where every group is built on a ParamBuffer, which holds its own)."""
-        if grads is None:
+        if grads is None:  # each group's ParamBuffer holds its gradients
+            unbuffered = [i for i, o in enumerate(self.optimizers)
+                          if getattr(o, "_buffer", None) is None]
+            if unbuffered:
+                raise ValueError(f"step() without grads needs every group built on a "
+                                 f"ParamBuffer; groups {unbuffered} are not")
             parts = [None] * len(self.optimizers)
+            flats = lambda: [[o._buffer.flat_grads] for o in self.optimizers]  # noqa: E731
         else:
             if not isinstance(grads, Mapping):
                 raise TypeError(f"Groups.step takes a dict of gradients named as the params, "
@@ -76,22 +85,36 @@ class Groups:
                 raise ValueError(f"grads must name every param of the groups: missing "
                                  f"{missing}, unknown {extra}")
             parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
-            if self.skip_nonfinite and not self._finite(parts):
-                return StepInfo(self.lr, math.inf, True, self.step_count)
+            flats = lambda: [self._flat(o, p) for o, p in zip(self.optimizers, parts)]  # noqa: E731
+        if self.skip_nonfinite:  # every group's gradients checked before any group steps
+            norm = self._norm(flats())
+            if not math.isfinite(norm):
+                return StepInfo(self.lr, norm, True, self.step_count)
         infos = [o.step(part) for o, part in zip(self.optimizers, parts)]
         norms = [i.grad_norm for i in infos]
-        norm = (math.sqrt(sum(n * n for n in norms)) if all(n is not None for n in norms)
-                else None)
+        norm = math.hypot(*norms) if all(n is not None for n in norms) else None
         return StepInfo(infos[0].lr, norm, any(i.skipped for i in infos), infos[0].step)
 
-    def _finite(self, parts) -> bool:
-        """Whether every gradient of every group is finite (one pass over them)."""
-        for opt, part in zip(self.optimizers, parts):
-            be = opt.backend
-            flats = [be.flat(g) for g in part.values()]
-            if not math.isfinite(sum_of_squares(be, flats, strict=True)):
-                return False
-        return True
+    @staticmethod
+    def _flat(opt, part) -> list:
+        """A group's gradients as flat arrays of its backend, each checked to be there."""
+        be = opt.backend
+        if be.name != "cuda":  # lists and subclasses as the optimizer reads them
+            return [_arrays.as_array(g).reshape(-1) for g in part.values()]
+        for name, g in part.items():
+            if not be.owns(g):
+                raise ValueError(f"grad {name!r} is not on the {be.name} backend's device, "
+                                 f"the params' (copy it with {be.transfer_hint})")
+        return [be.flat(g) for g in part.values()]
+
+    def _norm(self, flats) -> float:
+        """The norm of every group's gradients, NaN or inf where one is not finite (strict:
+        an inf a clip_value would clamp too), finite where they are (float64 gradients of
+        1e200 rescaled, as a single optimizer's guard)."""
+        norms = [global_norm(opt.backend, fl, strict=True)
+                 for opt, fl in zip(self.optimizers, flats)]
+        bad = [n for n in norms if not math.isfinite(n)]
+        return bad[0] if bad else math.hypot(*norms)  # hypot: 1e200 squared overflows
 
     def state_dict(self) -> dict:
         """Every group's ``state_dict``, its keys under ``group<i>/``."""
@@ -104,11 +127,15 @@ class Groups:
         parts = [{} for _ in self.optimizers]
         for key, value in dict(d).items():
             head, _, rest = key.partition("/")
-            i = int(head[5:]) if head.startswith("group") and head[5:].isdigit() else -1
-            if not (0 <= i < len(parts) and rest):
+            digits = head[5:]
+            i = int(digits) if head.startswith("group") and digits.isdigit() else -1
+            if not (0 <= i < len(parts) and rest and str(i) == digits):
                 raise ValueError(f"state_dict key {key!r} is not 'group<i>/...' of one of "
                                  f"{len(parts)} groups")
             parts[i][rest] = value
+        empty = [i for i, part in enumerate(parts) if not part]
+        if empty:
+            raise ValueError(f"state_dict has nothing for groups {empty}")
         before = [o.state_dict() for o in self.optimizers]
         done = []
         try:
