@@ -143,9 +143,7 @@ class Loss:
                 if self.weight is not None and self.weight.size != x_shape[1]:
                     raise ValueError(f"weight has {self.weight.size} classes, the input "
                                      f"{x_shape[1]}")
-                host = to_host(target)
-                if self.ignore_index is not None:
-                    host = host[host != self.ignore_index]
+                host = self.counted(to_host(target))
                 if host.size:
                     lo, hi = int(host.min()), int(host.max())
                     if lo < 0 or hi >= x_shape[1]:
@@ -269,12 +267,15 @@ class Loss:
                     loss[...] = np.where(ignored, 0, loss * w)
             elif loss.size:
                 vectors = [_array_on(be, v, _arrays.dtype_of(x)) for v in (w, ~ignored)]
-                be.grid(fm.weigh, [loss.reshape(1, -1)], [v for v in vectors],
-                        outs=[loss.reshape(1, -1)])
+                be.grid(fm.weigh, [loss.reshape(1, -1)], vectors, outs=[loss.reshape(1, -1)])
             return loss, grad
         with np.errstate(invalid="ignore"):
             value = float(np.sum(np.where(ignored, 0, to_host(loss).astype(np.float64) * w)))
         return (value / total if total else math.nan) if self.reduction == "mean" else value, grad
+
+    def counted(self, labels):
+        """Host ``labels`` without the ignored ones (``ignore_index``): those in range."""
+        return labels if self.ignore_index is None else labels[labels != self.ignore_index]
 
     def row_weights(self, target):
         """``(w, ignored, labels)`` on the host for integer labels ``target``: each row's

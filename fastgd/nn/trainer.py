@@ -117,9 +117,7 @@ def _check_split(model, loss, x, y, what=None):
         if loss.weight is not None and loss.weight.size != n_out:
             raise ValueError(f"the loss's weight has {loss.weight.size} classes, the model "
                              f"{n_out} outputs")
-        host = to_host(y)
-        if loss.ignore_index is not None:
-            host = host[host != loss.ignore_index]
+        host = loss.counted(to_host(y))
         if host.size and (host.min() < 0 or host.max() >= n_out):
             raise ValueError(f"labels in {yn} must be in [0, {n_out}) for a model with "
                              f"{n_out} outputs, got values in [{host.min()}, {host.max()}]")

@@ -74,7 +74,6 @@ class Groups:
                 raise ValueError(f"step() without grads needs every group built on a "
                                  f"ParamBuffer; groups {unbuffered} are not")
             parts = [None] * len(self.optimizers)
-            flats = lambda: [[o._buffer.flat_grads] for o in self.optimizers]  # noqa: E731
         else:
             if not isinstance(grads, Mapping):
                 raise TypeError(f"Groups.step takes a dict of gradients named as the params, "
@@ -85,9 +84,8 @@ class Groups:
                 raise ValueError(f"grads must name every param of the groups: missing "
                                  f"{missing}, unknown {extra}")
             parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
-            flats = lambda: [self._flat(o, p) for o, p in zip(self.optimizers, parts)]  # noqa: E731
         if self.skip_nonfinite:  # every group's gradients checked before any group steps
-            norm = self._norm(flats())
+            norm = self._norm(parts)
             if not math.isfinite(norm):
                 return StepInfo(self.lr, norm, True, self.step_count)
         infos = [o.step(part) for o, part in zip(self.optimizers, parts)]
@@ -97,8 +95,11 @@ class Groups:
 
     @staticmethod
     def _flat(opt, part) -> list:
-        """A group's gradients as flat arrays of its backend, each checked to be there."""
+        """A group's gradients as flat arrays of its backend, each checked to be there (its
+        ParamBuffer's where ``part`` is None)."""
         be = opt.backend
+        if part is None:
+            return [opt._buffer.flat_grads]
         if be.name != "cuda":  # lists and subclasses as the optimizer reads them
             return [_arrays.as_array(g).reshape(-1) for g in part.values()]
         for name, g in part.items():
@@ -107,12 +108,12 @@ class Groups:
                                  f"the params' (copy it with {be.transfer_hint})")
         return [be.flat(g) for g in part.values()]
 
-    def _norm(self, flats) -> float:
+    def _norm(self, parts) -> float:
         """The norm of every group's gradients, NaN or inf where one is not finite (strict:
         an inf a clip_value would clamp too), finite where they are (float64 gradients of
         1e200 rescaled, as a single optimizer's guard)."""
-        norms = [global_norm(opt.backend, fl, strict=True)
-                 for opt, fl in zip(self.optimizers, flats)]
+        norms = [global_norm(opt.backend, self._flat(opt, part), strict=True)
+                 for opt, part in zip(self.optimizers, parts)]
         bad = [n for n in norms if not math.isfinite(n)]
         return bad[0] if bad else math.hypot(*norms)  # hypot: 1e200 squared overflows
 
