@@ -13,7 +13,7 @@ kernels are only compiled.
 Needs NVVM and NVRTC (the ptx or cuda extras' numba-cuda wheels, or a CUDA toolkit) but no
 driver; tests/test_cuda_compile.py runs it:
 
-    PYTHONPATH=. python tools/cuda_ptx_check.py
+    PYTHONPATH=. python tools/cuda_ptx_check.py [float32|float64]
 """
 
 import importlib
@@ -77,9 +77,9 @@ FLOAT64_OP = re.compile(r"^\s*(?:add|sub|mul|fma|div|rcp|sqrt|neg|abs|min|max)\.
                         re.MULTILINE)
 
 
-def run_everything(be):
+def run_everything(be, dtypes=(np.float32, np.float64)):
     rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
+    for dtype in dtypes:
         x = rng.normal(0, 3, (8, 16)).astype(dtype)
         dy = np.ones_like(x)
         for name, act in fastgd.activations.items():
@@ -149,7 +149,11 @@ def run_everything(be):
         F.add(be, x, x, np.empty_like(x))
 
 
-def main():
+def main(argv=None):
+    """``[float32|float64]``: one dtype's kernels (the test compiles the two halves in
+    parallel processes), both by default."""
+    argv = sys.argv[1:] if argv is None else argv
+    dtypes = tuple(np.dtype(a).type for a in argv) or (np.float32, np.float64)
     # device functions compile for the current device's compute capability: there is none
     cuda_dispatcher.get_current_device = lambda: SimpleNamespace(compute_capability=CC)
     check = PtxCheck()
@@ -159,7 +163,7 @@ def main():
     backends._READY.pop("cuda", None)
     losses.to_device = np.asarray  # the loss's scale stays a host array, as PtxCheck's are
     cuda_backend.to_device = np.asarray  # copy_into's host source, likewise
-    run_everything(check)
+    run_everything(check, dtypes)
     print(f"{len(check.compiled)} CUDA kernels compiled to PTX for sm_{CC[0]}{CC[1]}")
     # float32 data computed in float64 runs at half the float32 rate or less on a GPU:
     # enough to make GELU's memory-bound kernel compute-bound (cuda_math)
