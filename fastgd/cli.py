@@ -72,6 +72,7 @@ def cmd_info(args) -> int:
     print(f"Numba: {facts['numba']}, {facts.get('numba_threads')} threads, "
           f"threading layer {facts.get('threading_layer')}")
     print(f"CPU vectors: {facts.get('cpu_vectors')}")
+    print(f"CPU software prefetch: {facts.get('cpu_prefetch')}")
     print(f"GPU: {facts['gpu'] or 'none'}")
     print("backends:")
     for name, status in facts["backends"].items():

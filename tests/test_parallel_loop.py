@@ -1,5 +1,6 @@
 """The parallel CPU maps that run the serial kernel on chunks: compute-bound math
-(codegen._chunked; arrays from main memory in short chunks, their inputs prefetched) and cheap
+(codegen._chunked; where the CPU gains from it, arrays from main memory in short chunks, their
+inputs prefetched) and cheap
 math writing arrays of its own (codegen._streamed; from main memory through a per-thread
 buffer with streaming stores). Elementwise results cannot depend on how the work is cut, so
 every path must give the serial loop's bits exactly, and write nothing outside its output."""
@@ -11,19 +12,23 @@ import pytest
 
 import fastgd
 from fastgd import config
-from fastgd.backends import codegen
+from fastgd.backends import codegen, cpu_target
+from fastgd.backends.numba_backend import NumbaBackend
 
 
-def test_each_kind_of_math_gets_its_parallel_loop():
-    be = fastgd.get_backend("numba")
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_each_kind_of_math_gets_its_parallel_loop(prefetch):
+    be = NumbaBackend()
+    be.prefetch = prefetch
+    chunked = "prefetched" if prefetch else "chunked"
     acts = fastgd.activations
     for name in ("sigmoid", "tanh", "silu", "elu", "softplus", "mish"):
         for fn in (acts[name].scalar_forward, acts[name].scalar_backward):
-            assert be.parallel_map(fn, writes_own=True) == "chunked"
-            assert be.parallel_map(fn, writes_own=False) == "chunked"
+            assert be.parallel_map(fn, writes_own=True) == chunked
+            assert be.parallel_map(fn, writes_own=False) == chunked
     gelu = acts["gelu"].forms  # transcendental through its scalar helpers
-    assert be.parallel_map(gelu["tanh"].scalar_forward, True) == "chunked"
-    assert be.parallel_map(gelu["none"].scalar_backward, True) == "chunked"
+    assert be.parallel_map(gelu["tanh"].scalar_forward, True) == chunked
+    assert be.parallel_map(gelu["none"].scalar_backward, True) == chunked
     cheap = [acts[name].scalar_forward for name in ("relu", "leaky_relu", "hardsigmoid",
                                                      "hardswish")]
     cheap += [acts["relu"].scalar_backward, acts["sigmoid"].math["backward_from_output"][0]]
@@ -32,17 +37,38 @@ def test_each_kind_of_math_gets_its_parallel_loop():
         assert be.parallel_map(fn, writes_own=False) == "parallel"  # in place: nothing to gain
 
 
-def test_the_chunked_map_calls_the_serial_kernel_on_views():
-    source = codegen.map_source(3, 2, 2, "chunked", packed=True, aliases=(0,))
+@pytest.mark.parametrize("loop", ["prefetched", "chunked"])
+def test_the_chunked_map_calls_the_serial_kernel_on_views(loop):
+    source = codegen.map_source(3, 2, 2, loop, packed=True, aliases=(0,))
     lines = source.splitlines()
     assert lines[0] == "def kernel(in0, in1, in2, out1, sv):"
     assert lines[-1].strip() == "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], out1[lo:hi], sv)"
     prefetched = [line.split("(")[1].split(",")[0] for line in lines if "prefetch(" in line]
+    low, high = config.CACHED_CHUNK  # 16 chunks or more below the streaming threshold
+    assert f"max({low}, min({high}, in0.size // 16))" in source
+    if loop == "chunked":  # every size in those chunks
+        assert not prefetched and "stream" not in source
+        return
     assert prefetched == ["in0", "in1", "in2"]  # the inputs, never an output of its own
     assert f">= {config.STREAM_BYTES}" in source
     assert f"{config.STREAM_CHUNK_BYTES} // in0.itemsize if stream" in source
-    low, high = config.CACHED_CHUNK  # 16 chunks or more below the streaming threshold
-    assert f"max({low}, min({high}, in0.size // 16))" in source
+
+
+@pytest.mark.parametrize("cpu, expected", [("sapphirerapids", True), ("znver3", False),
+                                           ("znver5", False)])
+def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, expected,
+                                                                       monkeypatch):
+    from llvmlite import binding
+
+    monkeypatch.setattr(binding, "get_host_cpu_name", lambda: cpu)
+    monkeypatch.delenv("FASTGD_PREFETCH", raising=False)
+    assert cpu_target.software_prefetch() is expected
+    assert NumbaBackend().prefetch is expected
+    assert cpu_target.describe_prefetch() == f"{'on' if expected else 'off'} (this CPU)"
+    for value, on in (("0", False), ("1", True), ("off", False)):
+        monkeypatch.setenv("FASTGD_PREFETCH", value)
+        assert cpu_target.software_prefetch() is on
+        assert cpu_target.describe_prefetch() == f"{'on' if on else 'off'} (FASTGD_PREFETCH)"
 
 
 def _past_threshold(dtype):
@@ -54,18 +80,24 @@ def _past_threshold(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("in_place", [False, True])
-def test_streamed_activations_equal_the_serial_loop_bit_for_bit(dtype, in_place):
+@pytest.mark.parametrize("loop", ["prefetched", "chunked"])  # this CPU's, and the other
+def test_chunked_activations_equal_the_serial_loop_bit_for_bit(dtype, in_place, loop):
+    be = fastgd.get_backend("numba")
+    math = fastgd.activations["silu"].math
     n = _past_threshold(dtype)
     x = np.random.default_rng(1).normal(0, 4, n).astype(dtype)
-    head, tail = x[:1000].copy(), x[-1000:].copy()  # each small enough for the serial loop
-    expected = np.concatenate([fastgd.silu(head), fastgd.silu(tail)])
-    dy = np.ones(2000, dtype)
-    expected_dx = np.concatenate([fastgd.silu_backward(dy[:1000], head),
-                                  fastgd.silu_backward(dy[1000:], tail)])
-    dx = fastgd.silu_backward(np.ones(n, dtype), x)
-    y = fastgd.silu(x, out=x) if in_place else fastgd.silu(x)
-    np.testing.assert_array_equal(np.concatenate([y[:1000], y[-1000:]]), expected)
-    np.testing.assert_array_equal(np.concatenate([dx[:1000], dx[-1000:]]), expected_dx)
+    dy = np.random.default_rng(2).normal(0, 1, n).astype(dtype)
+    expected = _serial("silu", "forward", dtype, x)
+    expected_dx = _serial("silu", "backward", dtype, dy, x)
+    backward = be.map_kernel(math["backward"][0], 2, 1, 0, np.dtype(dtype), loop)
+    dx = np.empty_like(x)
+    backward(dy, x, dx)
+    forward = be.map_kernel(math["forward"][0], 1, 1, 0, np.dtype(dtype), loop,
+                            aliases=(0,) if in_place else ())
+    y = x if in_place else np.empty_like(x)
+    forward(*((x,) if in_place else (x, y)))
+    np.testing.assert_array_equal(y, expected)
+    np.testing.assert_array_equal(dx, expected_dx)
 
 
 def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():

@@ -55,15 +55,15 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     output k, the input it is written back into (in place), as one argument: the compiler then
     sees one array. Two arguments for one array fail the overlap check that guards a serial
     loop's vector code (Numba's parallel loops assume no aliasing), so it would run scalar.
-    ``loop="chunked"``: see :func:`_chunked`."""
+    ``loop="chunked"`` or ``"prefetched"``: see :func:`_chunked`."""
     ins, scalars = _names("in", n_in), _names("s", n_scalars)
     aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
     outs = [f"out{k}" if a is None else ins[a] for k, a in enumerate(aliases)]
     own = [o for o, a in zip(outs, aliases) if a is None]
     arrays = ins + own
     rest = ["sv"] if packed else scalars
-    if loop == "chunked":
-        return _chunked(ins, arrays, rest)
+    if loop in ("chunked", "prefetched"):
+        return _chunked(ins, arrays, rest, prefetch=loop == "prefetched")
     unpack = [f"    {v} = sv[{k}]" for k, v in enumerate(scalars)] if packed else []
     call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
     if n_out == 1:
@@ -118,26 +118,32 @@ def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bo
     ]) + "\n"
 
 
-def _chunked(ins, arrays, rest) -> str:
+def _chunked(ins, arrays, rest, prefetch: bool) -> str:
     """A parallel ``map`` as the serial kernel (``span``) on chunks of the arrays, the chunks
-    spread over the threads. Arrays of at least ``config.STREAM_BYTES`` come from main memory:
-    their chunks are short (``config.STREAM_CHUNK_BYTES`` of each array) and each first
-    prefetches the inputs ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_memory``); smaller ones
-    run in 16 chunks or more (every thread gets work), of ``config.CACHED_CHUNK`` elements at
-    most, without prefetch. The sizes are in the text, as Numba's cache keys on it."""
+    spread over the threads: 16 chunks or more (every thread gets work), of
+    ``config.CACHED_CHUNK`` elements at most. ``prefetch`` (``loop="prefetched"``, where the
+    CPU gains from it: ``cpu_target.software_prefetch``): arrays of at least
+    ``config.STREAM_BYTES`` come from main memory, and their chunks are short
+    (``config.STREAM_CHUNK_BYTES`` of each array), each first prefetching the inputs
+    ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_memory``). The sizes are in the text, as Numba's
+    cache keys on it."""
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
     low, high = config.CACHED_CHUNK
+    cached = f"max({low}, min({high}, in0.size // 16))"
+    head = [f"def kernel({', '.join(arrays + rest)}):"]
+    if prefetch:
+        head += [f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
+                 f"    chunk = {config.STREAM_CHUNK_BYTES} // in0.itemsize if stream else {cached}",
+                 f"    ahead = {config.PREFETCH_AHEAD_BYTES} // in0.itemsize"]
+    else:
+        head += [f"    chunk = {cached}"]
     return "\n".join([
-        f"def kernel({', '.join(arrays + rest)}):",
-        f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
-        f"    chunk = {config.STREAM_CHUNK_BYTES} // in0.itemsize if stream else "
-        f"max({low}, min({high}, in0.size // 16))",
-        f"    ahead = {config.PREFETCH_AHEAD_BYTES} // in0.itemsize",
+        *head,
         "    for c in prange((in0.size + chunk - 1) // chunk):",
         "        lo = c * chunk",
         "        hi = min(lo + chunk, in0.size)",
-        "        if stream:",
-        *[f"            prefetch({a}, lo + ahead, hi + ahead)" for a in ins],
+        *(["        if stream:"] + [f"            prefetch({a}, lo + ahead, hi + ahead)"
+                                     for a in ins] if prefetch else []),
         f"        span({views})",
     ]) + "\n"
 

@@ -76,7 +76,7 @@ class CompiledBackend:
         span = None
         if loop == "parallel":
             loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases))
-        if loop in ("chunked", "streamed"):
+        if loop in ("chunked", "prefetched", "streamed"):
             span = self.map_kernel(fn, n_in, n_out, n_scalars, compute, "serial", aliases)
         return self._kernel(
             ("map", n_in, n_out, n_scalars, packed, aliases),
@@ -98,7 +98,8 @@ class CompiledBackend:
 
     def parallel_map(self, fn, writes_own: bool) -> str:
         """The loop of a parallel ``map`` of ``fn`` (``codegen.map_source``): ``"parallel"``,
-        or ``"chunked"``/``"streamed"``, which run the serial kernel on chunks of the arrays.
+        or ``"chunked"``/``"prefetched"``/``"streamed"``, which run the serial kernel on
+        chunks of the arrays.
         ``writes_own``: it writes an array of its own (not only into its inputs)."""
         return "parallel"
 

@@ -13,7 +13,9 @@ well. So for arrays of ``config.STREAM_BYTES`` or more, such a map runs in chunk
 backwards lost 13-15%); longer chunks issue the prefetches in bursts that stall the loop;
 prefetching whole blocks before computing them helped from main memory but cost 5-20% from
 L3; prefetching the outputs made it slower. Cheap math is fed by the hardware prefetchers and
-lost 5-8% to this.
+lost 5-8% to this. On AMD's Zen 3 the hardware prefetchers keep even transcendental math
+fed, and these chunks cost 10-45%: there the map runs long chunks without prefetch
+(``cpu_target.software_prefetch``).
 
 **Streaming stores.** A plain store to a line that is not in the cache first reads the line
 from memory (read for ownership): y = relu(x) moves 12 bytes per float, not 8. A

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from fastgd import config
-from fastgd.backends import codegen, kernel_cache
+from fastgd.backends import codegen, cpu_target, kernel_cache
 from fastgd.backends.compiled import CompiledBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.scalar import NAMES, TRANSCENDENTAL, calls
@@ -39,6 +39,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def __init__(self):
         super().__init__()
         self._math = None
+        self.prefetch = cpu_target.software_prefetch()
 
     def status(self) -> str:
         try:
@@ -54,10 +55,11 @@ class NumbaBackend(HostArrays, CompiledBackend):
 
     def parallel_map(self, fn, writes_own):
         """Compute-bound math (transcendental functions) runs on chunks, its inputs
-        prefetched from main memory; cheap math writing arrays of its own streams them out
-        from there (``cpu_memory``); the rest (in place) keeps the plain parallel loop."""
+        prefetched from main memory where the CPU gains from that (``self.prefetch``); cheap
+        math writing arrays of its own streams them out from there (``cpu_memory``); the rest
+        (in place) keeps the plain parallel loop."""
         if calls(fn, TRANSCENDENTAL):
-            return "chunked"
+            return "prefetched" if self.prefetch else "chunked"
         return "streamed" if writes_own else "parallel"
 
     def loop_for(self, n, fn=None):
@@ -90,7 +92,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
                                       calls=getattr(span, "fastgd_key", ""))
         path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
-            parallel=loop in ("parallel", "chunked", "streamed", "split_rows"),
+            parallel=loop in ("parallel", "chunked", "prefetched", "streamed", "split_rows"),
             fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,

@@ -30,7 +30,8 @@ def numba_facts() -> dict:
     from fastgd.backends import cpu_target
 
     return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
-            "threading_layer": layer, "cpu_vectors": cpu_target.describe()}
+            "threading_layer": layer, "cpu_vectors": cpu_target.describe(),
+            "cpu_prefetch": cpu_target.describe_prefetch()}
 
 
 def gpu_name() -> str | None:
