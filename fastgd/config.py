@@ -51,8 +51,9 @@ COLUMN_SUMS_PARALLEL_THRESHOLD = 1 << 19
 #: A parallel CPU ``map`` of transcendental math runs the serial loop on chunks
 #: (backends/codegen.py). Below STREAM_BYTES per array: n/16 elements, within CACHED_CHUNK
 #: (one chunk would leave the other threads idle: gelu at 2^13 lost a third; 1024-element
-#: chunks cost sigmoid 2-4% at 2^18-2^20). From STREAM_BYTES on (main memory: 2^23 float32
-#: and up): STREAM_CHUNK_BYTES of each array, each chunk first prefetching the inputs
+#: chunks cost sigmoid 2-4% at 2^18-2^20). On CPUs that gain from software prefetch (all but
+#: AMD's: backends/cpu_target.software_prefetch), from STREAM_BYTES on (main memory: 2^23
+#: float32 and up): STREAM_CHUNK_BYTES of each array, each chunk first prefetching the inputs
 #: PREFETCH_AHEAD_BYTES on (backends/cpu_memory.py, measured there).
 CACHED_CHUNK = (1 << 10, 1 << 14)
 STREAM_BYTES = 1 << 25

@@ -58,11 +58,12 @@ print(json.dumps(ok))
 """
 
 
-def test_in_place_kernels_into_different_inputs_get_their_own_file(tmp_path):
+@pytest.mark.parametrize("prefetch", ["0", "1"])  # either chunked loop, whatever the CPU
+def test_in_place_kernels_into_different_inputs_get_their_own_file(tmp_path, prefetch):
     """out=dy and out=x run chunked loops of one text around different serial kernels
     (span): keyed on the text alone they shared a file, and the second loaded the first's
     machine code and wrote dx into the caller's other array."""
-    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path), "FASTGD_PREFETCH": prefetch}
     for order in (["dy", "x"], ["x", "dy"], ["x", "dy"]):  # the last from the disk cache
         done = subprocess.run([sys.executable, "-c", ALIASES, *order], env=env,
                               capture_output=True, text=True, check=True)
@@ -274,11 +275,12 @@ print(json.dumps([hashlib.sha256(dx.tobytes()).hexdigest(), hits]))
 """
 
 
-def test_a_loaded_chunked_loop_computes_the_bits_of_the_compiled_one(tmp_path):
+@pytest.mark.parametrize("prefetch", ["0", "1"])  # either chunked loop, whatever the CPU
+def test_a_loaded_chunked_loop_computes_the_bits_of_the_compiled_one(tmp_path, prefetch):
     """The chunked loop's machine code holds a re-optimized copy of its span (other last
     bits of mish's backward, 614 of these 70000): loaded alone, it ran that copy where the
     compiling process ran the span itself."""
-    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "FASTGD_CACHE_DIR": str(tmp_path), "FASTGD_PREFETCH": prefetch}
     runs = [json.loads(subprocess.run([sys.executable, "-c", CHUNKED], env=env,
                                       capture_output=True, text=True, check=True)
                        .stdout.strip().splitlines()[-1]) for _ in range(2)]

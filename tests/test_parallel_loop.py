@@ -18,8 +18,7 @@ from fastgd.backends.numba_backend import NumbaBackend
 
 @pytest.mark.parametrize("prefetch", [True, False])
 def test_each_kind_of_math_gets_its_parallel_loop(prefetch):
-    be = NumbaBackend()
-    be.prefetch = prefetch
+    be = NumbaBackend(prefetch=prefetch)
     chunked = "prefetched" if prefetch else "chunked"
     acts = fastgd.activations
     for name in ("sigmoid", "tanh", "silu", "elu", "softplus", "mish"):
@@ -55,20 +54,42 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views(loop):
 
 
 @pytest.mark.parametrize("cpu, expected", [("sapphirerapids", True), ("znver3", False),
-                                           ("znver5", False)])
+                                           ("znver5", False), ("generic", None)])
 def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, expected,
                                                                        monkeypatch):
     from llvmlite import binding
 
     monkeypatch.setattr(binding, "get_host_cpu_name", lambda: cpu)
     monkeypatch.delenv("FASTGD_PREFETCH", raising=False)
-    assert cpu_target.software_prefetch() is expected
-    assert NumbaBackend().prefetch is expected
-    assert cpu_target.describe_prefetch() == f"{'on' if expected else 'off'} (this CPU)"
+    if expected is None:  # a CPU LLVM does not name: the vendor Linux reports decides
+        try:
+            with open("/proc/cpuinfo") as f:
+                expected = "AuthenticAMD" not in f.read(4096)
+        except OSError:  # not Linux: not known as AMD
+            expected = True
+    assert cpu_target.software_prefetch() == (expected, "this CPU")
+    be = NumbaBackend()
+    assert be.prefetch is expected
+    assert be.prefetch_note() == f"{'on' if expected else 'off'} (this CPU)"
+    monkeypatch.setenv("FASTGD_PREFETCH", "1" if not expected else "0")
+    assert be.prefetch is expected  # decided once: the kernels compiled so far follow it
     for value, on in (("0", False), ("1", True), ("off", False)):
         monkeypatch.setenv("FASTGD_PREFETCH", value)
-        assert cpu_target.software_prefetch() is on
-        assert cpu_target.describe_prefetch() == f"{'on' if on else 'off'} (FASTGD_PREFETCH)"
+        assert cpu_target.software_prefetch() == (on, "FASTGD_PREFETCH")
+        assert NumbaBackend().prefetch_note() == f"{'on' if on else 'off'} (FASTGD_PREFETCH)"
+    assert NumbaBackend(prefetch=True).prefetch_note() == "on (set by the caller)"
+    monkeypatch.setenv("FASTGD_PREFETCH", "maybe")
+    with pytest.raises(config.SettingError, match="FASTGD_PREFETCH='maybe'"):
+        NumbaBackend().prefetch_note()
+
+
+def test_the_public_api_runs_the_loop_the_backend_chose():
+    be = fastgd.get_backend("numba")
+    fastgd.softplus(np.ones(100_000, np.float32))  # no test asks softplus for a loop by name
+    fn = fastgd.activations["softplus"].math["forward"][0]
+    loops = {key[3] for key in be._kernels if key[1] is fn}
+    assert ("prefetched" if be.prefetch else "chunked") in loops
+    assert ("chunked" if be.prefetch else "prefetched") not in loops
 
 
 def _past_threshold(dtype):

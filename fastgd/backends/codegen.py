@@ -22,9 +22,9 @@ Five loop shapes cover every op:
 The loop body is the same text for every target; only the loop header differs: ``prange``
 (Numba CPU, parallel), ``range`` (serial), or a grid-stride loop (CUDA: over threads, or
 over blocks of threads that share each row, ``cuda_rows``); a parallel ``map``
-of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``),
-and one of cheap math that writes arrays of its own streams them out from main memory
-(``streamed``).
+of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``;
+``prefetched`` where the CPU gains from prefetching arrays from main memory), and one of
+cheap math that writes arrays of its own streams them out from main memory (``streamed``).
 Loads are cast to the compute type ``C`` so float32 data can be computed in float64 where an
 op needs it.
 """

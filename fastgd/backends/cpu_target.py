@@ -71,28 +71,35 @@ PREFERENCE = prefer_512_bit()
 AMD_CPU_NAMES = ("znver", "bdver", "btver", "amdfam")
 
 
-def software_prefetch() -> bool:
-    """Whether a parallel map of transcendental math over arrays from main memory runs in
-    short chunks that each prefetch the inputs ahead (``codegen._chunked``, ``cpu_memory``);
-    read when the Numba backend is made.
-    Measured both ways, float32 at 2^24 on 2-core VMs: on Intel's Sapphire Rapids it lifted
-    mish-like math from 0.57 to 1.01 Gelem/s; on AMD's Zen 3 the same chunks cost 10-40 %
-    against long chunks without prefetch (sigmoid's backward 14.8-16.2 against 20.6-21.5 GB/s,
-    tanh's 11.3-13.8 against 16.1-18.4, elu's 11.7-17.8 against 18.6-20.8), so AMD CPUs go
-    without. ``FASTGD_PREFETCH=1`` / ``0`` decides instead."""
-    from fastgd.config import env_flag
-
+def is_amd() -> bool:
+    """An AMD CPU, by LLVM's name for it or, where LLVM does not know it ("generic"), by
+    the vendor Linux reports."""
     try:
         from llvmlite import binding
 
-        amd = binding.get_host_cpu_name().startswith(AMD_CPU_NAMES)
+        name = binding.get_host_cpu_name()
+        if name != "generic":
+            return name.startswith(AMD_CPU_NAMES)
     except ImportError:
-        amd = False
-    return env_flag("FASTGD_PREFETCH", default=not amd)
+        pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "AuthenticAMD" in f.read(4096)
+    except OSError:
+        return False
 
 
-def describe_prefetch() -> str:
-    """For ``fastgd info`` and the benchmark report."""
-    on = software_prefetch()
-    how = "FASTGD_PREFETCH" if os.environ.get("FASTGD_PREFETCH", "").strip() else "this CPU"
-    return f"{'on' if on else 'off'} ({how})"
+def software_prefetch() -> tuple[bool, str]:
+    """(whether, what decided): whether a parallel map of transcendental math over arrays
+    from main memory runs in short chunks that each prefetch the inputs ahead
+    (``codegen._chunked``, ``cpu_memory``); the Numba backend asks once, before its first
+    such kernel. Measured both ways, float32 at 2^24 on 2-core VMs: on Intel's Sapphire
+    Rapids it lifted mish-like math from 0.57 to 1.01 Gelem/s; on AMD's Zen 3 the same
+    chunks cost 10-45 % against long chunks without prefetch (sigmoid's backward 12.9-17.6
+    against 21.2-21.5 GB/s, tanh's forward 15.4-17.1 against 21.6-24.2), so AMD CPUs go
+    without and every other CPU keeps it. ``FASTGD_PREFETCH=1`` / ``0`` decides instead."""
+    from fastgd.config import env_flag
+
+    if os.environ.get("FASTGD_PREFETCH", "").strip():
+        return env_flag("FASTGD_PREFETCH"), "FASTGD_PREFETCH"
+    return not is_amd(), "this CPU"

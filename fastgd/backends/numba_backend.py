@@ -36,10 +36,27 @@ class NumbaBackend(HostArrays, CompiledBackend):
     #: are built from, in ULPs (tanh, 2.46, is an activation of its own)
     float32_math_ulp = 1.3
 
-    def __init__(self):
+    def __init__(self, prefetch: bool | None = None):
+        """``prefetch``: see :attr:`prefetch` (None: as the CPU or ``FASTGD_PREFETCH`` say)."""
         super().__init__()
         self._math = None
-        self.prefetch = cpu_target.software_prefetch()
+        self._prefetch = None if prefetch is None else (bool(prefetch), "set by the caller")
+
+    @property
+    def prefetch(self) -> bool:
+        """Whether parallel maps of transcendental math prefetch arrays from main memory
+        (``cpu_target.software_prefetch``): decided once, on first use, and fixed from then
+        on, as the kernels compiled and kept by callers (``registry``'s plans, optimizers)
+        follow it."""
+        if self._prefetch is None:
+            self._prefetch = cpu_target.software_prefetch()
+        return self._prefetch[0]
+
+    def prefetch_note(self) -> str:
+        """``"on (this CPU)"``, ``"off (FASTGD_PREFETCH)"``...: for ``fastgd info`` and the
+        benchmark report's machine table."""
+        on = self.prefetch
+        return f"{'on' if on else 'off'} ({self._prefetch[1]})"
 
     def status(self) -> str:
         try:

@@ -27,11 +27,11 @@ def numba_facts() -> dict:
         layer = numba.threading_layer()
     except ValueError:  # known only once a parallel kernel has run
         layer = "not yet initialized"
-    from fastgd.backends import cpu_target
+    from fastgd.backends import cpu_target, get_backend
 
     return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
             "threading_layer": layer, "cpu_vectors": cpu_target.describe(),
-            "cpu_prefetch": cpu_target.describe_prefetch()}
+            "cpu_prefetch": get_backend("numba").prefetch_note()}
 
 
 def gpu_name() -> str | None:
