@@ -1,7 +1,7 @@
 """The kernels' tunables: loop thresholds, chunk sizes, launch sizes. Tests shrink the CUDA
 launch sizes so the simulator is fast. Settings that live where they act: the environment's
 ``FASTGD_VECTOR_512`` and ``FASTGD_PREFETCH`` (backends/cpu_target.py, read before Numba's
-first compile and when the Numba backend is made), ``FASTGD_KERNEL_CACHE`` and
+first compile and before the first kernel that prefetches), ``FASTGD_KERNEL_CACHE`` and
 ``FASTGD_CACHE_DIR`` (backends/kernel_cache.py) and ``FASTGD_BACKEND``
 (backends/__init__.py); the benchmark harness's ``SLOW_S``, the gradient norm's row length
 ``optim/clip.CHUNK`` and the trainer's BLAS threshold."""

@@ -53,20 +53,24 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views(loop):
     assert f"{config.STREAM_CHUNK_BYTES} // in0.itemsize if stream" in source
 
 
-@pytest.mark.parametrize("cpu, expected", [("sapphirerapids", True), ("znver3", False),
-                                           ("znver5", False), ("generic", None)])
-def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, expected,
-                                                                       monkeypatch):
+@pytest.mark.parametrize("cpu, vendor, expected", [
+    ("sapphirerapids", "AuthenticAMD", True),  # LLVM's name decides where it has one
+    ("znver3", "GenuineIntel", False),
+    ("znver5", None, False),
+    ("generic", "AuthenticAMD", False),  # a CPU LLVM does not name: the vendor Linux reports
+    ("generic", "GenuineIntel", True),
+    ("generic", None, True),  # no /proc/cpuinfo (not Linux): not known as AMD
+])
+def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, vendor, expected,
+                                                                       monkeypatch, tmp_path):
     from llvmlite import binding
 
     monkeypatch.setattr(binding, "get_host_cpu_name", lambda: cpu)
+    cpuinfo = tmp_path / "cpuinfo"
+    if vendor is not None:
+        cpuinfo.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\n")
+    monkeypatch.setattr(cpu_target, "CPUINFO", str(cpuinfo))
     monkeypatch.delenv("FASTGD_PREFETCH", raising=False)
-    if expected is None:  # a CPU LLVM does not name: the vendor Linux reports decides
-        try:
-            with open("/proc/cpuinfo") as f:
-                expected = "AuthenticAMD" not in f.read(4096)
-        except OSError:  # not Linux: not known as AMD
-            expected = True
     assert cpu_target.software_prefetch() == (expected, "this CPU")
     be = NumbaBackend()
     assert be.prefetch is expected

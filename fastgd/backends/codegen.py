@@ -44,6 +44,10 @@ HEADERS = {
 }
 
 
+#: The parallel ``map`` loops that run the serial kernel (``span``) on chunks of the arrays.
+SPAN_LOOPS = ("chunked", "prefetched", "streamed")
+
+
 def _names(prefix, count):
     return [f"{prefix}{k}" for k in range(count)]
 
@@ -130,20 +134,20 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
     views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
     low, high = config.CACHED_CHUNK
     cached = f"max({low}, min({high}, in0.size // 16))"
-    head = [f"def kernel({', '.join(arrays + rest)}):"]
+    sizes, fetch = [f"    chunk = {cached}"], []
     if prefetch:
-        head += [f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
+        sizes = [f"    stream = in0.size * in0.itemsize >= {config.STREAM_BYTES}",
                  f"    chunk = {config.STREAM_CHUNK_BYTES} // in0.itemsize if stream else {cached}",
                  f"    ahead = {config.PREFETCH_AHEAD_BYTES} // in0.itemsize"]
-    else:
-        head += [f"    chunk = {cached}"]
+        fetch = ["        if stream:",
+                 *[f"            prefetch({a}, lo + ahead, hi + ahead)" for a in ins]]
     return "\n".join([
-        *head,
+        f"def kernel({', '.join(arrays + rest)}):",
+        *sizes,
         "    for c in prange((in0.size + chunk - 1) // chunk):",
         "        lo = c * chunk",
         "        hi = min(lo + chunk, in0.size)",
-        *(["        if stream:"] + [f"            prefetch({a}, lo + ahead, hi + ahead)"
-                                     for a in ins] if prefetch else []),
+        *fetch,
         f"        span({views})",
     ]) + "\n"
 

@@ -76,7 +76,7 @@ class CompiledBackend:
         span = None
         if loop == "parallel":
             loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases))
-        if loop in ("chunked", "prefetched", "streamed"):
+        if loop in codegen.SPAN_LOOPS:
             span = self.map_kernel(fn, n_in, n_out, n_scalars, compute, "serial", aliases)
         return self._kernel(
             ("map", n_in, n_out, n_scalars, packed, aliases),

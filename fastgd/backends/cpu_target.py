@@ -15,8 +15,6 @@ nothing where the CPU has no AVX-512, where ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATU
 
 from __future__ import annotations
 
-import os
-
 LIFT = "-prefer-256-bit"
 
 
@@ -69,6 +67,8 @@ PREFERENCE = prefer_512_bit()
 #: LLVM's names of AMD CPUs (``znver3``...): their hardware prefetchers keep a compute-bound
 #: loop fed from main memory without help
 AMD_CPU_NAMES = ("znver", "bdver", "btver", "amdfam")
+#: where Linux names the CPU's vendor, for a CPU LLVM does not know
+CPUINFO = "/proc/cpuinfo"
 
 
 def is_amd() -> bool:
@@ -83,7 +83,7 @@ def is_amd() -> bool:
     except ImportError:
         pass
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(CPUINFO) as f:
             return "AuthenticAMD" in f.read(4096)
     except OSError:
         return False
@@ -100,6 +100,5 @@ def software_prefetch() -> tuple[bool, str]:
     without and every other CPU keeps it. ``FASTGD_PREFETCH=1`` / ``0`` decides instead."""
     from fastgd.config import env_flag
 
-    if os.environ.get("FASTGD_PREFETCH", "").strip():
-        return env_flag("FASTGD_PREFETCH"), "FASTGD_PREFETCH"
-    return not is_amd(), "this CPU"
+    asked = env_flag("FASTGD_PREFETCH", default=None)
+    return (not is_amd(), "this CPU") if asked is None else (asked, "FASTGD_PREFETCH")

@@ -109,7 +109,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
                                       calls=getattr(span, "fastgd_key", ""))
         path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
-            parallel=loop in ("parallel", "chunked", "prefetched", "streamed", "split_rows"),
+            parallel=loop in ("parallel", "split_rows", *codegen.SPAN_LOOPS),
             fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
