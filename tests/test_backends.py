@@ -126,6 +126,16 @@ def test_small_arrays_run_the_serial_loop():
     be = fastgd.get_backend("numba")
     assert be.loop_for(1 << 12) == "serial"
     assert be.loop_for(config.PARALLEL_THRESHOLD + 1) == "parallel"
+    assert be.loop_for(1 << 12, nbytes=config.STREAM_BYTES) == "serial"  # its size decides
+
+
+def test_arrays_from_main_memory_get_a_loop_of_their_own():
+    be = fastgd.get_backend("numba")
+    n = config.CHEAP_PARALLEL_THRESHOLD + 1
+    relu = fastgd.activations["relu"].scalar_forward
+    assert be.loop_for(n, relu, config.STREAM_BYTES - 1) == "parallel"
+    assert be.loop_for(n, relu, config.STREAM_BYTES) == "parallel_from_memory"
+    assert be.loop_for(n, nbytes=config.STREAM_BYTES) == "parallel_from_memory"
 
 
 def test_cheap_math_stays_serial_longer():

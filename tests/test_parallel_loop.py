@@ -1,9 +1,9 @@
 """The parallel CPU maps that run the serial kernel on chunks: compute-bound math
 (codegen._chunked; where the CPU gains from it, arrays from main memory in short chunks, their
-inputs prefetched) and cheap
-math writing arrays of its own (codegen._streamed; from main memory through a per-thread
-buffer with streaming stores). Elementwise results cannot depend on how the work is cut, so
-every path must give the serial loop's bits exactly, and write nothing outside its output."""
+inputs prefetched) and cheap math writing arrays of its own from main memory
+(codegen._streamed; through a per-thread buffer with streaming stores). Elementwise results
+cannot depend on how the work is cut, so every path must give the serial loop's bits exactly,
+and write nothing outside its output."""
 
 from __future__ import annotations
 
@@ -32,8 +32,10 @@ def test_each_kind_of_math_gets_its_parallel_loop(prefetch):
                                                      "hardswish")]
     cheap += [acts["relu"].scalar_backward, acts["sigmoid"].math["backward_from_output"][0]]
     for fn in cheap:  # y·(1 - y) above: no transcendental function
-        assert be.parallel_map(fn, writes_own=True) == "streamed"
-        assert be.parallel_map(fn, writes_own=False) == "parallel"  # in place: nothing to gain
+        assert be.parallel_map(fn, writes_own=True, from_memory=True) == "streamed"
+        assert be.parallel_map(fn, writes_own=True) == "parallel"  # in the caches
+        for from_memory in (False, True):  # in place: nothing to gain
+            assert be.parallel_map(fn, writes_own=False, from_memory=from_memory) == "parallel"
 
 
 @pytest.mark.parametrize("loop", ["prefetched", "chunked"])
@@ -87,6 +89,32 @@ def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, vend
         NumbaBackend().prefetch_note()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_only_arrays_from_main_memory_compile_the_streamed_loop(dtype):
+    be = NumbaBackend()  # kernels of its own: no other test's
+    fn = fastgd.activations["hardsigmoid"].math["backward"][0]
+    small = config.STREAM_BYTES // np.dtype(dtype).itemsize - 1
+
+    def loops():
+        return {key[3] for key in be._kernels if key[1] is fn}
+    results = []
+    for n in (small, small + 2):
+        x = np.linspace(-4, 4, n).astype(dtype)
+        results.append((x, np.empty_like(x)))
+        be.map(fn, [x, x], [results[-1][1]])
+        if n == small:
+            assert loops() == {"parallel"}
+    assert loops() == {"parallel", "serial", "streamed"}  # the serial kernel, on chunks
+    for x, dx in results:
+        np.testing.assert_array_equal(dx, _serial("hardsigmoid", "backward", dtype, x, x))
+    # and the public API asks for both loops
+    for x, _ in results:
+        fastgd.hardsigmoid_backward(x, x)
+    act = fastgd.activations["hardsigmoid"]
+    asked = {key[4] for key in act._plans if key[:3] == ("numba", "backward", dtype)}
+    assert {"parallel", "parallel_from_memory"} <= asked
+
+
 def test_the_public_api_runs_the_loop_the_backend_chose():
     be = fastgd.get_backend("numba")
     fastgd.softplus(np.ones(100_000, np.float32))  # no test asks softplus for a loop by name
@@ -129,10 +157,9 @@ def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():
     source = codegen.map_source(3, 2, 2, "streamed", packed=True, aliases=(None, 1))
     lines = [line.strip() for line in source.splitlines()]
     assert lines[0] == "def kernel(in0, in1, in2, out0, sv):"
-    # below the threshold, or float32 data computed in float64 (bound by that arithmetic)
-    assert (f"if in0.size * in0.itemsize < {config.STREAM_BYTES} or in0.itemsize < C_BYTES:"
-            in lines)
-    assert "for i in prange(in0.size):" in lines  # below the threshold: the plain loop
+    # float32 data computed in float64 (bound by that arithmetic): the plain loop
+    assert "if in0.itemsize < C_BYTES:" in lines  # the size is loop_for's to check
+    assert "for i in prange(in0.size):" in lines
     assert "shift = line_shift(out0)" in lines  # chunks start on the output's lines
     assert "bout0 = np.empty(chunk, out0.dtype)" in lines  # a buffer per task
     assert "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv)" in lines
@@ -201,8 +228,12 @@ def test_rows_of_cheap_math_that_write_an_output_are_streamed_and_others_not():
         (softmax.scalar_forward, True, "parallel"),  # exp: bound by its arithmetic
         (log_softmax.scalar_backward, True, "parallel"),  # exp(y)
     ):
-        be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel", writes_last=writes_last)
-        assert (("rows", 3, 0, 0, False, False), fn, f32, loop) in be._kernels
+        kernel = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel_from_memory",
+                                writes_last=writes_last)
+        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, loop)] is kernel
+        # in the caches: the plain loop
+        plain = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel", writes_last=True)
+        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, "parallel")] is plain
     source = codegen.rows_source(2, 0, 0, False, "streamed", False)
     assert "fn(a0[r], b[r - r0])" in source  # the row function writes the task's buffer
     assert "stream_out(b_flat, flat, r0 * length, r1 * length)" in source

@@ -169,8 +169,8 @@ class Activation:
             return None
         be, out, alias = call
         n = out.size
-        kernel, typed = self._plan(be, direction, len(ins), out.dtype, scalars,
-                                   be.loop_for(n, self.math[direction][0]), alias)
+        loop = be.loop_for(n, self.math[direction][0], out.nbytes)
+        kernel, typed = self._plan(be, direction, len(ins), out.dtype, scalars, loop, alias)
         arrays = ins if alias is not None else (*ins, out)
         if out.ndim != 1:  # the kernels index flat arrays
             arrays = [a.ravel() for a in arrays]
@@ -205,7 +205,7 @@ class Activation:
         n = _arrays.size_of(flat)
         if n:
             # out=x (or out=dy) in place: one kernel argument for both (codegen.map_source)
-            loop = be.loop_for(n, self.math[direction][0])
+            loop = be.loop_for(n, self.math[direction][0], n * dtype.itemsize)
             kernel, typed = self._plan(be, direction, len(ins), dtype, scalars, loop, alias)
             if alias is None:
                 arrays.append(flat)

@@ -24,7 +24,7 @@ The loop body is the same text for every target; only the loop header differs: `
 over blocks of threads that share each row, ``cuda_rows``); a parallel ``map``
 of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``;
 ``prefetched`` where the CPU gains from prefetching arrays from main memory), and one of
-cheap math that writes arrays of its own streams them out from main memory (``streamed``).
+cheap math that writes arrays of its own from main memory streams them out (``streamed``).
 Loads are cast to the compute type ``C`` so float32 data can be computed in float64 where an
 op needs it.
 """
@@ -153,10 +153,11 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
 
 
 def _streamed(arrays, own_outs, rest, parallel_loop) -> list:
-    """A parallel ``map`` that writes arrays of its own (``own_outs``) with streaming stores
-    (:func:`_streaming`): chunks of ``config.STORE_CHUNK_BYTES`` that start on the first
-    output's cache lines, each computed by the serial kernel (``span``) into the task's
-    buffers and streamed out."""
+    """A parallel ``map`` of arrays from main memory that writes arrays of its own
+    (``own_outs``) with streaming stores (:func:`_streaming`): chunks of
+    ``config.STORE_CHUNK_BYTES`` that start on the first output's cache lines, each computed
+    by the serial kernel (``span``) into the task's buffers and streamed out;
+    ``parallel_loop``: the plain loop's lines."""
     views = ", ".join([f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays]
                       + rest)
     return _streaming("in0", parallel_loop, setup=[
@@ -173,17 +174,16 @@ def _streamed(arrays, own_outs, rest, parallel_loop) -> list:
 
 
 def _streaming(first, parallel_loop, setup, buffers, chunk) -> list:
-    """The streamed loops' shape: arrays from main memory (``config.STREAM_BYTES`` or more;
-    ``cpu_memory``) run in tasks of ``config.TASK_CHUNKS`` chunks, each task with buffers of
-    its own (in L1) that every chunk is computed into (``chunk``) and streamed out of, and a
-    fence at its end. Smaller arrays run ``parallel_loop`` (the plain loop's lines), and so
-    do float32 arrays computed in float64 (``C_BYTES``, the compute type's size), which that
-    arithmetic bounds: streaming cost them 6-14%. ``first``: the first array's name;
-    ``setup`` defines ``n_chunks``."""
+    """The streamed loops' shape, for arrays from main memory (``config.STREAM_BYTES`` or
+    more: the backend runs it on no others, ``loop_for``; ``cpu_memory``): tasks of
+    ``config.TASK_CHUNKS`` chunks, each task with buffers of its own (in L1) that every chunk
+    is computed into (``chunk``) and streamed out of, and a fence at its end. Float32 arrays
+    computed in float64 (``C_BYTES``, the compute type's size), which that arithmetic bounds,
+    run ``parallel_loop`` (the plain loop's lines) instead: streaming cost them 6-14%.
+    ``first``: the first array's name; ``setup`` defines ``n_chunks``."""
     tasks = config.TASK_CHUNKS
     return [
-        f"    if {first}.size * {first}.itemsize < {config.STREAM_BYTES} "
-        f"or {first}.itemsize < C_BYTES:",
+        f"    if {first}.itemsize < C_BYTES:",
         *["    " + line for line in parallel_loop],
         "        return",
         *["    " + line for line in setup],
@@ -268,7 +268,7 @@ def _streamed_rows(out, call, parallel_loop) -> list:
     """A parallel ``rows`` loop whose row function only writes its last array, ``out`` (2-D,
     C-contiguous), with streaming stores (:func:`_streaming`): chunks of rows of about
     ``config.STORE_CHUNK_BYTES``, each computed into the task's buffer and streamed into
-    ``out``'s rows."""
+    ``out``'s rows; ``parallel_loop``: the plain loop's lines."""
     return _streaming("a0", parallel_loop, setup=[
         f"length = {out}.shape[1]",
         f"per = max(1, {config.STORE_CHUNK_BYTES} // (length * {out}.itemsize))",

@@ -28,8 +28,10 @@ class CompiledBackend:
     def bindings(self, compute: np.dtype) -> dict:
         raise NotImplementedError
 
-    def loop_for(self, n: int, fn=None) -> str:
-        """The loop for ``n`` elements of op math ``fn`` (None: math not known)."""
+    def loop_for(self, n: int, fn=None, nbytes: int = 0) -> str:
+        """The loop for ``n`` elements of op math ``fn`` (None: math not known); ``nbytes``:
+        the first array's size in bytes, where the caller may run a loop made for arrays
+        from main memory (``"parallel_from_memory"``: :meth:`parallel_map`) on it."""
         raise NotImplementedError
 
     def compile(self, source: str, fn, compute: np.dtype, loop: str, span=None):
@@ -60,7 +62,7 @@ class CompiledBackend:
         aliases = tuple(next((k for k, a in enumerate(ins) if a is o), None) for o in outs)
         own = [o for o, a in zip(outs, aliases) if a is None]
         kernel = self.map_kernel(fn, len(ins), len(outs), len(scalars), compute,
-                                 self.loop_for(n, fn), aliases)
+                                 self.loop_for(n, fn, ins[0].nbytes), aliases)
         self.launch(kernel, n, (*ins, *own, *self.typed_scalars(scalars, compute)))
 
     #: Whether ``map`` kernels take their scalars packed in one array.
@@ -74,8 +76,9 @@ class CompiledBackend:
         packed = self.packs_scalars and n_scalars > 0
         aliases = self.alias_key(aliases)
         span = None
-        if loop == "parallel":
-            loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases))
+        if loop in ("parallel", "parallel_from_memory"):
+            loop = self.parallel_map(fn, writes_own=n_out > sum(a is not None for a in aliases),
+                                     from_memory=loop == "parallel_from_memory")
         if loop in codegen.SPAN_LOOPS:
             span = self.map_kernel(fn, n_in, n_out, n_scalars, compute, "serial", aliases)
         return self._kernel(
@@ -96,11 +99,13 @@ class CompiledBackend:
             aliases = aliases[:-1]
         return aliases
 
-    def parallel_map(self, fn, writes_own: bool) -> str:
+    def parallel_map(self, fn, writes_own: bool, from_memory: bool = False) -> str:
         """The loop of a parallel ``map`` of ``fn`` (``codegen.map_source``): ``"parallel"``,
         or ``"chunked"``/``"prefetched"``/``"streamed"``, which run the serial kernel on
         chunks of the arrays.
-        ``writes_own``: it writes an array of its own (not only into its inputs)."""
+        ``writes_own``: it writes an array of its own (not only into its inputs);
+        ``from_memory``: its arrays come from main memory (``loop_for``'s
+        ``"parallel_from_memory"``)."""
         return "parallel"
 
     def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n, aliases=()):
@@ -193,7 +198,7 @@ class CompiledBackend:
     def rows_loop(self, fn, a, strided: bool) -> str:
         """The loop of a ``rows`` kernel of ``fn`` over ``a`` (2-D rows or, ``strided``, 3-D
         lines ``a[o, :, i]``): the ``map`` loop for its size here."""
-        return self.loop_for(a.size)
+        return self.loop_for(a.size, nbytes=a.nbytes)
 
     def rows_kernel(self, fn, n_arrays, n_per_row, n_scalars, returns, strided,
                     compute: np.dtype, loop, writes_last=False):
@@ -201,9 +206,10 @@ class CompiledBackend:
         (*arrays, *per_row, *scalars, *result))``; hot paths look it up once and keep it.
         ``writes_last``: ``fn`` only writes its last array (an output it does not read), which
         the backend may then stream out as a ``map`` of the same math would be."""
-        if (loop == "parallel" and writes_last and not strided and not returns
-                and self.parallel_map(fn, writes_own=True) == "streamed"):
-            loop = "streamed"
+        if loop == "parallel_from_memory":
+            streams = (writes_last and not strided and not returns
+                       and self.parallel_map(fn, writes_own=True, from_memory=True) == "streamed")
+            loop = "streamed" if streams else "parallel"
         return self._kernel(
             ("rows", n_arrays, n_per_row, n_scalars, returns, strided),
             lambda lp: codegen.rows_source(n_arrays, n_per_row, n_scalars, returns, lp, strided),

@@ -205,7 +205,7 @@ class CudaBackend(CompiledBackend):
             funcs.update(float32())
         return {"F": compute.type, "W": np.float64, **funcs}
 
-    def loop_for(self, n, fn=None):
+    def loop_for(self, n, fn=None, nbytes=0):
         return "cuda"
 
     def rows_loop(self, fn, a, strided):
