@@ -90,29 +90,34 @@ def test_software_prefetch_follows_the_cpu_unless_the_environment_says(cpu, vend
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_only_arrays_from_main_memory_compile_the_streamed_loop(dtype):
+def test_only_arrays_from_main_memory_compile_the_streamed_loop(dtype, monkeypatch):
     be = NumbaBackend()  # kernels of its own: no other test's
     fn = fastgd.activations["hardsigmoid"].math["backward"][0]
-    small = config.STREAM_BYTES // np.dtype(dtype).itemsize - 1
+    edge = config.STREAM_BYTES // np.dtype(dtype).itemsize
 
     def loops():
         return {key[3] for key in be._kernels if key[1] is fn}
     results = []
-    for n in (small, small + 2):
+    for n in (edge - 2, edge + 2):
         x = np.linspace(-4, 4, n).astype(dtype)
         results.append((x, np.empty_like(x)))
         be.map(fn, [x, x], [results[-1][1]])
-        if n == small:
+        if n < edge:
             assert loops() == {"parallel"}
     assert loops() == {"parallel", "serial", "streamed"}  # the serial kernel, on chunks
     for x, dx in results:
         np.testing.assert_array_equal(dx, _serial("hardsigmoid", "backward", dtype, x, x))
-    # and the public API asks for both loops
-    for x, _ in results:
-        fastgd.hardsigmoid_backward(x, x)
+    # the public API asks for each loop by the arrays' size, on its common path (C-ordered
+    # arrays) and the general one (a transposed view: run in memory order)
     act = fastgd.activations["hardsigmoid"]
-    asked = {key[4] for key in act._plans if key[:3] == ("numba", "backward", dtype)}
-    assert {"parallel", "parallel_from_memory"} <= asked
+    monkeypatch.setattr(act, "_plans", {})  # no other test's
+    for x, dx in results:
+        for a in (x, x.reshape(2, -1).T):
+            act._plans.clear()
+            da = fastgd.hardsigmoid_backward(a, a)
+            np.testing.assert_array_equal(da if a is x else da.T.reshape(-1), dx)
+            loop = "parallel_from_memory" if x.size > edge else "parallel"
+            assert list(act._plans) == [("numba", "backward", dtype, (), loop, None, False)]
 
 
 def test_the_public_api_runs_the_loop_the_backend_chose():
@@ -157,9 +162,7 @@ def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():
     source = codegen.map_source(3, 2, 2, "streamed", packed=True, aliases=(None, 1))
     lines = [line.strip() for line in source.splitlines()]
     assert lines[0] == "def kernel(in0, in1, in2, out0, sv):"
-    # float32 data computed in float64 (bound by that arithmetic): the plain loop
-    assert "if in0.itemsize < C_BYTES:" in lines  # the size is loop_for's to check
-    assert "for i in prange(in0.size):" in lines
+    assert "prange(in0.size)" not in source  # small arrays run another kernel (loop_for)
     assert "shift = line_shift(out0)" in lines  # chunks start on the output's lines
     assert "bout0 = np.empty(chunk, out0.dtype)" in lines  # a buffer per task
     assert "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv)" in lines
@@ -254,3 +257,6 @@ def test_streamed_softmax_backward_equals_the_plain_rows_loop_bit_for_bit(dtype,
     plain(dy, y, expected)
     dx = fastgd.softmax_backward(dy, y=y, out=dy if in_place else None)
     np.testing.assert_array_equal(dx, expected)
+    streamed = be._kernels[(("rows", 3, 0, 0, False, False), softmax.scalar_backward, compute,
+                            "streamed")]
+    assert streamed in softmax._plans.values()  # what the public call ran

@@ -59,7 +59,8 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     output k, the input it is written back into (in place), as one argument: the compiler then
     sees one array. Two arguments for one array fail the overlap check that guards a serial
     loop's vector code (Numba's parallel loops assume no aliasing), so it would run scalar.
-    ``loop="chunked"`` or ``"prefetched"``: see :func:`_chunked`."""
+    ``loop="chunked"`` or ``"prefetched"``: see :func:`_chunked`; ``"streamed"``:
+    :func:`_streamed`."""
     ins, scalars = _names("in", n_in), _names("s", n_scalars)
     aliases = tuple(aliases) + (None,) * (n_out - len(aliases))
     outs = [f"out{k}" if a is None else ins[a] for k, a in enumerate(aliases)]
@@ -68,18 +69,17 @@ def map_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = 
     rest = ["sv"] if packed else scalars
     if loop in ("chunked", "prefetched"):
         return _chunked(ins, arrays, rest, prefetch=loop == "prefetched")
+    if loop == "streamed":
+        return _streamed(arrays, own, rest)
     unpack = [f"    {v} = sv[{k}]" for k, v in enumerate(scalars)] if packed else []
     call = "fn(" + ", ".join([f"C({a}[i])" for a in ins] + scalars) + ")"
     if n_out == 1:
         stores = [f"        {outs[0]}[i] = {call}"]
     else:
         stores = [f"        r = {call}"] + [f"        {o}[i] = r[{k}]" for k, o in enumerate(outs)]
-    header = HEADERS["parallel" if loop == "streamed" else loop].format(i="i", n="in0.size")
-    body = [f"    {header}", *stores]
-    if loop == "streamed":
-        body = _streamed(arrays, own, rest, body)
+    header = HEADERS[loop].format(i="i", n="in0.size")
     args = ", ".join(arrays + rest)
-    return "\n".join([f"def kernel({args}):", *unpack, *body]) + "\n"
+    return "\n".join([f"def kernel({args}):", *unpack, f"    {header}", *stores]) + "\n"
 
 
 def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bool = False,
@@ -152,15 +152,14 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
     ]) + "\n"
 
 
-def _streamed(arrays, own_outs, rest, parallel_loop) -> list:
+def _streamed(arrays, own_outs, rest) -> str:
     """A parallel ``map`` of arrays from main memory that writes arrays of its own
     (``own_outs``) with streaming stores (:func:`_streaming`): chunks of
     ``config.STORE_CHUNK_BYTES`` that start on the first output's cache lines, each computed
-    by the serial kernel (``span``) into the task's buffers and streamed out;
-    ``parallel_loop``: the plain loop's lines."""
+    by the serial kernel (``span``) into the task's buffers and streamed out."""
     views = ", ".join([f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays]
                       + rest)
-    return _streaming("in0", parallel_loop, setup=[
+    lines = _streaming(setup=[
         "n = in0.size",
         f"chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",
         f"shift = line_shift({own_outs[0]})",
@@ -171,21 +170,17 @@ def _streamed(arrays, own_outs, rest, parallel_loop) -> list:
         f"span({views})",
         *[f"stream_out(b{o}, {o}, lo, hi)" for o in own_outs],
     ])
+    return "\n".join([f"def kernel({', '.join(arrays + rest)}):", *lines]) + "\n"
 
 
-def _streaming(first, parallel_loop, setup, buffers, chunk) -> list:
+def _streaming(setup, buffers, chunk) -> list:
     """The streamed loops' shape, for arrays from main memory (``config.STREAM_BYTES`` or
     more: the backend runs it on no others, ``loop_for``; ``cpu_memory``): tasks of
     ``config.TASK_CHUNKS`` chunks, each task with buffers of its own (in L1) that every chunk
-    is computed into (``chunk``) and streamed out of, and a fence at its end. Float32 arrays
-    computed in float64 (``C_BYTES``, the compute type's size), which that arithmetic bounds,
-    run ``parallel_loop`` (the plain loop's lines) instead: streaming cost them 6-14%.
-    ``first``: the first array's name; ``setup`` defines ``n_chunks``."""
+    is computed into (``chunk``) and streamed out of, and a fence at its end. ``setup``
+    defines ``n_chunks``."""
     tasks = config.TASK_CHUNKS
     return [
-        f"    if {first}.itemsize < C_BYTES:",
-        *["    " + line for line in parallel_loop],
-        "        return",
         *["    " + line for line in setup],
         f"    for t in prange((n_chunks + {tasks - 1}) // {tasks}):",
         *["        " + line for line in buffers],
@@ -257,19 +252,19 @@ def rows_source(
     ) + ")"
     body = f"        res[r] = {call}" if returns else f"        {call}"
     n = "a0.shape[0] * a0.shape[2]" if strided else "a0.shape[0]"
-    header = HEADERS["parallel" if loop == "streamed" else loop].format(i="r", n=n)
-    lines = [f"    {header}", body]
     if loop == "streamed":
-        lines = _streamed_rows(arrays[-1], call, lines)
+        lines = _streamed_rows(arrays[-1], call)
+    else:
+        lines = ["    " + HEADERS[loop].format(i="r", n=n), body]
     return "\n".join([f"def kernel({args}):", *lines]) + "\n"
 
 
-def _streamed_rows(out, call, parallel_loop) -> list:
+def _streamed_rows(out, call) -> list:
     """A parallel ``rows`` loop whose row function only writes its last array, ``out`` (2-D,
     C-contiguous), with streaming stores (:func:`_streaming`): chunks of rows of about
     ``config.STORE_CHUNK_BYTES``, each computed into the task's buffer and streamed into
-    ``out``'s rows; ``parallel_loop``: the plain loop's lines."""
-    return _streaming("a0", parallel_loop, setup=[
+    ``out``'s rows."""
+    return _streaming(setup=[
         f"length = {out}.shape[1]",
         f"per = max(1, {config.STORE_CHUNK_BYTES} // (length * {out}.itemsize))",
         "n_chunks = (a0.shape[0] + per - 1) // per",

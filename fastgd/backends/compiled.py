@@ -110,7 +110,9 @@ class CompiledBackend:
 
     def map_launcher(self, fn, n_in, n_out, n_scalars, compute, n, aliases=()):
         """The compiled ``map`` kernel for ``n`` elements, as ``launch(*arrays, *scalars)``,
-        the scalars as :meth:`typed_scalars` gives them."""
+        the scalars as :meth:`typed_scalars` gives them. It never streams out an output of
+        its own (``loop_for`` is not given the bytes): its caller, an optimizer's step,
+        writes in place."""
         compute = np.dtype(compute)
         kernel = self.map_kernel(fn, n_in, n_out, n_scalars, compute, self.loop_for(n, fn),
                                  aliases)
@@ -205,7 +207,8 @@ class CompiledBackend:
         """The compiled ``rows`` kernel, called as ``launch(kernel, n_rows(arrays[0]),
         (*arrays, *per_row, *scalars, *result))``; hot paths look it up once and keep it.
         ``writes_last``: ``fn`` only writes its last array (an output it does not read), which
-        the backend may then stream out as a ``map`` of the same math would be."""
+        the backend may then stream out as a ``map`` of the same math would be, where
+        ``loop`` is ``"parallel_from_memory"`` (``rows_loop``)."""
         if loop == "parallel_from_memory":
             streams = (writes_last and not strided and not returns
                        and self.parallel_map(fn, writes_own=True, from_memory=True) == "streamed")

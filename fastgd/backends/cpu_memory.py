@@ -25,9 +25,10 @@ place) computes ``config.STORE_CHUNK_BYTES`` at a time into a per-task buffer, w
 in L1, and :func:`stream_out` copies it out with streaming stores, chunk boundaries on the
 output's lines. On the 2-core VM, float32 at 2^24: relu forward 29 -> 42 GB/s, backward
 30 -> 36 GB/s; float64 at 2^23, hardswish backward +51%, softmax's backward from y (a
-``rows`` kernel, rows of 256) +11-14%. Float32 data computed in float64 (hardswish backward,
-softmax) is bound by that arithmetic and lost 6-14%: it keeps the plain loop.
-Transcendental math gained nothing from it (sigmoid, tanh: within 1%): it is
+``rows`` kernel, rows of 256) +11-14%. Float32 data computed in float64 (hardswish's
+backward and softmax's did then) is bound by that arithmetic and lost 6-14%; no op does now
+but elu's backward from y with an alpha that float32 does not hold exactly, which streams
+too. Transcendental math gained nothing from it (sigmoid, tanh: within 1%): it is
 bound by its arithmetic there, not by the stores. The results leave the caches, so this is
 only for arrays that would not stay in them anyway.
 """
