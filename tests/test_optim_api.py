@@ -1128,7 +1128,8 @@ def test_groups_skip_together_and_restore_together():
     np.testing.assert_array_equal(p["w"], 1.0)
     np.testing.assert_array_equal(p["b"], 1.0)  # the group without the guard: not stepped
     info = opt.step({"w": np.ones(3), "b": np.ones(2)})
-    assert not info.skipped and info.step == 1 and info.grad_norm is None
+    assert not info.skipped and info.step == 1
+    assert info.grad_norm == pytest.approx(math.sqrt(5))  # every group's, for the guard
     np.testing.assert_allclose(p["w"], 0.9)
     saved = opt.state_dict()
     assert sorted(saved) == ["group0/optimizer", "group0/step", "group1/optimizer",
@@ -1148,6 +1149,48 @@ def test_groups_skip_together_and_restore_together():
         fastgd.Groups(fastgd.SGD({"w": p["w"]}), fastgd.SGD({"w": p["w"]}))
     with pytest.raises(TypeError, match="group 0 is not an optimizer"):
         fastgd.Groups(fastgd.SGD([p["w"]]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_groups_clip_by_the_norm_of_every_group_as_torch(backend):
+    """max_grad_norm in each group clips by the norm of all the groups' gradients, as
+    torch's clip_grad_norm_ over every param before the step (a group of small gradients is
+    scaled too), and the step reports that norm (found by an audit: each group clipped by
+    its own norm)."""
+    rng = np.random.default_rng(12)
+    w, b = rng.standard_normal((4, 3)), rng.standard_normal(3)
+    p = {"w": w.copy(), "b": b.copy()}
+    opt = fastgd.Groups(
+        fastgd.Adam({"w": p["w"]}, lr=0.01, max_grad_norm=1.0, backend=backend),
+        fastgd.Adam({"b": p["b"]}, lr=0.05, max_grad_norm=1.0, backend=backend))
+    tw, tb = torch.tensor(w, requires_grad=True), torch.tensor(b, requires_grad=True)
+    topt = torch.optim.Adam([{"params": [tw], "lr": 0.01}, {"params": [tb], "lr": 0.05}])
+    for _ in range(5):
+        gw, gb = 3 * rng.standard_normal((4, 3)), 0.01 * rng.standard_normal(3)
+        info = opt.step({"w": gw, "b": gb})
+        tw.grad, tb.grad = torch.tensor(gw), torch.tensor(gb)
+        norm = torch.nn.utils.clip_grad_norm_([tw, tb], 1.0)
+        topt.step()
+        assert info.grad_norm == pytest.approx(float(norm), rel=1e-14)
+    np.testing.assert_allclose(p["w"], tw.detach().numpy(), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(p["b"], tb.detach().numpy(), rtol=1e-13, atol=1e-15)
+
+
+def test_a_step_one_group_refuses_updates_no_group():
+    """Every group's gradients and scalars are checked before any group is updated (found
+    by an audit: the groups before the one that refused had stepped)."""
+    w, b = np.ones(3), np.ones(2, np.float32)
+    opt = fastgd.Groups(fastgd.Adam({"w": w}, lr=0.1), fastgd.SGD({"b": b}, lr=0.1))
+    with pytest.raises(ValueError, match="grad 'b' has shape"):
+        opt.step({"w": np.ones(3), "b": np.ones(5, np.float32)})
+    opt.optimizers[1].lr = 1e39  # past float32's range: refused when the step's scalars are
+    with pytest.raises(ValueError, match="float32"):
+        opt.step({"w": np.ones(3), "b": np.ones(2, np.float32)})
+    np.testing.assert_array_equal(w, 1.0)
+    np.testing.assert_array_equal(b, 1.0)
+    assert [o.step_count for o in opt.optimizers] == [0, 0]
+    for moment in opt.optimizers[0].state["w"].values():
+        np.testing.assert_array_equal(moment, 0.0)
 
 
 def test_groups_train_a_model_and_follow_a_plateau():

@@ -6,7 +6,6 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from fastgd import _arrays
 from fastgd.optim.clip import global_norm
 from fastgd.optim.optimizers import StepInfo
 
@@ -24,9 +23,13 @@ class Groups:
 
     ``params`` holds every group's; ``lr`` is the first group's (each group's own ``lr`` can
     be set); a step returns the first group's learning rate and step count and the norm of
-    every group's gradients together (where each group measured its own). With
+    every group's gradients together. A step checks every group's gradients and settings
+    before it updates any: one that a group refuses leaves every group as it was. A group's
+    ``max_grad_norm`` clips by that norm of every group's gradients, as torch's
+    ``clip_grad_norm_`` over all of a model's parameters does (with one ``max_grad_norm``
+    in every group, each group's gradients are scaled by the same factor). With
     ``skip_nonfinite`` in any group, a gradient that is not finite in any group skips every
-    group: nothing half-updated."""
+    group."""
 
     def __init__(self, *optimizers):
         if len(optimizers) == 1 and isinstance(optimizers[0], (list, tuple)):
@@ -84,36 +87,25 @@ class Groups:
                 raise ValueError(f"grads must name every param of the groups: missing "
                                  f"{missing}, unknown {extra}")
             parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
-        if self.skip_nonfinite:  # every group's gradients checked before any group steps
-            norm = self._norm(parts)
-            if not math.isfinite(norm):
-                return StepInfo(self.lr, norm, True, self.step_count)
-        infos = [o.step(part) for o, part in zip(self.optimizers, parts)]
-        norms = [i.grad_norm for i in infos]
-        norm = math.hypot(*norms) if all(n is not None for n in norms) else None
-        return StepInfo(infos[0].lr, norm, any(i.skipped for i in infos), infos[0].step)
+        flats = [o._grads(part) for o, part in zip(self.optimizers, parts)]  # all checked
+        norm = self._norm(flats)
+        if self.skip_nonfinite and not math.isfinite(norm):
+            return StepInfo(self.lr, norm, True, self.step_count)
+        applies = [o._prepare(f, norm) for o, f in zip(self.optimizers, flats)]
+        infos = [apply() for apply in applies]  # nothing left to refuse
+        return StepInfo(infos[0].lr, norm, False, infos[0].step)
 
-    @staticmethod
-    def _flat(opt, part) -> list:
-        """A group's gradients as flat arrays of its backend, each checked to be there (its
-        ParamBuffer's where ``part`` is None)."""
-        be = opt.backend
-        if part is None:
-            return [opt._buffer.flat_grads]
-        if be.name != "cuda":  # lists and subclasses as the optimizer reads them
-            return [_arrays.as_array(g).reshape(-1) for g in part.values()]
-        for name, g in part.items():
-            if not be.owns(g):
-                raise ValueError(f"grad {name!r} is not on the {be.name} backend's device, "
-                                 f"the params' (copy it with {be.transfer_hint})")
-        return [be.flat(g) for g in part.values()]
-
-    def _norm(self, parts) -> float:
-        """The norm of every group's gradients, NaN or inf where one is not finite (strict:
-        an inf a clip_value would clamp too), finite where they are (float64 gradients of
-        1e200 rescaled, as a single optimizer's guard)."""
-        norms = [global_norm(opt.backend, self._flat(opt, part), strict=True)
-                 for opt, part in zip(self.optimizers, parts)]
+    def _norm(self, flats) -> float | None:
+        """The norm of every group's gradients (each after its ``clip_value``) where a
+        group's ``max_grad_norm`` or ``skip_nonfinite`` needs it, else None: NaN or inf
+        where one is not finite (with ``skip_nonfinite`` in any group strictly: an inf a
+        clip_value would clamp too), finite where they are (float64 gradients of 1e200
+        rescaled, as a single optimizer's)."""
+        strict = self.skip_nonfinite
+        if not strict and all(o.max_grad_norm is None for o in self.optimizers):
+            return None
+        norms = [global_norm(o.backend, f, o._clip, strict=strict)
+                 for o, f in zip(self.optimizers, flats)]
         bad = [n for n in norms if not math.isfinite(n)]
         return bad[0] if bad else math.hypot(*norms)  # hypot: 1e200 squared overflows
 

@@ -378,28 +378,44 @@ class Optimizer:
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and
         backend as the params; ``None`` for a ParamBuffer's own ``grads``)."""
-        lr = self._lr_at(self._step)
         flats = self._grads(grads)
+        norm = self._grad_norm(flats)
+        apply = self._prepare(flats, norm)
+        return StepInfo(self.lr, norm, True, self._step) if apply is None else apply()
+
+    def _grad_norm(self, flats):
+        """The norm of gradients ``flats`` (after ``clip_value``) where ``max_grad_norm`` or
+        ``skip_nonfinite`` needs it, else None; with ``skip_nonfinite`` an inf gradient gives
+        an inf norm, clip_value or not (strict), so the guard skips the step."""
+        if self.max_grad_norm is None and not self.skip_nonfinite:
+            return None
+        return global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
+
+    def _prepare(self, flats, norm):
+        """The step on checked gradients ``flats`` whose norm is ``norm``, as a function that
+        applies it and returns its ``StepInfo``, once everything that can refuse it is
+        checked (the scalars' range, a schedule's value); None where ``skip_nonfinite``
+        skips it. ``Groups`` prepares every group's before it applies any."""
+        lr = self._lr_at(self._step)
         t = self._step + 1
         scale = -1.0 if self.maximize else 1.0
-        norm = None
-        if self.max_grad_norm is not None or self.skip_nonfinite:
-            # strict: an inf gradient skips the step, clip_value or not
-            norm = global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
-            if self.skip_nonfinite and not math.isfinite(norm):
-                return StepInfo(lr, norm, True, self._step)
-            if self.max_grad_norm is not None:
-                scale *= clip_coefficient(self.max_grad_norm, norm)
+        if self.skip_nonfinite and not math.isfinite(norm):
+            return None
+        if self.max_grad_norm is not None:
+            scale *= clip_coefficient(self.max_grad_norm, norm)
         scalars = self._kernel_scalars(lr, t, scale)
         typed = self._typed_scalars(scalars, lr)  # every dtype's, before anything is written
-        if self.backend.name == "numpy":
-            self._numpy_step(flats, lr, t, scale)
-        else:
-            for s, g in zip(self._slots, flats):
-                s.launch(s.p, g, *s.tail, *typed[s.dtype])
-        self._step = t
-        self._advance()
-        return StepInfo(lr, norm, False, t)
+
+        def apply() -> StepInfo:
+            if self.backend.name == "numpy":
+                self._numpy_step(flats, lr, t, scale)
+            else:
+                for s, g in zip(self._slots, flats):
+                    s.launch(s.p, g, *s.tail, *typed[s.dtype])
+            self._step = t
+            self._advance()
+            return StepInfo(lr, norm, False, t)
+        return apply
 
     def _numpy_step(self, flats, lr, t, scale):
         """The reference's step, in IEEE arithmetic without NumPy's warnings: an overflow or
