@@ -1471,6 +1471,26 @@ def test_an_out_with_negative_strides_is_written():
     np.testing.assert_allclose(out, np.tanh(x), rtol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(2049, 2), (5000, 3), (3000, 2, 1, 1), (40, 3)])
+@pytest.mark.parametrize("into", ["x", "dy", "x shifted"])
+def test_prelu_backward_into_its_inputs_sums_dweight_over_them_first(shape, into):
+    """dx written over x or dy (out=x, out=dy, or an out overlapping x) leaves dweight the
+    sum over the inputs as given (found by an audit: channels side by side summed after dx
+    had overwritten them)."""
+    rng = np.random.default_rng(13)
+    row = int(np.prod(shape[1:]))
+    block = rng.normal(0, 2, shape[0] * row + row).astype(np.float32)
+    x = block[row:].reshape(shape)  # "x shifted": out is block[:-row], one sample earlier
+    dy = rng.normal(0, 1, shape).astype(np.float32)
+    w = rng.uniform(0.1, 0.5, shape[1]).astype(np.float32)
+    dx0, dw0 = fastgd.prelu_backward(dy, x, w, backend="numpy")
+    out = {"x": x, "dy": dy, "x shifted": block[:-row].reshape(shape)}[into]
+    dx, dw = fastgd.prelu_backward(dy, x, w, out=out, backend="numba")
+    assert dx is out
+    np.testing.assert_array_equal(dx, dx0)
+    np.testing.assert_allclose(dw, dw0, rtol=1e-5)
+
+
 def test_prelu_per_channel_of_4d_input_past_the_parallel_threshold():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((128, 64, 2, 2)).astype(np.float32)

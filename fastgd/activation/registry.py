@@ -660,12 +660,13 @@ class PReLU(Activation):
         out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, (dy, x, weight))
         if self._by_channel(be, rows, weight):
             columns = (shape[0], rows[0] // shape[0])
-            be.grid(m.leaky_relu_backward, [be.as_shape(a, columns) for a in (dy, x)],
-                    [be.flat(weight)], [be.as_shape(flat, columns)])
-            _write_back(out, flat, scratch)
+            # dweight first: dx may be written into dy or x (out=x)
             dweight = be.empty(columns[1], np.float64)  # each channel's sum down its column
             be.run_columns(m.prelu_dweight_row, [be.as_shape(a, columns) for a in (dy, x)],
                            writes=(), result=dweight, compute=np.float64)
+            be.grid(m.leaky_relu_backward, [be.as_shape(a, columns) for a in (dy, x)],
+                    [be.flat(weight)], [be.as_shape(flat, columns)])
+            _write_back(out, flat, scratch)
             return out, dweight.astype(dtype).reshape(_arrays.shape_of(weight))
         partial = be.empty(rows[0], np.float64)  # each row's share of its channel's dweight
         be.rows(m.prelu_backward_row,
