@@ -466,6 +466,23 @@ def test_float32_elu_backward_with_an_alpha_that_lifts_subnormal_exponentials(ba
         assert_backward_contract(got, want, dy, np.float32, f"alpha={alpha}")
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_float32_leaky_relu_with_a_slope_subnormal_in_float32_computes_in_float64(backend):
+    """A parameter below float32's normal range keeps a few digits there: the slope 1e-40
+    put slope·x 57 ULP off (found by an audit); computed in float64."""
+    x = np.concatenate([-np.logspace(-3, 38, 500), np.logspace(-3, 38, 20)]).astype(
+        np.float32)
+    dy = np.ones_like(x)
+    for slope in (1e-40, -3e-39):
+        params = {"negative_slope": slope}
+        want = reference("leaky_relu", x, params)
+        got = fastgd.leaky_relu(x, slope, backend=backend)
+        assert_forward_contract(got, want, np.float32, f"slope {slope}")
+        want = reference("leaky_relu", x, params, dy)
+        got = fastgd.leaky_relu_backward(dy, x, slope, backend=backend)
+        assert_backward_contract(got, want, dy, np.float32, f"slope {slope}")
+
+
 @pytest.mark.parametrize("length", [31, 52, 63])
 def test_float32_log_softmax_rows_within_the_contract(length):
     """Rows of 30-100 of scale 10 (a user's audit): the terms of log Σ summed in float32 put

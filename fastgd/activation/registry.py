@@ -17,7 +17,7 @@ from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.backends import host_fast_path, resolve, to_device
 
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _may_share_memory = _arrays._may_share_memory
 
@@ -114,6 +114,8 @@ class Activation:
         here, off the hot path of a call whose plan is known."""
         if dtype == np.float32 and scalars:
             _fits_float32(dict(zip(self.params, scalars)), self.name)
+            if any(0 < abs(s) < _FLOAT32_TINY for s in scalars):  # subnormal in float32: a
+                return np.dtype(np.float64)  # few digits (leaky_relu's slope 1e-40: 57 ULP)
         if direction not in self.wide:
             return dtype
         # parameters exact in the working type (not softplus beta=0.3), not subnormal there
