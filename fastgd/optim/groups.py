@@ -91,8 +91,8 @@ class Groups:
         norm = self._norm(flats)
         if self.skip_nonfinite and not math.isfinite(norm):
             return StepInfo(self.lr, norm, True, self.step_count)
-        applies = [o._prepare(f, norm) for o, f in zip(self.optimizers, flats)]
-        infos = [apply() for apply in applies]  # nothing left to refuse
+        steps = [o._prepare(f, norm) for o, f in zip(self.optimizers, flats)]
+        infos = [o._apply(s) for o, s in zip(self.optimizers, steps)]  # nothing can refuse
         return StepInfo(infos[0].lr, norm, False, infos[0].step)
 
     def _norm(self, flats) -> float | None:

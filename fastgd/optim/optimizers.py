@@ -380,8 +380,8 @@ class Optimizer:
         backend as the params; ``None`` for a ParamBuffer's own ``grads``)."""
         flats = self._grads(grads)
         norm = self._grad_norm(flats)
-        apply = self._prepare(flats, norm)
-        return StepInfo(self.lr, norm, True, self._step) if apply is None else apply()
+        step = self._prepare(flats, norm)
+        return StepInfo(self.lr, norm, True, self._step) if step is None else self._apply(step)
 
     def _grad_norm(self, flats):
         """The norm of gradients ``flats`` (after ``clip_value``) where ``max_grad_norm`` or
@@ -392,10 +392,10 @@ class Optimizer:
         return global_norm(self.backend, flats, self._clip, strict=self.skip_nonfinite)
 
     def _prepare(self, flats, norm):
-        """The step on checked gradients ``flats`` whose norm is ``norm``, as a function that
-        applies it and returns its ``StepInfo``, once everything that can refuse it is
-        checked (the scalars' range, a schedule's value); None where ``skip_nonfinite``
-        skips it. ``Groups`` prepares every group's before it applies any."""
+        """The step on checked gradients ``flats`` whose norm is ``norm``, for
+        :meth:`_apply`, once everything that can refuse it is checked (the scalars' range, a
+        schedule's value); None where ``skip_nonfinite`` skips it. ``Groups`` prepares every
+        group's before it applies any."""
         lr = self._lr_at(self._step)
         t = self._step + 1
         scale = -1.0 if self.maximize else 1.0
@@ -405,17 +405,19 @@ class Optimizer:
             scale *= clip_coefficient(self.max_grad_norm, norm)
         scalars = self._kernel_scalars(lr, t, scale)
         typed = self._typed_scalars(scalars, lr)  # every dtype's, before anything is written
+        return flats, norm, lr, t, scale, typed
 
-        def apply() -> StepInfo:
-            if self.backend.name == "numpy":
-                self._numpy_step(flats, lr, t, scale)
-            else:
-                for s, g in zip(self._slots, flats):
-                    s.launch(s.p, g, *s.tail, *typed[s.dtype])
-            self._step = t
-            self._advance()
-            return StepInfo(lr, norm, False, t)
-        return apply
+    def _apply(self, step) -> StepInfo:
+        """Apply a step :meth:`_prepare` made: nothing in it can fail."""
+        flats, norm, lr, t, scale, typed = step
+        if self.backend.name == "numpy":
+            self._numpy_step(flats, lr, t, scale)
+        else:
+            for s, g in zip(self._slots, flats):
+                s.launch(s.p, g, *s.tail, *typed[s.dtype])
+        self._step = t
+        self._advance()
+        return StepInfo(lr, norm, False, t)
 
     def _numpy_step(self, flats, lr, t, scale):
         """The reference's step, in IEEE arithmetic without NumPy's warnings: an overflow or
