@@ -297,6 +297,11 @@ def test_layer_errors():
     bn = nn.BatchNorm1d(3, backend="numba", dtype=np.float64)
     with pytest.raises(ValueError, match="more than 1 sample per batch"):
         bn.forward(np.ones((1, 3)), train=True)
+    batch_stats = nn.BatchNorm1d(3, backend="numba", dtype=np.float64,
+                                 track_running_stats=False)
+    with pytest.raises(ValueError, match="more than 1 sample per batch"):  # an audit: gave
+        batch_stats.forward(np.ones((1, 3)), train=False)  # beta, where torch raises
+    assert batch_stats.forward(np.ones((0, 3)), train=False).shape == (0, 3)
     with pytest.raises(ValueError, match="all layers need one backend and dtype"):
         nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])
 

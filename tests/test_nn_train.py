@@ -554,6 +554,67 @@ def test_a_layer_of_the_users_own_may_change_the_width():
     assert s.forward(np.ones((3, 4), np.float32)).shape == (3, 2)
 
 
+class _Project(nn.Layer):
+    """x @ m: a layer of the user's that changes the width (fastgd cannot know to what)."""
+
+    def __init__(self, a, b, name):
+        super().__init__("numba", np.float32, name)
+        self.m = np.random.default_rng(a * b).standard_normal((a, b)).astype(np.float32)
+
+    def forward(self, x, train=True):
+        return x @ self.m
+
+    def backward(self, dy):
+        return dy @ self.m.T
+
+
+@pytest.mark.parametrize("layers, widths, classes", [
+    (lambda: [nn.Linear(4, 5, backend="numba", name="fc"), _Project(5, 3, "p")], (4, None), 3),
+    (lambda: [_Project(4, 6, "p"), nn.Dropout(0.1, backend="numba"),
+              nn.Linear(6, 6, backend="numba", name="fc"), _Project(6, 2, "q")], (None, None), 2),
+    (lambda: [nn.Linear(4, 3, backend="numba", name="fc"), _Project(3, 5, "p")], (4, None), 5),
+    (lambda: [nn.Dropout(0.1, backend="numba"), _Project(4, 6, "p"),
+              nn.Linear(6, 3, backend="numba", name="fc"),
+              nn.Dropout(0.1, backend="numba", name="d2")], (None, 3), 3),
+])
+def test_train_checks_labels_against_the_width_a_users_layer_gives(layers, widths, classes):
+    """Widths stop at a layer of the user's; the trainer then asks the model for its output
+    width (an eval forward), where it took the last known width or the input's (found by an
+    audit: labels past the outputs trained, read past each row; valid ones were refused)."""
+    model = nn.Sequential(layers())
+    assert nn.layers.widths(model) == widths
+    x = np.random.default_rng(4).standard_normal((8, 4)).astype(np.float32)
+    labels = np.arange(8) % classes
+    opt = fastgd.SGD(model.params, lr=0.01)
+    hist = nn.train(model, (x, labels), optimizer=opt, batch_size=4, epochs=1,
+                    progress=False)
+    assert np.isfinite(hist.loss[-1])
+    with pytest.raises(ValueError, match=rf"must be in \[0, {classes}\) for a model with "
+                                         rf"{classes} outputs"):
+        nn.train(model, (x, labels + 1), optimizer=opt, batch_size=4, epochs=1,
+                 progress=False)
+
+
+@pytest.mark.parametrize("loss", [{"weight": np.ones(3)}, {"ignore_index": 0}])
+def test_train_refuses_probability_targets_for_a_weighted_loss_before_the_first_step(loss):
+    """weight and ignore_index take labels: refused before a training forward changed
+    batch norm's statistics (weight), or with every row read as ignored label 0 and no
+    step taken (ignore_index; found by an audit)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 4)).astype(np.float32)
+    p = rng.random((8, 3)).astype(np.float32)
+    p /= p.sum(1, keepdims=True)
+    model = nn.MLP([4, 5, 3], batch_norm=True, dropout=0.2, backend="numba", seed=0)
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="take class labels, not the probability targets"):
+        nn.train(model, (x, p), loss=nn.get_loss("cross_entropy", **loss),
+                 optimizer=fastgd.SGD(model.params, lr=0.1), batch_size=4, epochs=1,
+                 progress=False)
+    after = model.state_dict()
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_probability_targets_for_cross_entropy(backend):
     """The loss takes probabilities (soft labels); grad_norms refused them after its labels

@@ -351,8 +351,10 @@ class BatchNorm1d(Layer):
         n, c = _arrays.shape_of(x)
         batch = train or not self.track_running_stats  # normalized by the batch's statistics
         if batch:
-            if train and n < 2:
-                raise ValueError("BatchNorm1d needs more than 1 sample per batch in training")
+            if n == 1 or (train and n < 2):  # one sample: each feature normalized to 0
+                raise ValueError("BatchNorm1d needs more than 1 sample per batch where it "
+                                 "normalizes by the batch's statistics (training, or eval "
+                                 "with track_running_stats=False), as torch's")
             stats = self._ws("stats", (3, c))
             F.batch_norm_stats(self.be, x, self.eps, stats)
             mean, invstd = stats[0], stats[1]
@@ -509,16 +511,25 @@ class Sequential(Layer):
 
 
 def widths(layer):
-    """``(input width, output width)`` of a layer; None for either that it does not fix
-    (Dropout keeps any width)."""
+    """``(input width, output width)`` of a layer; None for either that it does not fix.
+    Dropout and residual blocks keep the width they are given; a layer of the user's may
+    take and give any, so a Sequential's widths stop at one: its input width is the first
+    layer's that fixes one with only Dropout before it, its output width the last such
+    layer's with only width-keeping layers after it."""
     if isinstance(layer, Linear):
         return layer.in_features, layer.out_features
     if isinstance(layer, BatchNorm1d):
         return layer.num_features, layer.num_features
     if isinstance(layer, Sequential):
-        ins, outs = zip(*(widths(m) for m in layer.layers))
-        first = next((w for w in ins if w is not None), None)
-        return first, next((w for w in reversed(outs) if w is not None), None)
+        first, width, leading = None, None, True
+        for m in layer.layers:
+            w_in, w_out = widths(m)
+            keeps = isinstance(m, (Dropout, Residual))
+            if leading and w_in is not None:
+                first = w_in
+            leading = leading and keeps and w_in is None
+            width = w_out if w_out is not None else width if keeps else None
+        return first, width
     return None, None
 
 

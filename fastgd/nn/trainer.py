@@ -102,9 +102,13 @@ def _check_split(model, loss, x, y, what=None):
     if len(xs) != 2 or (n_in is not None and xs[1] != n_in):
         raise ValueError(f"{xn} must have shape (N, {n_in or 'features'}) for this model, "
                          f"got {xs}")
-    n_out = xs[1] if n_out is None else n_out
+    if n_out is None and xs[0]:  # layers of the user's: the width it gives, in eval
+        n_out = _arrays.shape_of(model.forward(x[:2], train=False))[-1]
     probabilities = (loss.name == "cross_entropy" and _arrays.dtype_of(y).kind == "f"
                      and len(ys) == 2)
+    if probabilities and loss.weighted:
+        raise ValueError(f"{loss.name}'s weight and ignore_index take class labels, not the "
+                         f"probability targets in {yn}")
     if loss.rowwise and not probabilities:
         if not np.issubdtype(_arrays.dtype_of(y), np.integer):
             also = f" or {model.dtype} probabilities ({xs[0]}, {n_out})" if (
@@ -114,7 +118,7 @@ def _check_split(model, loss, x, y, what=None):
         if ys != xs[:1]:
             raise ValueError(f"{yn} must have shape ({xs[0]},) (one label per sample), "
                              f"got {ys}")
-        if loss.weight is not None and loss.weight.size != n_out:
+        if loss.weight is not None and n_out is not None and loss.weight.size != n_out:
             raise ValueError(f"the loss's weight has {loss.weight.size} classes, the model "
                              f"{n_out} outputs")
         host = loss.counted(to_host(y))
@@ -125,8 +129,9 @@ def _check_split(model, loss, x, y, what=None):
         if _arrays.dtype_of(y) != model.dtype:
             raise TypeError(f"{loss.name} needs {model.dtype} targets in {yn}, got "
                             f"{_arrays.dtype_of(y)}")
-        if ys != (xs[0], n_out):
-            raise ValueError(f"{yn} must have shape ({xs[0]}, {n_out}), got {ys}")
+        if len(ys) != 2 or ys[0] != xs[0] or (n_out is not None and ys[1] != n_out):
+            raise ValueError(f"{yn} must have shape ({xs[0]}, {n_out or 'outputs'}), got "
+                             f"{ys}")
         if loss.name == "binary_cross_entropy":
             check_probabilities(to_host(y), f"targets ({yn})")
 
