@@ -1,9 +1,10 @@
 """One optimizer step, per rule, backend/peer and size (float32), and ParamBuffer layouts.
 
-Built on :mod:`fastgd.bench.harness`: each case's first step is checked against one step of
-the NumPy backend from the same start (a wrong step is never timed), then the warm step is
-timed. ``extra_info``: op, direction ("step"), backend, device, dtype, n, bytes (the streams
-the rule must read and write: Adam 28 B/element in float32, SGD-momentum 20, plain SGD 12),
+Built on :mod:`fastgd.bench.harness`: each case's first two steps are checked against two
+steps of the NumPy backend from the same start (``optimizer_cases.CHECKED_STEPS``: a kernel
+that drops its state passes one; a wrong step is never timed), then the warm step is timed.
+``extra_info``: op, direction ("step"), backend, device, dtype, n, bytes (the streams the
+rule must read and write: Adam 28 B/element in float32, SGD-momentum 20, plain SGD 12),
 gbps, roof_fraction, compile_s, plus layout and tensors. Peers: ``torch`` / ``torch-cuda``
 (``torch.optim``, ``fused=True`` where PyTorch has a fused kernel).
 

@@ -211,14 +211,17 @@ def test_a_report_written_over_another_removes_the_older_plots(tmp_path):
     (docs / "index.md").write_text("# My project\n\n![a](latency.png) ![b](arch.png)\n")
     for name in ("latency.png", "arch.png", "throughput-sigmoid.png"):
         (docs / name).write_bytes(b"the user's")
-    report.write([data], docs)
-    assert (docs / "arch.png").read_bytes() == b"the user's"
-    assert (docs / "throughput-sigmoid.png").read_bytes() == b"the user's"
+    # an index.md of the user's: refused, where it and latency.png were overwritten (audit)
+    with pytest.raises(report.ReportError, match="holds an index.md that is not a fastgd"):
+        report.write([data], docs)
+    assert (docs / "index.md").read_text().startswith("# My project")
+    assert {p.read_bytes() for p in docs.glob("*.png")} == {b"the user's"}
 
 
 @pytest.mark.parametrize("where, bad", [
     ("compile_s", "x"), ("compile_s", [1]),
     ("bandwidth", []), ("bandwidth", {"cpu": {"copy": "x"}}), ("bandwidth", {"cpu": 3}),
+    ("peers", ["torch"]), ("cores", "2"), ("load_at_start", [3]),  # an audit: tracebacks
 ])
 def test_malformed_fields_are_named_before_anything_is_written(tmp_path, where, bad):
     """They raised TypeError, AttributeError or a format error after the JSON copy and the
@@ -227,7 +230,7 @@ def test_malformed_fields_are_named_before_anything_is_written(tmp_path, where, 
     if where == "compile_s":
         data["benchmarks"][0]["extra_info"]["compile_s"] = bad
     else:
-        data["machine_info"].setdefault("fastgd", {})["bandwidth"] = bad
+        data["machine_info"].setdefault("fastgd", {})[where] = bad
     with pytest.raises(report.ReportError, match="has a malformed field"):
         report.write([data], tmp_path / "r")
     assert not (tmp_path / "r").exists()
@@ -308,3 +311,12 @@ def test_the_plots_values():
     assert report.latencies(run) == {"relu forward (n=2^10)": {
         "numpy": pytest.approx(10.0), "numba": pytest.approx(2.0)}}
     assert report.compile_times(run) == {"relu forward": {"numpy": 0.5, "numba": 3.0}}
+
+
+def test_times_just_under_a_unit_show_in_the_unit_above():
+    """0.9996 s rounded to 3 digits in ms printed as 1e+03 ms (found by an audit)."""
+    assert report.fmt_time(0.9996) == "1 s"
+    assert report.fmt_time(9.9996e-4) == "1 ms"
+    assert report.fmt_time(9.9996e-7) == "1 µs"
+    assert report.fmt_time(0.0123) == "12.3 ms"
+    assert report.fmt_time(4.2e-9) == "4.2 ns"

@@ -237,7 +237,7 @@ def _build(op, direction, impl, host, out_shape, dtype):
     if impl == "cupy":
         call = _cupy_expression(op, direction, a)
     else:
-        kernel, out = peers.cupy_kernel(op), cp.empty(out_shape, dtype)
+        kernel, out = peers.cupy_kernel(op), cp.full(out_shape, cp.nan, dtype)  # _unwritten
         call = lambda: kernel(a["x"], out)
     return call, peers.cupy_sync(), cp.asnumpy, None, cp.__version__
 

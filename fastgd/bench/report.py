@@ -148,7 +148,7 @@ def parse(data, source: str = "<data>") -> Run:
             f"list whose entries have 'stats' (found {keys})"
         )
     results = [r for r in (_result(b) for b in benches) if r is not None]
-    _check_bandwidth(data, source)
+    _check_facts(data, source)
     if not results:
         raise ReportError(
             f"{source} has no fastgd results: no benchmark carries op, backend and n in its "
@@ -157,21 +157,30 @@ def parse(data, source: str = "<data>") -> Run:
     return Run(source, data, results)
 
 
-def _check_bandwidth(data: dict, source: str) -> None:
-    """``machine_info.fastgd.bandwidth`` (the probe's figures, which the report reads) must
-    be ``{device: {name: GB/s}}`` where present."""
+def _check_facts(data: dict, source: str) -> None:
+    """The fields of ``machine_info.fastgd`` that the report computes with, where present:
+    ``bandwidth`` (the probe's figures) ``{device: {name: GB/s}}``, ``peers``
+    ``{name: version}``, ``cores`` and ``load_at_start`` numbers."""
     facts = (data.get("machine_info") or {}).get("fastgd") if isinstance(
         data.get("machine_info"), dict) else None
-    if not isinstance(facts, dict) or "bandwidth" not in facts:
+    if not isinstance(facts, dict):
         return
-    devices = facts["bandwidth"]
-    if not (isinstance(devices, dict) and all(
-            isinstance(figures, dict) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool)
-                for v in figures.values())
-            for figures in devices.values())):
-        raise ReportError(f"{source} has a malformed field: machine_info.fastgd.bandwidth "
-                          "must be an object of devices, each an object of numbers (GB/s)")
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    shapes = {
+        "bandwidth": ("an object of devices, each an object of numbers (GB/s)",
+                      lambda v: isinstance(v, dict) and all(
+                          isinstance(f, dict) and all(map(number, f.values()))
+                          for f in v.values())),
+        "peers": ("an object of versions", lambda v: isinstance(v, dict)),
+        "cores": ("a number", number),
+        "load_at_start": ("a number", number),
+    }
+    for name, (what, fits) in shapes.items():
+        if facts.get(name) is not None and not fits(facts[name]):
+            raise ReportError(f"{source} has a malformed field: machine_info.fastgd.{name} "
+                              f"must be {what}")
 
 
 def _result(bench: dict) -> Result | None:
@@ -214,8 +223,9 @@ def fmt_n(n: int) -> str:
 
 
 def fmt_time(s: float) -> str:
+    shown = float(f"{s:.3g}")  # 0.9996 s shows as 1 s, not 1e+03 ms
     for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
-        if s >= scale:
+        if shown >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
 
@@ -749,13 +759,15 @@ def _plots_of(index: Path) -> set[str]:
     """The plots a fastgd report ``index`` links to (none if it is not one: a folder of the
     user's own keeps its files), so that a report written over it can remove those it does
     not make again (another op's throughput would stay beside it)."""
-    if not index.is_file():
+    if not _is_report(index):
         return set()
-    text = index.read_text(errors="replace")
-    if not text.startswith("# fastgd benchmarks"):
-        return set()
-    return {name for name in re.findall(r"\]\(([^)/\\]+)\)", text)
+    return {name for name in re.findall(r"\]\(([^)/\\]+)\)", index.read_text(errors="replace"))
             if _PLOT_NAME.fullmatch(name)}
+
+
+def _is_report(index: Path) -> bool:
+    return index.is_file() and index.read_text(errors="replace").startswith(
+        "# fastgd benchmarks")
 
 
 def check_out(out) -> None:
@@ -768,6 +780,9 @@ def check_out(out) -> None:
             if not path.is_dir():
                 raise ReportError(f"--out {out}: {path} exists and is not a folder")
             break
+    if (out / "index.md").exists() and not _is_report(out / "index.md"):
+        raise ReportError(f"--out {out} holds an index.md that is not a fastgd report; "
+                          "choose another folder")
     made = []
     try:
         for path in reversed((out, *out.parents)):
