@@ -552,6 +552,11 @@ def test_a_layer_of_the_users_own_may_change_the_width():
     s = nn.Sequential([nn.Linear(4, 8, backend="numpy", name="fc1"), Twice(),
                        nn.Linear(16, 2, backend="numpy", name="fc2")])
     assert s.forward(np.ones((3, 4), np.float32)).shape == (3, 2)
+    # a residual block gives the width it takes, its layers' widths known or not (as widths)
+    with pytest.raises(ValueError, match="fc2 takes width 16, but fc1 gives 8"):
+        nn.Sequential([nn.Linear(4, 8, backend="numpy", name="fc1"),
+                       nn.Residual([nn.Dropout(0.1, backend="numpy", dtype=np.float32)]),
+                       nn.Linear(16, 2, backend="numpy", name="fc2")])
 
 
 class _Project(nn.Layer):

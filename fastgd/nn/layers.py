@@ -466,7 +466,7 @@ class Sequential(Layer):
                                  f"{width}")
             if w_out is not None:
                 width, source = w_out, layer.name
-            elif not isinstance(layer, Dropout):  # a layer of the user's: width unknown
+            elif not _keeps_width(layer):  # a layer of the user's: width unknown
                 width = None
         self._gather()
 
@@ -524,13 +524,18 @@ def widths(layer):
         first, width, leading = None, None, True
         for m in layer.layers:
             w_in, w_out = widths(m)
-            keeps = isinstance(m, (Dropout, Residual))
+            keeps = _keeps_width(m)
             if leading and w_in is not None:
                 first = w_in
             leading = leading and keeps and w_in is None
             width = w_out if w_out is not None else width if keeps else None
         return first, width
     return None, None
+
+
+def _keeps_width(layer) -> bool:
+    """Dropout and residual blocks (x + f(x)) give the width they take, whatever it is."""
+    return isinstance(layer, (Dropout, Residual))
 
 
 class Residual(Sequential):
