@@ -67,6 +67,30 @@ def test_prelu_on_cuda(per_channel):
     np.testing.assert_allclose(host(dw), want_dw, rtol=1e-12)
 
 
+@pytest.mark.parametrize("into", ["x", "dy"])
+def test_prelu_backward_into_its_inputs_on_cuda(into):
+    """dweight is the sum over the inputs as given when dx is written over x or dy (the CPU
+    summed it after dx had overwritten them)."""
+    rng = np.random.default_rng(14)
+    x = rng.normal(0, 2, (6, 3)).astype(np.float32)
+    dy = rng.normal(0, 1, x.shape).astype(np.float32)
+    w = rng.uniform(0.1, 0.4, 3).astype(np.float32)
+    want_dx, want_dw = fastgd.prelu_backward(dy, x, w, backend="numpy")
+    dx_, dy_ = dev(x), dev(dy)
+    dx, dw = fastgd.prelu_backward(dy_, dx_, dev(w), out=dx_ if into == "x" else dy_)
+    np.testing.assert_allclose(host(dx), want_dx, rtol=1e-6)
+    np.testing.assert_allclose(host(dw), want_dw, rtol=1e-5)
+
+
+def test_leaky_relu_with_a_slope_subnormal_in_float32_on_cuda():
+    """Computed in float64, as on the CPU backends (float32: 57 ULP off)."""
+    x = -np.logspace(-3, 38, 40).astype(np.float32)
+    params = {"negative_slope": 1e-40}
+    got = fastgd.leaky_relu(dev(x), **params)
+    assert_forward_contract(host(got), reference("leaky_relu", x, params), np.float32,
+                            "leaky_relu cuda")
+
+
 def test_prelu_weight_as_a_number_on_cuda():
     x = np.array([[-1.0, 2.0], [-3.0, 0.5]], np.float32)
     np.testing.assert_array_equal(host(fastgd.prelu(dev(x), 0.25)), [[-0.25, 2.0], [-0.75, 0.5]])
