@@ -112,6 +112,8 @@ def verify(case: Case, result) -> None:
         raise WrongResult(
             f"{case.label}: result has shape {got.shape}, the NumPy reference {expected.shape}"
         )
+    if expected.dtype == got.dtype and np.array_equal(got, expected):
+        return  # exact (a copy, the NumPy backend against itself): one pass, not ten in float64
     rtol, atol_frac = tolerance(case.dtype, case.rtol, case.peer)
     exp64, got64 = expected.astype(np.float64), got.astype(np.float64)
     slack = 0.0
