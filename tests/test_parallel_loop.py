@@ -42,8 +42,9 @@ def test_each_kind_of_math_gets_its_parallel_loop(prefetch):
 def test_the_chunked_map_calls_the_serial_kernel_on_views(loop):
     source = codegen.map_source(3, 2, 2, loop, packed=True, aliases=(0,))
     lines = source.splitlines()
-    assert lines[0] == "def kernel(in0, in1, in2, out1, sv):"
-    assert lines[-1].strip() == "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], out1[lo:hi], sv)"
+    assert lines[0] == "def kernel(span, in0, in1, in2, out1, sv):"  # span: an address
+    assert lines[-1].strip() == (
+        "call_at(span, (in0[lo:hi], in1[lo:hi], in2[lo:hi], out1[lo:hi], sv,))")
     prefetched = [line.split("(")[1].split(",")[0] for line in lines if "prefetch(" in line]
     low, high = config.CACHED_CHUNK  # 16 chunks or more below the streaming threshold
     assert f"max({low}, min({high}, in0.size // 16))" in source
@@ -158,14 +159,44 @@ def test_chunked_activations_equal_the_serial_loop_bit_for_bit(dtype, in_place, 
     np.testing.assert_array_equal(dx, expected_dx)
 
 
+def test_ops_of_one_shape_share_one_compiled_parallel_loop():
+    """The loop calls the op's serial kernel by address (cpu_span): sigmoid, tanh and mish
+    forward compile their serial kernels and one loop between them."""
+    be = NumbaBackend()
+    acts = fastgd.activations
+    kernels = [be.map_kernel(acts[op].math["forward"][0], 1, 1, 0, np.dtype(np.float32),
+                             "chunked") for op in ("sigmoid", "tanh", "mish")]
+    x = np.random.default_rng(3).normal(0, 3, 50_000).astype(np.float32)
+    for kernel, op in zip(kernels, ("sigmoid", "tanh", "mish")):
+        y = np.empty_like(x)
+        kernel(x, y)
+        np.testing.assert_array_equal(y, _serial(op, "forward", np.float32, x))
+    assert len({id(k.driver) for k in kernels}) == 1 and len(be._span_loops) == 1
+    assert len({id(k.span) for k in kernels}) == 3
+    assert len(kernels[0].driver.signatures) == 1
+
+
+def test_call_at_passes_contiguous_views_only():
+    import numba
+
+    from fastgd.backends.cpu_span import call_at
+
+    @numba.njit
+    def strided(a):
+        call_at(0, (a[::2],))  # never run: refused when typed
+
+    with pytest.raises(numba.core.errors.TypingError, match="C-contiguous"):
+        strided(np.zeros(8))
+
+
 def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():
     source = codegen.map_source(3, 2, 2, "streamed", packed=True, aliases=(None, 1))
     lines = [line.strip() for line in source.splitlines()]
-    assert lines[0] == "def kernel(in0, in1, in2, out0, sv):"
+    assert lines[0] == "def kernel(span, in0, in1, in2, out0, sv):"
     assert "prange(in0.size)" not in source  # small arrays run another kernel (loop_for)
     assert "shift = line_shift(out0)" in lines  # chunks start on the output's lines
     assert "bout0 = np.empty(chunk, out0.dtype)" in lines  # a buffer per task
-    assert "span(in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv)" in lines
+    assert "call_at(span, (in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv,))" in lines
     assert "stream_out(bout0, out0, lo, hi)" in lines  # in1, written in place, is not
     assert [line for line in lines if line.startswith("stream_out")] == [
         "stream_out(bout0, out0, lo, hi)"]

@@ -25,6 +25,8 @@ over blocks of threads that share each row, ``cuda_rows``); a parallel ``map``
 of compute-bound math runs the serial kernel on chunks of the arrays instead (``chunked``;
 ``prefetched`` where the CPU gains from prefetching arrays from main memory), and one of
 cheap math that writes arrays of its own from main memory streams them out (``streamed``).
+Those loops, and ``map_rows``, call the serial kernel by its address (their first argument
+``span``, ``cpu_span``): their text holds no op, so one compiled loop serves every op.
 Loads are cast to the compute type ``C`` so float32 data can be computed in float64 where an
 op needs it.
 """
@@ -102,7 +104,7 @@ def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bo
     views = [f"            v{a} = {'place' if a in own else 'piece'}({a}, {where}, b{a})"
              for a in arrays]
     return "\n".join([
-        f"def kernel({', '.join(arrays + rest)}):",
+        f"def kernel({', '.join(['span'] + arrays + rest)}):",
         "    rows, cols = in0.shape",
         f"    per = max(1, (cols + {chunk - 1}) // {chunk})  # pieces of a long row",
         "    size = (cols + per - 1) // per",
@@ -117,7 +119,7 @@ def map_rows_source(n_in: int, n_out: int, n_scalars: int, loop: str, packed: bo
         "            lo = (u - q * per) * size",
         "            hi = min(lo + size, cols)",
         *views,
-        f"            span({', '.join([f'v{a}' for a in arrays] + rest)})",
+        f"            {_call_span([f'v{a}' for a in arrays] + rest)}",
         *[f"            put({a}, {where}, b{a})" for a in written],
     ]) + "\n"
 
@@ -131,7 +133,7 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
     (``config.STREAM_CHUNK_BYTES`` of each array), each first prefetching the inputs
     ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_memory``). The sizes are in the text, as Numba's
     cache keys on it."""
-    views = ", ".join([f"{a}[lo:hi]" for a in arrays] + rest)
+    views = [f"{a}[lo:hi]" for a in arrays] + rest
     low, high = config.CACHED_CHUNK
     cached = f"max({low}, min({high}, in0.size // 16))"
     sizes, fetch = [f"    chunk = {cached}"], []
@@ -142,13 +144,13 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
         fetch = ["        if stream:",
                  *[f"            prefetch({a}, lo + ahead, hi + ahead)" for a in ins]]
     return "\n".join([
-        f"def kernel({', '.join(arrays + rest)}):",
+        f"def kernel({', '.join(['span'] + arrays + rest)}):",
         *sizes,
         "    for c in prange((in0.size + chunk - 1) // chunk):",
         "        lo = c * chunk",
         "        hi = min(lo + chunk, in0.size)",
         *fetch,
-        f"        span({views})",
+        f"        {_call_span(views)}",
     ]) + "\n"
 
 
@@ -157,8 +159,7 @@ def _streamed(arrays, own_outs, rest) -> str:
     (``own_outs``) with streaming stores (:func:`_streaming`): chunks of
     ``config.STORE_CHUNK_BYTES`` that start on the first output's cache lines, each computed
     by the serial kernel (``span``) into the task's buffers and streamed out."""
-    views = ", ".join([f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays]
-                      + rest)
+    views = [f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays] + rest
     lines = _streaming(setup=[
         "n = in0.size",
         f"chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",
@@ -167,10 +168,16 @@ def _streamed(arrays, own_outs, rest) -> str:
     ], buffers=[f"b{o} = np.empty(chunk, {o}.dtype)" for o in own_outs], chunk=[
         "lo = max(c * chunk - shift, 0)",
         "hi = min(c * chunk - shift + chunk, n)",
-        f"span({views})",
+        _call_span(views),
         *[f"stream_out(b{o}, {o}, lo, hi)" for o in own_outs],
     ])
-    return "\n".join([f"def kernel({', '.join(arrays + rest)}):", *lines]) + "\n"
+    return "\n".join([f"def kernel({', '.join(['span'] + arrays + rest)}):", *lines]) + "\n"
+
+
+def _call_span(args) -> str:
+    """The call of the serial kernel on one piece: by its address, the loop's first argument
+    ``span`` (``cpu_span.call_at``), so that one compiled loop serves every op of its shape."""
+    return f"call_at(span, ({', '.join(args)},))"
 
 
 def _streaming(setup, buffers, chunk) -> list:

@@ -36,7 +36,7 @@ class CompiledBackend:
 
     def compile(self, source: str, fn, compute: np.dtype, loop: str, span=None):
         """The kernel built from ``source``; ``span``: the serial kernel a parallel ``map``
-        runs on chunks (``codegen.map_source``)."""
+        runs on chunks (``codegen.map_source``), which the kernel is then bound to."""
         raise NotImplementedError
 
     def launch(self, kernel, n: int, args: tuple):

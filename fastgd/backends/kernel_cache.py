@@ -189,13 +189,12 @@ def _numba_settings() -> str:
                     for k in ("OPT", "LOOP_VECTORIZE", "SLP_VECTORIZE", "BOUNDSCHECK"))
 
 
-def kernel_key(source: str, fn, compute, loop: str, flags, calls: str = "") -> str:
+def kernel_key(source: str, fn, compute, loop: str, flags) -> str:
     """What a kernel's machine code depends on, hashed: its text, the op math it calls, the
-    compute type, the loop, the flags, fastgd's source, and ``calls``: the key of the kernel
-    it calls by name (a chunked loop's ``span``, whose text is not in its own: the serial
-    kernels of ``out=x`` and ``out=dy`` differ, the chunked loops around them do not)."""
+    compute type, the loop, the flags and fastgd's source. (No kernel calls another by name:
+    a parallel loop calls its serial kernel by address, ``cpu_span``.)"""
     key = "\n".join([source, fingerprint(fn), str(compute), loop, ",".join(sorted(flags)),
-                     calls, _numba_settings(), package_digest()])
+                     _numba_settings(), package_digest()])
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -230,12 +229,10 @@ def source_file(source: str, key: str) -> str | None:
     return str(path)
 
 
-def guard(kernel, callee=None):
+def guard(kernel):
     """``kernel`` (a Numba dispatcher of a :func:`source_file`) with a cache that no cache
-    file can break a call through (:func:`guarded_cache`). ``callee``: the kernel it calls
-    (a chunked loop's ``span``), loaded before it (see ``GuardedCache.load_overload``)."""
+    file can break a call through (:func:`guarded_cache`)."""
     kernel._cache = guarded_cache()(kernel.py_func)
-    kernel._cache.callee = callee
     return kernel
 
 
@@ -254,22 +251,7 @@ def guarded_cache():
     from numba.core.caching import FunctionCache
 
     class GuardedCache(FunctionCache):
-        callee = None
-
         def load_overload(self, sig, target_context):
-            # A kernel calling another (a chunked loop's span) holds a weak copy of the
-            # callee's machine code, re-optimized in the caller's module (fast-math
-            # reassociation: other last bits). Where compiled, its calls bind to the callee
-            # already loaded under that name; loaded alone, to that copy. So the callee comes
-            # first, and from the same compilation (its name is in the copy), or this
-            # kernel is compiled anew.
-            callee = None
-            if self.callee is not None:
-                try:
-                    self.callee.compile(sig)
-                    callee = self.callee.overloads[_args(sig)].fndesc.mangled_name
-                except Exception:  # noqa: BLE001 (another signature: compile anew)
-                    return None
             try:
                 cres = super().load_overload(sig, target_context)
             except Exception:  # noqa: BLE001 (whatever a broken file raises: compile anew)
@@ -278,8 +260,6 @@ def guarded_cache():
             if cres is not None and tuple(cres.signature.args) != _args(sig):
                 self._forget()
                 return None
-            if cres is not None and callee is not None and not _defines(cres.library, callee):
-                return None  # the callee was compiled again since: another name
             return cres
 
         def save_overload(self, sig, data):
@@ -293,16 +273,6 @@ def guarded_cache():
                 os.unlink(self._cache_file._index_path)
 
     return GuardedCache
-
-
-def _defines(library, name: str) -> bool:
-    """Whether a loaded ``library`` holds (a copy of) the function ``name`` (False where
-    Numba's internals cannot tell: the kernel is then compiled anew, never run wrong)."""
-    try:
-        fn = library._shared_module.get_function(name)
-    except Exception:  # noqa: BLE001 (NameError: not there; others: another Numba)
-        return False
-    return not fn.is_declaration
 
 
 def _args(sig) -> tuple:

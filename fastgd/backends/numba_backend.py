@@ -40,6 +40,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
         """``prefetch``: see :attr:`prefetch` (None: as the CPU or ``FASTGD_PREFETCH`` say)."""
         super().__init__()
         self._math = None
+        self._span_loops = {}  # source -> the loop that calls serial kernels by address
         self._prefetch = None if prefetch is None else (bool(prefetch), "set by the caller")
 
     @property
@@ -94,33 +95,52 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def compile(self, source, fn, compute, loop, span=None):
         import numba
 
+        if span is not None:  # a loop that runs the serial kernel ``span`` on pieces
+            from fastgd.backends.cpu_span import SpanKernel
+
+            return SpanKernel(self._span_loop(source, loop), span)
         flags = config.FASTMATH_IN_ORDER if getattr(fn, "in_order", False) else config.FASTMATH
         # inlined at the Numba IR level, so the loop around it can vectorize whatever its size
         jit = numba.njit(inline="always", fastmath=set(flags), error_model="numpy", nogil=True)
         scalar_fn = jit(self.specialized(fn, compute, jit))
-        from fastgd.backends import cpu_memory
-
-        namespace = {"fn": scalar_fn, "C": compute.type,
-                     "prange": numba.prange, "np": np,
-                     "span": span,
-                     **{f: getattr(cpu_memory, f)
-                        for f in ("prefetch", "line_shift", "stream_out", "fence", "piece", "place",
-                                  "put", "scratch")}}
         math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
                              for k, v in sorted(self._math.items()))
-        key = kernel_cache.kernel_key(source, scalar_fn, f"{compute} {math_from}", loop, flags,
-                                      calls=getattr(span, "fastgd_key", ""))
+        key = kernel_cache.kernel_key(source, scalar_fn, f"{compute} {math_from}", loop, flags)
+        return self._build(source, key, {"fn": scalar_fn, "C": compute.type}, loop, flags)
+
+    def _span_loop(self, source, loop):
+        """The parallel loop of ``source`` that calls a serial kernel by address
+        (``cpu_span``): compiled once per text, for every op (no math of its own)."""
+        kernel = self._span_loops.get(source)
+        if kernel is None:
+            from fastgd.backends.cpu_span import call_at
+
+            key = kernel_cache.kernel_key(source, call_at, "", loop, ())
+            kernel = self._build(source, key, {"call_at": call_at}, loop, flags=())
+            self._span_loops[source] = kernel
+        return kernel
+
+    @staticmethod
+    def _build(source, key, namespace, loop, flags):
+        """``source``'s kernel, with ``namespace`` and the memory helpers (``cpu_memory``)
+        as globals, cached on disk under ``key`` (``kernel_cache``) where the cache is on."""
+        import numba
+
+        from fastgd.backends import cpu_memory
+
+        namespace = {**namespace, **{f: getattr(cpu_memory, f) for f in (
+            "prefetch", "line_shift", "stream_out", "fence", "piece", "place", "put", "scratch")}}
         path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
-            parallel=loop in ("parallel", "split_rows", *codegen.SPAN_LOOPS),
+            parallel=loop != "serial",
             fastmath=set(flags),
             error_model="numpy",  # x/0 gives inf or NaN, as on the GPU, instead of raising
             nogil=True,
         )
-        kernel = kernel_jit(codegen.build(source, namespace, path))
+        kernel = kernel_jit(codegen.build(source, {"prange": numba.prange, "np": np,
+                                                   **namespace}, path))
         if path is not None:  # cached beside its own source file
-            kernel_cache.guard(kernel, span)
-        kernel.fastgd_key = key  # for the kernels that call this one (kernel_cache.kernel_key)
+            kernel_cache.guard(kernel)
         return kernel
 
     packs_scalars = True  # the dispatcher checks each argument: one array beats ten floats
