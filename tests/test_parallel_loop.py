@@ -176,6 +176,35 @@ def test_ops_of_one_shape_share_one_compiled_parallel_loop():
     assert len(kernels[0].driver.signatures) == 1
 
 
+@pytest.mark.parametrize("loop", ["prefetched", "chunked"])
+@pytest.mark.parametrize("first", [np.float32, np.float64])
+def test_one_chunked_kernel_runs_the_span_compiled_for_each_calls_dtypes(loop, first):
+    """A kernel that computes in float64 serves float32 and float64 data (elu's backward
+    with an alpha float32 does not hold), its scalars float64 for both: each call passes the
+    address of the span compiled for its own dtypes (one kept from the first call, or a
+    span compiled with the data's dtype for the scalars, gave wrong numbers)."""
+    be = NumbaBackend()
+    fn = fastgd.activations["elu"].math["backward"][0]
+    f64 = np.dtype(np.float64)
+    chunked = be.map_kernel(fn, 2, 1, 1, f64, loop)
+    serial = be.map_kernel(fn, 2, 1, 1, f64, "serial")
+    alpha = be.typed_scalars((0.3,), f64)
+    rng = np.random.default_rng(4)
+    for dtype in (first, np.float64 if first is np.float32 else np.float32):
+        dy, x = (rng.normal(0, 3, 50_000).astype(dtype) for _ in range(2))
+        got, want = np.empty_like(x), np.empty_like(x)
+        chunked(dy, x, got, *alpha)
+        serial(dy, x, want, *alpha)
+        np.testing.assert_array_equal(got, want)
+        assert not np.array_equal(got, dy)  # alpha reached it: x < 0 scales dy
+    misaligned = np.empty(50_000 * 8 + 1, np.uint8)[1:].view(np.float64)
+    misaligned[:] = x.astype(np.float64)
+    got, want = np.empty_like(misaligned), np.empty_like(misaligned)
+    chunked(np.ones_like(misaligned), misaligned, got, *alpha)  # a span for unaligned input
+    serial(np.ones_like(misaligned), misaligned.copy(), want, *alpha)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_call_at_passes_contiguous_views_only():
     import numba
 

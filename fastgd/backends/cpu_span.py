@@ -19,9 +19,10 @@ from numba.extending import intrinsic
 
 
 def _span_type(t):
-    """The type the span is compiled for in place of ``t``: a 1-D C-contiguous array, as
-    writable and aligned, for every such view (the same machine representation), so one
-    compiled span serves read-only inputs too; other values as they are."""
+    """The type ``t`` is passed as: a 1-D C-contiguous array, writable and aligned, for every
+    such view (one machine representation: read-only views go to the span compiled for
+    writable arrays, and what alignment it assumes is :meth:`SpanKernel.address`'s
+    choice); other values as they are."""
     if isinstance(t, types.Array):
         if t.ndim != 1 or t.layout != "C":
             raise TypeError(f"call_at passes 1-D C-contiguous views only, got {t}")
@@ -58,8 +59,8 @@ def call_at(typingctx, address, args):
 class SpanKernel:
     """A parallel loop (``driver``, whose first argument is the span's address) bound to the
     serial kernel ``span`` it runs on pieces: called as the loop's other arguments, it passes
-    the address of the span compiled for their dtypes (compiled, or loaded from the kernel
-    cache, on the first call with them)."""
+    the address of the span compiled for their dtypes and alignment (compiled, or loaded from
+    the kernel cache, on the first call with them)."""
 
     __slots__ = ("driver", "span", "_addresses")
 
@@ -68,7 +69,8 @@ class SpanKernel:
         self._addresses = {}
 
     def __call__(self, *args):
-        key = tuple(getattr(a, "dtype", None) for a in args)
+        key = tuple([(a.dtype, a.flags.aligned) if isinstance(a, np.ndarray) else type(a)
+                     for a in args])
         address = self._addresses.get(key)
         if address is None:
             address = self._addresses[key] = self.address(args)
@@ -76,12 +78,22 @@ class SpanKernel:
 
     def address(self, args) -> int:
         """The native entry point of the span compiled for the pieces of ``args``: 1-D
-        C-contiguous arrays of their dtypes (whatever their dimensions: a ``map_rows``
-        loop's pieces of 2-D arrays are 1-D), other values by their Numba type."""
+        C-contiguous arrays of their dtypes, aligned as they are (whatever their dimensions:
+        a ``map_rows`` loop's pieces of 2-D arrays are 1-D), other values by their Numba
+        type."""
         from numba import typeof
 
-        sig = tuple(types.Array(from_dtype(a.dtype), 1, "C") if isinstance(a, np.ndarray)
-                    else typeof(a) for a in args)
+        sig = tuple(types.Array(from_dtype(a.dtype), 1, "C", aligned=a.flags.aligned)
+                    if isinstance(a, np.ndarray) else typeof(a) for a in args)
         self.span.compile(sig)
         cres = self.span.overloads[sig]
         return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+    @property
+    def overloads(self) -> dict:
+        """The compiled versions of the loop and of the span (what a first call may add)."""
+        return {**self.driver.overloads, **self.span.overloads}
+
+    @property
+    def signatures(self) -> list:
+        return [*self.driver.signatures, *self.span.signatures]

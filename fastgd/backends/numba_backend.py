@@ -40,7 +40,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
         """``prefetch``: see :attr:`prefetch` (None: as the CPU or ``FASTGD_PREFETCH`` say)."""
         super().__init__()
         self._math = None
-        self._span_loops = {}  # source -> the loop that calls serial kernels by address
+        self._span_loops = {}  # (source, loop) -> the loop that calls serial kernels by address
         self._prefetch = None if prefetch is None else (bool(prefetch), "set by the caller")
 
     @property
@@ -111,13 +111,13 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def _span_loop(self, source, loop):
         """The parallel loop of ``source`` that calls a serial kernel by address
         (``cpu_span``): compiled once per text, for every op (no math of its own)."""
-        kernel = self._span_loops.get(source)
+        kernel = self._span_loops.get((source, loop))
         if kernel is None:
             from fastgd.backends.cpu_span import call_at
 
             key = kernel_cache.kernel_key(source, call_at, "", loop, ())
             kernel = self._build(source, key, {"call_at": call_at}, loop, flags=())
-            self._span_loops[source] = kernel
+            self._span_loops[source, loop] = kernel
         return kernel
 
     @staticmethod
