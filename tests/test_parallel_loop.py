@@ -200,7 +200,7 @@ def test_one_chunked_kernel_runs_the_span_compiled_for_each_calls_dtypes(loop, f
     misaligned = np.empty(50_000 * 8 + 1, np.uint8)[1:].view(np.float64)
     misaligned[:] = x.astype(np.float64)
     got, want = np.empty_like(misaligned), np.empty_like(misaligned)
-    chunked(np.ones_like(misaligned), misaligned, got, *alpha)  # a span for unaligned input
+    chunked(np.ones_like(misaligned), misaligned, got, *alpha)  # unaligned: the same code
     serial(np.ones_like(misaligned), misaligned.copy(), want, *alpha)
     np.testing.assert_array_equal(got, want)
 
