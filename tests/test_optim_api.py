@@ -1016,6 +1016,25 @@ def test_a_gradient_that_is_the_param_itself(name, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+@pytest.mark.parametrize("view", ["reversed", "shifted"])
+def test_a_gradient_over_its_param_at_an_offset(name, backend, view):
+    """A gradient that is a view of its own parameter elsewhere than element for element:
+    read whole before the step writes p (the Numba kernel read elements it had already
+    written: SGD of p = 1..8 with g = p[::-1] gave 4.25 where 3 was right)."""
+    buf = np.arange(1, 41, dtype=np.float32)
+    p, g = (buf, buf[::-1]) if view == "reversed" else (buf[4:], buf[:-4])
+    q = p.copy()
+    a = OPTIMIZERS[name]([p], lr=0.5, backend=backend)
+    b = OPTIMIZERS[name]([q], lr=0.5, backend=backend)
+    for _ in range(3):
+        want = g.copy()
+        a.step([g])
+        b.step([want])
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_scalars_beyond_the_params_dtype(backend):
     """An lr that overflows float32 is refused before anything is written (torch refuses it;
     it wrote -inf); a clip_value beyond float32 is no clip there, without a cast warning

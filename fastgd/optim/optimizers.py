@@ -373,7 +373,16 @@ class Optimizer:
             for name, flat in staged:
                 be.copy_into(be.flat_view(views[name]), flat)
             return [storage]
-        return flats if be.name == "cuda" else host_flats
+        flats = list(flats) if be.name == "cuda" else host_flats
+        if be.name != "numpy":  # _numpy_step copies such a gradient itself
+            for k, (g, s) in enumerate(zip(flats, self._slots)):
+                if _arrays.share_memory(g, s.p):
+                    # over its own parameter (the gradient of |p|²/2 is p, or a view of it at
+                    # an offset): read whole before the kernel writes p; elementwise in
+                    # place, only the same view was right
+                    flats[k] = be.empty(s.n, s.dtype)
+                    be.copy_into(flats[k], g)
+        return flats
 
     def step(self, grads=None) -> StepInfo:
         """One update of every parameter from ``grads`` (same names/order, shapes, dtypes and

@@ -229,3 +229,20 @@ def test_groups_on_cuda_skip_together():
     assert not opt.step({"w": dev(np.ones(300)), "b": dev(np.ones(5))}).skipped
     np.testing.assert_allclose(host(p["w"]), 0.9)
     np.testing.assert_allclose(host(p["b"]), 0.5)
+
+
+def test_a_gradient_over_its_param_at_an_offset_on_cuda():
+    """As on the CPU (tests/test_optim_api.py): a device gradient that is a view of its own
+    parameter elsewhere is read whole before the kernel writes the parameter (a reversed
+    view needs CuPy to be flattened, which the simulator runs without)."""
+    host_buf = np.arange(1, 41, dtype=np.float64)
+    buf = dev(host_buf)
+    p, g = buf[4:], buf[:-4]
+    q = host_buf[4:].copy()
+    a = fastgd.Adam([p], lr=0.5, backend="cuda")
+    b = fastgd.Adam([q], lr=0.5, backend="numpy")
+    for _ in range(3):
+        want = host(g).copy()
+        a.step([g])
+        b.step([want])
+        np.testing.assert_allclose(host(p), q, rtol=1e-12)
