@@ -1166,6 +1166,11 @@ def test_groups_skip_together_and_restore_together():
             opt.step(bad)
     with pytest.raises(ValueError, match="'w' is in two groups"):
         fastgd.Groups(fastgd.SGD({"w": p["w"]}), fastgd.SGD({"w": p["w"]}))
+    # one array under two names, or overlapping views: stepped twice (torch refuses it)
+    big = np.zeros(10)
+    for a, b in ((p["w"], p["w"]), (big[:6], big[4:])):
+        with pytest.raises(ValueError, match="'x' and 'y' share memory"):
+            fastgd.Groups(fastgd.SGD({"x": a}), fastgd.SGD({"y": b}))
     with pytest.raises(TypeError, match="group 0 is not an optimizer"):
         fastgd.Groups(fastgd.SGD([p["w"]]))
 

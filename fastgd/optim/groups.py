@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from fastgd import _arrays
 from fastgd.optim.clip import global_norm
 from fastgd.optim.optimizers import StepInfo
 
@@ -48,6 +49,12 @@ class Groups:
                 if name in union:
                     raise ValueError(f"param {name!r} is in two groups")
                 union[name] = p
+        names = list(union)
+        shared = _arrays.first_overlap([union[n] for n in names])
+        if shared is not None:  # one array stepped by two groups (torch refuses it too)
+            a, b = (names[k] for k in shared)
+            raise ValueError(f"params {a!r} and {b!r} share memory: a parameter can be in "
+                             "one group only")
         self.optimizers = optimizers
         self.params = MappingProxyType(union)
 
