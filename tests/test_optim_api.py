@@ -69,6 +69,11 @@ def test_param_buffer_assign_checks_every_name_and_shape_first(backend):
         with pytest.raises(error):  # converted before anything is written
             buf.assign(params={"w": np.zeros((2, 3))}, grads={"b": bad})
         np.testing.assert_array_equal(buf.params["w"], w)
+    # views of the buffer itself (a swap): read before any is written
+    buf.assign(params={"w": np.zeros((2, 3))}, grads={"b": [7.0, 8.0, 9.0]})
+    buf.assign(params={"b": buf.grads["b"]}, grads={"b": buf.params["b"]})
+    np.testing.assert_array_equal(buf.params["b"], [7, 8, 9])
+    np.testing.assert_array_equal(buf.grads["b"], [1, 2, 3])
     scalar = fastgd.ParamBuffer({"s": ()}, dtype=np.float64, backend=backend)
     scalar.assign(params={"s": 2.5})
     assert scalar.params["s"] == 2.5 and scalar.params["s"].shape == ()

@@ -7,7 +7,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fastgd._arrays import FLOAT_DTYPES, dtype_of, is_device_array, is_int, shape_of
+from fastgd._arrays import (FLOAT_DTYPES, dtype_of, is_device_array, is_int, shape_of,
+                            share_memory, size_of)
 from fastgd.backends import resolve
 
 
@@ -78,8 +79,14 @@ class ParamBuffer:
                     raise ValueError(f"{label}[{name!r}] has shape {tuple(shape_of(value))}, "
                                      f"expected {self.shapes[name]}")
                 pairs.append((views[name], value))
+        be = self.backend
+        for k, (view, value) in enumerate(pairs):
+            if share_memory(value, self.flat_params) or share_memory(value, self.flat_grads):
+                copy = be.empty(size_of(value), self.dtype)  # a view of this buffer (a swap
+                be.copy_into(copy, value)  # of two tensors): read before any is written
+                pairs[k] = view, copy
         for view, value in pairs:
-            self.backend.copy_into(self.backend.flat_view(view), value)
+            be.copy_into(be.flat_view(view), value)
 
     def __repr__(self):
         return (f"<ParamBuffer {len(self.shapes)} tensors, {self.size} x {self.dtype} "
