@@ -306,6 +306,24 @@ def test_layer_errors():
         nn.Sequential([nn.Linear(2, 2, backend="numba"), nn.Linear(2, 2, backend="numpy")])
 
 
+def test_sequential_numbers_repeated_names_and_refuses_what_is_not_a_layer():
+    """Two unnamed Linears (both "linear") were refused as a name clash: they are numbered,
+    as torch numbers a Sequential's layers, and the model trains."""
+    model = nn.Sequential([nn.Linear(8, 4, "relu", backend="numpy"),
+                           nn.Linear(4, 3, backend="numpy", name="out"),
+                           nn.Linear(3, 3, backend="numpy")])
+    assert [layer.name for layer in model.layers] == ["linear1", "out", "linear2"]
+    assert list(model.params) == ["linear1.weight", "linear1.bias", "out.weight", "out.bias",
+                                  "linear2.weight", "linear2.bias"]
+    assert model.forward(np.ones((2, 8), np.float32)).shape == (2, 3)
+    for item in (1, "relu"):
+        with pytest.raises(TypeError, match="item 1 is not a layer"):
+            nn.Sequential([nn.Linear(2, 2), item])
+    twice = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="in the Sequential twice"):
+        nn.Sequential([twice, twice])
+
+
 @pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6), (1100, 480),
                                    (1103, 480)])  # a prime row count: the chunks' remainder
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import Counter
 
 import numpy as np
 
@@ -439,6 +440,18 @@ class Dropout(Layer):
                          self._ws("dx", self._out_shape))
 
 
+def _number_repeated_names(layers) -> None:
+    r"""Name layers that share a name by their order among them (two unnamed ``Linear``\s:
+    ``linear1``, ``linear2``), as torch numbers a Sequential's layers; the params are keyed by
+    these names."""
+    counts = Counter(layer.name for layer in layers)
+    seen = Counter()
+    for layer in layers:
+        if counts[layer.name] > 1:
+            seen[layer.name] += 1
+            layer.name = f"{layer.name}{seen[layer.name]}"
+
+
 class Sequential(Layer):
     """Layers applied in order; ``params``/``grads`` are theirs, keyed ``"NAME.param"``."""
 
@@ -446,6 +459,12 @@ class Sequential(Layer):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential's item {k} is not a layer: {layer!r}")
+        if len({id(layer) for layer in layers}) != len(layers):
+            raise ValueError("a layer is in the Sequential twice: make a layer for each place")
+        _number_repeated_names(layers)
         first = layers[0]
         super().__init__(first.be, first.dtype, name)
         for layer in layers:

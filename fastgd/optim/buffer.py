@@ -7,8 +7,15 @@ from types import MappingProxyType
 
 import numpy as np
 
-from fastgd._arrays import (FLOAT_DTYPES, dtype_of, is_device_array, is_int, shape_of,
-                            share_memory, size_of)
+from fastgd._arrays import (
+    FLOAT_DTYPES,
+    dtype_of,
+    is_device_array,
+    is_int,
+    shape_of,
+    share_memory,
+    size_of,
+)
 from fastgd.backends import resolve
 
 
