@@ -30,6 +30,9 @@ def test_unknown_backend_lists_the_available_ones():
     with pytest.raises(ValueError, match="unknown backend"):
         with fastgd.use_backend("tpu"):
             pass
+    for empty in ("", 0):  # named nothing: refused, not taken for auto (an audit)
+        with pytest.raises(ValueError, match=f"unknown backend {empty!r}"):
+            fastgd.sigmoid(np.ones(3), backend=empty)
 
 
 @pytest.mark.skipif(fastgd.backends()["cuda"].startswith("ok"), reason="a GPU is present")

@@ -84,7 +84,9 @@ def use_backend(name: str):
 
 def _asked(backend: str | None) -> str:
     """The backend name a call asks for, by the order of choice above ("auto" included)."""
-    return backend or _ACTIVE.get() or _ENV_BACKEND or "auto"
+    if backend is not None:  # "" or 0 named nothing: refused by name (_ready), not auto
+        return backend
+    return _ACTIVE.get() or _ENV_BACKEND or "auto"
 
 
 def resolve(backend: str | None, *arrays):
@@ -100,7 +102,7 @@ def resolve(backend: str | None, *arrays):
     try:
         chosen = _ready(name)
     except (ValueError, BackendUnavailable) as e:
-        if name == _ENV_BACKEND and not backend and not _ACTIVE.get():
+        if name == _ENV_BACKEND and backend is None and not _ACTIVE.get():
             raise type(e)(f"FASTGD_BACKEND={name!r} (from the environment): {e}") from None
         raise
     for a in arrays:
