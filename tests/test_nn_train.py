@@ -374,6 +374,9 @@ def test_bad_eval_samples_and_blas_threads_are_refused_first(setup, bad):
         _train(setup, eval_samples=bad)
     with pytest.raises(ValueError, match="blas_threads must be 'auto', None or an int >= 1"):
         _train(setup, blas_threads=bad if bad != 2.5 else "bogus")
+    if bad != 0:  # seed 0 is a seed (NumPy's own errors named no argument)
+        with pytest.raises(ValueError, match="seed must be None, an int >= 0"):
+            _train(setup, seed=bad)
 
 
 def test_data_that_is_not_an_array_is_named(setup):

@@ -501,6 +501,8 @@ BAD_OPTIONS = [
     ("SGD", dict(momentum=0.9, dampening=float("inf")), "dampening must be a finite number"),
     ("Adam", dict(clip_value=-1.0), "clip_value must be a finite number > 0"),
     ("SGD", dict(lr="fast"), "lr must be a number"),
+    ("Adam", dict(maximize="false"), "maximize must be True or False, got 'false'"),  # was on
+    ("SGD", dict(momentum=0.9, nesterov=2), "nesterov must be True or False"),
     ("SGD", dict(lr=lambda s: float("nan")), "the lr schedule returned nan at step 0"),
     ("SGD", dict(lr=lambda s: "x"), "the lr schedule returned 'x' at step 0"),
 ]

@@ -336,6 +336,9 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
                         "fastgd.Adam(model.params, lr=1e-3)")
     count("epochs", epochs, 0)
     count("eval_samples", eval_samples)
+    if not (seed is None or (_arrays.is_int(seed) and seed >= 0) or isinstance(
+            seed, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence))):
+        raise ValueError(f"seed must be None, an int >= 0 or a NumPy Generator, got {seed!r}")
     if not (blas_threads in ("auto", None) or (_arrays.is_int(blas_threads)
                                                  and blas_threads >= 1)):
         raise ValueError(f"blas_threads must be 'auto', None or an int >= 1, got "

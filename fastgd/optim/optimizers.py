@@ -83,7 +83,11 @@ def _optional_norm(name, value):
 
 
 def _flag(name, value):
-    return bool(value)
+    """A switch: True or False (NumPy's bools and 0/1 too); a string such as "false" was
+    read as true."""
+    if isinstance(value, (bool, np.bool_)) or (type(value) is int and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 #: Each hyperparameter's check, applied whenever it is set: when the optimizer is built and
