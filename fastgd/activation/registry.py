@@ -229,7 +229,12 @@ class Activation:
             make = be.map_rows_kernel if rows else be.map_kernel
             kernel = make(self.math[direction][0], n_in, 1, len(scalars), compute, loop,
                           () if alias is None else (alias,))
-            plan = self._plans[key] = (kernel, be.typed_scalars(scalars, compute))
+            typed = be.typed_scalars(scalars, compute)
+            if hasattr(kernel, "bound"):  # a loop calling the serial kernel (cpu_span): its
+                # address found once, for these arrays (n_in, and out unless in place)
+                n_arrays = n_in + (alias is None)
+                kernel = kernel.bound((dtype,) * n_arrays + tuple(t.dtype for t in typed))
+            plan = self._plans[key] = (kernel, typed)
         return plan
 
 

@@ -12,6 +12,8 @@ parallel call gives the serial kernel's bits.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import from_dtype, types
 from numba.core import cgutils
@@ -61,8 +63,8 @@ class SpanKernel:
     serial kernel ``span`` it runs on pieces: called as the loop's other arguments, it passes
     the address of the span compiled for their dtypes (compiled, or loaded from the kernel
     cache, on the first call with them). That costs about 1 µs of Python a call, on arrays
-    past the parallel threshold only: sigmoid of 2^13 float32 took 8.4-9.2 µs so, 7.2-7.6
-    with the loop called directly (Zen 3 VM)."""
+    past the parallel threshold only (sigmoid of 2^13 float32 took 8.4-9.2 µs so, 7.2-7.6
+    with the loop called directly, Zen 3 VM); :meth:`bound` finds the address once."""
 
     __slots__ = ("driver", "span", "_addresses")
 
@@ -71,29 +73,36 @@ class SpanKernel:
         self._addresses = {}
 
     def __call__(self, *args):
-        try:
-            key = tuple([a.dtype for a in args])
-        except AttributeError:  # a scalar not packed into an array
-            key = tuple([getattr(a, "dtype", type(a)) for a in args])
+        key = tuple([a.dtype for a in args])
         address = self._addresses.get(key)
         if address is None:
-            address = self._addresses[key] = self.address(args)
+            if not all(isinstance(a, np.ndarray) for a in args):
+                raise TypeError("a SpanKernel takes arrays only (its scalars packed in one)")
+            address = self.address(key)
         self.driver(address, *args)
 
-    def address(self, args) -> int:
-        """The native entry point of the span compiled for the pieces of ``args``: 1-D
-        C-contiguous arrays of their dtypes (whatever their dimensions: a ``map_rows``
-        loop's pieces of 2-D arrays are 1-D), other values by their Numba type. Aligned, as
-        the serial path's arrays are typed (one compile serves both): Numba's flag only sets
-        the alignment LLVM is told for element loads, and for an unaligned array of elu's
-        backward or relu the x86-64 code was the same instruction for instruction."""
-        from numba import typeof
+    def bound(self, dtypes: tuple):
+        """The loop bound to the span's address for arguments of ``dtypes`` only (a caller
+        that keeps the kernel per dtype, as an activation's plan does: no key to find per
+        call, about 1 µs)."""
+        return functools.partial(self.driver, self.address(tuple(dtypes)))
 
-        sig = tuple(types.Array(from_dtype(a.dtype), 1, "C") if isinstance(a, np.ndarray)
-                    else typeof(a) for a in args)
+    def address(self, dtypes: tuple) -> int:
+        """The native entry point of the span compiled for the pieces of arrays of these
+        dtypes: 1-D C-contiguous arrays (whatever their dimensions: a ``map_rows`` loop's
+        pieces of 2-D arrays are 1-D), aligned as the serial path's arrays are typed (one
+        compile serves both): Numba's flag only sets the alignment LLVM is told for element
+        loads, and for an unaligned array of elu's backward or relu the x86-64 code was the
+        same instruction for instruction."""
+        address = self._addresses.get(dtypes)
+        if address is not None:
+            return address
+        sig = tuple(types.Array(from_dtype(d), 1, "C") for d in dtypes)
         self.span.compile(sig)
         cres = self.span.overloads[sig]
-        return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+        self._addresses[dtypes] = address
+        return address
 
     @property
     def overloads(self) -> dict:
