@@ -221,6 +221,16 @@ def test_bad_options():
         nn.cross_entropy(X.astype(np.float16), LABELS)
     with pytest.raises(ValueError, match=r"grad_output must have shape \(6,\)"):
         nn.cross_entropy_backward(X, LABELS, np.ones(5), reduction="none")
+    x32 = X.astype(np.float32)  # an array in another dtype: refused, as torch's backward
+    for loss, target in ((nn.cross_entropy_backward, LABELS), (nn.mse_backward, x32)):
+        with pytest.raises(TypeError, match="grad_output is float64, the input float32"):
+            loss(x32, target, np.full(len(LABELS) if loss is not nn.mse_backward else
+                                      x32.shape, 1e300), reduction="none")
+    with pytest.raises(TypeError, match="grad_output is float64, the input float32"):
+        nn.get_loss("cross_entropy", "none", weight=np.ones(5)).value_and_grad(
+            x32, LABELS, np.ones(len(LABELS)))
+    one = nn.cross_entropy_backward(x32, LABELS, np.float64(2.0))  # one number: any type
+    np.testing.assert_array_equal(one, 2 * nn.cross_entropy_backward(x32, LABELS))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -218,8 +218,10 @@ class Loss:
         PROFILE.done("loss", t0)
         return out
 
-    def _scale(self, shape, grad_output, be):
-        """The gradient factor: per row (cross-entropy) or a scalar, and what reduces."""
+    def _scale(self, shape, grad_output, be, dtype):
+        """The gradient factor: per row (cross-entropy) or a scalar, and what reduces; an
+        array of them in the input's ``dtype`` (as torch's backward asks: a float64 1e300
+        for float32 logits became inf gradients)."""
         go = grad_output if isinstance(grad_output, float) else _arrays.as_array(grad_output)
         if isinstance(go, float) or _arrays.shape_of(go) == ():  # one number, host or device
             factor = float(to_host(go)) if _arrays.is_device_array(go) else float(go)
@@ -234,6 +236,9 @@ class Loss:
         if not be.owns(go):
             raise TypeError(f"grad_output is on another device than the loss's input; copy "
                             f"it with {be.transfer_hint}")
+        if _arrays.dtype_of(go) != dtype:
+            raise TypeError(f"grad_output is {_arrays.dtype_of(go)}, the input {dtype}: "
+                            f"pass it as {dtype}")
         return go
 
     def _weighted(self, be, x, target, grad_output, with_grad):
@@ -252,7 +257,7 @@ class Loss:
             factor = float(to_host(go)) if _arrays.is_device_array(go) else float(go)
             scale = _array_on(be, rows * factor, _arrays.dtype_of(x))
         else:
-            self._scale(_arrays.shape_of(x), go, be)  # its checks
+            self._scale(_arrays.shape_of(x), go, be, _arrays.dtype_of(x))  # its checks
             scale = _array_on(be, rows, _arrays.dtype_of(x))
             _times(be, scale, be.contiguous(go))
         plain = Loss(self.name, "none",
@@ -291,7 +296,7 @@ class Loss:
     def _compute(self, be, x, target, grad_output, with_grad=True):
         shape = _arrays.shape_of(x)
         dtype = _arrays.dtype_of(x)
-        scale = self._scale(shape, grad_output, be)
+        scale = self._scale(shape, grad_output, be, dtype)
         if be.name == "numpy":  # the textbook formulas compute both
             loss, grad = self._numpy(x, target)
             if with_grad:
