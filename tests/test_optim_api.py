@@ -907,6 +907,10 @@ def test_a_setting_the_optimizer_does_not_have_is_refused():
         assert name not in vars(opt)
     adam.betas, adam.lr, sgd.momentum = (0.8, 0.9), 0.01, 0.5  # its own: still taken
     assert adam.betas == (0.8, 0.9) and adam.lr == 0.01 and sgd.momentum == 0.5
+    for name in ("state", "params"):  # replaced, state_dict() failed with a KeyError
+        with pytest.raises(AttributeError, match=f"Adam.{name} is the optimizer's own"):
+            setattr(adam, name, {})
+    assert adam.state_dict()["step"] == 0
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -139,6 +139,9 @@ class Optimizer:
         if name[0] == "_":  # private state: the hot path
             object.__setattr__(self, name, value)
             return
+        if name in ("params", "state") and "_built" in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.{name} is the optimizer's own: edit "
+                                 f"its arrays in place, or load_state_dict")
         if ("_built" in self.__dict__ and name not in self.__dict__
                 and not hasattr(type(self), name) and type(self).__module__ == __name__):
             # (a subclass of the user's may add attributes of its own)
