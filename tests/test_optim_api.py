@@ -505,6 +505,7 @@ BAD_OPTIONS = [
     ("SGD", dict(momentum=0.9, nesterov=2), "nesterov must be True or False"),
     ("SGD", dict(lr=lambda s: float("nan")), "the lr schedule returned nan at step 0"),
     ("SGD", dict(lr=lambda s: "x"), "the lr schedule returned 'x' at step 0"),
+    ("SGD", dict(lr=lambda s: "0.1"), "the lr schedule returned '0.1' at step 0"),  # as lr=
 ]
 
 

@@ -275,12 +275,9 @@ class Optimizer:
         except OverflowError:  # math.pow's, in a schedule that grows (gamma > 1)
             raise ValueError(f"the lr schedule overflowed at step {s}; it must be finite "
                              "and >= 0") from None
-        try:
-            if isinstance(lr, (bool, np.bool_)):
-                raise TypeError
-            lr = float(lr)
-        except (TypeError, ValueError):
-            raise ValueError(f"the lr schedule returned {lr!r} at step {s}") from None
+        if not _arrays.is_number(lr):  # as lr= takes it: "0.1" or True is no lr
+            raise ValueError(f"the lr schedule returned {lr!r} at step {s}")
+        lr = float(lr)
         if not (lr >= 0 and math.isfinite(lr)):
             raise ValueError(f"the lr schedule returned {lr} at step {s}; it must be finite "
                              "and >= 0")
