@@ -186,6 +186,14 @@ def share_memory(a, b) -> bool:
     return overlap(a, b) is not None
 
 
+def flat_copy(be, a, dtype):
+    """A flat copy of ``a`` in ``dtype`` on backend ``be``: a value read before the memory it
+    lies in is written (a gradient over its parameter, a swap inside a ParamBuffer)."""
+    out = be.empty(size_of(a), dtype)
+    be.copy_into(out, a)
+    return out
+
+
 def first_overlap(arrays) -> tuple[int, int] | None:
     """The indices of two of ``arrays`` whose memory ranges overlap, or None (sorted by
     start, so n log n for many arrays)."""

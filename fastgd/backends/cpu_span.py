@@ -108,7 +108,3 @@ class SpanKernel:
     def overloads(self) -> dict:
         """The compiled versions of the loop and of the span (what a first call may add)."""
         return {**self.driver.overloads, **self.span.overloads}
-
-    @property
-    def signatures(self) -> list:
-        return [*self.driver.signatures, *self.span.signatures]

@@ -10,11 +10,11 @@ import numpy as np
 from fastgd._arrays import (
     FLOAT_DTYPES,
     dtype_of,
+    flat_copy,
     is_device_array,
     is_int,
     shape_of,
     share_memory,
-    size_of,
 )
 from fastgd.backends import resolve
 
@@ -89,9 +89,8 @@ class ParamBuffer:
         be = self.backend
         for k, (view, value) in enumerate(pairs):
             if share_memory(value, self.flat_params) or share_memory(value, self.flat_grads):
-                copy = be.empty(size_of(value), self.dtype)  # a view of this buffer (a swap
-                be.copy_into(copy, value)  # of two tensors): read before any is written
-                pairs[k] = view, copy
+                # a view of this buffer (a swap of two tensors): read before any is written
+                pairs[k] = view, flat_copy(be, value, self.dtype)
         for view, value in pairs:
             be.copy_into(be.flat_view(view), value)
 

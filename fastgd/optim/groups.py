@@ -6,9 +6,8 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from fastgd import _arrays
 from fastgd.optim.clip import global_norm
-from fastgd.optim.optimizers import StepInfo
+from fastgd.optim.optimizers import StepInfo, refuse_shared_memory
 
 
 class Groups:
@@ -49,12 +48,9 @@ class Groups:
                 if name in union:
                     raise ValueError(f"param {name!r} is in two groups")
                 union[name] = p
-        names = list(union)
-        shared = _arrays.first_overlap([union[n] for n in names])
-        if shared is not None:  # one array stepped by two groups (torch refuses it too)
-            a, b = (names[k] for k in shared)
-            raise ValueError(f"params {a!r} and {b!r} share memory: a parameter can be in "
-                             "one group only")
+        # one array stepped by two groups (torch refuses it too)
+        refuse_shared_memory(list(union), list(union.values()),
+                             "a parameter can be in one group only")
         self.optimizers = optimizers
         self.params = MappingProxyType(union)
 

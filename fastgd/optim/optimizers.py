@@ -82,6 +82,14 @@ def _optional_norm(name, value):
     return None if value is None else max_norm_value(name, value)
 
 
+def refuse_shared_memory(names, arrays, why: str) -> None:
+    """``ValueError`` naming two of ``arrays`` (by ``names``) whose memory overlaps."""
+    shared = _arrays.first_overlap(arrays)
+    if shared is not None:
+        a, b = (names[k] for k in shared)
+        raise ValueError(f"params {a!r} and {b!r} share memory; {why}")
+
+
 def _flag(name, value):
     """A switch: True or False (NumPy's bools and 0/1 too); a string such as "false" was
     read as true."""
@@ -217,11 +225,8 @@ class Optimizer:
                 raise ValueError(f"param {name!r} is not C-contiguous (a strided view, a "
                                  "transpose or Fortran order); the optimizer updates it in place "
                                  "through a flat view: keep a C-contiguous copy as the param")
-        shared = _arrays.first_overlap(arrays)
-        if shared is not None:
-            a, b = (names[k] for k in shared)
-            raise ValueError(f"params {a!r} and {b!r} share memory; each param needs its own "
-                             "(one update and one optimizer state per element)")
+        refuse_shared_memory(names, arrays, "each param needs its own (one update and one "
+                             "optimizer state per element)")
         self._names = names
         self._shapes = [_arrays.shape_of(a) for a in arrays]
         self._dtypes = [_arrays.dtype_of(a) for a in arrays]
@@ -370,22 +375,18 @@ class Optimizer:
                     continue
                 if _arrays.share_memory(flat, storage):
                     # another tensor's gradient in the buffer: read before any is written
-                    copy = be.empty(_arrays.size_of(flat), self._buffer.dtype)
-                    be.copy_into(copy, flat)
-                    flat = copy
+                    flat = _arrays.flat_copy(be, flat, self._buffer.dtype)
                 staged.append((name, flat))
             for name, flat in staged:
                 be.copy_into(be.flat_view(views[name]), flat)
             return [storage]
         flats = list(flats) if be.name == "cuda" else host_flats
-        if be.name != "numpy":  # _numpy_step copies such a gradient itself
-            for k, (g, s) in enumerate(zip(flats, self._slots)):
-                if _arrays.share_memory(g, s.p):
-                    # over its own parameter (the gradient of |p|²/2 is p, or a view of it at
-                    # an offset): read whole before the kernel writes p; elementwise in
-                    # place, only the same view was right
-                    flats[k] = be.empty(s.n, s.dtype)
-                    be.copy_into(flats[k], g)
+        for k, (g, s) in enumerate(zip(flats, self._slots)):
+            if _arrays.share_memory(g, s.p):
+                # over its own parameter (the gradient of |p|²/2 is p, or a view of it at an
+                # offset): read whole before the step writes p (a kernel in place was right
+                # only for the same view; the NumPy step's decoupled decay writes p first)
+                flats[k] = _arrays.flat_copy(be, g, s.dtype)
         return flats
 
     def step(self, grads=None) -> StepInfo:
@@ -436,9 +437,7 @@ class Optimizer:
         """The reference's step, in IEEE arithmetic without NumPy's warnings: an overflow or
         an inf - inf is the result torch's step (and the kernels') gives too."""
         with np.errstate(all="ignore"):
-            for s, g in zip(self._slots, flats):
-                if _arrays.share_memory(g, s.p):  # the gradient of |p|²/2 is p: read before
-                    g = np.copyto(s.gprep, g) or s.gprep  # decoupled decay writes p
+            for s, g in zip(self._slots, flats):  # none over its param (_grads copied those)
                 if self._clip != math.inf:
                     g = np.clip(g, -self._clip, self._clip, out=s.gprep)
                 if scale != 1.0:
