@@ -257,6 +257,10 @@ def test_loss_grad_output_on_the_loss_device_or_as_one_number():
         _, g = loss.value_and_grad(dev(x), dev(t), dev(np.array(2.0)))
         _, want = loss.value_and_grad(x, t, 2.0, backend="numpy")
         np.testing.assert_allclose(host(g), want, rtol=1e-12)
+    x32 = x.astype(np.float32)  # a device array in another dtype, as on the CPU
+    with pytest.raises(TypeError, match="grad_output is float64, the input float32"):
+        nn.get_loss("cross_entropy", "none").value_and_grad(dev(x32), dev(labels),
+                                                            dev(np.ones(4)))
 
 
 def test_model_state_dict_round_trip_on_cuda():
