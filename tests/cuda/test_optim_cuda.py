@@ -231,6 +231,14 @@ def test_groups_on_cuda_skip_together():
     np.testing.assert_allclose(host(p["b"]), 0.5)
 
 
+def test_groups_refuse_a_device_array_in_two_groups():
+    """Two groups stepping overlapping views of one device array would update it twice."""
+    w = dev(np.zeros(10))
+    with pytest.raises(ValueError, match="params 'a' and 'b' share memory"):
+        fastgd.Groups(fastgd.SGD({"a": w[:6]}), fastgd.Adam({"b": w[4:]}))
+    fastgd.Groups(fastgd.SGD({"a": w[:5]}), fastgd.Adam({"b": w[5:]}))
+
+
 def test_a_gradient_over_its_param_at_an_offset_on_cuda():
     """As on the CPU (tests/test_optim_api.py): a device gradient that is a view of its own
     parameter elsewhere is read whole before the kernel writes the parameter (a reversed
