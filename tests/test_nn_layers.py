@@ -322,6 +322,39 @@ def test_sequential_numbers_repeated_names_and_refuses_what_is_not_a_layer():
     twice = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="in the Sequential twice"):
         nn.Sequential([twice, twice])
+    inner = nn.Linear(2, 2, backend="numpy", name="a")  # one weight under two names
+    with pytest.raises(ValueError, match="in the Sequential twice"):
+        nn.Sequential([inner, nn.Residual([inner], name="r")])
+
+
+def test_a_sequential_that_fails_to_build_leaves_its_layers_names():
+    """An audit: the layers were renamed before the checks that then refused them; and a
+    number another layer's name held made a clash."""
+    a = nn.Linear(2, 3, backend="numpy")
+    b = nn.Linear(3, 2, backend="numpy", dtype=np.float64)
+    with pytest.raises(ValueError, match="one backend and dtype"):
+        nn.Sequential([a, b])
+    with pytest.raises(ValueError, match="takes width 2, but linear1 gives 3"):
+        nn.Sequential([a, nn.Linear(2, 2, backend="numpy")])
+    assert (a.name, b.name) == ("linear", "linear")
+    model = nn.Sequential([a, nn.Linear(3, 2, backend="numpy"),
+                           nn.Linear(2, 2, backend="numpy", name="linear1")])
+    assert [layer.name for layer in model.layers] == ["linear2", "linear3", "linear1"]
+
+
+def test_a_dropout_seed_past_64_bits_round_trips():
+    """An audit: MLP(seed=s) seeds its dropout layers s*1000 + k, past 2^64 from s ~ 1.8e16,
+    which state_dict held as an object array that load_state_dict refused. The mask uses
+    the seed's low 64 bits: the layer keeps those."""
+    model = nn.MLP([2, 3, 2], dropout=0.5, seed=10**17, backend="numpy")
+    drop = model.layers[1]
+    assert drop.seed == (10**17 * 1000 + 1) % 2**64
+    state = model.state_dict()
+    model.load_state_dict(state)
+    x = np.ones((4, 3), np.float32)
+    big = nn.Dropout(0.5, seed=drop.seed + 2**64, backend="numpy")
+    np.testing.assert_array_equal(big.forward(x), nn.Dropout(0.5, seed=drop.seed,
+                                                             backend="numpy").forward(x))
 
 
 @pytest.mark.parametrize("shape", [(300, 70), (1, 5000), (5000, 1), (3, 4), (0, 6), (1100, 480),

@@ -321,6 +321,48 @@ def test_batch_norm_with_single_sample_batches(setup):
                  progress=False)
 
 
+def test_batch_statistics_in_eval_are_checked_before_training_and_read_whole():
+    """An audit: a batch norm without running statistics normalizes eval data by their own
+    statistics. evaluate read them in chunks (the result depended on the chunk size) and a
+    test set of one row failed after the first epoch had trained."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((65, 2))
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def model():
+        return nn.Sequential([nn.Linear(2, 4, backend="numpy", dtype=np.float64),
+                              nn.BatchNorm1d(4, "relu", track_running_stats=False,
+                                             backend="numpy", dtype=np.float64),
+                              nn.Linear(4, 2, backend="numpy", dtype=np.float64)])
+
+    m = model()
+    w0 = m.params["linear1.weight"].copy()
+    for data, options in (((x[:64], y[:64], x[64:], y[64:]), {}),
+                          ((x, y), {"eval_samples": 1})):
+        with pytest.raises(ValueError, match="needs 2 samples or more"):
+            nn.train(m, data, optimizer=fastgd.SGD(m.params, lr=0.1), epochs=2,
+                     progress=False, **options)
+        np.testing.assert_array_equal(m.params["linear1.weight"], w0)
+    whole = nn.evaluate(m, x[:64], y[:64], chunk=64)
+    assert nn.evaluate(m, x[:64], y[:64], chunk=8) == whole
+    want = nn.cross_entropy(m.forward(x[:64], train=False), y[:64])
+    assert whole[0] == pytest.approx(want, rel=1e-12)
+    hist = nn.train(m, (x[:60], y[:60], x[60:], y[60:]), optimizer=fastgd.SGD(m.params),
+                    epochs=1, progress=False)
+    assert np.isfinite(hist.test_loss[-1])
+
+
+def test_train_takes_a_single_layer():
+    """A bare Linear (logistic regression) failed with an AttributeError after the checks."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 3))
+    y = (x @ [1.0, -2.0, 0.5] > 0).astype(np.int64)
+    layer = nn.Linear(3, 2, backend="numpy", dtype=np.float64)
+    hist = nn.train(layer, (x, y), optimizer=fastgd.SGD(layer.params, lr=0.5), epochs=30,
+                    batch_size=8, progress=False)
+    assert hist.loss[-1] < hist.loss[0] and hist.train_accuracy[-1] >= 0.9
+
+
 def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_chose_one():
     """fastgd.nn sets GOMP_SPINCOUNT (libgomp's wait before sleeping) as a default: passive
     waiting made every parallel kernel wake sleeping workers (~80 us), the default spin

@@ -126,6 +126,18 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def modules(self):
+        """Every leaf layer, in order: this one (a container yields its layers')."""
+        yield self
+
+    def activation_layers(self):
+        """The leaf layers that apply an activation (their ``preact`` is its input)."""
+        return [m for m in self.modules()
+                if getattr(m, "act", None) is not None and m.act.name != "identity"]
+
+    def linear_layers(self):
+        return [m for m in self.modules() if isinstance(m, Linear)]
+
     def predict(self, x):
         """The eval-mode output as a new array (a forward's is a buffer the next reuses)."""
         out = self.forward(x, train=False)
@@ -406,7 +418,8 @@ class Dropout(Layer):
         self.p = p
         if seed is None:
             seed = secrets.randbits(63)
-        self.seed, self.step = count("dropout seed", seed, 0), 0
+        # the low 64 bits, all the mask uses: a larger int is no NumPy integer (state_dict)
+        self.seed, self.step = count("dropout seed", seed, 0) % (1 << 64), 0
         self._active = False
 
     @property
@@ -440,16 +453,29 @@ class Dropout(Layer):
                          self._ws("dx", self._out_shape))
 
 
-def _number_repeated_names(layers) -> None:
-    r"""Name layers that share a name by their order among them (two unnamed ``Linear``\s:
-    ``linear1``, ``linear2``), as torch numbers a Sequential's layers; the params are keyed by
-    these names."""
-    counts = Counter(layer.name for layer in layers)
-    seen = Counter()
-    for layer in layers:
-        if counts[layer.name] > 1:
-            seen[layer.name] += 1
-            layer.name = f"{layer.name}{seen[layer.name]}"
+def _numbered_names(layers) -> list:
+    r"""The layers' names, those that several share numbered by their order among them (two
+    unnamed ``Linear``\s: ``linear1``, ``linear2``; a number another layer's name holds is
+    skipped), as torch numbers a Sequential's layers; the params are keyed by these names.
+    The layers are not renamed here: a Sequential that fails to build leaves them as
+    they were."""
+    names = [layer.name for layer in layers]
+    counts, taken, seen = Counter(names), set(names), Counter()
+    for k, name in enumerate(names):
+        if counts[name] > 1:
+            while f"{name}{seen[name] + 1}" in taken:
+                seen[name] += 1
+            seen[name] += 1
+            names[k] = f"{name}{seen[name]}"
+            taken.add(names[k])
+    return names
+
+
+def _tree(layer):
+    """``layer`` and every layer inside it, containers included."""
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _tree(inner)
 
 
 class Sequential(Layer):
@@ -462,31 +488,32 @@ class Sequential(Layer):
         for k, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential's item {k} is not a layer: {layer!r}")
-        if len({id(layer) for layer in layers}) != len(layers):
-            raise ValueError("a layer is in the Sequential twice: make a layer for each place")
-        _number_repeated_names(layers)
+        tree = [inner for layer in layers for inner in _tree(layer)]
+        if len({id(layer) for layer in tree}) != len(tree):  # one weight under two names
+            raise ValueError("a layer is in the Sequential twice (perhaps inside a block): "
+                             "make a layer for each place")
+        names = _numbered_names(layers)
         first = layers[0]
         super().__init__(first.be, first.dtype, name)
-        for layer in layers:
+        for layer, name in zip(layers, names):
             if layer.be is not first.be or layer.dtype != first.dtype:
                 raise ValueError(
-                    f"layer {layer.name} is {layer.be.name}/{layer.dtype}, the first is "
+                    f"layer {name} is {layer.be.name}/{layer.dtype}, the first is "
                     f"{first.be.name}/{first.dtype}: all layers need one backend and dtype"
                 )
-        self.layers = layers
-        names = [layer.name for layer in layers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"layer names must be unique, got {names}")
         width, source = None, None  # checked here, not in a forward that changed state
-        for layer in layers:
+        for layer, name in zip(layers, names):
             w_in, w_out = widths(layer)
             if width is not None and w_in is not None and w_in != width:
-                raise ValueError(f"layer {layer.name} takes width {w_in}, but {source} gives "
+                raise ValueError(f"layer {name} takes width {w_in}, but {source} gives "
                                  f"{width}")
             if w_out is not None:
-                width, source = w_out, layer.name
+                width, source = w_out, name
             elif not _keeps_width(layer):  # a layer of the user's: width unknown
                 width = None
+        for layer, name in zip(layers, names):
+            layer.name = name
+        self.layers = layers
         self._gather()
 
     def _gather(self):
@@ -518,15 +545,7 @@ class Sequential(Layer):
     def modules(self):
         """Every leaf layer, in order (residual blocks unpacked)."""
         for layer in self.layers:
-            yield from (layer.modules() if hasattr(layer, "modules") else (layer,))
-
-    def activation_layers(self):
-        """The leaf layers that apply an activation (their ``preact`` is its input)."""
-        return [m for m in self.modules()
-                if getattr(m, "act", None) is not None and m.act.name != "identity"]
-
-    def linear_layers(self):
-        return [m for m in self.modules() if isinstance(m, Linear)]
+            yield from layer.modules()
 
 
 def widths(layer):

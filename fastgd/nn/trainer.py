@@ -212,11 +212,21 @@ def evaluate(model, x, y, loss="cross_entropy", chunk=4096):
     return _evaluate(model, x, y, loss, count("chunk", chunk))
 
 
+def _batch_statistics_in_eval(model) -> bool:
+    """Whether an eval forward normalizes by the batch's own statistics (a batch norm with
+    ``track_running_stats=False``): its result then depends on how the data are split."""
+    return any(getattr(m, "track_running_stats", True) is False for m in model.modules())
+
+
 def _evaluate(model, x, y, loss, chunk=4096):
     """The mean loss and accuracy over ``chunk``-row pieces, each piece counted by its rows,
     or with class weights or an ignored label by its rows' weights (the loss) and its rows
-    not ignored (the accuracy), as one batch's mean would count them."""
+    not ignored (the accuracy), as one batch's mean would count them. A model that
+    normalizes by batch statistics in eval sees the data whole (pieces would change the
+    result, and a piece of one row cannot be normalized)."""
     n = _arrays.shape_of(x)[0]
+    if _batch_statistics_in_eval(model):
+        chunk = max(n, 1)
     total = correct = weights = kept = 0.0
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
@@ -358,6 +368,13 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     if has_bn and (bs < 2 or n < 2):
         raise ValueError(f"a model with batch norm needs batches of at least 2 samples; mode "
                          f"{mode!r} gives {bs}")
+    n_eval = min(n, eval_samples)
+    if _batch_statistics_in_eval(model):  # found here, not after the first epoch's steps
+        n_test = None if x_te is None else _arrays.shape_of(x_te)[0]
+        if n_eval < 2 or n_test == 1:
+            raise ValueError(f"a batch norm with track_running_stats=False normalizes the "
+                             f"evaluation data by their own statistics: it needs 2 samples "
+                             f"or more (eval_samples {eval_samples}, test set {n_test})")
 
     be = model.be
     xp = array_module(be)
@@ -366,7 +383,6 @@ def train(model, data, loss="cross_entropy", optimizer=None, *, mode="minibatch"
     bar = _progress(progress, epochs)
     if profile:
         PROFILE.start(be.name)
-    n_eval = min(n, eval_samples)
     try:
         with _blas_limit(blas_threads, model, bs):
             for epoch in range(1, epochs + 1):
