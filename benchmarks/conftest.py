@@ -2,9 +2,10 @@
 
 * Options: ``--fastgd-ops``, ``--fastgd-backends``, ``--fastgd-sizes`` (comma lists) select
   what runs, in every suite (by the ``op``/``backend``/``n`` parameters); ``--fastgd-quick``
-  picks the small sizes; ``--fastgd-report=DIR`` (or ``none``) says where the report goes
-  (with ``=``: an existing folder as a bare argument moves pytest's rootdir, and this
-  folder's pytest.ini would not be read; that is refused).
+  picks the small sizes and the forwards and backwards from x (no backwards from y);
+  ``--fastgd-report=DIR`` (or ``none``) says where the report goes (with ``=``: an
+  existing folder as a bare argument moves pytest's rootdir, and this folder's pytest.ini
+  would not be read; that is refused).
 * Fixtures: ``roofs`` (device -> measured GB/s roof), ``probe_n`` (bandwidth probe size).
 * Machine facts (CPU, GPU, Numba threads and threading layer, peers, measured bandwidth) go
   into the JSON's ``machine_info["fastgd"]``.
@@ -33,7 +34,8 @@ def pytest_addoption(parser):
                     help="sizes n in elements: 1000,2^16 or 2^16..2^24 "
                          "(default 2^10,2^16,2^20,2^24)")
     group.addoption("--fastgd-quick", action="store_true",
-                    help="small sizes only (2^10, 2^16, 2^20), fewer bandwidth-probe repeats")
+                    help="small sizes only (2^10, 2^16, 2^20), activations forward and backward "
+                         "from x (not from y), fewer bandwidth-probe repeats")
     group.addoption("--fastgd-report", default="",
                     help="report folder (default reports/<machine>-<date>); 'none': no report")
     group.addoption("--fastgd-deadline", default="0", type=float,

@@ -247,8 +247,9 @@ def parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="run the benchmarks (pytest benchmarks), then report")
     bench.add_argument("--quick", action="store_true",
-                       help="sizes 2^10, 2^16, 2^20 and short timings (about a minute on 2 "
-                       "cores; 1.5 to 2 the first time, when the kernels compile)")
+                       help="sizes 2^10, 2^16, 2^20, short timings, activation backwards from x "
+                       "only (not from y): about a minute on 2 cores; 1.5 to 2 the first time, "
+                       "when the kernels compile")
     bench.add_argument("--ops", help="comma list of ops, e.g. gelu,adam (default all; an "
                        "unknown name lists the known ones)")
     bench.add_argument("--backends",

@@ -89,6 +89,21 @@ def test_right_kernel_is_timed_and_recorded(monkeypatch):
     assert info["compile_s"] > 0  # a new kernel (serial loop, new size class) was compiled
 
 
+def test_gate_rejects_a_call_that_writes_into_its_inputs():
+    """An audit: a relu computed into its own input passed its check (the reference was
+    computed after the call, from the changed input) and left every later case of that
+    size an input without negatives."""
+    case = ac.make_case("relu", "forward", "numpy", 1 << 10)
+    x = ac.inputs((1 << 10,))["x"].copy()
+    harness.run(FakeBenchmark(), case)  # the right call leaves them as they were
+    bench = FakeBenchmark()
+    case.call = lambda: np.maximum(x, 0, out=x)
+    case.inputs = (x,)
+    with pytest.raises(WrongResult, match="relu forward on numpy .*wrote into its inputs"):
+        harness.run(bench, case)
+    assert bench.calls == 0
+
+
 def test_compile_time_only_when_a_kernel_was_compiled():
     harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=500))  # compiled (or cached)
     info = harness.run(FakeBenchmark(), numba_case(formulas.sigmoid, n=600))
@@ -231,6 +246,9 @@ def test_shapes_and_params():
     assert {c[3] for c in default} == set(ac.SIZES)  # no GPU sizes on the CPU
     assert {c[3] for c in ac.params(["relu"], ["numpy"], sizes=[1 << 26])} == {1 << 26}
     assert ac.params(["relu"], ["numpy"], sizes=[1 << 28]) == []  # 2^28 only on a GPU
+    # softmax's rows of 256: 256 and 300 elements are one case (a report mixed the two)
+    assert [c[3] for c in ac.params(["softmax"], ["numpy"], sizes=[256, 300, 512])
+            if c[1] == "forward"] == [256, 512]
 
 
 def test_bandwidth_probe_and_roof():

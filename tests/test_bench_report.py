@@ -246,6 +246,40 @@ def test_a_result_without_a_time_is_named_as_malformed(tmp_path):
             report.write([data], tmp_path)
 
 
+def test_an_infinite_time_or_negative_bytes_are_malformed(tmp_path):
+    for field, bad in (("min", "inf"), ("min", float("inf")), ("bytes", -8)):
+        data = json.loads(SMALL.read_text())
+        if field == "min":
+            data["benchmarks"][0]["stats"]["min"] = bad
+        else:
+            data["benchmarks"][0]["extra_info"]["bytes"] = bad
+        with pytest.raises(report.ReportError, match="has a malformed field"):
+            report.write([data], tmp_path)
+
+
+@pytest.mark.parametrize("field", ["bandwidth", "peers", "cores"])
+def test_null_machine_facts_are_absent_ones(tmp_path, field):
+    """An audit: a null bandwidth or peers passed the checks, then a traceback."""
+    data = json.loads(SMALL.read_text())
+    data["machine_info"]["fastgd"][field] = None
+    text = report.write([data], tmp_path).read_text()
+    assert "| relu | forward | float32 | 2^10 | numba | 2 µs |" in text
+
+
+def test_two_results_of_one_case_are_refused():
+    """An audit: a suite parametrized over something else besides (a thread count) gave
+    two results of one op, size and backend; every table showed the last one read as the
+    best."""
+    data = json.loads(SMALL.read_text())
+    twin = json.loads(json.dumps(data["benchmarks"][0]))
+    twin["name"] = "twin"
+    twin["stats"]["min"] *= 2
+    data["benchmarks"].append(twin)
+    with pytest.raises(report.ReportError, match="two results of relu forward float32 "
+                                                 "n=1024 on numpy: .* and 'twin'"):
+        report.parse(data)
+
+
 def test_a_busy_machine_is_named_at_the_top(tmp_path, single):
     """A quick sweep beside another program reported a 7 µs kernel at 5 ms (both of its
     rounds stalled) and named the wrong best: the report says when it was taken on a shared
@@ -291,6 +325,16 @@ def test_crossover_is_the_size_from_which_the_gpu_stays_faster():
                 ("relu", "numba", "cpu", 2**20, 1e-4, {}),
                 ("relu", "cuda", "gpu", 2**20, 1e-5, {})])
     assert report.crossover(run, False) == [["relu", "forward", "float32", "2^20"]]
+
+
+def test_crossover_with_transfers_unknown_without_a_host_device_speed():
+    """An audit: without h2d/d2h figures the column "with host↔device copies" showed the
+    crossover without them."""
+    results = [("relu", "numba", "cpu", 2**20, 1e-4, {}), ("relu", "cuda", "gpu", 2**20, 1e-5, {})]
+    for bandwidth in (None, {"gpu": {"copy": 1000.0}}):
+        run = _run(results, bandwidth=bandwidth)
+        assert report.crossover(run, False) == [["relu", "forward", "float32", "2^20"]]
+        assert report.crossover(run, True) == [["relu", "forward", "float32", "–"]]
 
 
 def test_crossover_with_transfers_counts_bytes_over_gb_per_s():

@@ -9,7 +9,8 @@ move, and (on a GPU) how to synchronize. :func:`run` then
 2. checks that first result against the reference: a wrong result raises
    :class:`WrongResult` and the case is never timed,
 3. times ``call`` (+ ``sync``) with pytest-benchmark's ``benchmark`` fixture, warm (calls
-   slower than ``SLOW_S`` in ``SLOW_ROUNDS`` rounds, without the calibration call),
+   slower than ``SLOW_S`` in ``SLOW_ROUNDS`` rounds, without the calibration call); a
+   call that wrote into its inputs fails as a wrong result does,
 4. writes op, direction, backend, dtype, n, bytes, GB/s, elements/s and the fraction of
    the measured bandwidth roof into ``benchmark.extra_info``.
 
@@ -47,7 +48,9 @@ class Case:
     values the calls start from (an optimizer's parameters), when the check is of the
     change from them (see :func:`verify`); ``peer``: another
     library's implementation, checked for a wrong formula or a missed element but not held
-    to fastgd's float32 accuracy in the tails (see :func:`tolerance`).
+    to fastgd's float32 accuracy in the tails (see :func:`tolerance`); ``inputs``: host
+    arrays the call reads and must leave as they were (the cases of one size share them: a
+    call that wrote into them would pass its own check and change every later case's).
     """
 
     op: str
@@ -68,6 +71,7 @@ class Case:
     checked_calls: int = 1
     origin: np.ndarray | None = None
     peer: bool = False
+    inputs: tuple = ()
     extra: dict = field(default_factory=dict)
 
     @property
@@ -141,6 +145,13 @@ def verify(case: Case, result) -> None:
         )
 
 
+def fingerprint(arrays) -> tuple[int, ...]:
+    """The sums (mod 2^64) of each array's bit patterns: any one element changed changes
+    its sum (one pass over the inputs, no copy)."""
+    return tuple(int(np.ascontiguousarray(a).reshape(-1).view(f"u{a.itemsize}").sum(
+        dtype=np.uint64)) for a in arrays)
+
+
 def first_call(case: Case) -> tuple[float, object, bool]:
     """Run the case once: (seconds, result, whether a kernel was compiled on the way)."""
     before = case.kernels() if case.kernels else None
@@ -188,10 +199,13 @@ def run(benchmark, case: Case, roof_gbps: float | None = None):
     """Check ``case`` against its reference, then time it with ``benchmark`` and record it.
 
     Raises :class:`WrongResult` (before any timing) when the result is wrong."""
+    before = fingerprint(case.inputs)
     seconds, result, compiled = first_call(case)
     for _ in range(case.checked_calls - 1):
         result = case.timed()
     verify(case, result)
+    if fingerprint(case.inputs) != before:
+        raise WrongResult(f"{case.label}: the call wrote into its inputs")
     benchmark.group = f"{case.op}-{case.direction}-n{case.n}"
     # a warm call decides the rounds: after a compile, and where compiles are not counted
     # (kernels None: the CUDA optimizer cases) and the first call was slow

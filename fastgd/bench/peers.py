@@ -113,6 +113,14 @@ TORCH_FORWARD = {
     "log_softmax": lambda x, o, w: torch()._log_softmax(x, -1, False, out=o),
 }
 
+def _torch_prelu_backward(dy, x, w):
+    """dx, with dweight computed too, as ours computes both: autograd's prelu backward, the
+    kernel's per-element weight gradient summed to the weight's shape."""
+    dx, dw = _aten()._prelu_kernel_backward(dy, x, w.reshape(-1, *([1] * (x.dim() - 2))))
+    dw.sum(dim=[d for d in range(x.dim()) if d != 1])
+    return dx
+
+
 #: backward(dy, x, y, out, w) -> dx; y is the forward output (what autograd keeps for some).
 TORCH_BACKWARD = {
     "sigmoid": lambda dy, x, y, o, w: _aten().sigmoid_backward.grad_input(dy, y, grad_input=o),
@@ -121,8 +129,7 @@ TORCH_BACKWARD = {
         dy, x, 0, grad_input=o),
     "leaky_relu": lambda dy, x, y, o, w: _aten().leaky_relu_backward.grad_input(
         dy, x, 0.01, False, grad_input=o),
-    "prelu": lambda dy, x, y, o, w: _aten()._prelu_kernel_backward(
-        dy, x, w.reshape(-1, *([1] * (x.dim() - 2))))[0],
+    "prelu": lambda dy, x, y, o, w: _torch_prelu_backward(dy, x, w),
     "elu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
         dy, 1.0, 1, 1, False, x, grad_input=o),
     "selu": lambda dy, x, y, o, w: _aten().elu_backward.grad_input(
@@ -228,6 +235,13 @@ def _channels(w):
     return w[:, None]  # one slope per channel of (batch, channels, length)
 
 
+def _prelu_backward(dy, x, w):
+    """dx, with dweight computed too (the sum over batch and length of dy·x where x ≤ 0),
+    as ours computes both."""
+    np.sum(np.where(x > 0, 0, dy * x), axis=(0, 2))
+    return np.where(x > 0, dy, _channels(w) * dy)
+
+
 #: forward(x, w) -> y, in x's dtype (NumPy keeps float32: Python numbers are weak).
 NUMPY_FORWARD = {
     "sigmoid": lambda x, w: _sigmoid(x),
@@ -254,7 +268,7 @@ NUMPY_BACKWARD = {
     "tanh": lambda dy, x, y, w: dy * (1 - np.tanh(x) ** 2),
     "relu": lambda dy, x, y, w: dy * (x > 0),
     "leaky_relu": lambda dy, x, y, w: np.where(x > 0, dy, 0.01 * dy),
-    "prelu": lambda dy, x, y, w: np.where(x > 0, dy, _channels(w) * dy),
+    "prelu": lambda dy, x, y, w: _prelu_backward(dy, x, w),
     "elu": lambda dy, x, y, w: np.where(x > 0, dy, dy * np.exp(x)),
     "selu": lambda dy, x, y, w: SELU_SCALE * np.where(x > 0, dy, SELU_ALPHA * dy * np.exp(x)),
     "gelu": lambda dy, x, y, w: dy * (0.5 * (1 + _erf(x / _SQRT2))

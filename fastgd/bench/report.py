@@ -74,8 +74,11 @@ class Run:
 
     @property
     def facts(self) -> dict:
+        """``machine_info.fastgd``, its null fields left out (absent, as a missing one)."""
         facts = self.info.get("fastgd")
-        return facts if isinstance(facts, dict) else {}
+        if not isinstance(facts, dict):
+            return {}
+        return {k: v for k, v in facts.items() if v is not None}
 
     @property
     def machine(self) -> str:
@@ -147,14 +150,31 @@ def parse(data, source: str = "<data>") -> Run:
             f"{source} is not pytest-benchmark output: expected an object with a 'benchmarks' "
             f"list whose entries have 'stats' (found {keys})"
         )
-    results = [r for r in (_result(b) for b in benches) if r is not None]
+    named = [(r, b.get("name", "?")) for b in benches if (r := _result(b)) is not None]
     _check_facts(data, source)
+    _refuse_duplicates(named, source)
+    results = [r for r, _ in named]
     if not results:
         raise ReportError(
             f"{source} has no fastgd results: no benchmark carries op, backend and n in its "
             "extra_info or parameters"
         )
     return Run(source, data, results)
+
+
+def _refuse_duplicates(named, source: str) -> None:
+    """Two results (of ``(result, benchmark name)`` pairs) of one op, direction, dtype, n and
+    backend: every table would show one of them, the last read, as if it were the best (a
+    suite parametrized over something else besides, such as a thread count)."""
+    seen = {}
+    for r, name in named:
+        key = (r.key, r.backend)
+        if key in seen:
+            raise ReportError(
+                f"{source} has two results of {r.op} {r.direction} {r.dtype} n={r.n} on "
+                f"{r.backend}: {seen[key]!r} and {name!r}; a report shows one per backend "
+                "(give each its own op or backend in extra_info)")
+        seen[key] = name
 
 
 def _check_facts(data: dict, source: str) -> None:
@@ -201,9 +221,11 @@ def _result(bench: dict) -> Result | None:
 
 def _typed_result(bench: dict, info: dict) -> Result:
     backend = str(info["backend"])
-    if not float(bench["stats"]["min"]) > 0:  # every figure divides by it; a dropped row
-        # would silently make a slower implementation the best
+    if not 0 < float(bench["stats"]["min"]) < math.inf:  # every figure divides by it; a
+        # dropped row would silently make a slower implementation the best
         raise ValueError(f"its best time is {bench['stats']['min']!r}, not a time > 0")
+    if info.get("bytes") is not None and int(info["bytes"]) < 0:
+        raise ValueError(f"its bytes are {info['bytes']!r}, not a count >= 0")
     device = info.get("device") or ("gpu" if backend in GPU_BACKENDS or "cuda" in backend
                                     else "cpu")
     return Result(
@@ -286,14 +308,15 @@ def summary_rows(run: Run) -> list[list]:
 
 def crossover(run: Run, transfer: bool) -> list[list]:
     """Per op and direction, the smallest n from which the best GPU implementation beats the
-    best CPU one (``transfer``: counting every byte the op moves over host↔device once)."""
-    pcie = run.transfer_gbps()
+    best CPU one (``transfer``: counting every byte the op moves over host↔device once;
+    "–" where the run has no host↔device speed or the op no byte count)."""
+    pcie = run.transfer_gbps() if transfer else 0.0
     ops = defaultdict(dict)
     for key, group in by_key(measured(run)).items():
         ops[key[:3]][key[3]] = group
     rows = []
     for (op, direction, dtype), sizes in sorted(ops.items()):
-        found, common = None, []
+        found, common, unknown = None, [], transfer and not pcie
         for n in sorted(sizes):
             cpu = [r for r in sizes[n].values() if r.device == "cpu"]
             gpu = [r for r in sizes[n].values() if r.device == "gpu"]
@@ -301,13 +324,15 @@ def crossover(run: Run, transfer: bool) -> list[list]:
                 continue
             common.append(n)
             g = min(gpu, key=lambda r: r.time)
-            t = g.time + (g.bytes / pcie / 1e9 if transfer and pcie and g.bytes else 0)
+            unknown = unknown or (transfer and not g.bytes)
+            t = g.time + (g.bytes / pcie / 1e9 if transfer and not unknown else 0)
             if t < min(r.time for r in cpu):
                 found = found or n
             else:
                 found = None
         if common:
-            where = fmt_n(found) if found else f"> {fmt_n(common[-1])}"
+            where = ("–" if unknown else fmt_n(found) if found
+                     else f"> {fmt_n(common[-1])}")
             rows.append([op, direction, dtype, where])
     return rows
 
