@@ -258,8 +258,10 @@ def parser() -> argparse.ArgumentParser:
                        "2^26 on the CPU, 2^28 on a GPU; softmax and log_softmax run whole rows "
                        "of 256 and prelu 16 channels, so their n is rounded to fit: the report "
                        "shows the n that ran)")
-    bench.add_argument("--min-rounds", type=int, help="pytest-benchmark --benchmark-min-rounds")
-    bench.add_argument("--max-time", type=float, help="pytest-benchmark --benchmark-max-time")
+    bench.add_argument("--min-rounds", type=int, help="pytest-benchmark --benchmark-min-rounds "
+                       "(calls slower than 0.1 s run 2 rounds whatever it says)")
+    bench.add_argument("--max-time", type=float, help="pytest-benchmark --benchmark-max-time "
+                       "(idem)")
     bench.add_argument("--out", help="report folder (default a new reports/<machine>-<date>)")
     bench.add_argument("pytest_args", nargs="*", help="more pytest arguments, after --")
     bench.set_defaults(run=cmd_bench)

@@ -20,9 +20,19 @@ def test_report_writes_index(tmp_path, capsys):
     # the folder stands alone: its JSON beside it (the source may be git-ignored .benchmarks/)
     assert (tmp_path / "benchmarks.json").read_bytes() == (DATA / "bench_small.json").read_bytes()
     index = tmp_path / "index.md"
-    assert "Source: `benchmarks.json` (beside this page; from" in index.read_text()
+    assert "Source: [`benchmarks.json`](benchmarks.json) (beside this page; from" in (
+        index.read_text())
     assert cli.main(["report", str(tmp_path / "benchmarks.json"), "--out", str(tmp_path)]) == 0
-    assert "Source: `benchmarks.json` (beside this page)\n" in index.read_text()
+    assert "Source: [`benchmarks.json`](benchmarks.json) (beside this page)\n" in (
+        index.read_text())
+    # a comparison keeps its runs' JSON too, and removes the single run's it replaces
+    other = DATA / "bench_other.json"
+    assert cli.main(["report", str(DATA / "bench_small.json"), str(other), "--out",
+                     str(tmp_path)]) == 0
+    assert (tmp_path / "benchmarks-2.json").read_bytes() == other.read_bytes()
+    assert "[`benchmarks-2.json`](benchmarks-2.json) (beside this page; from" in (
+        index.read_text())
+    assert not (tmp_path / "benchmarks.json").exists()
 
 
 @pytest.mark.parametrize("content, message", [

@@ -327,6 +327,13 @@ def test_crossover_is_the_size_from_which_the_gpu_stays_faster():
     assert report.crossover(run, False) == [["relu", "forward", "float32", "2^20"]]
 
 
+def test_latencies_leave_out_the_many_tensor_steps():
+    """An audit: at sizes below 2^20 a step over 1000 tensors showed as a latency."""
+    run = _run([("relu", "numba", "cpu", 2**10, 2e-6, {}),
+                ("adam [buffer of 1000]", "numba", "cpu", 2**16, 1e-4, {})])
+    assert report.latencies(run) == {"relu forward (n=2^10)": {"numba": pytest.approx(2.0)}}
+
+
 def test_crossover_with_transfers_unknown_without_a_host_device_speed():
     """An audit: without h2d/d2h figures the column "with host↔device copies" showed the
     crossover without them."""

@@ -496,13 +496,15 @@ def speedups(run: Run) -> dict:
 
 def latencies(run: Run) -> dict:
     """Time in µs at the smallest size, per op and backend (ops whose smallest size is 2^20
-    or more, the many-tensor optimizer steps, are left out: they are no latency)."""
+    or more and the many-tensor optimizer steps, ``adam [buffer of 1000]``, are left out:
+    they are no latency)."""
     def pick(groups):
         n = min(groups)
         if n >= 1 << 20:
             return None, {}
         return n, {b: r.time * 1e6 for b, r in groups[n].items()}
-    return _per_op(run, pick)
+    steps = Run(run.source, run.data, [r for r in run.results if " [" not in r.op])
+    return _per_op(steps, pick)
 
 
 def compile_times(run: Run) -> dict:
@@ -581,18 +583,19 @@ def _plots(run_list: list[Run], out: Path, prefix: str) -> list[str]:
             for op in ops]
 
 
-def _keep_source(run: Run, out: Path) -> str:
-    """The run's JSON as ``benchmarks.json`` beside the report, so the folder stands alone
-    (pytest-benchmark saves under the git-ignored .benchmarks/); the Source line."""
-    kept = out / "benchmarks.json"
+def _keep_source(run: Run, out: Path, name: str = "benchmarks.json") -> str:
+    """The run's JSON as ``name`` beside the report, so the folder stands alone
+    (pytest-benchmark saves under the git-ignored .benchmarks/); a link to it."""
+    kept = out / name
     source = Path(run.source)
+    link = f"[`{name}`]({name}) (beside this page"
     if source.is_file() and source.resolve() == kept.resolve():
-        return "`benchmarks.json` (beside this page)"
+        return link + ")"
     if not source.is_file():
         kept.write_text(json.dumps(run.data, indent=4, default=str))
-        return "`benchmarks.json` (beside this page)"
+        return link + ")"
     shutil.copyfile(source, kept)
-    return f"`benchmarks.json` (beside this page; from `{run.source}`)"
+    return link + f"; from `{run.source}`)"
 
 
 #: A result is unsteady where its median round took more than this times its best.
@@ -717,8 +720,9 @@ def ratio_rows(found) -> list[list]:
 
 def write_compare(runs: list[Run], out: Path) -> Path:
     parts = ["# fastgd benchmarks compared",
-             "Runs:\n\n" + "\n".join(f"{i + 1}. {r.label} — `{r.source}`"
-                                     for i, r in enumerate(runs)),
+             "Runs:\n\n" + "\n".join(
+                 f"{i + 1}. {r.label} — {_keep_source(r, out, f'benchmarks-{i + 1}.json')}"
+                 for i, r in enumerate(runs)),
              *(f"Run {i + 1}: {note}" for i, r in enumerate(runs)
                if (note := steadiness_note(r))),
              _machine_section(runs), _bandwidth_section(runs)]
@@ -766,28 +770,28 @@ def write(sources, out=None) -> Path:
     check_out(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        older = _plots_of(out / "index.md")
+        older = _files_of(out / "index.md")
         index = write_single(runs[0], out) if len(runs) == 1 else write_compare(runs, out)
-        for name in older - _plots_of(index):  # an older report's, not made again
+        for name in older - _files_of(index):  # an older report's, not made again
             (out / name).unlink(missing_ok=True)
         return index
     except OSError as e:
         raise ReportError(f"cannot write the report into {out}: {e.strerror or e}") from e
 
 
-#: The plots a report makes (see write_single, write_compare).
-_PLOT_NAME = re.compile(r"(compare-)?throughput-[\w.-]+\.png|speedup\.png|latency\.png|"
-                        r"compile\.png")
+#: The files a report makes (see write_single, write_compare): plots and the runs' JSON.
+_MADE_NAME = re.compile(r"(compare-)?throughput-[\w.-]+\.png|speedup\.png|latency\.png|"
+                        r"compile\.png|benchmarks(-\d+)?\.json")
 
 
-def _plots_of(index: Path) -> set[str]:
-    """The plots a fastgd report ``index`` links to (none if it is not one: a folder of the
+def _files_of(index: Path) -> set[str]:
+    """The files a fastgd report ``index`` links to (none if it is not one: a folder of the
     user's own keeps its files), so that a report written over it can remove those it does
-    not make again (another op's throughput would stay beside it)."""
+    not make again (another op's throughput, a single run's JSON under a comparison)."""
     if not _is_report(index):
         return set()
     return {name for name in re.findall(r"\]\(([^)/\\]+)\)", index.read_text(errors="replace"))
-            if _PLOT_NAME.fullmatch(name)}
+            if _MADE_NAME.fullmatch(name)}
 
 
 def _is_report(index: Path) -> bool:
