@@ -230,10 +230,8 @@ class Activation:
             kernel = make(self.math[direction][0], n_in, 1, len(scalars), compute, loop,
                           () if alias is None else (alias,))
             typed = be.typed_scalars(scalars, compute)
-            if hasattr(kernel, "bound"):  # a loop calling the serial kernel (cpu_span): its
-                # address found once, for these arrays (n_in, and out unless in place)
-                n_arrays = n_in + (alias is None)
-                kernel = kernel.bound((dtype,) * n_arrays + tuple(t.dtype for t in typed))
+            n_arrays = n_in + (alias is None)  # the inputs, and out unless in place
+            kernel = be.for_dtypes(kernel, (dtype,) * n_arrays + tuple(t.dtype for t in typed))
             plan = self._plans[key] = (kernel, typed)
         return plan
 

@@ -126,6 +126,11 @@ class CompiledBackend:
         values = np.array(scalars, compute)
         return (values,) if self.packs_scalars else tuple(values)
 
+    def for_dtypes(self, kernel, dtypes: tuple):
+        """``kernel`` for array arguments of ``dtypes`` only, for a caller that keeps one
+        kernel per dtype (an activation's plan): here the kernel itself."""
+        return kernel
+
     def launcher(self, kernel, n):
         """``kernel`` bound to its launch shape for ``n`` elements."""
         return lambda *args: self.launch(kernel, n, args)
