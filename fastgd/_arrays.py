@@ -46,6 +46,15 @@ def is_array(a) -> bool:
     return isinstance(a, np.ndarray) or is_device_array(a)
 
 
+def not_an_array(label: str, a) -> TypeError:
+    """The error for ``a``, which is to be updated in place but is no array (a copy of it
+    would be updated instead); a torch CPU tensor gets the view to pass."""
+    hint = ""
+    if type(a).__module__.startswith("torch"):
+        hint = " (a torch CPU tensor: pass t.detach().numpy(), which shares its memory)"
+    return TypeError(f"{label} is not an array: {type(a).__name__}{hint}")
+
+
 def dtype_of(a) -> np.dtype:
     """The NumPy dtype of a host or device array (torch tensors included)."""
     if isinstance(a, np.ndarray):

@@ -522,6 +522,13 @@ def test_bad_params():
         fastgd.Adam({})
     with pytest.raises(TypeError, match="param 'w' is not an array: list"):
         fastgd.Adam({"w": [1.0, 2.0]})
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(3)
+    with pytest.raises(TypeError, match=r"param 'w' is not an array: Tensor \(a torch CPU "
+                                        r"tensor: pass t.detach\(\).numpy\(\)"):
+        fastgd.Adam({"w": t})
+    fastgd.SGD({"w": t.detach().numpy()}, lr=1.0).step({"w": np.ones(3, np.float32)})
+    assert t.tolist() == [-1.0, -1.0, -1.0]  # the tensor's memory was updated
     with pytest.raises(TypeError, match="float32 and float64 arrays, got param 'w': int64"):
         fastgd.Adam({"w": np.zeros(3, np.int64)})
     with pytest.raises(TypeError, match="param 'w': >f4 \\(non-native byte order\\)"):

@@ -138,7 +138,7 @@ def _flat_grads(grads, backend, writes=True):
         return resolve(backend), []
     for label, a in zip(labels, arrays):  # clipped in place: a copy (of a list) would be lost
         if not _arrays.is_array(a):
-            raise TypeError(f"{label} is not an array: {type(a).__name__}")
+            raise _arrays.not_an_array(label, a)
     be = resolve(backend, *arrays)
     flats = []
     for label, a in zip(labels, arrays):

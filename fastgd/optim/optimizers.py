@@ -208,7 +208,7 @@ class Optimizer:
             raise ValueError("the optimizer got no parameters")
         for name, a in zip(names, arrays):
             if not _arrays.is_array(a):
-                raise TypeError(f"param {name!r} is not an array: {type(a).__name__}")
+                raise _arrays.not_an_array(f"param {name!r}", a)
         for name, a in zip(names, arrays):  # each float; tensors may differ in dtype
             _arrays.check_float(**{f"param {name!r}": a})
         on_device = [_arrays.is_device_array(a) for a in arrays]
