@@ -213,6 +213,30 @@ def _torch_params(grads):
     return params
 
 
+def test_the_clip_coefficient_is_torchs_reciprocal_times_max_norm():
+    """torch's max_norm / (total + 1e-6) is a tensor's reciprocal times max_norm
+    (Tensor.__rtruediv__): a division was 1 ULP off here (an audit). One element, so that
+    the norms are equal."""
+    g = np.array([4.731957688635529])
+    mine = g.copy()
+    fastgd.clip_grad_norm([mine], 1e-3)
+    t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    t.grad = torch.tensor(g)
+    torch.nn.utils.clip_grad_norm_([t], 1e-3)
+    assert mine[0] == t.grad.numpy()[0] == 0.0009999997886710205
+
+
+def test_a_nan_norm_does_not_hide_an_lr_beyond_float32():
+    """The range check of float32 steps took max() of the scalars, the clip scale among
+    them: NaN where the gradients' norm is, and the check passed an lr of 1e39 (an audit)."""
+    for backend in BACKENDS:
+        p = np.ones(3, np.float32)
+        opt = fastgd.SGD([p], lr=1e39, max_grad_norm=1.0, backend=backend)
+        with pytest.raises(ValueError, match="beyond the range of the float32 params"):
+            opt.step([np.array([np.nan, 1, 1], np.float32)])
+        assert opt.step_count == 0 and np.all(p == 1)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in multiply")  # NaN coefficient
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -1192,6 +1216,19 @@ def test_groups_skip_together_and_restore_together():
             fastgd.Groups(fastgd.SGD({"x": a}), fastgd.SGD({"y": b}))
     with pytest.raises(TypeError, match="group 0 is not an optimizer"):
         fastgd.Groups(fastgd.SGD([p["w"]]))
+
+
+def test_groups_over_buffers_check_every_gradient_before_writing_any():
+    """An audit: a step refused for a later group's gradient had already copied an earlier
+    group's into its ParamBuffer."""
+    b1 = fastgd.ParamBuffer({"a": (3,)}, dtype=np.float64)
+    b2 = fastgd.ParamBuffer({"b": (2,)}, dtype=np.float64)
+    opt = fastgd.Groups(fastgd.SGD(b1, lr=0.1), fastgd.SGD(b2, lr=0.1))
+    with pytest.raises(ValueError, match=r"grad 'b' has shape \(5,\), expected \(2,\)"):
+        opt.step({"a": np.full(3, 7.0), "b": np.ones(5)})
+    np.testing.assert_array_equal(b1.flat_grads, 0.0)
+    opt.step({"a": np.full(3, 7.0), "b": np.ones(2)})
+    np.testing.assert_allclose(b1.params["a"], -0.7)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

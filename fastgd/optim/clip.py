@@ -160,7 +160,8 @@ def clip_coefficient(max_norm: float, total: float) -> float:
     measures (torch: inf/inf = NaN where the norm is inf)."""
     if max_norm == math.inf:
         return 1.0
-    coef = max_norm / (total + 1e-6)
+    coef = (1.0 / (total + 1e-6)) * max_norm  # torch's max_norm / tensor: its reciprocal,
+    # times max_norm (Tensor.__rtruediv__): a division could differ in the last bit
     return 1.0 if coef > 1.0 else coef
 
 

@@ -90,7 +90,9 @@ class Groups:
                 raise ValueError(f"grads must name every param of the groups: missing "
                                  f"{missing}, unknown {extra}")
             parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
-        flats = [o._grads(part) for o, part in zip(self.optimizers, parts)]  # all checked
+        # every group's checked before any ParamBuffer's is written
+        checked = [o._check_grads(part) for o, part in zip(self.optimizers, parts)]
+        flats = [o._take_grads(c) for o, c in zip(self.optimizers, checked)]
         norm = self._norm(flats)
         if self.skip_nonfinite and not math.isfinite(norm):
             return StepInfo(self.lr, norm, True, self.step_count)

@@ -300,9 +300,9 @@ class Optimizer:
         for dtype, top in self._step_dtypes:
             values = scalars  # this dtype's: a float64 after a float32 keeps its clip
             if top is not None:
-                rest = scalars[1:]
-                if rest and (max(rest) > top or min(rest) < -top):
-                    big = next(v for v in rest if abs(v) > top)
+                rest = scalars[1:]  # the clip scale is NaN where the norm is: not beyond
+                big = next((v for v in rest if abs(v) > top), None)
+                if big is not None:
                     raise ValueError(
                         f"this step's lr or hyperparameters give {big:g}, beyond the range of "
                         f"the {dtype} params (max {top:g}); lr was {lr:g}")
@@ -314,11 +314,16 @@ class Optimizer:
 
     def _grads(self, grads):
         """Flat gradients, one per slot, after checking them all against the params."""
+        return self._take_grads(self._check_grads(grads))
+
+    def _check_grads(self, grads):
+        """``grads`` checked against the params, nothing written: ``(arrays, flats)`` for
+        :meth:`_take_grads` (None for a ParamBuffer's own)."""
         if grads is None:
             if self._buffer is None:
                 raise ValueError("step() needs the gradients (only an optimizer over a "
                                  "ParamBuffer reads them from the buffer)")
-            return [self._buffer.flat_grads]
+            return None
         names = self._names
         if self._is_dict:
             if not isinstance(grads, Mapping):
@@ -364,13 +369,20 @@ class Optimizer:
                     " (byte-swapped: pass g.astype(g.dtype.newbyteorder('='))" if swapped
                     else ""))
         # device grads flat: a view, a copy, or (non-contiguous, without CuPy) the error, for
-        # every grad before a buffer's are written; host grads as they are (copy_into
-        # flattens them; the return below gives the check's host_flats)
-        flats = [be.flat(g) for g in arrays] if be.name == "cuda" else arrays
+        # every grad before a buffer's are written; host grads flat as checked
+        return arrays, ([be.flat(g) for g in arrays] if be.name == "cuda" else host_flats)
+
+    def _take_grads(self, checked):
+        """The flat gradients of :meth:`_check_grads`' ``checked``: a ParamBuffer's copied
+        into its buffer, those over their own parameter copied."""
+        if checked is None:
+            return [self._buffer.flat_grads]
+        arrays, flats = checked
+        be, names = self.backend, self._names
         if self._buffer is not None:
             views, storage = self._buffer.grads, self._buffer.flat_grads
             staged = []
-            for name, g, flat in zip(names, arrays, flats):
+            for name, g, flat in zip(names, arrays, flats if be.name == "cuda" else arrays):
                 if g is views[name]:
                     continue
                 if _arrays.share_memory(flat, storage):
@@ -380,7 +392,7 @@ class Optimizer:
             for name, flat in staged:
                 be.copy_into(be.flat_view(views[name]), flat)
             return [storage]
-        flats = list(flats) if be.name == "cuda" else host_flats
+        flats = list(flats)
         for k, (g, s) in enumerate(zip(flats, self._slots)):
             if _arrays.share_memory(g, s.p):
                 # over its own parameter (the gradient of |p|²/2 is p, or a view of it at an

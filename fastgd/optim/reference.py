@@ -165,7 +165,8 @@ def radam(p, g, m, v, *, lr, betas, eps, weight_decay, decoupled, t, gbuf, tmp):
         r = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
         np.sqrt(v, out=tmp)
         tmp += eps
-        np.divide(bc2**0.5, tmp, out=tmp)  # the adaptive lr
+        np.reciprocal(tmp, out=tmp)  # the adaptive lr: torch's √bc2 / tensor is
+        tmp *= bc2**0.5  # the tensor's reciprocal times √bc2 (Tensor.__rtruediv__)
         gbuf *= tmp
         gbuf *= r
     p -= gbuf

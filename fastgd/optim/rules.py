@@ -237,12 +237,13 @@ def nadam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc2, eps, coef_g,
 @in_order
 def radam(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2, bc1, lr, bc2_sqrt, eps, rect,
           rectify):
-    """RAdam: ``p ← p − ((m/bc1)·lr)·(√bc2/(√v + eps))·r`` once the variance is tractable
-    (``rectify == 1``, ρ_t > 5), else ``p ← p − (m/bc1)·lr``."""
+    """RAdam: ``p ← p − ((m/bc1)·lr)·((1/(√v + eps))·√bc2)·r`` once the variance is tractable
+    (``rectify == 1``, ρ_t > 5), else ``p ← p − (m/bc1)·lr``. The adaptive lr is a
+    reciprocal times √bc2, as torch's ``√bc2 / tensor`` computes it (``__rtruediv__``)."""
     p, g, m, v = adam_moments(p, g, m, v, clip, scale, wd, decay, w1, beta2, omb2)
     step = (m / bc1) * lr
     if rectify != F(0):
-        step = (step * (bc2_sqrt / (sqrt(v) + eps))) * rect
+        step = (step * ((F(1) / (sqrt(v) + eps)) * bc2_sqrt)) * rect
     return p - step, m, v
 
 
