@@ -382,7 +382,7 @@ class Optimizer:
         if self._buffer is not None:
             views, storage = self._buffer.grads, self._buffer.flat_grads
             staged = []
-            for name, g, flat in zip(names, arrays, flats if be.name == "cuda" else arrays):
+            for name, g, flat in zip(names, arrays, flats):
                 if g is views[name]:
                     continue
                 if _arrays.share_memory(flat, storage):
