@@ -69,7 +69,7 @@ TASK_CHUNKS = 16
 #: A map over the rows of a strided view (codegen.map_rows_source) runs rows shorter than
 #: this in bands of CACHED_CHUNK[1] elements copied through a buffer, longer ones one by one
 #: (as views where their elements are contiguous): relu over 2^22 float32 of x[:, :64], one
-#: by one 0.79 ms, in bands 1.9; of x[:, :2] one by one 25 ms, in bands 5.9 (copied to C
+#: by one 0.79 ms, in bands 1.9; of x[:, :2] one by one 25 ms, in bands 7.4 (copied to C
 #: order first: 15).
 SHORT_ROW = 16
 

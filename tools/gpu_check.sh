@@ -47,7 +47,7 @@ python3 -m pip list 2>/dev/null | grep -iE '^(numba|numba-cuda|cupy|torch|cuda-p
 for stage in $stages; do
   case $stage in
     tests)
-      # compiling the kernels (one process: ~60 s of NVVM for the PTX check's 225 alone) is
+      # compiling the kernels (one process: ~60 s of NVVM for the PTX check's 235 alone) is
       # most of their time: the four files run at once, on four of the machine's cores;
       # SIGINT, so that pytest still prints what failed
       echo "== CUDA tests on the GPU, a process per file"
