@@ -82,7 +82,12 @@ def as_array(a):
         if type(a) is not np.ndarray:
             a = a.view(np.ndarray)
         return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
-    return a if is_device_array(a) else as_array(np.asarray(a))
+    if is_device_array(a):
+        return a
+    if getattr(a, "requires_grad", False):  # a torch CPU tensor: torch's own error said less
+        raise TypeError(f"a {type(a).__name__} that requires grad: pass t.detach(), which "
+                        f"shares its memory")
+    return as_array(np.asarray(a))
 
 
 def check_float(**arrays) -> np.dtype:

@@ -230,6 +230,16 @@ def test_a_torch_out_is_written_back_through_a_numba_view(monkeypatch):
     np.testing.assert_array_equal(memory, np.arange(6, dtype=np.float32).reshape(2, 3))
 
 
+def test_a_cpu_tensor_that_requires_grad_is_refused_by_name():
+    """Read as a NumPy array it raised torch's own RuntimeError; the README promises a
+    refusal saying to pass t.detach()."""
+    torch = pytest.importorskip("torch")
+    t = torch.ones(3, requires_grad=True)
+    with pytest.raises(TypeError, match=r"a Tensor that requires grad: pass t.detach\(\)"):
+        fastgd.relu(t)
+    np.testing.assert_array_equal(fastgd.relu(t.detach()), [1, 1, 1])
+
+
 def test_a_device_tensor_that_cannot_share_its_memory_is_named():
     """torch raises RuntimeError, not AttributeError, for the array interface of a CUDA tensor
     that requires grad: ``hasattr`` let it through every check with torch's words."""
