@@ -46,11 +46,17 @@ def is_array(a) -> bool:
     return isinstance(a, np.ndarray) or is_device_array(a)
 
 
+def _is_torch_tensor(a) -> bool:
+    """A torch tensor (Parameter included), known without importing torch."""
+    return any(c.__module__.startswith("torch") and c.__name__ == "Tensor"
+               for c in type(a).__mro__)
+
+
 def not_an_array(label: str, a) -> TypeError:
     """The error for ``a``, which is to be updated in place but is no array (a copy of it
     would be updated instead); a torch CPU tensor gets the view to pass."""
     hint = ""
-    if type(a).__module__.startswith("torch"):
+    if _is_torch_tensor(a):
         hint = " (a torch CPU tensor: pass t.detach().numpy(), which shares its memory)"
     return TypeError(f"{label} is not an array: {type(a).__name__}{hint}")
 
@@ -84,7 +90,7 @@ def as_array(a):
         return a if a.dtype.isnative else a.astype(a.dtype.newbyteorder("="))
     if is_device_array(a):
         return a
-    if getattr(a, "requires_grad", False):  # a torch CPU tensor: torch's own error said less
+    if _is_torch_tensor(a) and a.requires_grad:  # on the CPU: torch's own error said less
         raise TypeError(f"a {type(a).__name__} that requires grad: pass t.detach(), which "
                         f"shares its memory")
     return as_array(np.asarray(a))

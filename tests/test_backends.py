@@ -239,6 +239,16 @@ def test_a_cpu_tensor_that_requires_grad_is_refused_by_name():
         fastgd.relu(t)
     np.testing.assert_array_equal(fastgd.relu(t.detach()), [1, 1, 1])
 
+    class Wrapped:  # not a tensor: read through __array__, whatever its attributes say
+        requires_grad = True
+
+        def __array__(self, dtype=None, copy=None):
+            return np.array([-1.0, 2.0])
+
+    np.testing.assert_array_equal(fastgd.relu(Wrapped()), [0, 2])
+    with pytest.raises(TypeError, match=r"is not an array: Size$"):
+        fastgd.Adam({"w": torch.Size([3])})
+
 
 def test_a_device_tensor_that_cannot_share_its_memory_is_named():
     """torch raises RuntimeError, not AttributeError, for the array interface of a CUDA tensor

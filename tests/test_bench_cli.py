@@ -1,5 +1,6 @@
 """The ``fastgd`` command line: report, bench argument checks, info."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,12 @@ def test_report_writes_index(tmp_path, capsys):
     assert "[`benchmarks-2.json`](benchmarks-2.json) (beside this page; from" in (
         index.read_text())
     assert not (tmp_path / "benchmarks.json").exists()
+    # compared again the other way round, from the folder's own files: each keeps its data
+    first, second = (tmp_path / f"benchmarks-{k}.json" for k in (1, 2))
+    small, other_data = (json.loads(p.read_text()) for p in (first, second))
+    assert cli.main(["report", str(second), str(first), "--out", str(tmp_path)]) == 0
+    assert json.loads(first.read_text()) == other_data
+    assert json.loads(second.read_text()) == small
 
 
 @pytest.mark.parametrize("content, message", [

@@ -342,6 +342,26 @@ def test_a_sequential_that_fails_to_build_leaves_its_layers_names():
     assert [layer.name for layer in model.layers] == ["linear2", "linear3", "linear1"]
 
 
+def test_layers_of_the_users_own_and_a_refused_residual_keep_their_names():
+    """A review: the nested-duplicate check walked any ``layers`` attribute (a user layer's
+    int failed, its list of ints was 'twice'); a Residual refused for its widths had
+    already had its layers renamed."""
+
+    class Widen(nn.Layer):
+        def __init__(self):
+            super().__init__("numpy", np.float32, "widen")
+            self.layers = [4, 4]
+
+        def forward(self, x, train=True):
+            return x
+
+    nn.Sequential([Widen(), nn.Linear(3, 3, backend="numpy")])
+    a, b = nn.Linear(4, 8, backend="numpy"), nn.Linear(8, 5, backend="numpy")
+    with pytest.raises(ValueError, match="maps width 4 to 5"):
+        nn.Residual([a, b])
+    assert (a.name, b.name) == ("linear", "linear")
+
+
 def test_a_dropout_seed_past_64_bits_round_trips():
     """An audit: MLP(seed=s) seeds its dropout layers s*1000 + k, past 2^64 from s ~ 1.8e16,
     which state_dict held as an object array that load_state_dict refused. The mask uses

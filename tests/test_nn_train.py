@@ -350,6 +350,11 @@ def test_batch_statistics_in_eval_are_checked_before_training_and_read_whole():
     hist = nn.train(m, (x[:60], y[:60], x[60:], y[60:]), optimizer=fastgd.SGD(m.params),
                     epochs=1, progress=False)
     assert np.isfinite(hist.test_loss[-1])
+    from fastgd.nn.layers import every_layer
+
+    before = [set(layer._work) for layer in every_layer(m)]
+    nn.evaluate(m, np.tile(x, (40, 1)), np.tile(y, 40))  # buffers of 2,600 rows: dropped
+    assert [set(layer._work) for layer in every_layer(m)] == before
 
 
 def test_train_takes_a_single_layer():

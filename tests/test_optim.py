@@ -254,13 +254,14 @@ import numpy as np, torch, fastgd
 from tests.optim_textbook import CONFIGS, make_problem
 torch.Tensor.sqrt = lambda t: torch.from_numpy(np.sqrt(t.detach().numpy()))
 torch.Tensor.sqrt_ = lambda t: t.copy_(torch.from_numpy(np.sqrt(t.detach().numpy())))
+# NAdam's momentum product in float64, as fastgd keeps it (torch: the default dtype's)
+torch.set_default_dtype(torch.float64)
 out = []
 for name, options in CONFIGS:
     if name == "Lion" or "max_grad_norm" in options:  # no torch Lion; norms sum in other orders
         continue
     for dtype in (np.float64, np.float32):
-        torch.set_default_dtype(torch.float64 if dtype == np.float64 else torch.float32)
-        params, grads = make_problem(30, dtype=dtype)
+        params, grads = make_problem(30, dtype=dtype, shapes={"w": (40, 30), "b": (300,)})
         h = dict(options)
         clip = h.pop("clip_value", None)
         tp = [torch.tensor(v) for v in params.values()]

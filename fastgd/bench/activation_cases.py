@@ -256,7 +256,7 @@ def make_case(op: str, direction: str, impl: str, n: int, dtype: str = "float32"
         expected=lambda: _expected(op, direction, shape, dtype),
         sample=None if rows is None else (lambda r: r[rows]),
         sync=sync, to_host=to_host, kernels=kernels, version=version, peer=impl not in OURS,
-        inputs=tuple(host.values()),
+        inputs=tuple(host.values()) if DEVICE[impl] == "cpu" else (),  # (GPU: copies)
     )
 
 

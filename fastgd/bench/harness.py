@@ -146,10 +146,12 @@ def verify(case: Case, result) -> None:
 
 
 def fingerprint(arrays) -> tuple[int, ...]:
-    """The sums (mod 2^64) of each array's bit patterns: any one element changed changes
-    its sum (one pass over the inputs, no copy)."""
-    return tuple(int(np.ascontiguousarray(a).reshape(-1).view(f"u{a.itemsize}").sum(
-        dtype=np.uint64)) for a in arrays)
+    """The sums (mod 2^64) of each array's bit patterns, in words of its item size (bytes
+    for others): any one element changed changes its sum (one pass, no copy)."""
+    def bits(a):
+        a = np.ascontiguousarray(a).reshape(-1)
+        return a.view(f"u{a.itemsize}" if a.itemsize in (1, 2, 4, 8) else np.uint8)
+    return tuple(int(bits(a).sum(dtype=np.uint64)) for a in arrays)
 
 
 def first_call(case: Case) -> tuple[float, object, bool]:

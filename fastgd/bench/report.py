@@ -591,7 +591,9 @@ def _keep_source(run: Run, out: Path, name: str = "benchmarks.json") -> str:
     link = f"[`{name}`]({name}) (beside this page"
     if source.is_file() and source.resolve() == kept.resolve():
         return link + ")"
-    if not source.is_file():
+    if not source.is_file() or source.resolve().parent == out.resolve():
+        # from memory: a file of this folder may have been written over already (runs
+        # compared again in another order)
         kept.write_text(json.dumps(run.data, indent=4, default=str))
         return link + ")"
     shutil.copyfile(source, kept)

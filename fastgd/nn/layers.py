@@ -471,11 +471,12 @@ def _numbered_names(layers) -> list:
     return names
 
 
-def _tree(layer):
-    """``layer`` and every layer inside it, containers included."""
+def every_layer(layer):
+    """``layer`` and every layer inside it, containers (Sequential, Residual) included."""
     yield layer
-    for inner in getattr(layer, "layers", ()):
-        yield from _tree(inner)
+    if isinstance(layer, Sequential):
+        for inner in layer.layers:
+            yield from every_layer(inner)
 
 
 class Sequential(Layer):
@@ -488,7 +489,7 @@ class Sequential(Layer):
         for k, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential's item {k} is not a layer: {layer!r}")
-        tree = [inner for layer in layers for inner in _tree(layer)]
+        tree = [inner for layer in layers for inner in every_layer(layer)]
         if len({id(layer) for layer in tree}) != len(tree):  # one weight under two names
             raise ValueError("a layer is in the Sequential twice (perhaps inside a block): "
                              "make a layer for each place")
@@ -559,16 +560,21 @@ def widths(layer):
     if isinstance(layer, BatchNorm1d):
         return layer.num_features, layer.num_features
     if isinstance(layer, Sequential):
-        first, width, leading = None, None, True
-        for m in layer.layers:
-            w_in, w_out = widths(m)
-            keeps = _keeps_width(m)
-            if leading and w_in is not None:
-                first = w_in
-            leading = leading and keeps and w_in is None
-            width = w_out if w_out is not None else width if keeps else None
-        return first, width
+        return _line_widths(layer.layers)
     return None, None
+
+
+def _line_widths(layers):
+    """:func:`widths` of layers applied in order."""
+    first, width, leading = None, None, True
+    for m in layers:
+        w_in, w_out = widths(m)
+        keeps = _keeps_width(m)
+        if leading and w_in is not None:
+            first = w_in
+        leading = leading and keeps and w_in is None
+        width = w_out if w_out is not None else width if keeps else None
+    return first, width
 
 
 def _keeps_width(layer) -> bool:
@@ -580,11 +586,12 @@ class Residual(Sequential):
     """``x + f(x)`` for the layers ``f``; the input and output widths must match."""
 
     def __init__(self, layers, name="residual"):
-        super().__init__(layers, name)
-        w_in, w_out = widths(self)
+        layers = list(layers)
+        w_in, w_out = _line_widths(layers)  # before Sequential names its layers
         if w_in is not None and w_out is not None and w_in != w_out:
             raise ValueError(f"residual block {name} maps width {w_in} to {w_out}; x + f(x) "
                              "needs them equal")
+        super().__init__(layers, name)
 
     def forward(self, x, train=True):
         y = super().forward(x, train)

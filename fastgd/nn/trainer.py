@@ -23,7 +23,7 @@ from fastgd._checks import count
 from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
-from fastgd.nn.layers import array_module, widths
+from fastgd.nn.layers import array_module, every_layer, widths
 from fastgd.nn.losses import Loss, check_probabilities, get_loss
 
 MODES = ("batch", "sgd", "minibatch")
@@ -223,10 +223,23 @@ def _evaluate(model, x, y, loss, chunk=4096):
     or with class weights or an ignored label by its rows' weights (the loss) and its rows
     not ignored (the accuracy), as one batch's mean would count them. A model that
     normalizes by batch statistics in eval sees the data whole (pieces would change the
-    result, and a piece of one row cannot be normalized)."""
+    result, and a piece of one row cannot be normalized): its buffers of that size are
+    dropped after."""
     n = _arrays.shape_of(x)[0]
-    if _batch_statistics_in_eval(model):
-        chunk = max(n, 1)
+    if not _batch_statistics_in_eval(model):
+        return _evaluate_chunks(model, x, y, loss, chunk)
+    layers = list(every_layer(model))
+    kept = [set(layer._work) for layer in layers]
+    try:
+        return _evaluate_chunks(model, x, y, loss, max(n, 1))
+    finally:
+        for layer, keys in zip(layers, kept):
+            for key in set(layer._work) - keys:
+                del layer._work[key]
+
+
+def _evaluate_chunks(model, x, y, loss, chunk):
+    n = _arrays.shape_of(x)[0]
     total = correct = weights = kept = 0.0
     for s in range(0, n, chunk):
         xb, yb = x[s:s + chunk], y[s:s + chunk]
