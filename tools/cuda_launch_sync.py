@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's 
 import fastgd  # noqa: E402
 
 
-def per_call_us(call, sync, calls=2000, repeats=5) -> tuple[float, float]:
+def per_call_us(call, sync, calls=1000, repeats=3) -> tuple[float, float]:
     """(µs a call in a loop of ``calls`` synchronized once, µs of one call synchronized)."""
     call()
     sync()
