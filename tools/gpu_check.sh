@@ -68,11 +68,11 @@ for stage in $stages; do
       for log in "$logs"/*.log; do echo "-- $(basename "$log")"; tail -3 "$log"; done;;
     rows)
       echo "== row kernels: a block per row against a thread per row (tools/perf_rows_cuda.py)"
-      timeout 40 python3 tools/perf_rows_cuda.py --n 24 > "$out/rows.txt" 2>&1
+      timeout 45 python3 tools/perf_rows_cuda.py --n 24 > "$out/rows.txt" 2>&1
       rc=$?; echo "rc=$rc"; [ "$rc" -eq 0 ] || failed=1; cat "$out/rows.txt"
       echo "== launches on CuPy arrays: Numba's stream synchronization on and off"
       for sync in 1 0; do
-        NUMBA_CUDA_ARRAY_INTERFACE_SYNC=$sync timeout 25 python3 tools/cuda_launch_sync.py \
+        NUMBA_CUDA_ARRAY_INTERFACE_SYNC=$sync timeout 22 python3 tools/cuda_launch_sync.py \
           >> "$out/launch-sync.txt" 2>&1
         rc=$?; echo "rc=$rc"; [ "$rc" -eq 0 ] || failed=1
       done
