@@ -246,6 +246,8 @@ def test_a_cpu_tensor_that_requires_grad_is_refused_by_name():
             return np.array([-1.0, 2.0])
 
     np.testing.assert_array_equal(fastgd.relu(Wrapped()), [0, 2])
+    with pytest.raises(TypeError, match=r"requires grad: pass t.detach\(\)"):
+        fastgd.to_host(t)
     with pytest.raises(TypeError, match=r"is not an array: Size$"):
         fastgd.Adam({"w": torch.Size([3])})
 

@@ -75,6 +75,24 @@ def test_kernels_use_the_full_vector_width():
         assert cpu_target.describe().startswith("256-bit")
 
 
+def test_a_bad_setting_is_an_error_line_not_a_traceback_at_import():
+    """An audit: FASTGD_VECTOR_512=maybe raised while fastgd was imported, so `fastgd info`
+    printed a traceback (FASTGD_PREFETCH=maybe gave an error line)."""
+    import os
+
+    env = {**os.environ, "FASTGD_VECTOR_512": "maybe"}
+    run = subprocess.run([sys.executable, "-m", "fastgd.cli", "info", "--no-probe"], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "fastgd info: error: FASTGD_VECTOR_512='maybe'" in run.stderr
+    code = ("import numpy as np, fastgd\n"
+            "try:\n    fastgd.relu(np.ones(3, np.float32))\n"
+            "except fastgd.config.SettingError as e:\n    print('refused:', e)\n")
+    said = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout
+    assert "refused: FASTGD_VECTOR_512='maybe'" in said
+
+
 def test_too_late_is_reported():
     """Numba code compiled before fastgd's import keeps LLVM's width, and info says why."""
     code = ("import numba\n"

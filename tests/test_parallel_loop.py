@@ -118,7 +118,8 @@ def test_only_arrays_from_main_memory_compile_the_streamed_loop(dtype, monkeypat
             da = fastgd.hardsigmoid_backward(a, a)
             np.testing.assert_array_equal(da if a is x else da.T.reshape(-1), dx)
             loop = "parallel_from_memory" if x.size > edge else "parallel"
-            assert list(act._plans) == [("numba", "backward", dtype, (), loop, None, False)]
+            assert list(act._plans) == [("numba", "backward", dtype, (), loop, None, False,
+                                         config.FASTMATH)]
 
 
 def test_the_public_api_runs_the_loop_the_backend_chose():
@@ -293,10 +294,12 @@ def test_rows_of_cheap_math_that_write_an_output_are_streamed_and_others_not():
     ):
         kernel = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel_from_memory",
                                 writes_last=writes_last)
-        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, loop)] is kernel
+        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, loop,
+                            config.FASTMATH)] is kernel
         # in the caches: the plain loop
         plain = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel", writes_last=True)
-        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, "parallel")] is plain
+        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, "parallel",
+                            config.FASTMATH)] is plain
     source = codegen.rows_source(2, 0, 0, False, "streamed", False)
     assert "fn(a0[r], b[r - r0])" in source  # the row function writes the task's buffer
     assert "stream_out(b_flat, flat, r0 * length, r1 * length)" in source
@@ -318,5 +321,23 @@ def test_streamed_softmax_backward_equals_the_plain_rows_loop_bit_for_bit(dtype,
     dx = fastgd.softmax_backward(dy, y=y, out=dy if in_place else None)
     np.testing.assert_array_equal(dx, expected)
     streamed = be._kernels[(("rows", 3, 0, 0, False, False), softmax.scalar_backward, compute,
-                            "streamed")]
+                            "streamed", config.FASTMATH)]
     assert streamed in softmax._plans.values()  # what the public call ran
+
+
+def test_config_read_at_run_time_is_honoured_or_harmless(monkeypatch):
+    """An audit: a FASTMATH changed after a first call kept the kernels compiled with the
+    old flags (a new process honoured it: the disk cache keys by them); column blocks of
+    COLUMN_MIN_BYTES // itemsize = 0 columns wrote nothing (softmax along axis 0 gave 0)."""
+    x = (np.random.default_rng(0).standard_normal((100, 1000)) * 30).astype(np.float32)
+    flags = config.FASTMATH
+    fast = fastgd.mish(x)
+    monkeypatch.setattr(config, "FASTMATH", frozenset())
+    assert not np.array_equal(fastgd.mish(x), fast)  # the new flags' kernel ran
+    monkeypatch.setattr(config, "FASTMATH", flags)
+    np.testing.assert_array_equal(fastgd.mish(x), fast)
+    monkeypatch.setattr(config, "COLUMN_BLOCK", 1)
+    monkeypatch.setattr(config, "COLUMN_MIN_BYTES", 4)
+    a = np.random.default_rng(1).standard_normal((3, 5))
+    np.testing.assert_allclose(fastgd.softmax(a, axis=0),
+                               fastgd.softmax(a, axis=0, backend="numpy"), rtol=1e-12)

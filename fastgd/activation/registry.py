@@ -222,7 +222,7 @@ class Activation:
         but the sign can reach the result (leaky_relu's slope). ``rows``: the kernel over
         2-D arrays of contiguous rows (:func:`_row_views`)."""
         key = (be.name, direction, dtype, scalars if all(scalars) else repr(scalars), loop,
-               alias, rows)
+               alias, rows, config.FASTMATH)
         plan = self._plans.get(key)
         if plan is None:
             compute = self._compute(dtype, direction, be, scalars)

@@ -18,11 +18,27 @@ from __future__ import annotations
 LIFT = "-prefer-256-bit"
 
 
+#: a bad FASTGD_VECTOR_512, raised by :func:`check_setting` (at the first compile, and by
+#: ``fastgd info``) rather than while fastgd is imported, where it was a traceback
+SETTING_ERROR = None
+
+
+def check_setting() -> None:
+    if SETTING_ERROR is not None:
+        raise SETTING_ERROR
+
+
 def prefer_512_bit() -> str:
     """Lift LLVM's 256-bit preference for this process where it applies; says what it did."""
-    from fastgd.config import env_flag
+    from fastgd.config import SettingError, env_flag
 
-    if not env_flag("FASTGD_VECTOR_512"):
+    global SETTING_ERROR
+    try:
+        lift = env_flag("FASTGD_VECTOR_512")
+    except SettingError as e:
+        SETTING_ERROR = e
+        return f"LLVM's default ({e})"
+    if not lift:
         return "LLVM's default (FASTGD_VECTOR_512=0)"
     try:
         from llvmlite import binding
@@ -51,6 +67,7 @@ def has_avx512() -> bool:
 
 def describe() -> str:
     """The vector preference Numba's CPU target compiles with, for ``fastgd info``."""
+    check_setting()
     features = numba_features()
     if "+avx512f" not in features:
         return "256-bit at most (no AVX-512)"

@@ -268,7 +268,7 @@ def to_host(a):
     if isinstance(a, np.ndarray):
         return a
     if not is_device_array(a):
-        return np.asarray(a)
+        return as_array(a)  # a torch tensor that requires grad: fastgd's TypeError
     if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
         return a.get()
     if hasattr(a, "copy_to_host"):

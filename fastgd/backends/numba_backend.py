@@ -95,6 +95,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
     def compile(self, source, fn, compute, loop, span=None):
         import numba
 
+        cpu_target.check_setting()
         if span is not None:  # a loop that runs the serial kernel ``span`` on pieces
             from fastgd.backends.cpu_span import SpanKernel
 
@@ -214,7 +215,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
 
             width = min(width, -(-inner * outer // (2 * get_num_threads())))
         line = max(1, 64 // itemsize)
-        width = max(width, config.COLUMN_MIN_BYTES // itemsize)
+        width = max(width, config.COLUMN_MIN_BYTES // itemsize, 1)  # 0 wrote nothing
         width = min(-(-width // line) * line, inner)
         compute = np.dtype(compute)
         loop = "serial" if size <= config.PARALLEL_THRESHOLD else "parallel"
