@@ -113,6 +113,7 @@ TORCH_FORWARD = {
     "log_softmax": lambda x, o, w: torch()._log_softmax(x, -1, False, out=o),
 }
 
+
 def _torch_prelu_backward(dy, x, w):
     """dx, with dweight computed too, as ours computes both: autograd's prelu backward, the
     kernel's per-element weight gradient summed to the weight's shape."""

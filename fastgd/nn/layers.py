@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections import Counter
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -477,6 +478,21 @@ def every_layer(layer):
     if isinstance(layer, Sequential):
         for inner in layer.layers:
             yield from every_layer(inner)
+
+
+@contextmanager
+def new_workspaces_dropped(model):
+    """Forwards of ``model`` inside the block allocate their buffers as usual; those of shapes
+    new to it are dropped at its end (an evaluation of a whole data set at once, whose
+    buffers would otherwise stay as long as the model)."""
+    layers = list(every_layer(model))
+    kept = [set(layer._work) for layer in layers]
+    try:
+        yield
+    finally:
+        for layer, keys in zip(layers, kept):
+            for key in set(layer._work) - keys:
+                del layer._work[key]
 
 
 class Sequential(Layer):

@@ -23,7 +23,7 @@ from fastgd._checks import count
 from fastgd.backends import to_host
 from fastgd.nn._profile import PROFILE
 from fastgd.nn.datasets import Dataset
-from fastgd.nn.layers import array_module, every_layer, widths
+from fastgd.nn.layers import array_module, new_workspaces_dropped, widths
 from fastgd.nn.losses import Loss, check_probabilities, get_loss
 
 MODES = ("batch", "sgd", "minibatch")
@@ -225,17 +225,10 @@ def _evaluate(model, x, y, loss, chunk=4096):
     normalizes by batch statistics in eval sees the data whole (pieces would change the
     result, and a piece of one row cannot be normalized): its buffers of that size are
     dropped after."""
-    n = _arrays.shape_of(x)[0]
     if not _batch_statistics_in_eval(model):
         return _evaluate_chunks(model, x, y, loss, chunk)
-    layers = list(every_layer(model))
-    kept = [set(layer._work) for layer in layers]
-    try:
-        return _evaluate_chunks(model, x, y, loss, max(n, 1))
-    finally:
-        for layer, keys in zip(layers, kept):
-            for key in set(layer._work) - keys:
-                del layer._work[key]
+    with new_workspaces_dropped(model):
+        return _evaluate_chunks(model, x, y, loss, max(_arrays.shape_of(x)[0], 1))
 
 
 def _evaluate_chunks(model, x, y, loss, chunk):
