@@ -41,6 +41,23 @@ def test_unavailable_cuda_backend_says_why():
         fastgd.get_backend("cuda")
     with pytest.raises(fastgd.BackendUnavailable, match="'cuda' is unavailable: "):
         fastgd.to_device(np.ones(3))  # not numba-cuda's driver error
+    entered = False
+    with pytest.raises(fastgd.BackendUnavailable, match="'cuda' is unavailable: "):
+        with fastgd.use_backend("cuda"):  # at the with, not at the block's first call
+            entered = True
+    assert not entered
+
+
+def test_backends_gives_the_thread_count_of_the_moment():
+    import numba
+
+    before = numba.get_num_threads()
+    assert f"{before} threads" in fastgd.backends()["numba"]
+    try:
+        numba.set_num_threads(1)
+        assert "1 threads" in fastgd.backends()["numba"]
+    finally:
+        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", [b"NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"])

@@ -94,6 +94,15 @@ def test_kernels_of_one_shape_get_their_own_file(tmp_path, monkeypatch):
     assert kernel_cache.fingerprint(sig) != kernel_cache.fingerprint(tanh)
 
 
+def test_a_relative_cache_folder_stays_where_it_was_first_used(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FASTGD_CACHE_DIR", "rel-cache")
+    first = kernel_cache.folder()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert kernel_cache.folder() == first and first.is_relative_to(tmp_path / "rel-cache")
+
+
 def test_an_unwritable_folder_means_no_cache(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -47,6 +47,7 @@ def _status(name: str) -> str:
 
 def backends() -> dict[str, str]:
     """Every backend with ``'ok (...)'`` or ``'unavailable: <why>'`` for this machine."""
+    _STATUS.pop("numba", None)  # its thread count can change (numba.set_num_threads)
     return {name: _status(name) for name in _REGISTRY}
 
 
@@ -73,8 +74,12 @@ def get_backend(name: str):
 def use_backend(name: str):
     """Run the block with ``name`` as the default backend (per thread and async task: a
     ``ContextVar``). As with ``decimal.localcontext``, a block around a ``yield`` in a
-    generator leaks its backend to the generator's caller while the generator is paused."""
+    generator leaks its backend to the generator's caller while the generator is paused.
+    An unknown name raises ``ValueError`` and an unavailable backend ``BackendUnavailable``
+    here, at the ``with``, not at the block's first call."""
     _check_name(name)
+    if name != "auto":
+        _ready(name)
     token = _ACTIVE.set(name)
     try:
         yield

@@ -45,8 +45,8 @@ class CompiledBackend:
     # -- shared -------------------------------------------------------------------------------
     def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop, span=None):
         """The kernel for this shape, op math, compute dtype and loop, compiled once (per
-        ``config.FASTMATH``: a change at run time compiles anew, as a new process would)."""
-        key = (shape_key, fn, compute, loop, config.FASTMATH)
+        fast-math flags: a change at run time compiles anew, as a new process would)."""
+        key = (shape_key, fn, compute, loop, config.FASTMATH, config.FASTMATH_IN_ORDER)
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = self.compile(source_fn(loop), fn, compute, loop, span)

@@ -44,7 +44,14 @@ def root() -> Path:
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = os.path.join(xdg, "fastgd")
-    return Path(base) / "kernels"
+    return _absolute(base) / "kernels"
+
+
+@functools.cache
+def _absolute(path: str) -> Path:
+    """``path`` made absolute once, against the working folder of its first use, so that a
+    relative ``FASTGD_CACHE_DIR`` names the same folder after an ``os.chdir``."""
+    return Path(path).absolute()
 
 
 def folder() -> Path:
