@@ -1529,6 +1529,21 @@ def test_a_negative_zero_slope_is_not_served_the_kernel_plan_of_plus_zero():
     assert not np.signbit(got).any()  # −0·(−1) = +0, where 0·(−1) = −0
 
 
+def test_many_parameter_values_keep_a_bounded_number_of_plans(monkeypatch):
+    """Each slope value is a plan of its own (its typed scalars); a slope learned as a
+    Python float, a new value each step, grew the dict by ~400 bytes a call."""
+    from fastgd.activation import registry
+
+    act = fastgd.activations["leaky_relu"]
+    monkeypatch.setattr(act, "_plans", {})
+    x = np.linspace(-3, 3, 11, dtype=np.float32)
+    slopes = [0.01 + i / 1024 for i in range(registry.MAX_PLANS + 40)]
+    for slope in slopes + slopes[:3]:  # the first ones again, after they were dropped
+        got = fastgd.leaky_relu(x, negative_slope=slope, backend="numba")
+        np.testing.assert_array_equal(got, np.where(x > 0, x, np.float32(slope) * x))
+    assert len(act._plans) == registry.MAX_PLANS
+
+
 def _ulps(got, want):
     """|got - want| in units of the float32 spacing at want."""
     return np.abs(got - want) / np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)

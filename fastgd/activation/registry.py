@@ -20,6 +20,10 @@ from fastgd.backends import host_fast_path, resolve, to_device
 _FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _may_share_memory = _arrays._may_share_memory
+#: Plans an activation keeps (:meth:`Activation._plan`). Each parameter value has its own
+#: (its typed scalars), so a loop over many values (a slope learned as a Python float) would
+#: otherwise grow the dict by ~400 bytes a call; past this, the oldest goes.
+MAX_PLANS = 256
 
 
 def _fits_float32(values: dict, op: str) -> None:
@@ -232,6 +236,8 @@ class Activation:
             typed = be.typed_scalars(scalars, compute)
             n_arrays = n_in + (alias is None)  # the inputs, and out unless in place
             kernel = be.for_dtypes(kernel, (dtype,) * n_arrays + tuple(t.dtype for t in typed))
+            if len(self._plans) >= MAX_PLANS:  # the oldest; rebuilt in microseconds if needed
+                del self._plans[next(iter(self._plans))]
             plan = self._plans[key] = (kernel, typed)
         return plan
 
