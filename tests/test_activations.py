@@ -1541,7 +1541,7 @@ def test_many_parameter_values_keep_a_bounded_number_of_plans(monkeypatch):
     for slope in slopes + slopes[:3]:  # the first ones again, after they were dropped
         got = fastgd.leaky_relu(x, negative_slope=slope, backend="numba")
         np.testing.assert_array_equal(got, np.where(x > 0, x, np.float32(slope) * x))
-    assert len(act._plans) == registry.MAX_PLANS
+    assert 0 < len(act._plans) <= registry.MAX_PLANS
 
 
 def _ulps(got, want):

@@ -22,7 +22,8 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 _may_share_memory = _arrays._may_share_memory
 #: Plans an activation keeps (:meth:`Activation._plan`). Each parameter value has its own
 #: (its typed scalars), so a loop over many values (a slope learned as a Python float) would
-#: otherwise grow the dict by ~400 bytes a call; past this, the oldest goes.
+#: otherwise grow the dict by ~400 bytes a call; past this, all are dropped (``clear`` is
+#: atomic, where removing the oldest could race another thread's call) and rebuilt as used.
 MAX_PLANS = 256
 
 
@@ -236,8 +237,8 @@ class Activation:
             typed = be.typed_scalars(scalars, compute)
             n_arrays = n_in + (alias is None)  # the inputs, and out unless in place
             kernel = be.for_dtypes(kernel, (dtype,) * n_arrays + tuple(t.dtype for t in typed))
-            if len(self._plans) >= MAX_PLANS:  # the oldest; rebuilt in microseconds if needed
-                del self._plans[next(iter(self._plans))]
+            if len(self._plans) >= MAX_PLANS:  # each rebuilt in microseconds if used again
+                self._plans.clear()
             plan = self._plans[key] = (kernel, typed)
         return plan
 
