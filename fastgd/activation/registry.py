@@ -219,6 +219,8 @@ class Activation:
             else:  # out's own view: the input may be a read-only view of the same memory
                 arrays[alias] = flat
             be.launch(kernel, n, (*arrays, *typed))
+        else:  # no kernel to plan: the parameters' checks (float32 range) all the same
+            self._compute(dtype, direction, be, scalars)
         return _write_back(out, flat, scratch)
 
     def _plan(self, be, direction, n_in, dtype, scalars, loop, alias, rows=False):
