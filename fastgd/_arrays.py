@@ -6,6 +6,8 @@ Nothing here imports Numba or CuPy: device arrays are recognised by protocol
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 
 import numpy as np
@@ -222,6 +224,44 @@ def first_overlap(arrays) -> tuple[int, int] | None:
         if lo < hi:
             return (k, j) if k < j else (j, k)
     return None
+
+
+def _owner(a):
+    """The object that owns a NumPy array's memory: the end of its ``base`` chain (through a
+    memoryview to the buffer it shows, so two ``np.frombuffer`` of one bytearray agree)."""
+    while True:
+        if isinstance(a, np.ndarray):
+            base = a.base
+        elif isinstance(a, memoryview):
+            base = a.obj
+        else:
+            return a
+        if base is None:
+            return a
+        a = base
+
+
+class Footprint:
+    """The memory of a fixed set of arrays (an optimizer's parameters and state), to ask
+    whether another array overlaps any of them: a NumPy array whose memory has another owner
+    in a few attribute reads (the common case), else by byte ranges, sorted (log n)."""
+
+    def __init__(self, arrays):
+        arrays = [a for a in arrays if size_of(a)]
+        self._owners = {id(_owner(a)): _owner(a) for a in arrays if isinstance(a, np.ndarray)}
+        spans = sorted(_layout(a)[:2] for a in arrays)
+        self._starts = [lo for lo, _ in spans]
+        self._ends = list(itertools.accumulate((hi for _, hi in spans), max))  # running max
+
+    def overlaps(self, a) -> bool:
+        if type(a) is np.ndarray and id(_owner(a)) not in self._owners:
+            return False
+        if not size_of(a):
+            return False
+        lo, hi = _layout(a)[:2]
+        k = bisect.bisect_right(self._starts, lo)  # spans from k on start past lo
+        return (k > 0 and self._ends[k - 1] > lo) or (k < len(self._starts)
+                                                      and self._starts[k] < hi)
 
 
 def check_out(out, shape, dtype, backend, name="out"):

@@ -1078,6 +1078,61 @@ def test_a_gradient_over_its_param_at_an_offset(name, backend, view):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_over_other_params_and_state_are_read_before_the_step(name, backend):
+    """A gradient that is another parameter's array (stepped before its own), or a view of
+    one, or an optimizer state array: the step equals the step from copies of them (an
+    audit: b's gradient a was read after a's update; the NumPy step read a state gradient
+    after updating that state)."""
+    rng = np.random.default_rng(0)
+    start = rng.standard_normal(12)  # three params, views of one buffer, and their twins
+    (a, b, c), (ra, rb, rc) = ([buf[:4], buf[4:8], buf[8:]] for buf in (start, start.copy()))
+    opt = OPTIMIZERS[name]([a, b, c], lr=0.1, backend=backend)
+    ref = OPTIMIZERS[name]([ra, rb, rc], lr=0.1, backend=backend)
+    first = [rng.standard_normal(4) for _ in range(3)]
+    opt.step(first)
+    ref.step([g.copy() for g in first])
+    crossed = [[b, a, c[::-1]], [rb, ra, rc[::-1]]]
+    keys = list(opt.state[0])
+    if keys:  # a state array of another parameter and one of the parameter's own
+        crossed.append([opt.state[1][keys[0]], opt.state[1][keys[-1]], a])
+        crossed.append([ref.state[1][keys[0]], ref.state[1][keys[-1]], ra])
+    for grads, want in zip(crossed[::2], crossed[1::2]):
+        opt.step(grads)
+        ref.step([g.copy() for g in want])
+        for got, expected in ((a, ra), (b, rb), (c, rc)):
+            np.testing.assert_array_equal(got, expected)
+        for k in range(3):
+            for key in keys:
+                np.testing.assert_array_equal(opt.state[k][key], ref.state[k][key])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_groups_gradient_over_another_groups_param_is_read_first(backend):
+    a, b = np.array([1.0, 2.0, 3.0]), np.array([10.0, 20.0, 30.0])
+    opt = fastgd.Groups(fastgd.SGD({"a": a}, lr=0.5, backend=backend),
+                        fastgd.SGD({"b": b}, lr=0.5, backend=backend))
+    opt.step({"a": b, "b": a})
+    np.testing.assert_array_equal(a, [-4.0, -8.0, -12.0])
+    np.testing.assert_array_equal(b, [9.5, 19.0, 28.5])  # from a as it was: 1, 2, 3
+
+
+def test_a_footprint_knows_memory_by_its_owner_and_its_bytes():
+    from fastgd._arrays import Footprint
+
+    raw = bytearray(80)
+    p = np.frombuffer(raw, np.float64)[:5]
+    other = np.frombuffer(raw, np.float64)  # another memoryview of the same bytes
+    buf = np.zeros(20)
+    q = buf[10:15]
+    fp = Footprint([p, q, np.zeros(0)])
+    assert fp.overlaps(other[4:]) and fp.overlaps(other[::-1]) and not fp.overlaps(other[5:])
+    assert fp.overlaps(buf[14:16]) and fp.overlaps(buf) and fp.overlaps(q.reshape(1, 5))
+    assert not fp.overlaps(buf[:10]) and not fp.overlaps(buf[15:])
+    assert not fp.overlaps(np.zeros(5)) and not fp.overlaps(buf[:0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_scalars_beyond_the_params_dtype(backend):
     """An lr that overflows float32 is refused before anything is written (torch refuses it;
     it wrote -inf); a clip_value beyond float32 is no clip there, without a cast warning

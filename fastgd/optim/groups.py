@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from fastgd._arrays import Footprint
 from fastgd.optim.clip import global_norm
 from fastgd.optim.optimizers import StepInfo, refuse_shared_memory
 
@@ -53,6 +54,8 @@ class Groups:
                              "a parameter can be in one group only")
         self.optimizers = optimizers
         self.params = MappingProxyType(union)
+        # what a step of any group writes: a gradient over another group's is read first too
+        self._footprint = Footprint([a for o in optimizers for a in o._written()])
 
     def __repr__(self):
         return f"Groups({', '.join(map(repr, self.optimizers))})"
@@ -92,7 +95,7 @@ class Groups:
             parts = [{k: grads[k] for k in o.params} for o in self.optimizers]
         # every group's checked before any ParamBuffer's is written
         checked = [o._check_grads(part) for o, part in zip(self.optimizers, parts)]
-        flats = [o._take_grads(c) for o, c in zip(self.optimizers, checked)]
+        flats = [o._take_grads(c, self._footprint) for o, c in zip(self.optimizers, checked)]
         norm = self._norm(flats)
         if self.skip_nonfinite and not math.isfinite(norm):
             return StepInfo(self.lr, norm, True, self.step_count)

@@ -257,6 +257,8 @@ class Optimizer:
                 s.launch = be.map_launcher(rule, 2 + len(spec), 1 + len(spec), n_args,
                                            s.dtype, s.n, aliases=in_place)
             self._slots.append(s)
+        # what a step writes: a gradient over any of it is read before the first kernel runs
+        self._footprint = _arrays.Footprint(self._written())
         # each dtype once, with its largest value where a float64 scalar may overflow it
         self._step_dtypes = tuple((d, float(np.finfo(d).max) if d.itemsize < 8 else None)
                                   for d in dict.fromkeys(s.dtype for s in self._slots))
@@ -372,9 +374,14 @@ class Optimizer:
         # every grad before a buffer's are written; host grads flat as checked
         return arrays, ([be.flat(g) for g in arrays] if be.name == "cuda" else host_flats)
 
-    def _take_grads(self, checked):
+    def _written(self) -> list:
+        """The arrays a step writes: every parameter and state array."""
+        return [a for s in self._slots for a in (s.p, *s.tail)]
+
+    def _take_grads(self, checked, footprint=None):
         """The flat gradients of :meth:`_check_grads`' ``checked``: a ParamBuffer's copied
-        into its buffer, those over their own parameter copied."""
+        into its buffer, those over memory a step writes (``footprint``: this optimizer's
+        parameters and state, by default) copied."""
         if checked is None:
             return [self._buffer.flat_grads]
         arrays, flats = checked
@@ -393,11 +400,14 @@ class Optimizer:
                 be.copy_into(be.flat_view(views[name]), flat)
             return [storage]
         flats = list(flats)
+        footprint = footprint or self._footprint
         for k, (g, s) in enumerate(zip(flats, self._slots)):
-            if _arrays.share_memory(g, s.p):
-                # over its own parameter (the gradient of |p|²/2 is p, or a view of it at an
-                # offset): read whole before the step writes p (a kernel in place was right
-                # only for the same view; the NumPy step's decoupled decay writes p first)
+            if footprint.overlaps(g):
+                # over a parameter (the gradient of |p|²/2 is p, or a view of it at an offset;
+                # another's, stepped before this one) or a state array: read whole before the
+                # step writes any (a kernel in place was right only for the same view; the
+                # NumPy step's decoupled decay writes p first and updates state before its
+                # last read of g)
                 flats[k] = _arrays.flat_copy(be, g, s.dtype)
         return flats
 
