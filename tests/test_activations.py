@@ -112,7 +112,7 @@ KINK_CASES = [("relu", {}), ("leaky_relu", {"negative_slope": 0.2}), ("elu", {"a
 
 def torch_at_kinks(name, params, x):
     """torch.nn.functional's value and derivative at ``x`` (float64)."""
-    import torch
+    torch = pytest.importorskip("torch")
 
     fn = getattr(torch.nn.functional, name)
     t = torch.tensor(x, requires_grad=True)
@@ -1069,7 +1069,7 @@ def test_shape_mismatch_in_backward():
         (lambda x: fastgd.softmax(x, axis=2), "out of range"),
         (lambda x: fastgd.softmax(x, axis=1.0), "axis must be an int"),
         (lambda x: fastgd.softmax(x, True), "axis must be an int, got True"),  # taken as 1
-        (lambda x: fastgd.softmax(x, np.True_), "axis must be an int, got np.True_"),
+        (lambda x: fastgd.softmax(x, np.True_), r"axis must be an int, got (np\.)?True"),
         (lambda x: fastgd.log_softmax_backward(x, y=x, axis="last"), "axis must be an int"),
         (lambda x: fastgd.prelu(x, np.ones(3)), "prelu weight has 3"),
         (lambda x: fastgd.softmax_backward(x), "needs the forward input"),

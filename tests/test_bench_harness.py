@@ -184,6 +184,7 @@ def test_metrics():
 @pytest.mark.parametrize("op", ["relu", "prelu", "softmax", "gelu"])
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 def test_activation_cases_pass_the_gate_on_numpy_and_torch(op, direction):
+    pytest.importorskip("torch")
     for impl in ("numpy", "torch"):
         case = ac.make_case(op, direction, impl, 1 << 12)
         _, result, _ = harness.first_call(case)
@@ -193,6 +194,7 @@ def test_activation_cases_pass_the_gate_on_numpy_and_torch(op, direction):
 
 @pytest.mark.parametrize("op", ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu"])
 def test_backward_from_y_cases_pass_the_gate_on_every_cpu_implementation(op):
+    pytest.importorskip("torch")
     for impl in ("numpy", "numba", "torch"):
         assert ac.supports(impl, op, "backward_y")
         case = ac.make_case(op, "backward_y", impl, 1 << 12)

@@ -3,12 +3,13 @@ and the dropout mask identical on every backend."""
 
 import numpy as np
 import pytest
-import torch
 
 from fastgd import nn
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
 from tests.helpers import central_difference
+
+torch = pytest.importorskip("torch")  # the reference here (the peers extra)
 
 BACKENDS = ["numpy", "numba"]
 

@@ -2,10 +2,11 @@
 
 import numpy as np
 import pytest
-import torch
 
 from fastgd import nn
 from tests.helpers import assert_backward_contract, central_difference
+
+torch = pytest.importorskip("torch")  # the reference here (the peers extra)
 
 BACKENDS = ["numpy", "numba"]
 RNG = np.random.default_rng(0)
