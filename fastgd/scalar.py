@@ -43,6 +43,18 @@ def in_order(fn):
     return fn
 
 
+def grouped(fn):
+    """Mark op math whose products must keep their grouping: the Numba CPU backend compiles
+    it without ``reassoc`` (``config.FASTMATH`` less it), so that ``dy·(4·e/q)`` is not
+    computed as ``(dy·4)·e/q``, which overflowed where the gradient is finite (tanh's
+    backward gave NaN for float32 |dy| past a quarter of the float range). Every
+    activation's backward is marked (``activation.registry``): their loops run as fast
+    without it (measured), where the reductions of the losses and the gradient norm need it
+    to vectorize (2-3.5x slower without)."""
+    fn.grouped = True
+    return fn
+
+
 def fma(a, b, c):
     """``a*b + c`` rounded once, in the type of ``a`` (Python float or NumPy scalar).
 

@@ -1550,6 +1550,29 @@ def test_a_negative_zero_slope_is_not_served_the_kernel_plan_of_plus_zero():
     assert not np.signbit(got).any()  # −0·(−1) = +0, where 0·(−1) = −0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backwards_of_upstream_gradients_near_the_float_maximum(dtype):
+    """dy within a factor 4 of the float maximum: the Numba kernels are finite where the
+    reference is, and NaN only where it is. With fast-math ``reassoc`` LLVM computed
+    dy·(4·e/q) as (dy·4)·e/q: tanh's float32 backward gave NaN for dy = 1e38 where the
+    gradient is 0 (an audit), mish's and silu's float64 ones inf."""
+    big = float(np.finfo(dtype).max)
+    x = np.concatenate([np.linspace(-30, 30, 241), [-104.0, 88.0, 1e6, -1e6]]).astype(dtype)
+    for name, act in sorted(fastgd.activations.items()):
+        if name == "prelu":
+            continue
+        for frac in (1.0, -0.26):
+            dy = np.full(x.shape, frac * big, dtype)
+            pairs = [(act.backward(dy, x, backend="numba"), act.backward(dy, x, backend="numpy"))]
+            if act.takes_output:
+                y = act.forward(x, backend="numpy")
+                pairs.append((act.backward(dy, y=y, backend="numba"),
+                              act.backward(dy, y=y, backend="numpy")))
+            for got, want in pairs:
+                bad = (np.isfinite(want) & ~np.isfinite(got)) | (np.isnan(got) & ~np.isnan(want))
+                assert not bad.any(), (name, frac, x[bad][:3], got[bad][:3], want[bad][:3])
+
+
 def test_many_parameter_values_keep_a_bounded_number_of_plans(monkeypatch):
     """Each slope value is a plan of its own (its typed scalars); a slope learned as a
     Python float, a new value each step, grew the dict by ~400 bytes a call."""

@@ -16,6 +16,7 @@ from fastgd import _arrays, config
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.backends import host_fast_path, resolve, to_device
+from fastgd.scalar import grouped
 
 _FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -62,6 +63,9 @@ class Activation:
         self.math = {"forward": (forward, reference), "backward": (backward, reference_backward)}
         if from_output:
             self.math["backward_from_output"] = from_output
+        for direction, (fn, _) in self.math.items():
+            if direction != "forward" and fn is not None:  # dy times a derivative
+                grouped(fn)
         self.params = dict(params or {})
         self._check = check
         self._output_check = output_check
@@ -459,7 +463,7 @@ class RowActivation(Activation):
                          params={"axis": -1}, check=self._check_axis,
                          wide=("forward", "backward", "backward_from_output"), narrow=narrow,
                          doc=doc)
-        self.scalar_backward_from_input = row_backward_from_input
+        self.scalar_backward_from_input = grouped(row_backward_from_input)
         self.reference_backward_from_input = reference_backward_from_input or (
             lambda dy, x, axis: reference_backward(dy, reference(x, axis), axis))
         self.wide_lines = wide_lines

@@ -100,7 +100,9 @@ class NumbaBackend(HostArrays, CompiledBackend):
             from fastgd.backends.cpu_span import SpanKernel
 
             return SpanKernel(self._span_loop(source, loop), span)
-        flags = config.FASTMATH_IN_ORDER if getattr(fn, "in_order", False) else config.FASTMATH
+        flags = (config.FASTMATH_IN_ORDER if getattr(fn, "in_order", False) else
+                 config.FASTMATH - {"reassoc"} if getattr(fn, "grouped", False) else
+                 config.FASTMATH)
         # inlined at the Numba IR level, so the loop around it can vectorize whatever its size
         jit = numba.njit(inline="always", fastmath=set(flags), error_model="numpy", nogil=True)
         scalar_fn = jit(self.specialized(fn, compute, jit))
