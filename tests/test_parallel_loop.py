@@ -294,12 +294,12 @@ def test_rows_of_cheap_math_that_write_an_output_are_streamed_and_others_not():
     ):
         kernel = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel_from_memory",
                                 writes_last=writes_last)
-        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, loop,
-                            config.FASTMATH)] is kernel
+        assert be._kernels[be.kernel_key(("rows", 3, 0, 0, False, False), fn, f32,
+                                         loop)] is kernel
         # in the caches: the plain loop
         plain = be.rows_kernel(fn, 3, 0, 0, False, False, f32, "parallel", writes_last=True)
-        assert be._kernels[(("rows", 3, 0, 0, False, False), fn, f32, "parallel",
-                            config.FASTMATH)] is plain
+        assert be._kernels[be.kernel_key(("rows", 3, 0, 0, False, False), fn, f32,
+                                         "parallel")] is plain
     source = codegen.rows_source(2, 0, 0, False, "streamed", False)
     assert "fn(a0[r], b[r - r0])" in source  # the row function writes the task's buffer
     assert "stream_out(b_flat, flat, r0 * length, r1 * length)" in source
@@ -320,8 +320,8 @@ def test_streamed_softmax_backward_equals_the_plain_rows_loop_bit_for_bit(dtype,
     plain(dy, y, expected)
     dx = fastgd.softmax_backward(dy, y=y, out=dy if in_place else None)
     np.testing.assert_array_equal(dx, expected)
-    streamed = be._kernels[(("rows", 3, 0, 0, False, False), softmax.scalar_backward, compute,
-                            "streamed", config.FASTMATH)]
+    streamed = be._kernels[be.kernel_key(("rows", 3, 0, 0, False, False),
+                                         softmax.scalar_backward, compute, "streamed")]
     assert streamed in softmax._plans.values()  # what the public call ran
 
 

@@ -43,10 +43,15 @@ class CompiledBackend:
         raise NotImplementedError
 
     # -- shared -------------------------------------------------------------------------------
+    @staticmethod
+    def kernel_key(shape_key, fn, compute: np.dtype, loop):
+        """The key of :meth:`_kernel`'s cache: the fast-math flags with the rest, so that a
+        change of them at run time compiles anew, as a new process would."""
+        return (shape_key, fn, compute, loop, config.FASTMATH, config.FASTMATH_IN_ORDER)
+
     def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop, span=None):
-        """The kernel for this shape, op math, compute dtype and loop, compiled once (per
-        fast-math flags: a change at run time compiles anew, as a new process would)."""
-        key = (shape_key, fn, compute, loop, config.FASTMATH, config.FASTMATH_IN_ORDER)
+        """The kernel for this shape, op math, compute dtype and loop, compiled once."""
+        key = self.kernel_key(shape_key, fn, compute, loop)
         kernel = self._kernels.get(key)
         if kernel is None:
             kernel = self.compile(source_fn(loop), fn, compute, loop, span)
