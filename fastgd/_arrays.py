@@ -248,7 +248,8 @@ class Footprint:
 
     def __init__(self, arrays):
         arrays = [a for a in arrays if size_of(a)]
-        self._owners = {id(_owner(a)): _owner(a) for a in arrays if isinstance(a, np.ndarray)}
+        owners = [_owner(a) for a in arrays if isinstance(a, np.ndarray)]
+        self._owners = {id(o): o for o in owners}  # kept alive: their ids stay theirs
         spans = sorted(_layout(a)[:2] for a in arrays)
         self._starts = [lo for lo, _ in spans]
         self._ends = list(itertools.accumulate((hi for _, hi in spans), max))  # running max

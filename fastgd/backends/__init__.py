@@ -77,9 +77,8 @@ def use_backend(name: str):
     generator leaks its backend to the generator's caller while the generator is paused.
     An unknown name raises ``ValueError`` and an unavailable backend ``BackendUnavailable``
     here, at the ``with``, not at the block's first call."""
-    _check_name(name)
     if name != "auto":
-        _ready(name)
+        _ready(name)  # the name checked (ValueError), then the backend (BackendUnavailable)
     token = _ACTIVE.set(name)
     try:
         yield
