@@ -1113,18 +1113,22 @@ def test_ndarray_subclasses_are_computed_as_plain_arrays(name):
     act = fastgd.activations[name]
     plain = np.array([[-1.0, 2.0], [-3.0, 4.0]])
     args = (np.array([0.5, 0.25]),) if name == "prelu" else ()
-    want = act.forward(plain, *args, backend="numpy")
     dy = np.array([[1.0, -2.0], [0.5, 3.0]])
-    want_dx = act.backward(dy, plain, *args, backend="numpy")
     masked = np.ma.masked_array(plain, mask=[[0, 1], [0, 0]])  # computed as its data
-    for x in (np.asmatrix(plain), masked):
-        for backend in ("numpy", "numba"):
+    for backend in ("numpy", "numba"):  # each equal to its own result on the plain arrays
+        want = act.forward(plain, *args, backend=backend)
+        want_dx = act.backward(dy, plain, *args, backend=backend)
+        np.testing.assert_allclose(want, act.forward(plain, *args, backend="numpy"),
+                                   rtol=1e-14)
+        for x in (np.asmatrix(plain), masked):
             got = act.forward(x, *args, backend=backend)
             assert type(got) is np.ndarray
-            np.testing.assert_allclose(got, want, rtol=1e-14)
+            np.testing.assert_array_equal(got, want)
             got_dx = act.backward(np.asmatrix(dy), x, *args, backend=backend)
-            np.testing.assert_allclose(got_dx[0] if name == "prelu" else got_dx,
-                                       want_dx[0] if name == "prelu" else want_dx, rtol=1e-14)
+            pairs = zip(got_dx, want_dx) if name == "prelu" else [(got_dx, want_dx)]
+            for g, w in pairs:  # prelu's: dx and dweight
+                assert type(g) is np.ndarray
+                np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

@@ -607,16 +607,18 @@ def softmax_backward_row(dy, y, dx):
 
 def softmax_backward_row_from_input(dy, x, dx):
     """The same from the forward input, with y recomputed in the compute type (a rounded
-    float32 y would lose digits to the cancellation in dy - Σ dy·y)."""
+    float32 y would lose digits to the cancellation in dy - Σ dy·y): one pass sums e_i =
+    e^(x_i - max) and dy_i·e_i, so Σ dy·y = Σ dy·e / Σ e, and one computes dx (two
+    exponentials an element; dx may be dy or x, so e is not kept in it between the passes)."""
     m = row_max(x)
     z = F(0)
+    t = F(0)
     for i in lanes(x.size):
-        z += exp(F(x[i]) - m)
+        e = exp(F(x[i]) - m)
+        z += e
+        t += F(dy[i]) * e
     r = F(1) / lanes_sum(z)
-    s = F(0)
-    for i in lanes(x.size):
-        s += F(dy[i]) * (exp(F(x[i]) - m) * r)
-    s = lanes_sum(s)
+    s = lanes_sum(t) * r
     for i in lanes(x.size):
         dx[i] = (F(dy[i]) - s) * (exp(F(x[i]) - m) * r)
 
