@@ -1,5 +1,6 @@
 """The 512-bit vector preference fastgd gives Numba's CPU target on AVX-512 CPUs."""
 
+import re
 import subprocess
 import sys
 
@@ -9,6 +10,7 @@ import pytest
 from llvmlite import binding
 from numba.core import config
 
+import fastgd
 from fastgd.backends import cpu_target
 
 HOST_AVX512 = "+avx512f" in binding.get_host_cpu_features().flatten().split(",")
@@ -102,3 +104,60 @@ def test_too_late_is_reported():
     said = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout
     assert ("import fastgd first" in said) == LIFTED
+
+
+def _vector_divisions(kernel) -> int:
+    """The float32 vector divisions in a compiled kernel's x86 machine code."""
+    asm = kernel.inspect_asm(kernel.signatures[0])
+    return len(re.findall(r"\bv?divps\s+%[xyz]mm", asm))
+
+
+def test_interleaved_kernels_compute_two_vectors_an_iteration_and_leave_llvm_as_it_was():
+    """A loop of transcendental math compiled through ``cpu_target.interleaved`` holds twice
+    the vector math of the plain one (LLVM's cost model interleaves none: a long loop), with
+    the same values; a loop compiled after it is plain again (the LLVM option is set only
+    while the kernel compiles)."""
+    from fastgd.backends.cpu_math import exp
+    from fastgd.config import FASTMATH
+
+    def jit():  # a new function each time: a dispatcher of its own
+        def sigmoid_of_minus_abs(x, out):
+            for i in range(x.size):
+                e = exp(-abs(x[i]))
+                out[i] = e / (np.float32(1) + e)
+
+        return numba.njit(fastmath=set(FASTMATH), error_model="numpy")(sigmoid_of_minus_abs)
+
+    x = np.linspace(-30, 30, 1001, dtype=np.float32)
+    outs = [np.empty_like(x) for _ in range(3)]
+    before, inter, after = jit(), cpu_target.interleaved(jit(), 2), jit()
+    for kernel, out in zip((before, inter, after), outs, strict=True):
+        kernel(x, out)
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
+    plain = _vector_divisions(before)
+    assert plain >= 1
+    assert _vector_divisions(inter) >= 2 * plain
+    assert _vector_divisions(after) == plain
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_interleaving_leaves_every_value_as_it_was(dtype, monkeypatch):
+    """Interleaving changes where the elements are computed, never how: maps give the same
+    bits as LLVM's own loop, serial and parallel, with a remainder past the last vector."""
+    from fastgd import config
+
+    rng = np.random.default_rng(7)
+    data = [((rng.standard_normal(n) * 10).astype(dtype), rng.standard_normal(n).astype(dtype))
+            for n in (1000 + 37, (1 << 13) + 5)]
+    results = {}
+    for count in (1, 2):
+        monkeypatch.setattr(config, "INTERLEAVE", count)
+        got = []
+        for x, dy in data:
+            got += [fastgd.softplus(x, backend="numba"),
+                    fastgd.sigmoid_backward(dy, x, backend="numba"),
+                    fastgd.mish_backward(dy, x, backend="numba")]
+        results[count] = got
+    for a, b in zip(results[1], results[2], strict=True):
+        np.testing.assert_array_equal(a, b)

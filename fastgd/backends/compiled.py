@@ -45,9 +45,11 @@ class CompiledBackend:
     # -- shared -------------------------------------------------------------------------------
     @staticmethod
     def kernel_key(shape_key, fn, compute: np.dtype, loop):
-        """The key of :meth:`_kernel`'s cache: the fast-math flags with the rest, so that a
-        change of them at run time compiles anew, as a new process would."""
-        return (shape_key, fn, compute, loop, config.FASTMATH, config.FASTMATH_IN_ORDER)
+        """The key of :meth:`_kernel`'s cache: the fast-math flags and the interleave with
+        the rest, so that a change of them at run time compiles anew, as a new process
+        would."""
+        return (shape_key, fn, compute, loop, config.FASTMATH, config.FASTMATH_IN_ORDER,
+                config.INTERLEAVE)
 
     def _kernel(self, shape_key, source_fn, fn, compute: np.dtype, loop, span=None):
         """The kernel for this shape, op math, compute dtype and loop, compiled once."""

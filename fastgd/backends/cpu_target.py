@@ -1,6 +1,7 @@
 """What the CPU decides about Numba's code: the vector width (512-bit on AVX-512 CPUs, set
-before Numba's first compile) and whether streams from main memory are prefetched in software
-(:func:`software_prefetch`).
+before Numba's first compile), whether streams from main memory are prefetched in software
+(:func:`software_prefetch`) and how many vectors a loop of transcendental math interleaves
+(:func:`interleaved`).
 
 LLVM tunes Intel's AVX-512 CPUs (Skylake-SP to Sapphire Rapids) with ``prefer-256-bit``: its
 loop vectorizer stops at 256-bit vectors, leaving half of each AVX-512 register unused (clang
@@ -119,3 +120,32 @@ def software_prefetch() -> tuple[bool, str]:
 
     asked = env_flag("FASTGD_PREFETCH", default=None)
     return (not is_amd(), "this CPU") if asked is None else (asked, "FASTGD_PREFETCH")
+
+
+INTERLEAVE_OPTION = "-force-vector-interleave"
+
+
+def interleaved(kernel, count: int):
+    """``kernel`` (a Numba dispatcher) compiling with LLVM's loop vectorizer told to
+    interleave ``count`` vectors (``config.INTERLEAVE``); 1: LLVM's choice. The option is
+    LLVM's, for the whole process: it is set only while the kernel compiles, under Numba's
+    compiler lock (no other thread compiles meanwhile), then back to its default (0: LLVM's
+    cost model). A kernel loaded from fastgd's cache compiles nothing; its key holds
+    ``count``."""
+    if count == 1:
+        return kernel
+    from llvmlite import binding
+    from numba.core.compiler_lock import global_compiler_lock
+
+    compile_one = kernel.compile  # what the dispatcher calls for a signature it lacks
+
+    def compile_interleaved(sig):
+        with global_compiler_lock:
+            binding.set_option("fastgd", f"{INTERLEAVE_OPTION}={count}")
+            try:
+                return compile_one(sig)
+            finally:
+                binding.set_option("fastgd", f"{INTERLEAVE_OPTION}=0")
+
+    kernel.compile = compile_interleaved
+    return kernel

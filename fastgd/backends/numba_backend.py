@@ -108,8 +108,11 @@ class NumbaBackend(HostArrays, CompiledBackend):
         scalar_fn = jit(self.specialized(fn, compute, jit))
         math_from = ",".join(f"{k}:{getattr(v, '__module__', '')}"
                              for k, v in sorted(self._math.items()))
-        key = kernel_cache.kernel_key(source, scalar_fn, f"{compute} {math_from}", loop, flags)
-        return self._build(source, key, {"fn": scalar_fn, "C": compute.type}, loop, flags)
+        interleave = config.INTERLEAVE if calls(fn, TRANSCENDENTAL) else 1
+        key = kernel_cache.kernel_key(
+            source, scalar_fn, f"{compute} {math_from} interleave={interleave}", loop, flags)
+        kernel = self._build(source, key, {"fn": scalar_fn, "C": compute.type}, loop, flags)
+        return cpu_target.interleaved(kernel, interleave)
 
     def _span_loop(self, source, loop):
         """The parallel loop of ``source`` that calls a serial kernel by address
