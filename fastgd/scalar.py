@@ -48,9 +48,11 @@ def grouped(fn):
     it without ``reassoc`` (``config.FASTMATH`` less it), so that ``dy·(4·e/q)`` is not
     computed as ``(dy·4)·e/q``, which overflowed where the gradient is finite (tanh's
     backward gave NaN for float32 |dy| past a quarter of the float range). Every
-    activation's backward is marked (``activation.registry``): their loops run as fast
-    without it (measured), where the reductions of the losses and the gradient norm need it
-    to vectorize (2-3.5x slower without)."""
+    elementwise activation's backward is marked (``activation.registry``): their loops run
+    as fast without it (measured). Math that sums along a row (a loop over ``lanes``) is
+    not: its reductions need it to vectorize (the losses and the gradient norm 2-3.5x
+    slower without, softmax's and prelu's backwards 5x), and its products are of two
+    factors, or of factors at most 1 (softmax's e^(x - max) and 1/Σ), in any grouping."""
     fn.grouped = True
     return fn
 

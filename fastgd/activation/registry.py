@@ -16,7 +16,7 @@ from fastgd import _arrays, config
 from fastgd.activation import formulas as m
 from fastgd.activation import reference as ref
 from fastgd.backends import host_fast_path, resolve, to_device
-from fastgd.scalar import grouped
+from fastgd.scalar import calls, grouped
 
 _FLOAT32_MAX, _FLOAT32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -64,8 +64,8 @@ class Activation:
         if from_output:
             self.math["backward_from_output"] = from_output
         for direction, (fn, _) in self.math.items():
-            if direction != "forward" and fn is not None:  # dy times a derivative
-                grouped(fn)
+            if direction != "forward" and fn is not None and not calls(fn, ("lanes",)):
+                grouped(fn)  # dy times a derivative; row math keeps reassoc (scalar.grouped)
         self.params = dict(params or {})
         self._check = check
         self._output_check = output_check
@@ -463,7 +463,7 @@ class RowActivation(Activation):
                          params={"axis": -1}, check=self._check_axis,
                          wide=("forward", "backward", "backward_from_output"), narrow=narrow,
                          doc=doc)
-        self.scalar_backward_from_input = grouped(row_backward_from_input)
+        self.scalar_backward_from_input = row_backward_from_input
         self.reference_backward_from_input = reference_backward_from_input or (
             lambda dy, x, axis: reference_backward(dy, reference(x, axis), axis))
         self.wide_lines = wide_lines

@@ -100,9 +100,7 @@ class NumbaBackend(HostArrays, CompiledBackend):
             from fastgd.backends.cpu_span import SpanKernel
 
             return SpanKernel(self._span_loop(source, loop), span)
-        flags = (config.FASTMATH_IN_ORDER if getattr(fn, "in_order", False) else
-                 config.FASTMATH - {"reassoc"} if getattr(fn, "grouped", False) else
-                 config.FASTMATH)
+        flags = self.fastmath_flags(fn)
         # inlined at the Numba IR level, so the loop around it can vectorize whatever its size
         jit = numba.njit(inline="always", fastmath=set(flags), error_model="numpy", nogil=True)
         scalar_fn = jit(self.specialized(fn, compute, jit))
@@ -113,6 +111,15 @@ class NumbaBackend(HostArrays, CompiledBackend):
             source, scalar_fn, f"{compute} {math_from} interleave={interleave}", loop, flags)
         kernel = self._build(source, key, {"fn": scalar_fn, "C": compute.type}, loop, flags)
         return cpu_target.interleaved(kernel, interleave)
+
+    @staticmethod
+    def fastmath_flags(fn) -> frozenset:
+        """LLVM's fast-math flags for op math ``fn``: ``config.FASTMATH``, less ``reassoc``
+        for math marked :func:`~fastgd.scalar.grouped`, none for
+        :func:`~fastgd.scalar.in_order`."""
+        if getattr(fn, "in_order", False):
+            return config.FASTMATH_IN_ORDER
+        return config.FASTMATH - {"reassoc"} if getattr(fn, "grouped", False) else config.FASTMATH
 
     def _span_loop(self, source, loop):
         """The parallel loop of ``source`` that calls a serial kernel by address
