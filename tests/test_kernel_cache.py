@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -327,3 +328,32 @@ def test_kernels_compiled_in_different_processes_keep_apart(tmp_path):
     run("silu_backward")
     assert run("silu_backward", "mish_backward") == want
     assert run("mish_backward", "silu_backward") == want
+
+
+def test_threads_writing_the_same_new_kernel_files_get_them_whole(tmp_path, monkeypatch):
+    """Threads of one process took one temporary name a file (PID only): one could get back a
+    file another was still writing, another None (the kernel left uncached)."""
+    monkeypatch.setenv("FASTGD_CACHE_DIR", str(tmp_path))
+    sources = [f"# kernel {i}\n" + "x = 1\n" * 20000 for i in range(40)]
+    problems = []
+    start = threading.Barrier(4)
+
+    def write():
+        start.wait()
+        for i, source in enumerate(sources):
+            path = kernel_cache.source_file(source, f"{i:024x}")
+            if path is None or open(path).read() != source:
+                problems.append((i, path))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert problems == []
+    assert not list(tmp_path.rglob("*.tmp"))

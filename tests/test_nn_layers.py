@@ -1,6 +1,10 @@
 """fastgd.nn layers: every backward against finite differences, batch norm against torch,
 and the dropout mask identical on every backend."""
 
+import copy
+import sys
+import threading
+
 import numpy as np
 import pytest
 
@@ -736,3 +740,50 @@ def test_dropout_backward_uses_the_forwards_mask_and_p_is_checked_when_set():
         with pytest.raises(ValueError, match="dropout probability"):
             drop.p = bad
     assert drop.p == 0.5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_predict_between_a_training_forward_and_its_backward_changes_nothing(backend):
+    """predict runs on a view of the model (its parameters, workspaces of its own): between a
+    training forward and its backward it leaves what the backward reads alone (it wrote its
+    activations into the same buffers and its input over the saved one)."""
+    rng = np.random.default_rng(5)
+    x, x2 = rng.standard_normal((6, 8)), rng.standard_normal((9, 8))
+    dy = rng.standard_normal((6, 3))
+    plain = nn.MLP([8, 16, 16, 3], "gelu", batch_norm=True, dropout=0.25, residual=True,
+                   backend=backend, dtype=np.float64, seed=3)
+    interrupted = copy.deepcopy(plain)
+    plain.forward(x, train=True)
+    want_dx = plain.backward(dy)
+    interrupted.forward(x, train=True)  # batch norm's running statistics move
+    want_y2 = copy.deepcopy(interrupted).forward(x2, train=False).copy()
+    np.testing.assert_array_equal(interrupted.predict(x2), want_y2)
+    np.testing.assert_array_equal(interrupted.backward(dy), want_dx)
+    for key, g in plain.grads.items():
+        np.testing.assert_array_equal(interrupted.grads[key], g, err_msg=key)
+
+
+def test_predict_from_two_threads_at_once_on_one_model():
+    """The usual serving pattern: threads calling predict on one model each get their own
+    input's output (102-163 of 300 calls a thread got a mix of the two, an audit)."""
+    rng = np.random.default_rng(0)
+    model = nn.MLP([64, 256, 256, 10], "gelu", backend="numba")
+    xs = [rng.standard_normal((512, 64)).astype(np.float32) for _ in range(2)]
+    want = [model.predict(x) for x in xs]
+    wrong = [0, 0]
+
+    def serve(k):
+        for _ in range(100):
+            wrong[k] += not np.array_equal(model.predict(xs[k]), want[k])
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == [0, 0]

@@ -1,6 +1,7 @@
 """fastgd.nn.train, data sets and the checks made before training starts."""
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -852,3 +853,49 @@ def test_training_steps_a_plateau_scheduler_with_each_epochs_loss():
     with pytest.raises(ValueError, match="built on this optimizer"):
         nn.train(model, data, optimizer=fastgd.SGD(model.params, lr=0.1), epochs=1,
                  progress=False, plateau=plateau)
+
+
+def test_the_profiler_is_each_threads_own():
+    """A profiled training counts its own thread's work: another thread's evaluation
+    switched the one profiler off and on under it (sections of 193,000 s, an audit)."""
+    from fastgd.nn._profile import PROFILE
+
+    PROFILE.start()
+    try:
+        seen = {}
+
+        def other():
+            seen["on"] = PROFILE.on
+            PROFILE.start()
+            PROFILE.done("loss", PROFILE.mark())
+            PROFILE.on = False  # as an evaluation does
+
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        assert seen["on"] is False
+        assert PROFILE.on and "loss" not in PROFILE.totals
+    finally:
+        PROFILE.stop()
+
+
+def test_overlapping_trainings_put_the_blas_threads_back():
+    """Each training limited BLAS (threadpoolctl, process-wide) and put back what it saw on
+    entry: of two that overlapped, the second put back the first's limit of 1 for good."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastgd.nn import trainer
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    model = nn.MLP([4, 8, 2], backend="numba")
+    before = blas_threads()
+    first, second = (trainer._blas_limit(1, model, 32) for _ in range(2))
+    first.__enter__()
+    second.__enter__()
+    assert set(blas_threads()) <= {1}
+    first.__exit__(None, None, None)  # the first to start ends first
+    assert set(blas_threads()) <= {1}  # the second still runs
+    second.__exit__(None, None, None)
+    assert blas_threads() == before

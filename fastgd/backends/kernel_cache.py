@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 import types
 from pathlib import Path
@@ -223,7 +224,7 @@ def source_file(source: str, key: str) -> str | None:
             return None
         prune()  # this version's folder is in use: its mtime says so
         return str(path)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # a thread's own
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(source)

@@ -140,11 +140,19 @@ class Layer:
         return [m for m in self.modules() if isinstance(m, Linear)]
 
     def predict(self, x):
-        """The eval-mode output as a new array (a forward's is a buffer the next reuses)."""
-        out = self.forward(x, train=False)
-        copy = self.be.empty(_arrays.shape_of(out), self.dtype)
-        self.be.copy_into(self.be.flat_view(copy), out)
-        return copy
+        """The eval-mode output as a new array (a forward's is a buffer the next reuses),
+        computed by an :meth:`eval_view`: calls from several threads at once, or beside a
+        training thread, share no buffers (they overwrote each other's activations)."""
+        return self.eval_view().forward(x, train=False)
+
+    def eval_view(self):
+        """This layer for one eval forward: the same parameters and buffers (shared, not
+        copied), with workspaces and a last forward of its own."""
+        view = object.__new__(type(self))
+        view.__dict__.update({k: v for k, v in self.__dict__.items()
+                              if k not in self._FORWARD_STATE})
+        view._work, view.preact, view._out_shape = {}, None, None
+        return view
 
     def __call__(self, x, train=None):
         """``forward(x, train)``, the mode named on every call: these layers keep no
@@ -544,6 +552,11 @@ class Sequential(Layer):
     def __setstate__(self, state):
         super().__setstate__(state)
         self._gather()  # the layers' arrays, not copies (batch norm's grads are views)
+
+    def eval_view(self):
+        view = super().eval_view()
+        view.layers = [layer.eval_view() for layer in self.layers]
+        return view
 
     def forward(self, x, train=True):
         for layer in self.layers:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -302,10 +303,42 @@ def _blas_limit(blas_threads, model, batch):
     if blas_threads is None or model.be.name == "cuda":
         return nullcontext()
     try:
-        from threadpoolctl import threadpool_limits
+        import threadpoolctl  # noqa: F401
     except ImportError:  # optional: without it BLAS keeps its own thread count
         return nullcontext()
-    return threadpool_limits(limits=int(blas_threads), user_api="blas")
+    return _shared_blas_limit(int(blas_threads))
+
+
+class _SharedBlasLimit:
+    """threadpoolctl's BLAS limit is the process's: the first of overlapping trainings (in
+    threads of one process) sets it, the last puts back the count from before the first.
+    When each restored what it saw on entry, two that overlapped left BLAS on one thread for
+    good; a training that starts inside another's limit runs under it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._limiter = None  # threadpoolctl's, while a training runs
+        self._users = 0
+
+    @contextmanager
+    def __call__(self, threads):
+        from threadpoolctl import threadpool_limits
+
+        with self._lock:
+            if not self._users:
+                self._limiter = threadpool_limits(limits=threads, user_api="blas")
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if not self._users:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_shared_blas_limit = _SharedBlasLimit()
 
 
 def _progress(enabled, epochs):
