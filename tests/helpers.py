@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import numpy as np
 
 _ULP_PARAMS = {np.dtype(np.float32): (24, -125), np.dtype(np.float64): (53, -1021)}
@@ -143,3 +146,18 @@ class FakeBenchmark:
     def pedantic(self, fn, rounds, iterations):
         self.rounds = rounds
         self(fn)
+
+
+def run_threads(target, args_list, switch_interval=1e-5):
+    """``target(*args)`` in a thread for each ``args``, waited for, with Python switching
+    threads every ``switch_interval`` seconds (so that races show in short runs)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)
+    try:
+        threads = [threading.Thread(target=target, args=args) for args in args_list]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)

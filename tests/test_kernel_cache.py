@@ -14,6 +14,7 @@ import pytest
 from fastgd.activation import formulas as m
 from fastgd.backends import codegen, kernel_cache
 from fastgd.nn import _kernels
+from tests.helpers import run_threads
 
 RUN = """
 import json, numpy as np, fastgd
@@ -345,15 +346,6 @@ def test_threads_writing_the_same_new_kernel_files_get_them_whole(tmp_path, monk
             if path is None or open(path).read() != source:
                 problems.append((i, path))
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=write) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_threads(write, [()] * 4, switch_interval=1e-6)
     assert problems == []
     assert not list(tmp_path.rglob("*.tmp"))

@@ -2,8 +2,6 @@
 and the dropout mask identical on every backend."""
 
 import copy
-import sys
-import threading
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import pytest
 from fastgd import nn
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
-from tests.helpers import central_difference
+from tests.helpers import central_difference, run_threads
 
 torch = pytest.importorskip("torch")  # the reference here (the peers extra)
 
@@ -776,14 +774,5 @@ def test_predict_from_two_threads_at_once_on_one_model():
         for _ in range(100):
             wrong[k] += not np.array_equal(model.predict(xs[k]), want[k])
 
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        threads = [threading.Thread(target=serve, args=(k,)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    run_threads(serve, [(0,), (1,)])
     assert wrong == [0, 0]
