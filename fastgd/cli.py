@@ -73,6 +73,7 @@ def cmd_info(args) -> int:
           f"threading layer {facts.get('threading_layer')}")
     print(f"CPU vectors: {facts.get('cpu_vectors')}")
     print(f"CPU software prefetch: {facts.get('cpu_prefetch')}")
+    print(f"CPU loop interleave: {facts.get('cpu_interleave')}")
     print(f"GPU: {facts['gpu'] or 'none'}")
     print("backends:")
     for name, status in facts["backends"].items():

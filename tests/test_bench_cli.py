@@ -207,6 +207,8 @@ def test_info_without_probe(capsys, tmp_path, monkeypatch):
     assert "CPU: " in out and "numba" in out and "backends:" in out and "GPU: " in out
     be = fastgd.get_backend("numba")
     assert f"CPU software prefetch: {be.prefetch_note()}" in out
+    assert ("CPU loop interleave: 2 vectors an iteration in loops of transcendental math"
+            in out)
     assert f"kernel cache: {here} (1 kernels of this fastgd; 2 MB for every version)" in out
     monkeypatch.setenv("FASTGD_KERNEL_CACHE", "0")
     cli.main(["info", "--no-probe"])

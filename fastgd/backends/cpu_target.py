@@ -125,6 +125,15 @@ def software_prefetch() -> tuple[bool, str]:
 INTERLEAVE_OPTION = "-force-vector-interleave"
 
 
+def interleave_note() -> str:
+    """How loops of transcendental math interleave, for ``fastgd info`` and reports."""
+    from fastgd import config
+
+    count = config.INTERLEAVE
+    return (f"{count} vectors an iteration in loops of transcendental math" if count > 1
+            else "LLVM's choice (config.INTERLEAVE = 1)")
+
+
 def interleaved(kernel, count: int):
     """``kernel`` (a Numba dispatcher) compiling with LLVM's loop vectorizer told to
     interleave ``count`` vectors (``config.INTERLEAVE``); 1: LLVM's choice. The option is

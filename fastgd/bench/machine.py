@@ -31,7 +31,8 @@ def numba_facts() -> dict:
 
     return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
             "threading_layer": layer, "cpu_vectors": cpu_target.describe(),
-            "cpu_prefetch": get_backend("numba").prefetch_note()}
+            "cpu_prefetch": get_backend("numba").prefetch_note(),
+            "cpu_interleave": cpu_target.interleave_note()}
 
 
 def gpu_name() -> str | None:
