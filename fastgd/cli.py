@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from fastgd import config
+from fastgd._optional import MissingDependency, need
 
 MAX_EXPONENT = 28
 
@@ -202,8 +203,8 @@ def _check_out(out) -> None:
 
 
 def cmd_bench(args) -> int:
-    import pytest
-
+    pytest = need("pytest", "bench", "fastgd bench")
+    need("pytest_benchmark", "bench", "fastgd bench")
     folder = find_benchmarks()
     argv = bench_args(args, folder)
     with warnings.catch_warnings():  # pytest-benchmark's "Not saving anything" after an error
@@ -230,6 +231,8 @@ def cmd_report(args) -> int:
 def cmd_study(args) -> int:
     from fastgd.nn import studies
 
+    need("matplotlib", "examples", "fastgd study")  # checked before a study trains
+    need("sklearn", "examples", "fastgd study (the digits data set)")
     if args.out:
         _check_out(args.out)  # a clear message, not os.makedirs' traceback
     argv = [args.name] + (["--out", args.out] if args.out else []) + (["--tiny"] * args.tiny)
@@ -286,7 +289,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (CLIError, config.SettingError) as e:  # (SettingError: a bad FASTGD_... value)
+    except (CLIError, config.SettingError, MissingDependency) as e:  # (SettingError: a
+        # bad FASTGD_... value; MissingDependency: an optional package not installed)
         print(f"fastgd {args.command}: error: {e}", file=sys.stderr)
         return 2
 

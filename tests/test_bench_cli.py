@@ -338,3 +338,27 @@ def test_a_size_of_zero_elements_is_refused(text):
     with pytest.raises(cli.CLIError, match="between 1 and 2"):
         cli.parse_sizes(text)
     assert cli.parse_sizes("1,2^0") == [1]
+
+
+@pytest.mark.parametrize(("argv", "missing", "message"), [
+    (["bench", "--quick"], "pytest_benchmark",
+     "fastgd bench: error: fastgd bench needs pytest-benchmark: pip install 'fastgd[bench]'"),
+    (["report", "DATA", "--out", "OUT"], "matplotlib",
+     "fastgd report: error: a report (its plots) needs matplotlib: pip install 'fastgd[bench]'"),
+    (["study", "vanishing", "--tiny", "--out", "OUT"], "matplotlib",
+     "fastgd study: error: fastgd study needs matplotlib: pip install 'fastgd[examples]'"),
+    (["study", "vanishing", "--tiny", "--out", "OUT"], "sklearn",
+     "fastgd study: error: fastgd study (the digits data set) needs scikit-learn"),
+])
+def test_a_missing_optional_package_is_an_error_line_before_anything_runs(
+        argv, missing, message, capsys, tmp_path, monkeypatch):
+    """A wheel install without the extra (a packaging audit): `fastgd bench` raised
+    ModuleNotFoundError from its first line, `fastgd report` after writing the JSON, and
+    `fastgd study` after 30 s of training, each as a traceback."""
+    monkeypatch.setitem(sys.modules, missing, None)  # imports of it raise ImportError
+    out = tmp_path / "out"
+    data = Path(__file__).parent / "data" / "bench_small.json"
+    argv = [str(data) if a == "DATA" else str(out) if a == "OUT" else a for a in argv]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -15,6 +15,7 @@ import numpy as np
 
 from fastgd import config
 from fastgd._arrays import as_array, is_device_array, shape_of
+from fastgd._optional import hint, need
 from fastgd.backends import codegen
 from fastgd.backends.compiled import CompiledBackend
 from fastgd.scalar import calls, specialize
@@ -30,12 +31,7 @@ def simulator_enabled() -> bool:
 
 def _cuda():
     """``numba.cuda``, or ``ImportError`` with the install hint."""
-    try:
-        from numba import cuda
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("the cuda backend needs numba-cuda: pip install -e '.[cuda]' in "
-                          "fastgd's folder") from e
-    return cuda
+    return need("numba.cuda", "cuda", "the cuda backend")
 
 
 def _cupy():
@@ -177,10 +173,7 @@ class CudaBackend(CompiledBackend):
         cupy = _cupy()
         if cupy is not None:
             return cupy.ascontiguousarray(cupy.asarray(a))
-        raise ValueError(
-            "non-contiguous device arrays need CuPy to be copied: pip install -e '.[cuda]' in "
-            "fastgd's folder"
-        )
+        raise ValueError(f"non-contiguous device arrays need CuPy to be copied: {hint('cuda')}")
 
     def flat(self, a):
         return self.contiguous(a).reshape(-1)

@@ -21,6 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from fastgd._optional import need
 from fastgd.bench import bandwidth
 
 GPU_BACKENDS = ("cuda", "torch-cuda", "cupy", "cupy-kernel")
@@ -339,8 +340,7 @@ def crossover(run: Run, transfer: bool) -> list[list]:
 
 # -- plots ---------------------------------------------------------------------------------
 def _plt():
-    import matplotlib
-
+    matplotlib = need("matplotlib", "bench", "a report (its plots)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -771,6 +771,7 @@ def write(sources, out=None) -> Path:
         raise ReportError("no JSON files given")
     out = Path(out) if out else default_dir(runs[0], compare=len(runs) > 1)
     check_out(out)
+    _plt()  # matplotlib is there, before anything is written
     try:
         out.mkdir(parents=True, exist_ok=True)
         older = _files_of(out / "index.md")

@@ -2,7 +2,7 @@
 
 * :func:`digits` — scikit-learn's bundled 8×8 handwritten digits (1797 samples, 64
   features scaled to [0, 1], 10 classes), shipped inside scikit-learn: no download. Needs
-  the ``examples`` extra: ``pip install -e '.[examples]'``.
+  the ``examples`` extra: ``pip install 'fastgd[examples]'``.
 * :func:`xor`, :func:`two_moons`, :func:`spirals` — generated 2-D classification sets.
 
 Each returns a :class:`Dataset` with a train/test split (``test_size``, ``seed``).
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fastgd._checks import in_range
+from fastgd._optional import need
 from fastgd.backends import to_device
 
 
@@ -96,13 +97,7 @@ def _make(name, x, y, n_classes, test_size, seed, dtype):
 
 def digits(test_size=0.25, seed=0, dtype=np.float32) -> Dataset:
     """scikit-learn's 8×8 digits, pixels scaled to [0, 1]."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:
-        raise ImportError(
-            "the digits data set comes with scikit-learn: pip install -e '.[examples]' in "
-            "fastgd's folder"
-        ) from e
+    load_digits = need("sklearn.datasets", "examples", "the digits data set").load_digits
     data = load_digits()
     return _make("digits", data.data / 16.0, data.target, 10, test_size, seed, dtype)
 

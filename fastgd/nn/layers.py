@@ -25,6 +25,7 @@ import numpy as np
 
 from fastgd import _arrays
 from fastgd._checks import count, in_range, positive
+from fastgd._optional import need
 from fastgd.backends import auto_host, get_backend, to_device, to_host
 from fastgd.nn import functional as F
 from fastgd.nn._kernels import get_activation
@@ -45,14 +46,7 @@ def array_module(be):
     """NumPy for the CPU backends, CuPy for ``cuda`` (its ``@`` is the matrix product)."""
     if be.name != "cuda":
         return np
-    try:
-        import cupy
-    except ImportError as e:
-        raise ImportError(
-            "layers on the cuda backend need CuPy for the matrix product (cuBLAS): "
-            "pip install -e '.[cuda]' in fastgd's folder"
-        ) from e
-    return cupy
+    return need("cupy", "cuda", "layers on the cuda backend (the matrix product, cuBLAS)")
 
 
 class Layer:

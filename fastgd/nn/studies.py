@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 import fastgd
+from fastgd._optional import need
 from fastgd.nn import datasets
 from fastgd.nn.layers import MLP, backend_of
 from fastgd.nn.trainer import grad_norms, train
@@ -37,8 +38,7 @@ SEED = 0
 
 
 def _plt():
-    import matplotlib
-
+    matplotlib = need("matplotlib", "examples", "a study (its plots)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,30 @@
+"""Optional dependencies, imported where first needed, with the install line in the error:
+``MissingDependency`` (an ``ImportError``) says which extra brings the package, and the
+``fastgd`` commands print it as an error line."""
+
+from __future__ import annotations
+
+import importlib
+
+
+class MissingDependency(ImportError):
+    """An optional package that a feature needs is not installed."""
+
+
+def hint(extra: str) -> str:
+    """How to install ``extra``: from PyPI or in a source checkout."""
+    return f"pip install 'fastgd[{extra}]' (in a source checkout: pip install -e '.[{extra}]')"
+
+
+#: pip's names of the packages whose modules are named otherwise
+PACKAGES = {"sklearn": "scikit-learn", "pytest_benchmark": "pytest-benchmark",
+            "numba": "numba-cuda", "cupy": "CuPy"}
+
+
+def need(module: str, extra: str, what: str):
+    """``module`` imported, or :class:`MissingDependency` saying that ``what`` needs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        top = module.split(".")[0]
+        raise MissingDependency(f"{what} needs {PACKAGES.get(top, top)}: {hint(extra)}") from e
