@@ -143,9 +143,7 @@ class Layer:
         """This layer for one eval forward: the same parameters and buffers (shared, not
         copied), with workspaces and a last forward of its own."""
         view = object.__new__(type(self))
-        view.__dict__.update({k: v for k, v in self.__dict__.items()
-                              if k not in self._FORWARD_STATE})
-        view._work, view.preact, view._out_shape = {}, None, None
+        view.__dict__.update(self._state_without_forward())
         return view
 
     def __call__(self, x, train=None):
@@ -164,12 +162,16 @@ class Layer:
     #: pickled (a copy needs a forward of its own before a backward)
     _FORWARD_STATE = ()
 
+    def _state_without_forward(self) -> dict:
+        """This layer's attributes less its workspaces and what its last forward left."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._FORWARD_STATE}
+        state.update(_work={}, preact=None, _out_shape=None)
+        return state
+
     def __getstate__(self):
         """``copy.deepcopy(model)`` (a best model kept aside) and ``pickle`` (a model sent to
         another process): the backend by name, without workspaces or the last forward."""
-        state = {k: v for k, v in self.__dict__.items() if k not in self._FORWARD_STATE}
-        state.update(be=self.be.name, _work={}, preact=None, _out_shape=None)
-        return state
+        return {**self._state_without_forward(), "be": self.be.name}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
