@@ -248,8 +248,8 @@ def test_a_torch_out_is_written_back_through_a_numba_view(monkeypatch):
 
 
 def test_a_cpu_tensor_that_requires_grad_is_refused_by_name():
-    """Read as a NumPy array it raised torch's own RuntimeError; the README promises a
-    refusal saying to pass t.detach()."""
+    """Read as a NumPy array it raised torch's own RuntimeError; docs/activations.md
+    promises a refusal saying to pass t.detach()."""
     torch = pytest.importorskip("torch")
     t = torch.ones(3, requires_grad=True)
     with pytest.raises(TypeError, match=r"a Tensor that requires grad: pass t.detach\(\)"):

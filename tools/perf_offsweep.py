@@ -1,6 +1,6 @@
 """The cases the benchmark sweep's 1-D contiguous arrays leave out, fastgd (numba) against
 PyTorch in the same process: layouts, axes, BatchNorm1d, prelu of (N, C), a short-row loss,
-many small gradients. The README's "Off the sweep" table comes from this script.
+many small gradients. The "Off the sweep" table of docs/performance.md comes from this script.
 
     PYTHONPATH=. python tools/perf_offsweep.py [--reps 7]
 

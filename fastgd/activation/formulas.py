@@ -295,7 +295,7 @@ def elu(x, alpha):
 def exp_left(x):
     """e^x for x <= 0, and 1 above, where the elu family's backward discards it: those lanes
     form no large e^x (with them, elu's backward ran at a third of its speed on N(0, 3) data
-    at 2^24 when Numba loaded it from its cache, for reasons not found; see the README)."""
+    at 2^24 when Numba loaded it from its cache, for reasons not found; see reports/NOTES.md)."""
     return exp(F(0) if x > F(0) else x)
 
 
