@@ -12,7 +12,8 @@ class MissingDependency(ImportError):
 
 
 def hint(extra: str) -> str:
-    """How to install ``extra``: from PyPI or in a source checkout."""
+    """How to install ``extra``: for an installed fastgd (pip reads its extras from the installed
+    metadata) or in a source checkout."""
     return f"pip install 'fastgd[{extra}]' (in a source checkout: pip install -e '.[{extra}]')"
 
 
