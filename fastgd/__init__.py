@@ -117,3 +117,14 @@ __all__ = [
     "schedules",
     *(n for a in activations for n in (a, f"{a}_backward")),
 ]
+
+
+def __getattr__(name):
+    """``fastgd.nn`` imported on first use, as ``from fastgd import nn`` would: importing it
+    sets the OpenMP workers' spin count for training (``fastgd.nn``), which a program that
+    only calls the kernels should not get from ``import fastgd``."""
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("fastgd.nn")
+    raise AttributeError(f"module 'fastgd' has no attribute {name!r}")

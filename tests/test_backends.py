@@ -283,3 +283,16 @@ def test_a_device_tensor_that_cannot_share_its_memory_is_named():
                  lambda: fastgd.clip_grad_norm([Parameter()], 1.0)):
         with pytest.raises(TypeError, match="Parameter cannot share its memory.*detach"):
             call()
+
+
+def test_fastgd_nn_is_imported_on_first_use_not_by_import_fastgd():
+    """``import fastgd`` leaves out ``fastgd.nn`` (its import sets the OpenMP spin count for
+    training); ``fastgd.nn`` then imports it, as ``from fastgd import nn`` does, and another
+    missing name is still an AttributeError."""
+    code = ("import sys, fastgd; before = 'fastgd.nn' in sys.modules; nn = fastgd.nn; "
+            "print(before, nn is sys.modules['fastgd.nn'], hasattr(nn, 'MLP'), "
+            "hasattr(fastgd, 'no_such_name'))")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == ["False", "True", "True", "False"]
