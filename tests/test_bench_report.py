@@ -371,3 +371,33 @@ def test_times_just_under_a_unit_show_in_the_unit_above():
     assert report.fmt_time(9.9996e-7) == "1 µs"
     assert report.fmt_time(0.0123) == "12.3 ms"
     assert report.fmt_time(4.2e-9) == "4.2 ns"
+
+
+def test_at_a_glance_sets_each_backend_at_its_largest_size_against_its_peers(tmp_path):
+    """One row per op and direction, at the largest size that backend ran (the GPU's may be
+    past the CPU's), with the peers' time over ours there and a tally of the rows won."""
+    run = _run([("relu", "numba", "cpu", 2**10, 1e-6, {}),
+                ("relu", "torch", "cpu", 2**10, 5e-7, {}),
+                ("relu", "numba", "cpu", 2**20, 1e-4, {}),
+                ("relu", "torch", "cpu", 2**20, 1.5e-4, {}),
+                ("relu", "numpy", "cpu", 2**20, 1e-3, {}),
+                ("gelu", "numba", "cpu", 2**20, 4e-4, {}),
+                ("gelu", "torch", "cpu", 2**20, 2e-4, {}),
+                ("relu", "cuda", "gpu", 2**20, 1e-5, {}),
+                ("relu", "cuda", "gpu", 2**26, 4e-4, {}),
+                ("relu", "torch-cuda", "gpu", 2**26, 6e-4, {})],
+               bandwidth={"cpu": {"copy": 100.0}, "gpu": {"copy": 2000.0}})
+    header, rows, tallies = report.glance(run, "numba")
+    assert header == ["op", "direction", "dtype", "n", "GB/s", "roof %", "× torch",
+                      "× numpy backend"]
+    # 8 MB in 100 µs = 83.9 GB/s, 84 % of 100; torch 1.5× our time; NumPy 10×
+    assert rows == [["gelu", "forward", "float32", "2^20", "21", "21", "0.50", "–"],
+                    ["relu", "forward", "float32", "2^20", "83.9", "84", "1.50", "10.00"]]
+    assert tallies == ["numba is faster than torch in 1 of 2 rows"]
+    header, rows, tallies = report.glance(run, "cuda")
+    assert rows == [["relu", "forward", "float32", "2^26", "1342", "67", "1.50", "–"]]
+    assert tallies == ["cuda is faster than torch-cuda in 1 of 1 rows"]
+    text = report.write([{"benchmarks": [], **run.data}], tmp_path).read_text()
+    assert text.index("## At a glance") < text.index("## Best implementation")
+    assert "**numba** (numba is faster than torch in 1 of 2 rows):" in text
+    assert "| relu | forward | float32 | 2^26 | 1342 | 67 | 1.50 | – |" in text

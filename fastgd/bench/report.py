@@ -7,7 +7,9 @@ any op and direction. Times are the best round (``stats.min``); GB/s = ``bytes``
 the roof is the bandwidth probe's highest figure for the result's device, from
 ``machine_info["fastgd"]["bandwidth"]``.
 
-One file gives a machine report; two or more give ratio tables and overlaid plots.
+One file gives a machine report (the machine, the roof, each of our backends at a glance, the
+best implementation per op and size, plots, every result); two or more give ratio tables and
+overlaid plots.
 """
 
 from __future__ import annotations
@@ -257,6 +259,11 @@ def fmt(x, spec=".3g", none="–") -> str:
     return none if x is None else format(x, spec)
 
 
+def fmt_gbps(x) -> str:
+    """3 significant digits, as whole numbers from 1,000 on (a GPU's 3350, not 3.35e+03)."""
+    return fmt(x, ".0f" if x is not None and x >= 1000 else ".3g")
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -276,6 +283,8 @@ def by_key(results) -> dict[tuple, dict[str, Result]]:
     return out
 
 
+#: fastgd's compiled backends, each set against its peers in the summary
+OURS = ("numba", "cuda")
 #: (ours, its peer on the same device): the summary's "ours × peer" columns.
 PAIRS = (("numba", "torch"), ("numba", "numpy-plain"), ("cuda", "torch-cuda"))
 
@@ -299,12 +308,58 @@ def summary_rows(run: Run) -> list[list]:
         roof = run.roof(best.device)
         frac = best.gbps / roof if best.gbps and roof else None
         rows.append([op, direction, dtype, fmt_n(n), best.backend, fmt_time(best.time),
-                     fmt(best.gbps, ".3g"), fmt(frac and 100 * frac, ".0f"),
+                     fmt_gbps(best.gbps), fmt(frac and 100 * frac, ".0f"),
                      fmt_ratio(ref and ref.time / best.time)]
                     + [fmt_ratio(group[peer].time / group[ours].time
                                  if ours in group and peer in group else None)
                        for ours, peer in pairs])
     return rows
+
+
+def glance(run: Run, ours: str) -> tuple[list[str], list[list], list[str]]:
+    """Backend ``ours`` per op and direction at the largest size it ran: (header, rows, one
+    tally line per peer). A row: its GB/s and roof %, then the time of each peer on its
+    device and of fastgd's NumPy backend over its own (> 1: ours faster), at that size."""
+    others = [peer for o, peer in peer_pairs(run) if o == ours] + [REFERENCE]
+    groups = by_key(measured(run))
+    largest: dict = {}
+    for (op, direction, dtype, n), group in groups.items():
+        if ours in group:
+            largest[(op, direction, dtype)] = max(n, largest.get((op, direction, dtype), 0))
+    rows, wins = [], {peer: [0, 0] for peer in others[:-1]}
+    for op, direction, dtype in sorted(largest, key=lambda k: (k[0], _direction_key(k[1]), k[2])):
+        n = largest[(op, direction, dtype)]
+        group = groups[(op, direction, dtype, n)]
+        mine, roof = group[ours], run.roof(group[ours].device)
+        ratios = [group[o].time / mine.time if o in group else None for o in others]
+        for peer, q in zip(others, ratios):
+            if peer in wins and q is not None:
+                wins[peer][0] += q > 1
+                wins[peer][1] += 1
+        rows.append([op, direction, dtype, fmt_n(n), fmt_gbps(mine.gbps),
+                     fmt(mine.gbps and roof and 100 * mine.gbps / roof, ".0f")]
+                    + [fmt_ratio(q) for q in ratios])
+    header = (["op", "direction", "dtype", "n", "GB/s", "roof %"]
+              + [f"× {o}" + (" backend" if o == REFERENCE else "") for o in others])
+    tallies = [f"{ours} is faster than {peer} in {won} of {of} rows"
+               for peer, (won, of) in wins.items() if of]
+    return header, rows, tallies
+
+
+def _glance_section(run: Run) -> str:
+    """Each of our backends at its largest sizes: where it stands at a glance."""
+    parts = []
+    for ours in OURS:
+        header, rows, tallies = glance(run, ours)
+        if rows:
+            tally = f" ({'; '.join(tallies)})" if tallies else ""
+            parts.append(f"**{ours}**{tally}:\n\n" + table(header, rows))
+    if not parts:
+        return ""
+    return ("## At a glance\n\nEach of our backends per op and direction at the largest size "
+            "it ran: GB/s and roof % as below; × a peer = the peer's time / ours at that size "
+            "(> 1: ours faster; within about 5 % a tie on a noisy machine).\n\n"
+            + "\n\n".join(parts))
 
 
 def crossover(run: Run, transfer: bool) -> list[list]:
@@ -629,7 +684,8 @@ def steadiness_note(run: Run) -> str:
 
 def write_single(run: Run, out: Path) -> Path:
     parts = [f"# fastgd benchmarks: {run.label}", f"Source: {_keep_source(run, out)}",
-             steadiness_note(run), _machine_section([run]), _bandwidth_section([run])]
+             steadiness_note(run), _machine_section([run]), _bandwidth_section([run]),
+             _glance_section(run)]
     parts = [p for p in parts if p]
     parts.append(
         "## Best implementation per op and size\n\nTime is the best round; GB/s = bytes the "
@@ -685,7 +741,7 @@ def _all_results(runs: list[Run]) -> str:
             rows.append(([i + 1] if len(runs) > 1 else []) + [
                 r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time),
                 fmt_time(r.median) + (" †" if r.unsteady else ""),
-                fmt(r.gbps, ".3g"),
+                fmt_gbps(r.gbps),
                 fmt(r.gbps and roof and 100 * r.gbps / roof, ".0f"),
                 fmt(r.compile_s, ".2f")])
     head = (["run"] if len(runs) > 1 else []) + [
