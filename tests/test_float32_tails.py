@@ -44,7 +44,7 @@ def _compute(name, be, dtype=np.float32, direction="forward", **params):
 
 def test_narrow_ops_compute_float32_on_numba_only():
     numba_be, numpy_be = get_backend("numba"), get_backend("numpy")
-    for name in ("gelu", "silu", "mish", "softplus"):
+    for name in ("gelu", "silu", "mish", "softplus", "selu"):
         assert _compute(name, numba_be) == np.float32
         assert _compute(name, numpy_be) == np.float64
     for name in ("gelu", "silu", "mish"):
@@ -129,3 +129,37 @@ def test_hardswish_backward_near_its_zero():
                                      backend="numpy")
     got = fastgd.hardswish_backward(dy, x)
     assert_backward_contract(got, want, dy, np.float32, "hardswish backward")
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_selu_scales_up_to_the_float_maximum_without_overflowing(backend):
+    """scale·v for every float32 v of the top binade: float32's scale rounds up, so v·scale in
+    float32 gave inf at v = 3.2386e38 (0x7f73a598), where the float64 product rounds to the
+    float32 maximum. The forward's x > 0, and dy (of either sign) times scale in both
+    backwards."""
+    from fastgd.activation.formulas import SELU_SCALE
+
+    v = np.arange(0x7F700000, 0x7F800000, 64, dtype=np.int32).view(np.float32)
+    v = np.concatenate([v, np.array([0x7F73A597, 0x7F73A598, 0x7F73A599], np.int32)
+                        .view(np.float32), -v[:1000]])
+    with np.errstate(over="ignore"):
+        want = (SELU_SCALE * v.astype(np.float64)).astype(np.float32)
+    assert np.isfinite(want[-1000 - 2]) and np.isinf(want[-1000 - 1])  # 0x...598 and 599
+    ones = np.ones_like(v)
+    up = v > 0
+    assert_forward_contract(fastgd.selu(v[up], backend=backend), want[up], np.float32, "selu")
+    for got in (fastgd.selu_backward(v, ones, backend=backend),
+                fastgd.selu_backward(v, y=ones, backend=backend)):
+        assert_forward_contract(got, want, np.float32, "selu backward")
+
+
+@pytest.mark.parametrize("dy", [0.7, 0.7216455340385437])
+def test_mish_backward_holds_the_contract_for_any_upstream_gradient(dy):
+    """The derivative's relative error, not its ULP error at dy = 1, bounds dy·derivative:
+    it reached 8.85·2^-24 near x = -3.17 (8.66 ULP for dy = 0.7, 9.02 for the second dy,
+    found by an exhaustive check of every float32), over the contract's 8."""
+    x = _every_float32(-3.4, -2.9)
+    dy = np.full_like(x, dy)
+    want = fastgd.mish_backward(dy.astype(np.float64), x.astype(np.float64), backend="numpy")
+    assert_backward_contract(fastgd.mish_backward(dy, x), want, dy, np.float32,
+                             "mish backward")

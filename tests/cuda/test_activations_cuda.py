@@ -325,3 +325,15 @@ def test_float32_kernels_bind_cpu_maths_float32_functions():
         return
     x = np.float32(10.3)
     assert exp32(x) == np.float32(cpu_math.portable_kernels(np.float32)["exp"](x))
+
+
+def test_selu_scales_up_to_the_float_maximum_on_cuda():
+    """scale·v rounded once, as on the CPU (tests/test_float32_tails.py): the float32
+    maximum at 0x7f73a598, where v·float32(scale) overflowed, inf just past it."""
+    v = np.array([0x7F73A597, 0x7F73A598, 0x7F73A599], np.int32).view(np.float32)
+    top = np.finfo(np.float32).max
+    want = np.array([np.nextafter(top, 0), top, np.inf], np.float32)
+    ones = dev(np.ones_like(v))
+    np.testing.assert_array_equal(host(fastgd.selu(dev(v))), want)
+    np.testing.assert_array_equal(host(fastgd.selu_backward(dev(v), ones)), want)
+    np.testing.assert_array_equal(host(fastgd.selu_backward(dev(v), y=ones)), want)
