@@ -1575,6 +1575,11 @@ def test_backwards_of_upstream_gradients_near_the_float_maximum(dtype):
             for got, want in pairs:
                 bad = (np.isfinite(want) & ~np.isfinite(got)) | (np.isnan(got) & ~np.isnan(want))
                 assert not bad.any(), (name, frac, x[bad][:3], got[bad][:3], want[bad][:3])
+    # dy·(alpha·e^x), not (dy·alpha)·e^x: the latter overflowed for an alpha above 1
+    dy = np.full(x.shape, big, dtype)
+    got = fastgd.elu_backward(dy, x, alpha=2.0, backend="numba")
+    want = fastgd.elu_backward(dy, x, alpha=2.0, backend="numpy")
+    assert not (np.isfinite(want) & ~np.isfinite(got)).any()
 
 
 def test_row_math_sums_with_reassoc_where_elementwise_backwards_keep_their_grouping():

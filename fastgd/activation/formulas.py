@@ -301,7 +301,9 @@ def exp_left(x):
 
 
 def elu_backward(dy, x, alpha):
-    return if_positive(x, dy, dy * alpha * exp_left(x))
+    """dy·(alpha·e^x) for x <= 0: (dy·alpha)·e^x overflowed for |dy| near the float maximum
+    and alpha > 1, where the gradient is finite."""
+    return if_positive(x, dy, dy * (alpha * exp_left(x)))
 
 
 def elu_backward_from_output(dy, y, alpha):
@@ -325,7 +327,7 @@ def selu(x):
 
 
 def selu_backward(dy, x):
-    return times_selu_scale(if_positive(x, dy, dy * F(SELU_ALPHA) * exp_left(x)))
+    return times_selu_scale(if_positive(x, dy, dy * (F(SELU_ALPHA) * exp_left(x))))
 
 
 def selu_backward_from_output(dy, y):
