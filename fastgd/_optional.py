@@ -22,6 +22,16 @@ PACKAGES = {"sklearn": "scikit-learn", "pytest_benchmark": "pytest-benchmark",
             "numba": "numba-cuda", "cupy": "CuPy"}
 
 
+def pyplot(extra: str, what: str):
+    """matplotlib's pyplot on the Agg backend (reports and studies write PNG files; no display
+    needed), or :class:`MissingDependency` naming ``extra``."""
+    matplotlib = need("matplotlib", extra, what)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def need(module: str, extra: str, what: str):
     """``module`` imported, or :class:`MissingDependency` saying that ``what`` needs it."""
     try:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastgd._optional import need
+from fastgd._optional import pyplot
 from fastgd.bench import bandwidth
 
 GPU_BACKENDS = ("cuda", "torch-cuda", "cupy", "cupy-kernel")
@@ -395,11 +395,7 @@ def crossover(run: Run, transfer: bool) -> list[list]:
 
 # -- plots ---------------------------------------------------------------------------------
 def _plt():
-    matplotlib = need("matplotlib", "bench", "a report (its plots)")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot("bench", "a report (its plots)")
 
 
 STYLES = ("-", "--", ":", "-.")

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import fastgd
-from fastgd._optional import need
+from fastgd._optional import pyplot
 from fastgd.nn import datasets
 from fastgd.nn.layers import MLP, backend_of
 from fastgd.nn.trainer import grad_norms, train
@@ -38,11 +38,7 @@ SEED = 0
 
 
 def _plt():
-    matplotlib = need("matplotlib", "examples", "a study (its plots)")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot("examples", "a study (its plots)")
 
 
 def _digits(tiny):
