@@ -117,6 +117,11 @@ class Run:
     def roof(self, device: str) -> float | None:
         return bandwidth.roof(self.facts.get("bandwidth", {}).get(device))
 
+    def roof_percent(self, r: Result) -> float | None:
+        """``r``'s GB/s as a percentage of its device's roof (None without either)."""
+        roof = self.roof(r.device)
+        return 100 * r.gbps / roof if r.gbps and roof else None
+
     def transfer_gbps(self) -> float | None:
         gpu = self.facts.get("bandwidth", {}).get("gpu") or {}
         values = [gpu[k] for k in ("h2d", "d2h") if gpu.get(k)]
@@ -283,10 +288,10 @@ def by_key(results) -> dict[tuple, dict[str, Result]]:
     return out
 
 
-#: fastgd's compiled backends, each set against its peers in the summary
-OURS = ("numba", "cuda")
 #: (ours, its peer on the same device): the summary's "ours × peer" columns.
 PAIRS = (("numba", "torch"), ("numba", "numpy-plain"), ("cuda", "torch-cuda"))
+#: fastgd's compiled backends, each with a table at a glance
+OURS = tuple(dict.fromkeys(ours for ours, _ in PAIRS))
 
 
 def peer_pairs(run: Run) -> list[tuple[str, str]]:
@@ -305,10 +310,8 @@ def summary_rows(run: Run) -> list[list]:
     for (op, direction, dtype, n), group in items:
         best = min(group.values(), key=lambda r: r.time)
         ref = group.get(REFERENCE)
-        roof = run.roof(best.device)
-        frac = best.gbps / roof if best.gbps and roof else None
         rows.append([op, direction, dtype, fmt_n(n), best.backend, fmt_time(best.time),
-                     fmt_gbps(best.gbps), fmt(frac and 100 * frac, ".0f"),
+                     fmt_gbps(best.gbps), fmt(run.roof_percent(best), ".0f"),
                      fmt_ratio(ref and ref.time / best.time)]
                     + [fmt_ratio(group[peer].time / group[ours].time
                                  if ours in group and peer in group else None)
@@ -330,14 +333,14 @@ def glance(run: Run, ours: str) -> tuple[list[str], list[list], list[str]]:
     for op, direction, dtype in sorted(largest, key=lambda k: (k[0], _direction_key(k[1]), k[2])):
         n = largest[(op, direction, dtype)]
         group = groups[(op, direction, dtype, n)]
-        mine, roof = group[ours], run.roof(group[ours].device)
+        mine = group[ours]
         ratios = [group[o].time / mine.time if o in group else None for o in others]
         for peer, q in zip(others, ratios):
             if peer in wins and q is not None:
                 wins[peer][0] += q > 1
                 wins[peer][1] += 1
         rows.append([op, direction, dtype, fmt_n(n), fmt_gbps(mine.gbps),
-                     fmt(mine.gbps and roof and 100 * mine.gbps / roof, ".0f")]
+                     fmt(run.roof_percent(mine), ".0f")]
                     + [fmt_ratio(q) for q in ratios])
     header = (["op", "direction", "dtype", "n", "GB/s", "roof %"]
               + [f"× {o}" + (" backend" if o == REFERENCE else "") for o in others])
@@ -733,12 +736,11 @@ def _all_results(runs: list[Run]) -> str:
     rows = []
     for i, run in enumerate(runs):
         for r in sorted(run.results, key=lambda r: (r.op, r.direction, r.n, r.backend)):
-            roof = run.roof(r.device)
             rows.append(([i + 1] if len(runs) > 1 else []) + [
                 r.op, r.direction, r.dtype, fmt_n(r.n), r.backend, fmt_time(r.time),
                 fmt_time(r.median) + (" †" if r.unsteady else ""),
                 fmt_gbps(r.gbps),
-                fmt(r.gbps and roof and 100 * r.gbps / roof, ".0f"),
+                fmt(run.roof_percent(r), ".0f"),
                 fmt(r.compile_s, ".2f")])
     head = (["run"] if len(runs) > 1 else []) + [
         "op", "direction", "dtype", "n", "backend", "best", "median", "GB/s", "roof %",
