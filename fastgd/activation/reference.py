@@ -195,7 +195,7 @@ def elu(x, alpha):
 
 @_quiet
 def elu_backward(dy, x, alpha):
-    return _pos(x, dy, dy * alpha * np.exp(x))
+    return _pos(x, dy, dy * (alpha * np.exp(x)))  # dy·alpha could overflow where dx does not
 
 
 @_quiet
