@@ -57,6 +57,14 @@ def grouped(fn):
     return fn
 
 
+def output_first(fn):
+    """Mark a row function that writes its output before it last reads its input (it keeps
+    terms there between two loops): it must not run in place. ``out=x`` runs into a new
+    array, copied into ``x`` after (``activation.registry``)."""
+    fn.output_first = True
+    return fn
+
+
 def fma(a, b, c):
     """``a*b + c`` rounded once, in the type of ``a`` (Python float or NumPy scalar).
 

@@ -30,6 +30,7 @@ from fastgd.scalar import (
     log1p,
     mul_exp,
     normal_tail,
+    output_first,
     scalar,
     tanh,
 )
@@ -645,32 +646,30 @@ def sum_block(b, n):
     return start, (SUM_BLOCK if start + SUM_BLOCK <= n else n - start)
 
 
+@output_first
 def log_softmax_row(x, y):
     """(x_i - max) - log Σ e^(x_i - max), with Σ = k + t: k elements equal to the max (1 each)
     and t, the others' sum. log Σ = log1p(t) for one max keeps its digits where Σ is near 1,
     so y_i has the accuracy of x_i - max where both are tiny (for k >= 2, Σ >= 2). t's terms
     are taken times ``TERM_SCALE`` (those subnormal in the working type kept few digits, and
-    a thousand of them made y_max 3.7 % off in float32), and summed in W, in blocks of
-    ``SUM_BLOCK``: the loop only reads x (a store into y, which may be x, kept it scalar:
-    6.7 ULP in place). Float32 terms summed in float32 put y_max 6.3 ULP off (rows of 52
-    of scale 10); in W, 1.4, for a quarter of the forward's speed (a loop that mixes in W
-    runs at W's vector width: 17.7 -> 13.4 GB/s at 2^24, rows of 256). Lines along another
-    axis, walked one by one or swapped into rows, compute in float64 (``wide_lines``); side
-    by side (``backends.columns``) their sums add blocks in float64."""
+    a thousand of them made y_max 3.7 % off in float32) and kept in y, then summed in W
+    (float32 terms summed in float32 put y_max 6.3 ULP off, rows of 52 of scale 10; in W,
+    1.4). Two loops, as softmax's: one that computed each term and added it into W ran the
+    exponentials at W's vector width (float32 at 2^24, rows of 256: 5 GB/s, against 9 in
+    two). y holds the terms while x is read again: the op does not run in place
+    (:func:`output_first`). Lines along another axis, walked one by one or swapped into
+    rows, compute in float64 (``wide_lines``; their terms are rounded to y's type in y:
+    1.5 ULP at most on lines of 10-200, as before); side by side (``backends.columns``)
+    their sums add blocks in float64."""
     m = row_max(x)
+    for i in lanes(x.size):
+        y[i] = mul_exp(F(TERM_SCALE), F(x[i]), m, F(0))
     t = W(0)
     k = W(0)
-    for b in range(x.size // SUM_BLOCK + 1):
-        start, length = sum_block(b, x.size)
-        tb = W(0)
-        kb = F(0)
-        for j in lanes(length):
-            xi = F(x[start + j])
-            at_max = xi - m == F(0)  # x_i == max; not a NaN, nor +inf at max +inf (t NaN)
-            tb += W(0) if at_max else W(mul_exp(F(TERM_SCALE), xi, m, F(0)))
-            kb += F(1) if at_max else F(0)
-        t += tb
-        k += W(kb)
+    for i in lanes(x.size):  # the same lanes as the loop before: a thread reads its own terms
+        at_max = F(x[i]) - m == F(0)  # x_i == max; not a NaN, nor +inf at max +inf (t NaN)
+        t += W(0) if at_max else W(y[i])
+        k += W(1) if at_max else W(0)
     t = lanes_sum(t) * W(1 / TERM_SCALE)
     k = lanes_sum(k)
     c = F(log1p(t) if k == W(1) else log(k + t))  # no k - 1 + t: reassociation

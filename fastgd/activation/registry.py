@@ -391,22 +391,29 @@ def _output(be, out, shape, dtype):
     return out
 
 
-def _prepare_out(be, out, shape, dtype, ins):
+def _prepare_out(be, out, shape, dtype, ins, in_place=True):
     """``(out, flat, scratch, alias)``: the caller's ``out`` (checked first) or a new array;
     the flat array a kernel writes: a view of ``out`` or a ``scratch`` array that
-    :func:`_write_back` copies into it, where ``out`` has no flat view (not contiguous) or
+    :func:`_write_back` copies into it, where ``out`` has no flat view (not contiguous),
     overlaps one of ``ins`` other than element for element (``out=x[::-1]``, ``x[1:]`` into
-    ``x[:-1]``: NumPy's result, not one read after a partial write); and ``alias``, the
-    index of the input that ``out`` is element for element (in place), or None."""
+    ``x[:-1]``: NumPy's result, not one read after a partial write), or is one of them
+    where the kernel cannot run ``in_place``; and ``alias``, the index of the input that
+    ``out`` is element for element (in place), or None."""
     if out is None:
         flat = be.empty(math.prod(shape), dtype)
         return (flat if len(shape) == 1 else flat.reshape(shape)), flat, False, None
     _arrays.check_out(out, shape, dtype, be)
     alias, partial = _arrays.out_overlap(out, ins)
     flat = be.flat_view(out)
-    if flat is None or partial:
+    if flat is None or partial or (alias is not None and not in_place):
         return out, be.empty(_arrays.size_of(out), dtype), True, None
     return out, flat, False, alias
+
+
+def _output_first(fn) -> bool:
+    """Whether row function ``fn`` writes its output before it last reads its input
+    (:func:`fastgd.scalar.output_first`): it runs into a new array where ``out`` is x."""
+    return getattr(fn, "output_first", False)
 
 
 def _write_back(out, flat, scratch):
@@ -515,9 +522,10 @@ class RowActivation(Activation):
         call = _fast_call(backend, ins, out)
         if call is None:
             return None
-        be, out, _ = call
+        be, out, alias = call
         shape = out.shape
-        if not shape or (axis != -1 and axis != len(shape) - 1):
+        if not shape or (axis != -1 and axis != len(shape) - 1) or (
+                alias is not None and _output_first(fn)):
             return None
         arrays = (*ins, out)
         if len(shape) != 2:  # rows of the last axis
@@ -530,7 +538,8 @@ class RowActivation(Activation):
     def _rows(self, be, fn, ins, out, shape, axis, dtype, direction):
         """Run row function ``fn`` along ``axis`` into ``out`` or a new array (returned):
         arrays seen as (outer, length, inner)."""
-        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, ins)
+        out, flat, scratch, _ = _prepare_out(be, out, shape, dtype, ins,
+                                             in_place=not _output_first(fn))
         outer, length, inner = _lines_shape(shape, axis)
         size = outer * length * inner
         if size:
