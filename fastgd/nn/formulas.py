@@ -150,11 +150,12 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     are the gamma and beta gradients, summed in the wide type W (torch's CPU kernel too).
     """
     n = dy.size
+    for i in lanes(n):  # du in a loop of its own: in the sums' loop it ran at W's vector
+        dx[i] = act_b(F(dy[i]), F(z[i]), p0, p1)  # width (gelu 4096x256: 2.6 -> 1.5 ms)
     s_du = W(0)
     s_dux = W(0)
-    for i in lanes(n):
-        du = act_b(F(dy[i]), F(z[i]), p0, p1)
-        dx[i] = du
+    for i in lanes(n):  # dx[i] is this thread's own, from the loop above
+        du = F(dx[i])
         s_du += W(du)
         s_dux += W(du * ((F(h[i]) - mean) * invstd))
     s_du = lanes_sum(s_du)
@@ -172,11 +173,13 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
 def bn_backward_eval(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     """Line (one feature): :func:`bn_backward` after an eval-mode forward, which normalized
     with the running estimates: constants, so ``dx = gamma·invstd·du``; ``grads`` as there."""
+    for i in lanes(dy.size):  # du in a loop of its own, as in bn_backward
+        dx[i] = act_b(F(dy[i]), F(z[i]), p0, p1)
     s_du = W(0)
     s_dux = W(0)
     k = gamma * invstd
     for i in lanes(dy.size):
-        du = act_b(F(dy[i]), F(z[i]), p0, p1)
+        du = F(dx[i])
         dx[i] = k * du
         s_du += W(du)
         s_dux += W(du * ((F(h[i]) - mean) * invstd))
