@@ -88,7 +88,7 @@ THREADS_PER_BLOCK = 256
 MAX_BLOCKS = 65536
 #: Threads of the block that runs each row of a row function on CUDA (backends/cuda_rows.py;
 #: a power of two), and the row length from which it does (shorter rows: one thread each).
-#: 64 = formulas.SUM_BLOCK, so log_softmax's blocked sum keeps every thread busy.
+#: 64 = formulas.SUM_BLOCK, so log_softmax's backward's blocked sums keep every thread busy.
 ROW_THREADS = 64
 #: Lines a[o, :, i] of 3-D arrays (an op along an axis other than the last, nn's columns) run
 #: a thread each from this many on (coalesced, and enough threads), a block each below.
