@@ -526,8 +526,8 @@ def test_float32_log_softmax_sums_terms_below_the_normal_range(backend):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_long_rows(name, length, dtype):
     """Rows of one element, around ``SUM_BLOCK`` (the length of the blocks some row sums add)
-    and long: a row whose max dominates (Σ within 1e-12 of 1: log Σ must keep its digits), a row with
-    the max twice, a NaN after the first block; in place too."""
+    and long: a row whose max dominates (Σ within 1e-12 of 1: log Σ must keep its digits), a
+    row with the max twice, a NaN after the first block; in place too."""
     rng = np.random.default_rng(12)
     x = rng.normal(0, 4, (6, length))
     x[1, length // 2] = 45.0  # the others are < 1e-12 of it
