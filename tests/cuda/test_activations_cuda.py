@@ -123,9 +123,9 @@ def test_softmax_family_on_cuda(name, axis):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_with_a_block_per_row(name, length, dtype):
     """Rows of ROW_THREADS or more run a block each: thread t takes every ROW_THREADS-th
-    element and the partial max and sums meet in shared memory. Rows past SUM_BLOCK (log_softmax's
-    backward from x sums blocks of it), a dominant max, the max
-    twice, NaN, -inf and +inf; forward in place, both backwards."""
+    element and the partial max and sums meet in shared memory. Rows past SUM_BLOCK
+    (log_softmax's backward from x sums blocks of it), a dominant max, the max twice, NaN,
+    -inf and +inf; forward in place, both backwards."""
     rng = np.random.default_rng(16)
     x = rng.normal(0, 4, (7, length))
     x[1, length // 2] = 45.0
