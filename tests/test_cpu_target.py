@@ -107,9 +107,11 @@ def test_too_late_is_reported():
 
 
 def _vector_divisions(kernel) -> int:
-    """The float32 vector divisions in a compiled kernel's x86 machine code."""
+    """The float32 vector divisions of the widest vectors in a compiled kernel's x86 machine
+    code: the main loop's (on AVX-512 LLVM adds a 4-lane epilogue loop, one more division)."""
     asm = kernel.inspect_asm(kernel.signatures[0])
-    return len(re.findall(r"\bv?divps\s+%[xyz]mm", asm))
+    widths = re.findall(r"\bv?divps\s+%([xyz])mm", asm)
+    return widths.count(max(widths, key="xyz".index)) if widths else 0
 
 
 def test_interleaved_kernels_compute_two_vectors_an_iteration_and_leave_llvm_as_it_was():
