@@ -9,7 +9,7 @@ import numpy as np
 from fastgd import config
 from fastgd.activation import activations
 from fastgd.nn import formulas as fm
-from fastgd.scalar import scalar, with_globals
+from fastgd.scalar import TRANSCENDENTAL, calls, scalar, with_globals
 
 
 def clone(fn, **globals_):
@@ -91,12 +91,14 @@ _BOUND: dict = {}
 
 
 def bind(template, act: Act):
-    """``template`` with ``act_f``/``act_b`` bound to ``act`` (memoized: one function per
-    template and activation, so the backend's kernel cache hits)."""
+    """``template`` with ``act_f``/``act_b`` bound to ``act``, and ``ACT_B_APART`` to whether
+    act_b has transcendental math (memoized: one function per template and activation, so
+    the backend's kernel cache hits)."""
     key = (template, act.key)
     fn = _BOUND.get(key)
     if fn is None:
-        fn = _BOUND[key] = clone(template, act_f=act.f, act_b=act.b)
+        fn = _BOUND[key] = clone(template, act_f=act.f, act_b=act.b,
+                                 ACT_B_APART=calls(act.b, TRANSCENDENTAL))
     return fn
 
 

@@ -36,6 +36,13 @@ def act_b(dy, z, p0, p1):
     return dy
 
 
+#: Whether the bound act_b has transcendental math, for batch norm's backward: such math runs
+#: in a loop of its own, as beside float64 sums it would run at W's vector width (gelu
+#: 4096x256 on Zen 3: 2.6 -> 1.5 ms); cheap math such as relu's is recomputed where used, as
+#: the extra pass over memory would cost more (relu on Sapphire Rapids: 0.6-0.7 -> 0.5 ms).
+ACT_B_APART = False
+
+
 # Wrappers giving every activation the same signature; ``ACT`` is bound by ``_kernels``.
 def wrap0_f(z, p0, p1):
     return ACT(z)  # noqa: F821
@@ -150,12 +157,14 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     are the gamma and beta gradients, summed in the wide type W (torch's CPU kernel too).
     """
     n = dy.size
-    for i in lanes(n):  # du in a loop of its own: in the sums' loop it ran at W's vector
-        dx[i] = act_b(F(dy[i]), F(z[i]), p0, p1)  # width (gelu 4096x256: 2.6 -> 1.5 ms)
+    # du into dx where apart, else no elements (``n if ACT_B_APART else 0`` as the count cost
+    # gelu 1.0 -> 1.6 ms on Sapphire Rapids)
+    for i in lanes(n * ACT_B_APART):
+        dx[i] = act_b(F(dy[i]), F(z[i]), p0, p1)
     s_du = W(0)
     s_dux = W(0)
     for i in lanes(n):  # dx[i] is this thread's own, from the loop above
-        du = F(dx[i])
+        du = F(dx[i]) if ACT_B_APART else act_b(F(dy[i]), F(z[i]), p0, p1)
         s_du += W(du)
         s_dux += W(du * ((F(h[i]) - mean) * invstd))
     s_du = lanes_sum(s_du)
@@ -165,21 +174,22 @@ def bn_backward(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     su = F(s_du)
     sux = F(s_dux)
     k = gamma * invstd / F(n)
-    for i in lanes(n):  # dx[i] is this thread's own, from the loop above
+    for i in lanes(n):  # dx[i] is this thread's own, as above
+        du = F(dx[i]) if ACT_B_APART else act_b(F(dy[i]), F(z[i]), p0, p1)
         xhat = (F(h[i]) - mean) * invstd
-        dx[i] = k * (F(n) * F(dx[i]) - su - xhat * sux)
+        dx[i] = k * (F(n) * du - su - xhat * sux)
 
 
 def bn_backward_eval(dy, z, h, dx, grads, mean, invstd, gamma, p0, p1):
     """Line (one feature): :func:`bn_backward` after an eval-mode forward, which normalized
     with the running estimates: constants, so ``dx = gamma·invstd·du``; ``grads`` as there."""
-    for i in lanes(dy.size):  # du in a loop of its own, as in bn_backward
+    for i in lanes(dy.size * ACT_B_APART):  # du into dx where apart, as in bn_backward
         dx[i] = act_b(F(dy[i]), F(z[i]), p0, p1)
     s_du = W(0)
     s_dux = W(0)
     k = gamma * invstd
     for i in lanes(dy.size):
-        du = F(dx[i])
+        du = F(dx[i]) if ACT_B_APART else act_b(F(dy[i]), F(z[i]), p0, p1)
         dx[i] = k * du
         s_du += W(du)
         s_dux += W(du * ((F(h[i]) - mean) * invstd))
