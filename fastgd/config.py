@@ -30,11 +30,15 @@ FASTMATH_IN_ORDER = frozenset()
 INTERLEAVE = 2
 
 #: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost,
-#: ~2 us); math without transcendental functions or sqrt (relu, backwards from y, SGD) up to
-#: CHEAP_PARALLEL_THRESHOLD. Measured crossover (2-core SPR VM, float32, kernel alone):
-#: 2^12-2^13 for gelu, mish, sigmoid, tanh and Adam; 2^15-2^16 for relu (serial 0.44 vs
-#: parallel 2.07 us at 2^12, 1.05 vs 2.23 at 2^13, 3.41 vs 3.62 at 2^15, 6.7 vs 5.4 at 2^16)
-#: and SGD with momentum.
+#: ~2 us); math without transcendental functions (relu, backwards from y, the optimizers'
+#: rules) up to CHEAP_PARALLEL_THRESHOLD. Measured crossover (2-core SPR VM, float32, kernel
+#: alone): 2^12-2^13 for gelu, mish, sigmoid, tanh and Adam; 2^15-2^16 for relu (serial 0.44
+#: vs parallel 2.07 us at 2^12, 1.05 vs 2.23 at 2^13, 3.41 vs 3.62 at 2^15, 6.7 vs 5.4 at
+#: 2^16) and SGD with momentum. Adam counts as cheap all the same: a training step calls it
+#: after serial work, when the threads have gone to sleep, and waking them costs more than
+#: two threads save there (the digits MLP's Adam step, tensors of 8192 and 16384 float32:
+#: 105-140 us parallel, 40-59 serial, 2026-12-07; stepped back to back while the threads
+#: are awake, 1000 tensors of 2^24 in all take 11 % longer serial).
 PARALLEL_THRESHOLD = 1 << 12
 CHEAP_PARALLEL_THRESHOLD = 1 << 15
 #: Lines along an axis other than the last run in blocks of columns side by side

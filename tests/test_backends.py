@@ -159,17 +159,19 @@ def test_arrays_from_main_memory_get_a_loop_of_their_own():
 
 
 def test_cheap_math_stays_serial_longer():
-    """relu and SGD's rule pay the threads' start-up up to CHEAP_PARALLEL_THRESHOLD; math
-    with transcendental functions or sqrt (sigmoid, Adam) from PARALLEL_THRESHOLD on."""
+    """relu and the optimizers' rules (SGD's, Adam's with its sqrt) pay the threads'
+    start-up up to CHEAP_PARALLEL_THRESHOLD; math with transcendental functions (sigmoid)
+    from PARALLEL_THRESHOLD on."""
     from fastgd.optim import rules
 
     be = fastgd.get_backend("numba")
     relu, sigmoid = (fastgd.activations[n].scalar_forward for n in ("relu", "sigmoid"))
     middle = config.PARALLEL_THRESHOLD + 1
-    assert be.loop_for(middle, relu) == be.loop_for(middle, rules.sgd_momentum) == "serial"
-    assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD, relu) == "serial"
-    assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD + 1, relu) == "parallel"
-    assert be.loop_for(middle, sigmoid) == be.loop_for(middle, rules.adam) == "parallel"
+    for cheap in (relu, rules.sgd_momentum, rules.adam):
+        assert be.loop_for(middle, cheap) == "serial"
+        assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD, cheap) == "serial"
+        assert be.loop_for(config.CHEAP_PARALLEL_THRESHOLD + 1, cheap) == "parallel"
+    assert be.loop_for(middle, sigmoid) == "parallel"
     x = np.linspace(-3, 3, middle, dtype=np.float32)
     np.testing.assert_array_equal(fastgd.relu(x), np.maximum(x, 0))
 

@@ -87,6 +87,20 @@ def test_numba_matches_numpy_backend_float32():
         assert_close(b, a, 1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_steps_equal_the_numpy_backend_bit_for_bit(dtype):
+    """Past CHEAP_PARALLEL_THRESHOLD the Numba step runs on both threads (below it, every
+    rule serially): the same bits as the NumPy backend, for every configuration but those
+    that clip by the gradients' norm (summed in another order on each backend)."""
+    n = fastgd.config.CHEAP_PARALLEL_THRESHOLD + 37
+    assert fastgd.get_backend("numba").loop_for(n, fastgd.optim.rules.adam) == "parallel"
+    for name, options in [c for c in CONFIGS if "max_grad_norm" not in c[1]]:
+        params, grad_seq = make_problem(3, dtype=dtype, shapes={"w": (n,)})
+        a, _ = run(name, options, params, grad_seq, "numpy", dtype)
+        b, _ = run(name, options, params, grad_seq, "numba", dtype)
+        np.testing.assert_array_equal(b["w"], a["w"], err_msg=f"{name} {options}")
+
+
 def test_schedule_lr_is_used_per_step():
     sched = fastgd.schedules.warmup_cosine(0.05, warmup=10, total=100)
     options = dict(lr=sched, momentum=0.9)

@@ -13,9 +13,6 @@ from fastgd.backends.compiled import CompiledBackend
 from fastgd.backends.numpy_backend import HostArrays
 from fastgd.scalar import NAMES, TRANSCENDENTAL, calls
 
-#: Math worth two threads from PARALLEL_THRESHOLD elements on (see config)
-COMPUTE_BOUND = (*TRANSCENDENTAL, "sqrt")
-
 
 def cpu_math_bindings() -> dict:
     """Vectorizable transcendental functions (``cpu_math``), and ``math``'s sqrt and
@@ -84,11 +81,11 @@ class NumbaBackend(HostArrays, CompiledBackend):
 
     def loop_for(self, n, fn=None, nbytes=0):
         """Serial up to ``config.PARALLEL_THRESHOLD`` elements, or for cheap math ``fn`` (no
-        transcendental function, no sqrt) up to ``config.CHEAP_PARALLEL_THRESHOLD``; above,
+        transcendental function) up to ``config.CHEAP_PARALLEL_THRESHOLD``; above,
         ``"parallel_from_memory"`` for arrays of ``config.STREAM_BYTES`` or more."""
         if n <= config.PARALLEL_THRESHOLD:
             return "serial"
-        if n > config.CHEAP_PARALLEL_THRESHOLD or fn is None or calls(fn, COMPUTE_BOUND):
+        if n > config.CHEAP_PARALLEL_THRESHOLD or fn is None or calls(fn, TRANSCENDENTAL):
             return "parallel_from_memory" if nbytes >= config.STREAM_BYTES else "parallel"
         return "serial"
 
