@@ -43,8 +43,9 @@ def test_the_chunked_map_calls_the_serial_kernel_on_views(loop):
     source = codegen.map_source(3, 2, 2, loop, packed=True, aliases=(0,))
     lines = source.splitlines()
     assert lines[0] == "def kernel(span, in0, in1, in2, out1, sv):"  # span: an address
-    assert lines[-1].strip() == (
-        "call_at(span, (in0[lo:hi], in1[lo:hi], in2[lo:hi], out1[lo:hi], sv,))")
+    assert lines[-1].strip() == (  # pieces that hold no reference (cpu_memory.part)
+        "call_at(span, (part(in0, lo, hi - lo), part(in1, lo, hi - lo), "
+        "part(in2, lo, hi - lo), part(out1, lo, hi - lo), sv,))")
     prefetched = [line.split("(")[1].split(",")[0] for line in lines if "prefetch(" in line]
     low, high = config.CACHED_CHUNK  # 16 chunks or more below the streaming threshold
     assert f"max({low}, min({high}, in0.size // 16))" in source
@@ -226,11 +227,32 @@ def test_the_streamed_map_buffers_its_own_outputs_and_writes_through_aliases():
     assert "prange(in0.size)" not in source  # small arrays run another kernel (loop_for)
     assert "shift = line_shift(out0)" in lines  # chunks start on the output's lines
     assert "bout0 = np.empty(chunk, out0.dtype)" in lines  # a buffer per task
-    assert "call_at(span, (in0[lo:hi], in1[lo:hi], in2[lo:hi], bout0[:hi - lo], sv,))" in lines
+    assert ("call_at(span, (part(in0, lo, hi - lo), part(in1, lo, hi - lo), "
+            "part(in2, lo, hi - lo), part(bout0, 0, hi - lo), sv,))") in lines
     assert "stream_out(bout0, out0, lo, hi)" in lines  # in1, written in place, is not
     assert [line for line in lines if line.startswith("stream_out")] == [
         "stream_out(bout0, out0, lo, hi)"]
     assert lines[-1] == "fence()"
+
+
+def test_parts_are_views_into_their_arrays():
+    """cpu_memory.part(a, lo, count) is a[lo:lo + count]: reads and writes go to a's memory
+    (a view without a meminfo, so the threads of a parallel loop that slice one array a chunk
+    each do not count references to it atomically)."""
+    from numba import njit
+
+    from fastgd.backends.cpu_memory import part
+
+    @njit
+    def double_part(a, lo, count):
+        v = part(a, lo, count)
+        for i in range(v.size):
+            v[i] *= 2
+        return v.size, v[0]
+
+    a = np.arange(10.0)
+    assert double_part(a, 3, 4) == (4, 6.0)
+    np.testing.assert_array_equal(a, [0, 1, 2, 6, 8, 10, 12, 7, 8, 9])
 
 
 def _serial(name, direction, dtype, *arrays):

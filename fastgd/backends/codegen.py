@@ -133,7 +133,7 @@ def _chunked(ins, arrays, rest, prefetch: bool) -> str:
     (``config.STREAM_CHUNK_BYTES`` of each array), each first prefetching the inputs
     ``config.PREFETCH_AHEAD_BYTES`` on (``cpu_memory``). The sizes are in the text, as Numba's
     cache keys on it."""
-    views = [f"{a}[lo:hi]" for a in arrays] + rest
+    views = [f"part({a}, lo, hi - lo)" for a in arrays] + rest
     low, high = config.CACHED_CHUNK
     cached = f"max({low}, min({high}, in0.size // 16))"
     sizes, fetch = [f"    chunk = {cached}"], []
@@ -159,7 +159,8 @@ def _streamed(arrays, own_outs, rest) -> str:
     (``own_outs``) with streaming stores (:func:`_streaming`): chunks of
     ``config.STORE_CHUNK_BYTES`` that start on the first output's cache lines, each computed
     by the serial kernel (``span``) into the task's buffers and streamed out."""
-    views = [f"b{o}[:hi - lo]" if o in own_outs else f"{o}[lo:hi]" for o in arrays] + rest
+    views = [f"part(b{o}, 0, hi - lo)" if o in own_outs else f"part({o}, lo, hi - lo)"
+             for o in arrays] + rest
     lines = _streaming(setup=[
         "n = in0.size",
         f"chunk = {config.STORE_CHUNK_BYTES} // in0.itemsize",

@@ -139,7 +139,8 @@ class NumbaBackend(HostArrays, CompiledBackend):
         from fastgd.backends import cpu_memory
 
         namespace = {**namespace, **{f: getattr(cpu_memory, f) for f in (
-            "prefetch", "line_shift", "stream_out", "fence", "piece", "place", "put", "scratch")}}
+            "prefetch", "line_shift", "stream_out", "fence", "part", "piece", "place", "put",
+            "scratch")}}
         path = kernel_cache.source_file(source, key)
         kernel_jit = numba.njit(
             parallel=loop != "serial",
