@@ -1664,3 +1664,28 @@ def test_softplus_right_of_zero_puts_back_the_rounding_of_beta_x(dtype):
                          for v in x]).astype(dtype)
     assert np.all(np.abs(y - want) <= np.spacing(want))  # faithful everywhere
     assert int((y != want).sum()) <= 360  # correctly rounded but for 1.8 % at most
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gelu_past_its_limits_takes_them_exactly(dtype):
+    """Past GELU_ONE GELU is x and its derivative 1, past -gelu_zero() both are -0 (the
+    kernels take these limits there instead of computing subnormal numbers): exactly what
+    the NumPy backend's float64 reference rounds to, on both sides of each threshold."""
+    from fastgd.activation.formulas import GELU_ONE
+
+    zero = 15.0 if dtype == np.float32 else 39.0
+    x = np.concatenate([np.linspace(GELU_ONE - 2, 3 * GELU_ONE, 4001),
+                        np.linspace(-zero - 30, -zero + 1.5, 4001), [GELU_ONE, -zero]])
+    x = x.astype(dtype)
+    dy = (np.random.default_rng(3).standard_normal(x.size) * 100).astype(dtype)
+    want, dwant = fastgd.gelu(x, backend="numpy"), fastgd.gelu_backward(dy, x, backend="numpy")
+    got, dgot = fastgd.gelu(x, backend="numba"), fastgd.gelu_backward(dy, x, backend="numba")
+    far = (x > GELU_ONE) | (x < -zero)
+    np.testing.assert_array_equal(got[far], want[far])
+    np.testing.assert_array_equal(np.signbit(got[far]), np.signbit(want[far]))
+    np.testing.assert_array_equal(got[x > GELU_ONE], x[x > GELU_ONE])
+    assert np.all(got[x < -zero] == 0) and np.all(np.signbit(got[x < -zero]))
+    np.testing.assert_array_equal(dgot[far], dwant[far])
+    np.testing.assert_array_equal(dgot[x > GELU_ONE], dy[x > GELU_ONE])
+    np.testing.assert_allclose(got, want, rtol=4e-7 if dtype == np.float32 else 1e-13,
+                               atol=2 * np.finfo(dtype).smallest_subnormal)
