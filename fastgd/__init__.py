@@ -16,7 +16,14 @@ One API, three backends: ``numpy`` (the reference), ``numba`` (CPU, parallel) an
     info = opt.step({"w": grad})                    # one fused in-place pass per tensor
 """
 
-from fastgd.activation import activations
+import os
+
+from fastgd import config
+
+if not {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & os.environ.keys():  # see config.OPENMP_SPINCOUNT
+    os.environ["GOMP_SPINCOUNT"] = str(config.OPENMP_SPINCOUNT)
+
+from fastgd.activation import activations  # noqa: E402
 from fastgd.backends import (
     BackendUnavailable,
     backends,

@@ -72,6 +72,7 @@ def cmd_info(args) -> int:
     print(f"CPU: {facts['cpu']}, {facts['cores']} cores")
     print(f"Numba: {facts['numba']}, {facts.get('numba_threads')} threads, "
           f"threading layer {facts.get('threading_layer')}")
+    print(f"OpenMP wait: {facts.get('openmp_wait')}")
     print(f"CPU vectors: {facts.get('cpu_vectors')}")
     print(f"CPU software prefetch: {facts.get('cpu_prefetch')}")
     print(f"CPU loop interleave: {facts.get('cpu_interleave')}")

@@ -29,18 +29,32 @@ FASTMATH_IN_ORDER = frozenset()
 #: (``cpu_target.interleaved``).
 INTERLEAVE = 2
 
-#: Arrays with at most this many elements run the serial CPU loop (no thread start-up cost,
-#: ~2 us); math without transcendental functions (relu, backwards from y, the optimizers'
-#: rules) up to CHEAP_PARALLEL_THRESHOLD. Measured crossover (2-core SPR VM, float32, kernel
-#: alone): 2^12-2^13 for gelu, mish, sigmoid, tanh and Adam; 2^15-2^16 for relu (serial 0.44
-#: vs parallel 2.07 us at 2^12, 1.05 vs 2.23 at 2^13, 3.41 vs 3.62 at 2^15, 6.7 vs 5.4 at
-#: 2^16) and SGD with momentum. Adam counts as cheap all the same: a training step calls it
-#: after serial work, when the threads have gone to sleep, and waking them costs more than
-#: two threads save there (the digits MLP's Adam step, tensors of 8192 and 16384 float32:
-#: 105-140 us parallel, 40-59 serial, 2026-12-07; stepped back to back while the threads
-#: are awake, 1000 tensors of 2^24 in all take 11 % longer serial).
-PARALLEL_THRESHOLD = 1 << 12
-CHEAP_PARALLEL_THRESHOLD = 1 << 15
+#: Arrays with at most this many elements run the serial CPU loop; math without
+#: transcendental functions (relu, backwards from y, the optimizers' rules) up to
+#: CHEAP_PARALLEL_THRESHOLD. Two threads halve a kernel only while the pool's worker is
+#: awake (calls back to back); a call after anything else, a NumPy matrix product or a
+#: moment's idle, first wakes it, which cost 60-130 us on the 2-core SPR VM
+#: (``tools/perf_threads.py``). So parallel loops start where the serial one takes ~15-30 us
+#: (2^15: gelu 28, sigmoid 12; 2^17: relu 15-19), where they lose at most 1.5-1.8x to an
+#: awake pool and win 3-5x against a sleeping one (2^14 gelu: serial 15-24 us, parallel 11
+#: awake, 77-130 asleep; 2^16 relu: 8.8, 7.2, 84-100; the digits MLP's Adam step, tensors
+#: of 8192 and 16384: 40-59 serial, 105-140 parallel). The earlier 2^12 / 2^15, crossovers
+#: measured back to back, made a NumPy user's training step of MLP [64, 128, 128, 10] (batch
+#: 64, gelu, Adam) take 25-27 ms, its kernels waiting for a worker that OpenBLAS's spinning
+#: threads kept off the cores; now 0.2 ms.
+PARALLEL_THRESHOLD = 1 << 15
+CHEAP_PARALLEL_THRESHOLD = 1 << 17
+#: libgomp's spins before an idle worker of Numba's pool sleeps (GOMP_SPINCOUNT), set by
+#: ``import fastgd`` unless GOMP_SPINCOUNT or OMP_WAIT_POLICY is set (libgomp reads it when
+#: the pool starts: before the process's first parallel kernel). libgomp's own 300,000
+#: (3.6 ms at 12 ns a ``pause`` on the SPR VM) kept the worker spinning through NumPy's
+#: matrix products, whose OpenBLAS threads spin after each product too: the two pools took
+#: the cores from each other for scheduler time slices, and a NumPy user's training step of
+#: MLP [64, 512, 512, 10], batch 256, took 31-39 ms instead of 5.7-6.0. Fewer spins than
+#: ~10,000 (120 us) let a worker sleep between kernels called back to back and be woken onto
+#: the calling thread's CPU, where each later parallel call waited out the caller's spin at
+#: the barrier (gelu of 2^17 back to back: 190-270 us against 60). docs/performance.md.
+OPENMP_SPINCOUNT = 10_000
 #: Lines along an axis other than the last run in blocks of columns side by side
 #: (backends/columns.py) of about COLUMN_BLOCK elements, so that a block's arrays stay in
 #: cache between the row function's passes over it, and COLUMN_MIN_BYTES wide at least: a

@@ -142,14 +142,14 @@ def test_use_backend_is_per_thread():
     assert seen == {"numpy": "numpy", "numba": "numba"}
 
 
-def test_small_arrays_run_the_serial_loop():
+def test_small_arrays_run_the_serial_loop(thresholds):
     be = fastgd.get_backend("numba")
     assert be.loop_for(1 << 12) == "serial"
     assert be.loop_for(config.PARALLEL_THRESHOLD + 1) == "parallel"
     assert be.loop_for(1 << 12, nbytes=config.STREAM_BYTES) == "serial"  # its size decides
 
 
-def test_arrays_from_main_memory_get_a_loop_of_their_own():
+def test_arrays_from_main_memory_get_a_loop_of_their_own(thresholds):
     be = fastgd.get_backend("numba")
     n = config.CHEAP_PARALLEL_THRESHOLD + 1
     relu = fastgd.activations["relu"].scalar_forward
@@ -158,7 +158,7 @@ def test_arrays_from_main_memory_get_a_loop_of_their_own():
     assert be.loop_for(n, nbytes=config.STREAM_BYTES) == "parallel_from_memory"
 
 
-def test_cheap_math_stays_serial_longer():
+def test_cheap_math_stays_serial_longer(thresholds):
     """relu and the optimizers' rules (SGD's, Adam's with its sqrt) pay the threads'
     start-up up to CHEAP_PARALLEL_THRESHOLD; math with transcendental functions (sigmoid)
     from PARALLEL_THRESHOLD on."""
@@ -287,10 +287,27 @@ def test_a_device_tensor_that_cannot_share_its_memory_is_named():
             call()
 
 
+def test_importing_fastgd_sets_a_short_openmp_spin_unless_the_user_chose_one():
+    """``import fastgd`` sets GOMP_SPINCOUNT (libgomp's wait before a worker sleeps) to
+    ``config.OPENMP_SPINCOUNT``: libgomp's own spin starves NumPy's BLAS threads. A fresh
+    interpreter, so the setting is seen at import."""
+
+    def spin_after_import(env):
+        code = "import os, fastgd; print(os.environ.get('GOMP_SPINCOUNT'))"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    assert spin_after_import(env) == str(config.OPENMP_SPINCOUNT) == "10000"
+    assert spin_after_import({**env, "GOMP_SPINCOUNT": "5"}) == "5"
+    assert spin_after_import({**env, "OMP_WAIT_POLICY": "passive"}) == "None"
+
+
 def test_fastgd_nn_is_imported_on_first_use_not_by_import_fastgd():
-    """``import fastgd`` leaves out ``fastgd.nn`` (its import sets the OpenMP spin count for
-    training); ``fastgd.nn`` then imports it, as ``from fastgd import nn`` does, and another
-    missing name is still an AttributeError."""
+    """``import fastgd`` leaves out ``fastgd.nn`` (its layers, losses and data sets are a
+    layer above the kernels); ``fastgd.nn`` then imports it, as ``from fastgd import nn``
+    does, and another missing name is still an AttributeError."""
     code = ("import sys, fastgd; before = 'fastgd.nn' in sys.modules; nn = fastgd.nn; "
             "print(before, nn is sys.modules['fastgd.nn'], hasattr(nn, 'MLP'), "
             "hasattr(fastgd, 'no_such_name'))")

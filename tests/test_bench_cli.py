@@ -193,6 +193,24 @@ def test_pytest_benchmarks_refuses_a_moved_rootdir(tmp_path):
     assert "was not read" in proc.stderr and "--fastgd-report=DIR" in proc.stderr
 
 
+def test_info_says_how_the_openmp_workers_wait(capsys, monkeypatch):
+    """GOMP_SPINCOUNT decides how fastgd's kernels share the cores with BLAS: ``info`` and
+    the reports say what it is and who set it."""
+    from fastgd.bench import machine
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    assert machine.openmp_wait() == "GOMP_SPINCOUNT=10000 (fastgd's default)"
+    cli.main(["info", "--no-probe"])
+    assert "OpenMP wait: GOMP_SPINCOUNT=10000 (fastgd's default)\n" in capsys.readouterr().out
+    monkeypatch.setenv("GOMP_SPINCOUNT", "7")
+    assert machine.openmp_wait() == "GOMP_SPINCOUNT=7 (set in the environment)"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    assert machine.openmp_wait() == "OMP_WAIT_POLICY=passive (set in the environment)"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    assert machine.openmp_wait() == "libgomp's default (set before fastgd was imported)"
+
+
 def test_info_without_probe(capsys, tmp_path, monkeypatch):
     from fastgd.backends import kernel_cache
 

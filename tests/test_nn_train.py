@@ -369,25 +369,6 @@ def test_train_takes_a_single_layer():
     assert hist.loss[-1] < hist.loss[0] and hist.train_accuracy[-1] >= 0.9
 
 
-def test_importing_nn_sets_a_short_openmp_spin_unless_the_user_chose_one():
-    """fastgd.nn sets GOMP_SPINCOUNT (libgomp's wait before sleeping) as a default: passive
-    waiting made every parallel kernel wake sleeping workers (~80 us), the default spin
-    starves BLAS. A fresh interpreter, so the setting is seen at import."""
-    import os
-    import subprocess
-
-    def spin_after_import(env):
-        code = "import os, fastgd.nn; print(os.environ.get('GOMP_SPINCOUNT'))"
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                              text=True, check=True).stdout.strip()
-
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    assert spin_after_import(env) == "20000"
-    assert spin_after_import({**env, "GOMP_SPINCOUNT": "5"}) == "5"
-    assert spin_after_import({**env, "OMP_WAIT_POLICY": "passive"}) == "None"
-
-
 def test_an_optimizer_of_another_model_is_refused_before_anything_changes(setup):
     """An optimizer built on another model's params (a notebook cell rerun for the model but
     not for the optimizer) updated that model with this one's gradients: nothing trained, no

@@ -30,9 +30,24 @@ def numba_facts() -> dict:
     from fastgd.backends import cpu_target, get_backend
 
     return {"numba": numba.__version__, "numba_threads": numba.get_num_threads(),
-            "threading_layer": layer, "cpu_vectors": cpu_target.describe(),
+            "threading_layer": layer, "openmp_wait": openmp_wait(),
+            "cpu_vectors": cpu_target.describe(),
             "cpu_prefetch": get_backend("numba").prefetch_note(),
             "cpu_interleave": cpu_target.interleave_note()}
+
+
+def openmp_wait() -> str:
+    """How long libgomp's idle workers spin before they sleep, and who chose it
+    (``config.OPENMP_SPINCOUNT``): it decides how fastgd's kernels and BLAS share the cores."""
+    from fastgd import config
+
+    for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):  # libgomp: the first wins
+        if name in os.environ:
+            value = os.environ[name]
+            who = ("fastgd's default" if name == "GOMP_SPINCOUNT"
+                   and value == str(config.OPENMP_SPINCOUNT) else "set in the environment")
+            return f"{name}={value} ({who})"
+    return "libgomp's default (set before fastgd was imported)"
 
 
 def gpu_name() -> str | None:

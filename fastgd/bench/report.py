@@ -591,8 +591,8 @@ def _name(runs: list[Run], i: int) -> str:
 
 def _machine_section(runs: list[Run]) -> str:
     names = ["cpu", "cores", "load_at_start", "gpu", "numba", "numba_threads",
-             "threading_layer", "cpu_vectors", "cpu_prefetch", "cpu_interleave", "numpy",
-             "python", "fastgd"]
+             "threading_layer", "openmp_wait", "cpu_vectors", "cpu_prefetch", "cpu_interleave",
+             "numpy", "python", "fastgd"]
     rows = [["commit"] + [r.commit for r in runs]]
     for name in names:
         rows.append([name] + [fmt(r.facts.get(name), "", "–") for r in runs])
