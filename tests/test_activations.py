@@ -1689,3 +1689,36 @@ def test_gelu_past_its_limits_takes_them_exactly(dtype):
     np.testing.assert_array_equal(dgot[x > GELU_ONE], dy[x > GELU_ONE])
     np.testing.assert_allclose(got, want, rtol=4e-7 if dtype == np.float32 else 1e-13,
                                atol=2 * np.finfo(dtype).smallest_subnormal)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exponential_tails_take_their_limits_within_the_contract(dtype):
+    """Where e^-|x| leaves the normal numbers the sigmoid family's kernels take limits
+    instead of computing subnormal numbers (each a slow assist on x86): sigmoid 1 and 0,
+    silu x; the backwards of sigmoid, tanh, silu, elu and selu 0 where the float32 contract
+    allows an absolute error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to
+    0. Within the contract against the float64 reference on both sides of each threshold,
+    and the limits exactly."""
+    f32 = dtype == np.float32
+    x = np.concatenate([np.linspace(-800, 800, 20001), np.linspace(-120, -80, 4001),
+                        np.linspace(80, 120, 4001), np.linspace(40, 48, 801),
+                        np.linspace(-48, -40, 801), np.linspace(-760, -700, 6001),
+                        np.linspace(700, 760, 6001), np.linspace(370, 378, 801),
+                        [-np.inf, np.inf, np.nan, 0.0, -0.0]]).astype(dtype)
+    x64 = x.astype(np.float64)
+    dy = (np.random.default_rng(4).standard_normal(x.size) * 100).astype(dtype)
+    for name, kw in (("sigmoid", {}), ("silu", {}), ("tanh", {}), ("elu", {"alpha": 1.5}),
+                     ("selu", {}), ("softplus", {})):
+        fwd, bwd = getattr(fastgd, name), getattr(fastgd, name + "_backward")
+        assert_forward_contract(fwd(x, **kw), fwd(x64, backend="numpy", **kw), dtype, name)
+        got = bwd(dy, x, **kw)
+        assert_backward_contract(got, bwd(dy.astype(np.float64), x64, backend="numpy", **kw),
+                                 dy, dtype, name)
+        if f32 and name != "softplus":  # its backward is sigmoid: taken exactly
+            far = {"sigmoid": np.abs(x) > 87, "tanh": np.abs(x) > 43.5}.get(name, x < -87)
+            assert np.all(got[far] == 0), name  # past the thresholds: dy·0
+    normal = 87 if f32 else 708
+    y = fastgd.sigmoid(x)
+    assert np.all(y[x > normal] == 1) and np.all(y[x < (-104 if f32 else -746)] == 0)
+    assert not np.signbit(y[x < 0]).any()
+    np.testing.assert_array_equal(fastgd.silu(x)[x > normal], x[x > normal])
