@@ -1695,10 +1695,11 @@ def test_gelu_past_its_limits_takes_them_exactly(dtype):
 def test_exponential_tails_take_their_limits_within_the_contract(dtype):
     """Where e^-|x| leaves the normal numbers the sigmoid family's kernels take limits
     instead of computing subnormal numbers (each a slow assist on x86): sigmoid 1 and 0,
-    silu x; the backwards of sigmoid, tanh, silu, elu and selu 0 where the float32 contract
-    allows an absolute error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to
-    0. Within the contract against the float64 reference on both sides of each threshold,
-    and the limits exactly."""
+    silu, softplus and mish x, softplus 0 and mish -0 in the far left tail; the backwards of
+    sigmoid, tanh, silu, elu, selu and mish 0 where the float32 contract allows an absolute
+    error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to 0. Within the
+    contract against the float64 reference on both sides of each threshold, and the limits
+    exactly."""
     f32 = dtype == np.float32
     x = np.concatenate([np.linspace(-800, 800, 20001), np.linspace(-120, -80, 4001),
                         np.linspace(80, 120, 4001), np.linspace(40, 48, 801),
@@ -1708,7 +1709,8 @@ def test_exponential_tails_take_their_limits_within_the_contract(dtype):
     x64 = x.astype(np.float64)
     dy = (np.random.default_rng(4).standard_normal(x.size) * 100).astype(dtype)
     for name, kw in (("sigmoid", {}), ("silu", {}), ("tanh", {}), ("elu", {"alpha": 1.5}),
-                     ("selu", {}), ("softplus", {})):
+                     ("selu", {}), ("softplus", {}), ("softplus", {"beta": 2.0}),
+                     ("softplus", {"beta": 0.5, "threshold": 1000.0}), ("mish", {})):
         fwd, bwd = getattr(fastgd, name), getattr(fastgd, name + "_backward")
         assert_forward_contract(fwd(x, **kw), fwd(x64, backend="numpy", **kw), dtype, name)
         got = bwd(dy, x, **kw)
@@ -1721,4 +1723,8 @@ def test_exponential_tails_take_their_limits_within_the_contract(dtype):
     y = fastgd.sigmoid(x)
     assert np.all(y[x > normal] == 1) and np.all(y[x < (-104 if f32 else -746)] == 0)
     assert not np.signbit(y[x < 0]).any()
-    np.testing.assert_array_equal(fastgd.silu(x)[x > normal], x[x > normal])
+    for name in ("silu", "softplus", "mish"):
+        np.testing.assert_array_equal(getattr(fastgd, name)(x)[x > normal], x[x > normal])
+    zero = x < (-109 if f32 else -752)
+    assert np.all(fastgd.softplus(x)[zero] == 0) and not np.signbit(fastgd.softplus(x)[zero]).any()
+    assert np.all(fastgd.mish(x)[zero] == 0) and np.signbit(fastgd.mish(x)[zero]).all()

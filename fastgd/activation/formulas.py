@@ -125,8 +125,19 @@ def single():
 @scalar
 def exp_neg_abs(x):
     """exp(-|x|), or exp(x + SHIFT) below -SHIFT (one exp call for both, so a vectorized
-    loop pays for one): the scaled value that :func:`x_exp_x` needs there."""
-    return exp(clip(x, F(-BIG), F(0)) + F(SHIFT) if x < F(-SHIFT) else -abs(x))
+    loop pays for one): the scaled value that :func:`x_exp_x` needs there. The argument
+    stops at -:func:`exp_normal` (x > 87 in float32: the callers' results are their limits
+    there), and it is 0 where x·e^x rounds to 0 (:func:`x_exp_x_zero`), computed on 0."""
+    zero = x < -x_exp_x_zero()
+    t = clip(x, F(-BIG), F(0)) + F(SHIFT) if x < F(-SHIFT) else -abs(x)
+    e = exp(F(0) if zero else (-exp_normal() if t < -exp_normal() else t))  # NaN stays
+    return F(0) if zero else e
+
+
+@scalar
+def x_exp_x_zero():
+    """-x past which x·e^x rounds to -0: 109 in float32, 752 in float64."""
+    return F(109) if single() else F(752)
 
 
 @scalar
@@ -551,7 +562,9 @@ def softplus_(x, beta, threshold):
     that it keeps its digits where e^z is subnormal in float32."""
     z, z_lo = scaled_input(x, beta)
     deep = z < F(-SHIFT)
-    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else -abs(z))  # one exp for both cases
+    # e stops at e^-exp_normal() for z > 0: x + log1p(e)/beta = x there all the same
+    t = -exp_normal() if -abs(z) < -exp_normal() else -abs(z)
+    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else t)  # one exp for both cases
     e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
     base = x if z > F(0) else F(0)
     # the deep tail's product only in lanes near it (z < -SHIFT/2): elsewhere e·e^-SHIFT is
@@ -599,7 +612,11 @@ def mish_backward(dy, x):
     for x >= 0, with a = 1 + 2e, b = a + 2e², (a·b(1 + e) + 4x·e²(a + e²)) / (b²(1 + e)).
     Near the zero x0 ≈ -1.192 :func:`near_root` takes over in float32. In the far left tail
     |dx| is below 1e-37·|dy| (the contract asks an absolute error there, as for silu)."""
-    e = exp(-abs(x))
+    # e is 0 where the fraction is 1 (x > exp_normal()/2, whose e² is subnormal) and past
+    # -backward_tail(); e² only for x >= 0 (it is a subnormal below -exp_normal()/2)
+    t = -abs(x)
+    e = exp(-backward_tail() if t < -backward_tail() else t)  # NaN stays
+    e = F(0) if x > F(0.5) * exp_normal() or x < -backward_tail() else e
     x4 = F(4) * clip(x, F(-BIG), F(BIG))
     two_e = F(2) * e
     q = F(1) + e
@@ -607,7 +624,8 @@ def mish_backward(dy, x):
     m_lo = fma(e, e + F(2), F(2) - m)  # m's rounding error (2 - m is exact): m² rounded once
     a = F(1) + two_e
     b = fma(two_e, e, a)
-    e2 = e * e
+    e_right = e if x >= F(0) else F(0)
+    e2 = e_right * e_right
     neg = x < F(0)
     num = e * fma(x4, e, fma(e + F(2), m, x4)) if neg else a * b * q + x4 * e2 * (a + e2)
     den = fma(m, m, (m + m) * m_lo) if neg else b * b * q
