@@ -101,6 +101,12 @@ def clip(x, lo, hi):
 
 
 @scalar
+def at_least(t, lo):
+    """max(t, lo), keeping a NaN t (x86's ``maxps`` in one instruction)."""
+    return lo if t < lo else t
+
+
+@scalar
 def x_times(x, gate):
     """x·gate for a gate that tends to 1 as x → +inf and to 0 as x → -inf.
 
@@ -130,7 +136,7 @@ def exp_neg_abs(x):
     there), and it is 0 where x·e^x rounds to 0 (:func:`x_exp_x_zero`), computed on 0."""
     zero = x < -x_exp_x_zero()
     t = clip(x, F(-BIG), F(0)) + F(SHIFT) if x < F(-SHIFT) else -abs(x)
-    e = exp(F(0) if zero else (-exp_normal() if t < -exp_normal() else t))  # NaN stays
+    e = exp(F(0) if zero else at_least(t, -exp_normal()))
     return F(0) if zero else e
 
 
@@ -222,7 +228,7 @@ def sigmoid_slope(x):
     """sigmoid(x)·sigmoid(-x) = e/(1+e)² with e = exp(-|x|): no cancellation in the tails;
     0 past ±:func:`backward_tail`, where exp's argument stops."""
     t = -abs(x)
-    e = exp(-backward_tail() if t < -backward_tail() else t)  # NaN stays
+    e = exp(at_least(t, -backward_tail()))
     d = e / ((F(1) + e) * (F(1) + e))
     return F(0) if t < -backward_tail() else d
 
@@ -245,7 +251,7 @@ def tanh_backward(dy, x):
     float64 past 374, where 4e rounds to 0), where exp's argument stops."""
     t = F(-2) * abs(x)
     lo = -backward_tail() if single() else F(-748)
-    e = exp(lo if t < lo else t)  # NaN stays
+    e = exp(at_least(t, lo))
     d = F(4) * e / ((F(1) + e) * (F(1) + e))
     return dy * (F(0) if t < lo else d)
 
@@ -263,7 +269,7 @@ def silu(x):
     x·e^x rounds to -0 all the same)."""
     deep = x < F(-SHIFT)
     t = (F(SHIFT) if deep else F(0)) - abs(x)
-    e = exp(t if t > -exp_normal() else -exp_normal())  # NaN: x·e is NaN
+    e = exp(at_least(t, -exp_normal()))
     num = x if x >= F(0) else (F(-BIG) if x < F(-BIG) else x) * e  # no -inf·0
     return num / ((F(EXP_SHIFT) if deep else F(1)) + e)
 
@@ -274,7 +280,7 @@ def silu_backward(dy, x):
     where :func:`near_root` takes over in float32). Past ±:func:`backward_tail` exp's
     argument stops there (the fraction is 1 for x > 0), and e is 0 for x < 0."""
     t = -abs(x)
-    e = exp(-backward_tail() if t < -backward_tail() else t)  # NaN stays
+    e = exp(at_least(t, -backward_tail()))
     e = F(0) if x < -backward_tail() else e
     xc = clip(x, F(-BIG), F(BIG))
     q = F(1) + e
@@ -563,8 +569,8 @@ def softplus_(x, beta, threshold):
     z, z_lo = scaled_input(x, beta)
     deep = z < F(-SHIFT)
     # e stops at e^-exp_normal() for z > 0: x + log1p(e)/beta = x there all the same
-    t = -exp_normal() if -abs(z) < -exp_normal() else -abs(z)
-    e = exp(clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else t)  # one exp for both cases
+    t = clip(z, F(-BIG), F(0)) + F(SHIFT) if deep else at_least(-abs(z), -exp_normal())
+    e = exp(t)  # one exp for both cases
     e = fma(e, z_lo if z <= F(0) else -z_lo, e)  # e^(∓z_lo) to first order
     base = x if z > F(0) else F(0)
     # the deep tail's product only in lanes near it (z < -SHIFT/2): elsewhere e·e^-SHIFT is
@@ -615,7 +621,7 @@ def mish_backward(dy, x):
     # e is 0 where the fraction is 1 (x > exp_normal()/2, whose e² is subnormal) and past
     # -backward_tail(); e² only for x >= 0 (it is a subnormal below -exp_normal()/2)
     t = -abs(x)
-    e = exp(-backward_tail() if t < -backward_tail() else t)  # NaN stays
+    e = exp(at_least(t, -backward_tail()))
     e = F(0) if x > F(0.5) * exp_normal() or x < -backward_tail() else e
     x4 = F(4) * clip(x, F(-BIG), F(BIG))
     two_e = F(2) * e
