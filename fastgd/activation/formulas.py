@@ -203,9 +203,16 @@ def exp_zero():
 def backward_tail():
     """-x past which a backward's factor e^x (and x·e^x) is dropped: in float32 where it
     leaves the normal numbers (|dx| < 1.5e-36·|dy| there, within the contract's absolute
-    error 1e-6·|dy|), in float64 where the factor rounds to 0 (x·e^x from x = -751.8: the
+    error 1e-6·|dy|), in float64 where the factor rounds to 0 (:func:`x_exp_x_zero`: the
     float64 contract is relative)."""
-    return F(87) if single() else F(752)
+    return F(87) if single() else x_exp_x_zero()
+
+
+@scalar
+def exp_backward(x):
+    """exp(-|x|) for the backwards, its argument stopped at -:func:`backward_tail` (the
+    callers drop it past there); a NaN stays."""
+    return exp(at_least(-abs(x), -backward_tail()))
 
 
 # -- sigmoid family ---------------------------------------------------------------------
@@ -227,10 +234,9 @@ def sigmoid(x):
 def sigmoid_slope(x):
     """sigmoid(x)·sigmoid(-x) = e/(1+e)² with e = exp(-|x|): no cancellation in the tails;
     0 past ±:func:`backward_tail`, where exp's argument stops."""
-    t = -abs(x)
-    e = exp(at_least(t, -backward_tail()))
+    e = exp_backward(x)
     d = e / ((F(1) + e) * (F(1) + e))
-    return F(0) if t < -backward_tail() else d
+    return F(0) if abs(x) > backward_tail() else d
 
 
 def sigmoid_backward(dy, x):
@@ -279,9 +285,7 @@ def silu_backward(dy, x):
     x >= 0, e·(1 + x + e)/(1 + e)² for x < 0 (1 + x is exact near the zero x0 ≈ -1.278,
     where :func:`near_root` takes over in float32). Past ±:func:`backward_tail` exp's
     argument stops there (the fraction is 1 for x > 0), and e is 0 for x < 0."""
-    t = -abs(x)
-    e = exp(at_least(t, -backward_tail()))
-    e = F(0) if x < -backward_tail() else e
+    e = F(0) if x < -backward_tail() else exp_backward(x)
     xc = clip(x, F(-BIG), F(BIG))
     q = F(1) + e
     num = e * ((F(1) + xc) + e) if x < F(0) else q + xc * e
@@ -620,9 +624,7 @@ def mish_backward(dy, x):
     |dx| is below 1e-37·|dy| (the contract asks an absolute error there, as for silu)."""
     # e is 0 where the fraction is 1 (x > exp_normal()/2, whose e² is subnormal) and past
     # -backward_tail(); e² only for x >= 0 (it is a subnormal below -exp_normal()/2)
-    t = -abs(x)
-    e = exp(at_least(t, -backward_tail()))
-    e = F(0) if x > F(0.5) * exp_normal() or x < -backward_tail() else e
+    e = F(0) if x > F(0.5) * exp_normal() or x < -backward_tail() else exp_backward(x)
     x4 = F(4) * clip(x, F(-BIG), F(BIG))
     two_e = F(2) * e
     q = F(1) + e
