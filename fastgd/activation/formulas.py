@@ -604,13 +604,16 @@ def softplus_backward(dy, x, beta, threshold):
 
 def mish(x):
     """x·tanh(softplus(x)) with one exp: tanh(log(1 + e^x)) = n/(n + 2), n = e^x(e^x + 2);
-    for x >= 0 in terms of w = e^-x: (1 + 2w)/(1 + 2w + 2w²). Below -SHIFT, x·e^x."""
+    for x >= 0 in terms of w = e^-x: (1 + 2w)/(1 + 2w + 2w²). Below -SHIFT, x·e^x; -0 past
+    -:func:`x_exp_x_zero`, selected (x_exp_x's product of -0 came out +0 on CUDA, whose fma
+    adds its +0 remainder term)."""
     e = exp_neg_abs(x)
     neg = x < F(0)
     two_e = F(2) * e
     num = fma(e, e, two_e) if neg else F(1) + two_e
     gate = num / (F(2) + num if neg else fma(two_e, e, num))
-    return x_exp_x(x, e) if x < F(-SHIFT) else x_times(x, gate)
+    y = x_exp_x(x, e) if x < F(-SHIFT) else x_times(x, gate)
+    return F(-0.0) if x < -x_exp_x_zero() else y
 
 
 def mish_backward(dy, x):
