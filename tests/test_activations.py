@@ -1691,40 +1691,54 @@ def test_gelu_past_its_limits_takes_them_exactly(dtype):
                                atol=2 * np.finfo(dtype).smallest_subnormal)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_exponential_tails_take_their_limits_within_the_contract(dtype):
+def exponential_tail_inputs(dtype, points):
+    """x on both sides of each threshold where the sigmoid family's kernels take limits
+    (|x| = 43.5, 87, 104, 109, 374, 708, 746, 752), ``points`` to a range of 40 or so."""
+    ranges = [(-800, 800, 5 * points), (-120, -80, points), (80, 120, points),
+              (40, 48, points // 5), (-48, -40, points // 5), (-760, -700, 3 * points // 2),
+              (700, 760, 3 * points // 2), (370, 378, points // 5)]
+    x = [np.linspace(lo, hi, n + 1) for lo, hi, n in ranges]
+    return np.concatenate(x + [[-np.inf, np.inf, np.nan, 0.0, -0.0]]).astype(dtype)
+
+
+def check_exponential_tails(x, run):
     """Where e^-|x| leaves the normal numbers the sigmoid family's kernels take limits
     instead of computing subnormal numbers (each a slow assist on x86): sigmoid 1 and 0,
     silu, softplus and mish x, softplus 0 and mish -0 in the far left tail; the backwards of
     sigmoid, tanh, silu, elu, selu and mish 0 where the float32 contract allows an absolute
     error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to 0. Within the
     contract against the float64 reference on both sides of each threshold, and the limits
-    exactly."""
+    exactly. ``run(fn, *arrays, **params)``: fn on the backend under test, as a NumPy array."""
+    dtype = x.dtype
     f32 = dtype == np.float32
-    x = np.concatenate([np.linspace(-800, 800, 20001), np.linspace(-120, -80, 4001),
-                        np.linspace(80, 120, 4001), np.linspace(40, 48, 801),
-                        np.linspace(-48, -40, 801), np.linspace(-760, -700, 6001),
-                        np.linspace(700, 760, 6001), np.linspace(370, 378, 801),
-                        [-np.inf, np.inf, np.nan, 0.0, -0.0]]).astype(dtype)
     x64 = x.astype(np.float64)
     dy = (np.random.default_rng(4).standard_normal(x.size) * 100).astype(dtype)
     for name, kw in (("sigmoid", {}), ("silu", {}), ("tanh", {}), ("elu", {"alpha": 1.5}),
                      ("selu", {}), ("softplus", {}), ("softplus", {"beta": 2.0}),
                      ("softplus", {"beta": 0.5, "threshold": 1000.0}), ("mish", {})):
         fwd, bwd = getattr(fastgd, name), getattr(fastgd, name + "_backward")
-        assert_forward_contract(fwd(x, **kw), fwd(x64, backend="numpy", **kw), dtype, name)
-        got = bwd(dy, x, **kw)
+        assert_forward_contract(run(fwd, x, **kw), fwd(x64, backend="numpy", **kw), dtype,
+                                name)
+        got = run(bwd, dy, x, **kw)
         assert_backward_contract(got, bwd(dy.astype(np.float64), x64, backend="numpy", **kw),
                                  dy, dtype, name)
         if f32 and name != "softplus":  # its backward is sigmoid: taken exactly
             far = {"sigmoid": np.abs(x) > 87, "tanh": np.abs(x) > 43.5}.get(name, x < -87)
             assert np.all(got[far] == 0), name  # past the thresholds: dy·0
     normal = 87 if f32 else 708
-    y = fastgd.sigmoid(x)
+    y = run(fastgd.sigmoid, x)
     assert np.all(y[x > normal] == 1) and np.all(y[x < (-104 if f32 else -746)] == 0)
     assert not np.signbit(y[x < 0]).any()
     for name in ("silu", "softplus", "mish"):
-        np.testing.assert_array_equal(getattr(fastgd, name)(x)[x > normal], x[x > normal])
+        np.testing.assert_array_equal(run(getattr(fastgd, name), x)[x > normal], x[x > normal])
     zero = x < (-109 if f32 else -752)
-    assert np.all(fastgd.softplus(x)[zero] == 0) and not np.signbit(fastgd.softplus(x)[zero]).any()
-    assert np.all(fastgd.mish(x)[zero] == 0) and np.signbit(fastgd.mish(x)[zero]).all()
+    softplus, mish = run(fastgd.softplus, x)[zero], run(fastgd.mish, x)[zero]
+    assert np.all(softplus == 0) and not np.signbit(softplus).any()
+    assert np.all(mish == 0) and np.signbit(mish).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exponential_tails_take_their_limits_within_the_contract(dtype):
+    """:func:`check_exponential_tails` on the Numba backend (tests/cuda: on CUDA)."""
+    check_exponential_tails(exponential_tail_inputs(dtype, 4000),
+                            lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))

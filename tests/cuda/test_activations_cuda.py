@@ -16,6 +16,8 @@ from tests.test_activations import (
     IDS,
     KINK_CASES,
     KINK_POINTS,
+    check_exponential_tails,
+    exponential_tail_inputs,
     from_output_cases,
     reference,
     torch_at_kinks,
@@ -337,3 +339,11 @@ def test_selu_scales_up_to_the_float_maximum_on_cuda():
     np.testing.assert_array_equal(host(fastgd.selu(dev(v))), want)
     np.testing.assert_array_equal(host(fastgd.selu_backward(dev(v), ones)), want)
     np.testing.assert_array_equal(host(fastgd.selu_backward(dev(v), y=ones)), want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exponential_tails_take_their_limits_on_cuda(dtype):
+    """The sigmoid family's limits past the normal numbers (tests/test_activations.py's
+    check_exponential_tails), from the same op math on the CUDA backend."""
+    check_exponential_tails(exponential_tail_inputs(dtype, 40),
+                            lambda fn, *arrays, **kw: host(fn(*map(dev, arrays), **kw)))
