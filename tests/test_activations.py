@@ -550,6 +550,43 @@ def test_softmax_family_long_rows(name, length, dtype):
     assert_forward_contract(in_place, want, dtype, f"{name} rows of {length}, in place")
 
 
+def check_wide_spread_rows(name, dtype, length, run):
+    """Rows whose terms e^(x - max) leave the normal numbers: the kernels take those past
+    each threshold as 0 or stop their exponent (softmax's forward below -104 in float32,
+    log_softmax's terms below -125, the from-input backwards' float64 e^d below -707.5)
+    instead of forming subnormal numbers. Within the contract against the float64
+    reference, forward and both backwards, on rows of spread 20 to 5000, on lanes on both
+    sides of each threshold, and on rows where log Σ is a subnormal sum of such terms; dy = 0
+    in some lanes, where dx is the term alone. ``run(fn, *arrays, **params)``: fn on the
+    backend under test, as a NumPy array."""
+    rng = np.random.default_rng(21)
+    offsets = np.concatenate([np.linspace(-140, -80, 601), np.linspace(-800, -700, 201)])
+    rows = [rng.normal(0, s, length) for s in (20, 100, 200, 1000, 5000)]
+    rows += [np.concatenate([[0.0], -offsets[k::4], [-1.5]]) for k in range(4)]
+    rows += [np.concatenate([[0.0], np.full(length - 1, -d)]) for d in (96, 100, 104)]
+    x = np.array([np.resize(r, length) for r in rows]).astype(dtype)
+    dy = rng.normal(0, 3, x.shape).astype(dtype)
+    dy[:, ::5] = 0
+    act = fastgd.activations[name]
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    assert_forward_contract(run(act.forward, x), act.forward(x64, backend="numpy"), dtype,
+                            name)
+    assert_backward_contract(run(act.backward, dy, x), act.backward(dy64, x64, backend="numpy"),
+                             dy, dtype, f"{name} backward from x")
+    y = act.forward(x64, backend="numpy").astype(dtype)  # from y: the reference's y
+    assert_backward_contract(run(act.backward, dy, y=y),
+                             act.backward(dy64, y=y.astype(np.float64), backend="numpy"),
+                             dy, dtype, f"{name} backward from y")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_rows_of_wide_spread(name, dtype):
+    """:func:`check_wide_spread_rows` on the Numba backend (tests/cuda: on CUDA)."""
+    check_wide_spread_rows(name, dtype, 300,
+                           lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))
+
+
 @pytest.mark.parametrize("length", [70, 1000])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_float32_softmax_family_in_place_and_along_other_axes(name, length):
@@ -1670,12 +1707,13 @@ def test_softplus_right_of_zero_puts_back_the_rounding_of_beta_x(dtype):
 def test_gelu_past_its_limits_takes_them_exactly(dtype):
     """Past GELU_ONE GELU is x and its derivative 1, past -gelu_zero() both are -0 (the
     kernels take these limits there instead of computing subnormal numbers): exactly what
-    the NumPy backend's float64 reference rounds to, on both sides of each threshold."""
+    the NumPy backend's float64 reference rounds to, on both sides of each threshold. The
+    float32 derivative is dy·-0 from x = -13 on (gelu_backward_zero), within the contract."""
     from fastgd.activation.formulas import GELU_ONE
 
-    zero = 15.0 if dtype == np.float32 else 39.0
+    zero = 14.5 if dtype == np.float32 else 39.0
     x = np.concatenate([np.linspace(GELU_ONE - 2, 3 * GELU_ONE, 4001),
-                        np.linspace(-zero - 30, -zero + 1.5, 4001), [GELU_ONE, -zero]])
+                        np.linspace(-zero - 30, -zero + 4, 4001), [GELU_ONE, -zero, -13.0]])
     x = x.astype(dtype)
     dy = (np.random.default_rng(3).standard_normal(x.size) * 100).astype(dtype)
     want, dwant = fastgd.gelu(x, backend="numpy"), fastgd.gelu_backward(dy, x, backend="numpy")
@@ -1685,8 +1723,22 @@ def test_gelu_past_its_limits_takes_them_exactly(dtype):
     np.testing.assert_array_equal(np.signbit(got[far]), np.signbit(want[far]))
     np.testing.assert_array_equal(got[x > GELU_ONE], x[x > GELU_ONE])
     assert np.all(got[x < -zero] == 0) and np.all(np.signbit(got[x < -zero]))
-    np.testing.assert_array_equal(dgot[far], dwant[far])
     np.testing.assert_array_equal(dgot[x > GELU_ONE], dy[x > GELU_ONE])
+    assert_backward_contract(dgot, dwant, dy, dtype, "gelu_backward")
+    if dtype == np.float32:
+        assert np.all(dgot[x < -13] == 0) and np.all(dgot[(x >= -13) & (dy != 0)] != 0)
+    else:
+        np.testing.assert_array_equal(dgot[far], dwant[far])
+    # the tanh form, whose lanes past |z| = 107 (forward) and 87 (float32 backward) compute
+    # on m = 0
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    assert_forward_contract(fastgd.gelu(x, approximate="tanh", backend="numba"),
+                            fastgd.gelu(x64, approximate="tanh", backend="numpy"), dtype,
+                            "gelu tanh form")
+    assert_backward_contract(fastgd.gelu_backward(dy, x, approximate="tanh", backend="numba"),
+                             fastgd.gelu_backward(dy64, x64, approximate="tanh",
+                                                  backend="numpy"),
+                             dy, dtype, "gelu_backward tanh form")
     np.testing.assert_allclose(got, want, rtol=4e-7 if dtype == np.float32 else 1e-13,
                                atol=2 * np.finfo(dtype).smallest_subnormal)
 
@@ -1705,10 +1757,11 @@ def check_exponential_tails(x, run):
     """Where e^-|x| leaves the normal numbers the sigmoid family's kernels take limits
     instead of computing subnormal numbers (each a slow assist on x86): sigmoid 1 and 0,
     silu, softplus and mish x, softplus 0 and mish -0 in the far left tail; the backwards of
-    sigmoid, tanh, silu, elu, selu and mish 0 where the float32 contract allows an absolute
-    error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to 0. Within the
-    contract against the float64 reference on both sides of each threshold, and the limits
-    exactly. ``run(fn, *arrays, **params)``: fn on the backend under test, as a NumPy array."""
+    sigmoid, tanh, silu, elu, selu, softplus and mish 0 where the float32 contract allows an
+    absolute error (|dx| < 1e-6·|dy|), in float64 only where the value rounds to 0. Within
+    the contract against the float64 reference on both sides of each threshold, and the
+    limits exactly. ``run(fn, *arrays, **params)``: fn on the backend under test, as a
+    NumPy array."""
     dtype = x.dtype
     f32 = dtype == np.float32
     x64 = x.astype(np.float64)
@@ -1722,8 +1775,9 @@ def check_exponential_tails(x, run):
         got = run(bwd, dy, x, **kw)
         assert_backward_contract(got, bwd(dy.astype(np.float64), x64, backend="numpy", **kw),
                                  dy, dtype, name)
-        if f32 and name != "softplus":  # its backward is sigmoid: taken exactly
-            far = {"sigmoid": np.abs(x) > 87, "tanh": np.abs(x) > 43.5}.get(name, x < -87)
+        if f32:
+            far = {"sigmoid": np.abs(x) > 87, "tanh": np.abs(x) > 43.5,
+                   "softplus": kw.get("beta", 1.0) * x64 < -87}.get(name, x < -87)
             assert np.all(got[far] == 0), name  # past the thresholds: dy·0
     normal = 87 if f32 else 708
     y = run(fastgd.sigmoid, x)

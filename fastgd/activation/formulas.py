@@ -429,25 +429,32 @@ GELU_ONE = 10.0
 @scalar
 def gelu_zero():
     """-x past which GELU and its derivative round to -0 (|x·Φ(x)| below half the smallest
-    subnormal from x = -14.4 in float32, -38.6 in float64)."""
-    return F(15) if single() else F(39)
+    subnormal from x = -14.41 in float32, -38.6 in float64)."""
+    return F(14.5) if single() else F(39)
 
 
 @scalar
-def gelu_inside(x):
-    """Whether GELU computes x (False for NaN): beyond [-gelu_zero(), GELU_ONE] its math
-    would form subnormal numbers for results that are their limits, and a subnormal costs
-    x86 CPUs a microcode assist for the whole vector (8,192 float32 of -20 or 20: 45-48
-    against 10 us, one thread, Sapphire Rapids VM); such lanes compute on 1 and take the
-    limit."""
-    return x >= -gelu_zero() and x <= F(GELU_ONE)
+def gelu_backward_zero():
+    """-x past which GELU's derivative is taken as -0: in float32 13, where it is -1.0e-36
+    (within the contract's absolute error; past 13.2 its e^(-x²/2) leaves the normal
+    numbers), in float64 :func:`gelu_zero`, where it rounds to -0."""
+    return F(13) if single() else gelu_zero()
+
+
+@scalar
+def gelu_inside(x, zero):
+    """Whether GELU computes x (False for NaN): beyond [-zero, GELU_ONE] its math would form
+    subnormal numbers for results that are their limits, and a subnormal costs x86 CPUs a
+    microcode assist for the whole vector (8,192 float32 of -20 or 20: 45-48 against 10 us,
+    one thread, Sapphire Rapids VM); such lanes compute on 1 and take the limit."""
+    return x >= -zero and x <= F(GELU_ONE)
 
 
 def gelu(x):
     """x·Φ(x): for x < 0 one :func:`normal_tail` with m = x, rounded about once also where
     Φ(x) alone would be subnormal; for x >= 0, x - x·Φ(-x) in one fma; beyond
     :func:`gelu_inside`, -0 or x."""
-    inside = gelu_inside(x)
+    inside = gelu_inside(x, gelu_zero())
     xc, hi, lo = normal_parts(x if inside else F(1))
     neg = xc < F(0)
     t = normal_tail(xc if neg else F(1), F(0), xc, hi, lo)
@@ -457,9 +464,10 @@ def gelu(x):
 def gelu_backward(dy, x):
     """Φ(x) + x·φ(x) from one :func:`normal_tail`: m = 1, c = x for x < 0, and
     1 - (Φ(-x) - x·φ(x)) for x >= 0; float32 uses :func:`near_root` around the zero
-    x0 ≈ -0.752; beyond :func:`gelu_inside`, -0 or 1. In the far left tail
-    |dx| < 1e-3·|dy|: the contract asks an absolute error there, so nothing is rescaled."""
-    inside = gelu_inside(x)
+    x0 ≈ -0.752; beyond :func:`gelu_inside` (left of -:func:`gelu_backward_zero`), -0
+    or 1. In the far left tail |dx| < 1e-3·|dy|: the contract asks an absolute error there,
+    so nothing is rescaled."""
+    inside = gelu_inside(x, gelu_backward_zero())
     xc, hi, lo = normal_parts(x if inside else F(1))
     neg = xc < F(0)
     r = normal_tail(F(1), xc if neg else -xc, xc, hi, lo)
@@ -468,7 +476,7 @@ def gelu_backward(dy, x):
 
 
 @scalar
-def gelu_tanh_mul_exp(m, xc):
+def gelu_tanh_mul_exp(m, xc, left):
     """m·e^(-|z|) as one :func:`mul_exp`, for z = 2u = A·x + B·x³
     (0.5·x·(1 + tanh(u)) = x·σ(z)): the roundings of both products and of their sum are put
     back (``fma``, :func:`mul_exp`), as
@@ -483,13 +491,10 @@ def gelu_tanh_mul_exp(m, xc):
     t3 = b_hi * c3
     t3_lo = fma(b_hi, c3, -t3) + (b_hi * c3_lo + F(GELU_TANH_B - W(b_hi)) * c3)
     lo = t1_lo + t3_lo  # t1 and t3 have x's sign, so -|z| = -|t1| - |t3| - sign(x)·lo
-    # Beyond these |z| the callers' results are their limits (x·σ(z) = x or 0, σ' = 0); m = 0
-    # there keeps the lane from forming subnormal numbers (x86 takes a slow assist for each)
-    if xc < F(0):
-        limit = F(120) if single() else F(800)
-    else:
-        limit = F(30) if single() else F(60)
-    live = abs(t1) + abs(t3) < limit
+    # Beyond these |z| the callers' results are their limits (x·σ(z) = x or 0, σ' = 0), or
+    # for x < 0 (``left``) within the contract's absolute error; m = 0 there keeps the lane
+    # from forming subnormal numbers (x86 takes a slow assist for each)
+    live = abs(t1) + abs(t3) < (left if xc < F(0) else (F(30) if single() else F(60)))
     return mul_exp(m if live else F(0), -abs(t1), abs(t3), lo if xc < F(0) else -lo)
 
 
@@ -497,7 +502,8 @@ def gelu_tanh(x):
     """x·σ(z) as (x·e)/(1 + e) or x/(1 + e), e = e^(-|z|): x·e as one product
     (:func:`gelu_tanh_mul_exp`), e from it by one division; beyond ±BIG the limits."""
     xc = clip(x, F(-BIG), F(BIG))
-    xe = gelu_tanh_mul_exp(xc, xc)
+    # x·e^z rounds to 0 from |z| = 106.4 in float32 (x ≈ -10.8)
+    xe = gelu_tanh_mul_exp(xc, xc, F(107) if single() else F(800))
     e = xe / xc if xc != F(0) else F(1)
     y = (xe if xc < F(0) else xc) / (F(1) + e)
     return y if abs(x) <= F(BIG) else x_times(x, F(1))
@@ -517,7 +523,8 @@ def gelu_tanh_backward(dy, x):
                                         + b3_hi * fma(xc, xc, -p))
     dz = fma(b3_hi, p, a_hi) + dz_lo
     w = fma(xc, dz, F(1))
-    we = gelu_tanh_mul_exp(w, xc)
+    # |z| < 87 in float32: past it e^z leaves the normal numbers, and |dx| < 4e-36·|dy|
+    we = gelu_tanh_mul_exp(w, xc, backward_tail() if single() else F(800))
     e = we / w
     q2 = fma(e, e + F(2), F(1))  # (1 + e)² without the rounding of 1 + e, squared
     d = (fma(e, e, we) if xc < F(0) else F(1) + we) / q2
@@ -589,15 +596,23 @@ def softplus(x, beta, threshold):
     return softplus_(x, beta, threshold)
 
 
+@scalar
+def sigmoid_gate(z):
+    """sigmoid(z) for a backward: 0 past -:func:`backward_tail`, where it leaves the normal
+    numbers in float32 (|dx| < 1.7e-38·|dy|), computed on that bound."""
+    return F(0) if z < -backward_tail() else sigmoid(at_least(z, -backward_tail()))
+
+
 def softplus_backward(dy, x, beta, threshold):
     """sigmoid(beta·x), with the rounding of beta·x put back to first order:
-    σ(z + z_lo) = σ(z) + σ(z)·σ(-z)·z_lo (in the left tail |z| amplifies it). For beta 1,
-    the default, z = x and z_lo = 0: the same bits without that work (LLVM takes the test
-    out of the loop: float32 in cache, 1.44 -> 1.10 ns an element on one Zen 3 core)."""
+    σ(z + z_lo) = σ(z) + σ(z)·σ(-z)·z_lo (in the left tail |z| amplifies it); 0 past
+    -:func:`backward_tail` (:func:`sigmoid_gate`). For beta 1, the default, z = x and
+    z_lo = 0: the same bits without that work (LLVM takes the test out of the loop: float32
+    in cache, 1.44 -> 1.10 ns an element on one Zen 3 core)."""
     if beta == F(1):
-        return dy if x > threshold else dy * sigmoid(x)
+        return dy if x > threshold else dy * sigmoid_gate(x)
     z, z_lo = scaled_input(x, beta)
-    s = sigmoid(z)
+    s = sigmoid_gate(z)
     s = fma(s * (F(1) - s), z_lo, s)
     return dy if above(z, z_lo, threshold) else dy * s
 
@@ -690,6 +705,36 @@ def row_sum(x):
     return lanes_sum(s)
 
 
+@scalar
+def term_zero():
+    """-(x - max) past which log_softmax's terms e^(x - max)·TERM_SCALE are taken as 0: in
+    float32 125, where a row of 2^30 of them adds less than half the smallest subnormal to
+    log Σ; in float64 where they underflow."""
+    return F(125) if single() else F(BIG)
+
+
+@scalar
+def row_term(scale, xi, m, zero):
+    """scale·e^(xi - m), or 0 past -``zero``, computed there on xi = m: such lanes would
+    otherwise form numbers below the normal range (a slow assist on x86 for the whole
+    vector, also for a result that then rounds to 0). NaN stays NaN."""
+    far = xi - m < -zero
+    return F(0) if far else mul_exp(scale, m if far else xi, m, F(0))
+
+
+@scalar
+def exp_clamped(d):
+    """e^d for d = x - max in the from-input backwards of softmax and log_softmax (which
+    compute in float64: F is W), its argument stopped inside the normal results: in their
+    sums, whose largest term is 1, a smaller term adds nothing; in dx, times factors of at
+    most ~1e38, it is below float32's range (float64 data: at most e^-707.5 times the factor
+    off, where the float64 reference's own subnormal e^d has lost its digits). Below, e^d
+    would form subnormal numbers, an assist each: log_softmax's backward took 145-220 us
+    instead of 17 on 8,192 floats spread past 720. (A stop at the same bound as a comparison
+    that then selects 0 let LLVM compute e^d all the same.)"""
+    return exp(at_least(d, F(0.5) - exp_normal()))
+
+
 def softmax_row(x, y):
     """e_i = e^(x_i - max) in the working type (:func:`mul_exp`: x_i - max is not rounded
     first), their sum in the wide type W, and y_i = e_i·(1/Σ) with 1/Σ split into two
@@ -698,7 +743,7 @@ def softmax_row(x, y):
     loop mixing float32 and float64 runs at float64's width."""
     m = row_max(x)
     for i in lanes(x.size):
-        y[i] = mul_exp(F(1), F(x[i]), m, F(0))
+        y[i] = row_term(F(1), F(x[i]), m, exp_zero())
     s = W(0)
     for i in lanes(x.size):
         s += W(y[i])
@@ -736,13 +781,13 @@ def softmax_backward_row_from_input(dy, x, dx):
     z = F(0)
     t = F(0)
     for i in lanes(x.size):
-        e = exp(F(x[i]) - m)
+        e = exp_clamped(F(x[i]) - m)
         z += e
         t += F(dy[i]) * e
     r = F(1) / lanes_sum(z)
     s = lanes_sum(t) * r
     for i in lanes(x.size):
-        dx[i] = (F(dy[i]) - s) * (exp(F(x[i]) - m) * r)
+        dx[i] = (F(dy[i]) - s) * (exp_clamped(F(x[i]) - m) * r)
 
 
 @scalar
@@ -770,7 +815,7 @@ def log_softmax_row(x, y):
     their sums add blocks in float64."""
     m = row_max(x)
     for i in lanes(x.size):
-        y[i] = mul_exp(F(TERM_SCALE), F(x[i]), m, F(0))
+        y[i] = row_term(F(TERM_SCALE), F(x[i]), m, term_zero())
     t = W(0)
     k = W(0)
     for i in lanes(x.size):  # the same lanes as the loop before: a thread reads its own terms
@@ -808,11 +853,11 @@ def log_softmax_backward_row_from_input(dy, x, dx):
         zb = F(0)
         sb = F(0)
         for j in lanes(length):
-            zb += exp(F(x[start + j]) - m)
+            zb += exp_clamped(F(x[start + j]) - m)
             sb += F(dy[start + j])
         z += zb
         s += sb
     r = F(1) / lanes_sum(z)
     s = lanes_sum(s)
     for i in lanes(x.size):
-        dx[i] = F(dy[i]) - exp(F(x[i]) - m) * r * s
+        dx[i] = F(dy[i]) - exp_clamped(F(x[i]) - m) * r * s

@@ -17,6 +17,7 @@ from tests.test_activations import (
     KINK_CASES,
     KINK_POINTS,
     check_exponential_tails,
+    check_wide_spread_rows,
     exponential_tail_inputs,
     from_output_cases,
     reference,
@@ -347,3 +348,13 @@ def test_exponential_tails_take_their_limits_on_cuda(dtype):
     check_exponential_tails), from the same op math on the CUDA backend."""
     check_exponential_tails(exponential_tail_inputs(dtype, 40),
                             lambda fn, *arrays, **kw: host(fn(*map(dev, arrays), **kw)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_family_rows_of_wide_spread_on_cuda(name, dtype):
+    """tests/test_activations.py's check_wide_spread_rows on the CUDA backend (rows of 40)."""
+    def run(fn, *arrays, **kw):
+        return host(fn(*map(dev, arrays), **{k: dev(v) for k, v in kw.items()}))
+
+    check_wide_spread_rows(name, dtype, 40, run)
