@@ -730,8 +730,9 @@ def exp_clamped(d):
     most ~1e38, it is below float32's range (float64 data: at most e^-707.5 times the factor
     off, where the float64 reference's own subnormal e^d has lost its digits). Below, e^d
     would form subnormal numbers, an assist each: log_softmax's backward took 145-220 us
-    instead of 17 on 8,192 floats spread past 720. (A stop at the same bound as a comparison
-    that then selects 0 let LLVM compute e^d all the same.)"""
+    instead of 17 on 8,192 floats spread past 720, 640 instead of 120 on rows of 256 half
+    masked with -1e9 or -inf. (A stop at the bound of a comparison that then selects 0 let
+    LLVM compute e^d on d itself; that select cost 8-20 % on unmasked rows.)"""
     return exp(at_least(d, F(0.5) - exp_normal()))
 
 
