@@ -579,6 +579,42 @@ def check_wide_spread_rows(name, dtype, length, run):
                              dy, dtype, f"{name} backward from y")
 
 
+def check_masked_rows(dtype, run):
+    """Rows with masked logits (-1e4, -1e9, -inf, as attention and vocabulary masks set
+    them): softmax 0 and its gradient 0 there exactly, log_softmax's gradient dy there
+    exactly, forward and both backwards; the rest within the contract. ``run`` as for
+    :func:`check_wide_spread_rows`."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(0, 3, (6, 50))
+    mask = np.zeros(x.shape, bool)
+    mask[:, 20:] = True
+    mask[3:, 1::3] = True
+    x[mask] = np.resize([-1e4, -1e9, -np.inf], int(mask.sum()))
+    x = x.astype(dtype)
+    dy = rng.normal(0, 3, x.shape).astype(dtype)
+    for name in ("softmax", "log_softmax"):
+        act = fastgd.activations[name]
+        want = act.forward(x.astype(np.float64), backend="numpy")
+        y = run(act.forward, x)
+        assert_forward_contract(y, want, dtype, f"masked {name}")
+        dy64 = dy.astype(np.float64)
+        for how, dx, ref in (
+                ("x", run(act.backward, dy, x), act.backward(dy64, x.astype(np.float64),
+                                                             backend="numpy")),
+                ("y", run(act.backward, dy, y=y), act.backward(dy64, y=y.astype(np.float64),
+                                                               backend="numpy"))):
+            assert_backward_contract(dx, ref, dy, dtype, f"masked {name} backward from {how}")
+            np.testing.assert_array_equal(dx[mask], 0 if name == "softmax" else dy[mask])
+        if name == "softmax":
+            np.testing.assert_array_equal(y[mask], 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_family_on_masked_rows(dtype):
+    """:func:`check_masked_rows` on the Numba backend (tests/cuda: on CUDA)."""
+    check_masked_rows(dtype, lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_rows_of_wide_spread(name, dtype):

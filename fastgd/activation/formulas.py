@@ -725,15 +725,16 @@ def row_term(scale, xi, m, zero):
 @scalar
 def exp_clamped(d):
     """e^d for d = x - max in the from-input backwards of softmax and log_softmax (which
-    compute in float64: F is W), its argument stopped inside the normal results: in their
-    sums, whose largest term is 1, a smaller term adds nothing; in dx, times factors of at
-    most ~1e38, it is below float32's range (float64 data: at most e^-707.5 times the factor
-    off, where the float64 reference's own subnormal e^d has lost its digits). Below, e^d
-    would form subnormal numbers, an assist each: log_softmax's backward took 145-220 us
-    instead of 17 on 8,192 floats spread past 720, 640 instead of 120 on rows of 256 half
-    masked with -1e9 or -inf. (A stop at the bound of a comparison that then selects 0 let
-    LLVM compute e^d on d itself; that select cost 8-20 % on unmasked rows.)"""
-    return exp(at_least(d, F(0.5) - exp_normal()))
+    compute in float64: F is W), without subnormal numbers (an assist each): 0 past
+    -:func:`exp_zero`, where it rounds to 0 (masked logits: -1e9, -inf), and stopped at
+    e^-707.5 between there and the normal results: in the sums, whose largest term is 1,
+    such a term adds nothing, and in dx, times factors of at most ~1e38, it is below
+    float32's range (float64 data: at most e^-707.5 times the factor off, where the float64
+    reference's own subnormal e^d has lost its digits). Rows of 256 half masked took 5x
+    (log_softmax) and 5.5x (softmax) the time of unmasked ones, and rows spread past 720
+    the same; the flush costs 4-5 % on unmasked rows. The stop is not at the comparison's
+    bound: LLVM merged the two and computed e^d on d itself."""
+    return F(0) if d < -exp_zero() else exp(at_least(d, F(0.5) - exp_normal()))
 
 
 def softmax_row(x, y):

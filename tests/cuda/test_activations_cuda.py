@@ -17,6 +17,7 @@ from tests.test_activations import (
     KINK_CASES,
     KINK_POINTS,
     check_exponential_tails,
+    check_masked_rows,
     check_wide_spread_rows,
     exponential_tail_inputs,
     from_output_cases,
@@ -358,3 +359,10 @@ def test_softmax_family_rows_of_wide_spread_on_cuda(name, dtype):
         return host(fn(*map(dev, arrays), **{k: dev(v) for k, v in kw.items()}))
 
     check_wide_spread_rows(name, dtype, 40, run)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_family_on_masked_rows_on_cuda(dtype):
+    """tests/test_activations.py's check_masked_rows on the CUDA backend."""
+    check_masked_rows(dtype, lambda fn, *arrays, **kw: host(
+        fn(*map(dev, arrays), **{k: dev(v) for k, v in kw.items()})))
