@@ -724,17 +724,17 @@ def row_term(scale, xi, m, zero):
 
 @scalar
 def exp_clamped(d):
-    """e^d for d = x - max in the from-input backwards of softmax and log_softmax (which
-    compute in float64: F is W), without subnormal numbers (an assist each): 0 past
-    -:func:`exp_zero`, where it rounds to 0 (masked logits: -1e9, -inf), and stopped at
-    e^-707.5 between there and the normal results: in the sums, whose largest term is 1,
-    such a term adds nothing, and in dx, times factors of at most ~1e38, it is below
-    float32's range (float64 data: at most e^-707.5 times the factor off, where the float64
-    reference's own subnormal e^d has lost its digits). Rows of 256 half masked took 5x
-    (log_softmax) and 5.5x (softmax) the time of unmasked ones, and rows spread past 720
-    the same; the flush costs 4-5 % on unmasked rows. The stop is not at the comparison's
-    bound: LLVM merged the two and computed e^d on d itself."""
-    return F(0) if d < -exp_zero() else exp(at_least(d, F(0.5) - exp_normal()))
+    """e^d in the wide type W for d = x - max (the from-input backwards of softmax and
+    log_softmax, the cross-entropy losses), without subnormal numbers (an assist each): 0
+    past -746, where it rounds to 0 (masked logits: -1e9, -inf), and stopped at e^-707.5
+    between there and the normal results: in the sums, whose largest term is 1, such a term
+    adds nothing, and in dx, times factors of at most ~1e38, it is below float32's range
+    (float64 data: at most e^-707.5 times the factor off, where the float64 reference's own
+    subnormal e^d has lost its digits). Rows of 256 half masked took 5x (log_softmax) and
+    5.5x (softmax) the time of unmasked ones, and rows spread past 720 the same; the flush
+    costs 4-5 % on unmasked rows. The stop is not at the comparison's bound: LLVM merged the
+    two and computed e^d on d itself."""
+    return W(0) if d < W(-746) else exp(at_least(d, W(-707.5)))
 
 
 def softmax_row(x, y):

@@ -18,7 +18,14 @@ from math import inf
 
 import numpy as np
 
-from fastgd.activation.formulas import row_max, row_sum, sigmoid  # noqa: F401 (row_sum: column sums)
+from fastgd.activation.formulas import (  # noqa: F401 (row_sum: column sums)
+    at_least,
+    exp_clamped,
+    row_max,
+    row_sum,
+    sigmoid,
+    single,
+)
 from fastgd.scalar import F, W, exp, in_order, lanes, lanes_sum, log, log1p, scalar, sqrt
 
 # -- activation slots (identity until bound) ----------------------------------------------
@@ -241,12 +248,23 @@ def exp_sum(x):
     """(m, Σ e^(x_i - m)) in the wide type W, m the row's max: the losses compute their
     probabilities e^(x_i - m)/Σ in W. In the working type, a rounded logsumexp in
     exp(x_i - lse) put its rounding (an ULP of lse) into every exponent (64 ULP of float32 for
-    logits near 150), and the gradient p - q cancels where p is near q."""
+    logits near 150), and the gradient p - q cancels where p is near q. The exponentials
+    are :func:`exp_clamped`'s, here and in the gradients: 0 for masked logits, without the
+    assists of an underflow (1024 rows of 1000 float32 half masked with -1e9: 5.3 ms for the
+    loss instead of 1.0, 10.2 for the gradient instead of 1.6)."""
     m = W(row_max(x))
     s = W(0)
     for i in lanes(x.size):
-        s += exp(W(x[i]) - m)
+        s += exp(at_least(W(x[i]) - m, W(-707.5)))
     return m, lanes_sum(s)
+
+
+@scalar
+def exp_gradient(d):
+    """e^d (d = x - max, in W) for a gradient stored in the working type: float32 stops d at
+    -200, where g·e^d·r is below float32's range for any float32 g (and is computed
+    without subnormal numbers); float64 takes :func:`exp_clamped`, 0 past -746."""
+    return exp(at_least(d, W(-200))) if single() else exp_clamped(d)
 
 
 def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
@@ -271,7 +289,7 @@ def cross_entropy_labels(x, dx, label, gscale, eps_hi, eps_lo):
         v = W(x[i])
         gap += m - v
         q = off + (W(1) - eps if i == k else W(0))
-        dx[i] = F(g * (exp(v - m) * r - q))
+        dx[i] = F(g * (exp_gradient(v - m) * r - q))
     return label_loss(x, k, m, s, lanes_sum(gap), eps, off)
 
 
@@ -316,7 +334,7 @@ def cross_entropy_probs(x, t, dx, gscale, eps_hi, eps_lo):
     g = W(gscale)
     for i in lanes(n):
         q = (W(1) - eps) * W(t[i]) + off
-        dx[i] = F(g * (exp(W(x[i]) - m) * rs - q))
+        dx[i] = F(g * (exp_gradient(W(x[i]) - m) * rs - q))
     return F(gap + (sq * log(s) if sq != W(0) else W(0)))
 
 

@@ -225,6 +225,24 @@ def test_cross_entropy_with_masked_logits(smoothing):
     np.testing.assert_allclose(host(g), gr, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [-1e9, -np.inf])
+def test_cross_entropy_on_rows_half_masked_on_cuda(dtype, masked):
+    """The gradient is exactly the reference's where half of each row is masked (0 for
+    labels), the rest within float32's or float64's rounding."""
+    x = RNG.normal(0, 3, (3, 12))
+    x[:, 6:] = masked
+    x = x.astype(dtype)
+    labels = np.array([0, 5, 2])
+    loss = nn.get_loss("cross_entropy", "none")
+    v, g = loss.value_and_grad(dev(x), dev(labels))
+    vr, gr = loss.value_and_grad(x, labels, backend="numpy")
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(host(v), vr, rtol=rtol)
+    np.testing.assert_allclose(host(g), gr, rtol=rtol, atol=rtol * 1e-3)
+    np.testing.assert_array_equal(host(g)[:, 6:], 0)
+
+
 @pytest.mark.parametrize("name,target,kw", LOSS_CASES[1:])
 def test_loss_backward_finite_differences(name, target, kw):
     x = RNG.standard_normal((3, 4))
