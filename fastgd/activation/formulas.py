@@ -723,18 +723,25 @@ def row_term(scale, xi, m, zero):
 
 
 @scalar
+def exp_stopped(d):
+    """e^d in the wide type W for d = x - max, its argument stopped at -707.5, inside the
+    normal results: for sums whose largest term is 1 (softmax's and log_softmax's from-input
+    backwards, the cross-entropy losses), where a smaller term adds nothing. Below, e^d
+    would form subnormal numbers, or underflow through ``vscalef``: an assist for the whole
+    vector each (rows spread past 720, masked logits such as -1e9 or -inf)."""
+    return exp(at_least(d, W(-707.5)))
+
+
+@scalar
 def exp_clamped(d):
-    """e^d in the wide type W for d = x - max (the from-input backwards of softmax and
-    log_softmax, the cross-entropy losses), without subnormal numbers (an assist each): 0
-    past -746, where it rounds to 0 (masked logits: -1e9, -inf), and stopped at e^-707.5
-    between there and the normal results: in the sums, whose largest term is 1, such a term
-    adds nothing, and in dx, times factors of at most ~1e38, it is below float32's range
-    (float64 data: at most e^-707.5 times the factor off, where the float64 reference's own
-    subnormal e^d has lost its digits). Rows of 256 half masked took 5x (log_softmax) and
-    5.5x (softmax) the time of unmasked ones, and rows spread past 720 the same; the flush
-    costs 4-5 % on unmasked rows. The stop is not at the comparison's bound: LLVM merged the
-    two and computed e^d on d itself."""
-    return W(0) if d < W(-746) else exp(at_least(d, W(-707.5)))
+    """:func:`exp_stopped` for a value, not a sum's term: 0 past -746, where e^d rounds to 0
+    (a masked logit's gradient is exactly 0), stopped between there and the normal results,
+    where times factors of at most ~1e38 it is below float32's range (float64 data: at most
+    e^-707.5 times the factor off, where the float64 reference's own subnormal e^d has lost
+    its digits). Rows of 256 half masked took 5.5x the time of unmasked ones in softmax's
+    backward from x; the flush costs 4-5 % on unmasked rows. Its bound is not the stop's:
+    LLVM merged the two comparisons and computed e^d on d itself."""
+    return W(0) if d < W(-746) else exp_stopped(d)
 
 
 def softmax_row(x, y):
@@ -783,7 +790,7 @@ def softmax_backward_row_from_input(dy, x, dx):
     z = F(0)
     t = F(0)
     for i in lanes(x.size):
-        e = exp_clamped(F(x[i]) - m)
+        e = exp_stopped(F(x[i]) - m)
         z += e
         t += F(dy[i]) * e
     r = F(1) / lanes_sum(z)
@@ -855,7 +862,7 @@ def log_softmax_backward_row_from_input(dy, x, dx):
         zb = F(0)
         sb = F(0)
         for j in lanes(length):
-            zb += exp_clamped(F(x[start + j]) - m)
+            zb += exp_stopped(F(x[start + j]) - m)
             sb += F(dy[start + j])
         z += zb
         s += sb
