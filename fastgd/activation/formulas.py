@@ -691,10 +691,15 @@ def hardswish_backward(dy, x):
 
 @scalar
 def row_max(x):
-    """The largest element, NaNs ignored (a row with NaN gives NaN through its sum)."""
+    """The largest element, NaNs ignored (a row with NaN gives NaN through its sum). A NaN
+    is given to ``fmax`` as -inf: LLVM vectorizes an fmax (maxnum) reduction with a check
+    that leaves the vector loop at the first NaN and goes on one element at a time (a row
+    of 65,536 float32 with one NaN: 115 us for the max instead of 3; softmax 112 instead of
+    35), unless it knows its operands are never NaN."""
     m = F(-inf)
     for i in lanes(x.size):
-        m = fmax(m, F(x[i]))
+        v = F(x[i])
+        m = fmax(m, v if v == v else F(-inf))
     return lanes_max(m)
 
 
