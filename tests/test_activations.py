@@ -610,9 +610,18 @@ def check_masked_rows(dtype, run):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_family_on_masked_rows(dtype):
-    """:func:`check_masked_rows` on the Numba backend (tests/cuda: on CUDA)."""
-    check_masked_rows(dtype, lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_family_on_masked_rows(dtype, axis):
+    """:func:`check_masked_rows` on the Numba backend (tests/cuda: on CUDA), along rows and
+    along axis 0 (the lines side by side: ``backends.columns``)."""
+    def run(fn, *arrays, **kw):
+        if axis == -1:
+            return fn(*arrays, backend="numba", **kw)
+        t = {k: np.ascontiguousarray(v.T) for k, v in kw.items()}
+        return fn(*(np.ascontiguousarray(a.T) for a in arrays), axis=0, backend="numba",
+                  **t).T
+
+    check_masked_rows(dtype, run)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

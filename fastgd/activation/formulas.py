@@ -729,24 +729,27 @@ def row_term(scale, xi, m, zero):
 
 @scalar
 def exp_stopped(d):
-    """e^d in the wide type W for d = x - max, its argument stopped at -707.5, inside the
-    normal results: for sums whose largest term is 1 (softmax's and log_softmax's from-input
-    backwards, the cross-entropy losses), where a smaller term adds nothing. Below, e^d
-    would form subnormal numbers, or underflow through ``vscalef``: an assist for the whole
-    vector each (rows spread past 720, masked logits such as -1e9 or -inf)."""
-    return exp(at_least(d, W(-707.5)))
+    """e^d in the wide type W for d = x - max, as a term of a sum whose largest term is 1
+    (softmax's and log_softmax's from-input backwards, the cross-entropy losses), its
+    argument stopped at -650: a smaller term adds nothing to such a sum, and the product
+    dy·e^-650 that softmax's backward adds is still a normal number (for |dy| > 1e-25).
+    Below, e^d would form subnormal numbers, or underflow through ``vscalef``: an assist for
+    the whole vector each (rows spread past 720, masked logits such as -1e9 or -inf; with
+    a stop at -707.5 a block of masked rows summed dy·e into a subnormal partial sum:
+    softmax's backward along axis 0, 256x256 half masked, 276 instead of 143 us)."""
+    return exp(at_least(d, W(-650)))
 
 
 @scalar
 def exp_clamped(d):
-    """:func:`exp_stopped` for a value, not a sum's term: 0 past -746, where e^d rounds to 0
-    (a masked logit's gradient is exactly 0), stopped between there and the normal results,
-    where times factors of at most ~1e38 it is below float32's range (float64 data: at most
-    e^-707.5 times the factor off, where the float64 reference's own subnormal e^d has lost
-    its digits). Rows of 256 half masked took 5.5x the time of unmasked ones in softmax's
-    backward from x. Its bound is not the stop's: LLVM merged the two comparisons and
-    computed e^d on d itself."""
-    return W(0) if d < W(-746) else exp_stopped(d)
+    """e^d in W for d = x - max as a value, not a sum's term: 0 past -746, where it rounds to
+    0 (a masked logit's gradient is exactly 0), and stopped at e^-707.5, the smallest
+    normal results, between there: times factors of at most ~1e38 it is below float32's
+    range (float64 data: at most e^-707.5 times the factor off, where the float64
+    reference's own subnormal e^d has lost its digits). Rows of 256 half masked took 5.5x
+    the time of unmasked ones in softmax's backward from x. Its bound is not the stop's:
+    LLVM merged the two comparisons and computed e^d on d itself."""
+    return W(0) if d < W(-746) else exp(at_least(d, W(-707.5)))
 
 
 def softmax_row(x, y):
