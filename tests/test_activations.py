@@ -550,15 +550,35 @@ def test_softmax_family_long_rows(name, length, dtype):
     assert_forward_contract(in_place, want, dtype, f"{name} rows of {length}, in place")
 
 
+def check_rows_against_the_reference(name, x, dy, run, what):
+    """softmax's or log_softmax's forward and both backwards of rows ``x`` by ``run(fn,
+    *arrays, **params)`` (fn on the backend under test, as a NumPy array) within the
+    contract against the float64 reference (from y: the reference's y, rounded); returns
+    (y, dx from x, dx from y)."""
+    act = fastgd.activations[name]
+    dtype = x.dtype
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    y = run(act.forward, x)
+    assert_forward_contract(y, act.forward(x64, backend="numpy"), dtype, what)
+    dx = run(act.backward, dy, x)
+    assert_backward_contract(dx, act.backward(dy64, x64, backend="numpy"), dy, dtype,
+                             f"{what} backward from x")
+    y_ref = act.forward(x64, backend="numpy").astype(dtype)
+    dx_from_y = run(act.backward, dy, y=y_ref)
+    assert_backward_contract(dx_from_y,
+                             act.backward(dy64, y=y_ref.astype(np.float64), backend="numpy"),
+                             dy, dtype, f"{what} backward from y")
+    return y, dx, dx_from_y
+
+
 def check_wide_spread_rows(name, dtype, length, run):
     """Rows whose terms e^(x - max) leave the normal numbers: the kernels take those past
     each threshold as 0 or stop their exponent (softmax's forward below -104 in float32,
-    log_softmax's terms below -125, the from-input backwards' float64 e^d below -707.5)
-    instead of forming subnormal numbers. Within the contract against the float64
-    reference, forward and both backwards, on rows of spread 20 to 5000, on lanes on both
-    sides of each threshold, and on rows where log Σ is a subnormal sum of such terms; dy = 0
-    in some lanes, where dx is the term alone. ``run(fn, *arrays, **params)``: fn on the
-    backend under test, as a NumPy array."""
+    log_softmax's terms below -125, the from-input backwards' float64 e^d at -650 in their
+    sums and -707.5 in dx) instead of forming subnormal numbers. Within the contract
+    against the float64 reference (:func:`check_rows_against_the_reference`), on rows of
+    spread 20 to 5000, on lanes on both sides of each threshold, and on rows where log Σ
+    is a subnormal sum of such terms; dy = 0 in some lanes, where dx is the term alone."""
     rng = np.random.default_rng(21)
     offsets = np.concatenate([np.linspace(-140, -80, 601), np.linspace(-800, -700, 201)])
     rows = [rng.normal(0, s, length) for s in (20, 100, 200, 1000, 5000)]
@@ -567,23 +587,14 @@ def check_wide_spread_rows(name, dtype, length, run):
     x = np.array([np.resize(r, length) for r in rows]).astype(dtype)
     dy = rng.normal(0, 3, x.shape).astype(dtype)
     dy[:, ::5] = 0
-    act = fastgd.activations[name]
-    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    assert_forward_contract(run(act.forward, x), act.forward(x64, backend="numpy"), dtype,
-                            name)
-    assert_backward_contract(run(act.backward, dy, x), act.backward(dy64, x64, backend="numpy"),
-                             dy, dtype, f"{name} backward from x")
-    y = act.forward(x64, backend="numpy").astype(dtype)  # from y: the reference's y
-    assert_backward_contract(run(act.backward, dy, y=y),
-                             act.backward(dy64, y=y.astype(np.float64), backend="numpy"),
-                             dy, dtype, f"{name} backward from y")
+    check_rows_against_the_reference(name, x, dy, run, name)
 
 
 def check_masked_rows(dtype, run):
     """Rows with masked logits (-1e4, -1e9, -inf, as attention and vocabulary masks set
     them): softmax 0 and its gradient 0 there exactly, log_softmax's gradient dy there
-    exactly, forward and both backwards; the rest within the contract. ``run`` as for
-    :func:`check_wide_spread_rows`."""
+    exactly, forward and both backwards; the rest within the contract
+    (:func:`check_rows_against_the_reference`, whose ``run`` this takes)."""
     rng = np.random.default_rng(8)
     x = rng.normal(0, 3, (6, 50))
     mask = np.zeros(x.shape, bool)
@@ -593,18 +604,9 @@ def check_masked_rows(dtype, run):
     x = x.astype(dtype)
     dy = rng.normal(0, 3, x.shape).astype(dtype)
     for name in ("softmax", "log_softmax"):
-        act = fastgd.activations[name]
-        want = act.forward(x.astype(np.float64), backend="numpy")
-        y = run(act.forward, x)
-        assert_forward_contract(y, want, dtype, f"masked {name}")
-        dy64 = dy.astype(np.float64)
-        for how, dx, ref in (
-                ("x", run(act.backward, dy, x), act.backward(dy64, x.astype(np.float64),
-                                                             backend="numpy")),
-                ("y", run(act.backward, dy, y=y), act.backward(dy64, y=y.astype(np.float64),
-                                                               backend="numpy"))):
-            assert_backward_contract(dx, ref, dy, dtype, f"masked {name} backward from {how}")
-            np.testing.assert_array_equal(dx[mask], 0 if name == "softmax" else dy[mask])
+        y, dx, dx_from_y = check_rows_against_the_reference(name, x, dy, run, f"masked {name}")
+        for grad in (dx, dx_from_y):
+            np.testing.assert_array_equal(grad[mask], 0 if name == "softmax" else dy[mask])
         if name == "softmax":
             np.testing.assert_array_equal(y[mask], 0)
 
