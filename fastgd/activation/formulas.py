@@ -446,7 +446,8 @@ def gelu_inside(x, zero):
     """Whether GELU computes x (False for NaN): beyond [-zero, GELU_ONE] its math would form
     subnormal numbers for results that are their limits, and a subnormal costs x86 CPUs a
     microcode assist for the whole vector (8,192 float32 of -20 or 20: 45-48 against 10 us,
-    one thread, Sapphire Rapids VM); such lanes compute on 1 and take the limit."""
+    one thread, Sapphire Rapids VM); such lanes compute on 1 and take the limit. It also keeps
+    :func:`normal_tail`'s -x²/2 within the range its CPU kernel takes (no clamps there)."""
     return x >= -zero and x <= F(GELU_ONE)
 
 
