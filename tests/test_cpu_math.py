@@ -248,6 +248,23 @@ def test_fmax_is_c_fmax_compiled_and_in_python(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_gelu_keeps_normal_tail_within_its_range(dtype):
+    """normal_tail's kernel has no clamps: its hi = -x²/2 must stay within the exponential's
+    range, [-150, 89] in float32 and [-800, 710] in float64, for every x that GELU and its
+    derivative compute on (gelu_inside: others compute on x = 1). Widening GELU's limits
+    past that would break the kernel's scaling (2**k as two normal factors) on the GPU."""
+    from fastgd import scalar
+    from fastgd.activation import formulas
+
+    def bound(fn):
+        return float(scalar.specialize(fn, {"F": dtype, "W": np.float64}, jit=lambda f: f)())
+
+    widest = max(bound(formulas.gelu_zero), bound(formulas.gelu_backward_zero),
+                 formulas.GELU_ONE)
+    assert widest**2 / 2 <= (150 if dtype == np.float32 else 800)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_normal_tail_against_mpmath(dtype):
     """(m·erfcx(|x|/√2)/2 + c/√(2π))·e^(hi + lo) against mpmath: with e^(hi + lo) far from 1
     (a rounding of the exponential's argument would show), and as GELU calls it, m = x and

@@ -430,16 +430,15 @@ def _build(ft, scalef=None):
 
     @_jit
     def normal_tail_(m, c, x, hi, lo):
-        """(m*erfcx(|x|/sqrt2)/2 + c/sqrt(2pi))*e**(hi + lo) for exact hi in [mul_lo, exp_hi]
-        (GELU's: -105.1 or more in float32, -760.5 in float64; the exponential skips its
-        clamps, 10 % of GELU's instructions) and small lo: m*Phi(-|x|) + c*phi(x) for
-        hi + lo = -x**2/2; GELU's forward (m = x, c = 0) within
-        3.74 ULP over every float32, the derivative's error as before (5.01 ULP).
-        erfcx(a/sqrt2) = sqrt(2/pi)/(a + H), H = sqrt(2/pi) + a*P/Q, as one fraction:
-        sqrt(2/pi)*Q/(a*Q + a*P + sqrt(2/pi)*Q), one division where two in a row
-        (P/Q, then sqrt(2/pi)/(a + H)) cost GELU 10-20 % of its speed; the same rounded Q
-        above and below, so its own error cancels. The rounding of m*erfcx/2 goes into
-        exp_mul's m_lo."""
+        """(m*erfcx(|x|/sqrt2)/2 + c/sqrt(2pi))*e**(hi + lo) for exact hi and small lo:
+        m*Phi(-|x|) + c*phi(x) for hi + lo = -x**2/2. GELU's forward (m = x, c = 0) is
+        within 3.74 ULP over every float32, its derivative within 5.01.
+        erfcx(a/sqrt2) = sqrt(2/pi)/(a + H), H = sqrt(2/pi) + a*P/Q, as one fraction,
+        sqrt(2/pi)*Q/(a*Q + a*P + sqrt(2/pi)*Q): one division where two in a row (P/Q,
+        then sqrt(2/pi)/(a + H)) cost GELU 10-20 % of its speed; the same rounded Q above
+        and below, so its own error cancels. The rounding of m*erfcx/2 goes into exp_mul's
+        m_lo. hi must lie in [mul_lo, exp_hi] (GELU's: -105.1 or more in float32, -760.5
+        in float64): the exponential has no clamps, a tenth of GELU's instructions."""
         a = abs(x)
         a = tail_amax if a > tail_amax else a
         qa = hx_q(a)
