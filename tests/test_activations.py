@@ -550,6 +550,12 @@ def test_softmax_family_long_rows(name, length, dtype):
     assert_forward_contract(in_place, want, dtype, f"{name} rows of {length}, in place")
 
 
+def on_numba(fn, *arrays, **params):
+    """``fn`` on the Numba backend: the ``run`` the shared checks below take (tests/cuda
+    gives them its own)."""
+    return fn(*arrays, backend="numba", **params)
+
+
 def check_rows_against_the_reference(name, x, dy, run, what):
     """softmax's or log_softmax's forward and both backwards of rows ``x`` by ``run(fn,
     *arrays, **params)`` (fn on the backend under test, as a NumPy array) within the
@@ -618,10 +624,9 @@ def test_softmax_family_on_masked_rows(dtype, axis):
     along axis 0 (the lines side by side: ``backends.columns``)."""
     def run(fn, *arrays, **kw):
         if axis == -1:
-            return fn(*arrays, backend="numba", **kw)
+            return on_numba(fn, *arrays, **kw)
         t = {k: np.ascontiguousarray(v.T) for k, v in kw.items()}
-        return fn(*(np.ascontiguousarray(a.T) for a in arrays), axis=0, backend="numba",
-                  **t).T
+        return on_numba(fn, *(np.ascontiguousarray(a.T) for a in arrays), axis=0, **t).T
 
     check_masked_rows(dtype, run)
 
@@ -630,8 +635,7 @@ def test_softmax_family_on_masked_rows(dtype, axis):
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_rows_of_wide_spread(name, dtype):
     """:func:`check_wide_spread_rows` on the Numba backend (tests/cuda: on CUDA)."""
-    check_wide_spread_rows(name, dtype, 300,
-                           lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))
+    check_wide_spread_rows(name, dtype, 300, on_numba)
 
 
 @pytest.mark.parametrize("length", [70, 1000])
@@ -1841,5 +1845,4 @@ def check_exponential_tails(x, run):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_exponential_tails_take_their_limits_within_the_contract(dtype):
     """:func:`check_exponential_tails` on the Numba backend (tests/cuda: on CUDA)."""
-    check_exponential_tails(exponential_tail_inputs(dtype, 4000),
-                            lambda fn, *arrays, **kw: fn(*arrays, backend="numba", **kw))
+    check_exponential_tails(exponential_tail_inputs(dtype, 4000), on_numba)

@@ -28,6 +28,14 @@ from tests.test_activations import (
 dev, host = fastgd.to_device, fastgd.to_host
 
 
+def on_cuda(fn, *arrays, **params):
+    """``fn`` on the CUDA backend, its arrays (and array parameters such as ``y=``) moved to
+    the device, its result back: the ``run`` the shared checks of tests/test_activations.py
+    take."""
+    params = {k: dev(v) if isinstance(v, np.ndarray) else v for k, v in params.items()}
+    return host(fn(*map(dev, arrays), **params))
+
+
 def test_cuda_backend_is_available():
     assert fastgd.backends()["cuda"].startswith("ok")
 
@@ -347,22 +355,17 @@ def test_selu_scales_up_to_the_float_maximum_on_cuda():
 def test_exponential_tails_take_their_limits_on_cuda(dtype):
     """The sigmoid family's limits past the normal numbers (tests/test_activations.py's
     check_exponential_tails), from the same op math on the CUDA backend."""
-    check_exponential_tails(exponential_tail_inputs(dtype, 40),
-                            lambda fn, *arrays, **kw: host(fn(*map(dev, arrays), **kw)))
+    check_exponential_tails(exponential_tail_inputs(dtype, 40), on_cuda)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
 def test_softmax_family_rows_of_wide_spread_on_cuda(name, dtype):
     """tests/test_activations.py's check_wide_spread_rows on the CUDA backend (rows of 40)."""
-    def run(fn, *arrays, **kw):
-        return host(fn(*map(dev, arrays), **{k: dev(v) for k, v in kw.items()}))
-
-    check_wide_spread_rows(name, dtype, 40, run)
+    check_wide_spread_rows(name, dtype, 40, on_cuda)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_softmax_family_on_masked_rows_on_cuda(dtype):
     """tests/test_activations.py's check_masked_rows on the CUDA backend."""
-    check_masked_rows(dtype, lambda fn, *arrays, **kw: host(
-        fn(*map(dev, arrays), **{k: dev(v) for k, v in kw.items()})))
+    check_masked_rows(dtype, on_cuda)
